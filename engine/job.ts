@@ -1,0 +1,302 @@
+// Runs one pipeline: pulls batches from the source, pushes them through the RxJS graph, emits
+// watermarks between batches, and takes checkpoints at those consistent cuts. Recovery happens in
+// `run` before the first batch: state, timers, positions and watermarks come back from the store.
+import { mkdirSync, rmSync } from "node:fs";
+import { Subject, type Observable, type OperatorFunction } from "rxjs";
+import { END_OF_TIME, record, watermark, type Element } from "./elements.ts";
+import { StateMismatch } from "./errors.ts";
+import { KeyedMapState, KeyedValueState } from "./keyedState.ts";
+import { operate, type OperatorContext, type OperatorDefinition } from "./operator.ts";
+import type { Sink } from "./sinks/sink.ts";
+import type { Source, SourceItem } from "./sources/source.ts";
+import { StateStore, type CheckpointMeta } from "./store.ts";
+import { TimerService } from "./timers.ts";
+import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapshot } from "./watermarks.ts";
+
+/** An item turned into a keyed, timed event, or the reason it cannot be. */
+export type Decoded<E> = { key: string; timeMs: number; value: E } | { error: string };
+
+/** What a pipeline's graph is built with. */
+export type GraphBuilder = {
+  /** Builds an operator from its definition, with its state restored, as an RxJS operator. */
+  operator<I, O>(definition: OperatorDefinition<I, O>): OperatorFunction<Element<I>, Element<O>>;
+  /** Writes the records of `stream` to `sink`; the sink's position is part of every checkpoint. */
+  sinkTo(name: string, sink: Sink, stream: Observable<Element<object>>): void;
+  /** A named side output of the operators (e.g. "late"). */
+  side(tag: string): Observable<unknown>;
+  /** Writes a side output's values to a sink, counted under `counter`, shaped by `shape`. */
+  sideTo(tag: string, sinkName: string, sink: Sink, counter: string, shape?: (value: unknown) => object): void;
+};
+
+export type JobOptions<E> = {
+  /** Identifies the pipeline definition; a state dir of another definition is refused. */
+  fingerprint: string;
+  source: Source;
+  decode(value: unknown, partition: number): Decoded<E>;
+  newWatermarkGenerator(): WatermarkGenerator;
+  /** Processing time without events after which a partition stops holding the watermark back. 0 = never. */
+  idlenessMs: number;
+  stateDir: string;
+  /** Processing time between checkpoints. */
+  checkpointIntervalMs: number;
+  /** Where undecodable and invalid items go, with their reason. */
+  deadLetter: Sink;
+  build(events: Observable<Element<E>>, graph: GraphBuilder): void;
+  /** Items per batch; a checkpoint can only fall between batches. Default 1000. */
+  batchSize?: number;
+  /** Start from nothing: drop the state dir's checkpoint first. */
+  reset?: boolean;
+  /** Called about every `progressIntervalMs` (default 500) with the counters so far. */
+  onProgress?(counters: Readonly<JobCounters>): void;
+  progressIntervalMs?: number;
+  /** Asks the job to stop at the next cut, after a last checkpoint. */
+  signal?: AbortSignal;
+  nowMs?: () => number;
+};
+
+export type JobCounters = {
+  /** Items read from the source, good or bad. */
+  read: number;
+  outputs: number;
+  late: number;
+  deadLettered: number;
+  checkpoints: number;
+  [counter: string]: number;
+};
+
+export type JobResult = {
+  /** Since the job first started, across restarts. */
+  counters: JobCounters;
+  /** In this run only (after a restore: since the checkpoint). */
+  thisRun: JobCounters;
+  elapsedMs: number;
+  /** True when the source was exhausted; false when stopped by the signal. */
+  isComplete: boolean;
+  restoredFromCheckpoint: number | undefined;
+};
+
+type SinkEntry = { name: string; sink: Sink };
+
+export async function runJob<E>(options: JobOptions<E>): Promise<JobResult> {
+  return new Job(options).run();
+}
+
+class Job<E> {
+  private readonly nowMs: () => number;
+  private readonly store: StateStore;
+  private readonly sinks: SinkEntry[] = [];
+  private readonly sides = new Map<string, Subject<unknown>>();
+  private readonly processingTime$ = new Subject<number>();
+  private readonly events$ = new Subject<Element<E>>();
+  private readonly tracker: WatermarkTracker;
+  private counters: JobCounters = { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 };
+  private failure: unknown;
+  private checkpointId = 0;
+
+  constructor(private readonly options: JobOptions<E>) {
+    this.nowMs = options.nowMs ?? Date.now;
+    if (options.reset) rmSync(options.stateDir, { recursive: true, force: true });
+    mkdirSync(options.stateDir, { recursive: true });
+    this.store = new StateStore(options.stateDir);
+    this.tracker = new WatermarkTracker({
+      partitions: options.source.partitions,
+      newGenerator: options.newWatermarkGenerator,
+      idlenessMs: options.idlenessMs,
+      nowMs: this.nowMs,
+    });
+  }
+
+  /**
+   * 1. reads the last checkpoint and refuses one of another pipeline;
+   * 2. builds the graph, which restores every operator's state and timers;
+   * 3. puts sinks back at their committed positions and the source after its recorded position;
+   * 4. runs batches until the source ends or a stop is asked, checkpointing at cuts;
+   * 5. ends a bounded source with the final watermark and a last checkpoint.
+   */
+  async run(): Promise<JobResult> {
+    const startedAtMs = this.nowMs();
+    try {
+      // 1.
+      const meta = this.store.readMeta();
+      if (meta && meta.fingerprint !== this.options.fingerprint) {
+        throw new StateMismatch(this.options.stateDir, this.options.fingerprint, meta.fingerprint);
+      }
+      // 2.
+      this.addSink("deadLetter", this.options.deadLetter);
+      this.options.build(this.events$, this.graphBuilder());
+      // 3.
+      for (const { name, sink } of this.sinks) await sink.recover(meta?.sinkPositions[name]);
+      if (meta) {
+        this.tracker.restore(meta.watermarks as WatermarkTrackerSnapshot);
+        this.counters = { ...this.counters, ...meta.counters };
+        this.checkpointId = meta.checkpointId;
+      }
+      await this.options.source.open(meta?.sourcePosition);
+      const before = { ...this.counters };
+      // 4. and 5.
+      const isComplete = await this.loop();
+      const thisRun = { ...this.counters };
+      for (const name of Object.keys(thisRun)) thisRun[name] -= before[name] ?? 0;
+      return {
+        counters: { ...this.counters },
+        thisRun,
+        elapsedMs: this.nowMs() - startedAtMs,
+        isComplete,
+        restoredFromCheckpoint: meta?.checkpointId,
+      };
+    } finally {
+      await this.close();
+    }
+  }
+
+  private async loop(): Promise<boolean> {
+    const { source, batchSize = 1000, checkpointIntervalMs, signal } = this.options;
+    const progressIntervalMs = this.options.progressIntervalMs ?? 500;
+    let lastCheckpointAtMs = this.nowMs();
+    let lastProgressAtMs = lastCheckpointAtMs;
+    if (this.tracker.watermarkMs === END_OF_TIME) return true; // restored after the end
+    // Operators judge lateness by the watermark: a restored job must start from the one it had.
+    if (this.tracker.watermarkMs > -Infinity) this.events$.next(watermark(this.tracker.watermarkMs));
+    for (;;) {
+      const batch = await source.nextBatch(batchSize);
+      const nowMs = this.nowMs();
+      for (const item of batch.items) this.push(item, nowMs);
+      for (const p of batch.finishedPartitions ?? []) this.tracker.finish(p);
+      const watermarkMs = batch.isDone ? this.tracker.end() : this.tracker.poll();
+      if (watermarkMs !== undefined) this.events$.next(watermark(watermarkMs));
+      this.processingTime$.next(nowMs);
+      this.throwIfFailed();
+      if (batch.isDone) {
+        await this.checkpoint();
+        return true;
+      }
+      if (signal?.aborted) {
+        await this.checkpoint();
+        return false;
+      }
+      if (nowMs - lastCheckpointAtMs >= checkpointIntervalMs) {
+        await this.checkpoint();
+        lastCheckpointAtMs = this.nowMs();
+      }
+      if (this.options.onProgress && nowMs - lastProgressAtMs >= progressIntervalMs) {
+        this.options.onProgress(this.counters);
+        lastProgressAtMs = nowMs;
+      }
+      // Lets signal handlers and timers run even when the source never waits.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private push(item: SourceItem, nowMs: number): void {
+    this.counters.read++;
+    if (item.error !== undefined) {
+      this.deadLetter({ reason: item.error, origin: item.origin, partition: item.partition, raw: item.raw });
+      return;
+    }
+    const decoded = this.options.decode(item.value, item.partition);
+    if ("error" in decoded) {
+      this.deadLetter({ reason: decoded.error, partition: item.partition, event: item.value });
+      return;
+    }
+    this.tracker.onEvent(item.partition, decoded.timeMs, nowMs);
+    this.events$.next(record(decoded.key, decoded.timeMs, decoded.value));
+  }
+
+  private deadLetter(entry: object): void {
+    this.counters.deadLettered++;
+    this.options.deadLetter.write(entry);
+  }
+
+  /**
+   * A checkpoint at a cut (every operator is done with every record it was given):
+   * 1. sinks make their output durable and say their positions;
+   * 2. state changes, timers, positions, watermarks and counters are committed in one transaction.
+   */
+  private async checkpoint(): Promise<void> {
+    // 1.
+    const sinkPositions: Record<string, unknown> = {};
+    for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
+    // 2.
+    this.counters.checkpoints++;
+    const meta: CheckpointMeta = {
+      fingerprint: this.options.fingerprint,
+      sourcePosition: this.options.source.position(),
+      sinkPositions,
+      watermarks: this.tracker.snapshot(),
+      counters: this.counters,
+      checkpointId: ++this.checkpointId,
+      takenAtMs: this.nowMs(),
+    };
+    this.store.commit(meta);
+  }
+
+  private graphBuilder(): GraphBuilder {
+    return {
+      operator: (definition) => {
+        const logic = definition.build(this.operatorContext(definition.name));
+        return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$);
+      },
+      sinkTo: (name, sink, stream) => {
+        this.addSink(name, sink);
+        stream.subscribe({
+          next: (element) => {
+            if (element.kind !== "record") return;
+            this.counters.outputs++;
+            sink.write(element.value);
+          },
+          error: (error) => (this.failure ??= error),
+        });
+      },
+      side: (tag) => this.side(tag),
+      sideTo: (tag, sinkName, sink, counter, shape = (value) => value as object) => {
+        if (!this.sinks.some((s) => s.name === sinkName)) this.addSink(sinkName, sink);
+        this.side(tag).subscribe((value) => {
+          this.counters[counter] = (this.counters[counter] ?? 0) + 1;
+          sink.write(shape(value));
+        });
+      },
+    };
+  }
+
+  private operatorContext(operatorName: string): OperatorContext {
+    const store = this.store;
+    const stateName = (name: string) => `${operatorName}/${name}`;
+    const registered = <T extends { name: string }>(member: T): T => {
+      store.register(member as never);
+      return member;
+    };
+    return {
+      valueState: (name, options) => registered(new KeyedValueState(stateName(name), options, store.restored(stateName(name)))),
+      mapState: (name, options) => registered(new KeyedMapState(stateName(name), options, store.restored(stateName(name)))),
+      eventTimers: (name) => registered(new TimerService(stateName(`event-timers/${name}`), store.restored(stateName(`event-timers/${name}`)))),
+      processingTimers: (name) =>
+        registered(new TimerService(stateName(`processing-timers/${name}`), store.restored(stateName(`processing-timers/${name}`)))),
+      side: (tag, value) => this.side(tag).next(value),
+    };
+  }
+
+  private side(tag: string): Subject<unknown> {
+    let subject = this.sides.get(tag);
+    if (!subject) {
+      subject = new Subject();
+      this.sides.set(tag, subject);
+    }
+    return subject;
+  }
+
+  private addSink(name: string, sink: Sink): void {
+    if (this.sinks.some((s) => s.name === name)) throw new Error(`two sinks are named "${name}"`);
+    this.sinks.push({ name, sink });
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async close(): Promise<void> {
+    this.events$.complete();
+    await this.options.source.close().catch(() => undefined);
+    for (const { sink } of this.sinks) await sink.close().catch(() => undefined);
+    await this.store.close();
+  }
+}

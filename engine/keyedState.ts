@@ -1,0 +1,148 @@
+// Keyed state held in memory, with the changes since the last checkpoint tracked per key, and an
+// optional event-time TTL. The StateStore persists it; operators only see get/set/delete.
+import type { Checkpointable, StateDelta } from "./store.ts";
+
+export type KeyedStateOptions<V, S> = {
+  /** Entries not written for this long in event time read as absent and are dropped. Default: no TTL. */
+  ttlMs?: number;
+  /** Turns a value into what is stored (e.g. Sets into arrays). Default: stored as is. */
+  encode?: (value: V) => S;
+  decode?: (stored: S) => V;
+};
+
+type Entry<V> = { value: V; expiresAtMs: number };
+
+/**
+ * One value per key. Values may be mutated in place; `touch(key)` then says it changed.
+ * With a TTL, expiry is measured against the watermark the operator passes to `expire`.
+ */
+export class KeyedValueState<V, S = V> implements Checkpointable {
+  private readonly entries = new Map<string, Entry<V>>();
+  private readonly changed = new Set<string>();
+  private readonly ttlMs: number;
+  private nowMs = -Infinity;
+
+  constructor(
+    readonly name: string,
+    private readonly options: KeyedStateOptions<V, S> = {},
+    restored: Iterable<[unknown, unknown]> = [],
+  ) {
+    this.ttlMs = options.ttlMs ?? Infinity;
+    const decode = options.decode ?? ((s: S) => s as unknown as V);
+    for (const [key, stored] of restored) {
+      const { v, x } = stored as { v: S; x: number | null };
+      this.entries.set(key as string, { value: decode(v), expiresAtMs: x ?? Infinity });
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(key: string): V | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAtMs <= this.nowMs) {
+      this.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  }
+
+  /** Stores `value` for `key`; `timeMs` is the event time of the write, from which a TTL counts. */
+  set(key: string, value: V, timeMs = this.nowMs): void {
+    const entry = this.entries.get(key);
+    const expiresAtMs = timeMs + this.ttlMs;
+    if (entry) {
+      entry.value = value;
+      entry.expiresAtMs = expiresAtMs;
+    } else this.entries.set(key, { value, expiresAtMs });
+    this.changed.add(key);
+  }
+
+  /** Marks a value mutated in place as changed. */
+  touch(key: string): void {
+    this.changed.add(key);
+  }
+
+  delete(key: string): void {
+    if (this.entries.delete(key)) this.changed.add(key);
+  }
+
+  keys(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
+  /** Moves the TTL clock to `watermarkMs` (event time), so entries past their TTL read as absent. */
+  expire(watermarkMs: number): void {
+    this.nowMs = watermarkMs;
+  }
+
+  takeDelta(): StateDelta {
+    const encode = this.options.encode ?? ((v: V) => v as unknown as S);
+    const delta: StateDelta = { puts: [], deletes: [] };
+    if (this.ttlMs !== Infinity) {
+      for (const [key, entry] of this.entries) if (entry.expiresAtMs <= this.nowMs) this.delete(key);
+    }
+    for (const key of this.changed) {
+      const entry = this.entries.get(key);
+      if (entry === undefined) delta.deletes.push(key);
+      else {
+        const x = entry.expiresAtMs === Infinity ? null : entry.expiresAtMs;
+        delta.puts.push([key, { v: encode(entry.value), x }]);
+      }
+    }
+    this.changed.clear();
+    return delta;
+  }
+}
+
+/** A map of values per key (e.g. counts per page per user), stored as one entry per key. */
+export class KeyedMapState<V> implements Checkpointable {
+  private readonly inner: KeyedValueState<Map<string, V>, Array<[string, V]>>;
+
+  constructor(name: string, options: { ttlMs?: number } = {}, restored: Iterable<[unknown, unknown]> = []) {
+    this.inner = new KeyedValueState(
+      name,
+      { ttlMs: options.ttlMs, encode: (m) => [...m], decode: (a) => new Map(a) },
+      restored,
+    );
+  }
+
+  get name(): string {
+    return this.inner.name;
+  }
+
+  get(key: string, field: string): V | undefined {
+    return this.inner.get(key)?.get(field);
+  }
+
+  fields(key: string): ReadonlyMap<string, V> {
+    return this.inner.get(key) ?? new Map();
+  }
+
+  set(key: string, field: string, value: V, timeMs?: number): void {
+    const map = this.inner.get(key) ?? new Map<string, V>();
+    map.set(field, value);
+    this.inner.set(key, map, timeMs);
+  }
+
+  deleteField(key: string, field: string): void {
+    const map = this.inner.get(key);
+    if (!map?.delete(field)) return;
+    if (map.size === 0) this.inner.delete(key);
+    else this.inner.touch(key);
+  }
+
+  delete(key: string): void {
+    this.inner.delete(key);
+  }
+
+  expire(watermarkMs: number): void {
+    this.inner.expire(watermarkMs);
+  }
+
+  takeDelta(): StateDelta {
+    return this.inner.takeDelta();
+  }
+}

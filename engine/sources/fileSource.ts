@@ -1,0 +1,230 @@
+// Bounded file source: JSON lines, CSV or concatenated msgpack. Each file is a partition with its own
+// watermark; batches rotate over the partitions. The position is each file's byte offset and line
+// number plus whose turn it is, so a restored job reads exactly the batches an uninterrupted one would.
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { Unpackr } from "msgpackr";
+import { SourcePositionInvalid } from "../errors.ts";
+import { LineReader, type LinePosition } from "./lineReader.ts";
+import { splitCsvLine } from "./csv.ts";
+import type { Source, SourceBatch, SourceItem } from "./source.ts";
+
+export type FileFormat = "jsonl" | "csv" | "msgpack";
+
+export type FileSourceOptions = {
+  /** One file per partition. */
+  paths: string[];
+  format: FileFormat;
+  /** CSV column names; default: read from each file's header line. */
+  columns?: string[];
+  /** CSV field delimiter. Default ",". */
+  delimiter?: string;
+  /** Longer lines go to the dead-letter output unread. Default 1 MiB. */
+  maxLineBytes?: number;
+};
+
+type FilePosition = { partitions: LinePosition[]; turn: number };
+
+/** One partition's reader: yields items until its file ends. */
+type PartitionReader = {
+  read(maxItems: number, into: SourceItem[]): boolean;
+  position(): LinePosition;
+  close(): void;
+};
+
+export class FileSource implements Source {
+  private readers: PartitionReader[] = [];
+  private isFinished: boolean[] = [];
+  private turn = 0;
+
+  constructor(private readonly options: FileSourceOptions) {}
+
+  get description(): string {
+    return this.options.paths.join(", ");
+  }
+
+  get partitions(): number {
+    return this.options.paths.length;
+  }
+
+  async open(position: unknown): Promise<void> {
+    const restored = position as FilePosition | undefined;
+    if (restored && restored.partitions.length !== this.partitions) {
+      throw new SourcePositionInvalid(this.description, `checkpoint has ${restored.partitions.length} files, the pipeline ${this.partitions}`);
+    }
+    this.readers = this.options.paths.map((path, p) => this.openReader(path, p, restored?.partitions[p]));
+    this.isFinished = this.readers.map(() => false);
+    this.turn = restored?.turn ?? 0;
+  }
+
+  nextBatch(maxItems: number): SourceBatch {
+    const items: SourceItem[] = [];
+    const finishedPartitions: number[] = [];
+    for (let tries = 0; tries < this.partitions && items.length === 0; tries++) {
+      const p = this.turn;
+      this.turn = (this.turn + 1) % this.partitions;
+      if (this.isFinished[p]) continue;
+      if (!this.readers[p].read(maxItems, items)) {
+        this.isFinished[p] = true;
+        finishedPartitions.push(p);
+      }
+    }
+    return { items, finishedPartitions, isDone: this.isFinished.every(Boolean) };
+  }
+
+  position(): FilePosition {
+    return { partitions: this.readers.map((r) => r.position()), turn: this.turn };
+  }
+
+  async close(): Promise<void> {
+    for (const reader of this.readers) reader.close();
+  }
+
+  private openReader(path: string, partition: number, from: LinePosition | undefined): PartitionReader {
+    const sizeBytes = statSync(path).size;
+    if (from && from.offsetBytes > sizeBytes) {
+      throw new SourcePositionInvalid(path, `checkpoint is at byte ${from.offsetBytes} but the file has ${sizeBytes}: it was replaced`);
+    }
+    const maxLineBytes = this.options.maxLineBytes ?? 1 << 20;
+    if (this.options.format === "msgpack") return new MsgpackReader(path, partition, from?.offsetBytes ?? 0, maxLineBytes);
+    const lines = new LineReader(path, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
+    if (this.options.format === "jsonl") return lineItems(lines, partition, parseJsonLine);
+    const delimiter = this.options.delimiter ?? ",";
+    let columns = this.options.columns;
+    if (!columns) {
+      columns = readCsvHeader(path, delimiter, maxLineBytes);
+      if (!from) lines.readLine(); // the header is no event
+    }
+    return lineItems(lines, partition, csvParser(columns, delimiter));
+  }
+}
+
+type LineParser = (text: string) => { value: unknown } | { error: string };
+
+function parseJsonLine(text: string): { value: unknown } | { error: string } {
+  try {
+    return { value: JSON.parse(text) };
+  } catch (error) {
+    return { error: `not JSON: ${(error as Error).message}` };
+  }
+}
+
+function csvParser(columns: string[], delimiter: string): LineParser {
+  return (text) => {
+    const fields = splitCsvLine(text, delimiter);
+    if (!Array.isArray(fields)) return { error: `bad CSV: ${fields.error}` };
+    if (fields.length !== columns.length) return { error: `bad CSV: ${fields.length} fields, the header has ${columns.length}` };
+    const value: Record<string, string> = {};
+    // An empty CSV field is an absent value, so optional fields behave as in JSON.
+    for (let c = 0; c < columns.length; c++) if (fields[c] !== "") value[columns[c]] = fields[c];
+    return { value };
+  };
+}
+
+function readCsvHeader(path: string, delimiter: string, maxLineBytes: number): string[] {
+  const reader = new LineReader(path, { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
+  try {
+    const header = reader.readLine();
+    const fields = header && !header.tooLong ? splitCsvLine(header.text.replace(/^\uFEFF/, ""), delimiter) : undefined;
+    if (!Array.isArray(fields) || fields.length === 0) throw new SourcePositionInvalid(path, "CSV file has no readable header line");
+    return fields;
+  } finally {
+    reader.close();
+  }
+}
+
+function lineItems(lines: LineReader, partition: number, parse: LineParser): PartitionReader {
+  return {
+    read(maxItems, into) {
+      for (let n = 0; n < maxItems; n++) {
+        const line = lines.readLine();
+        if (line === undefined) return false;
+        const origin = `${lines.path}:${line.lineNo}`;
+        if (line.tooLong) {
+          into.push({ partition, error: `line of ${line.lengthBytes} bytes is over the limit`, raw: line.preview, origin });
+          continue;
+        }
+        if (line.text.trim() === "") continue;
+        const parsed = parse(line.text);
+        if ("error" in parsed) into.push({ partition, error: parsed.error, raw: line.text, origin });
+        else into.push({ partition, value: parsed.value });
+      }
+      return true;
+    },
+    position: () => lines.next,
+    close: () => lines.close(),
+  };
+}
+
+/** Concatenated msgpack values; an undecodable byte is reported and skipped so reading can resync. */
+class MsgpackReader implements PartitionReader {
+  private readonly fd: number;
+  private readonly unpackr = new Unpackr({ useRecords: false });
+  private buffer = Buffer.alloc(0);
+  private bufferAtBytes: number;
+  private consumedBytes = 0;
+  private items = 0;
+  private isEof = false;
+
+  constructor(
+    readonly path: string,
+    private readonly partition: number,
+    offsetBytes: number,
+    private readonly maxValueBytes: number,
+  ) {
+    this.fd = openSync(path, "r");
+    this.bufferAtBytes = offsetBytes;
+  }
+
+  read(maxItems: number, into: SourceItem[]): boolean {
+    let n = 0;
+    while (n < maxItems) {
+      if (this.consumedBytes >= this.buffer.length) {
+        if (this.isEof || !this.fill()) return false;
+      }
+      try {
+        this.unpackr.unpackMultiple(this.buffer.subarray(this.consumedBytes), (value: unknown, start?: number, end?: number) => {
+          this.consumedBytes += (end ?? 0) - (start ?? 0);
+          this.items++;
+          into.push({ partition: this.partition, value });
+          return ++n < maxItems;
+        });
+      } catch (error) {
+        const e = error as Error & { incomplete?: boolean; lastPosition?: number };
+        if (e.incomplete && !this.isEof && this.buffer.length - this.consumedBytes <= this.maxValueBytes) {
+          this.fill();
+          continue;
+        }
+        const offset = this.bufferAtBytes + this.consumedBytes;
+        const raw = this.buffer.subarray(this.consumedBytes, this.consumedBytes + 32).toString("hex");
+        into.push({ partition: this.partition, error: `undecodable msgpack at byte ${offset}: ${e.message}`, raw, origin: `${this.path}@${offset}` });
+        // A truncated tail is one bad value; a corrupt byte is skipped so the next value can be found.
+        this.consumedBytes = e.incomplete ? this.buffer.length : this.consumedBytes + 1;
+        n++;
+      }
+    }
+    return true;
+  }
+
+  position(): LinePosition {
+    return { offsetBytes: this.bufferAtBytes + this.consumedBytes, lineNo: this.items };
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+
+  /** Reads the next chunk after the unconsumed bytes; false at the end of the file. */
+  private fill(): boolean {
+    const chunk = Buffer.allocUnsafe(1 << 20);
+    const fileAt = this.bufferAtBytes + this.buffer.length;
+    const bytesRead = readSync(this.fd, chunk, 0, chunk.length, fileAt);
+    if (bytesRead === 0) {
+      this.isEof = true;
+      return false;
+    }
+    this.bufferAtBytes += this.consumedBytes;
+    this.buffer = Buffer.concat([this.buffer.subarray(this.consumedBytes), chunk.subarray(0, bytesRead)]);
+    this.consumedBytes = 0;
+    return true;
+  }
+}

@@ -1,0 +1,31 @@
+// The contract of a partitioned, resumable source.
+
+/** One item read from a partition: a decoded value, or the reason it could not be decoded. */
+export type SourceItem =
+  | { readonly partition: number; readonly value: unknown; readonly error?: undefined }
+  | { readonly partition: number; readonly error: string; readonly raw: string; readonly origin: string };
+
+export type SourceBatch = {
+  readonly items: SourceItem[];
+  /** Partitions that have nothing more to give (bounded sources), reported once. */
+  readonly finishedPartitions?: number[];
+  /** True when the whole source is exhausted: a bounded source's last batch. */
+  readonly isDone: boolean;
+};
+
+export type Source = {
+  /** A name for messages, e.g. the file path. */
+  readonly description: string;
+  /** The number of partitions; each has its own watermark. Fixed for the life of a state dir. */
+  readonly partitions: number;
+  /** Positions the source after `position` (from a checkpoint), or at its start. */
+  open(position: unknown): Promise<void>;
+  /**
+   * Up to `maxItems` items. Batches are cut by count, never by time, so a job restored from a
+   * checkpoint sees the same batches as an uninterrupted one.
+   */
+  nextBatch(maxItems: number): SourceBatch | Promise<SourceBatch>;
+  /** The position after every item returned so far: what a checkpoint records. */
+  position(): unknown;
+  close(): Promise<void>;
+};

@@ -1,0 +1,149 @@
+// Timers per key, fired in (time, key) order when their clock passes them: event time (the
+// watermark) or processing time. Timers are state: every change reaches the next checkpoint.
+import type { Checkpointable, StateDelta } from "./store.ts";
+
+/** Min-heap of numbers: the distinct times at which some timer is due. */
+class TimeHeap {
+  private readonly items: number[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  peek(): number | undefined {
+    return this.items[0];
+  }
+
+  push(value: number): void {
+    const items = this.items;
+    items.push(value);
+    let i = items.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (items[parent] <= value) break;
+      items[i] = items[parent];
+      i = parent;
+    }
+    items[i] = value;
+  }
+
+  pop(): number | undefined {
+    const items = this.items;
+    const top = items[0];
+    const last = items.pop();
+    if (items.length > 0 && last !== undefined) {
+      let i = 0;
+      for (;;) {
+        const left = 2 * i + 1;
+        if (left >= items.length) break;
+        const right = left + 1;
+        const child = right < items.length && items[right] < items[left] ? right : left;
+        if (items[child] >= last) break;
+        items[i] = items[child];
+        i = child;
+      }
+      items[i] = last;
+    }
+    return top;
+  }
+}
+
+const SEP = "\u0000";
+
+/**
+ * Timers for one operator. Registering the same (key, time) twice keeps one timer. Timers at the
+ * same time fire in key order, so a job restored from a checkpoint fires them exactly as an
+ * uninterrupted one would.
+ */
+export class TimerService implements Checkpointable {
+  private readonly keysByTimeMs = new Map<number, Set<string>>();
+  private readonly dueTimes = new TimeHeap();
+  private readonly added = new Set<string>();
+  private readonly removed = new Set<string>();
+  private count = 0;
+
+  constructor(
+    readonly name: string,
+    restored: Iterable<[unknown, unknown]> = [],
+  ) {
+    for (const [stored] of restored) {
+      const [timeMs, key] = stored as [number, string];
+      this.insert(key, timeMs);
+    }
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** The earliest due time, if any. */
+  nextTimeMs(): number | undefined {
+    return this.dueTimes.peek();
+  }
+
+  register(key: string, timeMs: number): void {
+    if (!this.insert(key, timeMs)) return;
+    const id = timeMs + SEP + key;
+    if (!this.removed.delete(id)) this.added.add(id);
+  }
+
+  delete(key: string, timeMs: number): void {
+    const keys = this.keysByTimeMs.get(timeMs);
+    if (!keys?.delete(key)) return;
+    this.count--;
+    // The time stays in the heap; `advanceTo` skips times with no keys left.
+    if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
+    const id = timeMs + SEP + key;
+    if (!this.added.delete(id)) this.removed.add(id);
+  }
+
+  has(key: string, timeMs: number): boolean {
+    return this.keysByTimeMs.get(timeMs)?.has(key) ?? false;
+  }
+
+  /**
+   * Fires every timer with time <= `clockMs`, earliest first and in key order within a time.
+   * A timer registered by `onFire` that is already due fires in the same call.
+   */
+  advanceTo(clockMs: number, onFire: (key: string, timeMs: number) => void): void {
+    for (let timeMs = this.dueTimes.peek(); timeMs !== undefined && timeMs <= clockMs; timeMs = this.dueTimes.peek()) {
+      this.dueTimes.pop();
+      const keys = this.keysByTimeMs.get(timeMs);
+      if (keys === undefined) continue;
+      this.keysByTimeMs.delete(timeMs);
+      const ordered = [...keys].sort();
+      for (const key of ordered) {
+        this.count--;
+        const id = timeMs + SEP + key;
+        if (!this.added.delete(id)) this.removed.add(id);
+        onFire(key, timeMs);
+      }
+    }
+  }
+
+  takeDelta(): StateDelta {
+    const delta: StateDelta = { puts: [], deletes: [] };
+    for (const id of this.added) delta.puts.push([decodeId(id), 1]);
+    for (const id of this.removed) delta.deletes.push(decodeId(id));
+    this.added.clear();
+    this.removed.clear();
+    return delta;
+  }
+
+  private insert(key: string, timeMs: number): boolean {
+    let keys = this.keysByTimeMs.get(timeMs);
+    if (keys === undefined) {
+      keys = new Set();
+      this.keysByTimeMs.set(timeMs, keys);
+      this.dueTimes.push(timeMs);
+    } else if (keys.has(key)) return false;
+    keys.add(key);
+    this.count++;
+    return true;
+  }
+}
+
+function decodeId(id: string): [number, string] {
+  const at = id.indexOf(SEP);
+  return [Number(id.slice(0, at)), id.slice(at + 1)];
+}

@@ -1,0 +1,129 @@
+// Accumulators of window aggregates: how each kind starts, takes a value, merges (for sessions),
+// is stored in a checkpoint and turns into its result.
+
+export type AggregateKind = "count" | "sum" | "avg" | "min" | "max" | "first" | "last" | "distinct";
+
+export type AggregateSpec<E> = {
+  /** The output field. */
+  readonly name: string;
+  readonly kind: AggregateKind;
+  /** The value aggregated; undefined (a missing field) is skipped. Not used by count. */
+  readonly value?: (event: E) => unknown;
+  /** Only events for which this holds are aggregated. Default: all. */
+  readonly where?: (event: E) => boolean;
+};
+
+/** One aggregate's behaviour over its accumulator slot. */
+export type Accumulator<E> = {
+  readonly name: string;
+  init(): unknown;
+  add(slot: unknown, event: E, timeMs: number): unknown;
+  merge(a: unknown, b: unknown): unknown;
+  result(slot: unknown): unknown;
+  encode(slot: unknown): unknown;
+  decode(stored: unknown): unknown;
+};
+
+type Timed = [timeMs: number, value: unknown] | null;
+type Numeric = (a: number, b: number) => number;
+
+const identity = (x: unknown) => x;
+
+function numeric(kind: "sum" | "min" | "max"): { init: () => number | null; pick: Numeric } {
+  if (kind === "sum") return { init: () => 0, pick: (a, b) => a + b };
+  return { init: () => null, pick: kind === "min" ? Math.min : Math.max };
+}
+
+function toNumber(value: unknown): number | undefined {
+  if (typeof value === "number") return Number.isFinite(value) ? value : undefined;
+  if (typeof value === "bigint") return Number(value);
+  return undefined;
+}
+
+export function accumulator<E>(spec: AggregateSpec<E>): Accumulator<E> {
+  const where = spec.where;
+  const read = spec.value ?? (() => undefined);
+  const base = { name: spec.name, encode: identity, decode: identity };
+  switch (spec.kind) {
+    case "count":
+      return {
+        ...base,
+        init: () => 0,
+        add: (n, event) => (where === undefined || where(event) ? (n as number) + 1 : n),
+        merge: (a, b) => (a as number) + (b as number),
+        result: identity,
+      };
+    case "sum":
+    case "min":
+    case "max": {
+      const { init, pick } = numeric(spec.kind);
+      return {
+        ...base,
+        init,
+        add(slot, event) {
+          if (where !== undefined && !where(event)) return slot;
+          const x = toNumber(read(event));
+          if (x === undefined) return slot;
+          return slot === null ? x : pick(slot as number, x);
+        },
+        merge: (a, b) => (a === null ? b : b === null ? a : pick(a as number, b as number)),
+        result: identity,
+      };
+    }
+    case "avg":
+      return {
+        ...base,
+        init: () => [0, 0],
+        add(slot, event) {
+          if (where !== undefined && !where(event)) return slot;
+          const x = toNumber(read(event));
+          if (x === undefined) return slot;
+          const s = slot as [number, number];
+          s[0] += x;
+          s[1]++;
+          return s;
+        },
+        merge: (a, b) => [(a as number[])[0] + (b as number[])[0], (a as number[])[1] + (b as number[])[1]],
+        result: (s) => ((s as number[])[1] === 0 ? null : (s as number[])[0] / (s as number[])[1]),
+      };
+    case "first":
+    case "last": {
+      const isFirst = spec.kind === "first";
+      // Ties in event time keep the earlier arrival for `first` and take the later one for `last`.
+      const wins = (candidateMs: number, currentMs: number) => (isFirst ? candidateMs < currentMs : candidateMs >= currentMs);
+      return {
+        ...base,
+        init: () => null,
+        add(slot, event, timeMs) {
+          if (where !== undefined && !where(event)) return slot;
+          const x = read(event);
+          if (x === undefined) return slot;
+          const current = slot as Timed;
+          return current === null || wins(timeMs, current[0]) ? [timeMs, x] : current;
+        },
+        merge(a, b) {
+          const [x, y] = [a as Timed, b as Timed];
+          if (x === null) return y;
+          if (y === null) return x;
+          return wins(y[0], x[0]) ? y : x;
+        },
+        result: (slot) => (slot === null ? null : (slot as [number, unknown])[1]),
+      };
+    }
+    case "distinct":
+      return {
+        name: spec.name,
+        init: () => new Set(),
+        add(slot, event) {
+          if (where !== undefined && !where(event)) return slot;
+          const x = read(event);
+          if (x !== undefined && x !== null) (slot as Set<unknown>).add(typeof x === "object" ? JSON.stringify(x) : x);
+          return slot;
+        },
+        merge: (a, b) => new Set([...(a as Set<unknown>), ...(b as Set<unknown>)]),
+        result: (slot) => (slot as Set<unknown>).size,
+        encode: (slot) => [...(slot as Set<unknown>)],
+        decode: (stored) => new Set(stored as unknown[]),
+      };
+  }
+}

@@ -1,0 +1,168 @@
+// Keyed event-time windows (tumbling, hopping, session) with aggregates, firing when the watermark
+// passes a window's end, firing again for events within the allowed lateness, and sending events
+// later than that to the "late" side output. Flink's semantics: a window [start, end) fires when the
+// watermark reaches end - 1 and is purged when it reaches end - 1 + allowedLatenessMs.
+import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
+import type { StreamRecord } from "../engine/elements.ts";
+import { accumulator, type Accumulator, type AggregateSpec } from "./aggregations.ts";
+import { assignWindows, sessionsMeet, type WindowAssigner, type WindowBounds } from "./windowAssigners.ts";
+
+export type KeyedWindowOptions<E> = {
+  /** Names the window in every result and in the state dir. */
+  name: string;
+  assigner: WindowAssigner;
+  /** How long after its end a window still takes events, firing again for each. Default 0. */
+  allowedLatenessMs?: number;
+  aggregates: AggregateSpec<E>[];
+};
+
+/** A window result: `{window, key, start, end, ...aggregates}`. */
+export type WindowResult = { window: string; key: string; start: number; end: number; [aggregate: string]: unknown };
+
+/** What the late output receives for an event no window of this definition can take any more. */
+export type LateEvent = { window: string; key: string; time: number; watermark: number; lateByMs: number; event: unknown };
+
+type Slot = WindowBounds & { acc: unknown[]; hasFired: boolean };
+type StoredSlot = [startMs: number, endMs: number, hasFired: boolean, acc: unknown[]];
+
+export const LATE = "late";
+
+export function keyedWindow<E>(options: KeyedWindowOptions<E>): OperatorDefinition<E, WindowResult> {
+  return { name: `window/${options.name}`, build: (ctx) => new KeyedWindowLogic(options, ctx) };
+}
+
+class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
+  private readonly accumulators: Accumulator<E>[];
+  private readonly lateMs: number;
+  private readonly slots;
+  private readonly timers;
+  private watermarkMs = -Infinity;
+
+  constructor(
+    private readonly options: KeyedWindowOptions<E>,
+    ctx: OperatorContext,
+  ) {
+    this.accumulators = options.aggregates.map(accumulator);
+    this.lateMs = options.allowedLatenessMs ?? 0;
+    const accs = this.accumulators;
+    this.slots = ctx.valueState<Slot[], StoredSlot[]>("windows", {
+      encode: (slots) => slots.map((s) => [s.startMs, s.endMs, s.hasFired, s.acc.map((a, i) => accs[i].encode(a))]),
+      decode: (stored) =>
+        stored.map(([startMs, endMs, hasFired, acc]) => ({ startMs, endMs, hasFired, acc: acc.map((a, i) => accs[i].decode(a)) })),
+    });
+    this.timers = ctx.eventTimers("windows");
+  }
+
+  onRecord(rec: StreamRecord<E>, out: Output<WindowResult>): void {
+    const isTaken =
+      this.options.assigner.type === "session" ? this.addToSession(rec, out) : this.addToAligned(rec, out);
+    if (!isTaken) {
+      const late: LateEvent = {
+        window: this.options.name,
+        key: rec.key,
+        time: rec.time,
+        watermark: this.watermarkMs,
+        lateByMs: this.watermarkMs - rec.time,
+        event: rec.value,
+      };
+      out.side(LATE, late);
+    }
+  }
+
+  onWatermark(watermarkMs: number, out: Output<WindowResult>): void {
+    this.watermarkMs = watermarkMs;
+    this.timers.advanceTo(watermarkMs, (key, timeMs) => this.onTimer(key, timeMs, out));
+  }
+
+  /** Adds the record to each window it belongs to that is not yet purged; false when none took it. */
+  private addToAligned(rec: StreamRecord<E>, out: Output<WindowResult>): boolean {
+    let slots = this.slots.get(rec.key);
+    let isTaken = false;
+    for (const bounds of assignWindows(this.options.assigner, rec.time)) {
+      if (this.isPurgeable(bounds)) continue;
+      isTaken = true;
+      if (slots === undefined) {
+        slots = [];
+        this.slots.set(rec.key, slots);
+      } else this.slots.touch(rec.key);
+      let slot = slots.find((s) => s.startMs === bounds.startMs);
+      if (slot === undefined) {
+        slot = this.newSlot(bounds);
+        slots.push(slot);
+        this.registerTimers(rec.key, bounds);
+      }
+      this.accumulate(slot, rec);
+      this.fireIfDue(rec.key, slot, out);
+    }
+    return isTaken;
+  }
+
+  /** Merges the record's session with every session it meets; false when the merged one is already purged. */
+  private addToSession(rec: StreamRecord<E>, out: Output<WindowResult>): boolean {
+    const [own] = assignWindows(this.options.assigner, rec.time);
+    const slots = this.slots.get(rec.key) ?? [];
+    const meeting = slots.filter((s) => sessionsMeet(s, own));
+    const merged: WindowBounds = {
+      startMs: Math.min(own.startMs, ...meeting.map((s) => s.startMs)),
+      endMs: Math.max(own.endMs, ...meeting.map((s) => s.endMs)),
+    };
+    if (this.isPurgeable(merged)) return false;
+    let slot = this.newSlot(merged);
+    for (const s of meeting) slot = this.mergeSlots(slot, s);
+    const kept = slots.filter((s) => !meeting.includes(s));
+    kept.push(slot);
+    this.slots.set(rec.key, kept);
+    this.registerTimers(rec.key, merged);
+    this.accumulate(slot, rec);
+    this.fireIfDue(rec.key, slot, out);
+    return true;
+  }
+
+  /** Fires the key's windows due at `timeMs` and purges those past their lateness; later ones wait for their own timers. */
+  private onTimer(key: string, timeMs: number, out: Output<WindowResult>): void {
+    const slots = this.slots.get(key);
+    if (slots === undefined) return;
+    for (const slot of slots) {
+      if (!slot.hasFired && slot.endMs - 1 <= timeMs) this.fire(key, slot, out);
+    }
+    const kept = slots.filter((s) => s.endMs - 1 + this.lateMs > timeMs);
+    if (kept.length === 0) this.slots.delete(key);
+    else if (kept.length !== slots.length) this.slots.set(key, kept);
+    else this.slots.touch(key);
+  }
+
+  private fireIfDue(key: string, slot: Slot, out: Output<WindowResult>): void {
+    // A window the watermark has passed fires on every event it takes (a late firing).
+    if (slot.hasFired || slot.endMs - 1 <= this.watermarkMs) this.fire(key, slot, out);
+  }
+
+  private fire(key: string, slot: Slot, out: Output<WindowResult>): void {
+    slot.hasFired = true;
+    const result: WindowResult = { window: this.options.name, key, start: slot.startMs, end: slot.endMs };
+    for (let i = 0; i < this.accumulators.length; i++) result[this.accumulators[i].name] = this.accumulators[i].result(slot.acc[i]);
+    out.emit(key, slot.endMs - 1, result);
+  }
+
+  private isPurgeable(bounds: WindowBounds): boolean {
+    return bounds.endMs - 1 + this.lateMs <= this.watermarkMs;
+  }
+
+  private registerTimers(key: string, bounds: WindowBounds): void {
+    this.timers.register(key, bounds.endMs - 1);
+    if (this.lateMs > 0) this.timers.register(key, bounds.endMs - 1 + this.lateMs);
+  }
+
+  private newSlot(bounds: WindowBounds): Slot {
+    return { startMs: bounds.startMs, endMs: bounds.endMs, hasFired: false, acc: this.accumulators.map((a) => a.init()) };
+  }
+
+  private mergeSlots(into: Slot, other: Slot): Slot {
+    into.acc = into.acc.map((a, i) => this.accumulators[i].merge(a, other.acc[i]));
+    return into;
+  }
+
+  private accumulate(slot: Slot, rec: StreamRecord<E>): void {
+    const acc = slot.acc;
+    for (let i = 0; i < this.accumulators.length; i++) acc[i] = this.accumulators[i].add(acc[i], rec.value, rec.time);
+  }
+}

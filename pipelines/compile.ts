@@ -1,0 +1,88 @@
+// Turns a validated PipelineSpec into a runnable job: source, decoder, watermarks, the operator
+// graph and its sinks. The only place where configuration meets the engine.
+import { createHash } from "node:crypto";
+import { merge, share, type Observable } from "rxjs";
+import type { Element } from "../engine/elements.ts";
+import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
+import { FileSink } from "../engine/sinks/fileSink.ts";
+import type { Sink } from "../engine/sinks/sink.ts";
+import { StdoutSink } from "../engine/sinks/stdoutSink.ts";
+import { FileSource } from "../engine/sources/fileSource.ts";
+import { GeneratorSource } from "../engine/sources/generatorSource.ts";
+import type { Source } from "../engine/sources/source.ts";
+import { boundedOutOfOrderness } from "../engine/watermarks.ts";
+import type { AggregateSpec } from "../operators/aggregations.ts";
+import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
+import { eventDecoder, type Event } from "./schema.ts";
+import type { AggregateDef, PipelineSpec, SinkSpec, SourceSpec } from "./validate.ts";
+
+export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "signal" | "batchSize" | "progressIntervalMs">;
+
+export function buildSource(spec: SourceSpec): Source {
+  if ("generator" in spec) return new GeneratorSource(spec.generator);
+  return new FileSource(spec.file);
+}
+
+export function buildSink(spec: SinkSpec): Sink {
+  if ("stdout" in spec) return new StdoutSink();
+  return new FileSink(spec.file.path);
+}
+
+/** Identifies what the state dir holds; everything but how often checkpoints are taken. */
+export function fingerprint(spec: PipelineSpec): string {
+  const { state, file, baseDir, ...rest } = spec;
+  const normal = JSON.stringify(rest, (_key, value) => (value && typeof value === "object" && "evaluate" in value ? value.source : value));
+  return createHash("sha256").update(normal).update(state.dir).digest("hex").slice(0, 16);
+}
+
+function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
+  const value = def.value;
+  const where = def.where;
+  // A bare field name reads the field directly: the common case, and the hot path.
+  const field = value && /^[A-Za-z_][A-Za-z0-9_]*$/.test(value.source.trim()) ? value.source.trim() : undefined;
+  return {
+    name: def.name,
+    kind: def.kind,
+    value: field !== undefined ? (e) => e[field] : value && ((e) => value.evaluate(e)),
+    where: where && ((e) => where.evaluate(e) === true),
+  };
+}
+
+export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
+  const deadLetter = buildSink(spec.deadLetter);
+  return {
+    ...run,
+    fingerprint: fingerprint(spec),
+    source: buildSource(spec.source),
+    decode: eventDecoder(spec.schema, spec.key, spec.time),
+    newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
+    idlenessMs: spec.watermark.idlenessMs,
+    stateDir: spec.state.dir,
+    checkpointIntervalMs: spec.state.checkpointIntervalMs,
+    deadLetter,
+    build(events, graph) {
+      const results = spec.windows.map((w) =>
+        events.pipe(
+          graph.operator(
+            keyedWindow<Event>({
+              name: w.name,
+              assigner: w.assigner,
+              allowedLatenessMs: w.allowedLatenessMs,
+              aggregates: w.aggregates.map(aggregateSpec),
+            }),
+          ),
+        ),
+      );
+      // Shared, so that several sinks do not each run the operators again.
+      const all = merge(...results).pipe(share()) as unknown as Observable<Element<object>>;
+      if (spec.sinks.length === 1) graph.sinkTo("sinks[0]", buildSink(spec.sinks[0]), all);
+      else spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s), all));
+      if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late), "late");
+      else graph.sideTo(LATE, "deadLetter", deadLetter, "late", (late) => ({ reason: "late", ...(late as object) }));
+    },
+  };
+}
+
+export function runPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
+  return runJob(jobOptions(spec, run));
+}

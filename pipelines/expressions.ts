@@ -1,0 +1,94 @@
+// CEL expressions from pipeline files: parsed and type-checked once at load time against the
+// declared fields, refused if they reach for anything outside the data (`constructor`, `__proto__`),
+// and evaluated as plain functions of an event. Expressions are data: no eval, no Function.
+import { Environment } from "@marcbachmann/cel-js";
+import { ConfigError } from "./errors.ts";
+
+/** CEL types of the declared fields, e.g. `{ event_type: "string", price: "double" }`. */
+export type Variables = Record<string, string>;
+
+/** A compiled expression; a missing optional field makes it undefined rather than throwing. */
+export type Compiled = {
+  readonly source: string;
+  /** The CEL type the checker inferred: bool, double, int, string, dyn, ... */
+  readonly type: string;
+  evaluate(context: object): unknown;
+};
+
+type AstNode = { op: string; args: unknown };
+
+const FORBIDDEN_NAME = /^(constructor|prototype|__.*__|__proto__)$/;
+const ARITHMETIC = ["+", "-", "*", "/"] as const;
+
+/** Builds the CEL environment for a set of variables, with int/double arithmetic mixed freely. */
+export function celEnvironment(variables: Variables): Environment {
+  const env = new Environment({ homogeneousAggregateLiterals: false });
+  for (const [name, type] of Object.entries(variables)) env.registerVariable(name, type);
+  // Event numbers are doubles; without these, `price * 2` would be a type error that surprises everyone.
+  const apply = { "+": (a: number, b: number) => a + b, "-": (a: number, b: number) => a - b, "*": (a: number, b: number) => a * b, "/": (a: number, b: number) => a / b };
+  for (const op of ARITHMETIC) {
+    env.registerOperator(`double ${op} int`, (a: number, b: bigint) => apply[op](a, Number(b)));
+    env.registerOperator(`int ${op} double`, (a: bigint, b: number) => apply[op](Number(a), b));
+  }
+  return env;
+}
+
+/**
+ * Parses, guards and type-checks `source`. `expected` lists acceptable result types (dyn always
+ * passes the checker and is checked at run time by the caller).
+ */
+export function compileExpression(env: Environment, source: unknown, path: string, expected?: string[]): Compiled {
+  if (typeof source !== "string" || source.trim() === "") {
+    throw new ConfigError(path, `expected a CEL expression, got ${JSON.stringify(source)}`);
+  }
+  let parsed: ReturnType<Environment["parse"]>;
+  try {
+    parsed = env.parse(source);
+  } catch (error) {
+    throw new ConfigError(path, `CEL syntax error in ${JSON.stringify(source)}: ${firstLine(error)}`);
+  }
+  const forbidden = findForbiddenName(parsed.ast as AstNode);
+  if (forbidden !== undefined) {
+    throw new ConfigError(path, `${JSON.stringify(source)} reaches outside the event through "${forbidden}", which is not allowed`);
+  }
+  const checked = env.check(source);
+  if (!checked.valid) {
+    throw new ConfigError(path, `CEL type error in ${JSON.stringify(source)}: ${firstLine(checked.error)}`);
+  }
+  const type = String(checked.type);
+  if (expected && type !== "dyn" && !expected.includes(type)) {
+    throw new ConfigError(path, `${JSON.stringify(source)} is of type ${type}, expected ${expected.join(" or ")}`);
+  }
+  return { source, type, evaluate: evaluator(parsed) };
+}
+
+function evaluator(parsed: (context: object) => unknown): (context: object) => unknown {
+  return (context) => {
+    try {
+      return parsed(context);
+    } catch {
+      // An absent optional field (or a failing function on it) has no value: the caller skips it.
+      return undefined;
+    }
+  };
+}
+
+/** A field name or member name that leads out of the data, if the expression has one. */
+function findForbiddenName(node: AstNode): string | undefined {
+  if (node === null || typeof node !== "object") return undefined;
+  const { op, args } = node;
+  if (op === "id" && typeof args === "string" && FORBIDDEN_NAME.test(args)) return args;
+  if ((op === "." || op === ".?") && Array.isArray(args) && typeof args[1] === "string" && FORBIDDEN_NAME.test(args[1])) return args[1];
+  if (op === "value" && typeof args === "string" && FORBIDDEN_NAME.test(args)) return args;
+  if (Array.isArray(args)) {
+    for (const arg of args) {
+      const found = Array.isArray(arg) ? arg.map((a) => findForbiddenName(a as AstNode)).find((x) => x) : findForbiddenName(arg as AstNode);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+function firstLine(error: unknown): string {
+  return String((error as Error)?.message ?? error).split("\n")[0];
+}

@@ -1,0 +1,104 @@
+// The declared event schema: turns a decoded source value into a keyed, timed event of only the
+// declared fields, or says exactly why it cannot (which goes to the dead-letter output).
+import type { Decoded } from "../engine/job.ts";
+
+export type FieldType = "string" | "number" | "boolean" | "timestamp" | "object" | "list";
+export const FIELD_TYPES: readonly FieldType[] = ["string", "number", "boolean", "timestamp", "object", "list"];
+
+export type FieldSpec = {
+  type: FieldType;
+  /** An event without it is dead-lettered. Default false. */
+  required: boolean;
+  /** For numeric timestamps: epoch milliseconds (default) or seconds. */
+  unit: "ms" | "s";
+};
+
+export type EventSchema = Record<string, FieldSpec>;
+export type Event = Record<string, unknown>;
+
+/** Timestamps outside [1990, 2100) are taken for corrupt data rather than history or the far future. */
+export const MIN_TIMESTAMP_MS = Date.UTC(1990, 0, 1);
+export const MAX_TIMESTAMP_MS = Date.UTC(2100, 0, 1);
+
+/** The CEL type each field has in expressions. Timestamps are epoch milliseconds (double). */
+export const CEL_TYPE: Record<FieldType, string> = {
+  string: "string",
+  number: "double",
+  boolean: "bool",
+  timestamp: "double",
+  object: "map",
+  list: "list",
+};
+
+const ZONELESS_ISO = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/;
+
+type Coerced = { value: unknown } | { error: string };
+
+function coerceTimestamp(raw: unknown, unit: "ms" | "s"): Coerced {
+  let ms: number;
+  if (typeof raw === "number") ms = unit === "s" ? raw * 1000 : raw;
+  else if (typeof raw === "string" && /^-?\d+(\.\d+)?$/.test(raw.trim())) ms = Number(raw) * (unit === "s" ? 1000 : 1);
+  else if (typeof raw === "string") ms = Date.parse(ZONELESS_ISO.test(raw.trim()) ? raw.trim().replace(" ", "T") + "Z" : raw);
+  else return { error: `expected a timestamp, got ${typeof raw}` };
+  if (!Number.isFinite(ms)) return { error: `expected a timestamp (epoch ${unit} or ISO-8601), got ${JSON.stringify(raw)}` };
+  if (ms < MIN_TIMESTAMP_MS || ms >= MAX_TIMESTAMP_MS) {
+    return { error: `timestamp ${JSON.stringify(raw)} is outside 1990-01-01..2100-01-01` };
+  }
+  return { value: Math.floor(ms) };
+}
+
+function coerce(raw: unknown, spec: FieldSpec): Coerced {
+  switch (spec.type) {
+    case "string":
+      if (typeof raw === "string") return { value: raw };
+      // Ids are often numeric in the data; a number is a fine string, an object is not.
+      if (typeof raw === "number" && Number.isFinite(raw)) return { value: String(raw) };
+      return { error: `expected a string, got ${typeOf(raw)}` };
+    case "number": {
+      const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : raw;
+      if (typeof n === "number" && Number.isFinite(n)) return { value: n };
+      return { error: `expected a number, got ${typeOf(raw)} ${JSON.stringify(raw)?.slice(0, 40)}` };
+    }
+    case "boolean":
+      if (typeof raw === "boolean") return { value: raw };
+      if (raw === "true" || raw === "false") return { value: raw === "true" };
+      return { error: `expected a boolean, got ${typeOf(raw)}` };
+    case "timestamp":
+      return coerceTimestamp(raw, spec.unit);
+    case "object":
+      if (raw !== null && typeof raw === "object" && !Array.isArray(raw)) return { value: raw };
+      return { error: `expected an object, got ${typeOf(raw)}` };
+    case "list":
+      if (Array.isArray(raw)) return { value: raw };
+      return { error: `expected a list, got ${typeOf(raw)}` };
+  }
+}
+
+function typeOf(raw: unknown): string {
+  if (raw === null) return "null";
+  if (Array.isArray(raw)) return "a list";
+  return typeof raw;
+}
+
+/** Builds the decoder of a schema: the declared fields only, coerced, with key and event time taken out. */
+export function eventDecoder(schema: EventSchema, keyField: string, timeField: string): (value: unknown) => Decoded<Event> {
+  const fields = Object.entries(schema);
+  return (value) => {
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      return { error: `expected an object event, got ${typeOf(value)}` };
+    }
+    const input = value as Record<string, unknown>;
+    const event: Event = {};
+    for (const [name, spec] of fields) {
+      const raw = input[name];
+      if (raw === undefined || raw === null || raw === "") {
+        if (spec.required) return { error: `missing required field "${name}"` };
+        continue;
+      }
+      const coerced = coerce(raw, spec);
+      if ("error" in coerced) return { error: `field "${name}": ${coerced.error}` };
+      event[name] = coerced.value;
+    }
+    return { key: String(event[keyField]), timeMs: event[timeField] as number, value: event };
+  };
+}

@@ -1,0 +1,386 @@
+// Checks a loaded pipeline file value by value and turns it into a PipelineSpec; every mistake is a
+// ConfigError naming the path of the bad value, and all of them are reported together.
+import { isAbsolute, resolve } from "node:path";
+import type { Environment } from "@marcbachmann/cel-js";
+import type { AggregateKind } from "../operators/aggregations.ts";
+import type { WindowAssigner } from "../operators/windowAssigners.ts";
+import { parseDurationMs } from "./durations.ts";
+import { ConfigError, joinPath, PipelineInvalid } from "./errors.ts";
+import { celEnvironment, compileExpression, type Compiled } from "./expressions.ts";
+import { CEL_TYPE, FIELD_TYPES, type EventSchema, type FieldType } from "./schema.ts";
+
+export type SinkSpec = { file: { path: string } } | { stdout: Record<string, never> };
+
+export type GeneratorSpec = {
+  seed: number;
+  users: number;
+  events: number;
+  partitions: number;
+  eventsPerSecond: number;
+  disorderMs: number;
+  lateFraction: number;
+  lateByMs: number;
+  startMs: number;
+};
+
+export type SourceSpec =
+  | { file: { paths: string[]; format: "jsonl" | "csv" | "msgpack"; columns?: string[]; delimiter?: string; maxLineBytes?: number } }
+  | { generator: GeneratorSpec };
+
+export type AggregateDef = { name: string; kind: AggregateKind; value?: Compiled; where?: Compiled };
+
+export type WindowSpec = { name: string; assigner: WindowAssigner; allowedLatenessMs: number; aggregates: AggregateDef[] };
+
+export type PipelineSpec = {
+  name: string;
+  /** The pipeline file, and the folder relative paths resolve against. */
+  file: string;
+  baseDir: string;
+  source: SourceSpec;
+  schema: EventSchema;
+  key: string;
+  time: string;
+  watermark: { maxOutOfOrdernessMs: number; idlenessMs: number };
+  state: { dir: string; checkpointIntervalMs: number };
+  windows: WindowSpec[];
+  sinks: SinkSpec[];
+  /** Where late events go; default: the dead-letter output. */
+  late?: SinkSpec;
+  deadLetter: SinkSpec;
+};
+
+const AGGREGATE_KINDS: readonly AggregateKind[] = ["count", "sum", "avg", "min", "max", "first", "last", "distinct"];
+const NUMERIC = ["double", "int", "uint"];
+const NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+type Obj = Record<string, unknown>;
+
+/** Collects errors while reading values; each reader returns undefined for a bad value. */
+class Reader {
+  readonly errors: ConfigError[] = [];
+
+  constructor(private readonly baseDir: string) {}
+
+  fail(path: string, detail: string): undefined {
+    this.errors.push(new ConfigError(path, detail));
+    return undefined;
+  }
+
+  object(path: string, value: unknown, allowed: readonly string[], required: readonly string[] = []): Obj | undefined {
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      return this.fail(path, `expected a mapping with ${allowed.join(", ")}, got ${describe(value)}`);
+    }
+    const obj = value as Obj;
+    for (const key of Object.keys(obj)) {
+      if (!allowed.includes(key)) this.fail(joinPath(path, key), `unknown field (expected one of ${allowed.join(", ")})`);
+    }
+    for (const key of required) if (obj[key] === undefined) this.fail(joinPath(path, key), "is required");
+    return obj;
+  }
+
+  /** A mapping with exactly one of `kinds` as its key, e.g. `{ file: {...} }`. */
+  oneOf(path: string, value: unknown, kinds: readonly string[]): [string, unknown] | undefined {
+    const obj = this.object(path, value, kinds);
+    if (!obj) return undefined;
+    const keys = Object.keys(obj).filter((k) => kinds.includes(k));
+    if (keys.length !== 1) return this.fail(path, `expected exactly one of ${kinds.join(", ")}, got ${keys.length === 0 ? "none" : keys.join(" and ")}`);
+    return [keys[0], obj[keys[0]]];
+  }
+
+  string(path: string, value: unknown, pattern?: RegExp): string | undefined {
+    if (typeof value !== "string" || value === "") return this.fail(path, `expected a non-empty string, got ${describe(value)}`);
+    if (pattern && !pattern.test(value)) return this.fail(path, `expected a name of letters, digits, _ and -, got ${JSON.stringify(value)}`);
+    return value;
+  }
+
+  choice<T extends string>(path: string, value: unknown, choices: readonly T[]): T | undefined {
+    if (typeof value === "string" && (choices as readonly string[]).includes(value)) return value as T;
+    return this.fail(path, `expected one of ${choices.join(", ")}, got ${describe(value)}`);
+  }
+
+  number(path: string, value: unknown, { min = -Infinity, max = Infinity, integer = false } = {}): number | undefined {
+    if (typeof value !== "number" || !Number.isFinite(value)) return this.fail(path, `expected a number, got ${describe(value)}`);
+    if (integer && !Number.isInteger(value)) return this.fail(path, `expected a whole number, got ${value}`);
+    if (value < min || value > max) return this.fail(path, `expected a number from ${min} to ${max}, got ${value}`);
+    return value;
+  }
+
+  boolean(path: string, value: unknown): boolean | undefined {
+    if (typeof value !== "boolean") return this.fail(path, `expected true or false, got ${describe(value)}`);
+    return value;
+  }
+
+  duration(path: string, value: unknown, example: string, { positive = false } = {}): number | undefined {
+    const ms = parseDurationMs(value);
+    if (ms === undefined) return this.fail(path, `expected a duration like "${example}", got ${describe(value)}`);
+    if (positive && ms <= 0) return this.fail(path, `expected a duration above zero, got ${describe(value)}`);
+    return ms;
+  }
+
+  path(path: string, value: unknown): string | undefined {
+    const text = this.string(path, value);
+    if (text === undefined) return undefined;
+    return isAbsolute(text) ? text : resolve(this.baseDir, text);
+  }
+
+  list(path: string, value: unknown, { nonEmpty = false } = {}): unknown[] | undefined {
+    if (!Array.isArray(value)) return this.fail(path, `expected a list, got ${describe(value)}`);
+    if (nonEmpty && value.length === 0) return this.fail(path, "expected at least one entry");
+    return value;
+  }
+
+  /** Runs `compile`, turning a ConfigError into a collected error. */
+  compiled<T>(compile: () => T): T | undefined {
+    try {
+      return compile();
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        this.errors.push(error);
+        return undefined;
+      }
+      throw error;
+    }
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return "nothing";
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "a mapping";
+  return JSON.stringify(value);
+}
+
+const TOP_LEVEL = ["name", "source", "schema", "key", "time", "watermark", "state", "windows", "sinks", "late", "deadLetter"] as const;
+
+/** Validates a loaded pipeline file; throws PipelineInvalid listing every bad value. */
+export function validatePipeline(raw: unknown, file: string, baseDir: string): PipelineSpec {
+  const r = new Reader(baseDir);
+  const top = r.object("", raw, TOP_LEVEL, ["name", "source", "schema", "key", "time", "windows", "sinks"]);
+  if (!top) throw new PipelineInvalid(file, r.errors);
+  const name = top.name === undefined ? undefined : r.string("name", top.name, NAME);
+  const source = top.source === undefined ? undefined : readSource(r, top.source);
+  const schema = top.schema === undefined ? undefined : readSchema(r, top.schema);
+  const key = top.key === undefined ? undefined : readField(r, "key", top.key, schema, ["string"]);
+  const time = top.time === undefined ? undefined : readField(r, "time", top.time, schema, ["timestamp"]);
+  const watermark = readWatermark(r, top.watermark);
+  const state = readState(r, top.state, name);
+  const env = schema ? celEnvironment(Object.fromEntries(Object.entries(schema).map(([f, s]) => [f, CEL_TYPE[s.type]]))) : undefined;
+  const windows = top.windows === undefined ? undefined : readWindows(r, top.windows, env);
+  const sinks = top.sinks === undefined ? undefined : r.list("sinks", top.sinks, { nonEmpty: true })?.map((s, i) => readSink(r, `sinks[${i}]`, s));
+  const late = top.late === undefined ? undefined : readSink(r, "late", top.late);
+  const deadLetter = top.deadLetter === undefined ? defaultDeadLetter(r, name) : readSink(r, "deadLetter", top.deadLetter);
+  if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
+  return {
+    name: name!,
+    file,
+    baseDir,
+    source: source!,
+    schema: schema!,
+    key: key!,
+    time: time!,
+    watermark: watermark!,
+    state: state!,
+    windows: windows!,
+    sinks: sinks as SinkSpec[],
+    late,
+    deadLetter: deadLetter!,
+  };
+}
+
+function readSource(r: Reader, value: unknown): SourceSpec | undefined {
+  const picked = r.oneOf("source", value, ["file", "generator"]);
+  if (!picked) return undefined;
+  const [kind, body] = picked;
+  if (kind === "generator") return readGenerator(r, body ?? {});
+  const path = "source.file";
+  const f = r.object(path, body, ["path", "format", "columns", "delimiter", "maxLineBytes"], ["path", "format"]);
+  if (!f) return undefined;
+  const paths = Array.isArray(f.path) ? f.path.map((p, i) => r.path(`${path}.path[${i}]`, p)) : [r.path(`${path}.path`, f.path)];
+  const format = f.format === undefined ? undefined : r.choice(`${path}.format`, f.format, ["jsonl", "csv", "msgpack"] as const);
+  const columns = f.columns === undefined ? undefined : r.list(`${path}.columns`, f.columns, { nonEmpty: true })?.map((c, i) => r.string(`${path}.columns[${i}]`, c)!);
+  const delimiter = f.delimiter === undefined ? undefined : r.string(`${path}.delimiter`, f.delimiter);
+  const maxLineBytes = f.maxLineBytes === undefined ? undefined : r.number(`${path}.maxLineBytes`, f.maxLineBytes, { min: 1024, integer: true });
+  if (paths.length === 0) r.fail(`${path}.path`, "expected at least one file");
+  return { file: { paths: paths as string[], format: format!, columns, delimiter, maxLineBytes } };
+}
+
+function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
+  const path = "source.generator";
+  const g = r.object(path, body, ["seed", "users", "events", "partitions", "eventsPerSecond", "disorder", "lateFraction", "lateBy", "start"]);
+  if (!g) return undefined;
+  const num = (field: string, fallback: number, opts: { min?: number; max?: number; integer?: boolean }) =>
+    g[field] === undefined ? fallback : r.number(`${path}.${field}`, g[field], opts);
+  const dur = (field: string, fallback: number) => (g[field] === undefined ? fallback : r.duration(`${path}.${field}`, g[field], "2s"));
+  const startMs = g.start === undefined ? Date.UTC(2024, 4, 20) : Date.parse(String(g.start));
+  if (!Number.isFinite(startMs)) r.fail(`${path}.start`, `expected an ISO-8601 time like "2024-05-20T00:00:00Z", got ${describe(g.start)}`);
+  const spec = {
+    seed: num("seed", 42, { integer: true }),
+    users: num("users", 10_000, { min: 1, integer: true }),
+    events: num("events", 200_000, { min: 1, integer: true }),
+    partitions: num("partitions", 4, { min: 1, max: 1024, integer: true }),
+    eventsPerSecond: num("eventsPerSecond", 200, { min: 0.001 }),
+    disorderMs: dur("disorder", 2000),
+    lateFraction: num("lateFraction", 0.001, { min: 0, max: 1 }),
+    lateByMs: dur("lateBy", 60_000),
+    startMs,
+  };
+  if (Object.values(spec).some((v) => v === undefined)) return undefined;
+  return { generator: spec as GeneratorSpec };
+}
+
+function readSchema(r: Reader, value: unknown): EventSchema | undefined {
+  const fields = r.object("schema", value, Object.keys((value as Obj) ?? {}));
+  if (!fields) return undefined;
+  if (Object.keys(fields).length === 0) return r.fail("schema", "expected at least one field");
+  const schema: EventSchema = {};
+  for (const [name, spec] of Object.entries(fields)) {
+    const path = `schema.${name}`;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      r.fail(path, "a field name must be letters, digits and _ (it is a CEL identifier)");
+      continue;
+    }
+    const s = r.object(path, spec, ["type", "required", "unit"], ["type"]);
+    if (!s || s.type === undefined) continue;
+    const type = r.choice<FieldType>(`${path}.type`, s.type, FIELD_TYPES);
+    const required = s.required === undefined ? false : r.boolean(`${path}.required`, s.required);
+    const unit = s.unit === undefined ? "ms" : r.choice(`${path}.unit`, s.unit, ["ms", "s"] as const);
+    if (s.unit !== undefined && type !== "timestamp") r.fail(`${path}.unit`, "only a timestamp field has a unit");
+    if (type && required !== undefined && unit) schema[name] = { type, required, unit };
+  }
+  return schema;
+}
+
+function readField(r: Reader, path: string, value: unknown, schema: EventSchema | undefined, types: FieldType[]): string | undefined {
+  const field = r.string(path, value);
+  if (field === undefined || schema === undefined) return field;
+  const spec = schema[field];
+  if (!spec) return r.fail(path, `"${field}" is not a field of the schema (${Object.keys(schema).join(", ")})`);
+  if (!types.includes(spec.type)) return r.fail(path, `"${field}" is a ${spec.type}, expected a ${types.join(" or ")} field`);
+  if (!spec.required) return r.fail(path, `"${field}" must be declared required: true, since every event needs it`);
+  return field;
+}
+
+function readWatermark(r: Reader, value: unknown): PipelineSpec["watermark"] | undefined {
+  if (value === undefined) return { maxOutOfOrdernessMs: 0, idlenessMs: 0 };
+  const w = r.object("watermark", value, ["maxOutOfOrderness", "idleness"]);
+  if (!w) return undefined;
+  const maxOutOfOrdernessMs = w.maxOutOfOrderness === undefined ? 0 : r.duration("watermark.maxOutOfOrderness", w.maxOutOfOrderness, "5s");
+  const idlenessMs = w.idleness === undefined ? 0 : r.duration("watermark.idleness", w.idleness, "1m");
+  if (maxOutOfOrdernessMs === undefined || idlenessMs === undefined) return undefined;
+  return { maxOutOfOrdernessMs, idlenessMs };
+}
+
+function readState(r: Reader, value: unknown, name: string | undefined): PipelineSpec["state"] | undefined {
+  const s = value === undefined ? {} : r.object("state", value, ["dir", "checkpointInterval"]);
+  if (!s) return undefined;
+  const dir = s.dir === undefined ? r.path("state.dir", `./state/${name ?? "pipeline"}`) : r.path("state.dir", s.dir);
+  const checkpointIntervalMs =
+    s.checkpointInterval === undefined ? 10_000 : r.duration("state.checkpointInterval", s.checkpointInterval, "2s", { positive: true });
+  if (dir === undefined || checkpointIntervalMs === undefined) return undefined;
+  return { dir, checkpointIntervalMs };
+}
+
+function readWindows(r: Reader, value: unknown, env: Environment | undefined): WindowSpec[] | undefined {
+  const list = r.list("windows", value, { nonEmpty: true });
+  if (!list) return undefined;
+  const windows = list.map((w, i) => readWindow(r, `windows[${i}]`, w, env));
+  const names = windows.map((w) => w?.name).filter(Boolean);
+  names.forEach((n, i) => {
+    if (names.indexOf(n) !== i) r.fail(`windows[${i}].name`, `"${n}" names another window already`);
+  });
+  return windows as WindowSpec[];
+}
+
+function readWindow(r: Reader, path: string, value: unknown, env: Environment | undefined): WindowSpec | undefined {
+  const w = r.object(path, value, ["name", "type", "size", "slide", "gap", "allowedLateness", "aggregate"], ["name", "type", "aggregate"]);
+  if (!w) return undefined;
+  const name = w.name === undefined ? undefined : r.string(`${path}.name`, w.name, NAME);
+  const type = w.type === undefined ? undefined : r.choice(`${path}.type`, w.type, ["tumbling", "hopping", "session"] as const);
+  const allowedLatenessMs = w.allowedLateness === undefined ? 0 : r.duration(`${path}.allowedLateness`, w.allowedLateness, "1m");
+  const assigner = type && readAssigner(r, path, type, w);
+  const aggregates = w.aggregate === undefined ? undefined : readAggregates(r, `${path}.aggregate`, w.aggregate, env);
+  if (!name || !assigner || allowedLatenessMs === undefined || !aggregates) return undefined;
+  return { name, assigner, allowedLatenessMs, aggregates };
+}
+
+function readAssigner(r: Reader, path: string, type: WindowAssigner["type"], w: Obj): WindowAssigner | undefined {
+  const needs = { tumbling: ["size"], hopping: ["size", "slide"], session: ["gap"] }[type];
+  for (const field of ["size", "slide", "gap"]) {
+    if (needs.includes(field) && w[field] === undefined) r.fail(`${path}.${field}`, `is required for a ${type} window`);
+    if (!needs.includes(field) && w[field] !== undefined) r.fail(`${path}.${field}`, `does not apply to a ${type} window`);
+  }
+  const size = w.size === undefined ? undefined : r.duration(`${path}.size`, w.size, "15m", { positive: true });
+  const slide = w.slide === undefined ? undefined : r.duration(`${path}.slide`, w.slide, "5m", { positive: true });
+  const gap = w.gap === undefined ? undefined : r.duration(`${path}.gap`, w.gap, "30m", { positive: true });
+  if (type === "tumbling") return size === undefined ? undefined : { type, sizeMs: size };
+  if (type === "session") return gap === undefined ? undefined : { type, gapMs: gap };
+  if (size === undefined || slide === undefined) return undefined;
+  if (slide > size) return r.fail(`${path}.slide`, `a slide of ${slide} ms is longer than the size of ${size} ms: events would fall between windows`);
+  return { type, sizeMs: size, slideMs: slide };
+}
+
+function readAggregates(r: Reader, path: string, value: unknown, env: Environment | undefined): AggregateDef[] | undefined {
+  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
+  if (!obj) return undefined;
+  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one aggregate");
+  const reserved = ["window", "key", "start", "end"];
+  const defs: AggregateDef[] = [];
+  for (const [name, spec] of Object.entries(obj)) {
+    const at = `${path}.${name}`;
+    if (reserved.includes(name)) {
+      r.fail(at, `"${name}" is a field of every window result; choose another name`);
+      continue;
+    }
+    const def = readAggregate(r, at, name, spec, env);
+    if (def) defs.push(def);
+  }
+  return defs;
+}
+
+function readAggregate(r: Reader, path: string, name: string, spec: unknown, env: Environment | undefined): AggregateDef | undefined {
+  if (spec === "count") return { name, kind: "count" };
+  if (typeof spec === "string") return r.fail(path, `expected "count" or a mapping like { sum: field }, got ${describe(spec)}`);
+  const obj = r.object(path, spec, [...AGGREGATE_KINDS, "where"]);
+  if (!obj) return undefined;
+  const kinds = Object.keys(obj).filter((k): k is AggregateKind => (AGGREGATE_KINDS as readonly string[]).includes(k));
+  if (kinds.length !== 1) {
+    return r.fail(path, `expected exactly one of ${AGGREGATE_KINDS.join(", ")}, got ${kinds.length === 0 ? "none" : kinds.join(" and ")}`);
+  }
+  const kind = kinds[0];
+  if (!env) return undefined;
+  const where = obj.where === undefined ? undefined : r.compiled(() => compileExpression(env, obj.where, `${path}.where`, ["bool"]));
+  if (kind === "count") {
+    // `count: <condition>` counts where the condition holds; `count: true` or `count: {}` counts all.
+    const body = obj.count;
+    if (body === true || (body && typeof body === "object" && Object.keys(body).length === 0)) return { name, kind, where };
+    const condition = r.compiled(() => compileExpression(env, body, `${path}.count`, ["bool"]));
+    if (!condition) return undefined;
+    if (where) return r.fail(path, "give the condition either as count: <condition> or as where:, not both");
+    return { name, kind, where: condition };
+  }
+  const expected = kind === "first" || kind === "last" || kind === "distinct" ? undefined : NUMERIC;
+  const valueExpr = r.compiled(() => compileExpression(env, obj[kind], `${path}.${kind}`, expected));
+  if (!valueExpr) return undefined;
+  return { name, kind, value: valueExpr, where };
+}
+
+function readSink(r: Reader, path: string, value: unknown): SinkSpec | undefined {
+  const picked = r.oneOf(path, value, ["file", "stdout"]);
+  if (!picked) return undefined;
+  const [kind, body] = picked;
+  if (kind === "stdout") {
+    if (body !== null && body !== undefined && !(typeof body === "object" && Object.keys(body).length === 0)) {
+      return r.fail(`${path}.stdout`, "takes no options: write stdout: {}");
+    }
+    return { stdout: {} };
+  }
+  const f = r.object(`${path}.file`, body, ["path"], ["path"]);
+  const file = f?.path === undefined ? undefined : r.path(`${path}.file.path`, f.path);
+  return file === undefined ? undefined : { file: { path: file } };
+}
+
+function defaultDeadLetter(r: Reader, name: string | undefined): SinkSpec | undefined {
+  const file = r.path("deadLetter", `./out/${name ?? "pipeline"}.dead-letter.jsonl`);
+  return file === undefined ? undefined : { file: { path: file } };
+}
