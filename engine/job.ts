@@ -49,10 +49,14 @@ export type JobOptions<E> = {
   /** Called about every `progressIntervalMs` (default 500) with the counters so far. */
   onProgress?(counters: Readonly<JobCounters>): void;
   progressIntervalMs?: number;
+  /** Called after each checkpoint commits, with what it wrote and how long it took. */
+  onCheckpoint?(info: CheckpointInfo): void;
   /** Asks the job to stop at the next cut, after a last checkpoint. */
   signal?: AbortSignal;
   nowMs?: () => number;
 };
+
+export type CheckpointInfo = { checkpointId: number; entries: number; flushMs: number; commitMs: number };
 
 export type JobCounters = {
   /** Items read from the source, good or bad. */
@@ -213,6 +217,7 @@ class Job<E> {
    * 2. state changes, timers, positions, watermarks and counters are committed in one transaction.
    */
   private async checkpoint(): Promise<void> {
+    const startedAtMs = performance.now();
     // 1.
     const sinkPositions: Record<string, unknown> = {};
     for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
@@ -227,7 +232,14 @@ class Job<E> {
       checkpointId: ++this.checkpointId,
       takenAtMs: this.nowMs(),
     };
-    this.store.commit(meta);
+    const flushedAtMs = performance.now();
+    const entries = this.store.commit(meta);
+    this.options.onCheckpoint?.({
+      checkpointId: meta.checkpointId,
+      entries,
+      flushMs: flushedAtMs - startedAtMs,
+      commitMs: performance.now() - flushedAtMs,
+    });
   }
 
   private graphBuilder(): GraphBuilder {

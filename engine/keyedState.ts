@@ -10,15 +10,17 @@ export type KeyedStateOptions<V, S> = {
   decode?: (stored: S) => V;
 };
 
-type Entry<V> = { value: V; expiresAtMs: number };
+type Entry<V> = { value: V; expiresAtMs: number; isDirty: boolean };
 
 /**
- * One value per key. Values may be mutated in place; `touch(key)` then says it changed.
- * With a TTL, expiry is measured against the watermark the operator passes to `expire`.
+ * One value per key. Values may be mutated in place: `getForUpdate` reads a value and marks it
+ * changed with a single lookup (the hot path), `touch` marks it afterwards. With a TTL, expiry is
+ * measured against the watermark the operator passes to `expire`.
  */
 export class KeyedValueState<V, S = V> implements Checkpointable {
   private readonly entries = new Map<string, Entry<V>>();
-  private readonly changed = new Set<string>();
+  /** Keys changed since the last checkpoint; a flag on the entry keeps most repeats out. */
+  private changed: string[] = [];
   private readonly ttlMs: number;
   private nowMs = -Infinity;
 
@@ -30,8 +32,8 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     this.ttlMs = options.ttlMs ?? Infinity;
     const decode = options.decode ?? ((s: S) => s as unknown as V);
     for (const [key, stored] of restored) {
-      const { v, x } = stored as { v: S; x: number | null };
-      this.entries.set(key as string, { value: decode(v), expiresAtMs: x ?? Infinity });
+      const [v, x] = stored as [S, number | null];
+      this.entries.set(key as string, { value: decode(v), expiresAtMs: x ?? Infinity, isDirty: false });
     }
   }
 
@@ -49,24 +51,40 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     return entry.value;
   }
 
+  /** Reads the value to mutate it in place, marking it changed. */
+  getForUpdate(key: string): V | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAtMs <= this.nowMs) {
+      this.delete(key);
+      return undefined;
+    }
+    this.markDirty(key, entry);
+    return entry.value;
+  }
+
   /** Stores `value` for `key`; `timeMs` is the event time of the write, from which a TTL counts. */
   set(key: string, value: V, timeMs = this.nowMs): void {
-    const entry = this.entries.get(key);
-    const expiresAtMs = timeMs + this.ttlMs;
+    const expiresAtMs = this.ttlMs === Infinity ? Infinity : timeMs + this.ttlMs;
+    let entry = this.entries.get(key);
     if (entry) {
       entry.value = value;
       entry.expiresAtMs = expiresAtMs;
-    } else this.entries.set(key, { value, expiresAtMs });
-    this.changed.add(key);
+    } else {
+      entry = { value, expiresAtMs, isDirty: false };
+      this.entries.set(key, entry);
+    }
+    this.markDirty(key, entry);
   }
 
   /** Marks a value mutated in place as changed. */
   touch(key: string): void {
-    this.changed.add(key);
+    const entry = this.entries.get(key);
+    if (entry) this.markDirty(key, entry);
   }
 
   delete(key: string): void {
-    if (this.entries.delete(key)) this.changed.add(key);
+    if (this.entries.delete(key)) this.changed.push(key);
   }
 
   keys(): IterableIterator<string> {
@@ -84,16 +102,23 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     if (this.ttlMs !== Infinity) {
       for (const [key, entry] of this.entries) if (entry.expiresAtMs <= this.nowMs) this.delete(key);
     }
-    for (const key of this.changed) {
+    for (const key of new Set(this.changed)) {
       const entry = this.entries.get(key);
       if (entry === undefined) delta.deletes.push(key);
       else {
+        entry.isDirty = false;
         const x = entry.expiresAtMs === Infinity ? null : entry.expiresAtMs;
-        delta.puts.push([key, { v: encode(entry.value), x }]);
+        delta.puts.push([key, [encode(entry.value), x]]);
       }
     }
-    this.changed.clear();
+    this.changed = [];
     return delta;
+  }
+
+  private markDirty(key: string, entry: Entry<V>): void {
+    if (entry.isDirty) return;
+    entry.isDirty = true;
+    this.changed.push(key);
   }
 }
 

@@ -32,7 +32,9 @@ export class StateStore {
   constructor(readonly dir: string) {
     mkdirSync(dir, { recursive: true });
     // maxDbs bounds the named databases; a pipeline registers a handful per operator.
-    this.root = open({ path: dir, maxDbs: 512, compression: false });
+    // Plain msgpack without shared record structures: state values are arrays, and structures cost
+    // more to maintain than they save here.
+    this.root = open({ path: dir, maxDbs: 512, compression: false, useRecords: false } as never);
   }
 
   readMeta(): CheckpointMeta | undefined {

@@ -48,27 +48,23 @@ class TimeHeap {
   }
 }
 
-const SEP = "\u0000";
-
 /**
  * Timers for one operator. Registering the same (key, time) twice keeps one timer. Timers at the
  * same time fire in key order, so a job restored from a checkpoint fires them exactly as an
- * uninterrupted one would.
+ * uninterrupted one would. A checkpoint stores one entry per due time: the keys due then.
  */
 export class TimerService implements Checkpointable {
   private readonly keysByTimeMs = new Map<number, Set<string>>();
   private readonly dueTimes = new TimeHeap();
-  private readonly added = new Set<string>();
-  private readonly removed = new Set<string>();
+  private readonly changedTimes = new Set<number>();
   private count = 0;
 
   constructor(
     readonly name: string,
     restored: Iterable<[unknown, unknown]> = [],
   ) {
-    for (const [stored] of restored) {
-      const [timeMs, key] = stored as [number, string];
-      this.insert(key, timeMs);
+    for (const [timeMs, keys] of restored) {
+      for (const key of keys as string[]) this.insert(key, timeMs as number);
     }
   }
 
@@ -82,9 +78,7 @@ export class TimerService implements Checkpointable {
   }
 
   register(key: string, timeMs: number): void {
-    if (!this.insert(key, timeMs)) return;
-    const id = timeMs + SEP + key;
-    if (!this.removed.delete(id)) this.added.add(id);
+    if (this.insert(key, timeMs)) this.changedTimes.add(timeMs);
   }
 
   delete(key: string, timeMs: number): void {
@@ -93,8 +87,7 @@ export class TimerService implements Checkpointable {
     this.count--;
     // The time stays in the heap; `advanceTo` skips times with no keys left.
     if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
-    const id = timeMs + SEP + key;
-    if (!this.added.delete(id)) this.removed.add(id);
+    this.changedTimes.add(timeMs);
   }
 
   has(key: string, timeMs: number): boolean {
@@ -111,22 +104,21 @@ export class TimerService implements Checkpointable {
       const keys = this.keysByTimeMs.get(timeMs);
       if (keys === undefined) continue;
       this.keysByTimeMs.delete(timeMs);
-      const ordered = [...keys].sort();
-      for (const key of ordered) {
-        this.count--;
-        const id = timeMs + SEP + key;
-        if (!this.added.delete(id)) this.removed.add(id);
-        onFire(key, timeMs);
-      }
+      this.changedTimes.add(timeMs);
+      this.count -= keys.size;
+      if (keys.size === 1) for (const key of keys) onFire(key, timeMs);
+      else for (const key of [...keys].sort()) onFire(key, timeMs);
     }
   }
 
   takeDelta(): StateDelta {
     const delta: StateDelta = { puts: [], deletes: [] };
-    for (const id of this.added) delta.puts.push([decodeId(id), 1]);
-    for (const id of this.removed) delta.deletes.push(decodeId(id));
-    this.added.clear();
-    this.removed.clear();
+    for (const timeMs of this.changedTimes) {
+      const keys = this.keysByTimeMs.get(timeMs);
+      if (keys === undefined) delta.deletes.push(timeMs);
+      else delta.puts.push([timeMs, [...keys]]);
+    }
+    this.changedTimes.clear();
     return delta;
   }
 
@@ -141,9 +133,4 @@ export class TimerService implements Checkpointable {
     this.count++;
     return true;
   }
-}
-
-function decodeId(id: string): [number, string] {
-  const at = id.indexOf(SEP);
-  return [Number(id.slice(0, at)), id.slice(at + 1)];
 }

@@ -76,25 +76,36 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
 
   /** Adds the record to each window it belongs to that is not yet purged; false when none took it. */
   private addToAligned(rec: StreamRecord<E>, out: Output<WindowResult>): boolean {
-    let slots = this.slots.get(rec.key);
+    const assigner = this.options.assigner;
+    if (assigner.type === "tumbling") {
+      const startMs = rec.time - (((rec.time % assigner.sizeMs) + assigner.sizeMs) % assigner.sizeMs);
+      return this.addToWindow(rec, startMs, startMs + assigner.sizeMs, out);
+    }
     let isTaken = false;
-    for (const bounds of assignWindows(this.options.assigner, rec.time)) {
-      if (this.isPurgeable(bounds)) continue;
-      isTaken = true;
-      if (slots === undefined) {
-        slots = [];
-        this.slots.set(rec.key, slots);
-      } else this.slots.touch(rec.key);
-      let slot = slots.find((s) => s.startMs === bounds.startMs);
-      if (slot === undefined) {
-        slot = this.newSlot(bounds);
-        slots.push(slot);
-        this.registerTimers(rec.key, bounds);
-      }
-      this.accumulate(slot, rec);
-      this.fireIfDue(rec.key, slot, out);
+    for (const bounds of assignWindows(assigner, rec.time)) {
+      if (this.addToWindow(rec, bounds.startMs, bounds.endMs, out)) isTaken = true;
     }
     return isTaken;
+  }
+
+  /** Adds the record to one aligned window unless it is already purged; false when it is. */
+  private addToWindow(rec: StreamRecord<E>, startMs: number, endMs: number, out: Output<WindowResult>): boolean {
+    if (endMs - 1 + this.lateMs <= this.watermarkMs) return false;
+    let slots = this.slots.getForUpdate(rec.key);
+    if (slots === undefined) {
+      slots = [];
+      this.slots.set(rec.key, slots);
+    }
+    let slot: Slot | undefined;
+    for (let i = 0; i < slots.length; i++) if (slots[i].startMs === startMs) slot = slots[i];
+    if (slot === undefined) {
+      slot = this.newSlot({ startMs, endMs });
+      slots.push(slot);
+      this.registerTimers(rec.key, slot);
+    }
+    this.accumulate(slot, rec);
+    this.fireIfDue(rec.key, slot, out);
+    return true;
   }
 
   /** Merges the record's session with every session it meets; false when the merged one is already purged. */
@@ -112,6 +123,8 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     const kept = slots.filter((s) => !meeting.includes(s));
     kept.push(slot);
     this.slots.set(rec.key, kept);
+    // A merged session is due at its new end; the timers of the sessions it swallowed are not.
+    for (const s of meeting) if (s.endMs !== merged.endMs) this.deleteTimers(rec.key, s);
     this.registerTimers(rec.key, merged);
     this.accumulate(slot, rec);
     this.fireIfDue(rec.key, slot, out);
@@ -150,6 +163,11 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
   private registerTimers(key: string, bounds: WindowBounds): void {
     this.timers.register(key, bounds.endMs - 1);
     if (this.lateMs > 0) this.timers.register(key, bounds.endMs - 1 + this.lateMs);
+  }
+
+  private deleteTimers(key: string, bounds: WindowBounds): void {
+    this.timers.delete(key, bounds.endMs - 1);
+    if (this.lateMs > 0) this.timers.delete(key, bounds.endMs - 1 + this.lateMs);
   }
 
   private newSlot(bounds: WindowBounds): Slot {

@@ -89,10 +89,8 @@ function fnv1a32Bytes(bytes: Uint8Array): number {
 
 /** sfc32 (small fast chaotic PRNG) seeded through splitmix32: fast, 128-bit state, uniform in [0, 1). */
 class Random {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
+  /** a, b, c, d, in an Int32Array so the int32 state is never boxed as heap numbers. */
+  private readonly state = new Int32Array(4);
 
   constructor(seed: number) {
     let s = seed | 0;
@@ -100,21 +98,23 @@ class Random {
       s = (s + 0x9e3779b9) | 0;
       let z = Math.imul(s ^ (s >>> 16), 0x21f0aaad);
       z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
-      return (z ^ (z >>> 15)) | 0;
+      return z ^ (z >>> 15);
     };
-    this.a = splitmix32();
-    this.b = splitmix32();
-    this.c = splitmix32();
-    this.d = splitmix32();
+    for (let i = 0; i < 4; i++) this.state[i] = splitmix32();
     for (let i = 0; i < 12; i++) this.next(); // sfc32 mixes its first outputs poorly
   }
 
   next(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = ((this.c << 21) | (this.c >>> 11)) + t | 0;
+    const state = this.state;
+    const a = state[0];
+    const b = state[1];
+    const c = state[2];
+    const d = state[3];
+    const t = (((a + b) | 0) + d) | 0;
+    state[0] = b ^ (b >>> 9);
+    state[1] = (c + (c << 3)) | 0;
+    state[2] = (((c << 21) | (c >>> 11)) + t) | 0;
+    state[3] = (d + 1) | 0;
     return (t >>> 0) / 4294967296;
   }
 
@@ -137,7 +137,7 @@ class Random {
 
 // ---- The simulated site: fixed, seed-independent catalogue and pages. ----
 
-type Product = { id: string; page: string; query: string; priceEur: number; category: number };
+type Product = { id: string; page: string; query: string; priceCents: number; category: number };
 
 /** Italian nouns with the adjective form they take: masculine/feminine, singular/plural. */
 const CATEGORIES = [
@@ -165,7 +165,7 @@ function buildCatalogue(): Product[] {
         id: `p${String(c * COLOURS.length + k).padStart(4, "0")}`,
         page: `/prodotti/${slug}`,
         query: slug.replace("-", " "),
-        priceEur: Math.round(category.priceEur * (0.7 + 0.6 * rng.next())) - 0.01,
+        priceCents: Math.round(category.priceEur * (0.7 + 0.6 * rng.next())) * 100 - 1, // 89.99
         category: c,
       };
     }),
@@ -304,6 +304,7 @@ const MEAN_SESSION_MS = 117_000;
 
 // ---- Users. ----
 
+/** Numbers the simulation writes per event are integers (tenths, percent, cents): V8 keeps them unboxed. */
 class User {
   // Fixed for the user's life.
   readonly props: readonly [EventProps, EventProps];
@@ -311,22 +312,24 @@ class User {
   /** Mean of the random part of the gap between sessions. */
   gapMeanMs = 0;
   // The current session.
+  sessionNo = 0;
+  /** Built when an event first needs it: skipping to a position never pays for the string. */
   sessionId = "";
   sessionStartMs = 0;
   sessionEvents = 0;
   sessionProps: EventProps;
   cartItems = 0;
-  cartValueEur = 0;
+  cartCents = 0;
   isDemoBooked = false;
   // The pending event: emitted when the user comes due.
   step = S.start;
   page = "";
   productIndex = -1;
   searchQuery = "";
-  scrollDepth = -1;
-  orderValue = 0;
+  scrollPercent = -1;
+  orderCents = 0;
   secondsWatched = 0;
-  durationSec = 0;
+  durationTenthsSec = 0;
 
   constructor(
     readonly id: string,
@@ -389,7 +392,10 @@ function solveBaseCycleMs(users: User[], eventsPerMs: number): number {
 
 // ---- The due-time heap: which user emits next. ----
 
-/** Binary min-heap of users by the emission time of their pending event; every user is always in it. */
+/**
+ * Min-heap of users by the emission time of their pending event; every user is always in it. Four
+ * children per node: half the depth of a binary heap, and siblings share a cache line.
+ */
 class DueHeap {
   readonly atMs: Float64Array;
   readonly user: Int32Array;
@@ -397,7 +403,7 @@ class DueHeap {
   constructor(dueAtMs: Float64Array) {
     this.atMs = Float64Array.from(dueAtMs);
     this.user = Int32Array.from(dueAtMs, (_, i) => i);
-    for (let i = (this.atMs.length >> 1) - 1; i >= 0; i--) this.siftDown(i, this.atMs[i], this.user[i]);
+    for (let i = (this.atMs.length - 2) >> 2; i >= 0; i--) this.siftDown(i, this.atMs[i], this.user[i]);
   }
 
   /** Gives the first user a new due time and restores the order. */
@@ -411,11 +417,19 @@ class DueHeap {
     const size = at.length;
     let i = from;
     for (;;) {
-      let child = 2 * i + 1;
-      if (child >= size) break;
-      if (child + 1 < size && at[child + 1] < at[child]) child++;
-      if (at[child] >= atMs) break;
-      at[i] = at[child];
+      const first = 4 * i + 1;
+      if (first >= size) break;
+      let child = first;
+      let childAtMs = at[first];
+      const end = first + 4 < size ? first + 4 : size;
+      for (let c = first + 1; c < end; c++) {
+        if (at[c] < childAtMs) {
+          child = c;
+          childAtMs = at[c];
+        }
+      }
+      if (childAtMs >= atMs) break;
+      at[i] = childAtMs;
       users[i] = users[child];
       i = child;
     }
@@ -470,6 +484,11 @@ function fingerprintOf(s: Settings): string {
 export class GeneratorSource implements Source {
   private readonly settings: Settings;
   private readonly fingerprint: string;
+  // Copies of settings read per event, so the hot path touches only this object.
+  private readonly disorderMs: number;
+  private readonly lateFraction: number;
+  private readonly lateByMs: number;
+  private readonly duplicateFraction: number;
   private rng!: Random;
   private users!: User[];
   private heap!: DueHeap;
@@ -480,6 +499,7 @@ export class GeneratorSource implements Source {
   constructor(options: GeneratorOptions = {}) {
     this.settings = settingsOf(options);
     this.fingerprint = fingerprintOf(this.settings);
+    ({ disorderMs: this.disorderMs, lateFraction: this.lateFraction, lateByMs: this.lateByMs, duplicateFraction: this.duplicateFraction } = this.settings);
     this.restart();
   }
 
@@ -581,15 +601,15 @@ export class GeneratorSource implements Source {
   /** The event time of an event emitted at `atMs`: bounded disorder, and now and then genuinely late. */
   private timestampAt(atMs: number): number {
     const rng = this.rng;
-    const disorderedMs = atMs - Math.floor(rng.next() * (this.settings.disorderMs + 1));
-    return rng.next() < this.settings.lateFraction ? disorderedMs - this.settings.lateByMs : disorderedMs;
+    const disorderedMs = atMs - Math.floor(rng.next() * (this.disorderMs + 1));
+    return rng.next() < this.lateFraction ? disorderedMs - this.lateByMs : disorderedMs;
   }
 
   /** Picks the user's next pending event after the one emitted at `atMs`; returns when it is due. */
   private advance(user: User, atMs: number): number {
     const rng = this.rng;
     // A duplicate leaves the pending event as it is, so it goes out again a moment later.
-    if (rng.next() < this.settings.duplicateFraction) return atMs + 50 + rng.below(1950);
+    if (rng.next() < this.duplicateFraction) return atMs + 50 + rng.below(1950);
     user.sessionEvents++;
     const next = rng.next() < CONSENT_UPDATE_CHANCE ? S.consent_update : chooseNext(rng, user);
     if (next === S.end || user.sessionEvents >= MAX_SESSION_EVENTS) return this.startSession(user, atMs + this.gapMs(user));
@@ -607,7 +627,8 @@ export class GeneratorSource implements Source {
   /** Opens the user's next session at `atMs` with its landing event; returns `atMs`. */
   private startSession(user: User, atMs: number): number {
     const rng = this.rng;
-    user.sessionId = `S${++this.sessions}`;
+    user.sessionNo = ++this.sessions;
+    user.sessionId = "";
     user.sessionStartMs = atMs;
     user.sessionEvents = 0;
     user.sessionProps = user.props[rng.next() < 0.8 ? 0 : 1];
@@ -638,11 +659,11 @@ function dwellMs(rng: Random, user: User): number {
 
 function forgetCart(user: User): void {
   user.cartItems = 0;
-  user.cartValueEur = 0;
+  user.cartCents = 0;
 }
 
-function scrollDepth(rng: Random): number {
-  return Math.round(rng.next() * 100) / 100;
+function scrollPercent(rng: Random): number {
+  return Math.round(rng.next() * 100);
 }
 
 /** Makes `step` the user's pending event, due at `atMs`, with its page and fields; applies its effects. */
@@ -650,34 +671,34 @@ function enter(rng: Random, user: User, wanted: number, atMs: number): void {
   const from = user.step;
   const step = availableStep(user, wanted);
   user.step = step;
-  user.durationSec = Math.round((atMs - user.sessionStartMs) / 100) / 10;
-  user.scrollDepth = -1;
+  user.durationTenthsSec = Math.round((atMs - user.sessionStartMs) / 100);
+  user.scrollPercent = -1;
   switch (step) {
     case S.view_home:
       user.page = "/";
-      user.scrollDepth = scrollDepth(rng);
+      user.scrollPercent = scrollPercent(rng);
       break;
     case S.page_view:
       user.page = rng.pick(user.isLead ? LEAD_PAGES : SHOP_PAGES);
-      user.scrollDepth = scrollDepth(rng);
+      user.scrollPercent = scrollPercent(rng);
       break;
     case S.pricing:
       user.page = "/pricing";
-      user.scrollDepth = scrollDepth(rng);
+      user.scrollPercent = scrollPercent(rng);
       break;
     case S.demo_page:
       user.page = "/demo";
-      user.scrollDepth = scrollDepth(rng);
+      user.scrollPercent = scrollPercent(rng);
       break;
     case S.cart_page:
       user.page = "/cart";
-      user.scrollDepth = scrollDepth(rng);
+      user.scrollPercent = scrollPercent(rng);
       break;
     case S.product_view:
       // After a search, usually the product searched for.
       if (from !== S.search || rng.next() < 0.3) user.productIndex = pickProduct(rng, user);
       user.page = PRODUCTS[user.productIndex].page;
-      user.scrollDepth = scrollDepth(rng);
+      user.scrollPercent = scrollPercent(rng);
       break;
     case S.search:
       user.productIndex = pickProduct(rng, user);
@@ -688,21 +709,21 @@ function enter(rng: Random, user: User, wanted: number, atMs: number): void {
       if (user.productIndex < 0) user.productIndex = pickProduct(rng, user);
       user.page = PRODUCTS[user.productIndex].page;
       user.cartItems++;
-      user.cartValueEur += PRODUCTS[user.productIndex].priceEur;
+      user.cartCents += PRODUCTS[user.productIndex].priceCents;
       break;
     case S.remove_from_cart:
       user.page = "/cart";
-      user.cartValueEur -= user.cartValueEur / user.cartItems;
+      user.cartCents -= Math.round(user.cartCents / user.cartItems);
       user.cartItems--;
       break;
     case S.purchase:
       user.page = "/checkout";
-      user.orderValue = Math.round(user.cartValueEur * 100) / 100;
+      user.orderCents = user.cartCents;
       forgetCart(user);
       break;
     case S.content_view:
       user.page = rng.pick(user.isLead ? LEAD_POSTS : SHOP_POSTS);
-      user.scrollDepth = Math.round(Math.sqrt(rng.next()) * 100) / 100; // articles get read further
+      user.scrollPercent = Math.round(Math.sqrt(rng.next()) * 100); // articles get read further
       break;
     case S.video_view: {
       const video = rng.pick(user.isLead ? LEAD_VIDEOS : SHOP_VIDEOS);
@@ -751,30 +772,50 @@ function pickProduct(rng: Random, user: User): number {
   return category * COLOURS.length + Math.floor(u * u * COLOURS.length);
 }
 
+/** Which optional fields each step's event carries. */
+const enum Shape { Plain, Scrolled, Product, ScrolledProduct, Search, Purchase, Video }
+const STEP_SHAPE: Shape[] = STEPS.map((step) => {
+  switch (step) {
+    case "view_home": case "page_view": case "pricing": case "demo_page": case "cart_page": case "content_view":
+      return Shape.Scrolled;
+    case "product_view":
+      return Shape.ScrolledProduct;
+    case "add_to_cart": case "remove_from_cart":
+      return Shape.Product;
+    case "search":
+      return Shape.Search;
+    case "purchase":
+      return Shape.Purchase;
+    case "video_view":
+      return Shape.Video;
+    default:
+      return Shape.Plain;
+  }
+});
+
 /** Builds the pending event; one object literal per shape keeps each shape's hidden class stable. */
 function eventOf(user: User, timestamp: number): GeneratedEvent {
   const event_type = STEP_TYPE[user.step];
-  const { id: user_id, page, durationSec: session_duration_sec, sessionId: session_id, tz } = user;
+  if (user.sessionId === "") user.sessionId = `S${user.sessionNo}`;
+  const { id: user_id, page, sessionId: session_id, tz } = user;
+  const session_duration_sec = user.durationTenthsSec / 10;
   const consent = CONSENTS[user.consentBits];
   const props = user.sessionProps;
-  switch (event_type) {
-    case "view_home":
-    case "page_view":
-    case "content_view":
-      return { user_id, timestamp, event_type, page, session_duration_sec, scroll_depth: user.scrollDepth, session_id, tz, consent, props };
-    case "product_view":
+  switch (STEP_SHAPE[user.step]) {
+    case Shape.Scrolled:
+      return { user_id, timestamp, event_type, page, session_duration_sec, scroll_depth: user.scrollPercent / 100, session_id, tz, consent, props };
+    case Shape.ScrolledProduct:
       return {
-        user_id, timestamp, event_type, page, session_duration_sec, scroll_depth: user.scrollDepth,
+        user_id, timestamp, event_type, page, session_duration_sec, scroll_depth: user.scrollPercent / 100,
         product_id: PRODUCTS[user.productIndex].id, session_id, tz, consent, props,
       };
-    case "add_to_cart":
-    case "remove_from_cart":
+    case Shape.Product:
       return { user_id, timestamp, event_type, page, session_duration_sec, product_id: PRODUCTS[user.productIndex].id, session_id, tz, consent, props };
-    case "search":
+    case Shape.Search:
       return { user_id, timestamp, event_type, page, session_duration_sec, search_query: user.searchQuery, session_id, tz, consent, props };
-    case "purchase":
-      return { user_id, timestamp, event_type, page, session_duration_sec, order_value: user.orderValue, session_id, tz, consent, props };
-    case "video_view":
+    case Shape.Purchase:
+      return { user_id, timestamp, event_type, page, session_duration_sec, order_value: user.orderCents / 100, session_id, tz, consent, props };
+    case Shape.Video:
       return { user_id, timestamp, event_type, page, session_duration_sec, seconds_watched: user.secondsWatched, session_id, tz, consent, props };
     default:
       return { user_id, timestamp, event_type, page, session_duration_sec, session_id, tz, consent, props };
