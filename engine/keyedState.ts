@@ -41,6 +41,10 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     return this.entries.size;
   }
 
+  get liveEntries(): number {
+    return this.entries.size;
+  }
+
   get(key: string): V | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
@@ -94,6 +98,16 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   /** Moves the TTL clock to `watermarkMs` (event time), so entries past their TTL read as absent. */
   expire(watermarkMs: number): void {
     this.nowMs = watermarkMs;
+  }
+
+  snapshotAll(): Array<[unknown, unknown]> {
+    this.takeDelta(); // expires what is due and clears the change list the snapshot supersedes
+    const encode = this.options.encode ?? ((v: V) => v as unknown as S);
+    const all: Array<[unknown, unknown]> = [];
+    for (const [key, entry] of this.entries) {
+      all.push([key, [encode(entry.value), entry.expiresAtMs === Infinity ? null : entry.expiresAtMs]]);
+    }
+    return all;
   }
 
   takeDelta(): StateDelta {
@@ -167,7 +181,15 @@ export class KeyedMapState<V> implements Checkpointable {
     this.inner.expire(watermarkMs);
   }
 
+  get liveEntries(): number {
+    return this.inner.liveEntries;
+  }
+
   takeDelta(): StateDelta {
     return this.inner.takeDelta();
+  }
+
+  snapshotAll(): Array<[unknown, unknown]> {
+    return this.inner.snapshotAll();
   }
 }

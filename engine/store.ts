@@ -9,7 +9,11 @@ export type StateDelta = { puts: Array<[unknown, unknown]>; deletes: unknown[] }
 /** Something whose changes a checkpoint persists: keyed state, timers. */
 export type Checkpointable = {
   readonly name: string;
+  /** Entries a snapshot would hold now, to decide when the log is worth compacting. */
+  readonly liveEntries: number;
   takeDelta(): StateDelta;
+  /** Every live entry, encoded as a delta would carry it; used to compact the log. */
+  snapshotAll(): Array<[unknown, unknown]>;
 };
 
 export type CheckpointMeta = {
@@ -23,17 +27,31 @@ export type CheckpointMeta = {
 };
 
 const META_KEY = "checkpoint";
+/** Entries per chunk: large enough that per-entry LMDB overhead vanishes, small enough to stream on restore. */
+const CHUNK_ENTRIES = 2048;
+/** A state's log is rewritten as a snapshot once it holds this many times its live entries. */
+const COMPACT_RATIO = 3;
+const COMPACT_MIN_ENTRIES = 50_000;
 
+type LogInfo = { baseCheckpointId: number; loggedEntries: number };
+
+/**
+ * The durable store. Each state is a log of delta chunks keyed [checkpointId, chunkNo], each chunk
+ * a list of [key, value] pairs (value null: deleted). Restoring replays the log from the state's
+ * base; a compaction writes a full snapshot as the new base and drops the older chunks, in the
+ * same transaction as the checkpoint it belongs to.
+ */
 export class StateStore {
   private readonly root: RootDatabase;
   private readonly databases = new Map<string, Database>();
   private readonly members: Checkpointable[] = [];
 
-  constructor(readonly dir: string) {
+  constructor(
+    readonly dir: string,
+    private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
+  ) {
     mkdirSync(dir, { recursive: true });
-    // maxDbs bounds the named databases; a pipeline registers a handful per operator.
-    // Plain msgpack without shared record structures: state values are arrays, and structures cost
-    // more to maintain than they save here.
+    // Plain msgpack without shared record structures: chunks are arrays of pairs.
     this.root = open({ path: dir, maxDbs: 512, compression: false, useRecords: false } as never);
   }
 
@@ -41,9 +59,17 @@ export class StateStore {
     return this.database("__meta").get(META_KEY) as CheckpointMeta | undefined;
   }
 
-  /** Entries of a state as of the last checkpoint, in key order. */
-  *restored(name: string): Iterable<[unknown, unknown]> {
-    for (const { key, value } of this.database(name).getRange()) yield [key, value];
+  /** Entries of a state as of the last checkpoint. */
+  restored(name: string): Iterable<[unknown, unknown]> {
+    const info = this.logInfo(name);
+    const live = new Map<unknown, unknown>();
+    for (const { value } of this.database(name).getRange({ start: [info.baseCheckpointId] })) {
+      for (const [key, entry] of value as Array<[unknown, unknown]>) {
+        if (entry === null) live.delete(key);
+        else live.set(key, entry);
+      }
+    }
+    return live;
   }
 
   register(member: Checkpointable): void {
@@ -56,35 +82,51 @@ export class StateStore {
 
   /**
    * Commits one checkpoint, all or nothing:
-   * 1. takes every registered state's changes since the last checkpoint;
-   * 2. writes them and the metadata (positions, watermarks, counters) in ONE transaction.
-   * Returns how many entries were written.
+   * 1. takes every registered state's changes since the last checkpoint, or, where its log has
+   *    grown well past its live entries, a full snapshot that replaces the log;
+   * 2. writes them in chunks, with the metadata (positions, watermarks, counters), in ONE transaction.
+   * Returns how many state entries were written.
    */
   commit(meta: CheckpointMeta): number {
     // 1.
-    const deltas = this.members.map((m) => [this.database(m.name), m.takeDelta()] as const);
+    const writes = this.members.map((member) => {
+      const info = this.logInfo(member.name);
+      const delta = member.takeDelta();
+      const changed = delta.puts.length + delta.deletes.length;
+      const isCompaction = info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries);
+      const pairs: Array<[unknown, unknown]> = isCompaction
+        ? member.snapshotAll()
+        : [...delta.puts, ...delta.deletes.map((key): [unknown, unknown] => [key, null])];
+      return { member, info, pairs, isCompaction };
+    });
     let written = 0;
     // 2.
     this.root.transactionSync(() => {
-      for (const [db, delta] of deltas) {
-        for (const [key, value] of delta.puts) db.put(key as never, value);
-        for (const key of delta.deletes) db.remove(key as never);
-        written += delta.puts.length + delta.deletes.length;
+      for (const { member, info, pairs, isCompaction } of writes) {
+        const db = this.database(member.name);
+        if (isCompaction) {
+          for (const key of db.getKeys({ end: [meta.checkpointId] })) db.remove(key);
+          info.baseCheckpointId = meta.checkpointId;
+          info.loggedEntries = 0;
+        }
+        for (let at = 0, chunk = 0; at < pairs.length; at += CHUNK_ENTRIES, chunk++) {
+          db.put([meta.checkpointId, chunk], pairs.slice(at, at + CHUNK_ENTRIES));
+        }
+        info.loggedEntries += pairs.length;
+        written += pairs.length;
+        this.database("__logs").put(member.name, info);
       }
       this.database("__meta").put(META_KEY, meta);
     });
     return written;
   }
 
-  /** Drops everything: the next run starts from nothing. */
-  clear(): void {
-    this.root.transactionSync(() => {
-      for (const db of this.databases.values()) db.clearSync();
-    });
-  }
-
   async close(): Promise<void> {
     await this.root.close();
+  }
+
+  private logInfo(name: string): LogInfo {
+    return (this.database("__logs").get(name) as LogInfo | undefined) ?? { baseCheckpointId: 0, loggedEntries: 0 };
   }
 
   private database(name: string): Database {

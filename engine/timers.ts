@@ -72,6 +72,10 @@ export class TimerService implements Checkpointable {
     return this.count;
   }
 
+  get liveEntries(): number {
+    return this.keysByTimeMs.size;
+  }
+
   /** The earliest due time, if any. */
   nextTimeMs(): number | undefined {
     return this.dueTimes.peek();
@@ -109,6 +113,11 @@ export class TimerService implements Checkpointable {
       if (keys.size === 1) for (const key of keys) onFire(key, timeMs);
       else for (const key of [...keys].sort()) onFire(key, timeMs);
     }
+  }
+
+  snapshotAll(): Array<[unknown, unknown]> {
+    this.changedTimes.clear();
+    return [...this.keysByTimeMs].map(([timeMs, keys]) => [timeMs, [...keys]]);
   }
 
   takeDelta(): StateDelta {

@@ -307,7 +307,8 @@ const MEAN_SESSION_MS = 117_000;
 /** Numbers the simulation writes per event are integers (tenths, percent, cents): V8 keeps them unboxed. */
 class User {
   // Fixed for the user's life.
-  readonly props: readonly [EventProps, EventProps];
+  readonly primaryProps: EventProps;
+  readonly secondaryProps: EventProps;
   consentBits: number;
   /** Mean of the random part of the gap between sessions. */
   gapMeanMs = 0;
@@ -344,8 +345,9 @@ class User {
     readonly activity: number,
     readonly dormantChance: number,
   ) {
-    this.props = [PROPS[zone][devices[0]], PROPS[zone][devices[1]]];
-    this.sessionProps = this.props[0];
+    this.primaryProps = PROPS[zone][devices[0]];
+    this.secondaryProps = PROPS[zone][devices[1]];
+    this.sessionProps = this.primaryProps;
     this.consentBits = consentBits;
   }
 }
@@ -499,7 +501,10 @@ export class GeneratorSource implements Source {
   constructor(options: GeneratorOptions = {}) {
     this.settings = settingsOf(options);
     this.fingerprint = fingerprintOf(this.settings);
-    ({ disorderMs: this.disorderMs, lateFraction: this.lateFraction, lateByMs: this.lateByMs, duplicateFraction: this.duplicateFraction } = this.settings);
+    this.disorderMs = this.settings.disorderMs;
+    this.lateFraction = this.settings.lateFraction;
+    this.lateByMs = this.settings.lateByMs;
+    this.duplicateFraction = this.settings.duplicateFraction;
     this.restart();
   }
 
@@ -566,7 +571,8 @@ export class GeneratorSource implements Source {
       const user = this.users[i];
       const cycleMs = Math.max(baseCycleMs / user.activity, MEAN_SESSION_MS + MIN_SESSION_GAP_MS);
       // The random part of the gap makes up the rest of the cycle, dormant stretches included.
-      user.gapMeanMs = Math.max(0, cycleMs - MEAN_SESSION_MS - MIN_SESSION_GAP_MS) / (1 + user.dormantChance * (DORMANT_FACTOR - 1));
+      const gapMs = Math.max(0, cycleMs - MEAN_SESSION_MS - MIN_SESSION_GAP_MS);
+      user.gapMeanMs = Math.round(gapMs / (1 + user.dormantChance * (DORMANT_FACTOR - 1)));
       // The offset of disorderMs keeps on-time timestamps at or after startMs.
       firstAtMs[i] = this.startSession(user, startMs + disorderMs + this.firstDelayMs(user));
     }
@@ -631,7 +637,7 @@ export class GeneratorSource implements Source {
     user.sessionId = "";
     user.sessionStartMs = atMs;
     user.sessionEvents = 0;
-    user.sessionProps = user.props[rng.next() < 0.8 ? 0 : 1];
+    user.sessionProps = rng.next() < 0.8 ? user.primaryProps : user.secondaryProps;
     let landing: number;
     if (user.isDemoBooked && rng.next() < 0.7) landing = S.demo_call;
     else if (user.cartItems > 0 && rng.next() < 0.3) landing = S.cart_page; // back for the cart
