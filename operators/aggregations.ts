@@ -17,7 +17,9 @@ export type AggregateSpec<E> = {
 export type Accumulator<E> = {
   readonly name: string;
   init(): unknown;
+  /** Takes one event; may update `slot` in place, and returns the slot to keep. */
   add(slot: unknown, event: E, timeMs: number): unknown;
+  /** Combines two slots (sessions merging); may update `a` in place, and returns the slot to keep. */
   merge(a: unknown, b: unknown): unknown;
   result(slot: unknown): unknown;
   encode(slot: unknown): unknown;
@@ -120,7 +122,10 @@ export function accumulator<E>(spec: AggregateSpec<E>): Accumulator<E> {
           if (x !== undefined && x !== null) (slot as Set<unknown>).add(typeof x === "object" ? JSON.stringify(x) : x);
           return slot;
         },
-        merge: (a, b) => new Set([...(a as Set<unknown>), ...(b as Set<unknown>)]),
+        merge(a, b) {
+          for (const x of b as Set<unknown>) (a as Set<unknown>).add(x);
+          return a;
+        },
         result: (slot) => (slot as Set<unknown>).size,
         encode: (slot) => [...(slot as Set<unknown>)],
         decode: (stored) => new Set(stored as unknown[]),

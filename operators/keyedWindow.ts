@@ -22,7 +22,7 @@ export type WindowResult = { window: string; key: string; start: number; end: nu
 /** What the late output receives for an event no window of this definition can take any more. */
 export type LateEvent = { window: string; key: string; time: number; watermark: number; lateByMs: number; event: unknown };
 
-type Slot = WindowBounds & { acc: unknown[]; hasFired: boolean };
+type Slot = { startMs: number; endMs: number; acc: unknown[]; hasFired: boolean };
 type StoredSlot = [startMs: number, endMs: number, hasFired: boolean, acc: unknown[]];
 
 export const LATE = "late";
@@ -108,26 +108,43 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     return true;
   }
 
-  /** Merges the record's session with every session it meets; false when the merged one is already purged. */
+  /**
+   * Merges the record's session [t, t + gap) with every session it meets, in place: the first one
+   * met absorbs the others. False when the merged session is already purged (the record is late).
+   */
   private addToSession(rec: StreamRecord<E>, out: Output<WindowResult>): boolean {
-    const [own] = assignWindows(this.options.assigner, rec.time);
+    const gapMs = (this.options.assigner as { gapMs: number }).gapMs;
+    const own: WindowBounds = { startMs: rec.time, endMs: rec.time + gapMs };
     const slots = this.slots.get(rec.key) ?? [];
-    const meeting = slots.filter((s) => sessionsMeet(s, own));
-    const merged: WindowBounds = {
-      startMs: Math.min(own.startMs, ...meeting.map((s) => s.startMs)),
-      endMs: Math.max(own.endMs, ...meeting.map((s) => s.endMs)),
-    };
-    if (this.isPurgeable(merged)) return false;
-    let slot = this.newSlot(merged);
-    for (const s of meeting) slot = this.mergeSlots(slot, s);
-    const kept = slots.filter((s) => !meeting.includes(s));
-    kept.push(slot);
-    this.slots.set(rec.key, kept);
-    // A merged session is due at its new end; the timers of the sessions it swallowed are not.
-    for (const s of meeting) if (s.endMs !== merged.endMs) this.deleteTimers(rec.key, s);
-    this.registerTimers(rec.key, merged);
-    this.accumulate(slot, rec);
-    this.fireIfDue(rec.key, slot, out);
+    let startMs = own.startMs;
+    let endMs = own.endMs;
+    let target: Slot | undefined;
+    let absorbed: Slot[] | undefined;
+    for (const slot of slots) {
+      if (!sessionsMeet(slot, own)) continue;
+      if (target === undefined) target = slot;
+      else (absorbed ??= []).push(slot);
+      if (slot.startMs < startMs) startMs = slot.startMs;
+      if (slot.endMs > endMs) endMs = slot.endMs;
+    }
+    if (this.isPurgeable({ startMs, endMs })) return false;
+    if (target === undefined) {
+      target = this.newSlot({ startMs, endMs });
+      slots.push(target);
+      this.slots.set(rec.key, slots);
+      this.registerTimers(rec.key, target);
+    } else if (target.startMs !== startMs || target.endMs !== endMs) {
+      // A new, larger session: it fires at its own end, whatever its parts did.
+      for (const s of [target, ...(absorbed ?? [])]) if (s.endMs !== endMs) this.deleteTimers(rec.key, s);
+      for (const s of absorbed ?? []) target.acc = target.acc.map((a, i) => this.accumulators[i].merge(a, s.acc[i]));
+      target.startMs = startMs;
+      target.endMs = endMs;
+      target.hasFired = false;
+      this.slots.set(rec.key, absorbed ? slots.filter((s) => !absorbed!.includes(s)) : slots);
+      this.registerTimers(rec.key, target);
+    } else this.slots.touch(rec.key);
+    this.accumulate(target, rec);
+    this.fireIfDue(rec.key, target, out);
     return true;
   }
 
@@ -172,11 +189,6 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
 
   private newSlot(bounds: WindowBounds): Slot {
     return { startMs: bounds.startMs, endMs: bounds.endMs, hasFired: false, acc: this.accumulators.map((a) => a.init()) };
-  }
-
-  private mergeSlots(into: Slot, other: Slot): Slot {
-    into.acc = into.acc.map((a, i) => this.accumulators[i].merge(a, other.acc[i]));
-    return into;
   }
 
   private accumulate(slot: Slot, rec: StreamRecord<E>): void {
