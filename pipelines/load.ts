@@ -2,7 +2,7 @@
 // replaced from the environment in string values (never in the YAML text, so a value cannot inject
 // structure).
 import { readFileSync } from "node:fs";
-import { parseDocument } from "yaml";
+import { LineCounter, parseDocument } from "yaml";
 import { ConfigError, PipelineInvalid } from "./errors.ts";
 
 const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
@@ -18,13 +18,14 @@ export function loadPipelineFile(file: string, env: NodeJS.ProcessEnv = process.
 }
 
 export function parsePipelineText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): unknown {
-  const document = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const lines = new LineCounter();
+  const document = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
   if (document.errors.length > 0) {
     throw new PipelineInvalid(
       file,
       document.errors.map((e) => {
-        const line = e.linePos?.[0];
-        return new ConfigError("", `YAML syntax error${line ? ` at line ${line.line}, column ${line.col}` : ""}: ${e.message.split("\n")[0]}`);
+        const at = lines.linePos(e.pos[0]);
+        return new ConfigError("", `YAML syntax error at line ${at.line}, column ${at.col}: ${e.message.split("\n")[0]}`);
       }),
     );
   }

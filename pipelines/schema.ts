@@ -30,7 +30,28 @@ export const CEL_TYPE: Record<FieldType, string> = {
   list: "list",
 };
 
-const ZONELESS_ISO = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/;
+/** ISO-8601 and its common log variants: `2019-10-01 00:00:00 UTC`, `2024-05-20T10:30:00.5+02:00`, `2024-05-20`. */
+const ISO_LIKE = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?\s*(Z|UTC|GMT|[+-]\d{2}:?\d{2})?$/i;
+
+/**
+ * Epoch ms of an ISO-like time, or NaN. Written out rather than left to Date.parse, whose lenient
+ * fallback reads "garbage 12" as December 2001; a time without a zone is UTC; impossible dates
+ * ("2024-02-30") are refused rather than rolled over.
+ */
+export function parseIsoTimeMs(text: string): number {
+  const m = ISO_LIKE.exec(text.trim());
+  if (!m) return NaN;
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((x) => Number(x ?? 0));
+  const fractionMs = m[7] ? Math.floor(Number(`0.${m[7]}`) * 1000) : 0;
+  if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return NaN;
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second, fractionMs);
+  if (new Date(ms).getUTCDate() !== day) return NaN;
+  const zone = m[8]?.toUpperCase();
+  if (!zone || zone === "Z" || zone === "UTC" || zone === "GMT") return ms;
+  const sign = zone[0] === "-" ? -1 : 1;
+  const digits = zone.slice(1).replace(":", "");
+  return ms - sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2))) * 60_000;
+}
 
 type Coerced = { value: unknown } | { error: string };
 
@@ -38,7 +59,7 @@ function coerceTimestamp(raw: unknown, unit: "ms" | "s"): Coerced {
   let ms: number;
   if (typeof raw === "number") ms = unit === "s" ? raw * 1000 : raw;
   else if (typeof raw === "string" && /^-?\d+(\.\d+)?$/.test(raw.trim())) ms = Number(raw) * (unit === "s" ? 1000 : 1);
-  else if (typeof raw === "string") ms = Date.parse(ZONELESS_ISO.test(raw.trim()) ? raw.trim().replace(" ", "T") + "Z" : raw);
+  else if (typeof raw === "string") ms = parseIsoTimeMs(raw);
   else return { error: `expected a timestamp, got ${typeof raw}` };
   if (!Number.isFinite(ms)) return { error: `expected a timestamp (epoch ${unit} or ISO-8601), got ${JSON.stringify(raw)}` };
   if (ms < MIN_TIMESTAMP_MS || ms >= MAX_TIMESTAMP_MS) {

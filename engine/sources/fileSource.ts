@@ -2,7 +2,7 @@
 // watermark; batches rotate over the partitions. The position is each file's byte offset and line
 // number plus whose turn it is, so a restored job reads exactly the batches an uninterrupted one would.
 import { closeSync, openSync, readSync, statSync } from "node:fs";
-import { Unpackr } from "msgpackr";
+import { C1, Unpackr } from "msgpackr";
 import { SourcePositionInvalid } from "../errors.ts";
 import { LineReader, type LinePosition } from "./lineReader.ts";
 import { splitCsvLine } from "./csv.ts";
@@ -183,9 +183,13 @@ class MsgpackReader implements PartitionReader {
       }
       try {
         this.unpackr.unpackMultiple(this.buffer.subarray(this.consumedBytes), (value: unknown, start?: number, end?: number) => {
+          const offset = this.bufferAtBytes + this.consumedBytes;
           this.consumedBytes += (end ?? 0) - (start ?? 0);
           this.items++;
-          into.push({ partition: this.partition, value });
+          // msgpackr hands back the never-used byte 0xC1 as a sentinel value instead of failing.
+          if (value === C1) {
+            into.push({ partition: this.partition, error: `undecodable msgpack at byte ${offset}: the reserved byte 0xc1`, raw: "c1", origin: `${this.path}@${offset}` });
+          } else into.push({ partition: this.partition, value });
           return ++n < maxItems;
         });
       } catch (error) {

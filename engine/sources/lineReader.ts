@@ -71,7 +71,8 @@ export class LineReader {
     for (;;) {
       const newlineAt = this.buffer.indexOf(NEWLINE, this.start);
       const endAt = newlineAt >= 0 ? newlineAt + 1 : this.buffer.length;
-      lengthBytes += endAt - this.start;
+      // The line's own length, as `take` reports it: without its line break.
+      lengthBytes += (newlineAt >= 0 ? newlineAt : endAt) - this.start;
       this.position.offsetBytes += endAt - this.start;
       this.start = endAt;
       if (newlineAt >= 0 || this.isEof) break;

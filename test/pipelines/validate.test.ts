@@ -1,0 +1,426 @@
+// Bad pipeline files: each kind of mistake is refused before anything runs, with the path of the bad
+// value and a message that says what was expected.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { readPipeline } from "../../pipelines/cli.ts";
+import { PipelineInvalid } from "../../pipelines/errors.ts";
+import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
+import { parsePipelineText } from "../../pipelines/load.ts";
+import { validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
+import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
+
+afterAll(removeTempDirs);
+
+const FILE = "/pipelines/clicks.yaml";
+const BASE_DIR = "/pipelines";
+
+type Raw = Record<string, any>;
+
+/** A valid pipeline; each test breaks one thing in a copy of it. */
+const VALID: Raw = {
+  name: "clicks",
+  source: { file: { path: "./events.jsonl", format: "jsonl" } },
+  schema: {
+    user_id: { type: "string", required: true },
+    ts: { type: "timestamp", required: true },
+    event_type: { type: "string", required: true },
+    page: { type: "string" },
+    price: { type: "number" },
+    props: { type: "object" },
+    quantity: { type: "number", required: true },
+    session_id: { type: "string" },
+  },
+  key: "user_id",
+  time: "ts",
+  windows: [{ name: "hourly", type: "tumbling", size: "1h", aggregate: { events: "count" } }],
+  sinks: [{ file: { path: "./out/results.jsonl" } }],
+};
+
+/** The YAML text of the valid pipeline after `change`. */
+function pipelineText(change: (p: Raw) => void = () => {}): string {
+  const p = structuredClone(VALID);
+  change(p);
+  return stringify(p);
+}
+
+function validate(text: string, env: NodeJS.ProcessEnv = {}): PipelineSpec {
+  return validatePipeline(parsePipelineText(text, FILE, env), FILE, BASE_DIR);
+}
+
+/** What the validator says about `text`: one `path: detail` message per mistake. */
+function mistakes(text: string, env: NodeJS.ProcessEnv = {}): Array<{ path: string; message: string }> {
+  try {
+    validate(text, env);
+  } catch (error) {
+    if (!(error instanceof PipelineInvalid)) throw error;
+    expect(error.file).toBe(FILE);
+    return error.errors.map((e) => ({ path: e.path, message: e.message }));
+  }
+  throw new Error("the pipeline was accepted");
+}
+
+function mistakesOf(change: (p: Raw) => void): Array<{ path: string; message: string }> {
+  return mistakes(pipelineText(change));
+}
+
+/** The mistakes of the valid pipeline with `aggregate` as its window's aggregates. */
+function aggregateMistakes(aggregate: Raw): Array<{ path: string; message: string }> {
+  return mistakesOf((p) => {
+    p.windows[0].aggregate = aggregate;
+  });
+}
+
+describe("a valid pipeline", () => {
+  it("is accepted, with its durations in milliseconds", () => {
+    const spec = validate(pipelineText());
+    expect(spec.name).toBe("clicks");
+    expect(spec.windows[0].assigner).toEqual({ type: "tumbling", sizeMs: 3_600_000 });
+    expect(spec.source).toEqual({ file: { paths: ["/pipelines/events.jsonl"], format: "jsonl" } });
+  });
+
+  it("accepts config/default.yaml", () => {
+    expect(readPipeline(join(PROJECT_ROOT, "config/default.yaml"), {}).name).toBe("default");
+  });
+});
+
+describe("YAML", () => {
+  it("names the line of a YAML syntax error", () => {
+    const text = [
+      "name: clicks",
+      "source:",
+      "  file: { path: ./events.jsonl, format: jsonl }",
+      "windows:",
+      "  - name: hourly",
+      "   type: tumbling", // line 6: indented one space short
+      "    size: 1h",
+    ].join("\n");
+    const found = mistakes(text);
+    expect(found[0].path).toBe("");
+    expect(found[0].message).toMatch(/^YAML syntax error at line 6, column \d+: /);
+  });
+
+  it("refuses a key given twice rather than keeping the last one", () => {
+    const text = pipelineText() + "key: session_id\n";
+    const found = mistakes(text);
+    expect(found).toHaveLength(1);
+    expect(found[0].message).toMatch(/^YAML syntax error.*Map keys must be unique/);
+  });
+
+  it("refuses a file that is not a mapping", () => {
+    expect(mistakes("- name: clicks\n")).toEqual([
+      { path: "", message: expect.stringMatching(/^expected a mapping with name, source, .*got a list$/) },
+    ]);
+  });
+});
+
+describe("fields", () => {
+  it("refuses an unknown top-level field, listing the known ones", () => {
+    expect(mistakesOf((p) => (p.outputs = []))).toEqual([
+      {
+        path: "outputs",
+        message: "outputs: unknown field (expected one of name, source, schema, key, time, watermark, state, windows, sinks, late, deadLetter)",
+      },
+    ]);
+  });
+
+  it("refuses a misspelt window field, naming windows[0].sise", () => {
+    const found = mistakesOf((p) => {
+      p.windows[0].sise = p.windows[0].size;
+      delete p.windows[0].size;
+    });
+    expect(found).toContainEqual({
+      path: "windows[0].sise",
+      message: "windows[0].sise: unknown field (expected one of name, type, size, slide, gap, allowedLateness, aggregate)",
+    });
+    expect(found).toContainEqual({ path: "windows[0].size", message: "windows[0].size: is required for a tumbling window" });
+  });
+
+  it("refuses a misspelt schema field option, naming its path", () => {
+    const found = mistakesOf((p) => (p.schema.page.requried = true));
+    expect(found.map((m) => m.path)).toEqual(["schema.page.requried"]);
+  });
+
+  it("names every missing required top-level field", () => {
+    expect(mistakes("{}\n")).toEqual(
+      ["name", "source", "schema", "key", "time", "windows", "sinks"].map((path) => ({ path, message: `${path}: is required` })),
+    );
+  });
+
+  it.each(["name", "source", "windows", "sinks"])("refuses a pipeline without %s, naming it", (field) => {
+    expect(mistakesOf((p) => delete p[field])).toEqual([{ path: field, message: `${field}: is required` }]);
+  });
+
+  it("refuses a source file without a format, naming source.file.format", () => {
+    expect(mistakesOf((p) => delete p.source.file.format)).toEqual([{ path: "source.file.format", message: "source.file.format: is required" }]);
+  });
+
+  it("refuses an empty list of sinks", () => {
+    expect(mistakesOf((p) => (p.sinks = []))).toEqual([{ path: "sinks", message: "sinks: expected at least one entry" }]);
+  });
+
+  it("reports two mistakes in one file together", () => {
+    const found = mistakesOf((p) => {
+      p.windows[0].size = "fast";
+      p.key = "uid";
+    });
+    expect(found.map((m) => m.path).sort()).toEqual(["key", "windows[0].size"]);
+  });
+});
+
+describe("windows", () => {
+  it("refuses a size that is not a duration, with the exact message", () => {
+    const found = mistakesOf((p) => (p.windows[0].size = "fast"));
+    expect(found.map((m) => m.message)).toEqual(['windows[0].size: expected a duration like "15m", got "fast"']);
+  });
+
+  it.each([
+    ["a bare number", 15, "got 15"],
+    ["a negative duration", "-5m", 'got "-5m"'],
+    ["an unknown unit", "15 minutes", 'got "15 minutes"'],
+  ])("refuses %s as a window size", (_what, size, got) => {
+    const found = mistakesOf((p) => (p.windows[0].size = size));
+    expect(found).toEqual([{ path: "windows[0].size", message: `windows[0].size: expected a duration like "15m", ${got}` }]);
+  });
+
+  it("refuses a window of zero size", () => {
+    const found = mistakesOf((p) => (p.windows[0].size = "0"));
+    expect(found).toEqual([{ path: "windows[0].size", message: 'windows[0].size: expected a duration above zero, got "0"' }]);
+  });
+
+  it("refuses a hopping window without a slide, naming windows[0].slide", () => {
+    const found = mistakesOf((p) => (p.windows[0].type = "hopping"));
+    expect(found).toEqual([{ path: "windows[0].slide", message: "windows[0].slide: is required for a hopping window" }]);
+  });
+
+  it("refuses a slide longer than the size, since events would fall between windows", () => {
+    const found = mistakesOf((p) => Object.assign(p.windows[0], { type: "hopping", size: "1h", slide: "2h" }));
+    expect(found).toEqual([
+      {
+        path: "windows[0].slide",
+        message: "windows[0].slide: a slide of 7200000 ms is longer than the size of 3600000 ms: events would fall between windows",
+      },
+    ]);
+  });
+
+  it("refuses a size on a session window", () => {
+    const found = mistakesOf((p) => Object.assign(p.windows[0], { type: "session", gap: "30m" }));
+    expect(found).toEqual([{ path: "windows[0].size", message: "windows[0].size: does not apply to a session window" }]);
+  });
+
+  it("refuses a session window without a gap", () => {
+    const found = mistakesOf((p) => {
+      p.windows[0].type = "session";
+      delete p.windows[0].size;
+    });
+    expect(found).toEqual([{ path: "windows[0].gap", message: "windows[0].gap: is required for a session window" }]);
+  });
+
+  it("refuses an unknown window type, listing the known ones", () => {
+    const found = mistakesOf((p) => (p.windows[0].type = "sliding"));
+    expect(found).toEqual([{ path: "windows[0].type", message: 'windows[0].type: expected one of tumbling, hopping, session, got "sliding"' }]);
+  });
+
+  it("refuses two windows of the same name, naming the second", () => {
+    const found = mistakesOf((p) => p.windows.push({ ...p.windows[0], size: "2h" }));
+    expect(found).toEqual([{ path: "windows[1].name", message: 'windows[1].name: "hourly" names another window already' }]);
+  });
+
+  it.each(["start", "end", "key", "window"])("refuses an aggregate named %s, a field of every result", (name) => {
+    expect(aggregateMistakes({ [name]: "count" })).toEqual([
+      {
+        path: `windows[0].aggregate.${name}`,
+        message: `windows[0].aggregate.${name}: "${name}" is a field of every window result; choose another name`,
+      },
+    ]);
+  });
+});
+
+describe("schema, key and time", () => {
+  it("refuses a key that is not a field of the schema", () => {
+    const found = mistakesOf((p) => (p.key = "uid"));
+    expect(found).toEqual([{ path: "key", message: expect.stringMatching(/^key: "uid" is not a field of the schema \(user_id, ts, /) }]);
+  });
+
+  it("refuses a key that is not required, since every event needs one", () => {
+    const found = mistakesOf((p) => (p.key = "session_id"));
+    expect(found).toEqual([{ path: "key", message: 'key: "session_id" must be declared required: true, since every event needs it' }]);
+  });
+
+  it("refuses a key that is not a string field", () => {
+    const found = mistakesOf((p) => (p.key = "quantity"));
+    expect(found).toEqual([{ path: "key", message: 'key: "quantity" is a number, expected a string field' }]);
+  });
+
+  it("refuses a time that is not a timestamp field", () => {
+    const found = mistakesOf((p) => (p.time = "event_type"));
+    expect(found).toEqual([{ path: "time", message: 'time: "event_type" is a string, expected a timestamp field' }]);
+  });
+
+  it("refuses an unknown field type, listing the known ones", () => {
+    const found = mistakesOf((p) => (p.schema.page.type = "text"));
+    expect(found).toEqual([
+      { path: "schema.page.type", message: 'schema.page.type: expected one of string, number, boolean, timestamp, object, list, got "text"' },
+    ]);
+  });
+
+  it("refuses a unit on a field that is not a timestamp", () => {
+    const found = mistakesOf((p) => (p.schema.price.unit = "s"));
+    expect(found).toEqual([{ path: "schema.price.unit", message: "schema.price.unit: only a timestamp field has a unit" }]);
+  });
+
+  it("refuses a field name that is no CEL identifier", () => {
+    const found = mistakesOf((p) => (p.schema["page-url"] = { type: "string" }));
+    expect(found.map((m) => m.path)).toEqual(["schema.page-url"]);
+  });
+});
+
+describe("CEL expressions", () => {
+  it("refuses a syntax error, naming the aggregate", () => {
+    expect(aggregateMistakes({ carts: { count: 'event_type == "cart" &&' } })).toEqual([
+      { path: "windows[0].aggregate.carts.count", message: expect.stringMatching(/^windows\[0\]\.aggregate\.carts\.count: CEL syntax error in /) },
+    ]);
+  });
+
+  it("refuses an identifier that is not a field of the schema", () => {
+    const [found, ...rest] = aggregateMistakes({ carts: { count: 'evnt_type == "cart"' } });
+    expect(rest).toEqual([]);
+    expect(found.path).toBe("windows[0].aggregate.carts.count");
+    expect(found.message).toMatch(/CEL type error in .*evnt_type/);
+  });
+
+  it("refuses a type error such as comparing a string with a number", () => {
+    expect(aggregateMistakes({ odd: { count: "event_type > 3" } })).toEqual([
+      {
+        path: "windows[0].aggregate.odd.count",
+        message: 'windows[0].aggregate.odd.count: CEL type error in "event_type > 3": no such overload: string > int',
+      },
+    ]);
+  });
+
+  it("refuses a count condition that is not a boolean", () => {
+    expect(aggregateMistakes({ priced: { count: "price" } })).toEqual([
+      { path: "windows[0].aggregate.priced.count", message: 'windows[0].aggregate.priced.count: "price" is of type double, expected bool' },
+    ]);
+  });
+
+  it("refuses a sum over a string field: not numeric", () => {
+    expect(aggregateMistakes({ total: { sum: "event_type" } })).toEqual([
+      { path: "windows[0].aggregate.total.sum", message: 'windows[0].aggregate.total.sum: "event_type" is of type string, expected double or int or uint' },
+    ]);
+  });
+
+  it("accepts arithmetic mixing a number field with an integer literal", () => {
+    expect(() => validate(pipelineText((p) => (p.windows[0].aggregate = { doubled: { sum: "price * 2" } })))).not.toThrow();
+  });
+
+  it.each([
+    ["constructor", "constructor"],
+    ["__proto__", "__proto__"],
+    ['page.constructor == "x"', "constructor"],
+    ['props["__proto__"] == 1', "__proto__"],
+    ['props["constructor"] == 1', "constructor"],
+    ["has(props.__proto__)", "__proto__"],
+    ["page.__defineGetter__ == 1", "__defineGetter__"],
+  ])("refuses %s, which reaches outside the event", (source, name) => {
+    const found = aggregateMistakes({ x: { count: source } });
+    expect(found).toHaveLength(1);
+    expect(found[0].path).toBe("windows[0].aggregate.x.count");
+    expect(found[0].message).toContain(name);
+    expect(found[0].message).toMatch(/reaches outside the event|Reserved identifier/);
+  });
+
+  it("finds nothing outside the event through a key computed at run time", () => {
+    const env = celEnvironment({ props: "map", page: "string" });
+    const event = { props: { a: 1 }, page: "constructor" };
+    for (const source of ["props[page]", 'props["con" + "structor"]', 'props["__pro" + "to__"]', 'props["toString"]']) {
+      expect(compileExpression(env, source, "x").evaluate(event)).toBeUndefined();
+    }
+  });
+});
+
+describe("environment variables", () => {
+  const withEventsDir = pipelineText((p) => (p.source.file.path = "${EVENTS_DIR}/events.jsonl"));
+
+  it("refuses ${VAR} without a default when VAR is unset, naming the path", () => {
+    expect(mistakes(withEventsDir, {})).toEqual([
+      {
+        path: "source.file.path",
+        message: "source.file.path: environment variable EVENTS_DIR is not set and ${EVENTS_DIR} has no default",
+      },
+    ]);
+  });
+
+  it("names every unset variable", () => {
+    const text = pipelineText((p) => {
+      p.source.file.path = "${EVENTS_DIR}/events.jsonl";
+      p.sinks[0].file.path = "${OUT_DIR}/results.jsonl";
+    });
+    expect(mistakes(text, {}).map((m) => m.path)).toEqual(["source.file.path", "sinks[0].file.path"]);
+  });
+
+  it("uses the value of ${VAR} when VAR is set", () => {
+    expect(validate(withEventsDir, { EVENTS_DIR: "/data/clicks" }).source).toEqual({ file: { paths: ["/data/clicks/events.jsonl"], format: "jsonl" } });
+  });
+
+  it("uses the default of ${VAR:-default} when VAR is unset, and the value when it is set", () => {
+    const text = pipelineText((p) => {
+      p.source.file.path = "${EVENTS_DIR:-/srv/events}/events.jsonl";
+      p.windows[0].size = "${WINDOW_SIZE:-15m}";
+    });
+    const unset = validate(text, {});
+    expect(unset.source).toEqual({ file: { paths: ["/srv/events/events.jsonl"], format: "jsonl" } });
+    expect(unset.windows[0].assigner).toEqual({ type: "tumbling", sizeMs: 900_000 });
+    const set = validate(text, { EVENTS_DIR: "/data", WINDOW_SIZE: "2h" });
+    expect(set.source).toEqual({ file: { paths: ["/data/events.jsonl"], format: "jsonl" } });
+    expect(set.windows[0].assigner).toEqual({ type: "tumbling", sizeMs: 7_200_000 });
+  });
+
+  it("checks a substituted value like a written one", () => {
+    const text = pipelineText((p) => (p.windows[0].size = "${WINDOW_SIZE}"));
+    expect(mistakes(text, { WINDOW_SIZE: "fast" }).map((m) => m.message)).toEqual(['windows[0].size: expected a duration like "15m", got "fast"']);
+  });
+
+  it("keeps a variable's value a plain string: it cannot add YAML structure", () => {
+    const spec = validate(withEventsDir, { EVENTS_DIR: "x\nformat: csv" });
+    expect(spec.source).toEqual({ file: { paths: ["/pipelines/x\nformat: csv/events.jsonl"], format: "jsonl" } });
+  });
+});
+
+describe("pipeline files on disk", () => {
+  it("resolves relative paths against the pipeline file's folder, not the working directory", () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, "pipelines"));
+    const file = join(dir, "pipelines", "clicks.yaml");
+    writeFileSync(file, pipelineText((p) => (p.source.file.path = "../data/events.jsonl")));
+    const spec = readPipeline(file, {});
+    expect(spec.baseDir).toBe(join(dir, "pipelines"));
+    expect(spec.source).toEqual({ file: { paths: [join(dir, "data/events.jsonl")], format: "jsonl" } });
+    expect(spec.sinks).toEqual([{ file: { path: join(dir, "pipelines/out/results.jsonl") } }]);
+    expect(spec.state.dir).toBe(join(dir, "pipelines/state/clicks"));
+    expect(spec.deadLetter).toEqual({ file: { path: join(dir, "pipelines/out/clicks.dead-letter.jsonl") } });
+  });
+
+  it("says that a missing pipeline file cannot be read", () => {
+    const file = join(tempDir(), "missing.yaml");
+    expect(() => readPipeline(file, {})).toThrow(/cannot read the pipeline file/);
+  });
+
+  it("makes the CLI exit with code 2, printing the file and each bad path on stderr", () => {
+    const file = join(tempDir(), "bad.yaml");
+    writeFileSync(
+      file,
+      pipelineText((p) => {
+        p.windows[0].size = "fast";
+        p.outputs = [];
+      }),
+    );
+    const run = runCli(["run", file]);
+    expect(run.status).toBe(2);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toContain(`${file}: invalid pipeline`);
+    expect(run.stderr).toContain('windows[0].size: expected a duration like "15m", got "fast"');
+    expect(run.stderr).toContain("outputs: unknown field");
+  });
+});
