@@ -28,6 +28,9 @@ export function summaryLine(result: JobResult): string {
   const rate = Math.round(c.read / Math.max(seconds, 1e-3));
   const resumed = result.restoredFromCheckpoint === undefined ? "" : ` (resumed from checkpoint ${result.restoredFromCheckpoint})`;
   const verb = result.isComplete ? "done" : "stopped";
+  if (result.isComplete && c.read === 0 && result.restoredFromCheckpoint !== undefined) {
+    return `done: the source was already read to its end (checkpoint ${result.restoredFromCheckpoint}); run with --reset to start over`;
+  }
   return (
     `${verb}: ${c.read} events in ${seconds.toFixed(1)} s (${rate} events/s)${resumed}, ` +
     `${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered`

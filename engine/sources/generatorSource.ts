@@ -3,9 +3,9 @@ import { SourcePositionInvalid } from "../errors.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
 export type GeneratorOptions = {
-  /** Seeds every random choice: the same options always give the same events. Default 42. */
+  /** Seeds every random choice (as a 32-bit integer): the same options always give the same events. Default 42. */
   seed?: number;
-  /** Size of the user population. Default 10_000. */
+  /** Size of the user population; it also caps the pace (see `eventsPerSecond`). Default 10_000. */
   users?: number;
   /** Events to produce; the source is done after the last one. Default 200_000. */
   events?: number;
@@ -15,10 +15,12 @@ export type GeneratorOptions = {
   startMs?: number;
   /**
    * Average pace of the whole population, in events per second of event time. Sessions stay bursts of
-   * events seconds apart whatever the pace: it sets the gaps between a user's sessions. With 10_000 users,
-   * 200 gives sessions minutes apart and 200k events over ~1000 s; 0.5 spreads them over ~5 days with
-   * sessions days apart, as the multi-day pipelines (inactivity, retention, decay) need. A population
-   * cannot go faster than one session per user every minute or so, which caps the pace. Default 200.
+   * events seconds apart (~4 events over ~2 minutes) whatever the pace: what it sets is the gap between
+   * a user's sessions. With 10_000 users, 200 gives sessions minutes apart and 200k events over ~1000 s;
+   * 0.5 spreads them over ~5 days with sessions about a day apart (and dormant stretches of weeks), as
+   * the multi-day pipelines (inactivity, retention, decay) need. Each user has at most one session every
+   * ~3 minutes, so the pace is capped near `users / 40` events per second: asking for more gives the cap.
+   * Default 200.
    */
   eventsPerSecond?: number;
   /** A timestamp lies up to this much before its place in the emission order (bounded disorder). Default 2000. */
@@ -301,10 +303,19 @@ const IDLE_FACTOR = 6;
 /** Measured on the default population: they turn `eventsPerSecond` into gaps between sessions. */
 const MEAN_EVENTS_PER_SESSION = 4.35;
 const MEAN_SESSION_MS = 117_000;
+/**
+ * The world runs this long before the first event it emits, so the pace is steady from the start: users
+ * that all started at once would first crowd, then thin out. Two sessions and gaps are enough.
+ */
+const WARM_UP_MS = 2 * (MEAN_SESSION_MS + MIN_SESSION_GAP_MS);
 
 // ---- Users. ----
 
-/** Numbers the simulation writes per event are integers (tenths, percent, cents): V8 keeps them unboxed. */
+/**
+ * A user's fixed traits, current session and pending event. The numbers touched per event are small
+ * integers (ms within a session, percent, cents), which V8 stores unboxed: with 10k users the
+ * generator's speed is bound by cache misses on these objects, so they stay compact.
+ */
 class User {
   // Fixed for the user's life.
   readonly primaryProps: EventProps;
@@ -316,7 +327,7 @@ class User {
   sessionNo = 0;
   /** Built when an event first needs it: skipping to a position never pays for the string. */
   sessionId = "";
-  sessionStartMs = 0;
+  sessionElapsedMs = 0;
   sessionEvents = 0;
   sessionProps: EventProps;
   cartItems = 0;
@@ -330,7 +341,6 @@ class User {
   scrollPercent = -1;
   orderCents = 0;
   secondsWatched = 0;
-  durationTenthsSec = 0;
 
   constructor(
     readonly id: string,
@@ -341,9 +351,8 @@ class User {
     devices: readonly [number, number],
     consentBits: number,
     readonly favouriteCategory: number,
-    /** Relative activity: how much more often than average this user comes back. */
-    readonly activity: number,
-    readonly dormantChance: number,
+    /** Often goes dormant after a session. */
+    readonly isQuiet: boolean,
   ) {
     this.primaryProps = PROPS[zone][devices[0]];
     this.secondaryProps = PROPS[zone][devices[1]];
@@ -366,11 +375,17 @@ function createUser(rng: Random, index: number, partitions: number): User {
   const secondary = (primary + 1 + rng.below(DEVICES.length - 1)) % DEVICES.length;
   const consentBits = (rng.chance(0.8) ? 1 : 0) | (rng.chance(0.5) ? 2 : 0) | (rng.chance(0.3) ? 4 : 0);
   const isLead = rng.chance(LEAD_SHARE);
-  // Exponential activity: a few heavy users, many occasional ones.
-  const activity = Math.min(5, Math.max(0.05, rng.exponential(1)));
-  const dormantChance = rng.chance(QUIET_SHARE) ? DORMANT_CHANCE.quiet : DORMANT_CHANCE.other;
   return new User(id, partitionOf(id, partitions), isLead, ZONES[zone].tz, zone, [primary, secondary], consentBits,
-    rng.below(CATEGORIES.length), activity, dormantChance);
+    rng.below(CATEGORIES.length), rng.chance(QUIET_SHARE));
+}
+
+/** How much more often than average a user comes back: exponential, so a few heavy users and many occasional ones. */
+function drawActivity(rng: Random): number {
+  return Math.min(5, Math.max(0.05, rng.exponential(1)));
+}
+
+function dormantChanceOf(user: User): number {
+  return user.isQuiet ? DORMANT_CHANCE.quiet : DORMANT_CHANCE.other;
 }
 
 /**
@@ -378,12 +393,12 @@ function createUser(rng: Random, index: number, partitions: number): User {
  * A user's cycle is `baseMs / activity`, but never shorter than a session plus the minimum gap, so the
  * pace is solved for by bisection (it falls as the base grows).
  */
-function solveBaseCycleMs(users: User[], eventsPerMs: number): number {
+function solveBaseCycleMs(activities: Float64Array, eventsPerMs: number): number {
   const floorMs = MEAN_SESSION_MS + MIN_SESSION_GAP_MS;
   const paceAt = (baseMs: number): number =>
-    users.reduce((sum, user) => sum + MEAN_EVENTS_PER_SESSION / Math.max(baseMs / user.activity, floorMs), 0);
+    activities.reduce((sum, activity) => sum + MEAN_EVENTS_PER_SESSION / Math.max(baseMs / activity, floorMs), 0);
   let low = 0;
-  let high = (MEAN_EVENTS_PER_SESSION * users.reduce((sum, user) => sum + user.activity, 0)) / eventsPerMs;
+  let high = (MEAN_EVENTS_PER_SESSION * activities.reduce((sum, activity) => sum + activity, 0)) / eventsPerMs;
   for (let i = 0; i < 60; i++) {
     const mid = (low + high) / 2;
     if (paceAt(mid) > eventsPerMs) low = mid;
@@ -517,15 +532,14 @@ export class GeneratorSource implements Source {
   }
 
   async open(position: unknown): Promise<void> {
-    this.restart();
-    if (position === undefined || position === null) return;
-    const emitted = this.validPosition(position);
+    const emitted = position === undefined || position === null ? 0 : this.validPosition(position);
+    if (this.emitted > 0 || this.hasReportedFinish) this.restart(); // else the world is still at its start
     this.skip(emitted);
     this.hasReportedFinish = emitted > 0 && emitted === this.settings.events;
   }
 
   nextBatch(maxItems: number): SourceBatch {
-    const count = Math.max(0, Math.min(maxItems, this.settings.events - this.emitted));
+    const count = Math.max(0, Math.min(Math.floor(maxItems), this.settings.events - this.emitted));
     const items: SourceItem[] = [];
     for (let i = 0; i < count; i++) {
       const user = this.users[this.heap.user[0]];
@@ -565,32 +579,41 @@ export class GeneratorSource implements Source {
     this.emitted = 0;
     this.hasReportedFinish = false;
     this.users = Array.from({ length: users }, (_, i) => createUser(this.rng, i, partitions));
-    const baseCycleMs = solveBaseCycleMs(this.users, eventsPerSecond / 1000);
+    const activities = Float64Array.from(this.users, () => drawActivity(this.rng));
+    const baseCycleMs = solveBaseCycleMs(activities, eventsPerSecond / 1000);
     const firstAtMs = new Float64Array(users);
     for (let i = 0; i < users; i++) {
       const user = this.users[i];
-      const cycleMs = Math.max(baseCycleMs / user.activity, MEAN_SESSION_MS + MIN_SESSION_GAP_MS);
+      const cycleMs = Math.max(baseCycleMs / activities[i], MEAN_SESSION_MS + MIN_SESSION_GAP_MS);
       // The random part of the gap makes up the rest of the cycle, dormant stretches included.
       const gapMs = Math.max(0, cycleMs - MEAN_SESSION_MS - MIN_SESSION_GAP_MS);
-      user.gapMeanMs = Math.round(gapMs / (1 + user.dormantChance * (DORMANT_FACTOR - 1)));
-      // The offset of disorderMs keeps on-time timestamps at or after startMs.
-      firstAtMs[i] = this.startSession(user, startMs + disorderMs + this.firstDelayMs(user));
+      user.gapMeanMs = Math.round(gapMs / (1 + dormantChanceOf(user) * (DORMANT_FACTOR - 1)));
+      firstAtMs[i] = this.startSession(user, startMs - WARM_UP_MS + this.firstDelayMs(user));
     }
     this.heap = new DueHeap(firstAtMs);
+    // The offset of disorderMs keeps on-time timestamps at or after startMs.
+    this.warmUp(startMs + disorderMs);
   }
 
   /**
-   * When a user's first session starts: as if the world had been running, so the pace is steady from
-   * the start. A long gap is more likely to span the start than a short one, so users are caught
-   * dormant in proportion to the time dormancy takes, and (gaps being exponential) the rest of the gap
-   * has the gap's own distribution.
+   * How long after the warm-up starts a user's first session does. A long gap is likelier to span that
+   * instant than a short one, so users are caught dormant in proportion to the time dormancy takes, and
+   * (gaps being exponential) what is left of the gap has the gap's own distribution.
    */
   private firstDelayMs(user: User): number {
     const rng = this.rng;
-    const dormantTime = user.dormantChance * DORMANT_FACTOR;
-    const isDormant = rng.next() < dormantTime / (1 - user.dormantChance + dormantTime);
-    const inSessionMs = rng.next() * (MEAN_SESSION_MS + MIN_SESSION_GAP_MS);
-    return Math.round(inSessionMs + rng.exponential(user.gapMeanMs) * (isDormant ? DORMANT_FACTOR : 1));
+    const dormantChance = dormantChanceOf(user);
+    const dormantTime = dormantChance * DORMANT_FACTOR;
+    const isDormant = rng.next() < dormantTime / (1 - dormantChance + dormantTime);
+    const restOfSessionMs = rng.next() * (MEAN_SESSION_MS + MIN_SESSION_GAP_MS);
+    return Math.round(restOfSessionMs + rng.exponential(user.gapMeanMs) * (isDormant ? DORMANT_FACTOR : 1));
+  }
+
+  /** Runs the world up to `untilMs` without emitting: users are then mid-session or mid-gap, as in a running world. */
+  private warmUp(untilMs: number): void {
+    while (this.heap.atMs[0] < untilMs) {
+      this.heap.rescheduleFirst(this.advance(this.users[this.heap.user[0]], this.heap.atMs[0]));
+    }
   }
 
   /** Advances the world by `count` events without building them. */
@@ -619,14 +642,15 @@ export class GeneratorSource implements Source {
     user.sessionEvents++;
     const next = rng.next() < CONSENT_UPDATE_CHANCE ? S.consent_update : chooseNext(rng, user);
     if (next === S.end || user.sessionEvents >= MAX_SESSION_EVENTS) return this.startSession(user, atMs + this.gapMs(user));
-    const nextAtMs = atMs + dwellMs(rng, user);
-    enter(rng, user, next, nextAtMs);
-    return nextAtMs;
+    const dwelledMs = dwellMs(rng, user);
+    user.sessionElapsedMs += dwelledMs;
+    enter(rng, user, next);
+    return atMs + dwelledMs;
   }
 
   private gapMs(user: User): number {
     const rng = this.rng;
-    const dormancy = rng.next() < user.dormantChance ? DORMANT_FACTOR : 1;
+    const dormancy = rng.next() < dormantChanceOf(user) ? DORMANT_FACTOR : 1;
     return MIN_SESSION_GAP_MS + Math.round(rng.exponential(user.gapMeanMs) * dormancy);
   }
 
@@ -635,7 +659,7 @@ export class GeneratorSource implements Source {
     const rng = this.rng;
     user.sessionNo = ++this.sessions;
     user.sessionId = "";
-    user.sessionStartMs = atMs;
+    user.sessionElapsedMs = 0;
     user.sessionEvents = 0;
     user.sessionProps = rng.next() < 0.8 ? user.primaryProps : user.secondaryProps;
     let landing: number;
@@ -645,7 +669,7 @@ export class GeneratorSource implements Source {
       if (user.cartItems > 0 && rng.next() < 0.3) forgetCart(user);
       landing = chooseNext(rng, user, S.start);
     }
-    enter(rng, user, landing, atMs);
+    enter(rng, user, landing);
     return atMs;
   }
 }
@@ -672,12 +696,11 @@ function scrollPercent(rng: Random): number {
   return Math.round(rng.next() * 100);
 }
 
-/** Makes `step` the user's pending event, due at `atMs`, with its page and fields; applies its effects. */
-function enter(rng: Random, user: User, wanted: number, atMs: number): void {
+/** Makes `wanted` (or what the user can do instead) the pending event, with its page and fields; applies its effects. */
+function enter(rng: Random, user: User, wanted: number): void {
   const from = user.step;
   const step = availableStep(user, wanted);
   user.step = step;
-  user.durationTenthsSec = Math.round((atMs - user.sessionStartMs) / 100);
   user.scrollPercent = -1;
   switch (step) {
     case S.view_home:
@@ -804,7 +827,7 @@ function eventOf(user: User, timestamp: number): GeneratedEvent {
   const event_type = STEP_TYPE[user.step];
   if (user.sessionId === "") user.sessionId = `S${user.sessionNo}`;
   const { id: user_id, page, sessionId: session_id, tz } = user;
-  const session_duration_sec = user.durationTenthsSec / 10;
+  const session_duration_sec = Math.round(user.sessionElapsedMs / 100) / 10;
   const consent = CONSENTS[user.consentBits];
   const props = user.sessionProps;
   switch (STEP_SHAPE[user.step]) {
