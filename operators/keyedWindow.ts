@@ -22,8 +22,9 @@ export type WindowResult = { window: string; key: string; start: number; end: nu
 /** What the late output receives for an event no window of this definition can take any more. */
 export type LateEvent = { window: string; key: string; time: number; watermark: number; lateByMs: number; event: unknown };
 
-type Slot = { startMs: number; endMs: number; acc: unknown[]; hasFired: boolean };
-type StoredSlot = [startMs: number, endMs: number, hasFired: boolean, acc: unknown[]];
+/** `armedAtMs`: sessions only, the time of the one timer pending for the slot. */
+type Slot = { startMs: number; endMs: number; acc: unknown[]; hasFired: boolean; armedAtMs: number };
+type StoredSlot = [startMs: number, endMs: number, hasFired: boolean, acc: unknown[], armedAtMs: number];
 
 export const LATE = "late";
 
@@ -46,9 +47,15 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     this.lateMs = options.allowedLatenessMs ?? 0;
     const accs = this.accumulators;
     this.slots = ctx.valueState<Slot[], StoredSlot[]>("windows", {
-      encode: (slots) => slots.map((s) => [s.startMs, s.endMs, s.hasFired, s.acc.map((a, i) => accs[i].encode(a))]),
+      encode: (slots) => slots.map((s) => [s.startMs, s.endMs, s.hasFired, s.acc.map((a, i) => accs[i].encode(a)), s.armedAtMs]),
       decode: (stored) =>
-        stored.map(([startMs, endMs, hasFired, acc]) => ({ startMs, endMs, hasFired, acc: acc.map((a, i) => accs[i].decode(a)) })),
+        stored.map(([startMs, endMs, hasFired, acc, armedAtMs]) => ({
+          startMs,
+          endMs,
+          hasFired,
+          acc: acc.map((a, i) => accs[i].decode(a)),
+          armedAtMs,
+        })),
     });
     this.timers = ctx.eventTimers("windows");
   }
@@ -132,16 +139,16 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
       target = this.newSlot({ startMs, endMs });
       slots.push(target);
       this.slots.set(rec.key, slots);
-      this.registerTimers(rec.key, target);
+      this.armSession(rec.key, target);
     } else if (target.startMs !== startMs || target.endMs !== endMs) {
-      // A new, larger session: it fires at its own end, whatever its parts did.
-      for (const s of [target, ...(absorbed ?? [])]) if (s.endMs !== endMs) this.deleteTimers(rec.key, s);
+      // A new, larger session: it fires at its own end, whatever its parts did. The timers of the
+      // parts stay: when they fire they find nothing due and cost less than deleting them now.
       for (const s of absorbed ?? []) target.acc = target.acc.map((a, i) => this.accumulators[i].merge(a, s.acc[i]));
       target.startMs = startMs;
       target.endMs = endMs;
       target.hasFired = false;
       this.slots.set(rec.key, absorbed ? slots.filter((s) => !absorbed!.includes(s)) : slots);
-      this.registerTimers(rec.key, target);
+      this.armSession(rec.key, target);
     } else this.slots.touch(rec.key);
     this.accumulate(target, rec);
     this.fireIfDue(rec.key, target, out);
@@ -156,6 +163,9 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
       if (!slot.hasFired && slot.endMs - 1 <= timeMs) this.fire(key, slot, out);
     }
     const kept = slots.filter((s) => s.endMs - 1 + this.lateMs > timeMs);
+    if (this.options.assigner.type === "session") {
+      for (const slot of kept) if (slot.armedAtMs <= timeMs) this.armSession(key, slot);
+    }
     if (kept.length === 0) this.slots.delete(key);
     else if (kept.length !== slots.length) this.slots.set(key, kept);
     else this.slots.touch(key);
@@ -182,13 +192,21 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     if (this.lateMs > 0) this.timers.register(key, bounds.endMs - 1 + this.lateMs);
   }
 
-  private deleteTimers(key: string, bounds: WindowBounds): void {
-    this.timers.delete(key, bounds.endMs - 1);
-    if (this.lateMs > 0) this.timers.delete(key, bounds.endMs - 1 + this.lateMs);
+  /**
+   * Keeps one timer pending for a session, at or before its next due time (its end, or once fired
+   * its purge). Sessions grow with nearly every event; an earlier pending timer simply re-arms
+   * when it fires, so growing costs no timer work.
+   */
+  private armSession(key: string, slot: Slot): void {
+    const dueMs = slot.hasFired ? slot.endMs - 1 + this.lateMs : slot.endMs - 1;
+    const isPending = slot.armedAtMs > this.watermarkMs;
+    if (isPending && slot.armedAtMs <= dueMs) return;
+    this.timers.register(key, dueMs);
+    slot.armedAtMs = dueMs;
   }
 
   private newSlot(bounds: WindowBounds): Slot {
-    return { startMs: bounds.startMs, endMs: bounds.endMs, hasFired: false, acc: this.accumulators.map((a) => a.init()) };
+    return { startMs: bounds.startMs, endMs: bounds.endMs, hasFired: false, acc: this.accumulators.map((a) => a.init()), armedAtMs: -Infinity };
   }
 
   private accumulate(slot: Slot, rec: StreamRecord<E>): void {
