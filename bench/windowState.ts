@@ -2,25 +2,21 @@
 // checkpoint, restore and memory benchmarks that work on a StateStore and KeyedValueState directly.
 import { KeyedValueState, type KeyedStateOptions } from "../engine/keyedState.ts";
 import type { StateStore } from "../engine/store.ts";
+import { accumulator } from "../operators/aggregations.ts";
+import { slotCodec, type Slot } from "../operators/keyedWindow.ts";
 import { HOUR_MS } from "./benchUtil.ts";
 
-// A mirror of the operator's private Slot and its codec as of commit 84b35fd; keep it in step when
-// the operator's state changes shape, or these benchmarks measure something else.
-
-/** In memory: the operator's slot (`operators/keyedWindow.ts`), with a count and a sum accumulator. */
-export type Slot = { startMs: number; endMs: number; acc: unknown[]; hasFired: boolean; armedAtMs: number };
-/** Stored: `[startMs, endMs, hasFired, [count, sum], armedAtMs]`, as the operator encodes it. */
-export type StoredSlot = [startMs: number, endMs: number, hasFired: boolean, acc: unknown[], armedAtMs: number];
+/** The operator's own slot shape and codec, for count and sum (both stored as they are). */
+export type { Slot } from "../operators/keyedWindow.ts";
+export type StoredSlot = Slot;
 
 /** Named as `keyedWindow({ name: "hourly" })` names its state, so the store holds what a job's would. */
 export const WINDOW_STATE_NAME = "window/hourly/windows";
 
-/** The operator's encode/decode for count and sum (both store their accumulator as is). */
-export const SLOT_CODEC: KeyedStateOptions<Slot[], StoredSlot[]> = {
-  encode: (slots) => slots.map((s) => [s.startMs, s.endMs, s.hasFired, s.acc.map((a) => a), s.armedAtMs]),
-  decode: (stored) =>
-    stored.map(([startMs, endMs, hasFired, acc, armedAtMs]) => ({ startMs, endMs, hasFired, acc: acc.map((a) => a), armedAtMs })),
-};
+export const SLOT_CODEC: KeyedStateOptions<Slot[], Slot[]> = slotCodec([
+  accumulator({ name: "count", kind: "count" }),
+  accumulator({ name: "sum", kind: "sum", value: () => 0 }),
+]);
 
 export const BASE_WINDOW_MS = 1_699_999_200_000; // an hour boundary
 
@@ -31,7 +27,7 @@ export function benchKey(i: number): string {
 /** The slots of key `i` in round `round`: one open window with a count and a sum. */
 export function slotsFor(i: number, round: number): Slot[] {
   // armedAtMs is -Infinity for tumbling windows: only sessions arm a timer through it.
-  return [{ startMs: BASE_WINDOW_MS, endMs: BASE_WINDOW_MS + HOUR_MS, hasFired: false, acc: [round + 1, (i % 100) + round], armedAtMs: -Infinity }];
+  return [[BASE_WINDOW_MS, BASE_WINDOW_MS + HOUR_MS, 0, -Infinity, round + 1, (i % 100) + round]];
 }
 
 /** The window state, restored from `store` as recovery builds it, and registered for checkpoints. */

@@ -22,18 +22,28 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   /** Keys changed since the last checkpoint; a flag on the entry keeps most repeats out. */
   private changed: string[] = [];
   private readonly ttlMs: number;
+  private readonly encode: (value: V) => S;
   private nowMs = -Infinity;
 
+  /** `restored`: the replayed log of this state (see StateStore.restored). */
   constructor(
     readonly name: string,
     private readonly options: KeyedStateOptions<V, S> = {},
     restored: Iterable<[unknown, unknown]> = [],
   ) {
     this.ttlMs = options.ttlMs ?? Infinity;
+    this.encode = options.encode ?? ((v: V) => v as unknown as S);
     const decode = options.decode ?? ((s: S) => s as unknown as V);
+    // A replayed log: later pairs replace earlier ones, null deletes. Without a TTL a value is
+    // stored bare; with one, as [value, expiresAtMs].
+    const hasTtl = this.ttlMs !== Infinity;
     for (const [key, stored] of restored) {
-      const [v, x] = stored as [S, number | null];
-      this.entries.set(key as string, { value: decode(v), expiresAtMs: x ?? Infinity, isDirty: false });
+      if (stored === null) {
+        this.entries.delete(key as string);
+        continue;
+      }
+      const [v, x] = hasTtl ? (stored as [S, number]) : [stored as S, Infinity];
+      this.entries.set(key as string, { value: decode(v), expiresAtMs: x, isDirty: false });
     }
   }
 
@@ -102,31 +112,35 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
 
   snapshotAll(): Array<[unknown, unknown]> {
     this.takeDelta(); // expires what is due and clears the change list the snapshot supersedes
-    const encode = this.options.encode ?? ((v: V) => v as unknown as S);
     const all: Array<[unknown, unknown]> = [];
-    for (const [key, entry] of this.entries) {
-      all.push([key, [encode(entry.value), entry.expiresAtMs === Infinity ? null : entry.expiresAtMs]]);
-    }
+    for (const [key, entry] of this.entries) all.push([key, this.stored(entry)]);
     return all;
   }
 
   takeDelta(): StateDelta {
-    const encode = this.options.encode ?? ((v: V) => v as unknown as S);
     const delta: StateDelta = { puts: [], deletes: [] };
     if (this.ttlMs !== Infinity) {
       for (const [key, entry] of this.entries) if (entry.expiresAtMs <= this.nowMs) this.delete(key);
     }
-    for (const key of new Set(this.changed)) {
+    const deleted = new Set<string>();
+    for (const key of this.changed) {
       const entry = this.entries.get(key);
-      if (entry === undefined) delta.deletes.push(key);
-      else {
+      if (entry === undefined) {
+        if (!deleted.has(key)) delta.deletes.push(key);
+        deleted.add(key);
+      } else if (entry.isDirty) {
+        // The flag, not a Set, keeps a key listed twice (deleted, then set again) to one put.
         entry.isDirty = false;
-        const x = entry.expiresAtMs === Infinity ? null : entry.expiresAtMs;
-        delta.puts.push([key, [encode(entry.value), x]]);
+        delta.puts.push([key, this.stored(entry)]);
       }
     }
     this.changed = [];
     return delta;
+  }
+
+  private stored(entry: Entry<V>): unknown {
+    const v = this.encode(entry.value);
+    return this.ttlMs === Infinity ? v : [v, entry.expiresAtMs];
   }
 
   private markDirty(key: string, entry: Entry<V>): void {

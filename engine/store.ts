@@ -59,17 +59,15 @@ export class StateStore {
     return this.database("__meta").get(META_KEY) as CheckpointMeta | undefined;
   }
 
-  /** Entries of a state as of the last checkpoint. */
-  restored(name: string): Iterable<[unknown, unknown]> {
+  /**
+   * The log of a state since its base, oldest first: replaying it, a later pair for a key replaces
+   * an earlier one and a null value deletes the key. Streamed, so a large state is never held twice.
+   */
+  *restored(name: string): Iterable<[unknown, unknown]> {
     const info = this.logInfo(name);
-    const live = new Map<unknown, unknown>();
     for (const { value } of this.database(name).getRange({ start: [info.baseCheckpointId] })) {
-      for (const [key, entry] of value as Array<[unknown, unknown]>) {
-        if (entry === null) live.delete(key);
-        else live.set(key, entry);
-      }
+      yield* value as Array<[unknown, unknown]>;
     }
-    return live;
   }
 
   register(member: Checkpointable): void {

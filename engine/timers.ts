@@ -63,9 +63,10 @@ export class TimerService implements Checkpointable {
     readonly name: string,
     restored: Iterable<[unknown, unknown]> = [],
   ) {
-    for (const [timeMs, keys] of restored) {
-      for (const key of keys as string[]) this.insert(key, timeMs as number);
-    }
+    // A replayed log: the last entry for a time holds its keys, null means none.
+    const latest = new Map<number, string[] | null>();
+    for (const [timeMs, keys] of restored) latest.set(timeMs as number, keys as string[] | null);
+    for (const [timeMs, keys] of latest) for (const key of keys ?? []) this.insert(key, timeMs);
   }
 
   get size(): number {

@@ -22,6 +22,8 @@ export type Accumulator<E> = {
   /** Combines two slots (sessions merging); may update `a` in place, and returns the slot to keep. */
   merge(a: unknown, b: unknown): unknown;
   result(slot: unknown): unknown;
+  /** True when the slot must be converted to be stored (a Set); encode/decode do it. */
+  readonly needsCodec: boolean;
   encode(slot: unknown): unknown;
   decode(stored: unknown): unknown;
 };
@@ -45,7 +47,7 @@ function toNumber(value: unknown): number | undefined {
 export function accumulator<E>(spec: AggregateSpec<E>): Accumulator<E> {
   const where = spec.where;
   const read = spec.value ?? (() => undefined);
-  const base = { name: spec.name, encode: identity, decode: identity };
+  const base = { name: spec.name, needsCodec: false, encode: identity, decode: identity };
   switch (spec.kind) {
     case "count":
       return {
@@ -101,7 +103,12 @@ export function accumulator<E>(spec: AggregateSpec<E>): Accumulator<E> {
           const x = read(event);
           if (x === undefined) return slot;
           const current = slot as Timed;
-          return current === null || wins(timeMs, current[0]) ? [timeMs, x] : current;
+          if (current === null) return [timeMs, x];
+          if (wins(timeMs, current[0])) {
+            current[0] = timeMs;
+            current[1] = x;
+          }
+          return current;
         },
         merge(a, b) {
           const [x, y] = [a as Timed, b as Timed];
@@ -115,6 +122,7 @@ export function accumulator<E>(spec: AggregateSpec<E>): Accumulator<E> {
     case "distinct":
       return {
         name: spec.name,
+        needsCodec: true,
         init: () => new Set(),
         add(slot, event) {
           if (where !== undefined && !where(event)) return slot;

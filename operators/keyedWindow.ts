@@ -2,8 +2,9 @@
 // passes a window's end, firing again for events within the allowed lateness, and sending events
 // later than that to the "late" side output. Flink's semantics: a window [start, end) fires when the
 // watermark reaches end - 1 and is purged when it reaches end - 1 + allowedLatenessMs.
-import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import type { StreamRecord } from "../engine/elements.ts";
+import type { KeyedStateOptions } from "../engine/keyedState.ts";
+import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { accumulator, type Accumulator, type AggregateSpec } from "./aggregations.ts";
 import { assignWindows, sessionsMeet, type WindowAssigner, type WindowBounds } from "./windowAssigners.ts";
 
@@ -22,9 +23,17 @@ export type WindowResult = { window: string; key: string; start: number; end: nu
 /** What the late output receives for an event no window of this definition can take any more. */
 export type LateEvent = { window: string; key: string; time: number; watermark: number; lateByMs: number; event: unknown };
 
-/** `armedAtMs`: sessions only, the time of the one timer pending for the slot. */
-type Slot = { startMs: number; endMs: number; acc: unknown[]; hasFired: boolean; armedAtMs: number };
-type StoredSlot = [startMs: number, endMs: number, hasFired: boolean, acc: unknown[], armedAtMs: number];
+/**
+ * One window of one key as a flat array: `[startMs, endMs, hasFired (0|1), armedAtMs, ...accumulators]`.
+ * Flat, so that a window is one allocation on the hot path and a checkpoint stores it as it is.
+ * `armedAtMs` is for sessions: the time of the one timer pending for the window.
+ */
+export type Slot = unknown[];
+const START = 0;
+const END = 1;
+const FIRED = 2;
+const ARMED = 3;
+const ACC = 4;
 
 export const LATE = "late";
 
@@ -32,9 +41,18 @@ export function keyedWindow<E>(options: KeyedWindowOptions<E>): OperatorDefiniti
   return { name: `window/${options.name}`, build: (ctx) => new KeyedWindowLogic(options, ctx) };
 }
 
+/** How slots are stored: as they are, unless an accumulator (distinct) needs converting. */
+export function slotCodec<E>(accumulators: Accumulator<E>[]): KeyedStateOptions<Slot[], Slot[]> {
+  if (accumulators.every((a) => !a.needsCodec)) return {};
+  const convert = (slots: Slot[], how: "encode" | "decode") =>
+    slots.map((slot) => slot.map((x, i) => (i < ACC ? x : accumulators[i - ACC][how](x))));
+  return { encode: (slots) => convert(slots, "encode"), decode: (stored) => convert(stored, "decode") };
+}
+
 class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
   private readonly accumulators: Accumulator<E>[];
   private readonly lateMs: number;
+  private readonly isSession: boolean;
   private readonly slots;
   private readonly timers;
   private watermarkMs = -Infinity;
@@ -45,24 +63,13 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
   ) {
     this.accumulators = options.aggregates.map(accumulator);
     this.lateMs = options.allowedLatenessMs ?? 0;
-    const accs = this.accumulators;
-    this.slots = ctx.valueState<Slot[], StoredSlot[]>("windows", {
-      encode: (slots) => slots.map((s) => [s.startMs, s.endMs, s.hasFired, s.acc.map((a, i) => accs[i].encode(a)), s.armedAtMs]),
-      decode: (stored) =>
-        stored.map(([startMs, endMs, hasFired, acc, armedAtMs]) => ({
-          startMs,
-          endMs,
-          hasFired,
-          acc: acc.map((a, i) => accs[i].decode(a)),
-          armedAtMs,
-        })),
-    });
+    this.isSession = options.assigner.type === "session";
+    this.slots = ctx.valueState<Slot[]>("windows", slotCodec(this.accumulators));
     this.timers = ctx.eventTimers("windows");
   }
 
   onRecord(rec: StreamRecord<E>, out: Output<WindowResult>): void {
-    const isTaken =
-      this.options.assigner.type === "session" ? this.addToSession(rec, out) : this.addToAligned(rec, out);
+    const isTaken = this.isSession ? this.addToSession(rec, out) : this.addToAligned(rec, out);
     if (!isTaken) {
       const late: LateEvent = {
         window: this.options.name,
@@ -104,11 +111,12 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
       this.slots.set(rec.key, slots);
     }
     let slot: Slot | undefined;
-    for (let i = 0; i < slots.length; i++) if (slots[i].startMs === startMs) slot = slots[i];
+    for (let i = 0; i < slots.length; i++) if (slots[i][START] === startMs) slot = slots[i];
     if (slot === undefined) {
-      slot = this.newSlot({ startMs, endMs });
+      slot = this.newSlot(startMs, endMs);
       slots.push(slot);
-      this.registerTimers(rec.key, slot);
+      this.timers.register(rec.key, endMs - 1);
+      if (this.lateMs > 0) this.timers.register(rec.key, endMs - 1 + this.lateMs);
     }
     this.accumulate(slot, rec);
     this.fireIfDue(rec.key, slot, out);
@@ -128,25 +136,27 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     let target: Slot | undefined;
     let absorbed: Slot[] | undefined;
     for (const slot of slots) {
-      if (!sessionsMeet(slot, own)) continue;
+      if (!sessionsMeet({ startMs: slot[START] as number, endMs: slot[END] as number }, own)) continue;
       if (target === undefined) target = slot;
       else (absorbed ??= []).push(slot);
-      if (slot.startMs < startMs) startMs = slot.startMs;
-      if (slot.endMs > endMs) endMs = slot.endMs;
+      startMs = Math.min(startMs, slot[START] as number);
+      endMs = Math.max(endMs, slot[END] as number);
     }
-    if (this.isPurgeable({ startMs, endMs })) return false;
+    if (this.isPurgeable(endMs)) return false;
     if (target === undefined) {
-      target = this.newSlot({ startMs, endMs });
+      target = this.newSlot(startMs, endMs);
       slots.push(target);
       this.slots.set(rec.key, slots);
       this.armSession(rec.key, target);
-    } else if (target.startMs !== startMs || target.endMs !== endMs) {
+    } else if (target[START] !== startMs || target[END] !== endMs) {
       // A new, larger session: it fires at its own end, whatever its parts did. The timers of the
       // parts stay: when they fire they find nothing due and cost less than deleting them now.
-      for (const s of absorbed ?? []) target.acc = target.acc.map((a, i) => this.accumulators[i].merge(a, s.acc[i]));
-      target.startMs = startMs;
-      target.endMs = endMs;
-      target.hasFired = false;
+      for (const s of absorbed ?? []) {
+        for (let i = 0; i < this.accumulators.length; i++) target[ACC + i] = this.accumulators[i].merge(target[ACC + i], s[ACC + i]);
+      }
+      target[START] = startMs;
+      target[END] = endMs;
+      target[FIRED] = 0;
       this.slots.set(rec.key, absorbed ? slots.filter((s) => !absorbed!.includes(s)) : slots);
       this.armSession(rec.key, target);
     } else this.slots.touch(rec.key);
@@ -160,36 +170,15 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     const slots = this.slots.get(key);
     if (slots === undefined) return;
     for (const slot of slots) {
-      if (!slot.hasFired && slot.endMs - 1 <= timeMs) this.fire(key, slot, out);
+      if (slot[FIRED] === 0 && (slot[END] as number) - 1 <= timeMs) this.fire(key, slot, out);
     }
-    const kept = slots.filter((s) => s.endMs - 1 + this.lateMs > timeMs);
-    if (this.options.assigner.type === "session") {
-      for (const slot of kept) if (slot.armedAtMs <= timeMs) this.armSession(key, slot);
+    const kept = slots.filter((s) => (s[END] as number) - 1 + this.lateMs > timeMs);
+    if (this.isSession) {
+      for (const slot of kept) if ((slot[ARMED] as number) <= timeMs) this.armSession(key, slot);
     }
     if (kept.length === 0) this.slots.delete(key);
     else if (kept.length !== slots.length) this.slots.set(key, kept);
     else this.slots.touch(key);
-  }
-
-  private fireIfDue(key: string, slot: Slot, out: Output<WindowResult>): void {
-    // A window the watermark has passed fires on every event it takes (a late firing).
-    if (slot.hasFired || slot.endMs - 1 <= this.watermarkMs) this.fire(key, slot, out);
-  }
-
-  private fire(key: string, slot: Slot, out: Output<WindowResult>): void {
-    slot.hasFired = true;
-    const result: WindowResult = { window: this.options.name, key, start: slot.startMs, end: slot.endMs };
-    for (let i = 0; i < this.accumulators.length; i++) result[this.accumulators[i].name] = this.accumulators[i].result(slot.acc[i]);
-    out.emit(key, slot.endMs - 1, result);
-  }
-
-  private isPurgeable(bounds: WindowBounds): boolean {
-    return bounds.endMs - 1 + this.lateMs <= this.watermarkMs;
-  }
-
-  private registerTimers(key: string, bounds: WindowBounds): void {
-    this.timers.register(key, bounds.endMs - 1);
-    if (this.lateMs > 0) this.timers.register(key, bounds.endMs - 1 + this.lateMs);
   }
 
   /**
@@ -198,19 +187,37 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
    * when it fires, so growing costs no timer work.
    */
   private armSession(key: string, slot: Slot): void {
-    const dueMs = slot.hasFired ? slot.endMs - 1 + this.lateMs : slot.endMs - 1;
-    const isPending = slot.armedAtMs > this.watermarkMs;
-    if (isPending && slot.armedAtMs <= dueMs) return;
+    const dueMs = (slot[END] as number) - 1 + (slot[FIRED] === 1 ? this.lateMs : 0);
+    const armedAtMs = slot[ARMED] as number;
+    if (armedAtMs > this.watermarkMs && armedAtMs <= dueMs) return;
     this.timers.register(key, dueMs);
-    slot.armedAtMs = dueMs;
+    slot[ARMED] = dueMs;
   }
 
-  private newSlot(bounds: WindowBounds): Slot {
-    return { startMs: bounds.startMs, endMs: bounds.endMs, hasFired: false, acc: this.accumulators.map((a) => a.init()), armedAtMs: -Infinity };
+  private fireIfDue(key: string, slot: Slot, out: Output<WindowResult>): void {
+    // A window the watermark has passed fires on every event it takes (a late firing).
+    if (slot[FIRED] === 1 || (slot[END] as number) - 1 <= this.watermarkMs) this.fire(key, slot, out);
+  }
+
+  private fire(key: string, slot: Slot, out: Output<WindowResult>): void {
+    slot[FIRED] = 1;
+    const result: WindowResult = { window: this.options.name, key, start: slot[START] as number, end: slot[END] as number };
+    for (let i = 0; i < this.accumulators.length; i++) result[this.accumulators[i].name] = this.accumulators[i].result(slot[ACC + i]);
+    out.emit(key, (slot[END] as number) - 1, result);
+  }
+
+  private isPurgeable(endMs: number): boolean {
+    return endMs - 1 + this.lateMs <= this.watermarkMs;
+  }
+
+  private newSlot(startMs: number, endMs: number): Slot {
+    const slot: Slot = [startMs, endMs, 0, -Infinity];
+    for (const a of this.accumulators) slot.push(a.init());
+    return slot;
   }
 
   private accumulate(slot: Slot, rec: StreamRecord<E>): void {
-    const acc = slot.acc;
-    for (let i = 0; i < this.accumulators.length; i++) acc[i] = this.accumulators[i].add(acc[i], rec.value, rec.time);
+    const accumulators = this.accumulators;
+    for (let i = 0; i < accumulators.length; i++) slot[ACC + i] = accumulators[i].add(slot[ACC + i], rec.value, rec.time);
   }
 }

@@ -9,7 +9,7 @@ describe("keyed state", () => {
     s.getForUpdate("a")!.push(2);
     s.set("b", [3]);
     s.delete("b");
-    expect(s.takeDelta()).toEqual({ puts: [["a", [[1, 2], null]]], deletes: ["b"] });
+    expect(s.takeDelta()).toEqual({ puts: [["a", [1, 2]]], deletes: ["b"] });
     expect(s.takeDelta()).toEqual({ puts: [], deletes: [] });
   });
 
