@@ -1,5 +1,6 @@
 // Benchmarks 1 and 2: the same keyed tumbling count+sum, once through runJob (event time,
 // watermarks, checkpoints) and once written by hand in plain RxJS and Maps.
+import { record } from "../engine/elements.ts";
 import { from } from "rxjs";
 import type { CheckpointInfo } from "../engine/job.ts";
 import { runJob } from "../engine/job.ts";
@@ -26,7 +27,7 @@ export async function runEngine(events: readonly BenchEvent[], stateDir: string)
     source: new MemorySource(events),
     decode: (value) => {
       const e = value as BenchEvent;
-      return { key: e.user, timeMs: e.timeMs, value: e };
+      return record(e.user, e.timeMs, e);
     },
     newWatermarkGenerator: () => boundedOutOfOrderness(1000),
     idlenessMs: 0,

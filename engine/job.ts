@@ -3,7 +3,7 @@
 // `run` before the first batch: state, timers, positions and watermarks come back from the store.
 import { mkdirSync, rmSync } from "node:fs";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
-import { END_OF_TIME, record, watermark, type Element } from "./elements.ts";
+import { END_OF_TIME, watermark, type Element, type StreamRecord } from "./elements.ts";
 import { StateMismatch } from "./errors.ts";
 import { KeyedMapState, KeyedValueState } from "./keyedState.ts";
 import { operate, type OperatorContext, type OperatorDefinition } from "./operator.ts";
@@ -13,8 +13,8 @@ import { StateStore, type CheckpointMeta } from "./store.ts";
 import { TimerService } from "./timers.ts";
 import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapshot } from "./watermarks.ts";
 
-/** An item turned into a keyed, timed event, or the reason it cannot be. */
-export type Decoded<E> = { key: string; timeMs: number; value: E } | { error: string };
+/** An item turned into a keyed, timed record (see `record`), or the reason it cannot be. */
+export type Decoded<E> = StreamRecord<E> | { readonly kind?: undefined; error: string };
 
 /** What a pipeline's graph is built with. */
 export type GraphBuilder = {
@@ -198,12 +198,12 @@ class Job<E> {
       return;
     }
     const decoded = this.options.decode(item.value, item.partition);
-    if ("error" in decoded) {
+    if (decoded.kind !== "record") {
       this.deadLetter({ reason: decoded.error, partition: item.partition, event: item.value });
       return;
     }
-    this.tracker.onEvent(item.partition, decoded.timeMs, nowMs);
-    this.events$.next(record(decoded.key, decoded.timeMs, decoded.value));
+    this.tracker.onEvent(item.partition, decoded.time, nowMs);
+    this.events$.next(decoded);
   }
 
   private deadLetter(entry: object): void {

@@ -22,6 +22,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   /** Keys changed since the last checkpoint; a flag on the entry keeps most repeats out. */
   private changed: string[] = [];
   private readonly ttlMs: number;
+  private readonly hasTtl: boolean;
   private readonly encode: (value: V) => S;
   private nowMs = -Infinity;
 
@@ -32,6 +33,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     restored: Iterable<[unknown, unknown]> = [],
   ) {
     this.ttlMs = options.ttlMs ?? Infinity;
+    this.hasTtl = this.ttlMs !== Infinity;
     this.encode = options.encode ?? ((v: V) => v as unknown as S);
     const decode = options.decode ?? ((s: S) => s as unknown as V);
     // A replayed log: later pairs replace earlier ones, null deletes. Without a TTL a value is
@@ -58,7 +60,8 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   get(key: string): V | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
-    if (entry.expiresAtMs <= this.nowMs) {
+    // Without a TTL, never look at expiresAtMs: a boxed number, one more memory access per event.
+    if (this.hasTtl && entry.expiresAtMs <= this.nowMs) {
       this.delete(key);
       return undefined;
     }
@@ -69,7 +72,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   getForUpdate(key: string): V | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
-    if (entry.expiresAtMs <= this.nowMs) {
+    if (this.hasTtl && entry.expiresAtMs <= this.nowMs) {
       this.delete(key);
       return undefined;
     }
@@ -79,11 +82,11 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
 
   /** Stores `value` for `key`; `timeMs` is the event time of the write, from which a TTL counts. */
   set(key: string, value: V, timeMs = this.nowMs): void {
-    const expiresAtMs = this.ttlMs === Infinity ? Infinity : timeMs + this.ttlMs;
+    const expiresAtMs = this.hasTtl ? timeMs + this.ttlMs : Infinity;
     let entry = this.entries.get(key);
     if (entry) {
       entry.value = value;
-      entry.expiresAtMs = expiresAtMs;
+      if (this.hasTtl) entry.expiresAtMs = expiresAtMs;
     } else {
       entry = { value, expiresAtMs, isDirty: false };
       this.entries.set(key, entry);

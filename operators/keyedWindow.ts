@@ -119,7 +119,8 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
       if (this.lateMs > 0) this.timers.register(rec.key, endMs - 1 + this.lateMs);
     }
     this.accumulate(slot, rec);
-    this.fireIfDue(rec.key, slot, out);
+    // A window the watermark has passed fires on every event it takes (a late firing).
+    if (slot[FIRED] === 1 || endMs - 1 <= this.watermarkMs) this.fire(rec.key, slot, out);
     return true;
   }
 

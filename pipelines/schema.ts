@@ -1,5 +1,6 @@
 // The declared event schema: turns a decoded source value into a keyed, timed event of only the
 // declared fields, or says exactly why it cannot (which goes to the dead-letter output).
+import { record } from "../engine/elements.ts";
 import type { Decoded } from "../engine/job.ts";
 
 export type FieldType = "string" | "number" | "boolean" | "timestamp" | "object" | "list";
@@ -120,6 +121,6 @@ export function eventDecoder(schema: EventSchema, keyField: string, timeField: s
       if ("error" in coerced) return { error: `field "${name}": ${coerced.error}` };
       event[name] = coerced.value;
     }
-    return { key: String(event[keyField]), timeMs: event[timeField] as number, value: event };
+    return record(String(event[keyField]), event[timeField] as number, event);
   };
 }

@@ -4,6 +4,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { record } from "../../engine/elements.ts";
 import { StateMismatch } from "../../engine/errors.ts";
 import { runJob, type JobOptions } from "../../engine/job.ts";
 import type { OperatorDefinition } from "../../engine/operator.ts";
@@ -60,7 +61,7 @@ function options(dir: string, events: Ev[], sink: ListSink, clock: { nowMs: numb
   return {
     fingerprint: "reminders-v1",
     source: new MemorySource(events),
-    decode: (v) => ({ key: (v as Ev).user, timeMs: (v as Ev).t, value: v as Ev }),
+    decode: (v) => record((v as Ev).user, (v as Ev).t, v as Ev),
     newWatermarkGenerator: () => boundedOutOfOrderness(0),
     idlenessMs: 0,
     stateDir: dir,
