@@ -54,45 +54,48 @@ export function parseIsoTimeMs(text: string): number {
   return ms - sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2))) * 60_000;
 }
 
-type Coerced = { value: unknown } | { error: string };
+/** A value that failed its field's type; the only allocation decoding makes, and only for bad events. */
+class Invalid {
+  constructor(readonly reason: string) {}
+}
 
-function coerceTimestamp(raw: unknown, unit: "ms" | "s"): Coerced {
+type Coercer = (raw: unknown) => unknown;
+
+function coerceTimestamp(raw: unknown, unit: "ms" | "s"): unknown {
   let ms: number;
   if (typeof raw === "number") ms = unit === "s" ? raw * 1000 : raw;
   else if (typeof raw === "string" && /^-?\d+(\.\d+)?$/.test(raw.trim())) ms = Number(raw) * (unit === "s" ? 1000 : 1);
   else if (typeof raw === "string") ms = parseIsoTimeMs(raw);
-  else return { error: `expected a timestamp, got ${typeof raw}` };
-  if (!Number.isFinite(ms)) return { error: `expected a timestamp (epoch ${unit} or ISO-8601), got ${JSON.stringify(raw)}` };
+  else return new Invalid(`expected a timestamp, got ${typeOf(raw)}`);
+  if (!Number.isFinite(ms)) return new Invalid(`expected a timestamp (epoch ${unit} or ISO-8601), got ${JSON.stringify(raw)}`);
   if (ms < MIN_TIMESTAMP_MS || ms >= MAX_TIMESTAMP_MS) {
-    return { error: `timestamp ${JSON.stringify(raw)} is outside 1990-01-01..2100-01-01` };
+    return new Invalid(`timestamp ${JSON.stringify(raw)} is outside 1990-01-01..2100-01-01`);
   }
-  return { value: Math.floor(ms) };
+  return Math.floor(ms);
 }
 
-function coerce(raw: unknown, spec: FieldSpec): Coerced {
+/** The coercer of one field type: the value as the event keeps it, or Invalid. */
+function coercer(spec: FieldSpec): Coercer {
   switch (spec.type) {
     case "string":
-      if (typeof raw === "string") return { value: raw };
       // Ids are often numeric in the data; a number is a fine string, an object is not.
-      if (typeof raw === "number" && Number.isFinite(raw)) return { value: String(raw) };
-      return { error: `expected a string, got ${typeOf(raw)}` };
-    case "number": {
-      const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : raw;
-      if (typeof n === "number" && Number.isFinite(n)) return { value: n };
-      return { error: `expected a number, got ${typeOf(raw)} ${JSON.stringify(raw)?.slice(0, 40)}` };
-    }
+      return (raw) =>
+        typeof raw === "string" ? raw : typeof raw === "number" && Number.isFinite(raw) ? String(raw) : new Invalid(`expected a string, got ${typeOf(raw)}`);
+    case "number":
+      return (raw) => {
+        if (typeof raw === "number" && Number.isFinite(raw)) return raw;
+        const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+        return Number.isFinite(n) ? n : new Invalid(`expected a number, got ${typeOf(raw)} ${JSON.stringify(raw)?.slice(0, 40)}`);
+      };
     case "boolean":
-      if (typeof raw === "boolean") return { value: raw };
-      if (raw === "true" || raw === "false") return { value: raw === "true" };
-      return { error: `expected a boolean, got ${typeOf(raw)}` };
+      return (raw) =>
+        typeof raw === "boolean" ? raw : raw === "true" || raw === "false" ? raw === "true" : new Invalid(`expected a boolean, got ${typeOf(raw)}`);
     case "timestamp":
-      return coerceTimestamp(raw, spec.unit);
+      return (raw) => coerceTimestamp(raw, spec.unit);
     case "object":
-      if (raw !== null && typeof raw === "object" && !Array.isArray(raw)) return { value: raw };
-      return { error: `expected an object, got ${typeOf(raw)}` };
+      return (raw) => (raw !== null && typeof raw === "object" && !Array.isArray(raw) ? raw : new Invalid(`expected an object, got ${typeOf(raw)}`));
     case "list":
-      if (Array.isArray(raw)) return { value: raw };
-      return { error: `expected a list, got ${typeOf(raw)}` };
+      return (raw) => (Array.isArray(raw) ? raw : new Invalid(`expected a list, got ${typeOf(raw)}`));
   }
 }
 
@@ -104,22 +107,23 @@ function typeOf(raw: unknown): string {
 
 /** Builds the decoder of a schema: the declared fields only, coerced, with key and event time taken out. */
 export function eventDecoder(schema: EventSchema, keyField: string, timeField: string): (value: unknown) => Decoded<Event> {
-  const fields = Object.entries(schema);
+  const fields = Object.entries(schema).map(([name, spec]) => ({ name, isRequired: spec.required, coerce: coercer(spec) }));
   return (value) => {
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
       return { error: `expected an object event, got ${typeOf(value)}` };
     }
     const input = value as Record<string, unknown>;
     const event: Event = {};
-    for (const [name, spec] of fields) {
-      const raw = input[name];
+    for (let i = 0; i < fields.length; i++) {
+      const field = fields[i];
+      const raw = input[field.name];
       if (raw === undefined || raw === null || raw === "") {
-        if (spec.required) return { error: `missing required field "${name}"` };
+        if (field.isRequired) return { error: `missing required field "${field.name}"` };
         continue;
       }
-      const coerced = coerce(raw, spec);
-      if ("error" in coerced) return { error: `field "${name}": ${coerced.error}` };
-      event[name] = coerced.value;
+      const coerced = field.coerce(raw);
+      if (coerced instanceof Invalid) return { error: `field "${field.name}": ${coerced.reason}` };
+      event[field.name] = coerced;
     }
     return record(String(event[keyField]), event[timeField] as number, event);
   };
