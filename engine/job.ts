@@ -280,7 +280,10 @@ class Job<E> {
     return {
       valueState: (name, options) => registered(new KeyedValueState(stateName(name), options, store.restored(stateName(name)))),
       mapState: (name, options) => registered(new KeyedMapState(stateName(name), options, store.restored(stateName(name)))),
-      eventTimers: (name) => registered(new TimerService(stateName(`event-timers/${name}`), store.restored(stateName(`event-timers/${name}`)))),
+      eventTimers: (name, options) =>
+        options?.isCheckpointed === false
+          ? new TimerService(stateName(`event-timers/${name}`))
+          : registered(new TimerService(stateName(`event-timers/${name}`), store.restored(stateName(`event-timers/${name}`)))),
       processingTimers: (name) =>
         registered(new TimerService(stateName(`processing-timers/${name}`), store.restored(stateName(`processing-timers/${name}`)))),
       side: (tag, value) => this.side(tag).next(value),

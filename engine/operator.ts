@@ -30,8 +30,11 @@ export type OperatorContext = {
   /** Keyed value state, restored from the last checkpoint when there is one. */
   valueState<V, S = V>(name: string, options?: KeyedStateOptions<V, S>): KeyedValueState<V, S>;
   mapState<V>(name: string, options?: { ttlMs?: number }): KeyedMapState<V>;
-  /** Event-time timers (fire on the watermark), restored from the last checkpoint. */
-  eventTimers(name: string): TimerService;
+  /**
+   * Event-time timers (fire on the watermark), restored from the last checkpoint. With
+   * `isCheckpointed: false` they are not stored: the operator rebuilds them from its own state.
+   */
+  eventTimers(name: string, options?: { isCheckpointed?: boolean }): TimerService;
   /** Processing-time timers (fire on the wall clock between batches), restored from the last checkpoint. */
   processingTimers(name: string): TimerService;
   side(tag: string, value: unknown): void;

@@ -65,7 +65,20 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     this.lateMs = options.allowedLatenessMs ?? 0;
     this.isSession = options.assigner.type === "session";
     this.slots = ctx.valueState<Slot[]>("windows", slotCodec(this.accumulators));
-    this.timers = ctx.eventTimers("windows");
+    // Every pending timer follows from a window's state, so checkpoints need not store them.
+    this.timers = ctx.eventTimers("windows", { isCheckpointed: false });
+    for (const key of this.slots.keys()) for (const slot of this.slots.get(key)!) this.rearm(key, slot);
+  }
+
+  /** The timers a restored window had pending: its end until it fired, then its purge; a session's armed one. */
+  private rearm(key: string, slot: Slot): void {
+    if (this.isSession) {
+      this.timers.register(key, slot[ARMED] as number);
+      return;
+    }
+    const endMs = slot[END] as number;
+    if (slot[FIRED] === 0) this.timers.register(key, endMs - 1);
+    if (this.lateMs > 0) this.timers.register(key, endMs - 1 + this.lateMs);
   }
 
   onRecord(rec: StreamRecord<E>, out: Output<WindowResult>): void {

@@ -5,7 +5,7 @@ import { record, watermark, type Element } from "../../engine/elements.ts";
 import type { AggregateSpec } from "../../operators/aggregations.ts";
 import { keyedWindow, LATE, type LateEvent, type WindowResult } from "../../operators/keyedWindow.ts";
 import type { WindowAssigner } from "../../operators/windowAssigners.ts";
-import { runOperator } from "../harness.ts";
+import { runOperator, runWithRestart } from "../harness.ts";
 
 type Ev = { v: number; tag: string };
 
@@ -220,6 +220,21 @@ describe("keyed windows", () => {
         );
       });
     }
+  }
+
+  for (const [label, assigner] of assigners) {
+    it(`${label} windows restored from a checkpoint at any cut give the results of an uninterrupted run`, async () => {
+      await fc.assert(
+        fc.asyncProperty(streams, fc.double({ min: 0, max: 1, noNaN: true }), async (input, at) => {
+          const definition = keyedWindow<Ev>({ name: "w", assigner, allowedLatenessMs: 30, aggregates: AGGREGATES });
+          const straight = await runOperator(definition, input);
+          const restarted = await runWithRestart(definition, input, Math.floor(at * input.length));
+          expect(restarted.outputs).toEqual(straight.outputs);
+          expect(restarted.sides[LATE] ?? []).toEqual(straight.sides[LATE] ?? []);
+        }),
+        { numRuns: 60, seed: 7 },
+      );
+    });
   }
 
   it("fires a tumbling window when the watermark passes its end", async () => {
