@@ -56,7 +56,11 @@ export type JobOptions<E> = {
   nowMs?: () => number;
 };
 
-export type CheckpointInfo = { checkpointId: number; entries: number; flushMs: number; commitMs: number };
+/**
+ * One checkpoint: `flushMs` making the outputs durable and `snapshotMs` taking and encoding the
+ * state held the job; the LMDB write then runs beside it and was durable after `durableMs`.
+ */
+export type CheckpointInfo = { checkpointId: number; entries: number; flushMs: number; snapshotMs: number; durableMs: number };
 
 export type JobCounters = {
   /** Items read from the source, good or bad. */
@@ -96,6 +100,8 @@ class Job<E> {
   private counters: JobCounters = { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 };
   private failure: unknown;
   private checkpointId = 0;
+  /** The commit still being written, if any: at most one is in flight. */
+  private pendingCommit: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -171,11 +177,11 @@ class Job<E> {
       this.processingTime$.next(nowMs);
       this.throwIfFailed();
       if (batch.isDone) {
-        await this.checkpoint();
+        await this.checkpoint(true);
         return true;
       }
       if (signal?.aborted) {
-        await this.checkpoint();
+        await this.checkpoint(true);
         return false;
       }
       if (nowMs - lastCheckpointAtMs >= checkpointIntervalMs) {
@@ -213,33 +219,36 @@ class Job<E> {
 
   /**
    * A checkpoint at a cut (every operator is done with every record it was given):
-   * 1. sinks make their output durable and say their positions;
-   * 2. state changes, timers, positions, watermarks and counters are committed in one transaction.
+   * 1. the previous checkpoint's write has landed (at most one in flight);
+   * 2. sinks make their output durable and say their positions;
+   * 3. state changes, timers, positions, watermarks and counters are taken now and committed in
+   *    one transaction that is written while the job goes on. `isFinal` waits for it.
+   * Outputs written after the cut are ahead of the checkpoint: a crash before it lands recovers
+   * from the previous one and truncates them back, so nothing is lost or duplicated either way.
    */
-  private async checkpoint(): Promise<void> {
+  private async checkpoint(isFinal = false): Promise<void> {
     const startedAtMs = performance.now();
     // 1.
+    await this.pendingCommit;
+    // 2.
     const sinkPositions: Record<string, unknown> = {};
     for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
-    // 2.
+    const flushMs = performance.now() - startedAtMs;
+    // 3.
     this.counters.checkpoints++;
     const meta: CheckpointMeta = {
       fingerprint: this.options.fingerprint,
       sourcePosition: this.options.source.position(),
       sinkPositions,
       watermarks: this.tracker.snapshot(),
-      counters: this.counters,
+      counters: { ...this.counters },
       checkpointId: ++this.checkpointId,
       takenAtMs: this.nowMs(),
     };
-    const flushedAtMs = performance.now();
-    const entries = this.store.commit(meta);
-    this.options.onCheckpoint?.({
-      checkpointId: meta.checkpointId,
-      entries,
-      flushMs: flushedAtMs - startedAtMs,
-      commitMs: performance.now() - flushedAtMs,
-    });
+    this.pendingCommit = this.store.commit(meta).then((info) =>
+      this.options.onCheckpoint?.({ checkpointId: meta.checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs }),
+    );
+    if (isFinal) await this.pendingCommit;
   }
 
   private graphBuilder(): GraphBuilder {
@@ -309,6 +318,7 @@ class Job<E> {
   }
 
   private async close(): Promise<void> {
+    await this.pendingCommit.catch(() => undefined);
     this.events$.complete();
     await this.options.source.close().catch(() => undefined);
     for (const { sink } of this.sinks) await sink.close().catch(() => undefined);

@@ -2,6 +2,7 @@
 // and the checkpoint transaction that writes every change, the positions and the metadata at once.
 import { mkdirSync } from "node:fs";
 import { open, type Database, type RootDatabase } from "lmdb";
+import { pack, unpack } from "msgpackr";
 
 /** What a registered state hands to a checkpoint: the entries changed since the last one. */
 export type StateDelta = { puts: Array<[unknown, unknown]>; deletes: unknown[] };
@@ -35,24 +36,27 @@ const COMPACT_MIN_ENTRIES = 50_000;
 
 type LogInfo = { baseCheckpointId: number; loggedEntries: number };
 
+/** What a commit wrote and how long it held the caller (`snapshotMs`) and took to be durable (`durableMs`). */
+export type CommitInfo = { entries: number; snapshotMs: number; durableMs: number };
+
 /**
  * The durable store. Each state is a log of delta chunks keyed [checkpointId, chunkNo], each chunk
- * a list of [key, value] pairs (value null: deleted). Restoring replays the log from the state's
- * base; a compaction writes a full snapshot as the new base and drops the older chunks, in the
- * same transaction as the checkpoint it belongs to.
+ * a msgpack list of [key, value] pairs (value null: deleted). Restoring replays the log from the
+ * state's base; a compaction writes a full snapshot as the new base and drops the older chunks, in
+ * the same transaction as the checkpoint it belongs to.
  */
 export class StateStore {
   private readonly root: RootDatabase;
   private readonly databases = new Map<string, Database>();
   private readonly members: Checkpointable[] = [];
+  private readonly logs = new Map<string, LogInfo>();
 
   constructor(
     readonly dir: string,
     private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
   ) {
     mkdirSync(dir, { recursive: true });
-    // Plain msgpack without shared record structures: chunks are arrays of pairs.
-    this.root = open({ path: dir, maxDbs: 512, compression: false, useRecords: false } as never);
+    this.root = open({ path: dir, maxDbs: 512, compression: false });
   }
 
   readMeta(): CheckpointMeta | undefined {
@@ -65,8 +69,8 @@ export class StateStore {
    */
   *restored(name: string): Iterable<[unknown, unknown]> {
     const info = this.logInfo(name);
-    for (const { value } of this.database(name).getRange({ start: [info.baseCheckpointId] })) {
-      yield* value as Array<[unknown, unknown]>;
+    for (const { value } of this.stateDatabase(name).getRange({ start: [info.baseCheckpointId] })) {
+      yield* unpack(value as Buffer) as Array<[unknown, unknown]>;
     }
   }
 
@@ -74,49 +78,54 @@ export class StateStore {
     if (this.members.some((m) => m.name === member.name)) {
       throw new Error(`state "${member.name}" is registered twice`);
     }
-    this.database(member.name);
+    this.stateDatabase(member.name);
     this.members.push(member);
   }
 
   /**
    * Commits one checkpoint, all or nothing:
-   * 1. takes every registered state's changes since the last checkpoint, or, where its log has
-   *    grown well past its live entries, a full snapshot that replaces the log;
-   * 2. writes them in chunks, with the metadata (positions, watermarks, counters), in ONE transaction.
-   * Returns how many state entries were written.
+   * 1. now, at the caller's cut: takes every registered state's changes since the last checkpoint
+   *    (or, where its log has grown well past its live entries, a full snapshot that replaces the
+   *    log) and encodes them with the metadata, so later changes cannot leak into this checkpoint;
+   * 2. then, without holding the caller: writes it all in ONE transaction and makes it durable.
+   * Transactions land in the order of the calls. A crash before the promise resolves leaves the
+   * previous checkpoint in place, which recovery then uses.
    */
-  commit(meta: CheckpointMeta): number {
+  commit(meta: CheckpointMeta): Promise<CommitInfo> {
+    const startedAtMs = performance.now();
     // 1.
+    let entries = 0;
     const writes = this.members.map((member) => {
-      const info = this.logInfo(member.name);
+      const info = { ...this.logInfo(member.name) };
       const delta = member.takeDelta();
       const changed = delta.puts.length + delta.deletes.length;
       const isCompaction = info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries);
       const pairs: Array<[unknown, unknown]> = isCompaction
         ? member.snapshotAll()
         : [...delta.puts, ...delta.deletes.map((key): [unknown, unknown] => [key, null])];
-      return { member, info, pairs, isCompaction };
-    });
-    let written = 0;
-    // 2.
-    this.root.transactionSync(() => {
-      for (const { member, info, pairs, isCompaction } of writes) {
-        const db = this.database(member.name);
-        if (isCompaction) {
-          for (const key of db.getKeys({ end: [meta.checkpointId] })) db.remove(key);
-          info.baseCheckpointId = meta.checkpointId;
-          info.loggedEntries = 0;
-        }
-        for (let at = 0, chunk = 0; at < pairs.length; at += CHUNK_ENTRIES, chunk++) {
-          db.put([meta.checkpointId, chunk], pairs.slice(at, at + CHUNK_ENTRIES));
-        }
-        info.loggedEntries += pairs.length;
-        written += pairs.length;
-        this.database("__logs").put(member.name, info);
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < pairs.length; at += CHUNK_ENTRIES) chunks.push(pack(pairs.slice(at, at + CHUNK_ENTRIES)));
+      if (isCompaction) {
+        info.baseCheckpointId = meta.checkpointId;
+        info.loggedEntries = 0;
       }
-      this.database("__meta").put(META_KEY, meta);
+      info.loggedEntries += pairs.length;
+      entries += pairs.length;
+      this.logs.set(member.name, info);
+      return { db: this.stateDatabase(member.name), name: member.name, info, chunks, isCompaction };
     });
-    return written;
+    const metaCopy = structuredClone(meta);
+    const snapshotMs = performance.now() - startedAtMs;
+    // 2.
+    const written = this.root.transaction(() => {
+      for (const { db, name, info, chunks, isCompaction } of writes) {
+        if (isCompaction) for (const key of db.getKeys({ end: [meta.checkpointId] })) db.remove(key);
+        chunks.forEach((chunk, n) => db.put([meta.checkpointId, n], chunk));
+        this.database("__logs").put(name, info);
+      }
+      this.database("__meta").put(META_KEY, metaCopy);
+    });
+    return written.then(() => ({ entries, snapshotMs, durableMs: performance.now() - startedAtMs }));
   }
 
   async close(): Promise<void> {
@@ -124,7 +133,22 @@ export class StateStore {
   }
 
   private logInfo(name: string): LogInfo {
-    return (this.database("__logs").get(name) as LogInfo | undefined) ?? { baseCheckpointId: 0, loggedEntries: 0 };
+    let info = this.logs.get(name);
+    if (!info) {
+      info = (this.database("__logs").get(name) as LogInfo | undefined) ?? { baseCheckpointId: 0, loggedEntries: 0 };
+      this.logs.set(name, info);
+    }
+    return info;
+  }
+
+  private stateDatabase(name: string): Database {
+    let db = this.databases.get(name);
+    if (!db) {
+      // Chunks are packed at the cut, so LMDB stores them as bytes.
+      db = this.root.openDB({ name, encoding: "binary" });
+      this.databases.set(name, db);
+    }
+    return db;
   }
 
   private database(name: string): Database {

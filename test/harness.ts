@@ -66,7 +66,7 @@ export async function runWithRestart<I, O>(definition: OperatorDefinition<I, O>,
   const first = new StateStore(dir);
   const ctx1 = storeContext(first, definition.name, sides);
   collect(await lastValueFrom(from(before).pipe(operate(definition.build(ctx1), ctx1.side), toArray()), { defaultValue: [] }));
-  first.commit({ fingerprint: "t", sourcePosition: cut, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: 1, takenAtMs: 0 });
+  await first.commit({ fingerprint: "t", sourcePosition: cut, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: 1, takenAtMs: 0 });
   await first.close();
   const lastWatermark = before.filter((e) => e.kind === "watermark").at(-1);
   const second = new StateStore(dir);

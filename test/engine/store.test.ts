@@ -26,7 +26,7 @@ describe("state store", () => {
           const state = new KeyedValueState<number>("op/values");
           store.register(state);
           const expected = new Map<string, number>();
-          checkpoints.forEach((ops, i) => {
+          for (const [i, ops] of checkpoints.entries()) {
             for (const [k, v] of ops) {
               if (v === undefined) {
                 state.delete(`k${k}`);
@@ -36,8 +36,8 @@ describe("state store", () => {
                 expected.set(`k${k}`, v);
               }
             }
-            store.commit(meta(i + 1));
-          });
+            await store.commit(meta(i + 1));
+          }
           // Changes after the last checkpoint are not part of it.
           state.set("uncommitted", 1);
           await store.close();
@@ -62,7 +62,7 @@ describe("state store", () => {
     timers.register("c", 10);
     timers.register("gone", 15);
     timers.delete("gone", 15);
-    store.commit(meta(1));
+    await store.commit(meta(1));
     await store.close();
     const reopened = new StateStore(dir);
     const restored = new TimerService("op/timers", reopened.restored("op/timers"));
@@ -74,17 +74,32 @@ describe("state store", () => {
     await reopened.close();
   });
 
-  it("writes state and metadata in one transaction: a restore sees both or neither", async () => {
+  it("takes the checkpoint at the call: changes made while it is written belong to the next one", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-cut-"));
+    const store = new StateStore(dir);
+    const state = new KeyedValueState<number[]>("op/v");
+    store.register(state);
+    state.set("x", [1]);
+    const written = store.commit(meta(1));
+    state.getForUpdate("x")!.push(2); // the job goes on while the commit is written
+    await written;
+    await store.close();
+    const reopened = new StateStore(dir);
+    expect(new KeyedValueState<number[]>("op/v", {}, reopened.restored("op/v")).get("x")).toEqual([1]);
+    await reopened.close();
+  });
+
+  it("a checkpoint whose state cannot be encoded writes nothing: the previous one stays", async () => {
     const dir = mkdtempSync(join(tmpdir(), "flusso-atomic-"));
     const store = new StateStore(dir);
     const state = new KeyedValueState<number>("op/v");
     store.register(state);
     state.set("x", 1);
-    store.commit(meta(1));
+    await store.commit(meta(1));
     state.set("x", 2);
     const poison = new KeyedValueState<unknown>("op/poison");
     store.register(poison);
-    poison.set("p", 10n ** 30n); // too large for msgpack: fails inside the transaction, after op/v was written
+    poison.set("p", 10n ** 30n); // too large for msgpack, after op/v's change was taken
     expect(() => store.commit(meta(2))).toThrow();
     await store.close();
     const reopened = new StateStore(dir);
