@@ -205,7 +205,8 @@ class Job<E> {
     }
     const decoded = this.options.decode(item.value, item.partition);
     if (decoded.kind !== "record") {
-      this.deadLetter({ reason: decoded.error, partition: item.partition, event: item.value });
+      const origin = item.at === undefined ? undefined : this.options.source.originOf?.(item.partition, item.at);
+      this.deadLetter({ reason: decoded.error, origin, partition: item.partition, event: item.value });
       return;
     }
     this.tracker.onEvent(item.partition, decoded.time, nowMs);

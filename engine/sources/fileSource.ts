@@ -71,6 +71,10 @@ export class FileSource implements Source {
     return { items, finishedPartitions, isDone: this.isFinished.every(Boolean) };
   }
 
+  originOf(partition: number, at: number): string {
+    return `${this.options.paths[partition]}:${at}`;
+  }
+
   position(): FilePosition {
     return { partitions: this.readers.map((r) => r.position()), turn: this.turn };
   }
@@ -146,7 +150,7 @@ function lineItems(lines: LineReader, partition: number, parse: LineParser): Par
         if (line.text.trim() === "") continue;
         const parsed = parse(line.text);
         if ("error" in parsed) into.push({ partition, error: parsed.error, raw: line.text, origin });
-        else into.push({ partition, value: parsed.value });
+        else into.push({ partition, value: parsed.value, at: line.lineNo });
       }
       return true;
     },

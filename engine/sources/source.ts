@@ -2,7 +2,7 @@
 
 /** One item read from a partition: a decoded value, or the reason it could not be decoded. */
 export type SourceItem =
-  | { readonly partition: number; readonly value: unknown; readonly error?: undefined }
+  | { readonly partition: number; readonly value: unknown; readonly error?: undefined; readonly at?: number }
   | { readonly partition: number; readonly error: string; readonly raw: string; readonly origin: string };
 
 export type SourceBatch = {
@@ -25,6 +25,8 @@ export type Source = {
    * checkpoint sees the same batches as an uninterrupted one.
    */
   nextBatch(maxItems: number): SourceBatch | Promise<SourceBatch>;
+  /** Where an item came from, for dead letters, e.g. "events.jsonl:42" (`at`: the item's own `at`). */
+  originOf?(partition: number, at: number): string;
   /** The position after every item returned so far: what a checkpoint records. */
   position(): unknown;
   close(): Promise<void>;

@@ -206,6 +206,11 @@ describe("a JSON-lines file with bad lines among good ones", () => {
     expect(entry.raw!.length).toBeLessThanOrEqual(200);
   });
 
+  it("names the file and line of every dead letter, those that fail the schema included", () => {
+    const expected = [...lineNoOf.values()].map((lineNo) => `${file}:${lineNo}`).sort();
+    expect(run.deadLetters.map((e) => e.origin).sort()).toEqual(expected);
+  });
+
   it("keeps the text of a malformed line and where it was", () => {
     const bad = BAD_LINES[0];
     const [entry] = entriesOf(run, file, lineNoOf.get(bad)!, bad.line);
