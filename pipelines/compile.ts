@@ -9,6 +9,8 @@ import type { Sink } from "../engine/sinks/sink.ts";
 import { StdoutSink } from "../engine/sinks/stdoutSink.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
 import { GeneratorSource } from "../engine/sources/generatorSource.ts";
+import { NatsSource } from "../engine/sources/natsSource.ts";
+import { NatsSink } from "../engine/sinks/natsSink.ts";
 import type { Source } from "../engine/sources/source.ts";
 import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
@@ -20,11 +22,13 @@ export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "signa
 
 export function buildSource(spec: SourceSpec): Source {
   if ("generator" in spec) return new GeneratorSource(spec.generator);
+  if ("nats" in spec) return new NatsSource(spec.nats);
   return new FileSource(spec.file);
 }
 
-export function buildSink(spec: SinkSpec): Sink {
+export function buildSink(spec: SinkSpec, pipeline: string): Sink {
   if ("stdout" in spec) return new StdoutSink();
+  if ("nats" in spec) return new NatsSink({ ...spec.nats, pipeline });
   return new FileSink(spec.file.path);
 }
 
@@ -49,7 +53,7 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 }
 
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
-  const deadLetter = buildSink(spec.deadLetter);
+  const deadLetter = buildSink(spec.deadLetter, spec.name);
   return {
     ...run,
     fingerprint: fingerprint(spec),
@@ -75,9 +79,9 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
       );
       // Shared, so that several sinks do not each run the operators again.
       const all = merge(...results).pipe(share()) as unknown as Observable<Element<object>>;
-      if (spec.sinks.length === 1) graph.sinkTo("sinks[0]", buildSink(spec.sinks[0]), all);
-      else spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s), all));
-      if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late), "late");
+      if (spec.sinks.length === 1) graph.sinkTo("sinks[0]", buildSink(spec.sinks[0], spec.name), all);
+      else spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s, spec.name), all));
+      if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name), "late");
       else graph.sideTo(LATE, "deadLetter", deadLetter, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
   };

@@ -9,7 +9,19 @@ import { ConfigError, joinPath, PipelineInvalid } from "./errors.ts";
 import { celEnvironment, compileExpression, type Compiled } from "./expressions.ts";
 import { CEL_TYPE, FIELD_TYPES, type EventSchema, type FieldType } from "./schema.ts";
 
-export type SinkSpec = { file: { path: string } } | { stdout: Record<string, never> };
+export type NatsSinkSpec = { servers: string[]; stream: string; subject: string; format: "json" | "msgpack"; duplicateWindowMs: number };
+
+export type SinkSpec = { file: { path: string } } | { stdout: Record<string, never> } | { nats: NatsSinkSpec };
+
+export type NatsSourceSpec = {
+  servers: string[];
+  stream: string;
+  subjects: string[];
+  format: "json" | "msgpack";
+  partitions: number;
+  bounded: boolean;
+  bufferMessages: number;
+};
 
 export type GeneratorSpec = {
   seed: number;
@@ -25,7 +37,8 @@ export type GeneratorSpec = {
 
 export type SourceSpec =
   | { file: { paths: string[]; format: "jsonl" | "csv" | "msgpack"; columns?: string[]; delimiter?: string; maxLineBytes?: number } }
-  | { generator: GeneratorSpec };
+  | { generator: GeneratorSpec }
+  | { nats: NatsSourceSpec };
 
 export type AggregateDef = { name: string; kind: AggregateKind; value?: Compiled; where?: Compiled };
 
@@ -170,6 +183,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   const sinks = top.sinks === undefined ? undefined : r.list("sinks", top.sinks, { nonEmpty: true })?.map((s, i) => readSink(r, `sinks[${i}]`, s));
   const late = top.late === undefined ? undefined : readSink(r, "late", top.late);
   const deadLetter = top.deadLetter === undefined ? defaultDeadLetter(r, name) : readSink(r, "deadLetter", top.deadLetter);
+  checkDuplicateWindows(r, state, [...(sinks ?? []).map((sink, i) => [`sinks[${i}]`, sink] as const), ["late", late] as const, ["deadLetter", deadLetter] as const]);
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {
     name: name!,
@@ -188,11 +202,48 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   };
 }
 
+const DEFAULT_NATS = "nats://127.0.0.1:4222";
+const SUBJECT = /^[^\s*>]+(\.[^\s*>]+)*$/;
+const SUBJECT_PATTERN = /^([^\s.]+\.)*([^\s.]+|>)$/;
+const STREAM_NAME = /^[^\s.*>/\\]+$/;
+
+function readServers(r: Reader, path: string, value: unknown): string[] | undefined {
+  if (value === undefined) return [DEFAULT_NATS];
+  const list = typeof value === "string" ? value.split(",").map((s) => s.trim()) : r.list(path, value, { nonEmpty: true });
+  const servers = list?.map((s, i) => r.string(Array.isArray(value) ? `${path}[${i}]` : path, s));
+  if (!servers || servers.some((s) => s === undefined)) return undefined;
+  for (const server of servers as string[]) {
+    if (!/^(nats|tls|ws|wss):\/\/[^\s]+$|^[^\s/:]+:\d+$/.test(server)) return r.fail(path, `expected a server URL like "nats://127.0.0.1:4222", got ${JSON.stringify(server)}`);
+  }
+  return servers as string[];
+}
+
+function readNatsSource(r: Reader, body: unknown): SourceSpec | undefined {
+  const path = "source.nats";
+  const n = r.object(path, body, ["servers", "stream", "subjects", "format", "partitions", "bounded", "bufferMessages"], ["stream", "subjects"]);
+  if (!n) return undefined;
+  const servers = readServers(r, `${path}.servers`, n.servers);
+  const stream = n.stream === undefined ? undefined : r.string(`${path}.stream`, n.stream, STREAM_NAME);
+  const subjects = n.subjects === undefined ? undefined : r.list(`${path}.subjects`, n.subjects, { nonEmpty: true })?.map((x, i) => r.string(`${path}.subjects[${i}]`, x));
+  subjects?.forEach((x, i) => {
+    if (x !== undefined && !SUBJECT_PATTERN.test(x)) r.fail(`${path}.subjects[${i}]`, `expected a subject like "events.>", got ${JSON.stringify(x)}`);
+  });
+  const format = n.format === undefined ? "json" : r.choice(`${path}.format`, n.format, ["json", "msgpack"] as const);
+  const partitions = n.partitions === undefined ? 1 : r.number(`${path}.partitions`, n.partitions, { min: 1, max: 1024, integer: true });
+  const bounded = n.bounded === undefined ? false : r.boolean(`${path}.bounded`, n.bounded);
+  const bufferMessages = n.bufferMessages === undefined ? 10_000 : r.number(`${path}.bufferMessages`, n.bufferMessages, { min: 1, integer: true });
+  if (!servers || !stream || !subjects || subjects.some((x) => x === undefined) || !format || partitions === undefined || bounded === undefined || bufferMessages === undefined) {
+    return undefined;
+  }
+  return { nats: { servers, stream, subjects: subjects as string[], format, partitions, bounded, bufferMessages } };
+}
+
 function readSource(r: Reader, value: unknown): SourceSpec | undefined {
-  const picked = r.oneOf("source", value, ["file", "generator"]);
+  const picked = r.oneOf("source", value, ["file", "generator", "nats"]);
   if (!picked) return undefined;
   const [kind, body] = picked;
   if (kind === "generator") return readGenerator(r, body ?? {});
+  if (kind === "nats") return readNatsSource(r, body);
   const path = "source.file";
   const f = r.object(path, body, ["path", "format", "columns", "delimiter", "maxLineBytes"], ["path", "format"]);
   if (!f) return undefined;
@@ -365,10 +416,24 @@ function readAggregate(r: Reader, path: string, name: string, spec: unknown, env
   return { name, kind, value: valueExpr, where };
 }
 
+function readNatsSink(r: Reader, path: string, body: unknown): SinkSpec | undefined {
+  const n = r.object(path, body, ["servers", "stream", "subject", "format", "duplicateWindow"], ["stream", "subject"]);
+  if (!n) return undefined;
+  const servers = readServers(r, `${path}.servers`, n.servers);
+  const stream = n.stream === undefined ? undefined : r.string(`${path}.stream`, n.stream, STREAM_NAME);
+  const subject = n.subject === undefined ? undefined : r.string(`${path}.subject`, n.subject);
+  if (subject !== undefined && !SUBJECT.test(subject)) return r.fail(`${path}.subject`, `expected a subject without wildcards like "out.hourly", got ${JSON.stringify(subject)}`);
+  const format = n.format === undefined ? "json" : r.choice(`${path}.format`, n.format, ["json", "msgpack"] as const);
+  const duplicateWindowMs = n.duplicateWindow === undefined ? 120_000 : r.duration(`${path}.duplicateWindow`, n.duplicateWindow, "2m", { positive: true });
+  if (!servers || !stream || !subject || !format || duplicateWindowMs === undefined) return undefined;
+  return { nats: { servers, stream, subject, format, duplicateWindowMs } };
+}
+
 function readSink(r: Reader, path: string, value: unknown): SinkSpec | undefined {
-  const picked = r.oneOf(path, value, ["file", "stdout"]);
+  const picked = r.oneOf(path, value, ["file", "stdout", "nats"]);
   if (!picked) return undefined;
   const [kind, body] = picked;
+  if (kind === "nats") return readNatsSink(r, `${path}.nats`, body);
   if (kind === "stdout") {
     if (body !== null && body !== undefined && !(typeof body === "object" && Object.keys(body).length === 0)) {
       return r.fail(`${path}.stdout`, "takes no options: write stdout: {}");
@@ -378,6 +443,19 @@ function readSink(r: Reader, path: string, value: unknown): SinkSpec | undefined
   const f = r.object(`${path}.file`, body, ["path"], ["path"]);
   const file = f?.path === undefined ? undefined : r.path(`${path}.file.path`, f.path);
   return file === undefined ? undefined : { file: { path: file } };
+}
+
+/** A NATS sink's duplicate window must outlast a checkpoint interval, or a replay could slip through. */
+function checkDuplicateWindows(r: Reader, state: PipelineSpec["state"] | undefined, sinks: ReadonlyArray<readonly [string, SinkSpec | undefined]>): void {
+  if (!state) return;
+  for (const [path, sink] of sinks) {
+    if (sink && "nats" in sink && sink.nats.duplicateWindowMs <= 2 * state.checkpointIntervalMs) {
+      r.fail(
+        `${path}.nats.duplicateWindow`,
+        `${sink.nats.duplicateWindowMs} ms is not more than twice state.checkpointInterval (${state.checkpointIntervalMs} ms): outputs replayed after a crash could be duplicated`,
+      );
+    }
+  }
 }
 
 function defaultDeadLetter(r: Reader, name: string | undefined): SinkSpec | undefined {

@@ -1,0 +1,74 @@
+// A private nats-server with JetStream for tests: a free port, a temporary store, stopped by its pid.
+// Tests that need one fail with a clear message when none can be started; they are never skipped.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { createServer, connect as connectTcp } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export type NatsServer = { url: string; port: number; storeDir: string; pid: number; stop(): Promise<void>; restart(): Promise<void> };
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+function isListening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connectTcp(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** Starts `nats-server -js` on a free port; `restart` stops it and starts it again on the same port and store. */
+export async function startNatsServer(): Promise<NatsServer> {
+  if (spawnSync("nats-server", ["--version"]).error) {
+    throw new Error("nats-server is not installed: these tests need it (apt-get install nats-server)");
+  }
+  const port = await freePort();
+  const storeDir = mkdtempSync(join(tmpdir(), "flusso-nats-"));
+  let child: ChildProcess;
+  const start = async () => {
+    child = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir], { stdio: "ignore" });
+    await waitFor(() => isListening(port), `nats-server on port ${port}`);
+  };
+  const stop = async () => {
+    if (child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    await exited;
+  };
+  await start();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    get pid() {
+      return child.pid!;
+    },
+    stop,
+    restart: async () => {
+      await stop();
+      await start();
+    },
+  };
+}

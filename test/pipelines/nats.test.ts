@@ -1,0 +1,201 @@
+// NATS JetStream in and out, through a private nats-server: results in OUT equal those of the same
+// pipeline over a file; SIGKILLed and restarted, the job leaves every result in OUT exactly once;
+// messages that cannot be read or fail the schema end in the dead-letter subject.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { partitionOf } from "../../engine/sources/generatorSource.ts";
+import { readPipeline } from "../../pipelines/cli.ts";
+import { runPipeline } from "../../pipelines/compile.ts";
+import { startNatsServer, type NatsServer } from "../natsServer.ts";
+
+const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
+const PARTITIONS = 3;
+
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Ev = { user_id: string; timestamp: number; event_type: string; session_duration_sec: number };
+
+/** In-order-enough events: disorder within 2 s, so no event is late under a 3 s bound. */
+function events(count: number, seed: number): Ev[] {
+  const rnd = mulberry32(seed);
+  let clockMs = Date.UTC(2024, 4, 20);
+  return Array.from({ length: count }, () => {
+    clockMs += Math.floor(rnd() * 60);
+    return {
+      user_id: `u${Math.floor(rnd() * 300)}`,
+      timestamp: clockMs - Math.floor(rnd() * 2000),
+      event_type: ["view", "add_to_cart", "purchase"][Math.floor(rnd() * 3)],
+      session_duration_sec: Math.round(rnd() * 1000) / 10,
+    };
+  });
+}
+
+function pipelineYaml(name: string, source: string, sink: string, deadLetter: string): string {
+  return `name: ${name}
+source: ${source}
+schema:
+  user_id: { type: string, required: true }
+  timestamp: { type: timestamp, required: true }
+  event_type: { type: string, required: true }
+  session_duration_sec: { type: number }
+key: user_id
+time: timestamp
+watermark: { maxOutOfOrderness: 3s }
+state: { dir: ./state-${name}, checkpointInterval: 40ms }
+windows:
+  - name: minute
+    type: tumbling
+    size: 1m
+    aggregate:
+      events: count
+      carts: { count: 'event_type == "add_to_cart"' }
+      duration: { sum: session_duration_sec }
+  - name: sessions
+    type: session
+    gap: 30s
+    aggregate:
+      events: count
+      last_type: { last: event_type }
+sinks:
+  - ${sink}
+deadLetter: ${deadLetter}
+`;
+}
+
+/** Every message body of a stream, oldest first. */
+async function readStream(url: string, stream: string): Promise<string[]> {
+  const nc = await connect({ servers: url });
+  try {
+    const lastSeq = (await (await jetstreamManager(nc)).streams.info(stream)).state.last_seq;
+    if (lastSeq === 0) return [];
+    const consumer = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
+    const bodies: string[] = [];
+    const messages = await consumer.consume();
+    for await (const m of messages) {
+      bodies.push(m.string());
+      if (m.seq >= lastSeq) break;
+    }
+    return bodies;
+  } finally {
+    await nc.close();
+  }
+}
+
+async function publish(url: string, subjectOf: (e: Ev) => string, all: Ev[], extra: Array<[string, string]>): Promise<void> {
+  const nc = await connect({ servers: url });
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "EVENTS", subjects: ["events.>"] });
+  const js = jetstream(nc);
+  const acks: Promise<unknown>[] = [];
+  all.forEach((e, i) => {
+    acks.push(js.publish(subjectOf(e), JSON.stringify(e)));
+    const bad = extra[i];
+    if (bad) acks.push(js.publish(bad[0], bad[1]));
+  });
+  await Promise.all(acks);
+  await nc.close();
+}
+
+function sorted(lines: string[]): string[] {
+  return lines.map((l) => JSON.stringify(JSON.parse(l))).sort();
+}
+
+describe("NATS JetStream in and out", () => {
+  let server: NatsServer;
+  let dir: string;
+  let expected: string[];
+  const all = events(40_000, 3);
+  const BAD: Array<[string, string]> = [
+    ["events.0", "{not json"],
+    ["events.1", JSON.stringify({ user_id: "u1", event_type: "view" })],
+    ["events.2", JSON.stringify({ user_id: "u2", timestamp: "soon", event_type: "view" })],
+  ];
+
+  beforeAll(async () => {
+    server = await startNatsServer();
+    dir = mkdtempSync(join(tmpdir(), "flusso-nats-test-"));
+    const badAt: Array<[string, string]> = [];
+    BAD.forEach((b, i) => (badAt[(i + 1) * 9000] = b));
+    await publish(server.url, (e) => `events.${partitionOf(e.user_id, PARTITIONS)}`, all, badAt);
+    // The reference: the same pipeline over the same (good) events from a file.
+    writeFileSync(join(dir, "events.jsonl"), all.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    writeFileSync(
+      join(dir, "file.yaml"),
+      pipelineYaml("file", "{ file: { path: events.jsonl, format: jsonl } }", "file: { path: out-file/results.jsonl }", "{ file: { path: out-file/dead.jsonl } }"),
+    );
+    const result = await runPipeline(readPipeline(join(dir, "file.yaml")), { reset: true });
+    expect(result.counters.late).toBe(0);
+    expected = sorted(readFileSync(join(dir, "out-file/results.jsonl"), "utf8").trim().split("\n"));
+    expect(expected.length).toBeGreaterThan(1000);
+  }, 60_000);
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const natsSource = () => `{ nats: { servers: "${server.url}", stream: EVENTS, subjects: ["events.>"], partitions: ${PARTITIONS}, bounded: true } }`;
+
+  it("writes to OUT the results the same pipeline writes from a file", async () => {
+    writeFileSync(
+      join(dir, "nats.yaml"),
+      pipelineYaml("nats", natsSource(), `nats: { servers: "${server.url}", stream: OUT, subject: out.results }`, `{ nats: { servers: "${server.url}", stream: DEAD, subject: dead.events } }`),
+    );
+    const result = await runPipeline(readPipeline(join(dir, "nats.yaml")), { reset: true });
+    expect(result.isComplete).toBe(true);
+    expect(result.counters.read).toBe(all.length + BAD.length);
+    expect(sorted(await readStream(server.url, "OUT"))).toEqual(expected);
+  }, 60_000);
+
+  it("sends messages that are not JSON or fail the schema to the dead-letter subject, with the reason", async () => {
+    const dead = (await readStream(server.url, "DEAD")).map((l) => JSON.parse(l));
+    expect(dead.map((d) => d.reason)).toEqual([
+      expect.stringMatching(/^not json/),
+      'missing required field "timestamp"',
+      expect.stringMatching(/^field "timestamp": expected a timestamp/),
+    ]);
+    expect(dead.every((d) => /^EVENTS#\d+/.test(d.origin))).toBe(true);
+  });
+
+  it("leaves every result in OUT exactly once after SIGKILLs at random points", async () => {
+    writeFileSync(
+      join(dir, "crash.yaml"),
+      pipelineYaml("crash", natsSource(), `nats: { servers: "${server.url}", stream: OUT2, subject: out.crash, duplicateWindow: 5m }`, `{ file: { path: out-crash/dead.jsonl } }`),
+    );
+    const rnd = mulberry32(5);
+    let kills = 0;
+    for (let attempt = 0; attempt < 40; attempt++) {
+      const killAfterMs = kills < 5 ? 500 + Math.floor(rnd() * 1200) : 120_000;
+      const run = await new Promise<{ code: number | null; stderr: string }>((done) => {
+        const child = spawn(process.execPath, [CLI, "run", join(dir, "crash.yaml"), "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
+        let stderr = "";
+        child.stderr.on("data", (d) => (stderr += d));
+        const timer = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+        child.on("exit", (code) => {
+          clearTimeout(timer);
+          done({ code, stderr });
+        });
+      });
+      if (run.code === null) {
+        kills++;
+        continue;
+      }
+      expect(run.code, run.stderr).toBe(0);
+      break;
+    }
+    expect(kills).toBeGreaterThanOrEqual(2);
+    expect(sorted(await readStream(server.url, "OUT2"))).toEqual(expected);
+  }, 120_000);
+});
