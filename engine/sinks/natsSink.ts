@@ -63,26 +63,26 @@ export class NatsSink implements Sink {
    * at this checkpoint rather than failing, and the id makes the retry harmless.
    */
   async flush(): Promise<number> {
-    const pending = this.pending;
+    let waiting = this.pending;
     this.pending = [];
-    for (const message of pending) {
-      let ack = message.ack;
-      for (;;) {
-        try {
-          await ack;
-          break;
-        } catch {
-          await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-          ack = this.publish(message.data, message.msgID);
-        }
+    while (waiting.length > 0) {
+      const results = await Promise.allSettled(waiting.map((m) => m.ack));
+      const failed = waiting.filter((_, i) => results[i].status === "rejected");
+      this.published += waiting.length - failed.length;
+      if (failed.length === 0) break;
+      // All that failed together (the server went away) go out again together.
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+      for (const message of failed) {
+        message.ack = this.publish(message.data, message.msgID);
+        message.ack.catch(() => undefined);
       }
-      this.published++;
+      waiting = failed;
     }
     return this.published;
   }
 
   private publish(data: string | Uint8Array, msgID: string): Promise<PubAck> {
-    return this.js!.publish(this.options.subject, data, { msgID, timeout: 10_000 });
+    return this.js!.publish(this.options.subject, data, { msgID, timeout: 5_000 });
   }
 
   async close(): Promise<void> {

@@ -38,6 +38,8 @@ export class NatsSource implements Source {
   private onArrival?: () => void;
   private onSpace?: () => void;
   private pumpError: unknown;
+  private generation = 0;
+  private filter?: string;
 
   constructor(private readonly options: NatsSourceOptions) {}
 
@@ -71,13 +73,38 @@ export class NatsSource implements Source {
     if (isFilterNeeded && this.options.subjects.length > 1) {
       throw new Error(`${this.description}: the stream also holds ${streamSubjects.join(", ")}; reading several of its subjects needs nats-server 2.10`);
     }
-    const consumer = await jetstream(this.nc).consumers.get(this.options.stream, {
-      ...(isFilterNeeded ? { filter_subjects: this.options.subjects[0] } : {}),
+    this.filter = isFilterNeeded ? this.options.subjects[0] : undefined;
+    await this.startConsumer();
+    void this.restartOnReconnect(this.nc);
+  }
+
+  /** A consumer reading from right after the last sequence handed to the job. */
+  private async startConsumer(): Promise<void> {
+    const generation = ++this.generation;
+    await this.messages?.close().catch(() => undefined);
+    this.queue.length = 0;
+    const consumer = await jetstream(this.nc!).consumers.get(this.options.stream, {
+      ...(this.filter !== undefined ? { filter_subjects: this.filter } : {}),
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: this.lastSeq + 1,
     });
+    if (generation !== this.generation) return;
     this.messages = await consumer.consume({ max_messages: Math.min(1000, this.bufferSize) });
-    void this.pump(this.messages);
+    void this.pump(this.messages, generation);
+  }
+
+  /**
+   * After the server comes back, the old consumer may be gone with it (a restart) or stalled: a new
+   * one starts after the last sequence the job took, and what was queued is read again.
+   */
+  private async restartOnReconnect(nc: NatsConnection): Promise<void> {
+    for await (const status of nc.status()) {
+      if (status.type !== "reconnect") continue;
+      await this.startConsumer().catch((error) => {
+        this.pumpError = error;
+        this.onArrival?.();
+      });
+    }
   }
 
   async nextBatch(maxItems: number): Promise<SourceBatch> {
@@ -114,14 +141,16 @@ export class NatsSource implements Source {
     return this.options.bufferMessages ?? 10_000;
   }
 
-  private async pump(messages: ConsumerMessages): Promise<void> {
+  private async pump(messages: ConsumerMessages, generation: number): Promise<void> {
     try {
       for await (const msg of messages) {
+        if (generation !== this.generation) break;
         this.queue.push(msg);
         this.onArrival?.();
         if (this.queue.length >= this.bufferSize) await new Promise<void>((resolve) => (this.onSpace = resolve));
       }
     } catch (error) {
+      if (generation !== this.generation) return; // a replaced consumer's end is no failure
       this.pumpError = error;
       this.onArrival?.();
     }

@@ -169,6 +169,33 @@ describe("NATS JetStream in and out", () => {
     expect(dead.every((d) => /^EVENTS#\d+/.test(d.origin))).toBe(true);
   });
 
+  it("pauses while nats-server is stopped and restarted, then ends with every result exactly once", async () => {
+    writeFileSync(
+      join(dir, "restart.yaml"),
+      pipelineYaml("restart", natsSource(), `nats: { servers: "${server.url}", stream: OUT3, subject: out.restart }`, `{ file: { path: out-restart/dead.jsonl } }`),
+    );
+    const child = spawn(process.execPath, [CLI, "run", join(dir, "restart.yaml"), "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const exited = new Promise<number | null>((done) => child.on("exit", done));
+    // Stop the server as soon as the job has written its first results.
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    for (let i = 0; i < 400; i++) {
+      const info = await jsm.streams.info("OUT3").catch(() => undefined);
+      if ((info?.state.messages ?? 0) > 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await nc.close();
+    expect(child.exitCode, "the job ended before the server went away").toBeNull();
+    await server.stop();
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(child.exitCode, "the job gave up while the server was away").toBeNull();
+    await server.restart();
+    expect(await exited, stderr).toBe(0);
+    expect(sorted(await readStream(server.url, "OUT3"))).toEqual(expected);
+  }, 120_000);
+
   it("leaves every result in OUT exactly once after SIGKILLs at random points", async () => {
     writeFileSync(
       join(dir, "crash.yaml"),
