@@ -6,13 +6,26 @@ import type { JobCounters, JobResult } from "../engine/job.ts";
 import { runPipeline } from "./compile.ts";
 import { PipelineInvalid } from "./errors.ts";
 import { loadPipelineFile } from "./load.ts";
+import { publish, type PublishOptions } from "./publish.ts";
 import { validatePipeline, type PipelineSpec } from "./validate.ts";
 
 const USAGE = `usage: flusso run <pipeline.yaml> [--reset] [--quiet]
+       flusso publish <file.jsonl|file.csv|file.msgpack|generator> [options]
 
   run      runs a pipeline until its source ends (or Ctrl-C: a last checkpoint, then exit)
-  --reset  forgets the state dir's checkpoint and starts from the beginning
-  --quiet  no progress line and no summary`;
+    --reset        forgets the state dir's checkpoint and starts from the beginning
+    --quiet        no progress line and no summary
+  publish  sends events to JetStream, <subject>.<partition> by a hash of their key
+    --servers URL  default $NATS_URL or nats://127.0.0.1:4222
+    --stream NAME  default EVENTS (created if missing, subjects <subject>.>)
+    --subject S    default events
+    --partitions N default 4
+    --rate R       events per second, 0 = as fast as acks allow (default 0)
+    --format F     json | msgpack (default json)
+    --key FIELD    default user_id
+    --columns a,b  CSV without a header: its column names
+    --events N --seed S   generator only
+    --stamp FIELD  adds the publish time (epoch ms) to every event`;
 
 export const EXIT_BAD_PIPELINE = 2;
 
@@ -42,15 +55,76 @@ function progressLine(c: Readonly<JobCounters>, startedAtMs: number): string {
   return `\r${c.read} events, ${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered, ${seconds.toFixed(1)} s `;
 }
 
+const OPTIONS = {
+  reset: { type: "boolean" },
+  quiet: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  servers: { type: "string" },
+  stream: { type: "string" },
+  subject: { type: "string" },
+  partitions: { type: "string" },
+  rate: { type: "string" },
+  format: { type: "string" },
+  key: { type: "string" },
+  columns: { type: "string" },
+  events: { type: "string" },
+  seed: { type: "string" },
+  stamp: { type: "string" },
+} as const;
+
+function wholeNumber(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < 0 || !Number.isInteger(n)) throw new Error(`--${name}: expected a whole number, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+async function publishCommand(input: string, values: Record<string, string | boolean | undefined>): Promise<number> {
+  const text = (name: string) => values[name] as string | undefined;
+  let options: PublishOptions;
+  try {
+    const format = text("format") ?? "json";
+    if (format !== "json" && format !== "msgpack") throw new Error(`--format: expected json or msgpack, got ${JSON.stringify(format)}`);
+    options = {
+      input,
+      servers: text("servers") ?? process.env.NATS_URL ?? "nats://127.0.0.1:4222",
+      stream: text("stream") ?? "EVENTS",
+      subject: text("subject") ?? "events",
+      partitions: Math.max(1, wholeNumber("partitions", text("partitions"), 4)),
+      rate: wholeNumber("rate", text("rate"), 0),
+      format,
+      key: text("key") ?? "user_id",
+      columns: text("columns")?.split(","),
+      events: text("events") === undefined ? undefined : wholeNumber("events", text("events"), 0),
+      seed: text("seed") === undefined ? undefined : wholeNumber("seed", text("seed"), 42),
+      stamp: text("stamp"),
+    };
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n`);
+    return EXIT_BAD_PIPELINE;
+  }
+  const quiet = values.quiet === true;
+  const result = await publish(options, quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
+  if (!quiet) {
+    const unreadable = result.unreadable > 0 ? `, ${result.unreadable} unreadable skipped` : "";
+    process.stderr.write(
+      `published: ${result.published} events in ${(result.elapsedMs / 1000).toFixed(1)} s (${Math.round(result.ratePerSecond)} events/s) ` +
+        `to ${options.subject}.0..${options.subject}.${options.partitions - 1}${unreadable}\n`,
+    );
+  }
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { reset: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);
     return EXIT_BAD_PIPELINE;
   }
   const [command, file] = parsed.positionals;
+  if (command === "publish" && file && !parsed.values.help) return publishCommand(file, parsed.values);
   if (parsed.values.help || command !== "run" || !file) {
     process.stderr.write(`${USAGE}\n`);
     return parsed.values.help ? 0 : EXIT_BAD_PIPELINE;

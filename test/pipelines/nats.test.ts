@@ -1,7 +1,7 @@
 // NATS JetStream in and out, through a private nats-server: results in OUT equal those of the same
 // pipeline over a file; SIGKILLed and restarted, the job leaves every result in OUT exactly once;
 // messages that cannot be read or fail the schema end in the dead-letter subject.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -195,6 +195,25 @@ describe("NATS JetStream in and out", () => {
     expect(await exited, stderr).toBe(0);
     expect(sorted(await readStream(server.url, "OUT3"))).toEqual(expected);
   }, 120_000);
+
+  it("publishes a file with `flusso publish`, each event to the subject of its key's partition", async () => {
+    const sample = all.slice(0, 2000);
+    writeFileSync(join(dir, "sample.jsonl"), sample.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    const run = spawnSync(process.execPath, [CLI, "publish", join(dir, "sample.jsonl"), "--servers", server.url, "--stream", "PUB", "--subject", "pub", "--partitions", "3", "--rate", "20000"], { encoding: "utf8" });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/^published: 2000 events in [\d.]+ s \(\d+ events\/s\) to pub\.0\.\.pub\.2$/m);
+    const nc = await connect({ servers: server.url });
+    const consumer = await jetstream(nc).consumers.get("PUB", { deliver_policy: DeliverPolicy.All });
+    const messages = await consumer.consume();
+    const received: Array<[string, Ev]> = [];
+    for await (const m of messages) {
+      received.push([m.subject, m.json<Ev>()]);
+      if (received.length === sample.length) break;
+    }
+    await nc.close();
+    expect(received.map(([, e]) => e)).toEqual(sample);
+    expect(received.every(([subject, e]) => subject === `pub.${partitionOf(e.user_id, 3)}`)).toBe(true);
+  }, 60_000);
 
   it("leaves every result in OUT exactly once after SIGKILLs at random points", async () => {
     writeFileSync(
