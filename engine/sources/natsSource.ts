@@ -124,6 +124,11 @@ export class NatsSource implements Source {
     return { items, isDone: this.lastSeq >= this.endSeq };
   }
 
+  /** Messages received and not yet handed to the job: at most `bufferMessages` plus one pull. */
+  get bufferedMessages(): number {
+    return this.queue.length;
+  }
+
   position(): NatsPosition {
     return { streamSeq: this.lastSeq };
   }
