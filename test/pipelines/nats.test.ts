@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { unpack } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { partitionOf } from "../../engine/sources/generatorSource.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
@@ -213,6 +214,36 @@ describe("NATS JetStream in and out", () => {
     await nc.close();
     expect(received.map(([, e]) => e)).toEqual(sample);
     expect(received.every(([subject, e]) => subject === `pub.${partitionOf(e.user_id, 3)}`)).toBe(true);
+  }, 60_000);
+
+  it("reads and writes msgpack as it does JSON", async () => {
+    writeFileSync(join(dir, "all.jsonl"), all.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    const published = spawnSync(
+      process.execPath,
+      [CLI, "publish", join(dir, "all.jsonl"), "--servers", server.url, "--stream", "EVENTSMP", "--subject", "mp", "--partitions", String(PARTITIONS), "--format", "msgpack", "--quiet"],
+      { encoding: "utf8" },
+    );
+    expect(published.status, published.stderr).toBe(0);
+    writeFileSync(
+      join(dir, "msgpack.yaml"),
+      pipelineYaml(
+        "msgpack",
+        `{ nats: { servers: "${server.url}", stream: EVENTSMP, subjects: ["mp.>"], partitions: ${PARTITIONS}, bounded: true, format: msgpack } }`,
+        `nats: { servers: "${server.url}", stream: OUTMP, subject: out.mp, format: msgpack }`,
+        `{ file: { path: out-msgpack/dead.jsonl } }`,
+      ),
+    );
+    const result = await runPipeline(readPipeline(join(dir, "msgpack.yaml")), { reset: true });
+    expect(result.counters.deadLettered).toBe(0);
+    const nc = await connect({ servers: server.url });
+    const consumer = await jetstream(nc).consumers.get("OUTMP", { deliver_policy: DeliverPolicy.All });
+    const bodies: string[] = [];
+    for await (const m of await consumer.consume()) {
+      bodies.push(JSON.stringify(unpack(m.data)));
+      if (bodies.length === expected.length) break;
+    }
+    await nc.close();
+    expect(sorted(bodies)).toEqual(expected);
   }, 60_000);
 
   it("leaves every result in OUT exactly once after SIGKILLs at random points", async () => {
