@@ -5,12 +5,11 @@ import { mkdirSync, rmSync } from "node:fs";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
 import { END_OF_TIME, watermark, type Element, type StreamRecord } from "./elements.ts";
 import { StateMismatch } from "./errors.ts";
-import { KeyedMapState, KeyedValueState } from "./keyedState.ts";
-import { operate, type OperatorContext, type OperatorDefinition } from "./operator.ts";
+import { operate, type OperatorDefinition } from "./operator.ts";
+import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
 import type { Source, SourceItem } from "./sources/source.ts";
 import { StateStore, type CheckpointMeta } from "./store.ts";
-import { TimerService } from "./timers.ts";
 import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapshot } from "./watermarks.ts";
 
 /** An item turned into a keyed, timed record (see `record`), or the reason it cannot be. */
@@ -255,7 +254,7 @@ class Job<E> {
   private graphBuilder(): GraphBuilder {
     return {
       operator: (definition) => {
-        const logic = definition.build(this.operatorContext(definition.name));
+        const logic = definition.build(storeOperatorContext(this.store, definition.name, (tag, value) => this.side(tag).next(value)));
         return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$);
       },
       sinkTo: (name, sink, stream) => {
@@ -277,26 +276,6 @@ class Job<E> {
           sink.write(shape(value));
         });
       },
-    };
-  }
-
-  private operatorContext(operatorName: string): OperatorContext {
-    const store = this.store;
-    const stateName = (name: string) => `${operatorName}/${name}`;
-    const registered = <T extends { name: string }>(member: T): T => {
-      store.register(member as never);
-      return member;
-    };
-    return {
-      valueState: (name, options) => registered(new KeyedValueState(stateName(name), options, store.restored(stateName(name)))),
-      mapState: (name, options) => registered(new KeyedMapState(stateName(name), options, store.restored(stateName(name)))),
-      eventTimers: (name, options) =>
-        options?.isCheckpointed === false
-          ? new TimerService(stateName(`event-timers/${name}`))
-          : registered(new TimerService(stateName(`event-timers/${name}`), store.restored(stateName(`event-timers/${name}`)))),
-      processingTimers: (name) =>
-        registered(new TimerService(stateName(`processing-timers/${name}`), store.restored(stateName(`processing-timers/${name}`)))),
-      side: (tag, value) => this.side(tag).next(value),
     };
   }
 

@@ -58,26 +58,24 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   }
 
   get(key: string): V | undefined {
-    const entry = this.entries.get(key);
-    if (entry === undefined) return undefined;
-    // Without a TTL, never look at expiresAtMs: a boxed number, one more memory access per event.
-    if (this.hasTtl && entry.expiresAtMs <= this.nowMs) {
-      this.delete(key);
-      return undefined;
-    }
-    return entry.value;
+    return this.liveEntry(key)?.value;
   }
 
   /** Reads the value to mutate it in place, marking it changed. */
   getForUpdate(key: string): V | undefined {
-    const entry = this.entries.get(key);
+    const entry = this.liveEntry(key);
     if (entry === undefined) return undefined;
-    if (this.hasTtl && entry.expiresAtMs <= this.nowMs) {
-      this.delete(key);
-      return undefined;
-    }
     this.markDirty(key, entry);
     return entry.value;
+  }
+
+  /** The entry of `key` unless absent or past its TTL (then dropped). */
+  private liveEntry(key: string): Entry<V> | undefined {
+    const entry = this.entries.get(key);
+    // Without a TTL, never look at expiresAtMs: a boxed number, one more memory access per event.
+    if (entry === undefined || !this.hasTtl || entry.expiresAtMs > this.nowMs) return entry;
+    this.delete(key);
+    return undefined;
   }
 
   /** Stores `value` for `key`; `timeMs` is the event time of the write, from which a TTL counts. */

@@ -4,7 +4,8 @@ import type { Element } from "../engine/elements.ts";
 import { KeyedMapState, KeyedValueState } from "../engine/keyedState.ts";
 import { operate, type OperatorContext, type OperatorDefinition } from "../engine/operator.ts";
 import { TimerService } from "../engine/timers.ts";
-import { StateStore, type Checkpointable } from "../engine/store.ts";
+import { StateStore } from "../engine/store.ts";
+import { storeOperatorContext } from "../engine/operatorContext.ts";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -32,25 +33,6 @@ export async function runOperator<I, O>(definition: OperatorDefinition<I, O>, el
   return { outputs, sides };
 }
 
-/** An operator context over a real StateStore, named as the job names states, to checkpoint and restore. */
-export function storeContext(store: StateStore, operatorName: string, sides: Record<string, unknown[]>): OperatorContext {
-  const stateName = (name: string) => `${operatorName}/${name}`;
-  const registered = <T extends Checkpointable>(member: T): T => {
-    store.register(member);
-    return member;
-  };
-  return {
-    valueState: (name, options) => registered(new KeyedValueState(stateName(name), options, store.restored(stateName(name)))),
-    mapState: (name, options) => registered(new KeyedMapState(stateName(name), options, store.restored(stateName(name)))),
-    eventTimers: (name, options) =>
-      options?.isCheckpointed === false
-        ? new TimerService(stateName(name))
-        : registered(new TimerService(stateName(name), store.restored(stateName(name)))),
-    processingTimers: (name) => registered(new TimerService(stateName(`p/${name}`), store.restored(stateName(`p/${name}`)))),
-    side: (tag, value) => (sides[tag] ??= []).push(value),
-  };
-}
-
 /**
  * Runs `elements` through the operator in two lives: up to `cut`, a checkpoint into a fresh store,
  * then a new operator restored from it (after the last watermark, as the job replays it) for the rest.
@@ -64,15 +46,26 @@ export async function runWithRestart<I, O>(definition: OperatorDefinition<I, O>,
   };
   const before = elements.slice(0, cut);
   const first = new StateStore(dir);
-  const ctx1 = storeContext(first, definition.name, sides);
+  const ctx1 = storeOperatorContext(first, definition.name, (tag, value) => (sides[tag] ??= []).push(value));
   collect(await lastValueFrom(from(before).pipe(operate(definition.build(ctx1), ctx1.side), toArray()), { defaultValue: [] }));
   await first.commit({ fingerprint: "t", sourcePosition: cut, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: 1, takenAtMs: 0 });
   await first.close();
   const lastWatermark = before.filter((e) => e.kind === "watermark").at(-1);
   const second = new StateStore(dir);
-  const ctx2 = storeContext(second, definition.name, sides);
+  const ctx2 = storeOperatorContext(second, definition.name, (tag, value) => (sides[tag] ??= []).push(value));
   const rest = [...(lastWatermark ? [lastWatermark] : []), ...elements.slice(cut)];
   collect(await lastValueFrom(from(rest).pipe(operate(definition.build(ctx2), ctx2.side), toArray()), { defaultValue: [] }));
   await second.close();
   return { outputs, sides };
+}
+
+/** A seeded PRNG (mulberry32): tests draw their random data from it, so every run sees the same. */
+export function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }

@@ -9,6 +9,7 @@ import { connect } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { unpack } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mulberry32 } from "../harness.ts";
 import { partitionOf } from "../../engine/sources/generatorSource.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
@@ -16,16 +17,6 @@ import { startNatsServer, type NatsServer } from "../natsServer.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
 const PARTITIONS = 3;
-
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Ev = { user_id: string; timestamp: number; event_type: string; session_duration_sec: number };
 

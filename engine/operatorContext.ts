@@ -1,0 +1,25 @@
+// The operator context the job gives every operator: keyed state and timers registered with the
+// store under `<operator>/<state>`, restored from its last checkpoint.
+import { KeyedMapState, KeyedValueState } from "./keyedState.ts";
+import type { OperatorContext } from "./operator.ts";
+import type { Checkpointable, StateStore } from "./store.ts";
+import { TimerService } from "./timers.ts";
+
+export function storeOperatorContext(store: StateStore, operatorName: string, side: OperatorContext["side"]): OperatorContext {
+  const stateName = (name: string) => `${operatorName}/${name}`;
+  const restoredAndRegistered = <T extends Checkpointable>(build: (name: string, restored: Iterable<[unknown, unknown]>) => T, name: string): T => {
+    const member = build(stateName(name), store.restored(stateName(name)));
+    store.register(member);
+    return member;
+  };
+  return {
+    valueState: (name, options) => restoredAndRegistered((n, restored) => new KeyedValueState(n, options, restored), name),
+    mapState: (name, options) => restoredAndRegistered((n, restored) => new KeyedMapState(n, options, restored), name),
+    eventTimers: (name, options) =>
+      options?.isCheckpointed === false
+        ? new TimerService(stateName(`event-timers/${name}`))
+        : restoredAndRegistered((n, restored) => new TimerService(n, restored), `event-timers/${name}`),
+    processingTimers: (name) => restoredAndRegistered((n, restored) => new TimerService(n, restored), `processing-timers/${name}`),
+    side,
+  };
+}
