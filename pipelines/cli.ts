@@ -138,9 +138,20 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_BAD_PIPELINE;
   }
   const stop = new AbortController();
-  const onSignal = () => stop.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  // The first signal stops at the next cut with a last checkpoint. That checkpoint may wait on a sink
+  // that cannot answer (a NATS server gone for good), so a second signal exits at once: as safe as a
+  // crash, since the job resumes from its last checkpoint.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!stop.signal.aborted) {
+      process.stderr.write(`\n${signal}: stopping after a last checkpoint (again to stop at once)\n`);
+      stop.abort();
+      return;
+    }
+    process.stderr.write(`${signal}: stopping now, without a checkpoint; the next run resumes from the last one\n`);
+    process.exit(130);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const showProgress = !parsed.values.quiet && process.stderr.isTTY;
   const startedAtMs = Date.now();
   const result = await runPipeline(spec, {

@@ -39,6 +39,12 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+const running = new Set<ChildProcess>();
+// A test that fails or times out must not leave servers behind: whatever is still running goes with the process.
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 /** Starts `nats-server -js` on a free port; `restart` stops it and starts it again on the same port and store. */
 export async function startNatsServer(): Promise<NatsServer> {
   if (spawnSync("nats-server", ["--version"]).error) {
@@ -49,6 +55,9 @@ export async function startNatsServer(): Promise<NatsServer> {
   let child: ChildProcess;
   const start = async () => {
     child = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir], { stdio: "ignore" });
+    const started = child;
+    running.add(started);
+    started.once("exit", () => running.delete(started));
     await waitFor(() => isListening(port), `nats-server on port ${port}`);
   };
   const stop = async () => {

@@ -170,6 +170,7 @@ describe("NATS JetStream in and out", () => {
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((done) => child.on("exit", done));
+    try {
     // Stop the server as soon as the job has written its first results.
     const nc = await connect({ servers: server.url });
     const jsm = await jetstreamManager(nc);
@@ -185,6 +186,9 @@ describe("NATS JetStream in and out", () => {
     expect(child.exitCode, "the job gave up while the server was away").toBeNull();
     await server.restart();
     expect(await exited, stderr).toBe(0);
+    } finally {
+      child.kill("SIGKILL"); // a no-op once it has exited; never leave a job behind
+    }
     expect(sorted(await readStream(server.url, "OUT3"))).toEqual(expected);
   }, 120_000);
 
