@@ -16,6 +16,9 @@ export function connectNats(options: NatsConnectionOptions): Promise<NatsConnect
     servers: options.servers,
     name: options.name,
     maxReconnectAttempts: -1,
+    // Without this every publish builds two errors with stack traces, whether or not it fails:
+    // measured at 28% of the engine's CPU with a NATS sink.
+    noAsyncTraces: true,
     reconnectTimeWait: 250,
     waitOnFirstConnect: true,
   });

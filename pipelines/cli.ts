@@ -104,7 +104,13 @@ async function publishCommand(input: string, values: Record<string, string | boo
     return EXIT_BAD_PIPELINE;
   }
   const quiet = values.quiet === true;
-  const result = await publish(options, quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
+  let result;
+  try {
+    result = await publish(options, quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
+  } catch (error) {
+    process.stderr.write(`flusso publish: ${(error as Error).message}\n`);
+    return 1;
+  }
   if (!quiet) {
     const unreadable = result.unreadable > 0 ? `, ${result.unreadable} unreadable skipped` : "";
     process.stderr.write(

@@ -47,8 +47,6 @@ export async function publish(options: PublishOptions, log: (line: string) => vo
   const source = inputSource(options);
   await source.open(undefined);
   const nc = await connectNats({ servers: options.servers.split(","), name: "flusso publish" });
-  await ensureStream(await jetstreamManager(nc), { name: options.stream, subjects: [`${options.subject}.>`] });
-  const js = jetstream(nc);
   const maxInFlight = options.maxInFlight ?? 5_000;
   const inFlight = new Set<Promise<unknown>>();
   let published = 0;
@@ -56,6 +54,8 @@ export async function publish(options: PublishOptions, log: (line: string) => vo
   const startedAtMs = performance.now();
   let lastReportMs = startedAtMs;
   try {
+    await ensureStream(await jetstreamManager(nc), { name: options.stream, subjects: [`${options.subject}.>`] });
+    const js = jetstream(nc);
     for (;;) {
       const batch = await source.nextBatch(500);
       for (const item of batch.items) {
@@ -86,8 +86,9 @@ export async function publish(options: PublishOptions, log: (line: string) => vo
     }
     await Promise.all(inFlight);
   } finally {
+    // Closed on failure too: a failed publisher must exit, not wait on an open connection.
     await source.close();
-    await nc.drain();
+    await nc.drain().catch(() => nc.close());
   }
   const elapsedMs = performance.now() - startedAtMs;
   return { published, elapsedMs, ratePerSecond: (published * 1000) / elapsedMs, unreadable };

@@ -1,0 +1,374 @@
+// The runs of the NATS latency benchmark: the raw floor (`flusso publish` straight to a consumer), the
+// engine between the two (a `flusso run` child with a 1 s tumbling window), the engine draining a
+// backlog, and the child processes they need, killed whatever happens.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { slope, summarizeLatencies, tapStream, type LatencySummary } from "./natsConsumer.ts";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const CLI = join(ROOT, "bin/flusso.js");
+/** `flusso run` of another checkout (e.g. one with an engine change to compare); the publisher stays this one's. */
+const ENGINE_CLI = process.env.BENCH_ENGINE_CLI ?? CLI;
+const PARTITIONS = 4;
+/** The field `flusso publish --stamp` writes the publish time (epoch ms) to. */
+export const STAMP = "published_at_ms";
+/** How long after the marker the results may take to cover every published event. */
+const CATCH_UP_TIMEOUT_MS = 30_000;
+/** An engine run keeps up when it is this close to the publisher at the end, and its latency does not climb. */
+export const KEEP_UP_END_LAG_MS = 1000;
+export const KEEP_UP_SLOPE_MS_PER_S = 50;
+
+export type BenchNats = { url: string; nc: NatsConnection; jsm: JetStreamManager };
+
+// ---------------------------------------------------------------------------------------------
+// Children
+
+const live = new Set<ChildProcess>();
+
+/** SIGKILLs every child still running: on errors, signals and exit. */
+export function killChildren(): void {
+  for (const child of live) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+}
+
+type Exit = { code: number | null; signal: NodeJS.Signals | null };
+type ChildRun = { child: ChildProcess; exited: Promise<Exit>; stderr(): string };
+
+const STDERR_KEPT = 64 * 1024;
+
+function spawnFlusso(args: string[]): ChildRun {
+  const cli = args[0] === "run" ? ENGINE_CLI : CLI;
+  const child = spawn(process.execPath, [cli, ...args], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
+  live.add(child);
+  let stderr = "";
+  child.stderr!.setEncoding("utf8");
+  child.stderr!.on("data", (chunk: string) => {
+    stderr = (stderr + chunk).slice(-STDERR_KEPT);
+  });
+  const exited = new Promise<Exit>((done) => {
+    child.once("exit", (code, signal) => {
+      live.delete(child);
+      done({ code, signal });
+    });
+    child.once("error", (error) => {
+      live.delete(child);
+      stderr += String(error);
+      done({ code: -1, signal: null });
+    });
+  });
+  return { child, exited, stderr: () => stderr };
+}
+
+/** SIGTERM (the engine checkpoints and exits), then SIGKILL after `graceMs`. */
+async function stopChild(run: ChildRun, graceMs = 10_000): Promise<Exit & { isKilled: boolean }> {
+  if (run.child.exitCode !== null || run.child.signalCode !== null) return { ...(await run.exited), isKilled: false };
+  run.child.kill("SIGTERM");
+  const timer = setTimeout(() => run.child.kill("SIGKILL"), graceMs);
+  const exit = await run.exited;
+  clearTimeout(timer);
+  return { ...exit, isKilled: exit.signal === "SIGKILL" };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, pollMs = 20): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+  return check();
+}
+
+/** The stream, emptied: deleted when it exists, then created with `subjects`. */
+async function freshStream(jsm: JetStreamManager, name: string, subjects: string[], duplicateWindowMs?: number): Promise<void> {
+  await jsm.streams.delete(name).catch(() => false);
+  await jsm.streams.add({ name, subjects, ...(duplicateWindowMs ? { duplicate_window: duplicateWindowMs * 1_000_000 } : {}) });
+}
+
+export type Published = { published: number; elapsedMs: number; ratePerSecond: number; requestedRate: number };
+
+/** `flusso publish generator` of `events` events at `rate`, stamped, to `<subject>.0..3` of `stream`; its summary line. */
+async function runPublisher(nats: BenchNats, subject: string, stream: string, events: number, rate: number): Promise<Published> {
+  const publisher = spawnFlusso([
+    "publish", "generator", "--events", String(events), "--rate", String(rate), "--stamp", STAMP,
+    "--subject", subject, "--stream", stream, "--partitions", String(PARTITIONS), "--servers", nats.url,
+  ]);
+  const exit = await publisher.exited;
+  const match = /published: (\d+) events in ([\d.]+) s \((\d+) events\/s\)/.exec(publisher.stderr());
+  if (exit.code !== 0 || !match) throw new Error(`flusso publish exited with ${exit.code ?? exit.signal}: ${publisher.stderr().slice(-2000)}`);
+  return { published: Number(match[1]), elapsedMs: Number(match[2]) * 1000, ratePerSecond: Number(match[3]), requestedRate: rate };
+}
+
+/** The publish stamp of a stream's message `seq`. */
+async function stampAt(jsm: JetStreamManager, stream: string, seq: number): Promise<number> {
+  const msg = await jsm.streams.getMessage(stream, { seq });
+  return Number((msg?.json<Record<string, unknown>>() ?? {})[STAMP]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The raw floor
+
+export type RawRun = {
+  requestedRate: number;
+  publisher: Published;
+  received: number;
+  /** Messages per second between the consumer's first and last receive. */
+  consumerRatePerSecond: number;
+  latency: LatencySummary;
+};
+
+/** The publisher straight to an ordered consumer in this process: receive time minus publish stamp per message. */
+export async function runRaw(nats: BenchNats, rate: number, events: number): Promise<RawRun> {
+  await freshStream(nats.jsm, "RAW", ["raw.>"]);
+  const latenciesMs: number[] = [];
+  let firstAtMs = 0;
+  let lastAtMs = 0;
+  const tap = await tapStream(nats.nc, "RAW", (msg, receivedAtMs) => {
+    const event = JSON.parse(msg.string()) as Record<string, number>;
+    latenciesMs.push(receivedAtMs - event[STAMP]);
+    if (firstAtMs === 0) firstAtMs = receivedAtMs;
+    lastAtMs = receivedAtMs;
+  });
+  try {
+    const publisher = await runPublisher(nats, "raw", "RAW", events, rate);
+    const isComplete = await waitUntil(() => latenciesMs.length >= publisher.published, 30_000);
+    if (!isComplete) throw new Error(`the raw consumer received ${latenciesMs.length} of ${publisher.published} messages`);
+    const spanMs = Math.max(lastAtMs - firstAtMs, 1);
+    return {
+      requestedRate: rate,
+      publisher,
+      received: latenciesMs.length,
+      consumerRatePerSecond: (latenciesMs.length * 1000) / spanMs,
+      latency: summarizeLatencies(latenciesMs),
+    };
+  } finally {
+    await tap.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Through the engine
+
+export type EnginePipeline = {
+  label: string;
+  /** Source stream and subject prefix; a bounded source reads to the stream's end as of start-up. */
+  stream: string;
+  subject: string;
+  bounded: boolean;
+  checkpointInterval: string;
+};
+
+/** The pipeline file: event time is the publish stamp; a 1 s tumbling window per user carrying its newest stamp. */
+export function writeEnginePipeline(dir: string, url: string, p: EnginePipeline): string {
+  const path = join(dir, `${p.label}.yaml`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    path,
+    `# NATS latency benchmark: ${p.label}
+name: nats-latency-${p.label}
+source:
+  nats: { servers: "${url}", stream: ${p.stream}, subjects: ["${p.subject}.>"], partitions: ${PARTITIONS}${p.bounded ? ", bounded: true" : ""} }
+schema:
+  user_id: { type: string, required: true }
+  timestamp: { type: timestamp, required: true }
+  event_type: { type: string, required: true }
+  page: { type: string }
+  session_duration_sec: { type: number }
+  # The generator's own timestamps are simulated (2024); event time is the publish time instead.
+  ${STAMP}: { type: timestamp, required: true }
+key: user_id
+time: ${STAMP}
+watermark: { maxOutOfOrderness: 0s, idleness: 1s }
+state: { dir: ./state-${p.label}, checkpointInterval: ${p.checkpointInterval} }
+windows:
+  - name: second
+    type: tumbling
+    size: 1s
+    aggregate:
+      events: count
+      last_published: { max: ${STAMP} }
+sinks:
+  - nats: { servers: "${url}", stream: OUT, subject: out.latency }
+deadLetter: { file: { path: ./out-${p.label}/dead-letter.jsonl } }
+`,
+  );
+  return path;
+}
+
+export type EngineSummary = { read: number; outputs: number; late: number; deadLettered: number; elapsedMs: number; ratePerSecond: number };
+
+/** The `flusso run` summary line: "stopped|done: N events in X s (R events/s), O outputs, L late, D dead-lettered". */
+function parseSummary(stderr: string): EngineSummary | undefined {
+  const m = /(?:stopped|done): (\d+) events in ([\d.]+) s \((\d+) events\/s\).*?, (\d+) outputs, (\d+) late, (\d+) dead-lettered/.exec(stderr);
+  if (!m) return undefined;
+  return { read: +m[1], elapsedMs: +m[2] * 1000, ratePerSecond: +m[3], outputs: +m[4], late: +m[5], deadLettered: +m[6] };
+}
+
+type WindowResult = { key: string; start: number; end: number; events: number; last_published: number };
+
+export type EngineRun = {
+  label: string;
+  requestedRate: number;
+  checkpointInterval: string;
+  publisher: Published;
+  /** Results received, and those of windows only the end marker closed (left out of the latencies). */
+  results: number;
+  resultsClosedByMarker: number;
+  /** Events counted by the results received: what the engine had fully processed. */
+  eventsCovered: number;
+  isCaughtUp: boolean;
+  /** Events covered per second, from the first publish stamp to the result that covered the last event. */
+  engineEventsPerSecond: number;
+  resultsPerSecond: number;
+  /** Receive time minus the newest publish stamp a result holds. */
+  latency: LatencySummary;
+  /** Window end minus that stamp: how long a window stays open after its newest event. */
+  closeWait: LatencySummary;
+  /** Receive time minus window end: from the earliest moment the window could fire to its result arriving. */
+  afterClose: LatencySummary;
+  /** Per window second: its first result's receive time minus its end (the watermark's wait and the engine's pickup). */
+  firstResultAfterClose: LatencySummary;
+  /** Per window second: last result received minus first (how long the burst of one firing takes to come out). */
+  burstMs: LatencySummary;
+  /** How much the first result of each window second came later per second of the run (ms/s): a backlog growing. */
+  latencySlopeMsPerS: number;
+  /** From the end marker to the result covering the last published event: the backlog at the end. */
+  endLagMs: number;
+  /** Published minus covered when the publisher exited (about a window's worth when keeping up). */
+  backlogAtPublisherExit: number;
+  keptUp: boolean;
+  engine?: EngineSummary;
+  engineExit: string;
+};
+
+/**
+ * One event per partition, a second ahead of the clock: the watermark passes the end of the last
+ * window the publisher filled, which no later event would ever close. Its own window never fires.
+ */
+async function publishMarkers(nc: NatsConnection, subject: string, stampMs: number): Promise<void> {
+  const js = jetstream(nc);
+  const acks: Promise<unknown>[] = [];
+  for (let p = 0; p < PARTITIONS; p++) {
+    const marker = { user_id: "~end-marker", timestamp: Date.now(), event_type: "marker", page: "", session_duration_sec: 0, [STAMP]: stampMs };
+    acks.push(js.publish(`${subject}.${p}`, JSON.stringify(marker)));
+  }
+  await Promise.all(acks);
+}
+
+/**
+ * 1. empties EVENTS and OUT, starts reading OUT, starts the engine and waits for its consumer on EVENTS;
+ * 2. publishes `events` at `rate` (its own process), then the end markers;
+ * 3. waits until the results count every published event, then stops the engine with SIGTERM;
+ * 4. turns what OUT delivered into latencies, throughput and the lag at the end.
+ */
+export async function runEngine(nats: BenchNats, dir: string, label: string, rate: number, events: number, checkpointInterval = "1s"): Promise<EngineRun> {
+  // 1.
+  await freshStream(nats.jsm, "EVENTS", ["events.>"]);
+  await freshStream(nats.jsm, "OUT", ["out.latency"], 120_000);
+  const yaml = writeEnginePipeline(dir, nats.url, { label, stream: "EVENTS", subject: "events", bounded: false, checkpointInterval });
+  const received: Array<{ atMs: number; result: WindowResult }> = [];
+  const tap = await tapStream(nats.nc, "OUT", (msg, atMs) => received.push({ atMs, result: JSON.parse(msg.string()) as WindowResult }));
+  const engine = spawnFlusso(["run", yaml, "--reset"]);
+  let published: Published;
+  let markerAtMs: number;
+  let lastStampMs: number;
+  let firstStampMs: number;
+  let coveredAtPublisherExit = 0;
+  let exit: Exit & { isKilled: boolean };
+  try {
+    const isReady = await waitUntil(async () => engine.child.exitCode !== null || (await nats.jsm.streams.info("EVENTS")).state.consumer_count > 0, 30_000, 50);
+    if (!isReady || engine.child.exitCode !== null) throw new Error(`the engine did not start reading EVENTS: ${engine.stderr().slice(-2000)}`);
+    // 2.
+    published = await runPublisher(nats, "events", "EVENTS", events, rate);
+    coveredAtPublisherExit = received.reduce((sum, r) => sum + r.result.events, 0);
+    const lastSeq = (await nats.jsm.streams.info("EVENTS")).state.last_seq;
+    lastStampMs = await stampAt(nats.jsm, "EVENTS", lastSeq);
+    firstStampMs = await stampAt(nats.jsm, "EVENTS", 1);
+    markerAtMs = Date.now();
+    await publishMarkers(nats.nc, "events", markerAtMs + 1000);
+    // 3.
+    const covered = () => received.reduce((sum, r) => sum + r.result.events, 0);
+    await waitUntil(() => engine.child.exitCode !== null || covered() >= published.published, CATCH_UP_TIMEOUT_MS, 50);
+  } finally {
+    exit = await stopChild(engine);
+    await tap.stop();
+  }
+  // 4.
+  const latencies: number[] = [];
+  const closeWaits: number[] = [];
+  const afterCloses: number[] = [];
+  const bySecond = new Map<number, { firstAtMs: number; lastAtMs: number }>();
+  let eventsCovered = 0;
+  let caughtUpAtMs = NaN;
+  let closedByMarker = 0;
+  for (const { atMs, result } of received) {
+    eventsCovered += result.events;
+    if (Number.isNaN(caughtUpAtMs) && eventsCovered >= published.published) caughtUpAtMs = atMs;
+    if (result.end > lastStampMs) {
+      closedByMarker++;
+      continue;
+    }
+    latencies.push(atMs - result.last_published);
+    closeWaits.push(result.end - result.last_published);
+    afterCloses.push(atMs - result.end);
+    const second = bySecond.get(result.end);
+    if (second) second.lastAtMs = atMs;
+    else bySecond.set(result.end, { firstAtMs: atMs, lastAtMs: atMs });
+  }
+  const seconds = [...bySecond.entries()];
+  const latencySlopeMsPerS = slope(
+    seconds.map(([endMs]) => endMs / 1000),
+    seconds.map(([endMs, s]) => s.firstAtMs - endMs),
+  );
+  const isCaughtUp = !Number.isNaN(caughtUpAtMs);
+  const endLagMs = isCaughtUp ? caughtUpAtMs - markerAtMs : Infinity;
+  const spanMs = (isCaughtUp ? caughtUpAtMs : received.at(-1)?.atMs ?? firstStampMs) - firstStampMs;
+  return {
+    label,
+    requestedRate: rate,
+    checkpointInterval,
+    publisher: published,
+    results: received.length,
+    resultsClosedByMarker: closedByMarker,
+    eventsCovered,
+    isCaughtUp,
+    engineEventsPerSecond: (eventsCovered * 1000) / Math.max(spanMs, 1),
+    resultsPerSecond: (received.length * 1000) / Math.max(spanMs, 1),
+    latency: summarizeLatencies(latencies),
+    closeWait: summarizeLatencies(closeWaits),
+    afterClose: summarizeLatencies(afterCloses),
+    firstResultAfterClose: summarizeLatencies(seconds.map(([endMs, s]) => s.firstAtMs - endMs)),
+    burstMs: summarizeLatencies(seconds.map(([, s]) => s.lastAtMs - s.firstAtMs)),
+    latencySlopeMsPerS,
+    endLagMs,
+    backlogAtPublisherExit: published.published - coveredAtPublisherExit,
+    keptUp: isCaughtUp && endLagMs <= KEEP_UP_END_LAG_MS && latencySlopeMsPerS <= KEEP_UP_SLOPE_MS_PER_S,
+    engine: parseSummary(engine.stderr()),
+    engineExit: exit.isKilled ? "SIGKILL after 10 s" : exit.code === 0 ? "0" : `${exit.code ?? exit.signal}: ${engine.stderr().slice(-500)}`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine's ceiling: a backlog, read to its end
+
+export type BacklogRun = { events: number; wallMs: number; engine?: EngineSummary; results: number };
+
+/** `flusso run` over what `stream` holds (bounded), nothing else running: the engine's own events/s. */
+export async function runEngineBacklog(nats: BenchNats, dir: string, stream: string, subject: string): Promise<BacklogRun> {
+  await freshStream(nats.jsm, "OUT", ["out.latency"], 120_000);
+  const events = (await nats.jsm.streams.info(stream)).state.messages;
+  const yaml = writeEnginePipeline(dir, nats.url, { label: "backlog", stream, subject, bounded: true, checkpointInterval: "1s" });
+  const startedAtMs = performance.now();
+  const engine = spawnFlusso(["run", yaml, "--reset"]);
+  const timer = setTimeout(() => engine.child.kill("SIGKILL"), 60_000);
+  const exit = await engine.exited;
+  clearTimeout(timer);
+  const wallMs = performance.now() - startedAtMs;
+  if (exit.code !== 0) throw new Error(`the backlog run exited with ${exit.code ?? exit.signal}: ${engine.stderr().slice(-2000)}`);
+  const results = (await nats.jsm.streams.info("OUT")).state.messages;
+  return { events, wallMs, engine: parseSummary(engine.stderr()), results };
+}
