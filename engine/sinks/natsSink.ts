@@ -1,9 +1,9 @@
 // JetStream output, exactly once: every message carries a Nats-Msg-Id computed from the pipeline and
 // the output itself, so an output re-produced after a crash is dropped by the stream's duplicate
-// window; acks are awaited when a checkpoint flushes, before it commits.
+// window; acks are awaited when a checkpoint flushes, before it commits. Messages go out as core
+// publishes whose acks come back to one inbox: a request per message costs five times as much.
 import { createHash } from "node:crypto";
-import { jetstream, type JetStreamClient, type PubAck } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox, headers, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { pack } from "msgpackr";
 import { connectNats, ensureStream, jetstreamManager } from "../nats.ts";
 import type { Sink } from "./sink.ts";
@@ -20,15 +20,21 @@ export type NatsSinkOptions = {
   duplicateWindowMs?: number;
 };
 
-type Pending = { data: string | Uint8Array; msgID: string; ack: Promise<PubAck> };
+/** A message until the stream acks it: sent again (same id) when its ack fails or is overdue. */
+type Outstanding = { data: string | Uint8Array; msgID: string; sentAtMs: number; hasFailed: boolean };
 
-const RETRY_MS = 500;
+/** An ack later than this means the message or its ack was lost (e.g. the server went away): send again. */
+const ACK_TIMEOUT_MS = 2_000;
+const RETRY_TICK_MS = 250;
 
 export class NatsSink implements Sink {
   private nc?: NatsConnection;
-  private js?: JetStreamClient;
-  private pending: Pending[] = [];
+  private inbox = "";
+  private acks?: Subscription;
+  private readonly outstanding = new Map<number, Outstanding>();
+  private nextId = 0;
   private published = 0;
+  private onSettled?: () => void;
 
   constructor(private readonly options: NatsSinkOptions) {}
 
@@ -45,48 +51,73 @@ export class NatsSink implements Sink {
       subjects: [this.options.subject],
       duplicateWindowMs: this.options.duplicateWindowMs ?? 120_000,
     });
-    this.js = jetstream(this.nc);
+    this.inbox = createInbox();
+    this.acks = this.nc.subscribe(`${this.inbox}.*`, {
+      callback: (error, msg) => {
+        if (error === null) this.onAck(msg);
+      },
+    });
   }
 
   write(value: object): void {
     const json = JSON.stringify(value);
     const data = this.options.format === "json" ? json : pack(value);
     const msgID = `${this.options.pipeline}-${createHash("sha1").update(json).digest("base64url")}`;
-    const ack = this.publish(data, msgID);
-    ack.catch(() => undefined); // retried in flush
-    this.pending.push({ data, msgID, ack });
+    const id = ++this.nextId;
+    const message: Outstanding = { data, msgID, sentAtMs: 0, hasFailed: false };
+    this.outstanding.set(id, message);
+    this.send(id, message);
   }
 
   /**
-   * Waits for every publish to be acked (stored, or dropped as a duplicate). One that failed (the
-   * server away, a timeout) is published again with the same id until it is acked: the job pauses
-   * at this checkpoint rather than failing, and the id makes the retry harmless.
+   * Waits until the stream has acked every message (stored, or dropped as a duplicate). One whose ack
+   * failed or is overdue (the server away) is sent again with the same id: the job pauses at this
+   * checkpoint rather than failing, and the id makes the retry harmless.
    */
   async flush(): Promise<number> {
-    let waiting = this.pending;
-    this.pending = [];
-    while (waiting.length > 0) {
-      const results = await Promise.allSettled(waiting.map((m) => m.ack));
-      const failed = waiting.filter((_, i) => results[i].status === "rejected");
-      this.published += waiting.length - failed.length;
-      if (failed.length === 0) break;
-      // All that failed together (the server went away) go out again together.
-      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-      for (const message of failed) {
-        message.ack = this.publish(message.data, message.msgID);
-        message.ack.catch(() => undefined);
+    while (this.outstanding.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(settled, RETRY_TICK_MS);
+        this.onSettled = settled;
+        function settled() {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      this.onSettled = undefined;
+      const nowMs = Date.now();
+      for (const [id, message] of this.outstanding) {
+        if (message.hasFailed || nowMs - message.sentAtMs >= ACK_TIMEOUT_MS) this.send(id, message);
       }
-      waiting = failed;
     }
     return this.published;
   }
 
-  private publish(data: string | Uint8Array, msgID: string): Promise<PubAck> {
-    return this.js!.publish(this.options.subject, data, { msgID, timeout: 5_000 });
+  async close(): Promise<void> {
+    this.acks?.unsubscribe();
+    await this.nc?.drain().catch(() => undefined);
   }
 
-  async close(): Promise<void> {
-    await Promise.allSettled(this.pending.map((p) => p.ack));
-    await this.nc?.drain().catch(() => undefined);
+  private send(id: number, message: Outstanding): void {
+    const h = headers();
+    h.set("Nats-Msg-Id", message.msgID);
+    message.sentAtMs = Date.now();
+    message.hasFailed = false;
+    this.nc!.publish(this.options.subject, message.data, { reply: `${this.inbox}.${id}`, headers: h });
+  }
+
+  private onAck(msg: Msg): void {
+    const id = Number(msg.subject.slice(this.inbox.length + 1));
+    const message = this.outstanding.get(id);
+    if (message === undefined) return; // an ack of a message already acked (sent twice)
+    // A status reply (no responders: JetStream not ready yet) or an API error: send it again.
+    const isError = msg.headers?.hasError === true || msg.data.length === 0 || msg.string().includes('"error":');
+    if (isError) {
+      message.hasFailed = true;
+      return;
+    }
+    this.outstanding.delete(id);
+    this.published++;
+    if (this.outstanding.size === 0) this.onSettled?.();
   }
 }
