@@ -1,10 +1,10 @@
 // `flusso publish`: a real publisher for JetStream. Reads a JSONL, CSV or msgpack file, or the
 // built-in generator, sends each event to `<subject>.<partition>` (partition = hash of its key, as
 // the generator assigns users), paces to a target rate and reports the rate it achieved.
+import { randomUUID } from "node:crypto";
 import { extname, resolve } from "node:path";
-import { jetstream } from "@nats-io/jetstream";
 import { pack } from "msgpackr";
-import { connectNats, ensureStream, jetstreamManager } from "../engine/nats.ts";
+import { AckedPublisher, connectNats, ensureStream, jetstreamManager } from "../engine/nats.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
 import { GeneratorSource, partitionOf } from "../engine/sources/generatorSource.ts";
 import type { Source } from "../engine/sources/source.ts";
@@ -48,14 +48,15 @@ export async function publish(options: PublishOptions, log: (line: string) => vo
   await source.open(undefined);
   const nc = await connectNats({ servers: options.servers.split(","), name: "flusso publish" });
   const maxInFlight = options.maxInFlight ?? 5_000;
-  const inFlight = new Set<Promise<unknown>>();
+  let publisher: AckedPublisher | undefined;
   let published = 0;
   let unreadable = 0;
   const startedAtMs = performance.now();
   let lastReportMs = startedAtMs;
   try {
     await ensureStream(await jetstreamManager(nc), { name: options.stream, subjects: [`${options.subject}.>`] });
-    const js = jetstream(nc);
+    publisher = new AckedPublisher(nc);
+    const runId = randomUUID();
     for (;;) {
       const batch = await source.nextBatch(500);
       for (const item of batch.items) {
@@ -67,10 +68,10 @@ export async function publish(options: PublishOptions, log: (line: string) => vo
         if (options.stamp) event[options.stamp] = Date.now();
         const partition = partitionOf(String(event[options.key] ?? ""), options.partitions);
         const data = options.format === "json" ? JSON.stringify(event) : pack(event);
-        const ack = js.publish(`${options.subject}.${partition}`, data).finally(() => inFlight.delete(ack));
-        inFlight.add(ack);
+        // An id per message, so a resend after a late ack is dropped by the stream, not stored twice.
+        publisher.publish(`${options.subject}.${partition}`, data, `${runId}-${published}`);
         published++;
-        if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+        if (publisher.pending >= maxInFlight) await publisher.settle(maxInFlight / 2);
         if (options.rate > 0) {
           // Pace: never ahead of the schedule that `rate` sets from the start.
           const aheadMs = (published / options.rate) * 1000 - (performance.now() - startedAtMs);
@@ -84,8 +85,9 @@ export async function publish(options: PublishOptions, log: (line: string) => vo
       }
       if (batch.isDone) break;
     }
-    await Promise.all(inFlight);
+    await publisher.settle();
   } finally {
+    publisher?.close();
     // Closed on failure too: a failed publisher must exit, not wait on an open connection.
     await source.close();
     await nc.drain().catch(() => nc.close());
