@@ -77,11 +77,6 @@ export class TimerService implements Checkpointable {
     return this.keysByTimeMs.size;
   }
 
-  /** The earliest due time, if any. */
-  nextTimeMs(): number | undefined {
-    return this.dueTimes.peek();
-  }
-
   register(key: string, timeMs: number): void {
     if (this.insert(key, timeMs)) this.changedTimes.add(timeMs);
   }
@@ -93,10 +88,6 @@ export class TimerService implements Checkpointable {
     // The time stays in the heap; `advanceTo` skips times with no keys left.
     if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
     this.changedTimes.add(timeMs);
-  }
-
-  has(key: string, timeMs: number): boolean {
-    return this.keysByTimeMs.get(timeMs)?.has(key) ?? false;
   }
 
   /**

@@ -6,7 +6,7 @@ import type { StreamRecord } from "../engine/elements.ts";
 import type { KeyedStateOptions } from "../engine/keyedState.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { accumulator, type Accumulator, type AggregateSpec } from "./aggregations.ts";
-import { assignWindows, sessionsMeet, type WindowAssigner, type WindowBounds } from "./windowAssigners.ts";
+import { assignWindows, sessionsMeet, type WindowAssigner } from "./windowAssigners.ts";
 
 export type KeyedWindowOptions<E> = {
   /** Names the window in every result and in the state dir. */
@@ -143,14 +143,15 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
    */
   private addToSession(rec: StreamRecord<E>, out: Output<WindowResult>): boolean {
     const gapMs = (this.options.assigner as { gapMs: number }).gapMs;
-    const own: WindowBounds = { startMs: rec.time, endMs: rec.time + gapMs };
+    const ownStartMs = rec.time;
+    const ownEndMs = rec.time + gapMs;
     const slots = this.slots.get(rec.key) ?? [];
-    let startMs = own.startMs;
-    let endMs = own.endMs;
+    let startMs = ownStartMs;
+    let endMs = ownEndMs;
     let target: Slot | undefined;
     let absorbed: Slot[] | undefined;
     for (const slot of slots) {
-      if (!sessionsMeet({ startMs: slot[START] as number, endMs: slot[END] as number }, own)) continue;
+      if (!sessionsMeet(slot[START] as number, slot[END] as number, ownStartMs, ownEndMs)) continue;
       if (target === undefined) target = slot;
       else (absorbed ??= []).push(slot);
       startMs = Math.min(startMs, slot[START] as number);

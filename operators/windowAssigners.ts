@@ -31,7 +31,10 @@ export function assignWindows(assigner: WindowAssigner, timeMs: number): WindowB
   }
 }
 
-/** Session windows merge when they overlap or touch, as Flink's do: events at most gapMs apart share a session. */
-export function sessionsMeet(a: WindowBounds, b: WindowBounds): boolean {
-  return a.startMs <= b.endMs && b.startMs <= a.endMs;
+/**
+ * Session windows merge when they overlap or touch, as Flink's do: events at most gapMs apart share a
+ * session. Plain numbers: it runs for every session of a key on every event.
+ */
+export function sessionsMeet(aStartMs: number, aEndMs: number, bStartMs: number, bEndMs: number): boolean {
+  return aStartMs <= bEndMs && bStartMs <= aEndMs;
 }
