@@ -254,7 +254,8 @@ class Job<E> {
   private graphBuilder(): GraphBuilder {
     return {
       operator: (definition) => {
-        const logic = definition.build(storeOperatorContext(this.store, definition.name, (tag, value) => this.side(tag).next(value)));
+        const count = (counter: string, by: number) => (this.counters[counter] = (this.counters[counter] ?? 0) + by);
+        const logic = definition.build(storeOperatorContext(this.store, definition.name, (tag, value) => this.side(tag).next(value), count));
         return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$);
       },
       sinkTo: (name, sink, stream) => {

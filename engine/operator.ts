@@ -38,6 +38,8 @@ export type OperatorContext = {
   /** Processing-time timers (fire on the wall clock between batches), restored from the last checkpoint. */
   processingTimers(name: string): TimerService;
   side(tag: string, value: unknown): void;
+  /** Adds to a job counter reported in progress and the summary, and checkpointed with it. */
+  count(counter: string, by: number): void;
 };
 
 /** What configuration describes; `build` makes the running logic from it. */

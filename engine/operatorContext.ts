@@ -5,7 +5,12 @@ import type { OperatorContext } from "./operator.ts";
 import type { Checkpointable, StateStore } from "./store.ts";
 import { TimerService } from "./timers.ts";
 
-export function storeOperatorContext(store: StateStore, operatorName: string, side: OperatorContext["side"]): OperatorContext {
+export function storeOperatorContext(
+  store: StateStore,
+  operatorName: string,
+  side: OperatorContext["side"],
+  count: OperatorContext["count"] = () => {},
+): OperatorContext {
   const stateName = (name: string) => `${operatorName}/${name}`;
   const restoredAndRegistered = <T extends Checkpointable>(build: (name: string, restored: Iterable<[unknown, unknown]>) => T, name: string): T => {
     const member = build(stateName(name), store.restored(stateName(name)));
@@ -21,5 +26,6 @@ export function storeOperatorContext(store: StateStore, operatorName: string, si
         : restoredAndRegistered((n, restored) => new TimerService(n, restored), `event-timers/${name}`),
     processingTimers: (name) => restoredAndRegistered((n, restored) => new TimerService(n, restored), `processing-timers/${name}`),
     side,
+    count,
   };
 }

@@ -30,6 +30,8 @@ export function celEnvironment(variables: Variables): Environment {
     env.registerOperator(`double ${op} int`, (a: number, b: bigint) => apply[op](a, Number(b)));
     env.registerOperator(`int ${op} double`, (a: bigint, b: number) => apply[op](Number(a), b));
   }
+  // Likewise `visits == 3` on a double: ordering comparisons mix already, equality does not.
+  env.registerOperator("double == int", (a: number, b: bigint) => a === Number(b));
   return env;
 }
 

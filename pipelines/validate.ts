@@ -6,6 +6,7 @@ import type { AggregateKind } from "../operators/aggregations.ts";
 import type { WindowAssigner } from "../operators/windowAssigners.ts";
 import { parseDurationMs } from "./durations.ts";
 import { ConfigError, joinPath, PipelineInvalid } from "./errors.ts";
+import { describe, Reader, type Obj } from "./reader.ts";
 import { celEnvironment, compileExpression, type Compiled } from "./expressions.ts";
 import { CEL_TYPE, FIELD_TYPES, type EventSchema, type FieldType } from "./schema.ts";
 
@@ -65,104 +66,6 @@ export type PipelineSpec = {
 const AGGREGATE_KINDS: readonly AggregateKind[] = ["count", "sum", "avg", "min", "max", "first", "last", "distinct"];
 const NUMERIC = ["double", "int", "uint"];
 const NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
-
-type Obj = Record<string, unknown>;
-
-/** Collects errors while reading values; each reader returns undefined for a bad value. */
-class Reader {
-  readonly errors: ConfigError[] = [];
-
-  constructor(private readonly baseDir: string) {}
-
-  fail(path: string, detail: string): undefined {
-    this.errors.push(new ConfigError(path, detail));
-    return undefined;
-  }
-
-  object(path: string, value: unknown, allowed: readonly string[], required: readonly string[] = []): Obj | undefined {
-    if (value === null || typeof value !== "object" || Array.isArray(value)) {
-      return this.fail(path, `expected a mapping with ${allowed.join(", ")}, got ${describe(value)}`);
-    }
-    const obj = value as Obj;
-    for (const key of Object.keys(obj)) {
-      if (!allowed.includes(key)) this.fail(joinPath(path, key), `unknown field (expected one of ${allowed.join(", ")})`);
-    }
-    for (const key of required) if (obj[key] === undefined) this.fail(joinPath(path, key), "is required");
-    return obj;
-  }
-
-  /** A mapping with exactly one of `kinds` as its key, e.g. `{ file: {...} }`. */
-  oneOf(path: string, value: unknown, kinds: readonly string[]): [string, unknown] | undefined {
-    const obj = this.object(path, value, kinds);
-    if (!obj) return undefined;
-    const keys = Object.keys(obj).filter((k) => kinds.includes(k));
-    if (keys.length !== 1) return this.fail(path, `expected exactly one of ${kinds.join(", ")}, got ${keys.length === 0 ? "none" : keys.join(" and ")}`);
-    return [keys[0], obj[keys[0]]];
-  }
-
-  string(path: string, value: unknown, pattern?: RegExp): string | undefined {
-    if (typeof value !== "string" || value === "") return this.fail(path, `expected a non-empty string, got ${describe(value)}`);
-    if (pattern && !pattern.test(value)) return this.fail(path, `expected a name of letters, digits, _ and -, got ${JSON.stringify(value)}`);
-    return value;
-  }
-
-  choice<T extends string>(path: string, value: unknown, choices: readonly T[]): T | undefined {
-    if (typeof value === "string" && (choices as readonly string[]).includes(value)) return value as T;
-    return this.fail(path, `expected one of ${choices.join(", ")}, got ${describe(value)}`);
-  }
-
-  number(path: string, value: unknown, { min = -Infinity, max = Infinity, integer = false } = {}): number | undefined {
-    if (typeof value !== "number" || !Number.isFinite(value)) return this.fail(path, `expected a number, got ${describe(value)}`);
-    if (integer && !Number.isInteger(value)) return this.fail(path, `expected a whole number, got ${value}`);
-    if (value < min || value > max) return this.fail(path, `expected a number from ${min} to ${max}, got ${value}`);
-    return value;
-  }
-
-  boolean(path: string, value: unknown): boolean | undefined {
-    if (typeof value !== "boolean") return this.fail(path, `expected true or false, got ${describe(value)}`);
-    return value;
-  }
-
-  duration(path: string, value: unknown, example: string, { positive = false } = {}): number | undefined {
-    const ms = parseDurationMs(value);
-    if (ms === undefined) return this.fail(path, `expected a duration like "${example}", got ${describe(value)}`);
-    if (positive && ms <= 0) return this.fail(path, `expected a duration above zero, got ${describe(value)}`);
-    return ms;
-  }
-
-  path(path: string, value: unknown): string | undefined {
-    const text = this.string(path, value);
-    if (text === undefined) return undefined;
-    return isAbsolute(text) ? text : resolve(this.baseDir, text);
-  }
-
-  list(path: string, value: unknown, { nonEmpty = false } = {}): unknown[] | undefined {
-    if (!Array.isArray(value)) return this.fail(path, `expected a list, got ${describe(value)}`);
-    if (nonEmpty && value.length === 0) return this.fail(path, "expected at least one entry");
-    return value;
-  }
-
-  /** Runs `compile`, turning a ConfigError into a collected error. */
-  compiled<T>(compile: () => T): T | undefined {
-    try {
-      return compile();
-    } catch (error) {
-      if (error instanceof ConfigError) {
-        this.errors.push(error);
-        return undefined;
-      }
-      throw error;
-    }
-  }
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return "nothing";
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "a list";
-  if (typeof value === "object") return "a mapping";
-  return JSON.stringify(value);
-}
 
 const TOP_LEVEL = ["name", "source", "schema", "key", "time", "watermark", "state", "windows", "sinks", "late", "deadLetter"] as const;
 

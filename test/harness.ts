@@ -10,9 +10,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-export type Run<O> = { outputs: Array<{ key: string; time: number; value: O }>; sides: Record<string, unknown[]> };
+export type Run<O> = { outputs: Array<{ key: string; time: number; value: O }>; sides: Record<string, unknown[]>; counts: Record<string, number> };
 
-export function memoryContext(sides: Record<string, unknown[]>): OperatorContext {
+export function memoryContext(sides: Record<string, unknown[]>, counts: Record<string, number> = {}): OperatorContext {
   const side = (tag: string, value: unknown) => (sides[tag] ??= []).push(value);
   return {
     valueState: (name, options) => new KeyedValueState(name, options),
@@ -20,17 +20,19 @@ export function memoryContext(sides: Record<string, unknown[]>): OperatorContext
     eventTimers: (name) => new TimerService(name),
     processingTimers: (name) => new TimerService(name),
     side,
+    count: (counter, by) => (counts[counter] = (counts[counter] ?? 0) + by),
   };
 }
 
 /** Feeds `elements` in order through the operator and collects its records and side outputs. */
 export async function runOperator<I, O>(definition: OperatorDefinition<I, O>, elements: Element<I>[]): Promise<Run<O>> {
   const sides: Record<string, unknown[]> = {};
-  const ctx = memoryContext(sides);
+  const counts: Record<string, number> = {};
+  const ctx = memoryContext(sides, counts);
   const logic = definition.build(ctx);
   const out = await lastValueFrom(from(elements).pipe(operate(logic, ctx.side), toArray()));
   const outputs = out.flatMap((e) => (e.kind === "record" ? [{ key: e.key, time: e.time, value: e.value }] : []));
-  return { outputs, sides };
+  return { outputs, sides, counts };
 }
 
 /**
@@ -40,23 +42,25 @@ export async function runOperator<I, O>(definition: OperatorDefinition<I, O>, el
 export async function runWithRestart<I, O>(definition: OperatorDefinition<I, O>, elements: Element<I>[], cut: number): Promise<Run<O>> {
   const dir = mkdtempSync(join(tmpdir(), "flusso-restart-"));
   const sides: Record<string, unknown[]> = {};
+  const counts: Record<string, number> = {};
+  const count = (counter: string, by: number) => (counts[counter] = (counts[counter] ?? 0) + by);
   const outputs: Run<O>["outputs"] = [];
   const collect = (els: Element<O>[]) => {
     for (const e of els) if (e.kind === "record") outputs.push({ key: e.key, time: e.time, value: e.value });
   };
   const before = elements.slice(0, cut);
   const first = new StateStore(dir);
-  const ctx1 = storeOperatorContext(first, definition.name, (tag, value) => (sides[tag] ??= []).push(value));
+  const ctx1 = storeOperatorContext(first, definition.name, (tag, value) => (sides[tag] ??= []).push(value), count);
   collect(await lastValueFrom(from(before).pipe(operate(definition.build(ctx1), ctx1.side), toArray()), { defaultValue: [] }));
   await first.commit({ fingerprint: "t", sourcePosition: cut, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: 1, takenAtMs: 0 });
   await first.close();
   const lastWatermark = before.filter((e) => e.kind === "watermark").at(-1);
   const second = new StateStore(dir);
-  const ctx2 = storeOperatorContext(second, definition.name, (tag, value) => (sides[tag] ??= []).push(value));
+  const ctx2 = storeOperatorContext(second, definition.name, (tag, value) => (sides[tag] ??= []).push(value), count);
   const rest = [...(lastWatermark ? [lastWatermark] : []), ...elements.slice(cut)];
   collect(await lastValueFrom(from(rest).pipe(operate(definition.build(ctx2), ctx2.side), toArray()), { defaultValue: [] }));
   await second.close();
-  return { outputs, sides };
+  return { outputs, sides, counts };
 }
 
 /** A seeded PRNG (mulberry32): tests draw their random data from it, so every run sees the same. */

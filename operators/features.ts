@@ -1,0 +1,68 @@
+// Derived features: formulas over a user's aggregates (and earlier features), evaluated on every
+// step, written into the view, and emitted as one feature vector when any of them changes.
+import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+
+export type FeatureSpec = {
+  name: string;
+  /** The formula over the view's variables; undefined or a non-finite number means "no value". */
+  value: (vars: Record<string, unknown>) => unknown;
+};
+
+export type FeaturesOptions = {
+  /** Names the stage's state. Default "features". */
+  name?: string;
+  features: FeatureSpec[];
+  /** Emit a "features" output when the vector changes. Default true. */
+  emitOnChange?: boolean;
+};
+
+/** The "features" output: `{ output, user_id, time, <feature>: number | null, ... }`. */
+export type FeatureVector = { output: "features"; user_id: string; time: number; [feature: string]: unknown };
+
+export function features(options: FeaturesOptions): StageDefinition {
+  const name = options.name ?? "features";
+  return { name, build: (ctx) => new FeaturesLogic(options, ctx.valueState<Array<number | null>>("last")) };
+}
+
+class FeaturesLogic implements StageLogic {
+  private readonly emitOnChange: boolean;
+
+  constructor(
+    private readonly options: FeaturesOptions,
+    /** The last vector emitted per user, to tell a change. */
+    private readonly last: { get(key: string): Array<number | null> | undefined; set(key: string, value: Array<number | null>): void },
+  ) {
+    this.emitOnChange = options.emitOnChange ?? true;
+  }
+
+  step(view: UserView, out: StageOutput): void {
+    const specs = this.options.features;
+    const vector = new Array<number | null>(specs.length);
+    for (let i = 0; i < specs.length; i++) {
+      const value = numeric(specs[i].value(view.vars));
+      vector[i] = value;
+      view.vars[specs[i].name] = value ?? undefined;
+    }
+    if (!this.emitOnChange) return;
+    const previous = this.last.get(view.user);
+    if (previous !== undefined && sameVector(previous, vector)) return;
+    this.last.set(view.user, vector);
+    const body: FeatureVector = { output: "features", user_id: view.user, time: view.timeMs };
+    for (let i = 0; i < specs.length; i++) body[specs[i].name] = vector[i];
+    out.emit("features", view.user, view.timeMs, body);
+  }
+}
+
+/** A finite number, or null: CEL bools count as 0/1 (the write-ups' formulas add them). */
+function numeric(value: unknown): number | null {
+  if (typeof value === "number") return Number.isFinite(value) ? value : null;
+  if (typeof value === "boolean") return value ? 1 : 0;
+  if (typeof value === "bigint") return Number(value);
+  return null;
+}
+
+function sameVector(a: ReadonlyArray<number | null>, b: ReadonlyArray<number | null>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

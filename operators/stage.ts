@@ -1,0 +1,77 @@
+// The contract of a behaviour stage: one per-user capability (dedup, rolling aggregates, scores,
+// phases, segments, triggers, ...) that the behaviour operator runs in order for every step of a user.
+import type { OperatorContext } from "../engine/operator.ts";
+
+/** An event as decoded from the source: field name to value. */
+export type EventFields = Readonly<Record<string, unknown>>;
+
+/**
+ * Something a stage noticed in this step that later stages (triggers) may react to:
+ * `{ kind: "segment_enter", name: "vip" }`, `{ kind: "sequence", name: "cart_abandoned" }`.
+ */
+export type Signal = {
+  kind: "segment_enter" | "segment_exit" | "sequence" | "alert" | "phase" | "conversion";
+  /** The segment, sequence, score or phase it is about. */
+  name: string;
+  /** Event time the signal belongs to (the matching event, or the timer that fired it). */
+  timeMs: number;
+  /** What drove it: matched events, score summary, previous phase... */
+  detail?: Record<string, unknown>;
+};
+
+/**
+ * One step of one user: an event arrived (`event` set), or a timer woke the user (`event`
+ * undefined). Stages run in their configured order on the same view.
+ */
+export type UserView = {
+  readonly user: string;
+  /** Event time of this step: the event's time, or the time of the timer that fired. */
+  readonly timeMs: number;
+  readonly event: EventFields | undefined;
+  /**
+   * The user's values as CEL variables: the event's fields (through the prototype), `user`,
+   * `now`, and whatever earlier stages wrote under their configured names.
+   */
+  readonly vars: Record<string, unknown>;
+  /** Signals raised by earlier stages in this step. */
+  readonly signals: Signal[];
+};
+
+/** What a stage produces besides the values it writes into the view. */
+export type StageOutput = {
+  /** An output record of `kind` ("features", "trigger", ...), for the sinks that take that kind. */
+  emit(kind: string, user: string, timeMs: number, value: object): void;
+  /**
+   * Wakes `user` when the watermark reaches `timeMs`: every stage then runs a step with no event
+   * at that time. Wake-ups are checkpointed; a stage must treat one it did not ask for as harmless.
+   */
+  wakeAt(user: string, timeMs: number): void;
+  /** Adds to a named counter reported in the job summary (e.g. "duplicates"). */
+  count(counter: string, by?: number): void;
+};
+
+export type StageLogic = {
+  /**
+   * Runs one step for the user. First do what fell due at or before `view.timeMs` (deadlines kept
+   * in the stage's state), then apply the event if there is one, then write the stage's values
+   * into `view.vars`. Return false to drop the event: later stages do not see it (dedup).
+   */
+  step(view: UserView, out: StageOutput): boolean | void;
+  /** Event time has reached `watermarkMs`: work across users (cluster re-runs). Runs before wake-ups. */
+  onWatermark?(watermarkMs: number, out: StageOutput): void;
+};
+
+/** What config describes; `build` makes the running stage, its state restored from the context. */
+export type StageDefinition = {
+  /** Unique in the pipeline; names the stage's state. */
+  readonly name: string;
+  build(ctx: OperatorContext): StageLogic;
+};
+
+/**
+ * Values one stage offers to the expressions of all stages, filled in when the stage is built:
+ * `quantile("score", 0.9)` reads the quantiles stage's digests.
+ */
+export type SharedLookups = {
+  quantile?: (metric: string, q: number) => number | undefined;
+};

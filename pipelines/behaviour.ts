@@ -1,0 +1,64 @@
+// The behaviour sections of a pipeline file (dedup, sessions, aggregates, features, ... triggers):
+// each is read by its stage's reader, in the order the stages run, against a CEL scope that grows
+// with every stage's declared values.
+import type { StageDefinition } from "../operators/stage.ts";
+import type { Variables } from "./expressions.ts";
+import type { Obj, Reader } from "./reader.ts";
+import { Scope } from "./scope.ts";
+import { readClusters } from "./stages/clusters.ts";
+import { readDecayedScores } from "./stages/decayedScores.ts";
+import { readDedup } from "./stages/dedup.ts";
+import { readFeatures } from "./stages/features.ts";
+import { readJourneyPhases } from "./stages/journeyPhases.ts";
+import { readKbis } from "./stages/kbis.ts";
+import { readQuantiles } from "./stages/quantiles.ts";
+import { readRollingAggregates } from "./stages/rollingAggregates.ts";
+import { readSegments } from "./stages/segments.ts";
+import { readSequences } from "./stages/sequences.ts";
+import { readSessions } from "./stages/sessions.ts";
+import { readTriggers } from "./stages/triggers.ts";
+
+/** A stage as read from its section: the definition and the output kinds it can emit. */
+export type ReadStage = { definition: StageDefinition; outputs: readonly string[] };
+
+/**
+ * Reads one section. `scope` holds what the section's expressions may use; the reader declares
+ * the values its stage writes into the view (`scope.declare`) so that later sections can use them.
+ */
+export type StageReader = (r: Reader, path: string, value: unknown, scope: Scope) => ReadStage | undefined;
+
+/** The sections in the order their stages run: each may use the values of those above it. */
+export const STAGE_SECTIONS: ReadonlyArray<readonly [string, StageReader]> = [
+  ["dedup", readDedup],
+  ["sessions", readSessions],
+  ["aggregates", readRollingAggregates],
+  ["features", readFeatures],
+  ["kbis", readKbis],
+  ["scores", readDecayedScores],
+  ["quantiles", readQuantiles],
+  ["sequences", readSequences],
+  ["phases", readJourneyPhases],
+  ["clusters", readClusters],
+  ["segments", readSegments],
+  ["triggers", readTriggers],
+];
+
+export const STAGE_SECTION_NAMES: readonly string[] = STAGE_SECTIONS.map(([name]) => name);
+
+export type BehaviourSpec = { stages: StageDefinition[]; outputs: string[]; scope: Scope };
+
+/** Reads every behaviour section present in `top`; undefined when none is. */
+export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): BehaviourSpec | undefined {
+  if (!STAGE_SECTION_NAMES.some((name) => top[name] !== undefined)) return undefined;
+  const scope = new Scope(eventFields);
+  const stages: StageDefinition[] = [];
+  const outputs = new Set<string>();
+  for (const [section, read] of STAGE_SECTIONS) {
+    if (top[section] === undefined) continue;
+    const stage = read(r, section, top[section], scope);
+    if (!stage) continue;
+    stages.push(stage.definition);
+    for (const kind of stage.outputs) outputs.add(kind);
+  }
+  return { stages, outputs: [...outputs], scope };
+}

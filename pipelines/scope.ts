@@ -1,0 +1,66 @@
+// What CEL expressions of a behaviour stage may read: the event's fields, `user`, `now`, and the
+// values declared by the stages before it. Each stage declares its names as it is read, so a
+// reference to a later stage's value is a type error at load time, at the path that made it.
+import type { Environment } from "@marcbachmann/cel-js";
+import type { SharedLookups } from "../operators/stage.ts";
+import { celEnvironment, compileExpression, type Compiled, type Variables } from "./expressions.ts";
+import type { Reader } from "./reader.ts";
+
+/** A use of `quantile("metric", q)` with a literal metric, checked against the declared quantiles. */
+export type QuantileUse = { path: string; metric: string };
+
+export class Scope {
+  private env: Environment;
+  private readonly declaredAt = new Map<string, string>();
+  /** Cross-user lookups the stages fill in at build time (quantiles). */
+  readonly shared: SharedLookups = {};
+  readonly quantileUses: QuantileUse[] = [];
+
+  constructor(eventFields: Variables) {
+    this.env = celEnvironment({ ...eventFields, user: "string", now: "double" });
+    for (const name of Object.keys(eventFields)) this.declaredAt.set(name, `schema.${name}`);
+    this.declaredAt.set("user", "(built in: the key)");
+    this.declaredAt.set("now", "(built in: the step's event time in ms)");
+    const shared = this.shared;
+    this.env.registerFunction("quantile(string, double): double", (metric: string, q: number) => {
+      const value = shared.quantile?.(metric, q);
+      // No data yet: the expression has no value, so a rule using it does not hold.
+      if (value === undefined) throw new Error(`no quantile of ${metric} yet`);
+      return value;
+    });
+  }
+
+  /** Whether `name` is free; if not, records an error at `path` saying who has it. */
+  declare(r: Reader, path: string, name: string, celType: string): boolean {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      r.fail(path, `"${name}" is not a usable name: letters, digits and _ only (it is a CEL variable)`);
+      return false;
+    }
+    const owner = this.declaredAt.get(name);
+    if (owner !== undefined) {
+      r.fail(path, `"${name}" is already the name of ${owner}; names of fields and stage values must be unique`);
+      return false;
+    }
+    this.declaredAt.set(name, path);
+    this.env = this.env.clone();
+    this.env.registerVariable(name, celType);
+    return true;
+  }
+
+  /** Names declared so far, with where. */
+  has(name: string): boolean {
+    return this.declaredAt.has(name);
+  }
+
+  /** Compiles a CEL expression against what is declared now; undefined (error recorded) if bad. */
+  compile(r: Reader, path: string, source: unknown, expected?: string[]): Compiled | undefined {
+    const compiled = r.compiled(() => compileExpression(this.env, source, path, expected));
+    if (compiled) for (const metric of quantileMetrics(compiled.source)) this.quantileUses.push({ path, metric });
+    return compiled;
+  }
+}
+
+/** Literal metric names passed to quantile(...) in an expression's text. */
+function quantileMetrics(source: string): string[] {
+  return [...source.matchAll(/quantile\(\s*"([^"]*)"/g)].map((m) => m[1]);
+}
