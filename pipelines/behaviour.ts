@@ -60,5 +60,11 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): Beha
     stages.push(stage.definition);
     for (const kind of stage.outputs) outputs.add(kind);
   }
+  for (const use of scope.quantileUses) {
+    if (!scope.quantileMetrics.has(use.metric)) {
+      const known = [...scope.quantileMetrics];
+      r.fail(use.path, `quantile("${use.metric}", ...) needs "${use.metric}" among quantiles.metrics (${known.length ? known.join(", ") : "none declared"})`);
+    }
+  }
   return { stages, outputs: [...outputs], scope };
 }

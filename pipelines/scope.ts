@@ -15,6 +15,8 @@ export class Scope {
   /** Cross-user lookups the stages fill in at build time (quantiles). */
   readonly shared: SharedLookups = {};
   readonly quantileUses: QuantileUse[] = [];
+  /** Metrics the quantiles section keeps digests of; the reader of that section fills it in. */
+  readonly quantileMetrics = new Set<string>();
 
   constructor(eventFields: Variables) {
     this.env = celEnvironment({ ...eventFields, user: "string", now: "double" });
