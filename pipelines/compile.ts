@@ -1,8 +1,8 @@
 // Turns a validated PipelineSpec into a runnable job: source, decoder, watermarks, the operator
 // graph and its sinks. The only place where configuration meets the engine.
 import { createHash } from "node:crypto";
-import { merge, share, type Observable } from "rxjs";
-import type { Element } from "../engine/elements.ts";
+import { filter, map, merge, share, type OperatorFunction } from "rxjs";
+import { record, type Element } from "../engine/elements.ts";
 import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
 import { FileSink } from "../engine/sinks/fileSink.ts";
 import type { Sink } from "../engine/sinks/sink.ts";
@@ -15,8 +15,10 @@ import type { Source } from "../engine/sources/source.ts";
 import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
 import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
-import { eventDecoder, type Event } from "./schema.ts";
-import type { AggregateDef, PipelineSpec, SinkSpec, SourceSpec } from "./validate.ts";
+import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
+import { pseudonymiser } from "../operators/pseudonymise.ts";
+import { eventDecoder, type DecoderPrivacy, type Event } from "./schema.ts";
+import { WINDOW_OUTPUT, type AggregateDef, type PipelineSpec, type SinkSpec, type SourceSpec } from "./validate.ts";
 
 export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "signal" | "batchSize" | "progressIntervalMs">;
 
@@ -34,8 +36,10 @@ export function buildSink(spec: SinkSpec, pipeline: string): Sink {
 
 /** Identifies what the state dir holds; everything but how often checkpoints are taken. */
 export function fingerprint(spec: PipelineSpec): string {
-  const { state, file, baseDir, ...rest } = spec;
-  const normal = JSON.stringify(rest, (_key, value) => (value && typeof value === "object" && "evaluate" in value ? value.source : value));
+  const { state, file, baseDir, behaviour, ...rest } = spec;
+  const normal = JSON.stringify({ ...rest, behaviour: behaviour?.source }, (_key, value) =>
+    value && typeof value === "object" && "evaluate" in value ? value.source : value,
+  );
   return createHash("sha256").update(normal).update(state.dir).digest("hex").slice(0, 16);
 }
 
@@ -58,32 +62,49 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
     ...run,
     fingerprint: fingerprint(spec),
     source: buildSource(spec.source),
-    decode: eventDecoder(spec.schema, spec.key, spec.time),
+    decode: eventDecoder(spec.schema, spec.key, spec.time, decoderPrivacy(spec)),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
     stateDir: spec.state.dir,
     checkpointIntervalMs: spec.state.checkpointIntervalMs,
     deadLetter,
     build(events, graph) {
-      const results = spec.windows.map((w) =>
+      const windowResults = spec.windows.map((w) =>
         events.pipe(
           graph.operator(
-            keyedWindow<Event>({
-              name: w.name,
-              assigner: w.assigner,
-              allowedLatenessMs: w.allowedLatenessMs,
-              aggregates: w.aggregates.map(aggregateSpec),
-            }),
+            keyedWindow<Event>({ name: w.name, assigner: w.assigner, allowedLatenessMs: w.allowedLatenessMs, aggregates: w.aggregates.map(aggregateSpec) }),
           ),
+          map((e): Element<BehaviourOutput> => (e.kind === "record" ? record(e.key, e.time, { kind: WINDOW_OUTPUT, body: e.value }) : e)),
         ),
       );
+      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, stages: spec.behaviour.stages })))] : [];
       // Shared, so that several sinks do not each run the operators again.
-      const all = merge(...results).pipe(share()) as unknown as Observable<Element<object>>;
-      if (spec.sinks.length === 1) graph.sinkTo("sinks[0]", buildSink(spec.sinks[0], spec.name), all);
-      else spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s, spec.name), all));
+      const all = merge(...windowResults, ...behaviourResults).pipe(share());
+      spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s.sink, spec.name), all.pipe(routed(s.outputs))));
       if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name), "late");
       else graph.sideTo(LATE, "deadLetter", deadLetter, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
+  };
+}
+
+/** The bodies of the outputs of the given kinds (all kinds when undefined), watermarks passed on. */
+function routed(kinds: string[] | undefined): OperatorFunction<Element<BehaviourOutput>, Element<object>> {
+  const takes = kinds && new Set(kinds);
+  return (source) =>
+    source.pipe(
+      filter((e) => e.kind !== "record" || takes === undefined || takes.has(e.value.kind)),
+      map((e) => (e.kind === "record" ? record(e.key, e.time, e.value.body) : e)),
+    );
+}
+
+/** Pseudonymisation and field dropping applied while events are decoded. */
+function decoderPrivacy(spec: PipelineSpec): DecoderPrivacy {
+  const privacy = spec.privacy;
+  if (!privacy) return {};
+  const ps = privacy.pseudonymise;
+  return {
+    keep: privacy.keep,
+    pseudonymise: ps && { fields: ps.fields, pseudonym: pseudonymiser(process.env[ps.keyEnv] ?? "") },
   };
 }
 

@@ -99,15 +99,42 @@ function coercer(spec: FieldSpec): Coercer {
   }
 }
 
+function withPseudonym(value: unknown, pseudonym: (id: string) => string): unknown {
+  return value instanceof Invalid ? value : pseudonym(value as string);
+}
+
 function typeOf(raw: unknown): string {
   if (raw === null) return "null";
   if (Array.isArray(raw)) return "a list";
   return typeof raw;
 }
 
-/** Builds the decoder of a schema: the declared fields only, coerced, with key and event time taken out. */
-export function eventDecoder(schema: EventSchema, keyField: string, timeField: string): (value: unknown) => Decoded<Event> {
-  const fields = Object.entries(schema).map(([name, spec]) => ({ name, isRequired: spec.required, coerce: coercer(spec) }));
+/** Privacy at decoding: which fields are kept, and which are replaced by a pseudonym. */
+export type DecoderPrivacy = {
+  /** Fields kept in the event (all are still checked); default all declared fields. */
+  keep?: readonly string[];
+  /** Fields whose (string) value is replaced by `pseudonym(value)` before anything keys or stores it. */
+  pseudonymise?: { fields: readonly string[]; pseudonym: (id: string) => string };
+};
+
+/**
+ * Builds the decoder of a schema: the declared fields only, coerced, with key and event time taken
+ * out. With `privacy`, fields not kept are checked but dropped, and ids are pseudonymised.
+ */
+export function eventDecoder(schema: EventSchema, keyField: string, timeField: string, privacy: DecoderPrivacy = {}): (value: unknown) => Decoded<Event> {
+  const kept = privacy.keep && new Set(privacy.keep);
+  const hashed = new Set(privacy.pseudonymise?.fields ?? []);
+  const pseudonym = privacy.pseudonymise?.pseudonym;
+  const fields = Object.entries(schema).map(([name, spec]) => {
+    const check = coercer(spec);
+    const isHashed = hashed.has(name) && pseudonym !== undefined;
+    return {
+      name,
+      isRequired: spec.required,
+      isKept: kept === undefined || kept.has(name),
+      coerce: isHashed ? (raw: unknown) => withPseudonym(check(raw), pseudonym) : check,
+    };
+  });
   return (value) => {
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
       return { error: `expected an object event, got ${typeOf(value)}` };
@@ -123,7 +150,7 @@ export function eventDecoder(schema: EventSchema, keyField: string, timeField: s
       }
       const coerced = field.coerce(raw);
       if (coerced instanceof Invalid) return { error: `field "${field.name}": ${coerced.reason}` };
-      event[field.name] = coerced;
+      if (field.isKept) event[field.name] = coerced;
     }
     return record(String(event[keyField]), event[timeField] as number, event);
   };

@@ -12,6 +12,8 @@ export type QuantileUse = { path: string; metric: string };
 export class Scope {
   private env: Environment;
   private readonly declaredAt = new Map<string, string>();
+  private readonly eventFields: ReadonlySet<string>;
+  private readonly usedFields = new Set<string>();
   /** Cross-user lookups the stages fill in at build time (quantiles). */
   readonly shared: SharedLookups = {};
   readonly quantileUses: QuantileUse[] = [];
@@ -20,6 +22,7 @@ export class Scope {
 
   constructor(eventFields: Variables) {
     this.env = celEnvironment({ ...eventFields, user: "string", now: "double" });
+    this.eventFields = new Set(Object.keys(eventFields));
     for (const name of Object.keys(eventFields)) this.declaredAt.set(name, `schema.${name}`);
     this.declaredAt.set("user", "(built in: the key)");
     this.declaredAt.set("now", "(built in: the step's event time in ms)");
@@ -57,9 +60,30 @@ export class Scope {
   /** Compiles a CEL expression against what is declared now; undefined (error recorded) if bad. */
   compile(r: Reader, path: string, source: unknown, expected?: string[]): Compiled | undefined {
     const compiled = r.compiled(() => compileExpression(this.env, source, path, expected));
-    if (compiled) for (const metric of quantileMetrics(compiled.source)) this.quantileUses.push({ path, metric });
+    if (compiled) {
+      for (const metric of quantileMetrics(compiled.source)) this.quantileUses.push({ path, metric });
+      for (const field of fieldsNamedIn(compiled.source, this.eventFields)) this.usedFields.add(field);
+    }
     return compiled;
   }
+
+  /** Records that a stage reads an event field directly (not through an expression), e.g. the time zone. */
+  useField(field: string): void {
+    this.usedFields.add(field);
+  }
+
+  /** Event fields some expression or stage reads: what `privacy.keep: used` keeps. */
+  usedEventFields(): ReadonlySet<string> {
+    return this.usedFields;
+  }
+}
+
+/**
+ * Event fields an expression names. Read off the text: a field named only inside a string literal
+ * is counted too, which keeps a field needlessly but never drops one that is used.
+ */
+export function fieldsNamedIn(source: string, fields: ReadonlySet<string>): string[] {
+  return [...new Set(source.match(/[A-Za-z_][A-Za-z0-9_]*/g) ?? [])].filter((word) => fields.has(word));
 }
 
 /** Literal metric names passed to quantile(...) in an expression's text. */

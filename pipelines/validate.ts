@@ -7,12 +7,28 @@ import type { WindowAssigner } from "../operators/windowAssigners.ts";
 import { parseDurationMs } from "./durations.ts";
 import { ConfigError, joinPath, PipelineInvalid } from "./errors.ts";
 import { describe, Reader, type Obj } from "./reader.ts";
+import { readBehaviour, STAGE_SECTION_NAMES } from "./behaviour.ts";
+import type { StageDefinition } from "../operators/stage.ts";
+import { fieldsNamedIn, type Scope } from "./scope.ts";
 import { celEnvironment, compileExpression, type Compiled } from "./expressions.ts";
 import { CEL_TYPE, FIELD_TYPES, type EventSchema, type FieldType } from "./schema.ts";
 
 export type NatsSinkSpec = { servers: string[]; stream: string; subject: string; format: "json" | "msgpack"; duplicateWindowMs: number };
 
 export type SinkSpec = { file: { path: string } } | { stdout: Record<string, never> } | { nats: NatsSinkSpec };
+
+/** A sink of results; `outputs` picks the output kinds it takes (default: all). */
+export type RoutedSinkSpec = { sink: SinkSpec; outputs?: string[] };
+
+/**
+ * Privacy at ingestion: ids replaced by a keyed hash (HMAC-SHA-256, key from an environment
+ * variable) before anything keys or stores them, and fields no stage uses dropped.
+ */
+export type PrivacySpec = {
+  pseudonymise: { fields: string[]; keyEnv: string } | undefined;
+  /** The event fields kept; everything else is dropped at decoding. Undefined: all kept. */
+  keep: string[] | undefined;
+};
 
 export type NatsSourceSpec = {
   servers: string[];
@@ -56,8 +72,12 @@ export type PipelineSpec = {
   time: string;
   watermark: { maxOutOfOrdernessMs: number; idlenessMs: number };
   state: { dir: string; checkpointIntervalMs: number };
+  /** Keyed event-time windows; empty when the pipeline has only behaviour stages. */
   windows: WindowSpec[];
-  sinks: SinkSpec[];
+  /** The behaviour stages, in the order they run, and the output kinds they can emit. */
+  behaviour?: { stages: StageDefinition[]; outputs: string[]; source: Record<string, unknown> };
+  privacy?: PrivacySpec;
+  sinks: RoutedSinkSpec[];
   /** Where late events go; default: the dead-letter output. */
   late?: SinkSpec;
   deadLetter: SinkSpec;
@@ -67,12 +87,17 @@ const AGGREGATE_KINDS: readonly AggregateKind[] = ["count", "sum", "avg", "min",
 const NUMERIC = ["double", "int", "uint"];
 const NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 
-const TOP_LEVEL = ["name", "source", "schema", "key", "time", "watermark", "state", "windows", "sinks", "late", "deadLetter"] as const;
+const TOP_LEVEL = [
+  "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "sinks", "late", "deadLetter",
+] as const;
+
+/** The output kind of window results, for sinks that pick kinds with `outputs:`. */
+export const WINDOW_OUTPUT = "window";
 
 /** Validates a loaded pipeline file; throws PipelineInvalid listing every bad value. */
 export function validatePipeline(raw: unknown, file: string, baseDir: string): PipelineSpec {
   const r = new Reader(baseDir);
-  const top = r.object("", raw, TOP_LEVEL, ["name", "source", "schema", "key", "time", "windows", "sinks"]);
+  const top = r.object("", raw, TOP_LEVEL, ["name", "source", "schema", "key", "time", "sinks"]);
   if (!top) throw new PipelineInvalid(file, r.errors);
   const name = top.name === undefined ? undefined : r.string("name", top.name, NAME);
   const source = top.source === undefined ? undefined : readSource(r, top.source);
@@ -82,11 +107,18 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   const watermark = readWatermark(r, top.watermark);
   const state = readState(r, top.state, name);
   const env = schema ? celEnvironment(Object.fromEntries(Object.entries(schema).map(([f, s]) => [f, CEL_TYPE[s.type]]))) : undefined;
-  const windows = top.windows === undefined ? undefined : readWindows(r, top.windows, env);
-  const sinks = top.sinks === undefined ? undefined : r.list("sinks", top.sinks, { nonEmpty: true })?.map((s, i) => readSink(r, `sinks[${i}]`, s));
+  const windows = top.windows === undefined ? [] : readWindows(r, top.windows, env);
+  const fields = schema && Object.fromEntries(Object.entries(schema).map(([f, s]) => [f, CEL_TYPE[s.type]]));
+  const behaviour = fields ? readBehaviour(r, top, fields) : undefined;
+  if (top.windows === undefined && !STAGE_SECTION_NAMES.some((section) => top[section] !== undefined)) {
+    r.fail("windows", `is required when the pipeline has none of ${STAGE_SECTION_NAMES.join(", ")}: there would be nothing to compute`);
+  }
+  const privacy = top.privacy === undefined ? undefined : readPrivacy(r, top.privacy, schema, [key, time], windows, behaviour?.scope);
+  const outputKinds = [...(top.windows === undefined ? [] : [WINDOW_OUTPUT]), ...(behaviour?.outputs ?? [])];
+  const sinks = top.sinks === undefined ? undefined : r.list("sinks", top.sinks, { nonEmpty: true })?.map((s, i) => readRoutedSink(r, `sinks[${i}]`, s, outputKinds));
   const late = top.late === undefined ? undefined : readSink(r, "late", top.late);
   const deadLetter = top.deadLetter === undefined ? defaultDeadLetter(r, name) : readSink(r, "deadLetter", top.deadLetter);
-  checkDuplicateWindows(r, state, [...(sinks ?? []).map((sink, i) => [`sinks[${i}]`, sink] as const), ["late", late] as const, ["deadLetter", deadLetter] as const]);
+  checkDuplicateWindows(r, state, [...(sinks ?? []).map((sink, i) => [`sinks[${i}]`, sink?.sink] as const), ["late", late] as const, ["deadLetter", deadLetter] as const]);
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {
     name: name!,
@@ -99,7 +131,9 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
     watermark: watermark!,
     state: state!,
     windows: windows!,
-    sinks: sinks as SinkSpec[],
+    behaviour: behaviour && { stages: behaviour.stages, outputs: behaviour.outputs, source: behaviourSource(top) },
+    privacy,
+    sinks: sinks as RoutedSinkSpec[],
     late,
     deadLetter: deadLetter!,
   };
@@ -359,6 +393,81 @@ function checkDuplicateWindows(r: Reader, state: PipelineSpec["state"] | undefin
       );
     }
   }
+}
+
+/** A `sinks:` entry: one sink kind plus an optional `outputs: [kind, ...]` naming the kinds it takes. */
+function readRoutedSink(r: Reader, path: string, value: unknown, outputKinds: readonly string[]): RoutedSinkSpec | undefined {
+  if (value === null || typeof value !== "object" || Array.isArray(value) || !("outputs" in value)) {
+    const sink = readSink(r, path, value);
+    return sink && { sink };
+  }
+  const { outputs, ...rest } = value as Obj;
+  const sink = readSink(r, path, rest);
+  const kinds = r.list(`${path}.outputs`, outputs, { nonEmpty: true })?.map((k, i) => r.choice(`${path}.outputs[${i}]`, k, outputKinds));
+  if (!sink || !kinds || kinds.some((k) => k === undefined)) return undefined;
+  return { sink, outputs: kinds as string[] };
+}
+
+/** The behaviour sections as written, for the fingerprint (stage definitions hold compiled closures). */
+function behaviourSource(top: Obj): Record<string, unknown> {
+  return Object.fromEntries(STAGE_SECTION_NAMES.filter((s) => top[s] !== undefined).map((s) => [s, top[s]]));
+}
+
+/**
+ * ```yaml
+ * privacy:
+ *   pseudonymise: { fields: [user_id], keyEnv: FLUSSO_PSEUDONYM_KEY }
+ *   keep: used          # or a list of fields; default: keep all
+ * ```
+ */
+function readPrivacy(
+  r: Reader,
+  value: unknown,
+  schema: EventSchema | undefined,
+  [key, time]: [string | undefined, string | undefined],
+  windows: WindowSpec[] | undefined,
+  scope: Scope | undefined,
+): PrivacySpec | undefined {
+  const p = r.object("privacy", value, ["pseudonymise", "keep"]);
+  if (!p || !schema) return undefined;
+  const fieldList = (path: string, list: unknown): string[] | undefined => {
+    const names = r.list(path, list, { nonEmpty: true })?.map((f, i) => r.string(`${path}[${i}]`, f));
+    names?.forEach((f, i) => {
+      if (f !== undefined && !schema[f]) r.fail(`${path}[${i}]`, `"${f}" is not a field of the schema (${Object.keys(schema).join(", ")})`);
+    });
+    return names && !names.some((f) => f === undefined || !schema[f]) ? (names as string[]) : undefined;
+  };
+  let pseudonymise: PrivacySpec["pseudonymise"];
+  if (p.pseudonymise !== undefined) {
+    const ps = r.object("privacy.pseudonymise", p.pseudonymise, ["fields", "keyEnv"], ["keyEnv"]);
+    const fields = ps && (ps.fields === undefined ? (key ? [key] : undefined) : fieldList("privacy.pseudonymise.fields", ps.fields));
+    fields?.forEach((f, i) => {
+      if (schema[f].type !== "string") r.fail(`privacy.pseudonymise.fields[${i}]`, `"${f}" is a ${schema[f].type}; only string fields can be pseudonymised`);
+    });
+    const keyEnv = ps?.keyEnv === undefined ? undefined : r.string("privacy.pseudonymise.keyEnv", ps.keyEnv);
+    if (keyEnv !== undefined) {
+      const secret = process.env[keyEnv];
+      if (secret === undefined || Buffer.byteLength(secret) < 16) {
+        r.fail("privacy.pseudonymise.keyEnv", `the environment variable ${keyEnv} must hold the pseudonymisation key, at least 16 bytes (${secret === undefined ? "it is not set" : "it is shorter"})`);
+      }
+    }
+    if (fields && keyEnv) pseudonymise = { fields, keyEnv };
+  }
+  let keep: string[] | undefined;
+  if (p.keep === "used") keep = usedFields(schema, windows ?? [], scope);
+  else if (p.keep !== undefined) keep = fieldList("privacy.keep", p.keep);
+  for (const needed of [key, time]) if (keep && needed && !keep.includes(needed)) keep.push(needed);
+  return { pseudonymise, keep };
+}
+
+/** The event fields the windows' aggregates and the behaviour stages read. */
+function usedFields(schema: EventSchema, windows: WindowSpec[], scope: Scope | undefined): string[] {
+  const fields = new Set(Object.keys(schema));
+  const used = new Set(scope?.usedEventFields() ?? []);
+  for (const w of windows) {
+    for (const a of w.aggregates) for (const e of [a.value, a.where]) if (e) for (const f of fieldsNamedIn(e.source, fields)) used.add(f);
+  }
+  return [...used];
 }
 
 function defaultDeadLetter(r: Reader, name: string | undefined): SinkSpec | undefined {

@@ -11,6 +11,9 @@ import { parsePipelineText } from "../../pipelines/load.ts";
 import { validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
 import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
 
+const NOTHING_TO_COMPUTE =
+  "is required when the pipeline has none of dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers: there would be nothing to compute";
+
 afterAll(removeTempDirs);
 
 const FILE = "/pipelines/clicks.yaml";
@@ -120,7 +123,8 @@ describe("fields", () => {
     expect(mistakesOf((p) => (p.outputs = []))).toEqual([
       {
         path: "outputs",
-        message: "outputs: unknown field (expected one of name, source, schema, key, time, watermark, state, windows, sinks, late, deadLetter)",
+        message:
+          "outputs: unknown field (expected one of name, source, schema, key, time, watermark, state, privacy, windows, dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers, sinks, late, deadLetter)",
       },
     ]);
   });
@@ -143,13 +147,18 @@ describe("fields", () => {
   });
 
   it("names every missing required top-level field", () => {
-    expect(mistakes("{}\n")).toEqual(
-      ["name", "source", "schema", "key", "time", "windows", "sinks"].map((path) => ({ path, message: `${path}: is required` })),
-    );
+    expect(mistakes("{}\n")).toEqual([
+      ...["name", "source", "schema", "key", "time", "sinks"].map((path) => ({ path, message: `${path}: is required` })),
+      { path: "windows", message: `windows: ${NOTHING_TO_COMPUTE}` },
+    ]);
   });
 
-  it.each(["name", "source", "windows", "sinks"])("refuses a pipeline without %s, naming it", (field) => {
+  it.each(["name", "source", "sinks"])("refuses a pipeline without %s, naming it", (field) => {
     expect(mistakesOf((p) => delete p[field])).toEqual([{ path: field, message: `${field}: is required` }]);
+  });
+
+  it("refuses a pipeline with neither windows nor behaviour sections: there would be nothing to compute", () => {
+    expect(mistakesOf((p) => delete p.windows)).toEqual([{ path: "windows", message: `windows: ${NOTHING_TO_COMPUTE}` }]);
   });
 
   it("refuses a source file without a format, naming source.file.format", () => {
@@ -397,7 +406,7 @@ describe("pipeline files on disk", () => {
     const spec = readPipeline(file, {});
     expect(spec.baseDir).toBe(join(dir, "pipelines"));
     expect(spec.source).toEqual({ file: { paths: [join(dir, "data/events.jsonl")], format: "jsonl" } });
-    expect(spec.sinks).toEqual([{ file: { path: join(dir, "pipelines/out/results.jsonl") } }]);
+    expect(spec.sinks).toEqual([{ sink: { file: { path: join(dir, "pipelines/out/results.jsonl") } } }]);
     expect(spec.state.dir).toBe(join(dir, "pipelines/state/clicks"));
     expect(spec.deadLetter).toEqual({ file: { path: join(dir, "pipelines/out/clicks.dead-letter.jsonl") } });
   });
