@@ -2,6 +2,7 @@
 // declared fields, refused if they reach for anything outside the data (`constructor`, `__proto__`),
 // and evaluated as plain functions of an event. Expressions are data: no eval, no Function.
 import { Environment } from "@marcbachmann/cel-js";
+import { namesNeeded } from "./celNeeds.ts";
 import { ConfigError } from "./errors.ts";
 
 /** CEL types of the declared fields, e.g. `{ event_type: "string", price: "double" }`. */
@@ -61,16 +62,23 @@ export function compileExpression(env: Environment, source: unknown, path: strin
   if (expected && type !== "dyn" && !expected.includes(type)) {
     throw new ConfigError(path, `${JSON.stringify(source)} is of type ${type}, expected ${expected.join(" or ")}`);
   }
-  return { source, type, evaluate: evaluator(parsed) };
+  return { source, type, evaluate: evaluator(parsed, namesNeeded(source, false)) };
 }
 
-function evaluator(parsed: (context: object) => unknown): (context: object) => unknown {
+function evaluator(parsed: (context: object) => unknown, needs: readonly string[]): (context: object) => unknown {
   return (context) => {
+    // Without one of these the evaluation can only fail: skip it (same result, no throw).
+    for (let i = 0; i < needs.length; i++) if ((context as Record<string, unknown>)[needs[i]] === undefined) return undefined;
+    const stackTraceLimit = Error.stackTraceLimit;
+    // A failure still throws inside cel-js (a missing map key, say); without a stack it is cheap.
+    Error.stackTraceLimit = 0;
     try {
       return parsed(context);
     } catch {
       // An absent optional field (or a failing function on it) has no value: the caller skips it.
       return undefined;
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
     }
   };
 }

@@ -1,4 +1,101 @@
-// PLACEHOLDER while the stage is being built: refuses the section so nothing pretends to work.
+// Reads `clusters:` (k-means over earlier stages' numeric values, naming rules on centroid z-scores,
+// cohort retention) into the clusters stage.
+import { clusters, type ClusterNameRule } from "../../operators/clusters.ts";
+import { fallbackName } from "../../operators/clusterMath.ts";
+import { joinPath } from "../errors.ts";
+import { celEnvironment, compileExpression } from "../expressions.ts";
+import type { Obj, Reader } from "../reader.ts";
+import type { Scope } from "../scope.ts";
 import type { StageReader } from "../behaviour.ts";
 
-export const readClusters: StageReader = (r, path) => r.fail(path, "is not supported yet");
+const FIELDS = ["name", "k", "every", "activeWithin", "seed", "maxIterations", "features", "names", "retention"];
+const CLUSTER_NAME = /^[A-Za-z0-9_-]+$/;
+const FALLBACK_NAME = /^cluster_\d+$/;
+const NUMERIC = ["double", "int"];
+const DAY_MS = 86_400_000;
+
+/**
+ * ```yaml
+ * clusters:
+ *   name: cluster            # the "string" var holding the user's cluster name; the default
+ *   k: 5                     # 2 to 16; default 5
+ *   every: 30m               # a run each time event time crosses a multiple of it; default 30m
+ *   activeWithin: 30m        # a run clusters the users with an event this recently; default 30m
+ *   seed: 42                 # k-means++ seed; default 42
+ *   maxIterations: 100       # default 100
+ *   features: [p_exit, recent_interest, visit_frequency, cart_abandonment, content_interaction]
+ *   names:                   # CEL over the centroid's z-scores; the first that holds names it
+ *     - { name: occasionale_interessato, when: 'visit_frequency < -0.5 && recent_interest > 0.5' }
+ *     - { name: fedele, when: 'visit_frequency > 1.0' }
+ *   retention: { after: 7d } # cohort retention measured on the day 7d after; false: none; default 7d
+ * ```
+ * Features are numeric values of the schema or of earlier stages. A cluster no rule names (or
+ * whose name a bigger cluster took) is `cluster_<slot>`.
+ */
+export const readClusters: StageReader = (r, path, value, scope) => {
+  const errorsBefore = r.errors.length;
+  const obj = r.object(path, value, FIELDS, ["features"]);
+  if (!obj) return undefined;
+  const at = (field: string) => joinPath(path, field);
+  const k = obj.k === undefined ? 5 : r.number(at("k"), obj.k, { min: 2, max: 16, integer: true });
+  const everyMs = obj.every === undefined ? undefined : r.duration(at("every"), obj.every, "30m", { positive: true });
+  const activeWithinMs = obj.activeWithin === undefined ? undefined : r.duration(at("activeWithin"), obj.activeWithin, "30m", { positive: true });
+  const seed = obj.seed === undefined ? undefined : r.number(at("seed"), obj.seed, { min: 0, max: 2 ** 32 - 1, integer: true });
+  const maxIterations = obj.maxIterations === undefined ? undefined : r.number(at("maxIterations"), obj.maxIterations, { min: 1, max: 10_000, integer: true });
+  const features = readFeatureNames(r, at("features"), obj.features, scope);
+  const names = obj.names === undefined ? [] : readNameRules(r, at("names"), obj.names, features);
+  const retentionAfterMs = readRetention(r, at("retention"), obj.retention);
+  const variable = obj.name === undefined ? "cluster" : r.string(at("name"), obj.name);
+  // Declared last: the features and rules cannot refer to the cluster itself.
+  if (variable !== undefined) scope.declare(r, obj.name === undefined ? path : at("name"), variable, "string");
+  if (r.errors.length > errorsBefore) return undefined;
+  const definition = clusters({ variable, features, k, everyMs, activeWithinMs, seed, maxIterations, names, retentionAfterMs });
+  return { definition, outputs: retentionAfterMs === null ? ["cluster", "clusters"] : ["cluster", "clusters", "cluster_retention"] };
+};
+
+/** The feature names: distinct numeric values the scope holds (schema fields or earlier stages). */
+function readFeatureNames(r: Reader, path: string, value: unknown, scope: Scope): string[] {
+  const list = r.list(path, value, { nonEmpty: true }) ?? [];
+  const names: string[] = [];
+  list.forEach((item, i) => {
+    const at = joinPath(path, i);
+    const name = r.string(at, item);
+    if (name === undefined) return;
+    if (names.includes(name)) return r.fail(at, `"${name}" is listed twice`);
+    names.push(name);
+    if (!scope.has(name)) return r.fail(at, `"${name}" is not a field or a value of an earlier stage (features, kbis, scores, ... above clusters)`);
+    scope.compile(r, at, name, NUMERIC);
+  });
+  return names;
+}
+
+/** Rules in their own CEL environment: the features as doubles, holding a centroid's z-scores. */
+function readNameRules(r: Reader, path: string, value: unknown, features: string[]): ClusterNameRule[] {
+  const list = r.list(path, value) ?? [];
+  const env = celEnvironment(Object.fromEntries(features.filter((f) => CLUSTER_NAME.test(f)).map((f) => [f, "double"])));
+  const rules: ClusterNameRule[] = [];
+  list.forEach((item, i) => {
+    const at = joinPath(path, i);
+    const rule = r.object(at, item, ["name", "when"], ["name", "when"]);
+    if (!rule) return;
+    const name = r.string(joinPath(at, "name"), rule.name, CLUSTER_NAME);
+    if (name !== undefined && FALLBACK_NAME.test(name)) {
+      r.fail(joinPath(at, "name"), `"${name}" is reserved for clusters no rule names (cluster_<slot>, e.g. ${fallbackName(0)})`);
+    }
+    if (rule.when === undefined) return;
+    const compiled = r.compiled(() => compileExpression(env, rule.when, joinPath(at, "when"), ["bool"]));
+    if (name !== undefined && compiled) rules.push({ name, when: (z) => compiled.evaluate(z) });
+  });
+  return rules;
+}
+
+/** `{ after: 7d }` (at least a day), `true` for the default 7 days, `false` for no report. */
+function readRetention(r: Reader, path: string, value: unknown): number | null | undefined {
+  if (value === undefined || value === true) return undefined;
+  if (value === false) return null;
+  const obj = r.object(path, value, ["after"]) as Obj | undefined;
+  if (!obj || obj.after === undefined) return undefined;
+  const afterMs = r.duration(joinPath(path, "after"), obj.after, "7d");
+  if (afterMs !== undefined && afterMs < DAY_MS) return r.fail(joinPath(path, "after"), `expected at least a day (retention is measured over a day), got ${JSON.stringify(obj.after)}`);
+  return afterMs;
+}

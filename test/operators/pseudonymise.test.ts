@@ -1,0 +1,125 @@
+import { createHmac } from "node:crypto";
+import { describe, expect, it, vi } from "vitest";
+
+/** HMACs computed by the code under test, to tell a cache hit from a computation. */
+const hmacs = vi.hoisted(() => ({ count: 0 }));
+vi.mock("node:crypto", async (importOriginal) => {
+  const crypto = await importOriginal<typeof import("node:crypto")>();
+  const createHmac = (...args: Parameters<typeof crypto.createHmac>) => {
+    hmacs.count++;
+    return crypto.createHmac(...args);
+  };
+  return { ...crypto, default: { ...crypto, createHmac }, createHmac };
+});
+import { minimiser, PseudonymKeyInvalid, pseudonymiser, pseudonymiserFromEnv } from "../../operators/pseudonymise.ts";
+
+const KEY = "0123456789abcdef-test-key";
+const OTHER_KEY = "fedcba9876543210-test-key";
+
+describe("pseudonymiser", () => {
+  it("is the base64url HMAC-SHA-256 of the id under the key, cut to 22 characters", () => {
+    const expected = createHmac("sha256", KEY).update("user-42").digest("base64url").slice(0, 22);
+    expect(pseudonymiser(KEY)("user-42")).toBe(expected);
+    expect(expected).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  });
+
+  it("gives the same pseudonym for the same id and key, across pseudonymisers and cache hits", () => {
+    const a = pseudonymiser(KEY);
+    const b = pseudonymiser(KEY, { cacheSize: 0 });
+    const first = a("user-42");
+    expect(a("user-42")).toBe(first);
+    expect(b("user-42")).toBe(first);
+    expect(b("user-42")).toBe(first);
+  });
+
+  it("gives different pseudonyms for different ids, and for the same id under different keys", () => {
+    const p = pseudonymiser(KEY);
+    expect(p("user-1")).not.toBe(p("user-2"));
+    expect(pseudonymiser(OTHER_KEY)("user-1")).not.toBe(p("user-1"));
+  });
+
+  it("never returns the raw id, nor a plain unkeyed hash of it", () => {
+    const p = pseudonymiser(KEY);
+    const ids = ["user-42", "mario.rossi@example.it", "", "a"];
+    for (const id of ids) {
+      const pseudonym = p(id);
+      expect(pseudonym).not.toBe(id);
+      if (id.length > 3) expect(pseudonym).not.toContain(id);
+      expect(pseudonym).not.toBe(createHmac("sha256", "").update(id).digest("base64url").slice(0, 22));
+    }
+  });
+
+  it("computes a returning id once, and again only after the oldest ids were evicted from its cache", () => {
+    const p = pseudonymiser(KEY, { cacheSize: 2 });
+    const before = hmacs.count;
+    for (const id of ["a", "b", "a", "b"]) p(id);
+    expect(hmacs.count - before).toBe(2);
+    for (const id of ["c", "a"]) p(id);
+    expect(hmacs.count - before).toBe(4);
+  });
+
+  it("keeps answering right when its cache is full and evicts", () => {
+    const p = pseudonymiser(KEY, { cacheSize: 2 });
+    const plain = pseudonymiser(KEY, { cacheSize: 0 });
+    for (const id of ["a", "b", "c", "a", "d", "b", "a"]) expect(p(id)).toBe(plain(id));
+  });
+
+  it("refuses a key shorter than 16 bytes, counting UTF-8 bytes", () => {
+    expect(() => pseudonymiser("")).toThrow(PseudonymKeyInvalid);
+    expect(() => pseudonymiser("")).toThrow(/pseudonymisation key: is empty; expected at least 16 bytes/);
+    expect(() => pseudonymiser("0123456789abcde")).toThrow(/pseudonymisation key: is 15 bytes long; expected at least 16/);
+    expect(() => pseudonymiser("0123456789abcdef")).not.toThrow();
+    // 8 characters, 16 bytes.
+    expect(() => pseudonymiser("éééééééé")).not.toThrow();
+  });
+
+  it("reads the key from the environment, naming the variable when it is missing or short", () => {
+    expect(pseudonymiserFromEnv("PSEUDO_KEY", { PSEUDO_KEY: KEY })("user-42")).toBe(pseudonymiser(KEY)("user-42"));
+    expect(() => pseudonymiserFromEnv("PSEUDO_KEY", {})).toThrow(PseudonymKeyInvalid);
+    expect(() => pseudonymiserFromEnv("PSEUDO_KEY", {})).toThrow(/environment variable PSEUDO_KEY: is not set; it must hold the pseudonymisation key, at least 16 bytes/);
+    expect(() => pseudonymiserFromEnv("PSEUDO_KEY", { PSEUDO_KEY: "short" })).toThrow(/environment variable PSEUDO_KEY: is 5 bytes long; expected at least 16/);
+  });
+});
+
+describe("minimiser", () => {
+  const event = {
+    user_id: "u1",
+    timestamp: 1716200000000,
+    event_type: "add_to_cart",
+    page: "/prodotti/scarpe-rosse",
+    search_query: "scarpe rosse",
+    consent: { email: true, push: true, sms: false },
+    props: { device: "desktop", geo: "RO" },
+  };
+
+  it("keeps exactly the listed fields the event has, nested maps whole", () => {
+    const keep = minimiser(["user_id", "timestamp", "event_type", "consent", "scroll_depth"]);
+    const kept = keep(event);
+    expect(kept).toStrictEqual({ user_id: "u1", timestamp: 1716200000000, event_type: "add_to_cart", consent: { email: true, push: true, sms: false } });
+    expect(Object.keys(kept)).toEqual(["user_id", "timestamp", "event_type", "consent"]);
+  });
+
+  it("returns a new object and leaves the event as it was", () => {
+    const copy = structuredClone(event);
+    const kept = minimiser(["user_id", "page"])(event);
+    expect(kept).not.toBe(event);
+    expect(event).toStrictEqual(copy);
+  });
+
+  it("keeps nothing that is not the event's own field", () => {
+    const keep = minimiser(["toString", "constructor", "hasOwnProperty", "user_id"]);
+    expect(keep(event)).toStrictEqual({ user_id: "u1" });
+  });
+
+  it("is not changed by later changes to the list it was given", () => {
+    const fields = ["page"];
+    const keep = minimiser(fields);
+    fields[0] = "user_id";
+    fields.push("event_type");
+    expect(keep(event)).toStrictEqual({ page: "/prodotti/scarpe-rosse" });
+  });
+
+  it("refuses to keep a field named __proto__", () => {
+    expect(() => minimiser(["__proto__"])).toThrow(/"__proto__" cannot be kept/);
+  });
+});
