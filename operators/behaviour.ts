@@ -14,6 +14,14 @@ export type BehaviourOptions = {
   name: string;
   /** Run in this order; names must be unique. */
   stages: StageDefinition[];
+  /**
+   * Every variable a step may hold: the event's fields, then what the stages write. Known up
+   * front, each step's vars start from one shape, which keeps V8's property access fast.
+   * Default: the event's own fields are copied as they come.
+   */
+  varNames?: readonly string[];
+  /** The event fields among varNames (copied from the event at each step). */
+  eventFields?: readonly string[];
 };
 
 export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFields, BehaviourOutput> {
@@ -38,6 +46,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   /** Where stage outputs go during the current call; set on every entry from the engine. */
   private downstream: Output<BehaviourOutput> | undefined;
   private readonly stageOutput: StageOutput;
+  private readonly blankVars: Record<string, unknown>;
+  private readonly eventFields: readonly string[] | undefined;
 
   constructor(options: BehaviourOptions, ctx: OperatorContext) {
     const names = new Set<string>();
@@ -47,6 +57,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     }
     this.stages = options.stages.map((s) => s.build(stageContext(ctx, s.name)));
     this.wakeUps = ctx.eventTimers("wake-ups");
+    this.blankVars = Object.fromEntries(["user", "now", ...(options.varNames ?? [])].map((name) => [name, undefined]));
+    this.eventFields = options.eventFields;
     this.stageOutput = {
       emit: (kind, user, timeMs, body) => this.downstream!.emit(user, timeMs, { kind, body }),
       wakeAt: (user, timeMs) => this.wakeUps.register(user, timeMs),
@@ -66,12 +78,24 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   }
 
   private step(user: string, timeMs: number, event: EventFields | undefined): void {
-    // The event's fields are read through the prototype: no copy per event. Stage names are
-    // checked at load time not to shadow event fields.
-    const vars: Record<string, unknown> = Object.create(event ?? null);
+    // A copy of one blank shape: every step's vars share V8's hidden class. (Reading the event's
+    // fields through a prototype instead costs ~10 us a step: V8 makes each event a prototype.)
+    const vars: Record<string, unknown> = { ...this.blankVars };
+    if (event !== undefined) copyFields(event, vars, this.eventFields);
     vars.user = user;
     vars.now = timeMs;
     const view: UserView = { user, timeMs, event, vars, signals: [] };
     for (const stage of this.stages) if (stage.step(view, this.stageOutput) === false) return;
+  }
+}
+
+function copyFields(event: EventFields, vars: Record<string, unknown>, fields: readonly string[] | undefined): void {
+  if (fields === undefined) {
+    for (const name in event) vars[name] = event[name];
+    return;
+  }
+  for (let i = 0; i < fields.length; i++) {
+    const value = event[fields[i]];
+    if (value !== undefined) vars[fields[i]] = value;
   }
 }

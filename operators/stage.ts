@@ -29,7 +29,7 @@ export type UserView = {
   readonly timeMs: number;
   readonly event: EventFields | undefined;
   /**
-   * The user's values as CEL variables: the event's fields (through the prototype), `user`,
+   * The user's values as CEL variables: the event's fields (copied), `user`,
    * `now`, and whatever earlier stages wrote under their configured names.
    */
   readonly vars: Record<string, unknown>;

@@ -77,7 +77,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
           map((e): Element<BehaviourOutput> => (e.kind === "record" ? record(e.key, e.time, { kind: WINDOW_OUTPUT, body: e.value }) : e)),
         ),
       );
-      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, stages: spec.behaviour.stages })))] : [];
+      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour })))] : [];
       // Shared, so that several sinks do not each run the operators again.
       const all = merge(...windowResults, ...behaviourResults).pipe(share());
       spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s.sink, spec.name), all.pipe(routed(s.outputs))));

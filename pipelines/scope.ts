@@ -52,7 +52,16 @@ export class Scope {
     return true;
   }
 
-  /** Names declared so far, with where. */
+  /** Every name declared so far: event fields, built-ins, stage values. */
+  names(): string[] {
+    return [...this.declaredAt.keys()];
+  }
+
+  /** The event fields in scope. */
+  fields(): string[] {
+    return [...this.eventFields];
+  }
+
   has(name: string): boolean {
     return this.declaredAt.has(name);
   }

@@ -75,7 +75,7 @@ export type PipelineSpec = {
   /** Keyed event-time windows; empty when the pipeline has only behaviour stages. */
   windows: WindowSpec[];
   /** The behaviour stages, in the order they run, and the output kinds they can emit. */
-  behaviour?: { stages: StageDefinition[]; outputs: string[]; source: Record<string, unknown> };
+  behaviour?: { stages: StageDefinition[]; outputs: string[]; varNames: string[]; eventFields: string[]; source: Record<string, unknown> };
   privacy?: PrivacySpec;
   sinks: RoutedSinkSpec[];
   /** Where late events go; default: the dead-letter output. */
@@ -131,7 +131,13 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
     watermark: watermark!,
     state: state!,
     windows: windows!,
-    behaviour: behaviour && { stages: behaviour.stages, outputs: behaviour.outputs, source: behaviourSource(top) },
+    behaviour: behaviour && {
+      stages: behaviour.stages,
+      outputs: behaviour.outputs,
+      varNames: behaviour.scope.names(),
+      eventFields: behaviour.scope.fields(),
+      source: behaviourSource(top),
+    },
     privacy,
     sinks: sinks as RoutedSinkSpec[],
     late,

@@ -1,4 +1,191 @@
-// PLACEHOLDER while the stage is being built: refuses the section so nothing pretends to work.
+// Reads `triggers:` (rules fired by signals, channels, quiet hours, follow-ups, body template) into
+// the triggers stage.
+import type { Signal } from "../../operators/stage.ts";
+import { parseTimeOfDay } from "../../operators/localTime.ts";
+import { referencedNames, type TriggerTemplate } from "../../operators/triggerTemplate.ts";
+import { triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
 import type { StageReader } from "../behaviour.ts";
+import { joinPath } from "../errors.ts";
+import type { Obj, Reader } from "../reader.ts";
+import type { Scope } from "../scope.ts";
 
-export const readTriggers: StageReader = (r, path) => r.fail(path, "is not supported yet");
+const SECTION_FIELDS = ["timezone", "consent", "quietHours", "converts", "segment", "rules", "template"];
+const RULE_FIELDS = ["on", "when", "trigger", "message", "channels", "cooldown", "cap", "followUps"];
+/** `on:` keys and the signal kinds they stand for. */
+const SIGNAL_KINDS: Record<string, Signal["kind"]> = { segment: "segment_enter", sequence: "sequence", alert: "alert", phase: "phase" };
+const NAME = /^[A-Za-z0-9_-]+$/;
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * ```yaml
+ * triggers:
+ *   timezone: tz                  # event field with the user's zone ("Europe/Rome", "+02:00"); default UTC
+ *   consent: consent              # event field with per-channel flags; default: consent not checked
+ *   quietHours: { from: "21:00", to: "08:00" }      # user's local time; messages wait for `to`
+ *   converts: 'event_type == "purchase"'            # cancels the user's pending messages
+ *   segment: lifecycle            # CEL string for "segmento"; default the segment entered, else ""
+ *   rules:
+ *     cart_recovery:
+ *       on: { sequence: cart_abandoned }   # or { segment: vip } | { alert: lead_score } | { phase: re_engagement }
+ *       when: 'cluster != "fedele"'        # optional
+ *       trigger: email_retargeting         # default the rule's name
+ *       message: "Hai aggiunto al carrello ma non concluso - ecco il 10% di sconto"
+ *       channels: [email, push]
+ *       cooldown: 24h                      # per user per channel, between firings of this rule
+ *       cap: { max: 3, per: 7d }           # messages per user per channel, any rule's
+ *       followUps:                         # local times; cancelled when the user converts
+ *         - { channel: email, at: "09:00" }
+ *         - { channel: sms, at: "15:00", after: 2d }
+ *   template:                             # optional; default the seed shape
+ *     segmento: trigger.segment
+ *     canali: trigger.channels
+ *     user_id: user
+ * ```
+ */
+export const readTriggers: StageReader = (r, path, value, scope) => {
+  const obj = r.object(path, value, SECTION_FIELDS, ["rules"]);
+  if (!obj) return undefined;
+  const options: TriggersOptions = { rules: [] };
+  if (obj.timezone !== undefined) options.timezoneField = readField(r, joinPath(path, "timezone"), obj.timezone, scope, "string");
+  if (obj.consent !== undefined) options.consentField = readField(r, joinPath(path, "consent"), obj.consent, scope, "map");
+  if (obj.quietHours !== undefined) options.quietHours = readQuietHours(r, joinPath(path, "quietHours"), obj.quietHours);
+  if (obj.converts !== undefined) options.converts = condition(r, joinPath(path, "converts"), obj.converts, scope, ["bool"]);
+  if (obj.segment !== undefined) options.segment = condition(r, joinPath(path, "segment"), obj.segment, scope, ["string"]);
+  if (obj.rules !== undefined) options.rules = readRules(r, joinPath(path, "rules"), obj.rules, scope);
+  // Declared last: only the template sees the trigger's own facts.
+  if (obj.template !== undefined) options.template = readTemplate(r, joinPath(path, "template"), obj.template, scope);
+  return { definition: triggers(options), outputs: ["trigger"] };
+};
+
+/** An event field's name, checked to exist with the right type (the stage reads it off the event). */
+function readField(r: Reader, path: string, value: unknown, scope: Scope, celType: string): string | undefined {
+  const name = r.string(path, value);
+  if (name === undefined) return undefined;
+  if (!IDENTIFIER.test(name)) return r.fail(path, `expected the name of a field, got ${JSON.stringify(name)}`);
+  if (!scope.compile(r, path, name, [celType])) return undefined;
+  scope.useField(name); // read off the event, not through an expression: privacy.keep must keep it
+  return name;
+}
+
+function readQuietHours(r: Reader, path: string, value: unknown): TriggersOptions["quietHours"] {
+  const obj = r.object(path, value, ["from", "to"], ["from", "to"]);
+  if (!obj || obj.from === undefined || obj.to === undefined) return undefined;
+  const fromMs = timeOfDay(r, joinPath(path, "from"), obj.from);
+  const toMs = timeOfDay(r, joinPath(path, "to"), obj.to);
+  if (fromMs === undefined || toMs === undefined) return undefined;
+  if (fromMs === toMs) return r.fail(path, `from and to are both ${obj.from as string}: quiet hours need a start and a different end`);
+  return { fromMs, toMs };
+}
+
+function timeOfDay(r: Reader, path: string, value: unknown): number | undefined {
+  const ms = parseTimeOfDay(value);
+  if (ms === undefined) return r.fail(path, `expected a local time like "08:00", got ${JSON.stringify(value) ?? "nothing"}`);
+  return ms;
+}
+
+function condition(r: Reader, path: string, source: unknown, scope: Scope, types: string[]): ((vars: Record<string, unknown>) => unknown) | undefined {
+  const compiled = scope.compile(r, path, source, types);
+  return compiled ? (vars) => compiled.evaluate(vars) : undefined;
+}
+
+function readRules(r: Reader, path: string, value: unknown, scope: Scope): TriggerRule[] {
+  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
+  if (!obj) return [];
+  if (Object.keys(obj).length === 0) {
+    r.fail(path, "expected at least one rule, like cart_recovery: { on: { sequence: cart_abandoned }, message: ..., channels: [email] }");
+    return [];
+  }
+  const rules: TriggerRule[] = [];
+  for (const [name, spec] of Object.entries(obj)) {
+    const at = joinPath(path, name);
+    if (!NAME.test(name)) {
+      r.fail(at, `expected a rule name of letters, digits, _ and -, got ${JSON.stringify(name)}`);
+      continue;
+    }
+    const rule = readRule(r, at, name, spec, scope);
+    if (rule) rules.push(rule);
+  }
+  return rules;
+}
+
+function readRule(r: Reader, path: string, name: string, value: unknown, scope: Scope): TriggerRule | undefined {
+  const obj = r.object(path, value, RULE_FIELDS, ["on", "message", "channels"]);
+  if (!obj) return undefined;
+  const errorsBefore = r.errors.length;
+  const on = obj.on === undefined ? undefined : readOn(r, joinPath(path, "on"), obj.on);
+  const when = obj.when === undefined ? undefined : condition(r, joinPath(path, "when"), obj.when, scope, ["bool"]);
+  const trigger = obj.trigger === undefined ? undefined : r.string(joinPath(path, "trigger"), obj.trigger);
+  const message = obj.message === undefined ? undefined : r.string(joinPath(path, "message"), obj.message);
+  const channels = obj.channels === undefined ? undefined : readChannels(r, joinPath(path, "channels"), obj.channels);
+  const cooldownMs = obj.cooldown === undefined ? undefined : r.duration(joinPath(path, "cooldown"), obj.cooldown, "24h");
+  const cap = obj.cap === undefined ? undefined : readCap(r, joinPath(path, "cap"), obj.cap);
+  const followUps = obj.followUps === undefined ? undefined : readFollowUps(r, joinPath(path, "followUps"), obj.followUps);
+  if (r.errors.length > errorsBefore || !on || message === undefined || !channels) return undefined;
+  return { name, on, when, trigger, message, channels, cooldownMs, cap, followUps };
+}
+
+function readOn(r: Reader, path: string, value: unknown): TriggerRule["on"] | undefined {
+  const picked = r.oneOf(path, value, Object.keys(SIGNAL_KINDS));
+  if (!picked) return undefined;
+  const name = r.string(joinPath(path, picked[0]), picked[1]);
+  return name === undefined ? undefined : { kind: SIGNAL_KINDS[picked[0]], name };
+}
+
+function readChannels(r: Reader, path: string, value: unknown): string[] | undefined {
+  const list = r.list(path, value, { nonEmpty: true });
+  if (!list) return undefined;
+  const channels: string[] = [];
+  list.forEach((item, i) => {
+    const channel = r.string(joinPath(path, i), item, NAME);
+    if (channel === undefined) return;
+    if (channels.includes(channel)) r.fail(joinPath(path, i), `"${channel}" is listed twice`);
+    else channels.push(channel);
+  });
+  return channels.length === list.length ? channels : undefined;
+}
+
+function readCap(r: Reader, path: string, value: unknown): TriggerRule["cap"] {
+  const obj = r.object(path, value, ["max", "per"], ["max", "per"]);
+  if (!obj || obj.max === undefined || obj.per === undefined) return undefined;
+  const max = r.number(joinPath(path, "max"), obj.max, { min: 1, integer: true });
+  const perMs = r.duration(joinPath(path, "per"), obj.per, "7d", { positive: true });
+  return max === undefined || perMs === undefined ? undefined : { max, perMs };
+}
+
+function readFollowUps(r: Reader, path: string, value: unknown): FollowUp[] | undefined {
+  const list = r.list(path, value, { nonEmpty: true });
+  if (!list) return undefined;
+  const followUps: FollowUp[] = [];
+  list.forEach((item, i) => {
+    const at = joinPath(path, i);
+    const obj = r.object(at, item, ["channel", "at", "after"], ["channel"]);
+    if (!obj) return;
+    const channel = obj.channel === undefined ? undefined : r.string(joinPath(at, "channel"), obj.channel, NAME);
+    const atMs = obj.at === undefined ? undefined : timeOfDay(r, joinPath(at, "at"), obj.at);
+    const afterMs = obj.after === undefined ? undefined : r.duration(joinPath(at, "after"), obj.after, "3d");
+    if (obj.at === undefined && (obj.after === undefined || afterMs === 0)) {
+      r.fail(at, `needs a local time (at: "09:00") or a delay (after: 3d), or both`);
+      return;
+    }
+    if (channel !== undefined && (obj.at === undefined || atMs !== undefined) && (obj.after === undefined || afterMs !== undefined)) {
+      followUps.push({ channel, atMs, afterMs });
+    }
+  });
+  return followUps.length === list.length ? followUps : undefined;
+}
+
+function readTemplate(r: Reader, path: string, value: unknown, scope: Scope): TriggerTemplate | undefined {
+  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
+  if (!obj) return undefined;
+  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one output field, like messaggio: trigger.message");
+  if (!scope.declare(r, path, "trigger", "map")) return undefined;
+  const fields: TriggerTemplate["fields"][number][] = [];
+  const reads = new Set<string>();
+  for (const [key, source] of Object.entries(obj)) {
+    const compiled = scope.compile(r, joinPath(path, key), source);
+    if (!compiled) continue;
+    fields.push({ key, value: (vars) => compiled.evaluate(vars) });
+    for (const name of referencedNames(compiled.source)) if (name !== "trigger") reads.add(name);
+  }
+  return fields.length === Object.keys(obj).length ? { fields, reads: [...reads] } : undefined;
+}

@@ -1,0 +1,310 @@
+// Decayed scores: per user, points from weighted events decaying exponentially in event time,
+// a recency boost and rules on top, computed lazily at each step, with threshold alerts.
+import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+
+type Vars = Record<string, unknown>;
+
+/** A kind of event that adds points; the user's count of them is a variable the rules can use. */
+export type WeightedEvent = {
+  /** Names the event in config. */
+  name: string;
+  /** The variable holding the user's count of these events, e.g. `lead_score_pricing_visit`. */
+  countVar: string;
+  /** Matches only events whose `event_type` is this. Default: any type. */
+  type?: string;
+  /** A further condition on the event; anything but `true` does not match. Default: none. */
+  when?: (vars: Vars) => unknown;
+  /** Points per matching event, or a formula of the event; a formula without a number gives 0. */
+  points: number | ((vars: Vars) => unknown);
+  /** Points on every `every`-th matching event only (3: the 3rd, 6th, ... email open). Default 1. */
+  every?: number;
+};
+
+/**
+ * Points on top of the weighted events' points. Evaluated at each weighted event (counts
+ * including it); the points then decay with the score from the user's latest weighted event.
+ */
+export type ScoreRule = {
+  /** Condition over the view (this score's counts and last type included). Default: always. */
+  when?: (vars: Vars) => unknown;
+  /** Holds only while the latest weighted event is younger than this. Default: no limit. */
+  withinMs?: number;
+  points: number;
+};
+
+/** Fires once when the score reaches `threshold`; again only after the score was seen below it. */
+export type ScoreAlert = { threshold: number; message: string };
+
+export type ScoreSpec = {
+  /** The score's name: the variable holding its value at the step's time. */
+  name: string;
+  /** Time for points to lose half their value. Default Infinity: no decay. */
+  halfLifeMs?: number;
+  events: WeightedEvent[];
+  /** The variable holding the `event_type` of the user's latest weighted event. */
+  lastTypeVar: string;
+  /** Multiplies the weighted events' points while the latest weighted event is younger than `withinMs`. Default: none. */
+  boost?: { factor: number; withinMs: number };
+  /** At most 30 (a bit each in the state). Default none. */
+  rules?: ScoreRule[];
+  /** At most 30. Default none. */
+  alerts?: ScoreAlert[];
+  /** How many of the latest weighted events an alert lists as its drivers. Default 5. */
+  driverCount?: number;
+};
+
+export type DecayedScoresOptions = {
+  /** Names the stage's state. Default "scores". */
+  name?: string;
+  scores: ScoreSpec[];
+};
+
+/** A weighted event as an alert lists it: what the user did and the points it added (undecayed). */
+export type Driver = { type: string | null; page: string | null; time: number; points: number };
+
+/** The "alert" output. */
+export type ScoreAlertRecord = {
+  output: "alert";
+  user_id: string;
+  time: number;
+  score: string;
+  value: number;
+  threshold: number;
+  message: string;
+  drivers: Driver[];
+};
+
+/** Half-life of a decay stated as a fraction `lose` lost per period: P * ln 2 / -ln(1 - p). */
+export function halfLifeFromLossMs(lose: number, perMs: number): number {
+  return (perMs * Math.LN2) / -Math.log(1 - lose);
+}
+
+/** Half-life of a decay stated as a factor kept per period (0.82 per 24 h). */
+export function halfLifeFromFactorMs(factor: number, perMs: number): number {
+  return factor === 1 ? Infinity : (perMs * Math.LN2) / -Math.log(factor);
+}
+
+/** One user's state for one score; the score itself is derived from it at read time. */
+type ScoreState = {
+  /** The weighted events' points decayed to `lastAtMs` (no boost, no rules). */
+  points: number;
+  /** Event time of the latest weighted event: what decay, boost and rule windows count from. */
+  lastAtMs: number;
+  lastType: string | null;
+  /** Matching events per weighted event, never decayed. */
+  counts: number[];
+  /** Bit i: rule i held at the latest weighted event. */
+  rulesHeld: number;
+  /** Bit i: alert i fired and the score has not been seen below its threshold since. */
+  alertsFired: number;
+  /** The latest weighted events, oldest first. */
+  drivers: Driver[];
+};
+
+/** A user's states, one per score in configured order (null before the score's first weighted event). */
+type UserScores = Array<ScoreState | null>;
+
+export function decayedScores(options: DecayedScoresOptions): StageDefinition {
+  const name = options.name ?? "scores";
+  return { name, build: (ctx) => new DecayedScoresLogic(options.scores.map(withDefaults), ctx.valueState<UserScores>("scores")) };
+}
+
+/** A spec with its defaults filled in and its decay as a rate. */
+type Score = Required<Omit<ScoreSpec, "halfLifeMs" | "boost">> & {
+  decayPerMs: number;
+  boostFactor: number;
+  boostWithinMs: number;
+};
+
+function withDefaults(spec: ScoreSpec): Score {
+  if ((spec.rules?.length ?? 0) > 30 || (spec.alerts?.length ?? 0) > 30) throw new Error(`score ${spec.name}: at most 30 rules and 30 alerts`);
+  const halfLifeMs = spec.halfLifeMs ?? Infinity;
+  return {
+    name: spec.name,
+    events: spec.events,
+    lastTypeVar: spec.lastTypeVar,
+    rules: spec.rules ?? [],
+    alerts: spec.alerts ?? [],
+    driverCount: spec.driverCount ?? 5,
+    decayPerMs: halfLifeMs === Infinity ? 0 : Math.LN2 / halfLifeMs,
+    boostFactor: spec.boost?.factor ?? 1,
+    boostWithinMs: spec.boost?.withinMs ?? 0,
+  };
+}
+
+class DecayedScoresLogic implements StageLogic {
+  /** Per score, zeroed counts a user's first weighted event fills in; its new state takes them over. */
+  private readonly unusedCounts: Array<number[] | undefined>;
+
+  constructor(
+    private readonly scores: Score[],
+    private readonly state: { get(key: string): UserScores | undefined; set(key: string, value: UserScores): void; touch(key: string): void },
+  ) {
+    this.unusedCounts = scores.map(() => undefined);
+  }
+
+  /**
+   * 1. Re-arms the alerts the score has been below since the last step: between weighted events
+   *    a score only decays, so the score just before this event is the lowest since the last one.
+   * 2. Writes the counts and the last type into the view, after applying the event if it is one
+   *    of the score's weighted events; then (the rules read those) evaluates the rules.
+   * 3. Writes the score at the step's time into the view.
+   * 4. Re-arms or fires the alerts by the score now.
+   */
+  step(view: UserView, out: StageOutput): void {
+    let states = this.state.get(view.user);
+    let isChanged = false;
+    for (let i = 0; i < this.scores.length; i++) {
+      const score = this.scores[i];
+      let st = states === undefined ? null : states[i];
+      // 1.
+      if (st !== null && st.alertsFired !== 0 && rearm(score, st, valueAt(score, st, view.timeMs))) isChanged = true;
+      // 2.
+      const counts = st === null ? this.freshCounts(i) : st.counts;
+      const points = view.event === undefined ? undefined : matchedPoints(score, counts, view.vars);
+      if (points !== undefined) {
+        if (st === null) {
+          st = newState(view.timeMs, counts);
+          this.unusedCounts[i] = undefined;
+          if (states === undefined) {
+            states = new Array<ScoreState | null>(this.scores.length).fill(null);
+            this.state.set(view.user, states);
+          }
+          states[i] = st;
+        }
+        applyEvent(score, st, view, points);
+        writeVars(score, st, view.vars);
+        st.rulesHeld = rulesHolding(score, view.vars);
+        isChanged = true;
+      } else writeVars(score, st, view.vars);
+      // 3.
+      const value = st === null ? 0 : valueAt(score, st, view.timeMs);
+      view.vars[score.name] = value;
+      // 4.
+      if (st !== null && score.alerts.length > 0) {
+        if (st.alertsFired !== 0 && rearm(score, st, value)) isChanged = true;
+        if (fire(score, st, value, view, out)) isChanged = true;
+      }
+    }
+    if (isChanged && states !== undefined) this.state.touch(view.user);
+  }
+
+  private freshCounts(i: number): number[] {
+    return (this.unusedCounts[i] ??= new Array<number>(this.scores[i].events.length).fill(0));
+  }
+}
+
+function newState(timeMs: number, counts: number[]): ScoreState {
+  return { points: 0, lastAtMs: timeMs, lastType: null, counts, rulesHeld: 0, alertsFired: 0, drivers: [] };
+}
+
+/**
+ * The score at `timeMs`: (points x boost + rules holding) decayed from the latest weighted event.
+ * Never extrapolated backwards: a step before the latest weighted event (a late event) reads the
+ * score as of that event.
+ */
+function valueAt(score: Score, st: ScoreState, timeMs: number): number {
+  const ageMs = timeMs > st.lastAtMs ? timeMs - st.lastAtMs : 0;
+  let value = ageMs < score.boostWithinMs ? st.points * score.boostFactor : st.points;
+  if (st.rulesHeld !== 0) {
+    const rules = score.rules;
+    for (let i = 0; i < rules.length; i++) {
+      if ((st.rulesHeld & (1 << i)) !== 0 && (rules[i].withinMs === undefined || ageMs < rules[i].withinMs!)) value += rules[i].points;
+    }
+  }
+  return score.decayPerMs === 0 ? value : value * Math.exp(-score.decayPerMs * ageMs);
+}
+
+/** Counts the event in every weighted event it matches; the points it adds, or undefined when it matches none. */
+function matchedPoints(score: Score, counts: number[], vars: Vars): number | undefined {
+  const eventType = vars.event_type;
+  let points: number | undefined;
+  const events = score.events;
+  for (let j = 0; j < events.length; j++) {
+    const e = events[j];
+    if (e.type !== undefined && e.type !== eventType) continue;
+    if (e.when !== undefined && e.when(vars) !== true) continue;
+    const count = ++counts[j];
+    const earned = e.every === undefined || count % e.every === 0 ? pointsOf(e, vars) : 0;
+    points = (points ?? 0) + earned;
+  }
+  return points;
+}
+
+function pointsOf(e: WeightedEvent, vars: Vars): number {
+  if (typeof e.points === "number") return e.points;
+  const value = e.points(vars);
+  if (typeof value === "number" && Number.isFinite(value)) return value;
+  if (typeof value === "bigint") return Number(value);
+  return 0;
+}
+
+/** Adds the event's points, decayed to the latest weighted event when the event is older (disorder). */
+function applyEvent(score: Score, st: ScoreState, view: UserView, points: number): void {
+  const timeMs = view.timeMs;
+  if (timeMs >= st.lastAtMs) {
+    st.points = st.points * decay(score, timeMs - st.lastAtMs) + points;
+    st.lastAtMs = timeMs;
+    st.lastType = stringOrNull(view.vars.event_type);
+  } else st.points += points * decay(score, st.lastAtMs - timeMs);
+  if (score.driverCount > 0) addDriver(score, st, { type: stringOrNull(view.vars.event_type), page: stringOrNull(view.vars.page), time: timeMs, points });
+}
+
+function decay(score: Score, ageMs: number): number {
+  return score.decayPerMs === 0 ? 1 : Math.exp(-score.decayPerMs * ageMs);
+}
+
+/** Keeps the latest `driverCount` weighted events in time order (a late one goes in its place). */
+function addDriver(score: Score, st: ScoreState, driver: Driver): void {
+  const drivers = st.drivers;
+  let at = drivers.length;
+  while (at > 0 && drivers[at - 1].time > driver.time) at--;
+  drivers.splice(at, 0, driver);
+  if (drivers.length > score.driverCount) drivers.shift();
+}
+
+function writeVars(score: Score, st: ScoreState | null, vars: Vars): void {
+  const events = score.events;
+  for (let j = 0; j < events.length; j++) vars[events[j].countVar] = st === null ? 0 : st.counts[j];
+  vars[score.lastTypeVar] = st === null || st.lastType === null ? undefined : st.lastType;
+}
+
+function rulesHolding(score: Score, vars: Vars): number {
+  let held = 0;
+  const rules = score.rules;
+  for (let i = 0; i < rules.length; i++) {
+    if (rules[i].when === undefined || rules[i].when!(vars) === true) held |= 1 << i;
+  }
+  return held;
+}
+
+/** Re-arms every fired alert whose threshold is above `value`; whether any was. */
+function rearm(score: Score, st: ScoreState, value: number): boolean {
+  let fired = st.alertsFired;
+  for (let i = 0; i < score.alerts.length; i++) if ((fired & (1 << i)) !== 0 && value < score.alerts[i].threshold) fired &= ~(1 << i);
+  if (fired === st.alertsFired) return false;
+  st.alertsFired = fired;
+  return true;
+}
+
+/** Fires every armed alert whose threshold `value` has reached; whether any did. */
+function fire(score: Score, st: ScoreState, value: number, view: UserView, out: StageOutput): boolean {
+  let isFired = false;
+  for (let i = 0; i < score.alerts.length; i++) {
+    const alert = score.alerts[i];
+    if ((st.alertsFired & (1 << i)) !== 0 || value < alert.threshold) continue;
+    st.alertsFired |= 1 << i;
+    isFired = true;
+    const drivers = st.drivers.slice();
+    const body: ScoreAlertRecord = { output: "alert", user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
+    out.emit("alert", view.user, view.timeMs, body);
+    out.count("score_alerts");
+    const signal: Signal = { kind: "alert", name: score.name, timeMs: view.timeMs, detail: { value, threshold: alert.threshold, message: alert.message, drivers } };
+    view.signals.push(signal);
+  }
+  return isFired;
+}
+
+function stringOrNull(value: unknown): string | null {
+  return typeof value === "string" ? value : null;
+}

@@ -1,0 +1,70 @@
+// KBI labels: per user, ordered threshold rules give each KBI a label ("active", "occasional", ...),
+// re-evaluated on every step, written into the view and emitted when a label changes.
+import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+
+export type KbiRule = {
+  label: string;
+  /** The rule's condition over the view's variables; anything but `true` (absent values too) does not hold. */
+  holds: (vars: Record<string, unknown>) => unknown;
+};
+
+export type KbiSpec = {
+  /** The KBI's name: the view variable holding its label. */
+  name: string;
+  /** Tried in order: the first that holds gives the label. */
+  rules: KbiRule[];
+  /** The label when no rule holds. Default null: no label (the variable has no value). */
+  defaultLabel?: string | null;
+};
+
+export type KbisOptions = {
+  /** Names the stage's state. Default "kbis". */
+  name?: string;
+  kbis: KbiSpec[];
+};
+
+/** The "kbi" output, one per label change: `previous` is null on a user's first label. */
+export type KbiChange = { output: "kbi"; user_id: string; time: number; kbi: string; label: string | null; previous: string | null };
+
+/** The labels of one user, one per KBI in configured order. */
+type Labels = Array<string | null>;
+
+export function kbis(options: KbisOptions): StageDefinition {
+  const name = options.name ?? "kbis";
+  return { name, build: (ctx) => new KbisLogic(options.kbis, ctx.valueState<Labels>("labels")) };
+}
+
+class KbisLogic implements StageLogic {
+  constructor(
+    private readonly specs: KbiSpec[],
+    /** Each user's current labels, to tell a change. */
+    private readonly labels: {
+      get(key: string): Labels | undefined;
+      set(key: string, value: Labels): void;
+      touch(key: string): void;
+    },
+  ) {}
+
+  step(view: UserView, out: StageOutput): void {
+    const specs = this.specs;
+    let current = this.labels.get(view.user);
+    for (let i = 0; i < specs.length; i++) {
+      const label = labelOf(specs[i], view.vars);
+      view.vars[specs[i].name] = label ?? undefined;
+      const previous = current === undefined ? null : current[i];
+      if (label === previous) continue;
+      if (current === undefined) {
+        current = new Array<string | null>(specs.length).fill(null);
+        this.labels.set(view.user, current);
+      } else this.labels.touch(view.user);
+      current[i] = label;
+      const body: KbiChange = { output: "kbi", user_id: view.user, time: view.timeMs, kbi: specs[i].name, label, previous };
+      out.emit("kbi", view.user, view.timeMs, body);
+    }
+  }
+}
+
+function labelOf(spec: KbiSpec, vars: Record<string, unknown>): string | null {
+  for (const rule of spec.rules) if (rule.holds(vars) === true) return rule.label;
+  return spec.defaultLabel ?? null;
+}

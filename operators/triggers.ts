@@ -1,0 +1,363 @@
+// Triggers: marketing messages fired by earlier stages' signals (segment entry, sequence match,
+// score alert, phase change), sent per channel within consent, cooldowns and frequency caps,
+// held through the user's quiet hours, with follow-ups at local times that a conversion cancels.
+import { isoSecondsUtc, renderTemplate, seedBody, type TriggerFacts, type TriggerTemplate } from "./triggerTemplate.ts";
+import { isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
+import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { KeyedValueState } from "../engine/keyedState.ts";
+
+type Vars = Record<string, unknown>;
+type Condition = (vars: Vars) => unknown;
+
+/** A message sent later on one channel, in the user's local time. */
+export type FollowUp = {
+  channel: string;
+  /** Local time of day, ms after midnight: the first one after the first message (plus `afterMs`). */
+  atMs?: number;
+  /** How long after the first message at the earliest. Default 0. */
+  afterMs?: number;
+};
+
+export type TriggerRule = {
+  /** Names the rule in state; unique. */
+  name: string;
+  /** The signal that fires the rule: its kind and name (`{ kind: "sequence", name: "cart_abandoned" }`). */
+  on: { kind: Signal["kind"]; name: string };
+  /** Extra condition on the user's values when the signal comes; must be true. Default: none. */
+  when?: Condition;
+  /** The "trigger" value of the body. Default: the rule's name. */
+  trigger?: string;
+  /** The "messaggio" value of the body. */
+  message: string;
+  /** Where the first message goes, consent, cooldown and cap allowing. */
+  channels: string[];
+  /** After this rule fired on a channel, it does not fire on that channel again for this long. Default 0. */
+  cooldownMs?: number;
+  /** At most `max` messages on a channel to the user (any rule's) within any `perMs`. Default: no cap. */
+  cap?: { max: number; perMs: number };
+  /** Sent after the first message, in this order; cancelled when the user converts. Default none. */
+  followUps?: FollowUp[];
+};
+
+export type TriggersOptions = {
+  /** Names the stage's state. Default "triggers". */
+  name?: string;
+  rules: TriggerRule[];
+  /** Event field with the user's time zone (IANA name or "+02:00"). Default: every user in UTC. */
+  timezoneField?: string;
+  /** Event field with per-channel consent flags ({ email: true }). Default: consent is not checked. */
+  consentField?: string;
+  /** Daily local window (ms after midnight; may run over midnight) in which nothing is sent. Default none. */
+  quietHours?: { fromMs: number; toMs: number };
+  /** True on an event by which the user converts: their pending messages are cancelled. Default: none. */
+  converts?: Condition;
+  /** The "segmento" value (a string). Default: the segment entered for segment signals, else "". */
+  segment?: Condition;
+  /** The body of a message. Default: the seed shape (see triggerTemplate.ts). */
+  template?: TriggerTemplate;
+};
+
+/** A message waiting for its time: held through quiet hours, or a follow-up. Plain data for checkpoints. */
+type Pending = {
+  rule: string;
+  /** When it is to be sent (event time). */
+  atMs: number;
+  /** Event time of the signal that fired the rule. */
+  triggerMs: number;
+  segment: string;
+  channels: string[];
+  isFollowUp: boolean;
+  /** The values the template reads, as they were when the rule fired. */
+  vars: Vars;
+};
+
+/** What the stage keeps per user. Absent fields: nothing known yet. */
+type UserState = {
+  /** Last valid time zone the user's events named. */
+  zone?: string;
+  /** Channels (of those the rules use, in their order) the user last consented to. */
+  consent?: string[];
+  /** `rule/channel` -> when the rule last fired on the channel, for cooldowns. */
+  firedMs?: Record<string, number>;
+  /** channel -> send times within the longest cap window, for frequency caps. */
+  sentMs?: Record<string, number[]>;
+  /** Messages waiting, earliest first. */
+  pending?: Pending[];
+};
+
+export function triggers(options: TriggersOptions): StageDefinition {
+  const name = options.name ?? "triggers";
+  return { name, build: (ctx) => new TriggersLogic(options, ctx.valueState<UserState>("users")) };
+}
+
+class TriggersLogic implements StageLogic {
+  private readonly rulesBySignal = new Map<string, TriggerRule[]>();
+  private readonly rulesByName = new Map<string, TriggerRule>();
+  /** Every channel a rule or follow-up uses: the only ones whose consent is kept. */
+  private readonly channels: string[];
+  /** Send times older than this no cap looks at. 0: no rule has a cap, none are kept. */
+  private readonly capWindowMs: number;
+
+  constructor(
+    private readonly options: TriggersOptions,
+    private readonly users: KeyedValueState<UserState>,
+  ) {
+    const channels = new Set<string>();
+    let capWindowMs = 0;
+    for (const rule of options.rules) {
+      const key = signalKey(rule.on.kind, rule.on.name);
+      this.rulesBySignal.set(key, [...(this.rulesBySignal.get(key) ?? []), rule]);
+      this.rulesByName.set(rule.name, rule);
+      for (const channel of rule.channels) channels.add(channel);
+      for (const followUp of rule.followUps ?? []) channels.add(followUp.channel);
+      if (rule.cap) capWindowMs = Math.max(capWindowMs, rule.cap.perMs);
+    }
+    this.channels = [...channels];
+    this.capWindowMs = capWindowMs;
+  }
+
+  /**
+   * 1. Send what fell due at or before this step. 2. Remember the event's zone and consent.
+   * 3. A conversion cancels what is pending. 4. Fire the rules the step's signals match.
+   */
+  step(view: UserView, out: StageOutput): void {
+    const user = view.user;
+    let state = this.users.get(user);
+    // 1.
+    if (state?.pending !== undefined && state.pending.length > 0 && state.pending[0].atMs <= view.timeMs) {
+      this.sendDue(user, state, view.timeMs, out);
+      this.users.touch(user);
+    }
+    // 2.
+    if (view.event !== undefined) {
+      state = this.rememberZone(view, state, out);
+      state = this.rememberConsent(view, state);
+    }
+    // 3.
+    if (state?.pending !== undefined && state.pending.length > 0 && this.isConversion(view)) {
+      out.count("triggers_cancelled", state.pending.length);
+      state.pending = undefined;
+      this.users.touch(user);
+    }
+    // 4.
+    const signals = view.signals;
+    for (let i = 0; i < signals.length; i++) {
+      const rules = this.rulesBySignal.get(signalKey(signals[i].kind, signals[i].name));
+      if (rules === undefined) continue;
+      state ??= {};
+      for (const rule of rules) if (!isFiredEarlierInStep(signals, i, rule)) this.fire(rule, signals[i], view, state, out);
+      this.users.set(user, state);
+    }
+  }
+
+  private sendDue(user: string, state: UserState, nowMs: number, out: StageOutput): void {
+    const pending = state.pending!;
+    // Sending a first message may schedule follow-ups already due: they join this loop.
+    while (pending.length > 0 && pending[0].atMs <= nowMs) this.send(user, state, pending.shift()!, out);
+    if (pending.length === 0) state.pending = undefined;
+  }
+
+  private rememberZone(view: UserView, state: UserState | undefined, out: StageOutput): UserState | undefined {
+    if (this.options.timezoneField === undefined) return state;
+    // From the event itself: a field of its own is a cheaper read than one through the view.
+    const zone = view.event![this.options.timezoneField];
+    if (typeof zone !== "string" || zone === state?.zone) return state;
+    if (timeZone(zone) === undefined) {
+      out.count("triggers_unknown_timezone");
+      return state;
+    }
+    if (state === undefined) state = {};
+    state.zone = zone;
+    this.users.set(view.user, state);
+    return state;
+  }
+
+  /** Keeps the channels the event's consent flags set to true, when they differ from those known. */
+  private rememberConsent(view: UserView, state: UserState | undefined): UserState | undefined {
+    if (this.options.consentField === undefined) return state;
+    const flags = view.event![this.options.consentField];
+    if (flags === null || typeof flags !== "object") return state;
+    const known = state?.consent;
+    // Compare without building a list: both are in `this.channels` order.
+    let same = true;
+    let n = 0;
+    for (const channel of this.channels) {
+      if (consentFlag(flags, channel) !== true) continue;
+      if (known?.[n] !== channel) same = false;
+      n++;
+    }
+    if (same && n === (known?.length ?? 0)) return state;
+    if (state === undefined) state = {};
+    state.consent = this.channels.filter((channel) => consentFlag(flags, channel) === true);
+    this.users.set(view.user, state);
+    return state;
+  }
+
+  /** A conversion signal of an earlier stage, or an event `converts` holds for. */
+  private isConversion(view: UserView): boolean {
+    for (const signal of view.signals) if (signal.kind === "conversion") return true;
+    return view.event !== undefined && this.options.converts?.(view.vars) === true;
+  }
+
+  /** The rule fires: its first message goes now, or waits for the end of the user's quiet hours. */
+  private fire(rule: TriggerRule, signal: Signal, view: UserView, state: UserState, out: StageOutput): void {
+    if (rule.when !== undefined && rule.when(view.vars) !== true) return;
+    const segment = this.segmentOf(signal, view.vars);
+    const atMs = this.afterQuietHours(this.zoneOf(state), view.timeMs);
+    if (atMs === view.timeMs) {
+      const now: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels: rule.channels, isFollowUp: false, vars: view.vars };
+      this.send(view.user, state, now, out, true);
+      return;
+    }
+    // One first message per rule waits at a time: the morning should not bring a burst of copies.
+    if (state.pending?.some((p) => p.rule === rule.name && !p.isFollowUp)) {
+      out.count("triggers_coalesced");
+      return;
+    }
+    const waiting: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels: rule.channels, isFollowUp: false, vars: this.kept(view.vars) };
+    this.schedule(view.user, state, waiting, out);
+    out.count("triggers_deferred");
+  }
+
+  /**
+   * Sends one message on the channels that pass consent, cooldown (first messages only) and cap;
+   * with none left it is suppressed. A first message that goes out starts the rule's follow-ups.
+   * `hasLiveVars`: `message.vars` is the step's view, not values kept for a waiting message.
+   */
+  private send(user: string, state: UserState, message: Pending, out: StageOutput, hasLiveVars = false): void {
+    const rule = this.rulesByName.get(message.rule);
+    if (rule === undefined) {
+      out.count("triggers_rule_gone"); // restored from a checkpoint of a pipeline with that rule
+      return;
+    }
+    const channels = this.allowedChannels(rule, state, message, out);
+    if (channels.length === 0) {
+      out.count("triggers_suppressed");
+      return;
+    }
+    this.recordSent(rule, state, message, channels);
+    const facts: TriggerFacts = {
+      rule: rule.name,
+      name: rule.trigger ?? rule.name,
+      message: rule.message,
+      segment: message.segment,
+      timeMs: message.triggerMs,
+      time: isoSecondsUtc(message.triggerMs),
+      channels,
+      followUp: message.isFollowUp,
+    };
+    const template = this.options.template;
+    const body = template === undefined ? seedBody(facts) : renderTemplate(template, message.vars, facts);
+    out.emit("trigger", user, message.atMs, body);
+    out.count("triggers_sent");
+    if (message.isFollowUp || rule.followUps === undefined || rule.followUps.length === 0) return;
+    this.startFollowUps(user, state, rule, message, hasLiveVars ? this.kept(message.vars) : message.vars, out);
+  }
+
+  private allowedChannels(rule: TriggerRule, state: UserState, message: Pending, out: StageOutput): string[] {
+    const allowed: string[] = [];
+    for (const channel of message.channels) {
+      if (this.options.consentField !== undefined && !(state.consent?.includes(channel) ?? false)) {
+        out.count("triggers_channel_without_consent");
+      } else if (!message.isFollowUp && this.isCoolingDown(rule, state, channel, message.atMs)) {
+        out.count("triggers_channel_in_cooldown");
+      } else if (rule.cap !== undefined && this.isCapped(rule.cap, state, channel, message.atMs)) {
+        out.count("triggers_channel_capped");
+      } else allowed.push(channel);
+    }
+    return allowed;
+  }
+
+  private isCoolingDown(rule: TriggerRule, state: UserState, channel: string, atMs: number): boolean {
+    const firedMs = state.firedMs?.[`${rule.name}/${channel}`];
+    return firedMs !== undefined && rule.cooldownMs !== undefined && atMs - firedMs < rule.cooldownMs;
+  }
+
+  private isCapped(cap: { max: number; perMs: number }, state: UserState, channel: string, atMs: number): boolean {
+    let recent = 0;
+    for (const sentMs of state.sentMs?.[channel] ?? []) if (sentMs > atMs - cap.perMs) recent++;
+    return recent >= cap.max;
+  }
+
+  private recordSent(rule: TriggerRule, state: UserState, message: Pending, channels: string[]): void {
+    for (const channel of channels) {
+      if (!message.isFollowUp && (rule.cooldownMs ?? 0) > 0) (state.firedMs ??= {})[`${rule.name}/${channel}`] = message.atMs;
+      if (this.capWindowMs > 0) {
+        const sentMs = ((state.sentMs ??= {})[channel] ??= []).filter((t) => t > message.atMs - this.capWindowMs);
+        sentMs.push(message.atMs);
+        state.sentMs[channel] = sentMs;
+      }
+    }
+  }
+
+  /**
+   * Schedules the rule's follow-ups after its first message went out at `first.atMs`, replacing
+   * any still pending from an earlier firing. Each goes at the first local `at` after the first
+   * message plus its `after`, and not before the follow-up above it: a sequence keeps its order.
+   */
+  private startFollowUps(user: string, state: UserState, rule: TriggerRule, first: Pending, vars: Vars, out: StageOutput): void {
+    // In place: sendDue may be walking this very list.
+    const pending = state.pending ?? [];
+    for (let i = pending.length - 1; i >= 0; i--) if (pending[i].rule === rule.name && pending[i].isFollowUp) pending.splice(i, 1);
+    const zone = this.zoneOf(state);
+    let previousMs = -Infinity;
+    for (const followUp of rule.followUps!) {
+      const earliestMs = first.atMs + (followUp.afterMs ?? 0);
+      let atMs = followUp.atMs === undefined ? earliestMs : nextLocalTime(zone, earliestMs, followUp.atMs);
+      if (atMs < previousMs) atMs = followUp.atMs === undefined ? previousMs : nextLocalTime(zone, previousMs - 1, followUp.atMs);
+      atMs = this.afterQuietHours(zone, atMs);
+      previousMs = atMs;
+      this.schedule(user, state, { rule: rule.name, atMs, triggerMs: first.triggerMs, segment: first.segment, channels: [followUp.channel], isFollowUp: true, vars }, out);
+    }
+  }
+
+  /** Adds a waiting message in time order (after those due at the same time) and asks for a wake-up. */
+  private schedule(user: string, state: UserState, message: Pending, out: StageOutput): void {
+    const pending = (state.pending ??= []);
+    let i = pending.length;
+    while (i > 0 && pending[i - 1].atMs > message.atMs) i--;
+    pending.splice(i, 0, message);
+    out.wakeAt(user, message.atMs);
+  }
+
+  /** `timeMs`, or the end of the quiet hours it falls in, local time. */
+  private afterQuietHours(zone: TimeZone, timeMs: number): number {
+    const quiet = this.options.quietHours;
+    if (quiet === undefined || !isWithinDaily(localTimeOfDayMs(zone, timeMs), quiet.fromMs, quiet.toMs)) return timeMs;
+    return nextLocalTime(zone, timeMs, quiet.toMs);
+  }
+
+  private zoneOf(state: UserState): TimeZone {
+    return state.zone === undefined ? UTC : (timeZone(state.zone) ?? UTC);
+  }
+
+  private segmentOf(signal: Signal, vars: Vars): string {
+    const segment = this.options.segment?.(vars);
+    if (typeof segment === "string") return segment;
+    return signal.kind === "segment_enter" ? signal.name : "";
+  }
+
+  /** The values the template reads, copied: a waiting message must not hold the whole view. */
+  private kept(vars: Vars): Vars {
+    const kept: Vars = {};
+    for (const name of this.options.template?.reads ?? []) {
+      const value = vars[name];
+      if (value !== undefined) kept[name] = value;
+    }
+    return kept;
+  }
+}
+
+function signalKey(kind: string, name: string): string {
+  return `${kind}\u0000${name}`;
+}
+
+/** Whether an earlier signal of this step already fired `rule`: a rule fires once per step. */
+function isFiredEarlierInStep(signals: readonly Signal[], index: number, rule: TriggerRule): boolean {
+  for (let i = 0; i < index; i++) if (signals[i].kind === rule.on.kind && signals[i].name === rule.on.name) return true;
+  return false;
+}
+
+function consentFlag(flags: object, channel: string): unknown {
+  return flags instanceof Map ? flags.get(channel) : (flags as Record<string, unknown>)[channel];
+}
