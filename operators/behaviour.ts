@@ -22,6 +22,8 @@ export type BehaviourOptions = {
   varNames?: readonly string[];
   /** The event fields among varNames (copied from the event at each step). */
   eventFields?: readonly string[];
+  /** The output kinds some sink takes; others are not emitted. Default: all. */
+  wantedOutputs?: readonly string[];
 };
 
 export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFields, BehaviourOutput> {
@@ -59,8 +61,13 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     this.wakeUps = ctx.eventTimers("wake-ups");
     this.blankVars = Object.fromEntries(["user", "now", ...(options.varNames ?? [])].map((name) => [name, undefined]));
     this.eventFields = options.eventFields;
+    const wanted = options.wantedOutputs && new Set(options.wantedOutputs);
+    const wants = (kind: string) => wanted === undefined || wanted.has(kind);
     this.stageOutput = {
-      emit: (kind, user, timeMs, body) => this.downstream!.emit(user, timeMs, { kind, body }),
+      emit: (kind, user, timeMs, body) => {
+        if (wants(kind)) this.downstream!.emit(user, timeMs, { kind, body });
+      },
+      wants,
       wakeAt: (user, timeMs) => this.wakeUps.register(user, timeMs),
       count: (counter, by = 1) => ctx.count(counter, by),
     };

@@ -43,7 +43,7 @@ class FeaturesLogic implements StageLogic {
       vector[i] = value;
       view.vars[specs[i].name] = value ?? undefined;
     }
-    if (!this.emitOnChange) return;
+    if (!this.emitOnChange || !out.wants("features")) return;
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, vector)) return;
     this.last.set(view.user, vector);

@@ -41,6 +41,8 @@ export type UserView = {
 export type StageOutput = {
   /** An output record of `kind` ("features", "trigger", ...), for the sinks that take that kind. */
   emit(kind: string, user: string, timeMs: number, value: object): void;
+  /** Whether some sink takes outputs of `kind`: a stage may skip building what nobody reads. */
+  wants(kind: string): boolean;
   /**
    * Wakes `user` when the watermark reaches `timeMs`: every stage then runs a step with no event
    * at that time. Wake-ups are checkpointed; a stage must treat one it did not ask for as harmless.

@@ -15,6 +15,9 @@ export type TriggerFacts = {
   /** Event time of the signal that fired the rule, and the same as "2024-05-20T10:30:00Z". */
   timeMs: number;
   time: string;
+  /** When the message goes out (after quiet hours or a follow-up's wait), in ms and ISO-8601. */
+  sentAtMs: number;
+  sentAt: string;
   /** The channels this message goes out on (what consent, cooldowns and caps left). */
   channels: string[];
   /** Whether this is one of the rule's scheduled follow-ups rather than its first message. */

@@ -243,6 +243,8 @@ class TriggersLogic implements StageLogic {
       segment: message.segment,
       timeMs: message.triggerMs,
       time: isoSecondsUtc(message.triggerMs),
+      sentAtMs: message.atMs,
+      sentAt: isoSecondsUtc(message.atMs),
       channels,
       followUp: message.isFollowUp,
     };

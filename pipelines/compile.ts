@@ -77,7 +77,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
           map((e): Element<BehaviourOutput> => (e.kind === "record" ? record(e.key, e.time, { kind: WINDOW_OUTPUT, body: e.value }) : e)),
         ),
       );
-      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour })))] : [];
+      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec) })))] : [];
       // Shared, so that several sinks do not each run the operators again.
       const all = merge(...windowResults, ...behaviourResults).pipe(share());
       spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s.sink, spec.name), all.pipe(routed(s.outputs))));
@@ -85,6 +85,12 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
       else graph.sideTo(LATE, "deadLetter", deadLetter, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
   };
+}
+
+/** The output kinds some sink takes; undefined when one takes them all. */
+function wantedOutputs(spec: PipelineSpec): string[] | undefined {
+  if (spec.sinks.some((s) => s.outputs === undefined)) return undefined;
+  return spec.sinks.flatMap((s) => s.outputs!);
 }
 
 /** The bodies of the outputs of the given kinds (all kinds when undefined), watermarks passed on. */

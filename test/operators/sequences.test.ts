@@ -263,7 +263,7 @@ sequences:
         return state;
       },
     });
-    const out = { emit: () => {}, wakeAt: () => {}, count: () => {} };
+    const out = { emit: () => {}, wakeAt: () => {}, count: () => {}, wants: () => true };
     const step = (timeMs: number, eventType?: string) => {
       const event = eventType === undefined ? undefined : { event_type: eventType, page: "/" };
       logic.step({ user: "u1", timeMs, event, vars: Object.create(event ?? null), signals: [] }, out);
@@ -288,7 +288,7 @@ sequences:
     ]);
   });
 
-  it("gives the same outputs after a restart at any point", async () => {
+  it("gives the same outputs after a restart at any point, and after two checkpoints", async () => {
     const yaml = `
 sequences:
   quick_cart_abandoned:

@@ -1,0 +1,155 @@
+// Golden scenarios of the shipped pipelines: each config/<name>.yaml run over a few hand-written
+// events, with every output worked out by hand from BEHAVIOUR.md's rules as the file states them.
+import { afterAll, describe, expect, it } from "vitest";
+import { readPipeline } from "../../pipelines/cli.ts";
+import { runPipeline } from "../../pipelines/compile.ts";
+import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+import { shippedVariant, variantOutput, type Shipped, type VariantOptions } from "./shipped.ts";
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+const MINUTE_MS = 60_000;
+/** Monday 2024-05-20 09:00 UTC (11:00 in Rome). */
+const T0 = Date.UTC(2024, 4, 20, 9);
+const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+
+afterAll(removeTempDirs);
+
+async function runVariant(name: Shipped, options: VariantOptions): Promise<string> {
+  const dir = tempDir(`flusso-golden-${name}-`);
+  const result = await runPipeline(readPipeline(shippedVariant(name, dir, options)), { reset: true });
+  expect(result.counters.deadLettered).toBe(0);
+  return dir;
+}
+
+type Fields = Record<string, unknown>;
+const base = { session_duration_sec: 10, tz: "Europe/Rome", consent: { email: true, push: true, sms: true } };
+const event = (user: string, timeMs: number, event_type: string, page: string, more: Fields = {}) => ({
+  user_id: user,
+  timestamp: timeMs,
+  event_type,
+  page,
+  ...base,
+  ...more,
+});
+
+describe("config/lead-scoring.yaml", () => {
+  /** The score as the file defines it, at the time of a lead's latest weighted event. */
+  const halfLifeMs = 7 * DAY_MS;
+  const decayed = (points: number, ageMs: number) => points * 2 ** (-ageMs / halfLifeMs);
+
+  it("alerts sales once when the score reaches 80, with what drove it, and again only after it fell below", async () => {
+    const events = [
+      // L1: two pricing visits, a whitepaper, then a demo call: 80 is crossed at the demo call.
+      event("L1", T0, "page_view", "/pricing"),
+      event("L1", T0 + HOUR_MS, "page_view", "/pricing"),
+      event("L1", T0 + 2 * HOUR_MS, "whitepaper_download", "/whitepaper/report-prezzi-2024"),
+      event("L1", T0 + 3 * HOUR_MS, "demo_call", "/demo"),
+      // L2: two pricing visits only: never near 80.
+      event("L2", T0, "page_view", "/pricing"),
+      event("L2", T0 + HOUR_MS, "page_view", "/pricing"),
+      // L1 again after ten days (the score has halved and more): the same path crosses 80 again.
+      event("L1", T0 + 10 * DAY_MS, "page_view", "/pricing"),
+      event("L1", T0 + 10 * DAY_MS + HOUR_MS, "page_view", "/pricing"),
+      event("L1", T0 + 10 * DAY_MS + 2 * HOUR_MS, "whitepaper_download", "/whitepaper/guida-al-lead-scoring"),
+      event("L1", T0 + 10 * DAY_MS + 3 * HOUR_MS, "demo_call", "/demo"),
+    ];
+    const dir = await runVariant("lead-scoring", { events });
+    const alerts = variantOutput(dir, "alerts.jsonl");
+    const triggers = variantOutput(dir, "triggers.jsonl");
+
+    // At the first demo call: (1.3 x decayed points + 15 + 40 + 10), nothing decayed since the call.
+    const firstAt = T0 + 3 * HOUR_MS;
+    const firstPoints = decayed(10, 3 * HOUR_MS) + decayed(10, 2 * HOUR_MS) + decayed(25, HOUR_MS);
+    const firstScore = 1.3 * firstPoints + 15 + 40 + 10;
+    // Ten days on the score has decayed below 80 (re-armed at the next event). What is left of the
+    // old points (~17) with two new pricing visits and a whitepaper, boosted, plus the +15 rule, is
+    // ~95: the second crossing is at the whitepaper, an hour before the demo call.
+    const secondAt = T0 + 10 * DAY_MS + 2 * HOUR_MS;
+    expect(alerts).toHaveLength(2);
+    expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: firstAt, score: "lead_score", threshold: 80 });
+    expect(alerts[0].value).toBeCloseTo(firstScore, 9);
+    expect(alerts[0].drivers.map((d: Fields) => [d.type, d.page, d.time, d.points])).toEqual([
+      ["page_view", "/pricing", T0, 10],
+      ["page_view", "/pricing", T0 + HOUR_MS, 10],
+      ["whitepaper_download", "/whitepaper/report-prezzi-2024", T0 + 2 * HOUR_MS, 25],
+      ["demo_call", "/demo", firstAt, 0],
+    ]);
+    expect(alerts[1]).toMatchObject({ user_id: "L1", time: secondAt });
+    expect(alerts[1].value).toBeGreaterThanOrEqual(80);
+    expect(alerts[1].value).toBeLessThan(100);
+    expect(triggers).toEqual(
+      alerts.map((a) => ({
+        segmento: "lead_caldo",
+        trigger: "avviso_commerciale",
+        messaggio: "Lead caldo: proponi una demo ora, ricontatta entro 2 ore",
+        timestamp_trigger: iso(a.time),
+        canali: ["crm"],
+        user_id: "L1",
+        lead_score: a.value,
+      })),
+    );
+  });
+});
+
+const SEED_TEMPLATE = {
+  segmento: "trigger.segment",
+  trigger: "trigger.name",
+  messaggio: "trigger.message",
+  timestamp_trigger: "trigger.time",
+  canali: "trigger.channels",
+};
+
+describe("config/retention.yaml", () => {
+  const emailOnly = { consent: { email: true, push: false, sms: false } };
+  it("sends the cart-abandonment email 2 h after an unpaid cart, a win-back after 7 days away, respecting consent, caps and quiet hours", async () => {
+    const night = Date.UTC(2024, 4, 20, 20); // 22:00 in Rome
+    const events = [
+      // R1 leaves a cart unpaid; it may be emailed only.
+      event("R1", T0, "view_home", "/", emailOnly),
+      event("R1", T0 + MINUTE_MS, "product_view", "/prodotti/scarpe-rosse", emailOnly),
+      event("R1", T0 + 2 * MINUTE_MS, "add_to_cart", "/prodotti/scarpe-rosse", emailOnly),
+      // R2 pays for its cart within the 2 hours.
+      event("R2", T0, "view_home", "/"),
+      event("R2", T0 + MINUTE_MS, "add_to_cart", "/prodotti/zaino"),
+      event("R2", T0 + 30 * MINUTE_MS, "purchase", "/checkout", { order_value: 250 }),
+      // R3 visits once, late in the evening (Rome time).
+      event("R3", night, "view_home", "/"),
+    ];
+    const dir = await runVariant("retention", {
+      events,
+      // The seed shape plus who and when it was sent, which the seed shape leaves to the transport.
+      edit: (p) => (p.triggers.template = { ...SEED_TEMPLATE, user_id: "user", sent_at: "trigger.sentAt", follow_up: "trigger.followUp" }),
+    });
+    const cart = "Hai aggiunto al carrello ma non concluso - ecco il 10% di sconto per completare, valido 24h";
+    const winBack = "Ci manchi! Torna a trovarci: nuovi arrivi ti aspettano";
+    // Fewer users than clusters: no cluster yet, so "segmento" is empty.
+    const seed = (trigger: string, messaggio: string, atMs: number, canali: string[]) => ({ segmento: "", trigger, messaggio, timestamp_trigger: iso(atMs), canali });
+    const cartAt = T0 + 2 * MINUTE_MS + 2 * HOUR_MS;
+    expect(variantOutput(dir, "triggers.jsonl")).toEqual([
+      // No purchase within 2 h of the cart: email only (no push consent), at 13:02 in Rome.
+      { ...seed("email_retargeting", cart, cartAt, ["email"]), user_id: "R1", sent_at: iso(cartAt), follow_up: false },
+      // The follow-up 3 days after it, at the next 09:00 in Rome (07:00 UTC).
+      { ...seed("email_retargeting", cart, cartAt, ["email"]), user_id: "R1", sent_at: "2024-05-24T07:00:00Z", follow_up: true },
+      // R1's own win-back (7 days after its cart) is not here: its cap is 2 emails in 30 days, both used.
+      // R2, 7 days after its purchase: every channel it consented to.
+      { ...seed("sms_promemoria", winBack, T0 + 30 * MINUTE_MS + 7 * DAY_MS, ["sms", "email"]), user_id: "R2", sent_at: "2024-05-27T09:30:00Z", follow_up: false },
+      // R3 went quiet at 22:00 in Rome: 7 days later is within quiet hours, so it waits for 08:00.
+      { ...seed("sms_promemoria", winBack, night + 7 * DAY_MS, ["sms", "email"]), user_id: "R3", sent_at: "2024-05-28T06:00:00Z", follow_up: false },
+    ]);
+    const segments = variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time), o.change, o.segment]);
+    expect(segments.filter(([user]) => user === "R2")).toEqual([
+      ["R2", iso(T0), "enter", "nuovo_cliente"],
+      // A cart and no purchase yet: 100% abandonment, high risk, which outranks the default.
+      ["R2", iso(T0 + MINUTE_MS), "exit", "nuovo_cliente"],
+      ["R2", iso(T0 + MINUTE_MS), "enter", "carrello_abbandonato"],
+      // A 250 order: VIP, the first rule, outranks everything below it.
+      ["R2", iso(T0 + 30 * MINUTE_MS), "exit", "carrello_abbandonato"],
+      ["R2", iso(T0 + 30 * MINUTE_MS), "enter", "vip"],
+      // VIP needs an order in the last 30 days: when the order leaves the lookback (its day's
+      // bucket, 30 days on), re-engagement (7 days without activity) is what holds.
+      ["R2", "2024-06-20T00:00:00Z", "exit", "vip"],
+      ["R2", "2024-06-20T00:00:00Z", "enter", "dormiente"],
+    ]);
+  });
+});
