@@ -153,3 +153,62 @@ describe("config/retention.yaml", () => {
     ]);
   });
 });
+
+describe("config/journey.yaml", () => {
+  it("moves users through the phases on event time and sends each phase's message at its time", async () => {
+    const events = [
+      // J1: home page, then a cart 2 minutes later, never paid: the quick offer 1 h after the cart.
+      event("J1", T0, "view_home", "/"),
+      event("J1", T0 + 2 * MINUTE_MS, "add_to_cart", "/prodotti/zaino"),
+      // J2: reads one article and never comes back.
+      event("J2", T0, "content_view", "/blog/guida-alle-taglie"),
+    ];
+    const dir = await runVariant("journey", {
+      events,
+      edit: (p) => (p.triggers.template = { ...SEED_TEMPLATE, user_id: "user", sent_at: "trigger.sentAt" }),
+    });
+    const cartAt = T0 + 2 * MINUTE_MS;
+    expect(variantOutput(dir, "phases.jsonl").map((o) => [o.user_id, iso(o.time), o.output, o.phase, o.output === "phase" ? o.previous : o.window])).toEqual([
+      ["J1", iso(T0), "phase", "awareness", null],
+      ["J1", iso(cartAt), "phase", "conversion", "awareness"],
+      ["J2", iso(T0), "phase", "awareness", null],
+      // The conversion window closes 24 h after the cart.
+      ["J1", iso(cartAt + DAY_MS), "phase", "consideration", "conversion"],
+      // 48 h after the last touchpoint: nudge the one still in awareness, retarget the one considering.
+      ["J2", iso(T0 + 2 * DAY_MS), "phase_window", "awareness", "awareness_nudge"],
+      ["J1", iso(cartAt + 2 * DAY_MS), "phase_window", "consideration", "retarget"],
+      // More than 60 days without activity, fired by event-time timers when the watermark passes.
+      ["J2", iso(T0 + 60 * DAY_MS), "phase", "re_engagement", "awareness"],
+      ["J1", iso(cartAt + 60 * DAY_MS), "phase", "re_engagement", "consideration"],
+    ]);
+    expect(variantOutput(dir, "sequences.jsonl")).toEqual([
+      {
+        output: "sequence",
+        user_id: "J1",
+        time: cartAt + HOUR_MS,
+        sequence: "quick_cart_abandoned",
+        matched: [
+          { step: "home", time: T0, event_type: "view_home", page: "/" },
+          { step: "cart", time: cartAt, event_type: "add_to_cart", page: "/prodotti/zaino" },
+        ],
+      },
+    ]);
+    const sent = variantOutput(dir, "triggers.jsonl").map((t) => [t.user_id, t.trigger, t.segmento, t.timestamp_trigger, t.canali, t.sent_at]);
+    const all = ["email", "push", "sms"];
+    expect(sent).toEqual([
+      // Home to cart in 2 minutes, no purchase within the hour: the time-limited offer, at once.
+      ["J1", "offerta_lampo", "conversion", iso(cartAt + HOUR_MS), ["push", "email"], iso(cartAt + HOUR_MS)],
+      ["J2", "contenuti_consigliati", "awareness", iso(T0 + 2 * DAY_MS), ["email"], iso(T0 + 2 * DAY_MS)],
+      ["J1", "retargeting", "consideration", iso(cartAt + 2 * DAY_MS), ["email", "push"], iso(cartAt + 2 * DAY_MS)],
+      // Re-engagement at 11:00 in Rome, then the follow-ups the next day at 09:00, 11:00 and 15:00 Rome time.
+      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), all, iso(T0 + 60 * DAY_MS)],
+      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), all, iso(cartAt + 60 * DAY_MS)],
+      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["email"], "2024-07-20T07:00:00Z"],
+      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["email"], "2024-07-20T07:00:00Z"],
+      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["push"], "2024-07-20T09:00:00Z"],
+      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["push"], "2024-07-20T09:00:00Z"],
+      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["sms"], "2024-07-20T13:00:00Z"],
+      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["sms"], "2024-07-20T13:00:00Z"],
+    ]);
+  });
+});
