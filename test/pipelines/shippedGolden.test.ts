@@ -212,3 +212,64 @@ describe("config/journey.yaml", () => {
     ]);
   });
 });
+
+describe("config/segments.yaml", () => {
+  it("puts each user in the first segment whose rule holds, the default without data, and sends each segment's offer on entry", async () => {
+    const events = [
+      // S1: a 300 order: VIP, though "cliente" (any purchase) holds too.
+      event("S1", T0, "purchase", "/checkout", { order_value: 300 }),
+      // S2: email open, a click and the demo page within 5 days: a hot lead.
+      event("S2", T0, "email_open", "/email/webinar-crm"),
+      event("S2", T0 + HOUR_MS, "cta_click", "/email/webinar-crm"),
+      event("S2", T0 + DAY_MS, "page_view", "/demo"),
+      // S3: pricing, then three whitepapers: from "visited pricing" to its refinement.
+      event("S3", T0, "page_view", "/pricing"),
+      event("S3", T0 + HOUR_MS, "whitepaper_download", "/whitepaper/a"),
+      event("S3", T0 + 2 * HOUR_MS, "whitepaper_download", "/whitepaper/b"),
+      event("S3", T0 + 3 * HOUR_MS, "whitepaper_download", "/whitepaper/c"),
+    ];
+    const dir = await runVariant("segments", {
+      events,
+      edit: (p) => (p.triggers.template = { ...SEED_TEMPLATE, user_id: "user", sent_at: "trigger.sentAt" }),
+    });
+    // Lookbacks of 30 days and more keep day buckets: an event leaves at the end of its day + 30 d.
+    const day30 = "2024-06-20T00:00:00Z";
+    const day60 = "2024-07-20T00:00:00Z";
+    expect(variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time), o.group, o.change, o.segment])).toEqual([
+      ["S1", iso(T0), "value", "enter", "vip"],
+      ["S1", iso(T0), "interest", "enter", "generico"],
+      ["S2", iso(T0), "value", "enter", "nuovo_cliente"],
+      ["S2", iso(T0), "interest", "enter", "generico"],
+      ["S2", iso(T0 + DAY_MS), "interest", "exit", "generico"],
+      ["S2", iso(T0 + DAY_MS), "interest", "enter", "lead_caldo"],
+      ["S3", iso(T0), "value", "enter", "nuovo_cliente"],
+      ["S3", iso(T0), "interest", "enter", "visitato_prezzi"],
+      ["S3", iso(T0 + 3 * HOUR_MS), "interest", "exit", "visitato_prezzi"],
+      ["S3", iso(T0 + 3 * HOUR_MS), "interest", "enter", "prezzi_approfondito"],
+      // The email open leaves the 5-day lookback (hour buckets): no longer a hot lead.
+      ["S2", "2024-05-25T10:00:00Z", "interest", "exit", "lead_caldo"],
+      ["S2", "2024-05-25T10:00:00Z", "interest", "enter", "generico"],
+      // No purchase in 30 days: no longer VIP, still a customer.
+      ["S1", day30, "value", "exit", "vip"],
+      ["S1", day30, "value", "enter", "cliente"],
+      ["S3", day30, "interest", "exit", "prezzi_approfondito"],
+      ["S3", day30, "interest", "enter", "generico"],
+      // 60 days without any event: lost, whatever they were.
+      ["S1", day60, "value", "exit", "cliente"],
+      ["S1", day60, "value", "enter", "perso"],
+      ["S3", day60, "value", "exit", "nuovo_cliente"],
+      ["S3", day60, "value", "enter", "perso"],
+      ["S2", "2024-07-21T00:00:00Z", "value", "exit", "nuovo_cliente"],
+      ["S2", "2024-07-21T00:00:00Z", "value", "enter", "perso"],
+    ]);
+    expect(variantOutput(dir, "triggers.jsonl").map((t) => [t.user_id, t.trigger, t.segmento, t.timestamp_trigger, t.canali, t.sent_at])).toEqual([
+      ["S1", "offerta_vip", "vip", iso(T0), ["email", "push"], iso(T0)],
+      ["S2", "contatto_commerciale", "lead_caldo", iso(T0 + DAY_MS), ["email"], iso(T0 + DAY_MS)],
+      ["S3", "caso_studio", "prezzi_approfondito", iso(T0 + 3 * HOUR_MS), ["email"], iso(T0 + 3 * HOUR_MS)],
+      // Midnight UTC is 02:00 in Rome, in quiet hours: the win-back waits for 08:00 (06:00 UTC).
+      ["S1", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T06:00:00Z"],
+      ["S3", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T06:00:00Z"],
+      ["S2", "riattivazione", "perso", "2024-07-21T00:00:00Z", ["email", "sms"], "2024-07-21T06:00:00Z"],
+    ]);
+  });
+});
