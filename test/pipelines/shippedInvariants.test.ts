@@ -1,0 +1,151 @@
+// The shipped pipelines over generated clickstream: properties every run must keep, whatever the
+// data — consent, cooldowns and caps of every trigger, segment membership, cluster reports.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { GeneratorSource } from "../../engine/sources/generatorSource.ts";
+import { parseDurationMs } from "../../pipelines/durations.ts";
+import { readPipeline } from "../../pipelines/cli.ts";
+import { runPipeline } from "../../pipelines/compile.ts";
+import type { GeneratorSpec } from "../../pipelines/validate.ts";
+import { PROJECT_ROOT, removeTempDirs, tempDir } from "./pipelineFiles.ts";
+import { SHIPPED, shippedVariant, variantOutput, type Shipped } from "./shipped.ts";
+
+const USERS = 1500;
+const EVENTS = 25_000;
+
+type Obj = Record<string, any>;
+type Sent = { user_id: string; trigger: string; rule: string; canali: string[]; sent_at_ms: number; follow_up: boolean };
+
+/** Every user's channels with consent in at least one of their generated events. */
+async function everConsented(name: Shipped): Promise<Map<string, Set<string>>> {
+  const spec = readPipeline(join(PROJECT_ROOT, "config", `${name}.yaml`));
+  const generator = new GeneratorSource({ ...(spec.source as { generator: GeneratorSpec }).generator, users: USERS, events: EVENTS });
+  await generator.open(undefined);
+  const consented = new Map<string, Set<string>>();
+  for (;;) {
+    const batch = generator.nextBatch(10_000);
+    for (const item of batch.items) {
+      if (!("value" in item)) continue;
+      const e = item.value as Obj;
+      const channels = consented.get(e.user_id) ?? new Set<string>();
+      for (const [channel, isGiven] of Object.entries(e.consent ?? {})) if (isGiven === true) channels.add(channel);
+      consented.set(e.user_id, channels);
+    }
+    if (batch.isDone) break;
+  }
+  return consented;
+}
+
+describe.each(SHIPPED)("config/%s.yaml over generated data", (name) => {
+  const config = parse(readFileSync(join(PROJECT_ROOT, "config", `${name}.yaml`), "utf8")) as Obj;
+  let dir: string;
+  let sent: Sent[];
+
+  beforeAll(async () => {
+    dir = tempDir(`flusso-invariants-${name}-`);
+    const file = shippedVariant(name, dir, {
+      users: USERS,
+      eventCount: EVENTS,
+      edit: (p) => {
+        // The seed shape plus who, which rule, when: what the checks below need.
+        p.triggers.template = {
+          user_id: "user",
+          trigger: "trigger.name",
+          rule: "trigger.rule",
+          canali: "trigger.channels",
+          sent_at_ms: "trigger.sentAtMs",
+          follow_up: "trigger.followUp",
+        };
+        if (name === "retention") p.sinks.find((s: Obj) => s.outputs.includes("clusters")).outputs.push("cluster");
+      },
+    });
+    const result = await runPipeline(readPipeline(file), { reset: true });
+    expect(result.isComplete).toBe(true);
+    sent = variantOutput<Sent>(dir, "triggers.jsonl");
+  }, 120_000);
+
+  afterAll(removeTempDirs);
+
+  it("fires every trigger rule at least once", () => {
+    const rules = Object.keys(config.triggers.rules);
+    expect(new Set(sent.map((t) => t.rule))).toEqual(new Set(rules));
+  });
+
+  it("never uses a channel the user never consented to", async () => {
+    if (!config.triggers.consent) return;
+    const consented = await everConsented(name);
+    const offending = sent.filter((t) => t.canali.some((c) => !consented.get(t.user_id)?.has(c)));
+    expect(offending).toEqual([]);
+    expect(sent.length).toBeGreaterThan(0);
+  });
+
+  it("keeps every rule's cooldown per user and channel", () => {
+    for (const [rule, spec] of Object.entries(config.triggers.rules as Record<string, Obj>)) {
+      if (!spec.cooldown) continue;
+      const cooldownMs = parseDurationMs(spec.cooldown)!;
+      const last = new Map<string, number>();
+      for (const t of [...sent].filter((s) => s.rule === rule && !s.follow_up).sort((a, b) => a.sent_at_ms - b.sent_at_ms)) {
+        for (const channel of t.canali) {
+          const key = `${t.user_id}/${channel}`;
+          const previous = last.get(key);
+          if (previous !== undefined) expect(t.sent_at_ms - previous, `${rule} ${key}`).toBeGreaterThanOrEqual(cooldownMs);
+          last.set(key, t.sent_at_ms);
+        }
+      }
+    }
+  });
+
+  it("keeps every capped rule within its cap per user and channel", () => {
+    const byUserChannel = new Map<string, number[]>();
+    for (const t of sent) for (const c of t.canali) byUserChannel.set(`${t.user_id}/${c}`, [...(byUserChannel.get(`${t.user_id}/${c}`) ?? []), t.sent_at_ms]);
+    for (const [rule, spec] of Object.entries(config.triggers.rules as Record<string, Obj>)) {
+      if (!spec.cap) continue;
+      const perMs = parseDurationMs(spec.cap.per)!;
+      for (const t of sent.filter((s) => s.rule === rule)) {
+        for (const c of t.canali) {
+          const inWindow = byUserChannel.get(`${t.user_id}/${c}`)!.filter((at) => at > t.sent_at_ms - perMs && at <= t.sent_at_ms);
+          expect(inWindow.length, `${rule} ${t.user_id}/${c}`).toBeLessThanOrEqual(spec.cap.max);
+        }
+      }
+    }
+  });
+
+  it("keeps every user in exactly one segment per group, entering only after leaving the last", () => {
+    if (!config.segments) return;
+    const current = new Map<string, string>();
+    const changes = variantOutput(dir, "segments.jsonl");
+    expect(changes.length).toBeGreaterThan(0);
+    for (const o of changes) {
+      const key = `${o.user_id}/${o.group}`;
+      if (o.change === "exit") {
+        expect(current.get(key), key).toBe(o.segment);
+        current.delete(key);
+      } else {
+        expect(current.has(key), key).toBe(false);
+        current.set(key, o.segment);
+      }
+    }
+    const groups = Object.keys(config.segments.groups ?? {});
+    const users = new Set(changes.map((o) => o.user_id));
+    for (const user of users) for (const group of groups) expect(current.has(`${user}/${group}`), `${user}/${group}`).toBe(true);
+  });
+
+  it("names clusters uniquely in every run and assigns users only to clusters of the latest run", () => {
+    if (!config.clusters) return;
+    const outputs = variantOutput(dir, "clusters.jsonl");
+    const runs = outputs.filter((o) => o.output === "clusters");
+    expect(runs.length).toBeGreaterThan(1);
+    let names = new Set<string>();
+    for (const o of outputs) {
+      if (o.output === "clusters") {
+        names = new Set(o.centroids.map((c: Obj) => c.name));
+        expect(names.size).toBe(config.clusters.k);
+        expect(o.centroids.reduce((sum: number, c: Obj) => sum + c.size, 0)).toBe(o.users);
+      } else if (o.output === "cluster") {
+        expect(names.has(o.cluster), o.cluster).toBe(true);
+      }
+    }
+  });
+});
