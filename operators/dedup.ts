@@ -1,0 +1,125 @@
+// Dedup: drops an event identical to one of the same user kept less than `withinMs` before or
+// after it (same values of the chosen fields), and counts it as a duplicate.
+import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+
+export type DedupOptions = {
+  /** Names the stage's state. Default "dedup". */
+  name?: string;
+  /**
+   * Two identical events closer than this in event time are one: the later one seen is dropped.
+   * Measured against the last kept identical event, as an absolute difference so disorder works.
+   * Default 60_000 (1 minute).
+   */
+  withinMs?: number;
+  /** The event fields that make two events identical (the user always does). Default ["event_type", "page"]. */
+  fields?: readonly string[];
+};
+
+/** Counter of the dropped events, reported in the job summary. */
+export const DUPLICATES_COUNTER = "duplicates";
+
+export function dedup(options: DedupOptions = {}): StageDefinition {
+  const name = options.name ?? "dedup";
+  return { name, build: (ctx) => new DedupLogic(options.fields ?? ["event_type", "page"], options.withinMs ?? 60_000, ctx.valueState<unknown[]>("kept")) };
+}
+
+type KeptState = {
+  get(key: string): unknown[] | undefined;
+  getForUpdate(key: string): unknown[] | undefined;
+  set(key: string, value: unknown[]): void;
+  touch(key: string): void;
+  delete(key: string): void;
+};
+
+/**
+ * Per user, one flat array of the signatures kept within the last `withinMs`: for each, the
+ * field values then the time of the last kept event with them, `[v1, ..., vF, keptMs, ...]`.
+ * Flat, so a step allocates nothing; short, because signatures older than `withinMs` relative
+ * to the step are forgotten on every step of the user (events and wake-ups of other stages).
+ */
+class DedupLogic implements StageLogic {
+  /** Entries per signature: the field values and the kept time. */
+  private readonly stride: number;
+  /** The current event's field values, read once per event (scratch, not state). */
+  private readonly values: unknown[];
+
+  constructor(
+    private readonly fields: readonly string[],
+    private readonly withinMs: number,
+    private readonly kept: KeptState,
+  ) {
+    this.stride = fields.length + 1;
+    this.values = new Array(fields.length).fill(null);
+  }
+
+  step(view: UserView, out: StageOutput): boolean {
+    const event = view.event;
+    if (event === undefined) {
+      this.forgetOnWakeUp(view.user, view.timeMs);
+      return true;
+    }
+    const timeMs = view.timeMs;
+    // An absent field reads as null: one value for "absent", whatever an encoding makes of undefined.
+    for (let j = 0; j < this.fields.length; j++) this.values[j] = event[this.fields[j]] ?? null;
+    const entries = this.kept.getForUpdate(view.user);
+    if (entries === undefined) {
+      this.kept.set(view.user, this.append(timeMs, []));
+      return true;
+    }
+    this.forget(entries, timeMs);
+    const at = this.find(entries);
+    if (at < 0) {
+      this.append(timeMs, entries);
+      return true;
+    }
+    // Still remembered, so kept less than `withinMs` before the event, or (disorder) after it.
+    const keptAtMs = entries[at + this.fields.length] as number;
+    if (Math.abs(timeMs - keptAtMs) < this.withinMs) {
+      out.count(DUPLICATES_COUNTER, 1);
+      return false;
+    }
+    // A late event at least `withinMs` before the kept one: kept, and the later time stays the one to measure from.
+    return true;
+  }
+
+  /** Drops, compacting in place, the signatures kept at or before `timeMs - withinMs`. */
+  private forget(entries: unknown[], timeMs: number): void {
+    const { stride } = this;
+    const timeAt = this.fields.length;
+    const forgetAtOrBeforeMs = timeMs - this.withinMs;
+    let write = 0;
+    for (let read = 0; read < entries.length; read += stride) {
+      if ((entries[read + timeAt] as number) <= forgetAtOrBeforeMs) continue;
+      if (write !== read) for (let j = 0; j < stride; j++) entries[write + j] = entries[read + j];
+      write += stride;
+    }
+    entries.length = write;
+  }
+
+  /** Index of the signature equal to the event's, or -1. */
+  private find(entries: unknown[]): number {
+    const values = this.values;
+    next: for (let at = 0; at < entries.length; at += this.stride) {
+      for (let j = 0; j < values.length; j++) if (entries[at + j] !== values[j]) continue next;
+      return at;
+    }
+    return -1;
+  }
+
+  /** Appends the event's signature to `entries`. */
+  private append(timeMs: number, entries: unknown[]): unknown[] {
+    for (let j = 0; j < this.values.length; j++) entries.push(this.values[j]);
+    entries.push(timeMs);
+    return entries;
+  }
+
+  /** A wake-up (asked for by another stage) is a chance to free an idle user's signatures. */
+  private forgetOnWakeUp(user: string, timeMs: number): void {
+    const entries = this.kept.get(user);
+    if (entries === undefined) return;
+    const lengthBefore = entries.length;
+    this.forget(entries, timeMs);
+    if (entries.length === 0) this.kept.delete(user);
+    else if (entries.length !== lengthBefore) this.kept.touch(user);
+  }
+}
