@@ -203,7 +203,7 @@ phases:
     ]);
   });
 
-  it("gives the same outputs after a restart at any point", async () => {
+  it("gives the same outputs after a restart at any point, and after two checkpoints", async () => {
     const stages = stagesFromYaml(JOURNEY);
     const elements = [
       event("u1", T0, "page_view"),
