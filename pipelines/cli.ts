@@ -35,6 +35,8 @@ export function readPipeline(file: string, env: NodeJS.ProcessEnv = process.env)
   return validatePipeline(loadPipelineFile(path, env), path, dirname(path));
 }
 
+const ENGINE_COUNTERS = new Set(["read", "outputs", "late", "deadLettered", "checkpoints"]);
+
 export function summaryLine(result: JobResult): string {
   const c = result.thisRun;
   const seconds = result.elapsedMs / 1000;
@@ -44,9 +46,14 @@ export function summaryLine(result: JobResult): string {
   if (result.isComplete && c.read === 0 && result.restoredFromCheckpoint !== undefined) {
     return `done: the source was already read to its end (checkpoint ${result.restoredFromCheckpoint}); run with --reset to start over`;
   }
+  // Counters the operators keep (duplicates, triggers_sent, ...), after the engine's own.
+  const extra = Object.entries(c)
+    .filter(([name]) => !ENGINE_COUNTERS.has(name))
+    .map(([name, n]) => `, ${n} ${name.replaceAll("_", " ")}`)
+    .join("");
   return (
     `${verb}: ${c.read} events in ${seconds.toFixed(1)} s (${rate} events/s)${resumed}, ` +
-    `${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered`
+    `${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered${extra}`
   );
 }
 

@@ -57,12 +57,15 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 }
 
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
-  const deadLetter = buildSink(spec.deadLetter, spec.name);
+  const privacy = decoderPrivacy(spec);
+  const deadLetterSink = buildSink(spec.deadLetter, spec.name);
+  // Late events were decoded (ids already pseudonymised); what failed decoding was not.
+  const deadLetter = privacy.pseudonymise ? withheldIds(deadLetterSink, privacy.pseudonymise) : deadLetterSink;
   return {
     ...run,
     fingerprint: fingerprint(spec),
     source: buildSource(spec.source),
-    decode: eventDecoder(spec.schema, spec.key, spec.time, decoderPrivacy(spec)),
+    decode: eventDecoder(spec.schema, spec.key, spec.time, privacy),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
     stateDir: spec.state.dir,
@@ -82,7 +85,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
       const all = merge(...windowResults, ...behaviourResults).pipe(share());
       spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s.sink, spec.name), all.pipe(routed(s.outputs))));
       if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name), "late");
-      else graph.sideTo(LATE, "deadLetter", deadLetter, "late", (late) => ({ reason: "late", ...(late as object) }));
+      else graph.sideTo(LATE, "deadLetter", deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
   };
 }
@@ -101,6 +104,34 @@ function routed(kinds: string[] | undefined): OperatorFunction<Element<Behaviour
       filter((e) => e.kind !== "record" || takes === undefined || takes.has(e.value.kind)),
       map((e) => (e.kind === "record" ? record(e.key, e.time, e.value.body) : e)),
     );
+}
+
+/**
+ * The dead-letter sink of a pipeline that pseudonymises: what could not be decoded keeps its reason
+ * and origin, but raw text (which holds the real ids) is withheld and a decoded event's ids are
+ * pseudonymised, so no real id reaches storage.
+ */
+function withheldIds(sink: Sink, ps: NonNullable<DecoderPrivacy["pseudonymise"]>): Sink {
+  const redact = (event: Record<string, unknown>) => {
+    const out = { ...event };
+    for (const field of ps.fields) if (typeof out[field] === "string") out[field] = ps.pseudonym(out[field] as string);
+    return out;
+  };
+  return {
+    description: sink.description,
+    recover: (position) => sink.recover(position),
+    flush: () => sink.flush(),
+    close: () => sink.close(),
+    write(value) {
+      const { raw, event, ...rest } = value as { raw?: unknown; event?: unknown };
+      const isObject = event !== null && typeof event === "object" && !Array.isArray(event);
+      sink.write({
+        ...rest,
+        ...(event === undefined ? {} : { event: isObject ? redact(event as Record<string, unknown>) : "(withheld: ids are pseudonymised)" }),
+        ...(raw === undefined ? {} : { raw: "(withheld: ids are pseudonymised)" }),
+      });
+    },
+  };
 }
 
 /** Pseudonymisation and field dropping applied while events are decoded. */

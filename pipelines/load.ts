@@ -35,6 +35,8 @@ export function parsePipelineText(text: string, file: string, env: NodeJS.Proces
   return value;
 }
 
+const PROTOTYPE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+
 function substitute(value: unknown, path: string, env: NodeJS.ProcessEnv, missing: ConfigError[]): unknown {
   if (typeof value === "string") {
     return value.replace(VARIABLE, (whole, name: string, fallback: string | undefined) => {
@@ -48,7 +50,12 @@ function substitute(value: unknown, path: string, env: NodeJS.ProcessEnv, missin
   if (Array.isArray(value)) return value.map((v, i) => substitute(v, `${path}[${i}]`, env, missing));
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = substitute(v, path ? `${path}.${k}` : k, env, missing);
+    for (const [k, v] of Object.entries(value)) {
+      const at = path ? `${path}.${k}` : k;
+      // Assigned, "__proto__" would replace the mapping's prototype instead of being a field.
+      if (PROTOTYPE_KEYS.has(k)) missing.push(new ConfigError(at, `a key named "${k}" is not allowed`));
+      else out[k] = substitute(v, at, env, missing);
+    }
     return out;
   }
   return value;

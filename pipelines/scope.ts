@@ -37,7 +37,7 @@ export class Scope {
 
   /** Whether `name` is free; if not, records an error at `path` saying who has it. */
   declare(r: Reader, path: string, name: string, celType: string): boolean {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || /^(constructor|prototype|__.*__)$/.test(name)) {
       r.fail(path, `"${name}" is not a usable name: letters, digits and _ only (it is a CEL variable)`);
       return false;
     }

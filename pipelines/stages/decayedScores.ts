@@ -42,6 +42,8 @@ const MAX_RULES = 30;
  * latest weighted event) for the rules and later stages, then `<score>` (the value at the step).
  */
 export const readDecayedScores: StageReader = (r, path, value, scope) => {
+  // Read off the event directly (matching by type, what the outputs show): privacy.keep must keep them.
+  for (const field of ["event_type", "page"]) if (scope.fields().includes(field)) scope.useField(field);
   const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
   if (!obj) return undefined;
   if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one score, like lead_score: { halfLife: 7d, events: {...} }");

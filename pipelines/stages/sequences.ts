@@ -28,6 +28,8 @@ const STEP_FIELDS = ["name", "when", "within", "absent"];
  * `absent`, and then it needs `within`: the sequence completes when that time passes without it.
  */
 export const readSequences: StageReader = (r, path, value, scope) => {
+  // Read off the event directly (matching by type, what the outputs show): privacy.keep must keep them.
+  for (const field of ["event_type", "page"]) if (scope.fields().includes(field)) scope.useField(field);
   const obj = r.object(path, value, Object.keys((value as Record<string, unknown>) ?? {}));
   if (!obj) return undefined;
   if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one sequence, like cart_abandoned: { steps: [...] }");

@@ -433,3 +433,15 @@ describe("pipeline files on disk", () => {
     expect(run.stderr).toContain("outputs: unknown field");
   });
 });
+
+describe("names that would reach outside the data", () => {
+  it("refuses a YAML key named __proto__ (it would replace the mapping's prototype), at its path", () => {
+    const text = pipelineText(() => {}) + "\nfeatures:\n  __proto__: '1.0'\n  ok: '2.0'\n";
+    expect(mistakes(text)).toContainEqual({ path: "features.__proto__", message: 'features.__proto__: a key named "__proto__" is not allowed' });
+  });
+
+  it("refuses a stage value named constructor, at its path", () => {
+    const found = mistakes(pipelineText(() => {}) + "\nfeatures:\n  constructor: '1.0'\n");
+    expect(found.map((m) => m.path)).toEqual(["features.constructor"]);
+  });
+});

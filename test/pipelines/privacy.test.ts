@@ -1,0 +1,79 @@
+// Privacy at ingestion, through a whole pipeline: ids pseudonymised before anything keys or stores
+// them (outputs, state, dead letters), and only the fields some stage reads kept.
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { readPipeline } from "../../pipelines/cli.ts";
+import { runPipeline } from "../../pipelines/compile.ts";
+import { pseudonymiser } from "../../operators/pseudonymise.ts";
+import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+
+const KEY = "a-test-key-of-32-bytes-0123456789";
+const T0 = Date.UTC(2024, 4, 20, 9);
+
+afterAll(removeTempDirs);
+
+function pipelineFile(dir: string, privacy: string): string {
+  const events = [
+    JSON.stringify({ user_id: "alice", timestamp: T0, event_type: "whitepaper_download", page: "/whitepaper/a", referrer: "x" }),
+    `{"user_id": "alice", "not json`,
+    JSON.stringify({ user_id: "alice", event_type: "page_view", page: "/" }),
+    JSON.stringify({ user_id: "bob", timestamp: T0 + 1000, event_type: "page_view", page: "/pricing", referrer: "y" }),
+  ];
+  writeFileSync(join(dir, "events.jsonl"), events.join("\n") + "\n");
+  const file = join(dir, "pipeline.yaml");
+  writeFileSync(
+    file,
+    `name: private
+source: { file: { path: events.jsonl, format: jsonl } }
+schema:
+  user_id: { type: string, required: true }
+  timestamp: { type: timestamp, required: true }
+  event_type: { type: string, required: true }
+  page: { type: string }
+  referrer: { type: string }
+key: user_id
+time: timestamp
+privacy:
+${privacy}
+scores:
+  interest: { halfLife: 7d, events: { whitepaper_download: 25 }, alert: { at: 20, message: "interested" } }
+sinks:
+  - file: { path: out/results.jsonl }
+deadLetter: { file: { path: out/dead.jsonl } }
+`,
+  );
+  return file;
+}
+
+describe("privacy", () => {
+  it("writes no real id anywhere: outputs carry the keyed pseudonym, dead letters withhold the raw text", async () => {
+    process.env.FLUSSO_TEST_PSEUDONYM_KEY = KEY;
+    const dir = tempDir("flusso-privacy-");
+    const spec = readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_PSEUDONYM_KEY }"));
+    await runPipeline(spec, { reset: true });
+    const results = readFileSync(join(dir, "out/results.jsonl"), "utf8");
+    const dead = readFileSync(join(dir, "out/dead.jsonl"), "utf8");
+    const alice = pseudonymiser(KEY)("alice");
+    expect(results + dead).not.toMatch(/alice|bob/);
+    expect(results).toContain(`"user_id":"${alice}"`);
+    const deadLetters = dead.trim().split("\n").map((l) => JSON.parse(l));
+    expect(deadLetters.map((d) => d.reason)).toEqual([expect.stringMatching(/JSON|json/), 'missing required field "timestamp"']);
+    expect(deadLetters[0].raw).toBe("(withheld: ids are pseudonymised)");
+    expect(deadLetters[1].event.user_id).toBe(alice);
+  });
+
+  it("refuses a key that is missing or shorter than 16 bytes, naming privacy.pseudonymise.keyEnv", () => {
+    const dir = tempDir("flusso-privacy-");
+    delete process.env.FLUSSO_TEST_NO_KEY;
+    expect(() => readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_NO_KEY }"))).toThrow(/privacy\.pseudonymise\.keyEnv: the environment variable FLUSSO_TEST_NO_KEY must hold/);
+    process.env.FLUSSO_TEST_SHORT_KEY = "short";
+    expect(() => readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_SHORT_KEY }"))).toThrow(/it is shorter/);
+  });
+
+  it("keeps only the fields some stage reads with keep: used (a score matches on event_type and shows the page)", () => {
+    const dir = tempDir("flusso-privacy-");
+    const spec = readPipeline(pipelineFile(dir, "  keep: used"));
+    expect(new Set(spec.privacy!.keep)).toEqual(new Set(["user_id", "timestamp", "event_type", "page"]));
+  });
+});
