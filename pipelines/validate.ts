@@ -1,11 +1,9 @@
 // Checks a loaded pipeline file value by value and turns it into a PipelineSpec; every mistake is a
 // ConfigError naming the path of the bad value, and all of them are reported together.
-import { isAbsolute, resolve } from "node:path";
 import type { Environment } from "@marcbachmann/cel-js";
 import type { AggregateKind } from "../operators/aggregations.ts";
 import type { WindowAssigner } from "../operators/windowAssigners.ts";
-import { parseDurationMs } from "./durations.ts";
-import { ConfigError, joinPath, PipelineInvalid } from "./errors.ts";
+import { PipelineInvalid } from "./errors.ts";
 import { describe, Reader, type Obj } from "./reader.ts";
 import { readBehaviour, STAGE_SECTION_NAMES } from "./behaviour.ts";
 import type { StageDefinition } from "../operators/stage.ts";

@@ -3,7 +3,14 @@
 import { record, watermark, type Element } from "../engine/elements.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
 import type { EventFields, StageDefinition } from "../operators/stage.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { lastValueFrom, Subject, toArray } from "rxjs";
 import { parse as parseYaml } from "yaml";
+import { operate } from "../engine/operator.ts";
+import { storeOperatorContext } from "../engine/operatorContext.ts";
+import { StateStore } from "../engine/store.ts";
 import { readBehaviour } from "../pipelines/behaviour.ts";
 import { PipelineInvalid } from "../pipelines/errors.ts";
 import { Reader, type Obj } from "../pipelines/reader.ts";
@@ -39,6 +46,50 @@ export async function runStages(stages: StageDefinition[], elements: Element<Eve
 /** The same run with a checkpoint after `cut` elements and a restored operator for the rest. */
 export async function runStagesWithRestart(stages: StageDefinition[], elements: Element<EventFields>[], cut: number): Promise<BehaviourRun> {
   return collect(await runWithRestart(behaviour({ name: "test", stages }), elements, cut));
+}
+
+/**
+ * Runs `elements` through the stages in several lives: a checkpoint (of what changed only, never
+ * compacted) after each element in `checkpointsAfter` (default: after every element) and at each
+ * restart, and a new operator restored from the store after each index in `restartsAfter`, seeing
+ * the last watermark again first, as the job does. A state mutated in place but not marked changed
+ * is lost at a later restart, which the single checkpoint of runStagesWithRestart cannot show.
+ */
+export async function runStagesCheckpointed(
+  stages: StageDefinition[],
+  elements: Element<EventFields>[],
+  { restartsAfter, checkpointsAfter }: { restartsAfter: number[]; checkpointsAfter?: number[] },
+): Promise<Emitted[]> {
+  const dir = mkdtempSync(join(tmpdir(), "flusso-checkpoints-"));
+  const definition = behaviour({ name: "test", stages });
+  const commitAfter = (i: number) => checkpointsAfter === undefined || checkpointsAfter.includes(i) || restartsAfter.includes(i);
+  const outputs: Emitted[] = [];
+  let lastWatermark: Element<EventFields> | undefined;
+  let checkpointId = 0;
+  let start = 0;
+  for (const end of [...restartsAfter.map((i) => i + 1), elements.length]) {
+    // Never compacting: a compaction writes every entry, marked or not.
+    const store = new StateStore(dir, Infinity);
+    const ctx = storeOperatorContext(store, definition.name, () => {});
+    const input = new Subject<Element<EventFields>>();
+    const life = lastValueFrom(input.pipe(operate(definition.build(ctx), ctx.side), toArray()), { defaultValue: [] });
+    const commits: Array<Promise<unknown>> = [];
+    if (lastWatermark) input.next(lastWatermark);
+    for (let i = start; i < end; i++) {
+      input.next(elements[i]);
+      if (elements[i].kind === "watermark") lastWatermark = elements[i];
+      if (!commitAfter(i)) continue;
+      checkpointId++;
+      commits.push(store.commit({ fingerprint: "t", sourcePosition: i, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 }));
+    }
+    input.complete();
+    for (const e of await life) if (e.kind === "record") outputs.push({ kind: e.value.kind, key: e.key, time: e.time, body: e.value.body as Record<string, unknown> });
+    await Promise.all(commits);
+    await store.close();
+    start = end;
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return outputs;
 }
 
 /** The CEL types of the event fields the behaviour tests use (a superset of the shipped schema). */

@@ -1,16 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { lastValueFrom, Subject, toArray } from "rxjs";
-import type { Element } from "../../engine/elements.ts";
-import { operate } from "../../engine/operator.ts";
-import { storeOperatorContext } from "../../engine/operatorContext.ts";
-import { StateStore } from "../../engine/store.ts";
-import { behaviour } from "../../operators/behaviour.ts";
-import type { EventFields, StageDefinition } from "../../operators/stage.ts";
+import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { DAY_MS, ev, type Emitted, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, runStagesCheckpointed } from "../behaviourHarness.ts";
 
 /** Event fields standing in for the aggregates the KBI features are computed from. */
 const FIELDS = {
@@ -67,42 +58,6 @@ const waker: StageDefinition = {
 };
 
 const labelsOf = (outputs: Array<{ body: Record<string, unknown> }>) => outputs.map((o) => o.body);
-
-/**
- * Runs `elements` committing a checkpoint (only what changed) after every one, and restarting from
- * the store after the elements at `restartsAfter` (replaying the last watermark, as the job does).
- * A value mutated in place but not marked changed is lost at a later restart, which the single
- * checkpoint of runStagesWithRestart cannot show.
- */
-async function runCheckpointed(stages: StageDefinition[], elements: Element<EventFields>[], restartsAfter: number[]): Promise<Emitted[]> {
-  const dir = mkdtempSync(join(tmpdir(), "flusso-checkpoints-"));
-  const definition = behaviour({ name: "test", stages });
-  const outputs: Emitted[] = [];
-  let lastWatermark: Element<EventFields> | undefined;
-  let checkpointId = 0;
-  let start = 0;
-  for (const end of [...restartsAfter.map((i) => i + 1), elements.length]) {
-    const store = new StateStore(dir);
-    const ctx = storeOperatorContext(store, definition.name, () => {});
-    const input = new Subject<Element<EventFields>>();
-    const lifeOutputs = lastValueFrom(input.pipe(operate(definition.build(ctx), ctx.side), toArray()), { defaultValue: [] });
-    const commits: Array<Promise<unknown>> = [];
-    if (lastWatermark) input.next(lastWatermark);
-    for (const element of elements.slice(start, end)) {
-      input.next(element);
-      if (element.kind === "watermark") lastWatermark = element;
-      checkpointId++;
-      commits.push(store.commit({ fingerprint: "t", sourcePosition: checkpointId, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 }));
-    }
-    input.complete();
-    for (const e of await lifeOutputs) if (e.kind === "record") outputs.push({ kind: e.value.kind, key: e.key, time: e.time, body: e.value.body as Record<string, unknown> });
-    await Promise.all(commits);
-    await store.close();
-    start = end;
-  }
-  rmSync(dir, { recursive: true });
-  return outputs;
-}
 
 describe("kbis", () => {
   it("labels visit frequency active above 3 visits a week, occasional below 1, regular between, emitting each change once", async () => {
@@ -235,9 +190,9 @@ kbis:
       expect(restarted.outputs, `cut at ${cut}`).toEqual(whole.outputs);
     }
     for (let cut = 0; cut < elements.length; cut++) {
-      expect(await runCheckpointed(stages, elements, [cut]), `checkpoints, restart after ${cut}`).toEqual(whole.outputs);
+      expect(await runStagesCheckpointed(stages, elements, { restartsAfter: [cut] }), `checkpoints, restart after ${cut}`).toEqual(whole.outputs);
     }
-    expect(await runCheckpointed(stages, elements, elements.map((_, i) => i)), "restart after each").toEqual(whole.outputs);
+    expect(await runStagesCheckpointed(stages, elements, { restartsAfter: elements.map((_, i) => i) }), "restart after each").toEqual(whole.outputs);
   });
 
   it("refuses an unknown field at its path", () => {

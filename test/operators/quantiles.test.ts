@@ -1,17 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { lastValueFrom, Subject, toArray } from "rxjs";
-import { operate } from "../../engine/operator.ts";
-import { storeOperatorContext } from "../../engine/operatorContext.ts";
-import { StateStore } from "../../engine/store.ts";
-import { behaviour } from "../../operators/behaviour.ts";
-import type { EventFields, StageDefinition } from "../../operators/stage.ts";
-import { END_OF_TIME, type Element } from "../../engine/elements.ts";
+import { END_OF_TIME } from "../../engine/elements.ts";
 import { digestOf, mergeDigests, quantileOf, type Digest } from "../../operators/quantiles.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { ev, type Emitted, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm } from "../behaviourHarness.ts";
+import { ev, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, runStagesCheckpointed } from "../behaviourHarness.ts";
 import { mulberry32 } from "../harness.ts";
 
 /** Users' depth (the event's session length) with its distribution kept, and a KBI reading it. */
@@ -41,42 +32,6 @@ function randomValues(seed: number, n: number): number[] {
   const random = mulberry32(seed);
   // Skewed like scores: most users low, a long tail.
   return Array.from({ length: n }, () => -Math.log(1 - random()) * 20);
-}
-
-/**
- * Runs `elements` committing a checkpoint (only what changed) after every one, and restarting from
- * the store after the elements at `restartsAfter` (replaying the last watermark, as the job does).
- * A value mutated in place but not marked changed is lost at a later restart, which the single
- * checkpoint of runStagesWithRestart cannot show.
- */
-async function runCheckpointed(stages: StageDefinition[], elements: Element<EventFields>[], restartsAfter: number[]): Promise<Emitted[]> {
-  const dir = mkdtempSync(join(tmpdir(), "flusso-checkpoints-"));
-  const definition = behaviour({ name: "test", stages });
-  const outputs: Emitted[] = [];
-  let lastWatermark: Element<EventFields> | undefined;
-  let checkpointId = 0;
-  let start = 0;
-  for (const end of [...restartsAfter.map((i) => i + 1), elements.length]) {
-    const store = new StateStore(dir);
-    const ctx = storeOperatorContext(store, definition.name, () => {});
-    const input = new Subject<Element<EventFields>>();
-    const lifeOutputs = lastValueFrom(input.pipe(operate(definition.build(ctx), ctx.side), toArray()), { defaultValue: [] });
-    const commits: Array<Promise<unknown>> = [];
-    if (lastWatermark) input.next(lastWatermark);
-    for (const element of elements.slice(start, end)) {
-      input.next(element);
-      if (element.kind === "watermark") lastWatermark = element;
-      checkpointId++;
-      commits.push(store.commit({ fingerprint: "t", sourcePosition: checkpointId, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 }));
-    }
-    input.complete();
-    for (const e of await lifeOutputs) if (e.kind === "record") outputs.push({ kind: e.value.kind, key: e.key, time: e.time, body: e.value.body as Record<string, unknown> });
-    await Promise.all(commits);
-    await store.close();
-    start = end;
-  }
-  rmSync(dir, { recursive: true });
-  return outputs;
 }
 
 describe("t-digest", () => {
@@ -256,9 +211,9 @@ quantiles: { metrics: [depth, scroll, spent], every: 30m, report: true }
       expect(restarted.outputs, `cut at ${cut}`).toEqual(whole.outputs);
     }
     for (let cut = 0; cut < elements.length; cut++) {
-      expect(await runCheckpointed(stages, elements, [cut]), `checkpoints, restart after ${cut}`).toEqual(whole.outputs);
+      expect(await runStagesCheckpointed(stages, elements, { restartsAfter: [cut] }), `checkpoints, restart after ${cut}`).toEqual(whole.outputs);
     }
-    expect(await runCheckpointed(stages, elements, elements.map((_, i) => i)), "restart after each").toEqual(whole.outputs);
+    expect(await runStagesCheckpointed(stages, elements, { restartsAfter: elements.map((_, i) => i) }), "restart after each").toEqual(whole.outputs);
   });
 
   it("refuses an unknown field, and a metric that is not a number declared above, at its path", () => {

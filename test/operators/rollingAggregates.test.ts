@@ -1,15 +1,8 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { storeOperatorContext } from "../../engine/operatorContext.ts";
-import type { OperatorLogic } from "../../engine/operator.ts";
-import { StateStore } from "../../engine/store.ts";
-import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import { defaultResolutionMs, rollingAggregates } from "../../operators/rollingAggregates.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
-import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, runStagesCheckpointed } from "../behaviourHarness.ts";
 
 /** A stage after the aggregates that emits, on every step, whether it is an event and the values of `names`. */
 function probe(names: string[]): StageDefinition {
@@ -31,42 +24,6 @@ async function run(yaml: string, names: string[], elements: Element<EventFields>
 
 const probes = (r: BehaviourRun) => r.byKind("probe").map((o) => o.body as { at: number; event: boolean; [name: string]: unknown });
 const page = (user: string, timeMs: number, path = "/") => ev(user, timeMs, { event_type: "page_view", page: path });
-
-/**
- * The run with two checkpoints, after `first` and after `cut` elements, and a restart from the
- * second: a change the stage made between them without marking it for the checkpoint is lost.
- * (runStagesWithRestart checkpoints once, when every state ever written is still marked.)
- */
-async function runCheckpointedTwice(stages: StageDefinition[], elements: Element<EventFields>[], first: number, cut: number): Promise<BehaviourRun["outputs"]> {
-  const definition = behaviour({ name: "test", stages });
-  const dir = mkdtempSync(join(tmpdir(), "flusso-twice-"));
-  const outputs: BehaviourRun["outputs"] = [];
-  const out = { emit: (key: string, time: number, value: BehaviourOutput) => void outputs.push({ kind: value.kind, key, time, body: value.body as Record<string, unknown> }), side: () => {} };
-  const feed = (logic: OperatorLogic<EventFields, BehaviourOutput>, part: Element<EventFields>[], fromMs: number) => {
-    let watermarkMs = fromMs;
-    for (const e of part) {
-      if (e.kind === "record") logic.onRecord(e, out);
-      else if (e.time > watermarkMs) logic.onWatermark((watermarkMs = e.time), out);
-    }
-    return watermarkMs;
-  };
-  const meta = (checkpointId: number) => ({ fingerprint: "t", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 });
-  // Never compacting: a compaction writes every entry, marked or not.
-  const before = new StateStore(dir, Infinity);
-  const living = definition.build(storeOperatorContext(before, definition.name, () => {}));
-  let watermarkMs = feed(living, elements.slice(0, first), -Infinity);
-  await before.commit(meta(1));
-  watermarkMs = feed(living, elements.slice(first, cut), watermarkMs);
-  await before.commit(meta(2));
-  await before.close();
-  const after = new StateStore(dir, Infinity);
-  const restored = definition.build(storeOperatorContext(after, definition.name, () => {}));
-  // As the job does: the restored operator first sees the watermark it had.
-  if (watermarkMs > -Infinity) restored.onWatermark(watermarkMs, out);
-  feed(restored, elements.slice(cut), watermarkMs);
-  await after.close();
-  return outputs;
-}
 
 describe("rolling aggregates", () => {
   it("counts 3 visits within 7 days, and 2 at the wake-up after the first has left the lookback", async () => {
@@ -329,7 +286,7 @@ aggregates:
     }
     for (let first = 0; first <= elements.length; first++) {
       for (let cut = first; cut <= elements.length; cut++) {
-        expect(await runCheckpointedTwice(stages, elements, first, cut), `checkpoints at ${first} and ${cut}`).toEqual(whole.outputs);
+        expect(await runStagesCheckpointed(stages, elements, { checkpointsAfter: [first - 1], restartsAfter: [cut - 1] }), `checkpoints at ${first} and ${cut}`).toEqual(whole.outputs);
       }
     }
   });

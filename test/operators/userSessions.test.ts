@@ -1,15 +1,8 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { storeOperatorContext } from "../../engine/operatorContext.ts";
-import type { OperatorLogic } from "../../engine/operator.ts";
-import { StateStore } from "../../engine/store.ts";
-import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import type { SessionRecord } from "../../operators/userSessions.ts";
-import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun } from "../behaviourHarness.ts";
+import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, runStagesCheckpointed } from "../behaviourHarness.ts";
 
 const VARS = ["session_is_new", "session_pages", "session_elapsed_sec", "session_avg_gap_sec", "session_max_gap_sec"];
 
@@ -33,42 +26,6 @@ async function run(elements: Element<EventFields>[], yaml = "sessions: { gap: 30
 
 const sessions = (r: BehaviourRun) => r.byKind("session").map((o) => ({ at: o.time - T0, ...(o.body as SessionRecord) }));
 const probes = (r: BehaviourRun) => r.byKind("probe").map((o) => o.body);
-
-/**
- * The run with two checkpoints, after `first` and after `cut` elements, and a restart from the
- * second: a change the stage made between them without marking it for the checkpoint is lost.
- * (runStagesWithRestart checkpoints once, when every state ever written is still marked.)
- */
-async function runCheckpointedTwice(stages: StageDefinition[], elements: Element<EventFields>[], first: number, cut: number): Promise<BehaviourRun["outputs"]> {
-  const definition = behaviour({ name: "test", stages });
-  const dir = mkdtempSync(join(tmpdir(), "flusso-twice-"));
-  const outputs: BehaviourRun["outputs"] = [];
-  const out = { emit: (key: string, time: number, value: BehaviourOutput) => void outputs.push({ kind: value.kind, key, time, body: value.body as Record<string, unknown> }), side: () => {} };
-  const feed = (logic: OperatorLogic<EventFields, BehaviourOutput>, part: Element<EventFields>[], fromMs: number) => {
-    let watermarkMs = fromMs;
-    for (const e of part) {
-      if (e.kind === "record") logic.onRecord(e, out);
-      else if (e.time > watermarkMs) logic.onWatermark((watermarkMs = e.time), out);
-    }
-    return watermarkMs;
-  };
-  const meta = (checkpointId: number) => ({ fingerprint: "t", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 });
-  // Never compacting: a compaction writes every entry, marked or not.
-  const before = new StateStore(dir, Infinity);
-  const living = definition.build(storeOperatorContext(before, definition.name, () => {}));
-  let watermarkMs = feed(living, elements.slice(0, first), -Infinity);
-  await before.commit(meta(1));
-  watermarkMs = feed(living, elements.slice(first, cut), watermarkMs);
-  await before.commit(meta(2));
-  await before.close();
-  const after = new StateStore(dir, Infinity);
-  const restored = definition.build(storeOperatorContext(after, definition.name, () => {}));
-  // As the job does: the restored operator first sees the watermark it had.
-  if (watermarkMs > -Infinity) restored.onWatermark(watermarkMs, out);
-  feed(restored, elements.slice(cut), watermarkMs);
-  await after.close();
-  return outputs;
-}
 
 describe("sessions", () => {
   it("closes a session when the watermark reaches its last event + 30 min, with pages, duration and gaps", async () => {
@@ -217,7 +174,7 @@ describe("sessions", () => {
     }
     for (let first = 0; first <= elements.length; first++) {
       for (let cut = first; cut <= elements.length; cut++) {
-        expect(await runCheckpointedTwice(stages, elements, first, cut), `checkpoints at ${first} and ${cut}`).toEqual(whole.outputs);
+        expect(await runStagesCheckpointed(stages, elements, { checkpointsAfter: [first - 1], restartsAfter: [cut - 1] }), `checkpoints at ${first} and ${cut}`).toEqual(whole.outputs);
       }
     }
   });

@@ -1,11 +1,12 @@
 // The CLI killed with SIGKILL at random points and restarted on the same state dir ends with output
 // files identical to an uninterrupted run: nothing lost, nothing duplicated.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
+import { runCliUntilKilled } from "./pipelineFiles.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
 
@@ -89,23 +90,6 @@ function outputs(dir: string, name: string): Record<string, string> {
   return { results: read("results.jsonl"), late: read("late.jsonl"), dead: read("dead.jsonl") };
 }
 
-/** Runs the CLI, killing it with SIGKILL after `killAfterMs`; resolves with how it ended. */
-function runUntil(pipeline: string, killAfterMs: number): Promise<{ code: number | null; killed: boolean; stderr: string }> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, [CLI, "run", pipeline, "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (d) => (stderr += d));
-    let killed = false;
-    const timer = setTimeout(() => {
-      killed = child.kill("SIGKILL");
-    }, killAfterMs);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      done({ code, killed: killed && code === null, stderr });
-    });
-  });
-}
-
 describe("crash recovery through the CLI", () => {
   it("ends with output identical to an uninterrupted run after SIGKILLs at random points", async () => {
     const dir = mkdtempSync(join(tmpdir(), "flusso-crash-"));
@@ -123,7 +107,7 @@ describe("crash recovery through the CLI", () => {
     for (let attempt = 0; attempt < 40; attempt++) {
       // Early kills land in start-up or recovery, later ones mid-stream: both must be safe.
       const killAfterMs = kills < 6 ? 300 + Math.floor(rnd() * 1500) : 60_000;
-      const run = await runUntil(crashed, killAfterMs);
+      const run = await runCliUntilKilled(crashed, killAfterMs);
       if (run.killed) {
         kills++;
         continue;

@@ -1,5 +1,5 @@
 // Test helpers for pipeline files on disk: temp folders, JSON-lines outputs, and the `flusso` CLI.
-import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -30,4 +30,19 @@ export function readJsonLines<T = Record<string, unknown>>(path: string): T[] {
 /** Runs `node bin/flusso.js ...args` from the project root and waits for it. */
 export function runCli(args: string[]): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, ["bin/flusso.js", ...args], { cwd: PROJECT_ROOT, encoding: "utf8", timeout: 20_000 });
+}
+
+/** Runs `flusso run <pipeline> --quiet`, killing it with SIGKILL after `killAfterMs`; resolves with how it ended. */
+export function runCliUntilKilled(pipeline: string, killAfterMs: number): Promise<{ code: number | null; killed: boolean; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [join(PROJECT_ROOT, "bin/flusso.js"), "run", pipeline, "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    let killed = false;
+    const timer = setTimeout(() => (killed = child.kill("SIGKILL")), killAfterMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      done({ code, killed: killed && code === null, stderr });
+    });
+  });
 }

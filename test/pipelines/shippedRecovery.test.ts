@@ -1,31 +1,16 @@
 // Each shipped pipeline killed with SIGKILL mid-run and restarted on its state dir ends with the
 // same output files as an uninterrupted run: timers, scores, clusters and pending follow-ups restored.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
-import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+import { removeTempDirs, tempDir, runCliUntilKilled } from "./pipelineFiles.ts";
 import { SHIPPED, shippedVariant, variantOutputs } from "./shipped.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
 const SIZE = { users: 1500, eventCount: 25_000, checkpointInterval: "100ms" };
 
 afterAll(removeTempDirs);
-
-/** Runs the CLI, killing it with SIGKILL after `killAfterMs`; resolves with how it ended. */
-function runUntil(pipeline: string, killAfterMs: number): Promise<{ code: number | null; killed: boolean; stderr: string }> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, [CLI, "run", pipeline, "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (d) => (stderr += d));
-    let killed = false;
-    const timer = setTimeout(() => (killed = child.kill("SIGKILL")), killAfterMs);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      done({ code, killed: killed && code === null, stderr });
-    });
-  });
-}
 
 describe.each(SHIPPED)("config/%s.yaml killed and restarted", (name) => {
   it("ends with output files identical to an uninterrupted run", async () => {
@@ -46,7 +31,7 @@ describe.each(SHIPPED)("config/%s.yaml killed and restarted", (name) => {
       // follow-ups); the second in the restarted run, in recovery or mid-stream.
       const fraction = kills === 0 ? 0.7 + 0.2 * rnd() : 0.3 + 0.3 * rnd();
       const killAfterMs = kills < 2 ? Math.floor(referenceMs * fraction) : 120_000;
-      const run = await runUntil(crashed, killAfterMs);
+      const run = await runCliUntilKilled(crashed, killAfterMs);
       if (run.killed) {
         kills++;
         continue;
