@@ -21,7 +21,17 @@ export function connectNats(options: NatsConnectionOptions): Promise<NatsConnect
     noAsyncTraces: true,
     reconnectTimeWait: 250,
     waitOnFirstConnect: true,
+    // A link that goes silent (a network cut drops packets, no reset) is found by unanswered pings:
+    // after maxPingOut of them. The client's default, 2 min apart, would stall the job for minutes.
+    pingInterval: pingIntervalMs(),
+    maxPingOut: 2,
   });
+}
+
+/** FLUSSO_NATS_PING_INTERVAL_MS when set (a positive whole number), else 5 s. */
+function pingIntervalMs(): number {
+  const fromEnv = Number(process.env.FLUSSO_NATS_PING_INTERVAL_MS);
+  return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 5_000;
 }
 
 export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?: number };

@@ -81,6 +81,10 @@ export class NatsSource implements Source {
   /** A consumer reading from right after the last sequence handed to the job. */
   private async startConsumer(): Promise<void> {
     const generation = ++this.generation;
+    // A pump parked on a full buffer belongs to the consumer being replaced: release it, so that
+    // it sees it is stale and ends, instead of waiting for ever.
+    this.onSpace?.();
+    this.onSpace = undefined;
     await this.messages?.close().catch(() => undefined);
     this.queue.length = 0;
     const consumer = await jetstream(this.nc!).consumers.get(this.options.stream, {

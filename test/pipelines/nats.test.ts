@@ -14,6 +14,7 @@ import { partitionOf } from "../../engine/sources/generatorSource.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { startNatsServer, type NatsServer } from "../natsServer.ts";
+import { startNetProxy } from "../netProxy.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
 const PARTITIONS = 3;
@@ -190,6 +191,48 @@ describe("NATS JetStream in and out", () => {
       child.kill("SIGKILL"); // a no-op once it has exited; never leave a job behind
     }
     expect(sorted(await readStream(server.url, "OUT3"))).toEqual(expected);
+  }, 120_000);
+
+  it("pauses while the network to the server is cut (packets dropped, server up), then ends with every result exactly once", async () => {
+    const proxy = await startNetProxy(Number(new URL(server.url).port));
+    const viaProxy = `{ nats: { servers: "${proxy.url}", stream: EVENTS, subjects: ["events.>"], partitions: ${PARTITIONS}, bounded: true } }`;
+    writeFileSync(
+      join(dir, "cut.yaml"),
+      pipelineYaml("cut", viaProxy, `nats: { servers: "${proxy.url}", stream: OUT5, subject: out.cut }`, `{ file: { path: out-cut/dead.jsonl } }`),
+    );
+    // Pings every 300 ms, two unanswered: the cut is noticed in about a second (5 s by default).
+    const child = spawn(process.execPath, [CLI, "run", join(dir, "cut.yaml"), "--quiet"], {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, FLUSSO_NATS_PING_INTERVAL_MS: "300" },
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const exited = new Promise<number | null>((done) => child.on("exit", done));
+    try {
+      const nc = await connect({ servers: server.url });
+      const jsm = await jetstreamManager(nc);
+      for (let i = 0; i < 400; i++) {
+        const info = await jsm.streams.info("OUT5").catch(() => undefined);
+        if ((info?.state.messages ?? 0) > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(child.exitCode, "the job ended before the cut").toBeNull();
+      const connectionsBefore = proxy.connections;
+      proxy.blackhole();
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(child.exitCode, "the job gave up during the cut").toBeNull();
+      // Its pings went unanswered: it gave the link up and is trying new ones.
+      expect(proxy.connections).toBeGreaterThan(connectionsBefore);
+      const during = (await jsm.streams.info("OUT5")).state.messages;
+      proxy.heal();
+      await nc.close();
+      expect(await exited, stderr).toBe(0);
+      expect(during).toBeLessThan(expected.length);
+    } finally {
+      child.kill("SIGKILL");
+      await proxy.close();
+    }
+    expect(sorted(await readStream(server.url, "OUT5"))).toEqual(expected);
   }, 120_000);
 
   it("publishes a file with `flusso publish`, each event to the subject of its key's partition", async () => {
