@@ -128,6 +128,12 @@ async function publishCommand(input: string, values: Record<string, string | boo
   return 0;
 }
 
+/** How long a stop waits for its last checkpoint: FLUSSO_STOP_TIMEOUT_MS, default 20 s. */
+function stopTimeoutMs(): number {
+  const fromEnv = Number(process.env.FLUSSO_STOP_TIMEOUT_MS);
+  return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 20_000;
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -152,16 +158,21 @@ export async function main(argv: string[]): Promise<number> {
   }
   const stop = new AbortController();
   // The first signal stops at the next cut with a last checkpoint. That checkpoint may wait on a sink
-  // that cannot answer (a NATS server gone for good), so a second signal exits at once: as safe as a
-  // crash, since the job resumes from its last checkpoint.
+  // that cannot answer (a NATS server out of reach), so a second signal, or the stop timeout, exits at
+  // once: as safe as a crash, since the job resumes from its last checkpoint.
+  const stopNow = (why: string) => {
+    process.stderr.write(`${why}: stopping now, without a checkpoint; the next run resumes from the last one\n`);
+    process.exit(130);
+  };
   const onSignal = (signal: NodeJS.Signals) => {
     if (!stop.signal.aborted) {
-      process.stderr.write(`\n${signal}: stopping after a last checkpoint (again to stop at once)\n`);
+      const timeoutMs = stopTimeoutMs();
+      process.stderr.write(`\n${signal}: stopping after a last checkpoint (again to stop at once; at most ${timeoutMs / 1000} s)\n`);
+      setTimeout(() => stopNow(`no last checkpoint within ${timeoutMs / 1000} s`), timeoutMs).unref();
       stop.abort();
       return;
     }
-    process.stderr.write(`${signal}: stopping now, without a checkpoint; the next run resumes from the last one\n`);
-    process.exit(130);
+    stopNow(signal);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);

@@ -235,6 +235,44 @@ describe("NATS JetStream in and out", () => {
     expect(sorted(await readStream(server.url, "OUT5"))).toEqual(expected);
   }, 120_000);
 
+  it("stops within its stop timeout when the last checkpoint cannot reach the server, and the next run ends exactly once", async () => {
+    const proxy = await startNetProxy(Number(new URL(server.url).port));
+    writeFileSync(
+      join(dir, "stop.yaml"),
+      pipelineYaml("stop", natsSource(), `nats: { servers: "${proxy.url}", stream: OUT6, subject: out.stop }`, `{ file: { path: out-stop/dead.jsonl } }`),
+    );
+    try {
+      const child = spawn(process.execPath, [CLI, "run", join(dir, "stop.yaml")], {
+        stdio: ["ignore", "ignore", "pipe"],
+        env: { ...process.env, FLUSSO_STOP_TIMEOUT_MS: "1500" },
+      });
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += d));
+      const exited = new Promise<number | null>((done) => child.on("exit", done));
+      const nc = await connect({ servers: server.url });
+      const jsm = await jetstreamManager(nc);
+      for (let i = 0; i < 400; i++) {
+        const info = await jsm.streams.info("OUT6").catch(() => undefined);
+        if ((info?.state.messages ?? 0) > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await nc.close();
+      proxy.blackhole();
+      child.kill("SIGTERM");
+      expect(await exited, stderr).toBe(130);
+      expect(stderr).toMatch(/no last checkpoint within 1\.5 s: stopping now/);
+      proxy.heal();
+      // Not spawnSync: the proxy runs in this process and must keep forwarding.
+      const again = spawn(process.execPath, [CLI, "run", join(dir, "stop.yaml"), "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
+      let againStderr = "";
+      again.stderr.on("data", (d) => (againStderr += d));
+      expect(await new Promise((done) => again.on("exit", done)), againStderr).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+    expect(sorted(await readStream(server.url, "OUT6"))).toEqual(expected);
+  }, 120_000);
+
   it("publishes a file with `flusso publish`, each event to the subject of its key's partition", async () => {
     const sample = all.slice(0, 2000);
     writeFileSync(join(dir, "sample.jsonl"), sample.map((e) => JSON.stringify(e)).join("\n") + "\n");
