@@ -1,6 +1,7 @@
 // The runs of the NATS latency benchmark: the raw floor (`flusso publish` straight to a consumer), the
-// engine between the two (a `flusso run` child with a 1 s tumbling window), the engine draining a
-// backlog, and the child processes they need, killed whatever happens.
+// engine between the two (a `flusso run` child with a 1 s tumbling window, or with BENCH_PIPELINE=per-event
+// behaviour stages that emit an output on every event), the engine draining a backlog, and the child
+// processes they need, killed whatever happens.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -22,6 +23,27 @@ export const KEEP_UP_END_LAG_MS = 1000;
 export const KEEP_UP_SLOPE_MS_PER_S = 50;
 
 export type BenchNats = { url: string; nc: NatsConnection; jsm: JetStreamManager };
+
+/**
+ * What the engine runs. `window`: a 1 s tumbling window per user (a result waits for its window's end).
+ * `per-event`: dedup, rolling aggregates and features, a features output on every event.
+ */
+export type PipelineMode = "window" | "per-event";
+export const PIPELINE: PipelineMode = (() => {
+  const mode = process.env.BENCH_PIPELINE ?? "window";
+  if (mode !== "window" && mode !== "per-event") throw new Error(`BENCH_PIPELINE must be window or per-event, got ${JSON.stringify(mode)}`);
+  return mode;
+})();
+/**
+ * Outputs (per-event mode) and raw messages of events published in a run's first this many seconds are
+ * left out of its `steady` latency: a freshly started engine (JIT, first keys) runs a backlog of up to
+ * ~0.6 s there, which a running job pays once. The whole-run figure is kept beside it.
+ */
+export const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
+/** Per-event mode: the feature carrying the newest publish stamp (through a `last` aggregate). */
+export const PUBLISHED_FEATURE = "newest_published_ms";
+/** Per-event mode: the end markers' users, one per partition (distinct, so dedup keeps each). */
+const MARKER_USER = "~end-marker";
 
 // ---------------------------------------------------------------------------------------------
 // Children
@@ -119,17 +141,21 @@ export type RawRun = {
   /** Messages per second between the consumer's first and last receive. */
   consumerRatePerSecond: number;
   latency: LatencySummary;
+  /** Messages published after the first WARMUP_SECONDS of the run (the same cut as the engine's `steady`). */
+  steady: LatencySummary;
 };
 
 /** The publisher straight to an ordered consumer in this process: receive time minus publish stamp per message. */
 export async function runRaw(nats: BenchNats, rate: number, events: number): Promise<RawRun> {
   await freshStream(nats.jsm, "RAW", ["raw.>"]);
   const latenciesMs: number[] = [];
+  const stampsMs: number[] = [];
   let firstAtMs = 0;
   let lastAtMs = 0;
   const tap = await tapStream(nats.nc, "RAW", (msg, receivedAtMs) => {
     const event = JSON.parse(msg.string()) as Record<string, number>;
     latenciesMs.push(receivedAtMs - event[STAMP]);
+    stampsMs.push(event[STAMP]);
     if (firstAtMs === 0) firstAtMs = receivedAtMs;
     lastAtMs = receivedAtMs;
   });
@@ -144,6 +170,7 @@ export async function runRaw(nats: BenchNats, rate: number, events: number): Pro
       received: latenciesMs.length,
       consumerRatePerSecond: (latenciesMs.length * 1000) / spanMs,
       latency: summarizeLatencies(latenciesMs),
+      steady: summarizeLatencies(afterWarmUp(latenciesMs, stampsMs, await stampAt(nats.jsm, "RAW", 1))),
     };
   } finally {
     await tap.stop();
@@ -162,13 +189,17 @@ export type EnginePipeline = {
   checkpointInterval: string;
 };
 
-/** The pipeline file: event time is the publish stamp; a 1 s tumbling window per user carrying its newest stamp. */
-export function writeEnginePipeline(dir: string, url: string, p: EnginePipeline): string {
+/**
+ * The pipeline file: event time is the publish stamp. `window`: a 1 s tumbling window per user carrying
+ * its newest stamp. `per-event`: a features output on every event that dedup keeps, carrying its stamp.
+ */
+export function writeEnginePipeline(dir: string, url: string, p: EnginePipeline, mode: PipelineMode = PIPELINE): string {
   const path = join(dir, `${p.label}.yaml`);
   mkdirSync(dir, { recursive: true });
+  const body = mode === "window" ? windowSection(url) : perEventSections(url);
   writeFileSync(
     path,
-    `# NATS latency benchmark: ${p.label}
+    `# NATS latency benchmark (${mode}): ${p.label}
 name: nats-latency-${p.label}
 source:
   nats: { servers: "${url}", stream: ${p.stream}, subjects: ["${p.subject}.>"], partitions: ${PARTITIONS}${p.bounded ? ", bounded: true" : ""} }
@@ -184,7 +215,14 @@ key: user_id
 time: ${STAMP}
 watermark: { maxOutOfOrderness: 0s, idleness: 1s }
 state: { dir: ./state-${p.label}, checkpointInterval: ${p.checkpointInterval} }
-windows:
+${body}deadLetter: { file: { path: ./out-${p.label}/dead-letter.jsonl } }
+`,
+  );
+  return path;
+}
+
+function windowSection(url: string): string {
+  return `windows:
   - name: second
     type: tumbling
     size: 1s
@@ -193,10 +231,27 @@ windows:
       last_published: { max: ${STAMP} }
 sinks:
   - nats: { servers: "${url}", stream: OUT, subject: out.latency }
-deadLetter: { file: { path: ./out-${p.label}/dead-letter.jsonl } }
-`,
-  );
-  return path;
+`;
+}
+
+/**
+ * Light, per event: dedup drops a re-sent event (the generator sends 0.5% twice, a moment apart, equal
+ * but for `timestamp`: `within` is short because event time here is the publish time, 10-50x denser
+ * than the generator's own), a rolling count over 1 min and the newest stamp via `last`, and features
+ * over them. The stamp is a feature, so the vector changes on every kept event: one output each.
+ */
+function perEventSections(url: string): string {
+  return `dedup: { within: 1s, fields: [event_type, page] }
+aggregates:
+  events_1m: { count: true, over: 1m }
+  last_published: { last: ${STAMP} }
+features:
+  events_per_min: 'events_1m'
+  ${PUBLISHED_FEATURE}: 'last_published'
+sinks:
+  - nats: { servers: "${url}", stream: OUT, subject: out.latency }
+    outputs: [features]
+`;
 }
 
 export type EngineSummary = { read: number; outputs: number; late: number; deadLettered: number; elapsedMs: number; ratePerSecond: number };
@@ -371,4 +426,158 @@ export async function runEngineBacklog(nats: BenchNats, dir: string, stream: str
   if (exit.code !== 0) throw new Error(`the backlog run exited with ${exit.code ?? exit.signal}: ${engine.stderr().slice(-2000)}`);
   const results = (await nats.jsm.streams.info("OUT")).state.messages;
   return { events, wallMs, engine: parseSummary(engine.stderr()), results };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. Through the engine, per event (BENCH_PIPELINE=per-event)
+
+/** A features output: `newest_published_ms` is the stamp of the user's newest event (through `last`). */
+type FeaturesOutput = { output: string; user_id: string; time: number; events_per_min: number | null; [PUBLISHED_FEATURE]: number | null };
+
+export type PerEventRun = {
+  label: string;
+  requestedRate: number;
+  checkpointInterval: string;
+  publisher: Published;
+  /** Outputs of published events (the step's time is the event's stamp, and the feature carries it). */
+  eventOutputs: number;
+  /** Published events without an output: dropped by dedup, or a vector that did not change. */
+  eventsWithoutOutput: number;
+  /** Any other output: the markers', wake-ups' (none expected: the 1 min lookback outlasts a run). */
+  otherOutputs: number;
+  /** Every partition's end marker came out: every published event had been processed. */
+  isCaughtUp: boolean;
+  /** Published events per second, from the first publish stamp to the last marker's output. */
+  engineEventsPerSecond: number;
+  outputsPerSecond: number;
+  /** Receive time of an output minus its `newest_published_ms`: publish to output, per event. */
+  latency: LatencySummary;
+  /** The same, for events published after the run's first WARMUP_SECONDS (the engine started just before it). */
+  steady: LatencySummary;
+  /** Latency of the first and of the last 10% of the outputs (a backlog growing shows here). */
+  latencyFirstTenth: LatencySummary;
+  latencyLastTenth: LatencySummary;
+  /** Least-squares slope of latency over the publish time, ms per second of the run: a backlog growing. */
+  latencySlopeMsPerS: number;
+  /** Per second of publish time from the first stamp: outputs, and their exact p50, p99 and max latency. */
+  bySecond: Array<{ second: number; outputs: number; p50Ms: number; p99Ms: number; maxMs: number }>;
+  /** From the end markers' publish to the last of their outputs: the engine's backlog at the end. */
+  endLagMs: number;
+  /** Published events minus event outputs received when the publisher exited (dedup's drops included). */
+  backlogAtPublisherExit: number;
+  keptUp: boolean;
+  engine?: EngineSummary;
+  engineExit: string;
+};
+
+/** One event per partition stamped now (after every stamp the publisher wrote): a distinct user each, so dedup keeps them. */
+async function publishPerEventMarkers(nc: NatsConnection, subject: string): Promise<number> {
+  const js = jetstream(nc);
+  const stampMs = Date.now();
+  const acks: Promise<unknown>[] = [];
+  for (let p = 0; p < PARTITIONS; p++) {
+    const marker = { user_id: `${MARKER_USER}-${p}`, timestamp: stampMs, event_type: "marker", page: "", session_duration_sec: 0, [STAMP]: stampMs };
+    acks.push(js.publish(`${subject}.${p}`, JSON.stringify(marker)));
+  }
+  await Promise.all(acks);
+  return stampMs;
+}
+
+/**
+ * As `runEngine`, with the per-event pipeline: every output of a published event is one latency
+ * sample. Dedup drops a few events, so the outputs to expect are not known in advance: the end markers
+ * are (one per partition, read in order, written in order), and the run is complete when all came out.
+ */
+export async function runEnginePerEvent(nats: BenchNats, dir: string, label: string, rate: number, events: number, checkpointInterval = "1s"): Promise<PerEventRun> {
+  // 1.
+  await freshStream(nats.jsm, "EVENTS", ["events.>"]);
+  await freshStream(nats.jsm, "OUT", ["out.latency"], 120_000);
+  const yaml = writeEnginePipeline(dir, nats.url, { label, stream: "EVENTS", subject: "events", bounded: false, checkpointInterval }, "per-event");
+  const atMs: number[] = [];
+  const stampMs: number[] = [];
+  let otherOutputs = 0;
+  let markersSeen = 0;
+  let lastMarkerAtMs = NaN;
+  const tap = await tapStream(nats.nc, "OUT", (msg, receivedAtMs) => {
+    const out = JSON.parse(msg.string()) as FeaturesOutput;
+    const stamp = out[PUBLISHED_FEATURE];
+    if (out.user_id.startsWith(MARKER_USER)) {
+      otherOutputs++;
+      if (++markersSeen === PARTITIONS) lastMarkerAtMs = receivedAtMs;
+    } else if (out.output === "features" && stamp !== null && out.time === stamp) {
+      atMs.push(receivedAtMs);
+      stampMs.push(stamp);
+    } else {
+      otherOutputs++;
+    }
+  });
+  const engine = spawnFlusso(["run", yaml, "--reset"]);
+  let published: Published;
+  let markerAtMs = NaN;
+  let firstStampMs = NaN;
+  let outputsAtPublisherExit = 0;
+  let exit: Exit & { isKilled: boolean };
+  try {
+    const isReady = await waitUntil(async () => engine.child.exitCode !== null || (await nats.jsm.streams.info("EVENTS")).state.consumer_count > 0, 30_000, 50);
+    if (!isReady || engine.child.exitCode !== null) throw new Error(`the engine did not start reading EVENTS: ${engine.stderr().slice(-2000)}`);
+    // 2.
+    published = await runPublisher(nats, "events", "EVENTS", events, rate);
+    outputsAtPublisherExit = atMs.length;
+    firstStampMs = await stampAt(nats.jsm, "EVENTS", 1);
+    markerAtMs = await publishPerEventMarkers(nats.nc, "events");
+    // 3.
+    await waitUntil(() => engine.child.exitCode !== null || markersSeen >= PARTITIONS, CATCH_UP_TIMEOUT_MS, 20);
+  } finally {
+    exit = await stopChild(engine);
+    await tap.stop();
+  }
+  // 4.
+  const latencies = atMs.map((at, i) => at - stampMs[i]);
+  const tenth = Math.max(1, Math.floor(latencies.length / 10));
+  const isCaughtUp = markersSeen >= PARTITIONS;
+  const endLagMs = isCaughtUp ? lastMarkerAtMs - markerAtMs : Infinity;
+  const spanMs = (isCaughtUp ? lastMarkerAtMs : atMs.at(-1) ?? firstStampMs) - firstStampMs;
+  const latencySlopeMsPerS = slope(
+    stampMs.map((s) => s / 1000),
+    latencies,
+  );
+  return {
+    label,
+    requestedRate: rate,
+    checkpointInterval,
+    publisher: published,
+    eventOutputs: atMs.length,
+    eventsWithoutOutput: published.published - atMs.length,
+    otherOutputs,
+    isCaughtUp,
+    engineEventsPerSecond: isCaughtUp ? (published.published * 1000) / Math.max(spanMs, 1) : (atMs.length * 1000) / Math.max(spanMs, 1),
+    outputsPerSecond: (atMs.length * 1000) / Math.max(spanMs, 1),
+    latency: summarizeLatencies(latencies),
+    steady: summarizeLatencies(afterWarmUp(latencies, stampMs, firstStampMs)),
+    latencyFirstTenth: summarizeLatencies(latencies.slice(0, tenth)),
+    latencyLastTenth: summarizeLatencies(latencies.slice(-tenth)),
+    latencySlopeMsPerS,
+    bySecond: latencyBySecond(stampMs, latencies, firstStampMs),
+    endLagMs,
+    backlogAtPublisherExit: published.published - outputsAtPublisherExit,
+    keptUp: isCaughtUp && endLagMs <= KEEP_UP_END_LAG_MS && latencySlopeMsPerS <= KEEP_UP_SLOPE_MS_PER_S,
+    engine: parseSummary(engine.stderr()),
+    engineExit: exit.isKilled ? "SIGKILL after 10 s" : exit.code === 0 ? "0" : `${exit.code ?? exit.signal}: ${engine.stderr().slice(-500)}`,
+  };
+}
+
+function latencyBySecond(stampMs: number[], latencies: number[], firstStampMs: number): PerEventRun["bySecond"] {
+  const seconds: number[][] = [];
+  for (let i = 0; i < latencies.length; i++) (seconds[Math.max(0, Math.floor((stampMs[i] - firstStampMs) / 1000))] ??= []).push(latencies[i]);
+  return Array.from(seconds, (values = [], second) => {
+    const sorted = values.sort((a, b) => a - b);
+    const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+    return { second, outputs: sorted.length, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: sorted.at(-1) ?? NaN };
+  });
+}
+
+/** The latencies of events stamped at least WARMUP_SECONDS after `firstStampMs`. */
+function afterWarmUp(latencies: number[], stampsMs: number[], firstStampMs: number): number[] {
+  const fromMs = firstStampMs + WARMUP_SECONDS * 1000;
+  return latencies.filter((_, i) => stampsMs[i] >= fromMs);
 }
