@@ -32,16 +32,26 @@ export function runCli(args: string[]): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, ["bin/flusso.js", ...args], { cwd: PROJECT_ROOT, encoding: "utf8", timeout: 20_000 });
 }
 
-/** Runs `flusso run <pipeline> --quiet`, killing it with SIGKILL after `killAfterMs`; resolves with how it ended. */
-export function runCliUntilKilled(pipeline: string, killAfterMs: number): Promise<{ code: number | null; killed: boolean; stderr: string }> {
+/**
+ * Runs `flusso run <pipeline> --quiet`, killing it with SIGKILL after `killAfterMs`, or as soon as
+ * `isTimeToKill()` holds (polled every 10 ms); resolves with how it ended.
+ */
+export function runCliUntilKilled(
+  pipeline: string,
+  killAfterMs: number,
+  isTimeToKill: () => boolean = () => false,
+): Promise<{ code: number | null; killed: boolean; stderr: string }> {
   return new Promise((done) => {
     const child = spawn(process.execPath, [join(PROJECT_ROOT, "bin/flusso.js"), "run", pipeline, "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     let killed = false;
-    const timer = setTimeout(() => (killed = child.kill("SIGKILL")), killAfterMs);
+    const kill = () => (killed = child.kill("SIGKILL"));
+    const timer = setTimeout(kill, killAfterMs);
+    const poll = setInterval(() => isTimeToKill() && kill(), 10);
     child.on("exit", (code) => {
       clearTimeout(timer);
+      clearInterval(poll);
       done({ code, killed: killed && code === null, stderr });
     });
   });
