@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME } from "../../engine/elements.ts";
-import { digestOf, mergeDigests, quantileOf, type Digest } from "../../operators/quantiles.ts";
+import { digestOf, mergeDigests, quantileOf, type Digest } from "../../operators/tdigest.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
 import { ev, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, runStagesCheckpointed } from "../behaviourHarness.ts";
 import { mulberry32 } from "../harness.ts";
