@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { lastValueFrom, Subject, toArray } from "rxjs";
+import { expect } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { operate } from "../engine/operator.ts";
 import { storeOperatorContext } from "../engine/operatorContext.ts";
@@ -90,6 +91,21 @@ export async function runStagesCheckpointed(
   }
   rmSync(dir, { recursive: true, force: true });
   return outputs;
+}
+
+/**
+ * Checks that restarts change no output: a restart after every cut (one checkpoint), a restart
+ * after every element with a checkpoint after each one before it, and a restart after each element.
+ */
+export async function expectRestartsChangeNothing(stages: StageDefinition[], elements: Element<EventFields>[], expected: Emitted[]): Promise<void> {
+  for (let cut = 0; cut <= elements.length; cut++) {
+    const restarted = await runStagesWithRestart(stages, elements, cut);
+    expect(restarted.outputs, `cut at ${cut}`).toEqual(expected);
+  }
+  for (let cut = 0; cut < elements.length; cut++) {
+    expect(await runStagesCheckpointed(stages, elements, { restartsAfter: [cut] }), `checkpoints, restart after ${cut}`).toEqual(expected);
+  }
+  expect(await runStagesCheckpointed(stages, elements, { restartsAfter: elements.map((_, i) => i) }), "restart after each").toEqual(expected);
 }
 
 /** The CEL types of the event fields the behaviour tests use (a superset of the shipped schema). */

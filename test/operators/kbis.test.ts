@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, runStagesCheckpointed } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing } from "../behaviourHarness.ts";
 
 /** Event fields standing in for the aggregates the KBI features are computed from. */
 const FIELDS = {
@@ -185,14 +185,7 @@ kbis:
     ];
     const whole = await runStages(stages, elements);
     expect(whole.byKind("kbi").length).toBe(10);
-    for (let cut = 0; cut <= elements.length; cut++) {
-      const restarted = await runStagesWithRestart(stages, elements, cut);
-      expect(restarted.outputs, `cut at ${cut}`).toEqual(whole.outputs);
-    }
-    for (let cut = 0; cut < elements.length; cut++) {
-      expect(await runStagesCheckpointed(stages, elements, { restartsAfter: [cut] }), `checkpoints, restart after ${cut}`).toEqual(whole.outputs);
-    }
-    expect(await runStagesCheckpointed(stages, elements, { restartsAfter: elements.map((_, i) => i) }), "restart after each").toEqual(whole.outputs);
+    await expectRestartsChangeNothing(stages, elements, whole.outputs);
   });
 
   it("refuses an unknown field at its path", () => {

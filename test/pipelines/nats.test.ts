@@ -102,6 +102,18 @@ async function publish(url: string, subjectOf: (e: Ev) => string, all: Ev[], ext
   await nc.close();
 }
 
+/** Waits (4 s at most) until `stream` holds a message: the job has written its first results. */
+async function firstMessageIn(url: string, stream: string): Promise<void> {
+  const nc = await connect({ servers: url });
+  const jsm = await jetstreamManager(nc);
+  for (let i = 0; i < 400; i++) {
+    const info = await jsm.streams.info(stream).catch(() => undefined);
+    if ((info?.state.messages ?? 0) > 0) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await nc.close();
+}
+
 function sorted(lines: string[]): string[] {
   return lines.map((l) => JSON.stringify(JSON.parse(l))).sort();
 }
@@ -173,14 +185,7 @@ describe("NATS JetStream in and out", () => {
     const exited = new Promise<number | null>((done) => child.on("exit", done));
     try {
     // Stop the server as soon as the job has written its first results.
-    const nc = await connect({ servers: server.url });
-    const jsm = await jetstreamManager(nc);
-    for (let i = 0; i < 400; i++) {
-      const info = await jsm.streams.info("OUT3").catch(() => undefined);
-      if ((info?.state.messages ?? 0) > 0) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    await nc.close();
+    await firstMessageIn(server.url, "OUT3");
     expect(child.exitCode, "the job ended before the server went away").toBeNull();
     await server.stop();
     await new Promise((r) => setTimeout(r, 1500));
@@ -209,13 +214,9 @@ describe("NATS JetStream in and out", () => {
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((done) => child.on("exit", done));
     try {
+      await firstMessageIn(server.url, "OUT5");
       const nc = await connect({ servers: server.url });
       const jsm = await jetstreamManager(nc);
-      for (let i = 0; i < 400; i++) {
-        const info = await jsm.streams.info("OUT5").catch(() => undefined);
-        if ((info?.state.messages ?? 0) > 0) break;
-        await new Promise((r) => setTimeout(r, 10));
-      }
       expect(child.exitCode, "the job ended before the cut").toBeNull();
       const connectionsBefore = proxy.connections;
       proxy.blackhole();
@@ -249,14 +250,7 @@ describe("NATS JetStream in and out", () => {
       let stderr = "";
       child.stderr.on("data", (d) => (stderr += d));
       const exited = new Promise<number | null>((done) => child.on("exit", done));
-      const nc = await connect({ servers: server.url });
-      const jsm = await jetstreamManager(nc);
-      for (let i = 0; i < 400; i++) {
-        const info = await jsm.streams.info("OUT6").catch(() => undefined);
-        if ((info?.state.messages ?? 0) > 0) break;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      await nc.close();
+      await firstMessageIn(server.url, "OUT6");
       proxy.blackhole();
       child.kill("SIGTERM");
       expect(await exited, stderr).toBe(130);
