@@ -94,6 +94,20 @@ export async function runStagesCheckpointed(
 }
 
 /**
+ * The messages (`path: detail`) with which the behaviour sections of `yamlText` are refused, all
+ * of them; empty when they are accepted. Anything but a refusal is rethrown.
+ */
+export function configErrors(yamlText: string, fields: Record<string, string> = TEST_FIELDS): string[] {
+  try {
+    stagesFromYaml(yamlText, fields);
+    return [];
+  } catch (error) {
+    if (!(error instanceof PipelineInvalid)) throw error;
+    return error.errors.map((e) => e.message);
+  }
+}
+
+/**
  * Checks that restarts change no output: a restart after every cut (one checkpoint), a restart
  * after every element with a checkpoint after each one before it, and a restart after each element.
  */

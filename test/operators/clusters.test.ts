@@ -12,7 +12,7 @@ import { matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
 import { clusters, type ClustersRun } from "../../operators/clusters.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput } from "../../operators/stage.ts";
 import { memoryContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors } from "../behaviourHarness.ts";
 
 /** Writes down the cluster var as every step leaves it: a "seen" output per step. */
 const probe: StageDefinition = {
@@ -372,9 +372,7 @@ describe("clusters", () => {
   });
 
   it("refuses unknown fields, bad values and reserved names, each at its path", () => {
-    let message = "";
-    try {
-      stagesFromYaml(`
+    const message = configErrors(`
 features: { a: '1.0' }
 clusters:
   features: [a]
@@ -384,10 +382,7 @@ clusters:
   retention: { after: 2h }
   names:
     - { name: cluster_3, when: 'a > 0.0' }
-`);
-    } catch (error) {
-      message = String(error);
-    }
+`).join("\n");
     expect(message).toContain("clusters.colour: unknown field");
     expect(message).toContain("clusters.k: expected a number from 2 to 16, got 1");
     expect(message).toContain('clusters.every: expected a duration like "30m", got "soon"');

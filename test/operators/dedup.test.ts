@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { Element } from "../../engine/elements.ts";
 import { dedup } from "../../operators/dedup.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
-import { ev, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, runStagesCheckpointed } from "../behaviourHarness.ts";
+import { ev, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, runStagesCheckpointed, configErrors } from "../behaviourHarness.ts";
 
 const SECOND_MS = 1000;
 
@@ -168,14 +168,7 @@ describe("dedup", () => {
   });
 
   it("refuses unknown settings, bad durations and fields that are not comparable event fields, at their paths", () => {
-    const errors = (yaml: string) => {
-      try {
-        stagesFromYaml(yaml);
-      } catch (error) {
-        return String((error as Error).message);
-      }
-      return "";
-    };
+    const errors = (yaml: string) => configErrors(yaml).join("\n");
     expect(errors("dedup: { within: 1m, window: 5m }")).toMatch(/dedup\.window: unknown field/);
     expect(errors("dedup: { within: soon }")).toMatch(/dedup\.within: expected a duration like "1m", got "soon"/);
     expect(errors("dedup: { fields: [event_type, price] }")).toMatch(/dedup\.fields\[1\]: CEL type error/);

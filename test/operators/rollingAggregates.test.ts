@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import { defaultResolutionMs, rollingAggregates } from "../../operators/rollingAggregates.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
-import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, runStagesCheckpointed } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, runStagesCheckpointed, configErrors } from "../behaviourHarness.ts";
 
 /** A stage after the aggregates that emits, on every step, whether it is an event and the values of `names`. */
 function probe(names: string[]): StageDefinition {
@@ -292,14 +292,7 @@ aggregates:
   });
 
   it("refuses bad aggregates at the path of the bad value, all of them", () => {
-    const errors = (yaml: string) => {
-      try {
-        stagesFromYaml(yaml);
-      } catch (error) {
-        return String((error as Error).message);
-      }
-      return "";
-    };
+    const errors = (yaml: string) => configErrors(yaml).join("\n");
     expect(errors("aggregates: { n: { count: true, over: 1d, window: 1h } }")).toMatch(/aggregates\.n\.window: unknown field \(expected one of count, over, resolution\)/);
     expect(errors("aggregates: { n: { count: true } }")).toMatch(/aggregates\.n\.over: is required/);
     expect(errors("aggregates: { n: { sum: page, over: 1d } }")).toMatch(/aggregates\.n\.sum: "page" is of type string, expected double or int or uint/);

@@ -6,7 +6,7 @@ import type { KeyedValueState } from "../../engine/keyedState.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
 import { namesNeeded } from "../../pipelines/celNeeds.ts";
 import { memoryContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors } from "../behaviourHarness.ts";
 
 /** What the hand-built "facts" stage keeps per user: the last value of each of these event fields. */
 const REMEMBERED = ["avg_order_90d", "last_purchase_ms", "email_opens_5d", "cta_clicks_5d", "demo_visits_5d"];
@@ -370,12 +370,7 @@ segments:
 
   it("reports every bad value, not just the first", () => {
     const yaml = `segments: { groups: { g: { rules: [{ name: a, when: '1.0' }], default: "b c" } }, tags: [{ name: t, when: 'nope' }] }`;
-    let message = "";
-    try {
-      stagesFromYaml(yaml, FIELDS);
-    } catch (error) {
-      message = String(error);
-    }
+    const message = configErrors(yaml, FIELDS).join("\n");
     expect(message).toMatch(/segments\.groups\.g\.rules\[0\]\.when/);
     expect(message).toMatch(/segments\.groups\.g\.default/);
     expect(message).toMatch(/segments\.tags\[0\]\.when/);

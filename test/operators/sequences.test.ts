@@ -1,9 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
-import { PipelineInvalid } from "../../pipelines/errors.ts";
 import { memoryContext } from "../harness.ts";
-import { ev, HOUR_MS, DAY_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm } from "../behaviourHarness.ts";
+import { ev, HOUR_MS, DAY_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, configErrors } from "../behaviourHarness.ts";
 
 const CART_ABANDONED = `
 sequences:
@@ -348,15 +347,7 @@ sequences:
   });
 
   it("refuses an absent step that is not last or has no within, a within on the first step, and a single step", () => {
-    const errors = (yaml: string) => {
-      try {
-        stagesFromYaml(yaml);
-      } catch (error) {
-        expect(error).toBeInstanceOf(PipelineInvalid);
-        return (error as PipelineInvalid).errors.map((e) => e.message);
-      }
-      return [];
-    };
+    const errors = (yaml: string) => configErrors(yaml);
     expect(errors(`sequences: { s: { steps: [{ name: a, when: 'true', within: 1h }, { name: b, when: 'true', absent: true, within: 1h }, { name: c, when: 'true', absent: true }] } }`)).toEqual([
       "sequences.s.steps[0].within: the first step has no step before it to be within a time of",
       "sequences.s.steps[1].absent: only the last step can be absent",

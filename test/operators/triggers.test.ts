@@ -9,7 +9,7 @@ import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour } from "../../operators/behaviour.ts";
 import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
-import { ev, HOUR_MS, DAY_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type Emitted } from "../behaviourHarness.ts";
+import { ev, HOUR_MS, DAY_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type Emitted, configErrors } from "../behaviourHarness.ts";
 
 /**
  * Stands in for the stages that raise signals (segments, sequences, scores, phases): an event
@@ -507,12 +507,7 @@ triggers:
   template:
     canali: trigger.channels + missing
 `;
-    let message = "";
-    try {
-      stagesFromYaml(bad);
-    } catch (error) {
-      message = String((error as Error).message);
-    }
+    const message = configErrors(bad).join("\n");
     expect(message).toContain("triggers.timezone: CEL type error");
     expect(message).toContain(`triggers.consent: "page" is of type string, expected map`);
     expect(message).toContain(`triggers.quietHours.to: expected a local time like "08:00", got "25:00"`);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import type { SessionRecord } from "../../operators/userSessions.ts";
-import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, runStagesCheckpointed } from "../behaviourHarness.ts";
+import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, runStagesCheckpointed, configErrors } from "../behaviourHarness.ts";
 
 const VARS = ["session_is_new", "session_pages", "session_elapsed_sec", "session_avg_gap_sec", "session_max_gap_sec"];
 
@@ -180,14 +180,7 @@ describe("sessions", () => {
   });
 
   it("refuses unknown settings and bad values at their paths, and a schema field named like a session value", () => {
-    const errors = (yaml: string, fields = TEST_FIELDS) => {
-      try {
-        stagesFromYaml(yaml, fields);
-      } catch (error) {
-        return String((error as Error).message);
-      }
-      return "";
-    };
+    const errors = (yaml: string, fields = TEST_FIELDS) => configErrors(yaml, fields).join("\n");
     expect(errors("sessions: { gap: 30m, timeout: 5m }")).toMatch(/sessions\.timeout: unknown field/);
     const both = errors("sessions: { gap: soon, emit: maybe }");
     expect(both).toMatch(/sessions\.gap: expected a duration like "30m", got "soon"/);
