@@ -3,17 +3,9 @@
 import { execFileSync } from "node:child_process";
 import os from "node:os";
 import type { Sink } from "../engine/sinks/sink.ts";
+import { mulberry32 } from "../engine/random.ts";
 
-/** mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). Same seed, same sequence. */
-export function mulberry32(seed: number): () => number {
-  let state = seed | 0;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 /** One event of the in-memory workload. */
 export type BenchEvent = { user: string; timeMs: number; amount: number };

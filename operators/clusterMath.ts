@@ -1,5 +1,6 @@
 // Arithmetic of the clusters stage: standardising feature vectors, nearest centroids, matching a
 // run's centroids to the previous run's so labels survive re-runs, and naming clusters by rules.
+import { mulberry32 } from "../engine/random.ts";
 
 /** Per-feature mean and spread of one run's vectors: z = (x - mean) / std. */
 export type Standardisation = { means: number[]; stds: number[] };
@@ -149,17 +150,6 @@ function drawByWeight(weights: Float64Array, total: number, u: number): number {
   let last = weights.length - 1;
   while (last > 0 && weights[last] === 0) last--;
   return last;
-}
-
-/** A seeded PRNG (mulberry32): 32 bits of state, plenty for drawing seeds. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -10,6 +10,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+/** Tests draw their random data from a seeded PRNG, so every run sees the same. */
+export { mulberry32 } from "../engine/random.ts";
+
 export type Run<O> = { outputs: Array<{ key: string; time: number; value: O }>; sides: Record<string, unknown[]>; counts: Record<string, number> };
 
 export function memoryContext(sides: Record<string, unknown[]>, counts: Record<string, number> = {}): OperatorContext {
@@ -61,15 +64,4 @@ export async function runWithRestart<I, O>(definition: OperatorDefinition<I, O>,
   collect(await lastValueFrom(from(rest).pipe(operate(definition.build(ctx2), ctx2.side), toArray()), { defaultValue: [] }));
   await second.close();
   return { outputs, sides, counts };
-}
-
-/** A seeded PRNG (mulberry32): tests draw their random data from it, so every run sees the same. */
-export function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
