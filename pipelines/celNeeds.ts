@@ -24,10 +24,15 @@ const NONE: ReadonlySet<string> = new Set();
  */
 export function namesNeeded(source: string, forTrue = true): string[] {
   try {
-    return [...needed(parser.parse(source).ast as unknown as Node, forTrue)];
+    return namesNeededIn(parser.parse(source).ast, forTrue);
   } catch {
     return [];
   }
+}
+
+/** The same, of an expression already parsed. */
+export function namesNeededIn(ast: unknown, forTrue = true): string[] {
+  return [...needed(ast as Node, forTrue)];
 }
 
 /** Names whose absence makes `node` fail, or, with `forTrue`, makes it anything but true. */

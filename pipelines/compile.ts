@@ -44,14 +44,12 @@ export function fingerprint(spec: PipelineSpec): string {
 }
 
 function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
-  const value = def.value;
   const where = def.where;
-  // A bare field name reads the field directly: the common case, and the hot path.
-  const field = value && /^[A-Za-z_][A-Za-z0-9_]*$/.test(value.source.trim()) ? value.source.trim() : undefined;
   return {
     name: def.name,
     kind: def.kind,
-    value: field !== undefined ? (e) => e[field] : value && ((e) => value.evaluate(e)),
+    // A bare field name is read directly (see compileExpression): the common case, and the hot path.
+    value: def.value?.evaluate,
     where: where && ((e) => where.evaluate(e) === true),
   };
 }

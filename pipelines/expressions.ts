@@ -2,7 +2,7 @@
 // declared fields, refused if they reach for anything outside the data (`constructor`, `__proto__`),
 // and evaluated as plain functions of an event. Expressions are data: no eval, no Function.
 import { Environment } from "@marcbachmann/cel-js";
-import { namesNeeded } from "./celNeeds.ts";
+import { namesNeededIn } from "./celNeeds.ts";
 import { ConfigError } from "./errors.ts";
 
 /** CEL types of the declared fields, e.g. `{ event_type: "string", price: "double" }`. */
@@ -62,7 +62,27 @@ export function compileExpression(env: Environment, source: unknown, path: strin
   if (expected && type !== "dyn" && !expected.includes(type)) {
     throw new ConfigError(path, `${JSON.stringify(source)} is of type ${type}, expected ${expected.join(" or ")}`);
   }
-  return { source, type, evaluate: evaluator(parsed, namesNeeded(source, false)) };
+  return { source, type, evaluate: directRead(parsed.ast as AstNode) ?? evaluator(parsed, namesNeededIn(parsed.ast, false)) };
+}
+
+/**
+ * The two commonest shapes, a bare name and `name == "text"`, read straight off the context: the
+ * same result as CEL (a missing value is no value), without the evaluator (~100 ns) on hot paths.
+ */
+function directRead(ast: AstNode): ((context: object) => unknown) | undefined {
+  if (ast.op === "id" && typeof ast.args === "string") {
+    const name = ast.args;
+    return (context) => (context as Record<string, unknown>)[name];
+  }
+  if (ast.op !== "==" || !Array.isArray(ast.args)) return undefined;
+  const [left, right] = ast.args as AstNode[];
+  if (left?.op !== "id" || typeof left.args !== "string" || right?.op !== "value" || typeof right.args !== "string") return undefined;
+  const name = left.args;
+  const text = right.args;
+  return (context) => {
+    const value = (context as Record<string, unknown>)[name];
+    return value === undefined ? undefined : value === text;
+  };
 }
 
 function evaluator(parsed: (context: object) => unknown, needs: readonly string[]): (context: object) => unknown {

@@ -1,7 +1,6 @@
 // Reads `aggregates:` (name: one rolling aggregate over a lookback) into the rolling aggregates
 // stage, and declares each aggregate's value for later stages.
 import { rollingAggregates, type Condition, type RollingAggregateSpec, type RollingKind } from "../../operators/rollingAggregates.ts";
-import type { Compiled } from "../expressions.ts";
 import type { Obj, Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 import type { StageReader } from "../behaviour.ts";
@@ -26,8 +25,6 @@ const NUMERIC = ["double", "int", "uint"];
 const COMPARABLE = ["string", "double", "int", "uint", "bool"];
 /** The declared type of `last` per type of its expression: ints are turned into doubles like every number. */
 const LAST_TYPE: Record<string, string> = { string: "string", double: "double", int: "double", uint: "double", bool: "bool", dyn: "dyn" };
-
-type Evaluate = (vars: Record<string, unknown>) => unknown;
 
 /**
  * ```yaml
@@ -106,14 +103,14 @@ class SpecReader {
       }
       case "last": {
         const compiled = this.scope.compile(r, `${path}.last`, source, Object.keys(LAST_TYPE));
-        if (compiled) spec.value = evaluator(compiled);
+        if (compiled) spec.value = compiled.evaluate;
         celType = compiled ? LAST_TYPE[compiled.type] : celType;
         isGood = compiled !== undefined && isGood;
         break;
       }
       default: {
         const compiled = this.scope.compile(r, `${path}.${kind}`, source, kind === "distinct" ? COMPARABLE : NUMERIC);
-        if (compiled) spec.value = evaluator(compiled);
+        if (compiled) spec.value = compiled.evaluate;
         isGood = compiled !== undefined && isGood;
       }
     }
@@ -142,7 +139,7 @@ class SpecReader {
     if (known) return known;
     const compiled = this.scope.compile(this.r, path, source, CONDITION);
     if (!compiled) return undefined;
-    const condition = evaluator(compiled);
+    const condition = compiled.evaluate;
     this.conditions.set(compiled.source.trim(), condition);
     return condition;
   }
@@ -156,27 +153,4 @@ function kindOf(r: Reader, path: string, entry: unknown): RollingKind | undefine
   const kinds = KINDS.filter((k) => (entry as Obj)[k] !== undefined);
   if (kinds.length === 1) return kinds[0];
   return r.fail(path, `expected exactly one of ${KINDS.join(", ")}, got ${kinds.length === 0 ? "none" : kinds.join(" and ")}`);
-}
-
-const BARE_NAME = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*$/;
-const NAME_EQUALS_TEXT = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*==\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*$/;
-
-/**
- * The compiled expression as a function of the view's variables. The two commonest shapes, a
- * bare name and `name == "text"`, are read directly: they mean the same in CEL (a missing value
- * is no value, and never equal), and skip the evaluator (~100 ns) on the hot path.
- */
-function evaluator(compiled: Compiled): Evaluate {
-  const bare = BARE_NAME.exec(compiled.source);
-  if (bare) {
-    const name = bare[1];
-    if (name !== "true" && name !== "false" && name !== "null") return (vars) => vars[name];
-  }
-  const equals = NAME_EQUALS_TEXT.exec(compiled.source);
-  if (equals) {
-    const [, name, doubleQuoted, singleQuoted] = equals;
-    const text = doubleQuoted ?? singleQuoted;
-    return (vars) => vars[name] === text;
-  }
-  return (vars) => compiled.evaluate(vars);
 }
