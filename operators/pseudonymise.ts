@@ -1,5 +1,5 @@
-// Privacy at ingestion: keyed-hash pseudonyms for user ids, and a minimiser that keeps only the
-// fields a pipeline uses. Pure functions, applied by the decoder before anything keys or stores an event.
+// Privacy at ingestion: keyed-hash pseudonyms for user ids, applied by the decoder before anything
+// keys or stores an event. (Fields no stage uses are dropped by the decoder itself: privacy.keep.)
 import { createHmac } from "node:crypto";
 
 /** Shorter keys are refused: 16 bytes (128 bits) keep the pseudonyms out of reach of guessing. */
@@ -49,41 +49,8 @@ export function pseudonymiser(key: string, options: PseudonymiserOptions = {}): 
   };
 }
 
-/** pseudonymiser with the key read from the environment variable `variable`. */
-export function pseudonymiserFromEnv(variable: string, env: Readonly<Record<string, string | undefined>> = process.env, options: Omit<PseudonymiserOptions, "source"> = {}): (id: string) => string {
-  const source = `environment variable ${variable}`;
-  const key = env[variable];
-  if (key === undefined) throw new PseudonymKeyInvalid(source, `is not set; it must hold the pseudonymisation key, at least ${MIN_KEY_BYTES} bytes`);
-  return pseudonymiser(key, { ...options, source });
-}
-
 function checkKey(key: string, source: string): void {
   if (typeof key !== "string" || key === "") throw new PseudonymKeyInvalid(source, `is empty; expected at least ${MIN_KEY_BYTES} bytes`);
   const bytes = Buffer.byteLength(key, "utf8");
   if (bytes < MIN_KEY_BYTES) throw new PseudonymKeyInvalid(source, `is ${bytes} bytes long; expected at least ${MIN_KEY_BYTES}`);
-}
-
-/** An event as a plain object: field name to value. */
-export type EventObject = Readonly<Record<string, unknown>>;
-
-/**
- * `event -> a new object with only the fields in `keep`` that the event has, in `keep`'s order;
- * values are kept whole (a listed map like `consent` with all its flags). The list is copied once,
- * so the per-event work is one property read per kept field.
- */
-export function minimiser(keep: readonly string[]): (event: EventObject) => Record<string, unknown> {
-  // A copy: the caller's list may change later, this minimiser does not.
-  const fields = [...keep];
-  // Assigning "__proto__" would set the result's prototype instead of keeping a field.
-  if (fields.includes("__proto__")) throw new Error(`minimiser: a field named "__proto__" cannot be kept`);
-  const count = fields.length;
-  return (event) => {
-    const kept: Record<string, unknown> = {};
-    for (let i = 0; i < count; i++) {
-      const name = fields[i];
-      // Own fields only: nothing reaches the result through a prototype ("constructor", "__proto__").
-      if (Object.hasOwn(event, name)) kept[name] = event[name];
-    }
-    return kept;
-  };
 }

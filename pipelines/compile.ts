@@ -16,7 +16,6 @@ import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
 import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
-import { pseudonymiser } from "../operators/pseudonymise.ts";
 import { eventDecoder, type DecoderPrivacy, type Event } from "./schema.ts";
 import { WINDOW_OUTPUT, type AggregateDef, type PipelineSpec, type SinkSpec, type SourceSpec } from "./validate.ts";
 
@@ -139,7 +138,7 @@ function decoderPrivacy(spec: PipelineSpec): DecoderPrivacy {
   const ps = privacy.pseudonymise;
   return {
     keep: privacy.keep,
-    pseudonymise: ps && { fields: ps.fields, pseudonym: pseudonymiser(process.env[ps.keyEnv] ?? "") },
+    pseudonymise: ps && { fields: ps.fields, pseudonym: ps.pseudonym },
   };
 }
 

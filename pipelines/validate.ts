@@ -6,6 +6,7 @@ import type { WindowAssigner } from "../operators/windowAssigners.ts";
 import { PipelineInvalid } from "./errors.ts";
 import { describe, Reader, type Obj } from "./reader.ts";
 import { readBehaviour, STAGE_SECTION_NAMES } from "./behaviour.ts";
+import { MIN_KEY_BYTES, pseudonymiser } from "../operators/pseudonymise.ts";
 import type { StageDefinition } from "../operators/stage.ts";
 import { fieldsNamedIn, type Scope } from "./scope.ts";
 import { celEnvironment, compileExpression, type Compiled } from "./expressions.ts";
@@ -23,7 +24,7 @@ export type RoutedSinkSpec = { sink: SinkSpec; outputs?: string[] };
  * variable) before anything keys or stores them, and fields no stage uses dropped.
  */
 export type PrivacySpec = {
-  pseudonymise: { fields: string[]; keyEnv: string } | undefined;
+  pseudonymise: { fields: string[]; keyEnv: string; pseudonym: (id: string) => string } | undefined;
   /** The event fields kept; everything else is dropped at decoding. Undefined: all kept. */
   keep: string[] | undefined;
 };
@@ -449,13 +450,15 @@ function readPrivacy(
       if (schema[f].type !== "string") r.fail(`privacy.pseudonymise.fields[${i}]`, `"${f}" is a ${schema[f].type}; only string fields can be pseudonymised`);
     });
     const keyEnv = ps?.keyEnv === undefined ? undefined : r.string("privacy.pseudonymise.keyEnv", ps.keyEnv);
-    if (keyEnv !== undefined) {
-      const secret = process.env[keyEnv];
-      if (secret === undefined || Buffer.byteLength(secret) < 16) {
-        r.fail("privacy.pseudonymise.keyEnv", `the environment variable ${keyEnv} must hold the pseudonymisation key, at least 16 bytes (${secret === undefined ? "it is not set" : "it is shorter"})`);
-      }
+    const secret = keyEnv === undefined ? undefined : process.env[keyEnv];
+    if (keyEnv !== undefined && (secret === undefined || Buffer.byteLength(secret) < MIN_KEY_BYTES)) {
+      r.fail(
+        "privacy.pseudonymise.keyEnv",
+        `the environment variable ${keyEnv} must hold the pseudonymisation key, at least ${MIN_KEY_BYTES} bytes (${secret === undefined ? "it is not set" : "it is shorter"})`,
+      );
+    } else if (fields && keyEnv && secret !== undefined) {
+      pseudonymise = { fields, keyEnv, pseudonym: pseudonymiser(secret, { source: `environment variable ${keyEnv}` }) };
     }
-    if (fields && keyEnv) pseudonymise = { fields, keyEnv };
   }
   let keep: string[] | undefined;
   if (p.keep === "used") keep = usedFields(schema, windows ?? [], scope);

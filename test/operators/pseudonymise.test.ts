@@ -11,7 +11,7 @@ vi.mock("node:crypto", async (importOriginal) => {
   };
   return { ...crypto, default: { ...crypto, createHmac }, createHmac };
 });
-import { minimiser, PseudonymKeyInvalid, pseudonymiser, pseudonymiserFromEnv } from "../../operators/pseudonymise.ts";
+import { PseudonymKeyInvalid, pseudonymiser } from "../../operators/pseudonymise.ts";
 
 const KEY = "0123456789abcdef-test-key";
 const OTHER_KEY = "fedcba9876543210-test-key";
@@ -71,55 +71,5 @@ describe("pseudonymiser", () => {
     expect(() => pseudonymiser("0123456789abcdef")).not.toThrow();
     // 8 characters, 16 bytes.
     expect(() => pseudonymiser("éééééééé")).not.toThrow();
-  });
-
-  it("reads the key from the environment, naming the variable when it is missing or short", () => {
-    expect(pseudonymiserFromEnv("PSEUDO_KEY", { PSEUDO_KEY: KEY })("user-42")).toBe(pseudonymiser(KEY)("user-42"));
-    expect(() => pseudonymiserFromEnv("PSEUDO_KEY", {})).toThrow(PseudonymKeyInvalid);
-    expect(() => pseudonymiserFromEnv("PSEUDO_KEY", {})).toThrow(/environment variable PSEUDO_KEY: is not set; it must hold the pseudonymisation key, at least 16 bytes/);
-    expect(() => pseudonymiserFromEnv("PSEUDO_KEY", { PSEUDO_KEY: "short" })).toThrow(/environment variable PSEUDO_KEY: is 5 bytes long; expected at least 16/);
-  });
-});
-
-describe("minimiser", () => {
-  const event = {
-    user_id: "u1",
-    timestamp: 1716200000000,
-    event_type: "add_to_cart",
-    page: "/prodotti/scarpe-rosse",
-    search_query: "scarpe rosse",
-    consent: { email: true, push: true, sms: false },
-    props: { device: "desktop", geo: "RO" },
-  };
-
-  it("keeps exactly the listed fields the event has, nested maps whole", () => {
-    const keep = minimiser(["user_id", "timestamp", "event_type", "consent", "scroll_depth"]);
-    const kept = keep(event);
-    expect(kept).toStrictEqual({ user_id: "u1", timestamp: 1716200000000, event_type: "add_to_cart", consent: { email: true, push: true, sms: false } });
-    expect(Object.keys(kept)).toEqual(["user_id", "timestamp", "event_type", "consent"]);
-  });
-
-  it("returns a new object and leaves the event as it was", () => {
-    const copy = structuredClone(event);
-    const kept = minimiser(["user_id", "page"])(event);
-    expect(kept).not.toBe(event);
-    expect(event).toStrictEqual(copy);
-  });
-
-  it("keeps nothing that is not the event's own field", () => {
-    const keep = minimiser(["toString", "constructor", "hasOwnProperty", "user_id"]);
-    expect(keep(event)).toStrictEqual({ user_id: "u1" });
-  });
-
-  it("is not changed by later changes to the list it was given", () => {
-    const fields = ["page"];
-    const keep = minimiser(fields);
-    fields[0] = "user_id";
-    fields.push("event_type");
-    expect(keep(event)).toStrictEqual({ page: "/prodotti/scarpe-rosse" });
-  });
-
-  it("refuses to keep a field named __proto__", () => {
-    expect(() => minimiser(["__proto__"])).toThrow(/"__proto__" cannot be kept/);
   });
 });

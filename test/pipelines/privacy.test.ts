@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { pseudonymiser } from "../../operators/pseudonymise.ts";
+import { eventDecoder, type EventSchema } from "../../pipelines/schema.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 const KEY = "a-test-key-of-32-bytes-0123456789";
@@ -75,5 +76,20 @@ describe("privacy", () => {
     const dir = tempDir("flusso-privacy-");
     const spec = readPipeline(pipelineFile(dir, "  keep: used"));
     expect(new Set(spec.privacy!.keep)).toEqual(new Set(["user_id", "timestamp", "event_type", "page"]));
+  });
+
+  it("drops the fields not kept while decoding, keeps a kept map whole, and still checks a required field it drops", () => {
+    const schema: EventSchema = {
+      user_id: { type: "string", required: true, unit: "ms" },
+      timestamp: { type: "timestamp", required: true, unit: "ms" },
+      event_type: { type: "string", required: true, unit: "ms" },
+      consent: { type: "object", required: false, unit: "ms" },
+      page: { type: "string", required: false, unit: "ms" },
+    };
+    const decode = eventDecoder(schema, "user_id", "timestamp", { keep: ["user_id", "timestamp", "consent"] });
+    const consent = { email: true, push: false };
+    const decoded = decode({ user_id: "u1", timestamp: T0, event_type: "view", consent, page: "/", extra: 1 });
+    expect(decoded).toEqual({ kind: "record", key: "u1", time: T0, value: { user_id: "u1", timestamp: T0, consent } });
+    expect(decode({ user_id: "u1", timestamp: T0, page: "/" })).toEqual({ error: 'missing required field "event_type"' });
   });
 });
