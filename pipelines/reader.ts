@@ -29,6 +29,17 @@ export class Reader {
     return obj;
   }
 
+  /**
+   * A mapping of entries the user names (features, rules, fields...), at least one: its entries,
+   * or undefined (error recorded). `what` says what one entry is, e.g. "feature, like a: b / 7.0".
+   */
+  entries(path: string, value: unknown, what: string): Array<[string, unknown]> | undefined {
+    const obj = this.object(path, value, Object.keys((value as Obj) ?? {}));
+    if (!obj) return undefined;
+    if (Object.keys(obj).length === 0) return this.fail(path, `expected at least one ${what}`);
+    return Object.entries(obj);
+  }
+
   /** A mapping with exactly one of `kinds` as its key, e.g. `{ file: {...} }`. */
   oneOf(path: string, value: unknown, kinds: readonly string[]): [string, unknown] | undefined {
     const obj = this.object(path, value, kinds);

@@ -223,11 +223,10 @@ function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
 }
 
 function readSchema(r: Reader, value: unknown): EventSchema | undefined {
-  const fields = r.object("schema", value, Object.keys((value as Obj) ?? {}));
-  if (!fields) return undefined;
-  if (Object.keys(fields).length === 0) return r.fail("schema", "expected at least one field");
+  const entries = r.entries("schema", value, "field");
+  if (!entries) return undefined;
   const schema: EventSchema = {};
-  for (const [name, spec] of Object.entries(fields)) {
+  for (const [name, spec] of entries) {
     const path = `schema.${name}`;
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
       r.fail(path, "a field name must be letters, digits and _ (it is a CEL identifier)");
@@ -314,12 +313,11 @@ function readAssigner(r: Reader, path: string, type: WindowAssigner["type"], w: 
 }
 
 function readAggregates(r: Reader, path: string, value: unknown, env: Environment | undefined): AggregateDef[] | undefined {
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return undefined;
-  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one aggregate");
+  const entries = r.entries(path, value, "aggregate");
+  if (!entries) return undefined;
   const reserved = ["window", "key", "start", "end"];
   const defs: AggregateDef[] = [];
-  for (const [name, spec] of Object.entries(obj)) {
+  for (const [name, spec] of entries) {
     const at = `${path}.${name}`;
     if (reserved.includes(name)) {
       r.fail(at, `"${name}" is a field of every window result; choose another name`);

@@ -44,11 +44,10 @@ const MAX_RULES = 30;
 export const readDecayedScores: StageReader = (r, path, value, scope) => {
   // Read off the event directly (matching by type, what the outputs show): privacy.keep must keep them.
   for (const field of ["event_type", "page"]) if (scope.fields().includes(field)) scope.useField(field);
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return undefined;
-  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one score, like lead_score: { halfLife: 7d, events: {...} }");
+  const entries = r.entries(path, value, "score, like lead_score: { halfLife: 7d, events: {...} }");
+  if (!entries) return undefined;
   const specs: ScoreSpec[] = [];
-  for (const [name, entry] of Object.entries(obj)) {
+  for (const [name, entry] of entries) {
     const spec = readScore(r, joinPath(path, name), name, entry, scope);
     if (spec) specs.push(spec);
   }
@@ -99,11 +98,10 @@ function readDecay(r: Reader, path: string, obj: Obj): number | undefined {
 }
 
 function readEvents(r: Reader, path: string, score: string, value: unknown, scope: Scope): WeightedEvent[] {
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return [];
-  if (Object.keys(obj).length === 0) r.fail(path, "expected at least one weighted event, like whitepaper_download: 25");
+  const entries = r.entries(path, value, "weighted event, like whitepaper_download: 25");
+  if (!entries) return [];
   const events: WeightedEvent[] = [];
-  for (const [name, entry] of Object.entries(obj)) {
+  for (const [name, entry] of entries) {
     const e = readEvent(r, joinPath(path, name), `${score}_${name}`, name, entry, scope);
     if (e) events.push(e);
   }

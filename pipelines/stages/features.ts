@@ -1,6 +1,5 @@
 // Reads `features:` (name: CEL formula) into the features stage.
 import { features } from "../../operators/features.ts";
-import type { Obj } from "../reader.ts";
 import type { StageReader } from "../behaviour.ts";
 
 const NUMERIC = ["double", "int", "uint", "bool"];
@@ -14,11 +13,10 @@ const NUMERIC = ["double", "int", "uint", "bool"];
  * Each formula may use the event's fields, earlier stages' values and the features above it.
  */
 export const readFeatures: StageReader = (r, path, value, scope) => {
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return undefined;
-  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one feature, like visit_frequency: visits_7d / 7.0");
+  const entries = r.entries(path, value, "feature, like visit_frequency: visits_7d / 7.0");
+  if (!entries) return undefined;
   const specs = [];
-  for (const [name, source] of Object.entries(obj)) {
+  for (const [name, source] of entries) {
     const at = `${path}.${name}`;
     const compiled = scope.compile(r, at, source, NUMERIC);
     // Declared after compiling, so a formula cannot refer to itself.

@@ -2,7 +2,7 @@
 import { kbis, type KbiRule, type KbiSpec } from "../../operators/kbis.ts";
 import type { StageReader } from "../behaviour.ts";
 import { joinPath } from "../errors.ts";
-import type { Obj, Reader } from "../reader.ts";
+import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 
 /**
@@ -18,11 +18,10 @@ import type { Scope } from "../scope.ts";
  * rules may use it (`frequency_kbi == "active"`), including the rules of the KBIs below it.
  */
 export const readKbis: StageReader = (r, path, value, scope) => {
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return undefined;
-  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one KBI, like frequency_kbi: { rules: [...], default: regular }");
+  const entries = r.entries(path, value, "KBI, like frequency_kbi: { rules: [...], default: regular }");
+  if (!entries) return undefined;
   const specs: KbiSpec[] = [];
-  for (const [name, entry] of Object.entries(obj)) {
+  for (const [name, entry] of entries) {
     const at = joinPath(path, name);
     const spec = readKbi(r, at, name, entry, scope);
     // Declared after its rules, so a KBI cannot refer to itself.

@@ -46,13 +46,12 @@ const LAST_TYPE: Record<string, string> = { string: "string", double: "double", 
  */
 export const readRollingAggregates: StageReader = (r, path, value, scope) => {
   const errorsBefore = r.errors.length;
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return undefined;
-  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one aggregate, like visits_7d: { count: session_is_new, over: 7d }");
+  const entries = r.entries(path, value, "aggregate, like visits_7d: { count: session_is_new, over: 7d }");
+  if (!entries) return undefined;
   const read = new SpecReader(r, scope);
   const specs: RollingAggregateSpec[] = [];
   const declared: Array<[string, string, string]> = [];
-  for (const [name, entry] of Object.entries(obj)) {
+  for (const [name, entry] of entries) {
     const at = `${path}.${name}`;
     const spec = read.aggregate(at, name, entry);
     if (spec) {

@@ -2,7 +2,7 @@
 // into the segments stage.
 import { MAX_TAGS, segments, type SegmentGroup, type SegmentRule } from "../../operators/segments.ts";
 import { joinPath } from "../errors.ts";
-import type { Obj, Reader } from "../reader.ts";
+import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 import type { StageReader } from "../behaviour.ts";
 import { namesNeeded } from "../celNeeds.ts";
@@ -47,14 +47,10 @@ export const readSegments: StageReader = (r, path, value, scope) => {
 };
 
 function readGroups(r: Reader, path: string, value: unknown, scope: Scope): SegmentGroup[] {
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return [];
-  if (Object.keys(obj).length === 0) {
-    r.fail(path, "expected at least one group, like lifecycle: { rules: [...], default: new_customer }");
-    return [];
-  }
+  const entries = r.entries(path, value, "group, like lifecycle: { rules: [...], default: new_customer }");
+  if (!entries) return [];
   const groups: SegmentGroup[] = [];
-  for (const [name, spec] of Object.entries(obj)) {
+  for (const [name, spec] of entries) {
     const at = joinPath(path, name);
     const group = readGroup(r, at, name, spec, scope);
     // Declared after its rules are compiled: a group's rules cannot read the group itself.

@@ -30,11 +30,10 @@ const STEP_FIELDS = ["name", "when", "within", "absent"];
 export const readSequences: StageReader = (r, path, value, scope) => {
   // Read off the event directly (matching by type, what the outputs show): privacy.keep must keep them.
   for (const field of ["event_type", "page"]) if (scope.fields().includes(field)) scope.useField(field);
-  const obj = r.object(path, value, Object.keys((value as Record<string, unknown>) ?? {}));
-  if (!obj) return undefined;
-  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one sequence, like cart_abandoned: { steps: [...] }");
+  const entries = r.entries(path, value, "sequence, like cart_abandoned: { steps: [...] }");
+  if (!entries) return undefined;
   const specs: SequenceSpec[] = [];
-  for (const [name, body] of Object.entries(obj)) {
+  for (const [name, body] of entries) {
     const spec = readSequence(r, joinPath(path, name), name, body, scope);
     if (spec) specs.push(spec);
   }

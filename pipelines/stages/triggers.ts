@@ -6,7 +6,7 @@ import { referencedNames, type TriggerTemplate } from "../../operators/triggerTe
 import { triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
 import type { StageReader } from "../behaviour.ts";
 import { joinPath } from "../errors.ts";
-import type { Obj, Reader } from "../reader.ts";
+import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 
 const SECTION_FIELDS = ["timezone", "consent", "quietHours", "converts", "segment", "rules", "template"];
@@ -89,14 +89,10 @@ function condition(r: Reader, path: string, source: unknown, scope: Scope, types
 }
 
 function readRules(r: Reader, path: string, value: unknown, scope: Scope): TriggerRule[] {
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return [];
-  if (Object.keys(obj).length === 0) {
-    r.fail(path, "expected at least one rule, like cart_recovery: { on: { sequence: cart_abandoned }, message: ..., channels: [email] }");
-    return [];
-  }
+  const entries = r.entries(path, value, "rule, like cart_recovery: { on: { sequence: cart_abandoned }, message: ..., channels: [email] }");
+  if (!entries) return [];
   const rules: TriggerRule[] = [];
-  for (const [name, spec] of Object.entries(obj)) {
+  for (const [name, spec] of entries) {
     const at = joinPath(path, name);
     if (!NAME.test(name)) {
       r.fail(at, `expected a rule name of letters, digits, _ and -, got ${JSON.stringify(name)}`);
@@ -175,17 +171,16 @@ function readFollowUps(r: Reader, path: string, value: unknown): FollowUp[] | un
 }
 
 function readTemplate(r: Reader, path: string, value: unknown, scope: Scope): TriggerTemplate | undefined {
-  const obj = r.object(path, value, Object.keys((value as Obj) ?? {}));
-  if (!obj) return undefined;
-  if (Object.keys(obj).length === 0) return r.fail(path, "expected at least one output field, like messaggio: trigger.message");
+  const entries = r.entries(path, value, "output field, like messaggio: trigger.message");
+  if (!entries) return undefined;
   if (!scope.declare(r, path, "trigger", "map")) return undefined;
   const fields: TriggerTemplate["fields"][number][] = [];
   const reads = new Set<string>();
-  for (const [key, source] of Object.entries(obj)) {
+  for (const [key, source] of entries) {
     const compiled = scope.compile(r, joinPath(path, key), source);
     if (!compiled) continue;
     fields.push({ key, value: (vars) => compiled.evaluate(vars) });
     for (const name of referencedNames(compiled.source)) if (name !== "trigger") reads.add(name);
   }
-  return fields.length === Object.keys(obj).length ? { fields, reads: [...reads] } : undefined;
+  return fields.length === entries.length ? { fields, reads: [...reads] } : undefined;
 }
