@@ -4,6 +4,9 @@ import { isAbsolute, resolve } from "node:path";
 import { parseDurationMs } from "./durations.ts";
 import { ConfigError, joinPath } from "./errors.ts";
 
+/** What a name in a list may be made of (a phase, a channel). */
+const ENTRY_NAME = /^[A-Za-z0-9_-]+$/;
+
 export type Obj = Record<string, unknown>;
 
 /** Collects errors while reading values; each reader returns undefined for a bad value. */
@@ -89,6 +92,20 @@ export class Reader {
     if (!Array.isArray(value)) return this.fail(path, `expected a list, got ${describe(value)}`);
     if (nonEmpty && value.length === 0) return this.fail(path, "expected at least one entry");
     return value;
+  }
+
+  /** A non-empty list of distinct names of letters, digits, _ and - (phases, channels); undefined if bad. */
+  nameList(path: string, value: unknown): string[] | undefined {
+    const list = this.list(path, value, { nonEmpty: true });
+    if (!list) return undefined;
+    const names: string[] = [];
+    list.forEach((item, i) => {
+      const name = this.string(joinPath(path, i), item, ENTRY_NAME);
+      if (name === undefined) return;
+      if (names.includes(name)) this.fail(joinPath(path, i), `"${name}" is listed twice`);
+      else names.push(name);
+    });
+    return names.length === list.length ? names : undefined;
   }
 
   /** Runs `compile`, turning a ConfigError into a collected error. */

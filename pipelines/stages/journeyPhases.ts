@@ -39,7 +39,7 @@ export const readJourneyPhases: StageReader = (r, path, value, scope) => {
   const obj = r.object(path, value, FIELDS, ["transitions"]);
   if (!obj) return undefined;
   const at = (field: string) => joinPath(path, field);
-  const phases = obj.names === undefined ? DEFAULT_PHASES : readNames(r, at("names"), obj.names);
+  const phases = obj.names === undefined ? DEFAULT_PHASES : r.nameList(at("names"), obj.names);
   if (!phases) return undefined;
   const initial = obj.initial === undefined ? phases[0] : r.choice(at("initial"), obj.initial, phases);
   const phaseVar = obj.var === undefined ? "phase" : r.string(at("var"), obj.var);
@@ -89,18 +89,6 @@ export const readJourneyPhases: StageReader = (r, path, value, scope) => {
   const definition = journeyPhases({ phases, initial, transitions, timers, windows, phaseVar, enteredVar });
   return { definition, outputs: windows.length > 0 ? ["phase", "phase_window"] : ["phase"] };
 };
-
-function readNames(r: Reader, path: string, value: unknown): string[] | undefined {
-  const list = r.list(path, value, { nonEmpty: true });
-  if (!list) return undefined;
-  const names: string[] = [];
-  list.forEach((item, i) => {
-    const name = r.string(joinPath(path, i), item, NAME);
-    if (name !== undefined && names.includes(name)) r.fail(joinPath(path, i), `"${name}" is listed twice`);
-    else if (name !== undefined) names.push(name);
-  });
-  return names.length === list.length ? names : undefined;
-}
 
 /** A list of phase names, undefined when absent (every phase), null when bad. */
 function readPhases(r: Reader, path: string, value: unknown, phases: readonly string[]): string[] | undefined | null {

@@ -112,7 +112,7 @@ function readRule(r: Reader, path: string, name: string, value: unknown, scope: 
   const when = obj.when === undefined ? undefined : condition(r, joinPath(path, "when"), obj.when, scope, ["bool"]);
   const trigger = obj.trigger === undefined ? undefined : r.string(joinPath(path, "trigger"), obj.trigger);
   const message = obj.message === undefined ? undefined : r.string(joinPath(path, "message"), obj.message);
-  const channels = obj.channels === undefined ? undefined : readChannels(r, joinPath(path, "channels"), obj.channels);
+  const channels = obj.channels === undefined ? undefined : r.nameList(joinPath(path, "channels"), obj.channels);
   const cooldownMs = obj.cooldown === undefined ? undefined : r.duration(joinPath(path, "cooldown"), obj.cooldown, "24h");
   const cap = obj.cap === undefined ? undefined : readCap(r, joinPath(path, "cap"), obj.cap);
   const followUps = obj.followUps === undefined ? undefined : readFollowUps(r, joinPath(path, "followUps"), obj.followUps);
@@ -125,19 +125,6 @@ function readOn(r: Reader, path: string, value: unknown): TriggerRule["on"] | un
   if (!picked) return undefined;
   const name = r.string(joinPath(path, picked[0]), picked[1]);
   return name === undefined ? undefined : { kind: SIGNAL_KINDS[picked[0]], name };
-}
-
-function readChannels(r: Reader, path: string, value: unknown): string[] | undefined {
-  const list = r.list(path, value, { nonEmpty: true });
-  if (!list) return undefined;
-  const channels: string[] = [];
-  list.forEach((item, i) => {
-    const channel = r.string(joinPath(path, i), item, NAME);
-    if (channel === undefined) return;
-    if (channels.includes(channel)) r.fail(joinPath(path, i), `"${channel}" is listed twice`);
-    else channels.push(channel);
-  });
-  return channels.length === list.length ? channels : undefined;
 }
 
 function readCap(r: Reader, path: string, value: unknown): TriggerRule["cap"] {
