@@ -94,6 +94,19 @@ export async function runStagesCheckpointed(
 }
 
 /**
+ * Checks that no pair of checkpoints changes an output: checkpoints after `first` and after `cut`
+ * elements, a restart from the second, for every first <= cut. A change made between the two and
+ * not marked for the checkpoint is lost at the restart.
+ */
+export async function expectTwoCheckpointRestartsChangeNothing(stages: StageDefinition[], elements: Element<EventFields>[], expected: Emitted[]): Promise<void> {
+  for (let first = 0; first <= elements.length; first++) {
+    for (let cut = first; cut <= elements.length; cut++) {
+      expect(await runStagesCheckpointed(stages, elements, { checkpointsAfter: [first - 1], restartsAfter: [cut - 1] }), `checkpoints at ${first} and ${cut}`).toEqual(expected);
+    }
+  }
+}
+
+/**
  * The messages (`path: detail`) with which the behaviour sections of `yamlText` are refused, all
  * of them; empty when they are accepted. Anything but a refusal is rethrown.
  */
