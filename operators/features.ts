@@ -12,8 +12,6 @@ export type FeaturesOptions = {
   /** Names the stage's state. Default "features". */
   name?: string;
   features: FeatureSpec[];
-  /** Emit a "features" output when the vector changes. Default true. */
-  emitOnChange?: boolean;
 };
 
 /** The "features" output: `{ output, user_id, time, <feature>: number | null, ... }`. */
@@ -25,15 +23,11 @@ export function features(options: FeaturesOptions): StageDefinition {
 }
 
 class FeaturesLogic implements StageLogic {
-  private readonly emitOnChange: boolean;
-
   constructor(
     private readonly options: FeaturesOptions,
     /** The last vector emitted per user, to tell a change. */
     private readonly last: { get(key: string): Array<number | null> | undefined; set(key: string, value: Array<number | null>): void },
-  ) {
-    this.emitOnChange = options.emitOnChange ?? true;
-  }
+  ) {}
 
   step(view: UserView, out: StageOutput): void {
     const specs = this.options.features;
@@ -43,7 +37,8 @@ class FeaturesLogic implements StageLogic {
       vector[i] = value;
       view.vars[specs[i].name] = value ?? undefined;
     }
-    if (!this.emitOnChange || !out.wants("features")) return;
+    // The vector is emitted when it changes, unless no sink takes feature vectors.
+    if (!out.wants("features")) return;
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, vector)) return;
     this.last.set(view.user, vector);

@@ -84,7 +84,7 @@ function readNameRules(r: Reader, path: string, value: unknown, features: string
     }
     if (rule.when === undefined) return;
     const compiled = r.compiled(() => compileExpression(env, rule.when, joinPath(at, "when"), ["bool"]));
-    if (name !== undefined && compiled) rules.push({ name, when: (z) => compiled.evaluate(z) });
+    if (name !== undefined && compiled) rules.push({ name, when: compiled.evaluate });
   });
   return rules;
 }

@@ -21,7 +21,7 @@ export const readFeatures: StageReader = (r, path, value, scope) => {
     const compiled = scope.compile(r, at, source, NUMERIC);
     // Declared after compiling, so a formula cannot refer to itself.
     if (!scope.declare(r, at, name, "double") || !compiled) continue;
-    specs.push({ name, value: (vars: Record<string, unknown>) => compiled.evaluate(vars) });
+    specs.push({ name, value: compiled.evaluate });
   }
   return { definition: features({ features: specs }), outputs: ["features"] };
 };

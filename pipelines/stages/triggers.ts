@@ -85,7 +85,7 @@ function timeOfDay(r: Reader, path: string, value: unknown): number | undefined 
 
 function condition(r: Reader, path: string, source: unknown, scope: Scope, types: string[]): ((vars: Record<string, unknown>) => unknown) | undefined {
   const compiled = scope.compile(r, path, source, types);
-  return compiled ? (vars) => compiled.evaluate(vars) : undefined;
+  return compiled?.evaluate;
 }
 
 function readRules(r: Reader, path: string, value: unknown, scope: Scope): TriggerRule[] {
@@ -166,7 +166,7 @@ function readTemplate(r: Reader, path: string, value: unknown, scope: Scope): Tr
   for (const [key, source] of entries) {
     const compiled = scope.compile(r, joinPath(path, key), source);
     if (!compiled) continue;
-    fields.push({ key, value: (vars) => compiled.evaluate(vars) });
+    fields.push({ key, value: compiled.evaluate });
     for (const name of referencedNames(compiled.source)) if (name !== "trigger") reads.add(name);
   }
   return fields.length === entries.length ? { fields, reads: [...reads] } : undefined;
