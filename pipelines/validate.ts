@@ -105,9 +105,9 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   const time = top.time === undefined ? undefined : readField(r, "time", top.time, schema, ["timestamp"]);
   const watermark = readWatermark(r, top.watermark);
   const state = readState(r, top.state, name);
-  const env = schema ? celEnvironment(Object.fromEntries(Object.entries(schema).map(([f, s]) => [f, CEL_TYPE[s.type]]))) : undefined;
-  const windows = top.windows === undefined ? [] : readWindows(r, top.windows, env);
   const fields = schema && Object.fromEntries(Object.entries(schema).map(([f, s]) => [f, CEL_TYPE[s.type]]));
+  const env = fields && celEnvironment(fields);
+  const windows = top.windows === undefined ? [] : readWindows(r, top.windows, env);
   const behaviour = fields ? readBehaviour(r, top, fields) : undefined;
   if (top.windows === undefined && !STAGE_SECTION_NAMES.some((section) => top[section] !== undefined)) {
     r.fail("windows", `is required when the pipeline has none of ${STAGE_SECTION_NAMES.join(", ")}: there would be nothing to compute`);
