@@ -18,7 +18,7 @@ type Entry<V> = { value: V; expiresAtMs: number; isDirty: boolean };
  * measured against the watermark the operator passes to `expire`.
  */
 export class KeyedValueState<V, S = V> implements Checkpointable {
-  private readonly entries = new Map<string, Entry<V>>();
+  private readonly entryByKey = new Map<string, Entry<V>>();
   /** Keys changed since the last checkpoint; a flag on the entry keeps most repeats out. */
   private changed: string[] = [];
   private readonly ttlMs: number;
@@ -41,20 +41,20 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     const hasTtl = this.ttlMs !== Infinity;
     for (const [key, stored] of restored) {
       if (stored === null) {
-        this.entries.delete(key as string);
+        this.entryByKey.delete(key as string);
         continue;
       }
       const [v, x] = hasTtl ? (stored as [S, number]) : [stored as S, Infinity];
-      this.entries.set(key as string, { value: decode(v), expiresAtMs: x, isDirty: false });
+      this.entryByKey.set(key as string, { value: decode(v), expiresAtMs: x, isDirty: false });
     }
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.entryByKey.size;
   }
 
   get liveEntries(): number {
-    return this.entries.size;
+    return this.entryByKey.size;
   }
 
   get(key: string): V | undefined {
@@ -71,7 +71,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
 
   /** The entry of `key` unless absent or past its TTL (then dropped). */
   private liveEntry(key: string): Entry<V> | undefined {
-    const entry = this.entries.get(key);
+    const entry = this.entryByKey.get(key);
     // Without a TTL, never look at expiresAtMs: a boxed number, one more memory access per event.
     if (entry === undefined || !this.hasTtl || entry.expiresAtMs > this.nowMs) return entry;
     this.delete(key);
@@ -81,29 +81,34 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   /** Stores `value` for `key`; `timeMs` is the event time of the write, from which a TTL counts. */
   set(key: string, value: V, timeMs = this.nowMs): void {
     const expiresAtMs = this.hasTtl ? timeMs + this.ttlMs : Infinity;
-    let entry = this.entries.get(key);
+    let entry = this.entryByKey.get(key);
     if (entry) {
       entry.value = value;
       if (this.hasTtl) entry.expiresAtMs = expiresAtMs;
     } else {
       entry = { value, expiresAtMs, isDirty: false };
-      this.entries.set(key, entry);
+      this.entryByKey.set(key, entry);
     }
     this.markDirty(key, entry);
   }
 
   /** Marks a value mutated in place as changed. */
   touch(key: string): void {
-    const entry = this.entries.get(key);
+    const entry = this.entryByKey.get(key);
     if (entry) this.markDirty(key, entry);
   }
 
   delete(key: string): void {
-    if (this.entries.delete(key)) this.changed.push(key);
+    if (this.entryByKey.delete(key)) this.changed.push(key);
   }
 
   keys(): IterableIterator<string> {
-    return this.entries.keys();
+    return this.entryByKey.keys();
+  }
+
+  /** Every key with its value, those past their TTL left out. */
+  *entries(): IterableIterator<[string, V]> {
+    for (const [key, entry] of this.entryByKey) if (!this.hasTtl || entry.expiresAtMs > this.nowMs) yield [key, entry.value];
   }
 
   /** Moves the TTL clock to `watermarkMs` (event time), so entries past their TTL read as absent. */
@@ -114,18 +119,18 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   snapshotAll(): Array<[unknown, unknown]> {
     this.takeDelta(); // expires what is due and clears the change list the snapshot supersedes
     const all: Array<[unknown, unknown]> = [];
-    for (const [key, entry] of this.entries) all.push([key, this.stored(entry)]);
+    for (const [key, entry] of this.entryByKey) all.push([key, this.stored(entry)]);
     return all;
   }
 
   takeDelta(): StateDelta {
     const delta: StateDelta = { puts: [], deletes: [] };
     if (this.ttlMs !== Infinity) {
-      for (const [key, entry] of this.entries) if (entry.expiresAtMs <= this.nowMs) this.delete(key);
+      for (const [key, entry] of this.entryByKey) if (entry.expiresAtMs <= this.nowMs) this.delete(key);
     }
     const deleted = new Set<string>();
     for (const key of this.changed) {
-      const entry = this.entries.get(key);
+      const entry = this.entryByKey.get(key);
       if (entry === undefined) {
         if (!deleted.has(key)) delta.deletes.push(key);
         deleted.add(key);

@@ -3,8 +3,9 @@
 // what they produce downstream as `{ kind, body }` records routed to sinks by kind.
 import type { StreamRecord } from "../engine/elements.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
+import { KeyedSlots } from "../engine/keyedSlots.ts";
 import type { TimerService } from "../engine/timers.ts";
-import type { EventFields, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { EventFields, StageContext, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 /** One output of a stage: its kind ("features", "trigger", ...) and the object the sinks write. */
 export type BehaviourOutput = { kind: string; body: object };
@@ -31,8 +32,9 @@ export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFi
 }
 
 /** A context whose state names are prefixed with the stage's, so stages cannot collide. */
-function stageContext(ctx: OperatorContext, stage: string): OperatorContext {
+function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string): StageContext {
   return {
+    userState: (name) => records.slot(`${stage}/${name}`),
     valueState: (name, options) => ctx.valueState(`${stage}/${name}`, options),
     mapState: (name, options) => ctx.mapState(`${stage}/${name}`, options),
     eventTimers: (name, options) => ctx.eventTimers(`${stage}/${name}`, options),
@@ -45,6 +47,8 @@ function stageContext(ctx: OperatorContext, stage: string): OperatorContext {
 class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   private readonly stages: StageLogic[];
   private readonly wakeUps: TimerService;
+  /** Every stage's per-user values, one record per user. */
+  private readonly records: KeyedSlots;
   /** Where stage outputs go during the current call; set on every entry from the engine. */
   private downstream: Output<BehaviourOutput> | undefined;
   private readonly stageOutput: StageOutput;
@@ -57,7 +61,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       if (names.has(s.name)) throw new Error(`two behaviour stages are named "${s.name}"`);
       names.add(s.name);
     }
-    this.stages = options.stages.map((s) => s.build(stageContext(ctx, s.name)));
+    this.records = new KeyedSlots(ctx.valueState<unknown[]>("users"));
+    this.stages = options.stages.map((s) => s.build(stageContext(ctx, this.records, s.name)));
     this.wakeUps = ctx.eventTimers("wake-ups");
     this.blankVars = Object.fromEntries(["user", "now", ...(options.varNames ?? [])].map((name) => [name, undefined]));
     this.eventFields = options.eventFields;
@@ -92,7 +97,9 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     vars.user = user;
     vars.now = timeMs;
     const view: UserView = { user, timeMs, event, vars, signals: [] };
-    for (const stage of this.stages) if (stage.step(view, this.stageOutput) === false) return;
+    this.records.focus(user);
+    for (const stage of this.stages) if (stage.step(view, this.stageOutput) === false) break;
+    this.records.blur();
   }
 }
 

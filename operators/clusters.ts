@@ -3,6 +3,7 @@
 // daily cohorts per cluster measure retention.
 import { kmeans } from "ml-kmeans";
 import { END_OF_TIME } from "../engine/elements.ts";
+import type { SlotState } from "../engine/keyedSlots.ts";
 import type { KeyedValueState } from "../engine/keyedState.ts";
 import {
   hasDistinctPoints,
@@ -117,7 +118,7 @@ export function clusters(options: ClustersOptions): StageDefinition {
   return {
     name,
     build: (ctx) =>
-      new ClustersLogic(options, ctx.valueState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts")),
+      new ClustersLogic(options, ctx.userState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts")),
   };
 }
 
@@ -135,10 +136,15 @@ class ClustersLogic implements StageLogic {
   private model: Model;
   /** The vector of the current step, reused: no array per step. */
   private readonly scratch: number[];
+  /**
+   * The users with an event since the last run's activity cut, by name: a run looks at these, not
+   * at every user ever seen. Built from the state at the first run, then kept by the steps.
+   */
+  private recent: Map<string, UserCluster> | undefined;
 
   constructor(
     options: ClustersOptions,
-    private readonly users: KeyedValueState<UserCluster>,
+    private readonly users: SlotState<UserCluster>,
     private readonly modelState: KeyedValueState<Model>,
     private readonly cohorts: KeyedValueState<CohortCounts>,
   ) {
@@ -173,7 +179,10 @@ class ClustersLogic implements StageLogic {
       entry.label = label;
       isChanged = true;
     }
-    if (event) this.trackActivity(entry, view.timeMs, label);
+    if (event) {
+      this.trackActivity(entry, view.timeMs, label);
+      this.recent?.set(view.user, entry);
+    }
     else if (isChanged) this.users.touch(view.user);
     if (label !== null) view.vars[this.variable] = label;
   }
@@ -265,7 +274,7 @@ class ClustersLogic implements StageLogic {
   /** The end of the period holding the latest event; undefined when there was none. */
   private lastEventBoundaryMs(): number | undefined {
     let latestMs = -Infinity;
-    for (const user of this.users.keys()) latestMs = Math.max(latestMs, this.users.get(user)!.activeMs);
+    for (const [, entry] of this.users.entries()) latestMs = Math.max(latestMs, entry.activeMs);
     return latestMs === -Infinity ? undefined : Math.floor(latestMs / this.everyMs) * this.everyMs + this.everyMs;
   }
 
@@ -281,13 +290,16 @@ class ClustersLogic implements StageLogic {
   private run(boundaryMs: number, out: StageOutput): void {
     // 1.
     const sinceMs = boundaryMs - this.activeWithinMs;
-    const active: string[] = [];
-    for (const user of this.users.keys()) {
-      const entry = this.users.get(user)!;
-      if (entry.vector !== null && entry.activeMs >= sinceMs) active.push(user);
+    const actives: Array<[string, UserCluster]> = [];
+    const recent = (this.recent ??= new Map(this.users.entries()));
+    for (const pair of recent) {
+      // Boundaries only grow: a user inactive at this one stays so until its next event.
+      if (pair[1].activeMs < sinceMs) recent.delete(pair[0]);
+      else if (pair[1].vector !== null) actives.push(pair);
     }
-    active.sort();
-    const vectors = active.map((user) => this.users.get(user)!.vector!);
+    actives.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    const active = actives.map(([user]) => user);
+    const vectors = actives.map(([, entry]) => entry.vector!);
     if (!hasDistinctPoints(vectors, this.k)) {
       out.count("cluster_runs_skipped");
       return;

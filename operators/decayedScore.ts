@@ -106,7 +106,7 @@ type UserScores = Array<ScoreState | null>;
 
 export function decayedScores(options: DecayedScoresOptions): StageDefinition {
   const name = options.name ?? "scores";
-  return { name, build: (ctx) => new DecayedScoresLogic(options.scores.map(withDefaults), ctx.valueState<UserScores>("scores")) };
+  return { name, build: (ctx) => new DecayedScoresLogic(options.scores.map(withDefaults), ctx.userState<UserScores>("scores")) };
 }
 
 /** A spec with its defaults filled in and its decay as a rate. */

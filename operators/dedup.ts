@@ -20,7 +20,7 @@ export const DUPLICATES_COUNTER = "duplicates";
 
 export function dedup(options: DedupOptions = {}): StageDefinition {
   const name = options.name ?? "dedup";
-  return { name, build: (ctx) => new DedupLogic(options.fields ?? ["event_type", "page"], options.withinMs ?? 60_000, ctx.valueState<unknown[]>("kept")) };
+  return { name, build: (ctx) => new DedupLogic(options.fields ?? ["event_type", "page"], options.withinMs ?? 60_000, ctx.userState<unknown[]>("kept")) };
 }
 
 type KeptState = {

@@ -19,7 +19,7 @@ export type FeatureVector = { output: "features"; user_id: string; time: number;
 
 export function features(options: FeaturesOptions): StageDefinition {
   const name = options.name ?? "features";
-  return { name, build: (ctx) => new FeaturesLogic(options, ctx.valueState<Array<number | null>>("last")) };
+  return { name, build: (ctx) => new FeaturesLogic(options, ctx.userState<Array<number | null>>("last")) };
 }
 
 class FeaturesLogic implements StageLogic {

@@ -88,7 +88,7 @@ type UserPhase = {
  */
 export function journeyPhases(options: JourneyPhasesOptions): StageDefinition {
   const name = options.name ?? "phases";
-  return { name, build: (ctx) => new JourneyPhasesLogic(options, ctx.valueState<UserPhase>("users")) };
+  return { name, build: (ctx) => new JourneyPhasesLogic(options, ctx.userState<UserPhase>("users")) };
 }
 
 type UserStates = { get(key: string): UserPhase | undefined; set(key: string, value: UserPhase): void };

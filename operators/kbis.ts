@@ -31,7 +31,7 @@ type Labels = Array<string | null>;
 
 export function kbis(options: KbisOptions): StageDefinition {
   const name = options.name ?? "kbis";
-  return { name, build: (ctx) => new KbisLogic(options.kbis, ctx.valueState<Labels>("labels")) };
+  return { name, build: (ctx) => new KbisLogic(options.kbis, ctx.userState<Labels>("labels")) };
 }
 
 class KbisLogic implements StageLogic {

@@ -50,7 +50,7 @@ export function quantiles(options: QuantilesOptions): StageDefinition {
   return {
     name,
     build: (ctx) => {
-      const logic = new QuantilesLogic(options, ctx.valueState<Array<number | null>>("values"), ctx.valueState<DigestsState>("digests"));
+      const logic = new QuantilesLogic(options, ctx.userState<Array<number | null>>("values"), ctx.valueState<DigestsState>("digests"));
       if (options.shared) options.shared.quantile = (metric, q) => logic.quantile(metric, q);
       return logic;
     },
@@ -62,7 +62,7 @@ type ValueState<V> = {
   get(key: string): V | undefined;
   set(key: string, value: V): void;
   touch(key: string): void;
-  keys(): IterableIterator<string>;
+  entries(): IterableIterator<[string, V]>;
 };
 
 class QuantilesLogic implements StageLogic {
@@ -146,8 +146,8 @@ class QuantilesLogic implements StageLogic {
   private rebuild(metric: number): Digest | null {
     const values = new Float64Array(this.values.size);
     let n = 0;
-    for (const user of this.values.keys()) {
-      const value = this.values.get(user)?.[metric];
+    for (const [, latest] of this.values.entries()) {
+      const value = latest[metric];
       if (value !== null && value !== undefined) values[n++] = value;
     }
     return n === 0 ? null : digestOf(values.subarray(0, n), this.compression);

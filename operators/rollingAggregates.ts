@@ -55,7 +55,7 @@ export function defaultResolutionMs(overMs: number): number {
 
 export function rollingAggregates(options: RollingAggregatesOptions): StageDefinition {
   const name = options.name ?? "aggregates";
-  return { name, build: (ctx) => new RollingAggregatesLogic(options.aggregates, ctx.valueState<UserAggregates>("users")) };
+  return { name, build: (ctx) => new RollingAggregatesLogic(options.aggregates, ctx.userState<UserAggregates>("users")) };
 }
 
 /**

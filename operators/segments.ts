@@ -1,6 +1,6 @@
 // Segments: per-user membership of exclusive segment groups (the first rule that holds wins, else the
 // group's default) and of non-exclusive tags, re-decided on every step; entering and leaving are outputs.
-import type { KeyedValueState } from "../engine/keyedState.ts";
+import type { SlotState } from "../engine/keyedSlots.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 /** A rule over the view's variables; only `true` holds (undefined = missing data = does not hold). */
@@ -71,7 +71,7 @@ type RunningGroup = {
 export function segments(options: SegmentsOptions): StageDefinition {
   const name = options.name ?? "segments";
   if ((options.tags?.length ?? 0) > MAX_TAGS) throw new Error(`segments: at most ${MAX_TAGS} tags, got ${options.tags!.length}`);
-  return { name, build: (ctx) => new SegmentsLogic(options, ctx.valueState<Membership>("membership")) };
+  return { name, build: (ctx) => new SegmentsLogic(options, ctx.userState<Membership>("membership")) };
 }
 
 class SegmentsLogic implements StageLogic {
@@ -84,7 +84,7 @@ class SegmentsLogic implements StageLogic {
 
   constructor(
     options: SegmentsOptions,
-    private readonly membership: KeyedValueState<Membership>,
+    private readonly membership: SlotState<Membership>,
   ) {
     this.groups = options.groups.map((g) => ({
       name: g.name,

@@ -70,7 +70,7 @@ type UserSequences = {
  */
 export function sequences(options: SequencesOptions): StageDefinition {
   const name = options.name ?? "sequences";
-  return { name, build: (ctx) => new SequencesLogic(options.sequences, ctx.valueState<UserSequences>("users")) };
+  return { name, build: (ctx) => new SequencesLogic(options.sequences, ctx.userState<UserSequences>("users")) };
 }
 
 type UserStates = {

@@ -1,5 +1,6 @@
 // The contract of a behaviour stage: one per-user capability (dedup, rolling aggregates, scores,
 // phases, segments, triggers, ...) that the behaviour operator runs in order for every step of a user.
+import type { SlotState } from "../engine/keyedSlots.ts";
 import type { OperatorContext } from "../engine/operator.ts";
 
 /** An event as decoded from the source: field name to value. */
@@ -63,11 +64,21 @@ export type StageLogic = {
   onWatermark?(watermarkMs: number, out: StageOutput): void;
 };
 
+/** What a stage is built with: the operator's context, and state kept in each user's one record. */
+export type StageContext = OperatorContext & {
+  /**
+   * A value per user, kept in the user's record with the other stages' values: a step looks the
+   * record up once for every stage, and whatever a step changes reaches the next checkpoint (no
+   * need to mark it). Use `valueState` for values not keyed by user (a model, cohorts).
+   */
+  userState<V>(name: string): SlotState<V>;
+};
+
 /** What config describes; `build` makes the running stage, its state restored from the context. */
 export type StageDefinition = {
   /** Unique in the pipeline; names the stage's state. */
   readonly name: string;
-  build(ctx: OperatorContext): StageLogic;
+  build(ctx: StageContext): StageLogic;
 };
 
 /**

@@ -4,7 +4,7 @@
 import { isoSecondsUtc, renderTemplate, seedBody, type TriggerFacts, type TriggerTemplate } from "./triggerTemplate.ts";
 import { isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
-import type { KeyedValueState } from "../engine/keyedState.ts";
+import type { SlotState } from "../engine/keyedSlots.ts";
 
 type Vars = Record<string, unknown>;
 type Condition = (vars: Vars) => unknown;
@@ -87,7 +87,7 @@ type UserState = {
 
 export function triggers(options: TriggersOptions): StageDefinition {
   const name = options.name ?? "triggers";
-  return { name, build: (ctx) => new TriggersLogic(options, ctx.valueState<UserState>("users")) };
+  return { name, build: (ctx) => new TriggersLogic(options, ctx.userState<UserState>("users")) };
 }
 
 class TriggersLogic implements StageLogic {
@@ -100,7 +100,7 @@ class TriggersLogic implements StageLogic {
 
   constructor(
     private readonly options: TriggersOptions,
-    private readonly users: KeyedValueState<UserState>,
+    private readonly users: SlotState<UserState>,
   ) {
     const channels = new Set<string>();
     let capWindowMs = 0;

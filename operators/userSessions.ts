@@ -45,7 +45,7 @@ export type SessionRecord = {
 
 export function userSessions(options: UserSessionsOptions = {}): StageDefinition {
   const name = options.name ?? "sessions";
-  return { name, build: (ctx) => new UserSessionsLogic(options.gapMs ?? 1_800_000, options.emitSessions ?? true, ctx.valueState<number[]>("open")) };
+  return { name, build: (ctx) => new UserSessionsLogic(options.gapMs ?? 1_800_000, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
 }
 
 type OpenState = {

@@ -33,10 +33,17 @@ export function buildSink(spec: SinkSpec, pipeline: string): Sink {
   return new FileSink(spec.file.path);
 }
 
+/**
+ * How the behaviour operator lays its state out. A state dir written under another layout is
+ * refused (as a changed pipeline is) rather than read wrongly. 2: one record per user.
+ */
+const BEHAVIOUR_STATE_LAYOUT = 2;
+
 /** Identifies what the state dir holds; everything but how often checkpoints are taken. */
 export function fingerprint(spec: PipelineSpec): string {
   const { state, file, baseDir, behaviour, ...rest } = spec;
-  const normal = JSON.stringify({ ...rest, behaviour: behaviour?.source }, (_key, value) =>
+  const stateLayout = behaviour && BEHAVIOUR_STATE_LAYOUT;
+  const normal = JSON.stringify({ ...rest, behaviour: behaviour?.source, stateLayout }, (_key, value) =>
     value && typeof value === "object" && "evaluate" in value ? value.source : value,
   );
   return createHash("sha256").update(normal).update(state.dir).digest("hex").slice(0, 16);

@@ -2,6 +2,8 @@
 import { from, lastValueFrom, toArray } from "rxjs";
 import type { Element } from "../engine/elements.ts";
 import { KeyedMapState, KeyedValueState } from "../engine/keyedState.ts";
+import { KeyedSlots, type SlotState } from "../engine/keyedSlots.ts";
+import type { StageContext } from "../operators/stage.ts";
 import { operate, type OperatorContext, type OperatorDefinition } from "../engine/operator.ts";
 import { TimerService } from "../engine/timers.ts";
 import { StateStore } from "../engine/store.ts";
@@ -24,6 +26,26 @@ export function memoryContext(sides: Record<string, unknown[]>, counts: Record<s
     processingTimers: (name) => new TimerService(name),
     side,
     count: (counter, by) => (counts[counter] = (counts[counter] ?? 0) + by),
+  };
+}
+
+/**
+ * A context to build one behaviour stage on its own, in memory: `records` is the state holding
+ * every user's record (one slot per userState), `slots` the slots in the order the stage asked.
+ */
+export function stageContext(base: OperatorContext = memoryContext({})): StageContext & { records: KeyedValueState<unknown[]>; slots: Array<SlotState<unknown>> } {
+  const records = base.valueState<unknown[]>("users");
+  const keyedSlots = new KeyedSlots(records);
+  const slots: Array<SlotState<unknown>> = [];
+  return {
+    ...base,
+    records,
+    slots,
+    userState: <V>(name: string) => {
+      const slot = keyedSlots.slot<V>(name);
+      slots.push(slot as SlotState<unknown>);
+      return slot;
+    },
   };
 }
 

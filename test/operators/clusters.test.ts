@@ -11,7 +11,7 @@ import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
 import { matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
 import { clusters, type ClustersRun } from "../../operators/clusters.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput } from "../../operators/stage.ts";
-import { memoryContext } from "../harness.ts";
+import { stageContext } from "../harness.ts";
 import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors } from "../behaviourHarness.ts";
 
 /** Writes down the cluster var as every step leaves it: a "seen" output per step. */
@@ -351,7 +351,7 @@ describe("clusters", () => {
     };
     const runs: ClustersRun[] = [];
     const out: StageOutput = { emit: (kind, _user, _timeMs, body) => kind === "clusters" && runs.push(body as ClustersRun), wakeAt() {}, count() {}, wants: () => true };
-    const logic = clusters({ features, retentionAfterMs: null }).build(memoryContext({}));
+    const logic = clusters({ features, retentionAfterMs: null }).build(stageContext());
     stepUsers(logic, 20_000, out);
     // How long a run takes is measured in bench/ (a timed assertion here would be flaky).
     logic.onWatermark!(T0 + 30 * MINUTE_MS, out);

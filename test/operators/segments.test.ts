@@ -2,10 +2,9 @@ import { describe, expect, it } from "vitest";
 import type { Element } from "../../engine/elements.ts";
 import { END_OF_TIME } from "../../engine/elements.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
-import type { KeyedValueState } from "../../engine/keyedState.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
 import { namesNeeded } from "../../pipelines/celNeeds.ts";
-import { memoryContext } from "../harness.ts";
+import { stageContext } from "../harness.ts";
 import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors } from "../behaviourHarness.ts";
 
 /** What the hand-built "facts" stage keeps per user: the last value of each of these event fields. */
@@ -301,13 +300,8 @@ segments:
   });
 
   it("marks a user's membership changed for the next checkpoint whenever it moves, not only when first written", () => {
-    const states: Array<KeyedValueState<unknown>> = [];
-    const base = memoryContext({});
-    const ctx = { ...base, valueState: <V, S>(name: string, options?: object) => {
-      const state = base.valueState<V, S>(name, options);
-      states.push(state as unknown as KeyedValueState<unknown>);
-      return state;
-    } };
+    // Built alone, no behaviour operator looks the user's record up (and marks it) before the step.
+    const ctx = stageContext();
     const [definition] = stagesFromYaml(EXAMPLE, FIELDS);
     const logic = definition.build(ctx);
     const out = { emit: () => {}, wakeAt: () => {}, count: () => {}, wants: () => true };
@@ -318,11 +312,11 @@ segments:
       logic.step({ user: "u1", timeMs, event: fields, vars, signals: [] }, out);
     };
     step(T0, view());
-    expect(states[0].takeDelta().puts).toEqual([["u1", [2, 0]]]);
+    expect(ctx.records.takeDelta().puts).toEqual([["u1", [[2, 0]]]]);
     step(T0 + 1, view());
-    expect(states[0].takeDelta().puts).toEqual([]);
+    expect(ctx.records.takeDelta().puts).toEqual([]);
     step(T0 + 2, view({ avg_order_90d: 300, since_purchase_ms: 0, email_opens_5d: 1, cta_clicks_5d: 1, demo_visits_5d: 1 }));
-    expect(states[0].takeDelta().puts).toEqual([["u1", [0, 1]]]);
+    expect(ctx.records.takeDelta().puts).toEqual([["u1", [[0, 1]]]]);
   });
 
   it("refuses bad config, naming the path of every bad value", () => {

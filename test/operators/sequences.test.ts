@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
-import { memoryContext } from "../harness.ts";
+import { stageContext } from "../harness.ts";
 import { ev, HOUR_MS, DAY_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, configErrors } from "../behaviourHarness.ts";
 
 const CART_ABANDONED = `
@@ -252,16 +252,9 @@ sequences:
 
   it("keeps no state for a user once nothing is pending (data minimisation)", () => {
     const [definition] = stagesFromYaml(CART_ABANDONED);
-    const ctx = memoryContext({});
-    const states: Array<{ size: number }> = [];
-    const logic = definition.build({
-      ...ctx,
-      valueState: (name, options) => {
-        const state = ctx.valueState(name, options);
-        states.push(state);
-        return state;
-      },
-    });
+    const ctx = stageContext();
+    const logic = definition.build(ctx);
+    const states = ctx.slots;
     const out = { emit: () => {}, wakeAt: () => {}, count: () => {}, wants: () => true };
     const step = (timeMs: number, eventType?: string) => {
       const event = eventType === undefined ? undefined : { event_type: eventType, page: "/" };
