@@ -48,13 +48,28 @@ class TimeHeap {
   }
 }
 
+/** The keys due at one time: most times hold one key, kept bare (no Set to allocate). */
+type DueKeys = string | Set<string>;
+
+function hasKey(keys: DueKeys, key: string): boolean {
+  return typeof keys === "string" ? keys === key : keys.has(key);
+}
+
+function keyCount(keys: DueKeys): number {
+  return typeof keys === "string" ? 1 : keys.size;
+}
+
+function keyList(keys: DueKeys): string[] {
+  return typeof keys === "string" ? [keys] : [...keys];
+}
+
 /**
  * Timers for one operator. Registering the same (key, time) twice keeps one timer. Timers at the
  * same time fire in key order, so a job restored from a checkpoint fires them exactly as an
  * uninterrupted one would. A checkpoint stores one entry per due time: the keys due then.
  */
 export class TimerService implements Checkpointable {
-  private readonly keysByTimeMs = new Map<number, Set<string>>();
+  private readonly keysByTimeMs = new Map<number, DueKeys>();
   private readonly dueTimes = new TimeHeap();
   private readonly changedTimes = new Set<number>();
   private count = 0;
@@ -83,10 +98,14 @@ export class TimerService implements Checkpointable {
 
   delete(key: string, timeMs: number): void {
     const keys = this.keysByTimeMs.get(timeMs);
-    if (!keys?.delete(key)) return;
+    if (keys === undefined || !hasKey(keys, key)) return;
     this.count--;
     // The time stays in the heap; `advanceTo` skips times with no keys left.
-    if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
+    if (typeof keys === "string") this.keysByTimeMs.delete(timeMs);
+    else {
+      keys.delete(key);
+      if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
+    }
     this.changedTimes.add(timeMs);
   }
 
@@ -101,15 +120,15 @@ export class TimerService implements Checkpointable {
       if (keys === undefined) continue;
       this.keysByTimeMs.delete(timeMs);
       this.changedTimes.add(timeMs);
-      this.count -= keys.size;
-      if (keys.size === 1) for (const key of keys) onFire(key, timeMs);
+      this.count -= keyCount(keys);
+      if (typeof keys === "string") onFire(keys, timeMs);
       else for (const key of [...keys].sort()) onFire(key, timeMs);
     }
   }
 
   snapshotAll(): Array<[unknown, unknown]> {
     this.changedTimes.clear();
-    return [...this.keysByTimeMs].map(([timeMs, keys]) => [timeMs, [...keys]]);
+    return [...this.keysByTimeMs].map(([timeMs, keys]) => [timeMs, keyList(keys)]);
   }
 
   takeDelta(): StateDelta {
@@ -117,20 +136,20 @@ export class TimerService implements Checkpointable {
     for (const timeMs of this.changedTimes) {
       const keys = this.keysByTimeMs.get(timeMs);
       if (keys === undefined) delta.deletes.push(timeMs);
-      else delta.puts.push([timeMs, [...keys]]);
+      else delta.puts.push([timeMs, keyList(keys)]);
     }
     this.changedTimes.clear();
     return delta;
   }
 
   private insert(key: string, timeMs: number): boolean {
-    let keys = this.keysByTimeMs.get(timeMs);
+    const keys = this.keysByTimeMs.get(timeMs);
     if (keys === undefined) {
-      keys = new Set();
-      this.keysByTimeMs.set(timeMs, keys);
+      this.keysByTimeMs.set(timeMs, key);
       this.dueTimes.push(timeMs);
-    } else if (keys.has(key)) return false;
-    keys.add(key);
+    } else if (hasKey(keys, key)) return false;
+    else if (typeof keys === "string") this.keysByTimeMs.set(timeMs, new Set([keys, key]));
+    else keys.add(key);
     this.count++;
     return true;
   }
