@@ -11,6 +11,8 @@ const QUARTER_HOUR_MS = 15 * MINUTE_MS;
 const MAX_CACHED_ZONES = 10_000;
 /** Offsets kept per zone (a month and a half of quarter hours) before its cache starts over. */
 const MAX_CACHED_QUARTERS = 4096;
+/** Days of offsets kept per zone (about ten years) before its cache starts over. */
+const MAX_CACHED_DAYS = 4096;
 
 /** A time zone: how far its wall clock is ahead of UTC at an instant. */
 export type TimeZone = {
@@ -65,23 +67,40 @@ function intlZone(text: string): TimeZone | null {
   } catch {
     return null; // RangeError: not a zone Intl knows
   }
-  // Intl is slow (microseconds a call): offsets are kept per quarter hour of UTC, where most
-  // changes of offset fall. A quarter with a change inside (St John's changed at 00:01 local
-  // until 2011) has different offsets at its ends: NaN is kept, and such instants ask Intl.
+  // Intl is slow (microseconds a call): offsets are kept per UTC day, and within a day where the
+  // offset changes, per quarter hour, where most changes of offset fall. A day whose ends agree is
+  // taken as one offset: no zone has changed its offset and back within a day. A quarter with a
+  // change inside (St John's changed at 00:01 local until 2011) has different offsets at its
+  // ends: NaN is kept, and such instants ask Intl.
+  const offsetsByDay = new Map<number, number>();
   const offsetsByQuarter = new Map<number, number>();
-  const offsetMs = (utcMs: number): number => {
+  const quarterOffsetMs = (utcMs: number): number => {
     const quarter = Math.floor(utcMs / QUARTER_HOUR_MS);
     let offset = offsetsByQuarter.get(quarter);
     if (offset === undefined) {
       if (offsetsByQuarter.size >= MAX_CACHED_QUARTERS) offsetsByQuarter.clear();
-      const startMs = quarter * QUARTER_HOUR_MS;
-      offset = intlOffsetMs(format, startMs);
-      if (intlOffsetMs(format, startMs + QUARTER_HOUR_MS - 1) !== offset) offset = NaN;
+      offset = steadyOffsetMs(format, quarter * QUARTER_HOUR_MS, QUARTER_HOUR_MS);
       offsetsByQuarter.set(quarter, offset);
     }
     return Number.isNaN(offset) ? intlOffsetMs(format, utcMs) : offset;
   };
+  const offsetMs = (utcMs: number): number => {
+    const day = Math.floor(utcMs / DAY_MS);
+    let offset = offsetsByDay.get(day);
+    if (offset === undefined) {
+      if (offsetsByDay.size >= MAX_CACHED_DAYS) offsetsByDay.clear();
+      offset = steadyOffsetMs(format, day * DAY_MS, DAY_MS);
+      offsetsByDay.set(day, offset);
+    }
+    return Number.isNaN(offset) ? quarterOffsetMs(utcMs) : offset;
+  };
   return { name: text, offsetMs };
+}
+
+/** The offset over [startMs, startMs + spanMs) if its ends agree, else NaN. */
+function steadyOffsetMs(format: Intl.DateTimeFormat, startMs: number, spanMs: number): number {
+  const offset = intlOffsetMs(format, startMs);
+  return intlOffsetMs(format, startMs + spanMs - 1) === offset ? offset : NaN;
 }
 
 function intlOffsetMs(format: Intl.DateTimeFormat, utcMs: number): number {

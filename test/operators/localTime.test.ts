@@ -29,6 +29,26 @@ describe("localTime", () => {
     expect(stJohns.offsetMs(Date.UTC(2010, 2, 14, 3, 29))).toBe(-3.5 * HOUR_MS);
   });
 
+  it("gives Intl's offset at every 17 minutes of 2010, in zones with half-hour, odd and repeated changes", () => {
+    const formats = new Map<string, Intl.DateTimeFormat>();
+    /** The offset straight from Intl, no cache: local wall clock read back as UTC, minus the instant. */
+    const intlOffsetMs = (zone: string, utcMs: number) => {
+      if (!formats.has(zone)) formats.set(zone, new Intl.DateTimeFormat("en-US", { timeZone: zone, hourCycle: "h23", year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", second: "numeric" }));
+      const parts = formats.get(zone)!.formatToParts(utcMs);
+      const part = (type: string) => Number(parts.find((p) => p.type === type)!.value);
+      return Date.UTC(part("year"), part("month") - 1, part("day"), part("hour"), part("minute"), part("second")) - (utcMs - (utcMs % 1000));
+    };
+    const zones = ["Europe/Rome", "Australia/Lord_Howe", "America/St_Johns", "Asia/Tehran", "Africa/Casablanca", "Pacific/Chatham"];
+    const mismatches: string[] = [];
+    for (const name of zones) {
+      const zone = timeZone(name)!;
+      for (let utcMs = Date.UTC(2010, 0, 1); utcMs < Date.UTC(2011, 0, 1); utcMs += 17 * 60_000) {
+        if (zone.offsetMs(utcMs) !== intlOffsetMs(name, utcMs)) mismatches.push(`${name} ${new Date(utcMs).toISOString()}`);
+      }
+    }
+    expect(mismatches).toEqual([]);
+  });
+
   it("reads UTC offsets as fixed zones and refuses what is no zone", () => {
     expect(timeZone("+02:00")!.offsetMs(0)).toBe(2 * HOUR_MS);
     expect(timeZone("-05:30")!.offsetMs(0)).toBe(-5.5 * HOUR_MS);
