@@ -16,11 +16,22 @@ import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapsho
 export type Decoded<E> = StreamRecord<E> | { readonly kind?: undefined; error: string };
 
 /** What a pipeline's graph is built with. */
+/** An output that says what it is, for routing to the sinks that take that kind. */
+export type KindedOutput = { kind: string; body: object };
+
+/** A sink and the output kinds it takes (all when undefined). */
+export type SinkRoute = { name: string; sink: Sink; kinds?: readonly string[] };
+
 export type GraphBuilder = {
   /** Builds an operator from its definition, with its state restored, as an RxJS operator. */
   operator<I, O>(definition: OperatorDefinition<I, O>): OperatorFunction<Element<I>, Element<O>>;
   /** Writes the records of `stream` to `sink`; the sink's position is part of every checkpoint. */
   sinkTo(name: string, sink: Sink, stream: Observable<Element<object>>): void;
+  /**
+   * Writes the body of each record of `stream` to every route that takes its kind (a route
+   * without `kinds` takes all): one subscription however many sinks there are.
+   */
+  routeTo(stream: Observable<Element<KindedOutput>>, routes: SinkRoute[]): void;
   /** A named side output of the operators (e.g. "late"). */
   side(tag: string): Observable<unknown>;
   /** Writes a side output's values to a sink, counted under `counter`, shaped by `shape`. */
@@ -265,6 +276,27 @@ class Job<E> {
             if (element.kind !== "record") return;
             this.counters.outputs++;
             sink.write(element.value);
+          },
+          error: (error) => (this.failure ??= error),
+        });
+      },
+      routeTo: (stream, routes) => {
+        for (const { name, sink } of routes) this.addSink(name, sink);
+        const sinksByKind = new Map<string, Sink[]>();
+        const sinksOf = (kind: string) => {
+          let sinks = sinksByKind.get(kind);
+          if (sinks === undefined) {
+            sinks = routes.filter((r) => r.kinds === undefined || r.kinds.includes(kind)).map((r) => r.sink);
+            sinksByKind.set(kind, sinks);
+          }
+          return sinks;
+        };
+        stream.subscribe({
+          next: (element) => {
+            if (element.kind !== "record") return;
+            const sinks = sinksOf(element.value.kind);
+            this.counters.outputs += sinks.length;
+            for (let i = 0; i < sinks.length; i++) sinks[i].write(element.value.body);
           },
           error: (error) => (this.failure ??= error),
         });

@@ -1,7 +1,7 @@
 // Turns a validated PipelineSpec into a runnable job: source, decoder, watermarks, the operator
 // graph and its sinks. The only place where configuration meets the engine.
 import { createHash } from "node:crypto";
-import { filter, map, merge, share, type OperatorFunction } from "rxjs";
+import { map, merge } from "rxjs";
 import { record, type Element } from "../engine/elements.ts";
 import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
 import { FileSink } from "../engine/sinks/fileSink.ts";
@@ -85,9 +85,8 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
         ),
       );
       const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec) })))] : [];
-      // Shared, so that several sinks do not each run the operators again.
-      const all = merge(...windowResults, ...behaviourResults).pipe(share());
-      spec.sinks.forEach((s, i) => graph.sinkTo(`sinks[${i}]`, buildSink(s.sink, spec.name), all.pipe(routed(s.outputs))));
+      const routes = spec.sinks.map((s, i) => ({ name: `sinks[${i}]`, sink: buildSink(s.sink, spec.name), kinds: s.outputs }));
+      graph.routeTo(merge(...windowResults, ...behaviourResults), routes);
       if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name), "late");
       else graph.sideTo(LATE, "deadLetter", deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
@@ -98,16 +97,6 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
 function wantedOutputs(spec: PipelineSpec): string[] | undefined {
   if (spec.sinks.some((s) => s.outputs === undefined)) return undefined;
   return spec.sinks.flatMap((s) => s.outputs!);
-}
-
-/** The bodies of the outputs of the given kinds (all kinds when undefined), watermarks passed on. */
-function routed(kinds: string[] | undefined): OperatorFunction<Element<BehaviourOutput>, Element<object>> {
-  const takes = kinds && new Set(kinds);
-  return (source) =>
-    source.pipe(
-      filter((e) => e.kind !== "record" || takes === undefined || takes.has(e.value.kind)),
-      map((e) => (e.kind === "record" ? record(e.key, e.time, e.value.body) : e)),
-    );
 }
 
 /**
