@@ -31,14 +31,14 @@ class FeaturesLogic implements StageLogic {
 
   step(view: UserView, out: StageOutput): void {
     const specs = this.options.features;
-    const vector = new Array<number | null>(specs.length);
+    // The vector is emitted when it changes, unless no sink takes feature vectors (then none is built).
+    const vector = out.wants("features") ? new Array<number | null>(specs.length) : undefined;
     for (let i = 0; i < specs.length; i++) {
       const value = numeric(specs[i].value(view.vars));
-      vector[i] = value;
+      if (vector !== undefined) vector[i] = value;
       view.vars[specs[i].name] = value ?? undefined;
     }
-    // The vector is emitted when it changes, unless no sink takes feature vectors.
-    if (!out.wants("features")) return;
+    if (vector === undefined) return;
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, vector)) return;
     this.last.set(view.user, vector);
