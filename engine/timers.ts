@@ -111,9 +111,11 @@ export class TimerService implements Checkpointable {
 
   /**
    * Fires every timer with time <= `clockMs`, earliest first and in key order within a time.
-   * A timer registered by `onFire` that is already due fires in the same call.
+   * A timer registered by `onFire` that is already due fires in the same call. With `groupOf`,
+   * keys due at one time that sort next to each other and share a group fire once, as the group
+   * (timers of several parts of one user: the user wakes once).
    */
-  advanceTo(clockMs: number, onFire: (key: string, timeMs: number) => void): void {
+  advanceTo(clockMs: number, onFire: (key: string, timeMs: number) => void, groupOf?: (key: string) => string): void {
     for (let timeMs = this.dueTimes.peek(); timeMs !== undefined && timeMs <= clockMs; timeMs = this.dueTimes.peek()) {
       this.dueTimes.pop();
       const keys = this.keysByTimeMs.get(timeMs);
@@ -121,8 +123,16 @@ export class TimerService implements Checkpointable {
       this.keysByTimeMs.delete(timeMs);
       this.changedTimes.add(timeMs);
       this.count -= keyCount(keys);
-      if (typeof keys === "string") onFire(keys, timeMs);
-      else for (const key of [...keys].sort()) onFire(key, timeMs);
+      if (typeof keys === "string") onFire(groupOf === undefined ? keys : groupOf(keys), timeMs);
+      else if (groupOf === undefined) for (const key of [...keys].sort()) onFire(key, timeMs);
+      else {
+        let previous: string | undefined;
+        for (const key of [...keys].sort()) {
+          const group = groupOf(key);
+          if (group !== previous) onFire(group, timeMs);
+          previous = group;
+        }
+      }
     }
   }
 

@@ -51,7 +51,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   private readonly records: KeyedSlots;
   /** Where stage outputs go during the current call; set on every entry from the engine. */
   private downstream: Output<BehaviourOutput> | undefined;
-  private readonly stageOutput: StageOutput;
+  /** Per stage: its wake-ups are its own (a stage withdraws only what it asked for). */
+  private readonly stageOutputs: StageOutput[];
   private readonly blankVars: Record<string, unknown>;
   private readonly eventFields: readonly string[] | undefined;
 
@@ -68,14 +69,17 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     this.eventFields = options.eventFields;
     const wanted = options.wantedOutputs && new Set(options.wantedOutputs);
     const wants = (kind: string) => wanted === undefined || wanted.has(kind);
-    this.stageOutput = {
-      emit: (kind, user, timeMs, body) => {
-        if (wants(kind)) this.downstream!.emit(user, timeMs, { kind, body });
-      },
-      wants,
-      wakeAt: (user, timeMs) => this.wakeUps.register(user, timeMs),
-      count: (counter, by = 1) => ctx.count(counter, by),
+    const emit: StageOutput["emit"] = (kind, user, timeMs, body) => {
+      if (wants(kind)) this.downstream!.emit(user, timeMs, { kind, body });
     };
+    const count = (counter: string, by = 1) => ctx.count(counter, by);
+    this.stageOutputs = this.stages.map((_, stage) => ({
+      emit,
+      wants,
+      wakeAt: (user, timeMs) => this.wakeUps.register(wakeUpKey(user, stage), timeMs),
+      cancelWake: (user, timeMs) => this.wakeUps.delete(wakeUpKey(user, stage), timeMs),
+      count,
+    }));
   }
 
   onRecord(rec: StreamRecord<EventFields>, out: Output<BehaviourOutput>): void {
@@ -85,8 +89,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
 
   onWatermark(watermarkMs: number, out: Output<BehaviourOutput>): void {
     this.downstream = out;
-    for (const stage of this.stages) stage.onWatermark?.(watermarkMs, this.stageOutput);
-    this.wakeUps.advanceTo(watermarkMs, (user, timeMs) => this.step(user, timeMs, undefined));
+    for (let i = 0; i < this.stages.length; i++) this.stages[i].onWatermark?.(watermarkMs, this.stageOutputs[i]);
+    this.wakeUps.advanceTo(watermarkMs, (user, timeMs) => this.step(user, timeMs, undefined), userOfWakeUp);
   }
 
   private step(user: string, timeMs: number, event: EventFields | undefined): void {
@@ -98,9 +102,22 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     vars.now = timeMs;
     const view: UserView = { user, timeMs, event, vars, signals: [] };
     this.records.focus(user);
-    for (const stage of this.stages) if (stage.step(view, this.stageOutput) === false) break;
+    for (let i = 0; i < this.stages.length; i++) if (this.stages[i].step(view, this.stageOutputs[i]) === false) break;
     this.records.blur();
   }
+}
+
+/**
+ * A wake-up's timer key: the user, then the stage that asked. Keys of one user sort together, so
+ * stages due at one time wake the user once. (A user id holding NUL and digits could sort between
+ * another's keys and be woken twice at a time: harmless, as any wake-up a stage did not ask for.)
+ */
+function wakeUpKey(user: string, stage: number): string {
+  return `${user}\u0000${stage}`;
+}
+
+function userOfWakeUp(key: string): string {
+  return key.slice(0, key.lastIndexOf("\u0000"));
 }
 
 function copyFields(event: EventFields, vars: Record<string, unknown>, fields: readonly string[] | undefined): void {

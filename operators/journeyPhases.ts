@@ -68,7 +68,7 @@ type UserPhase = {
   windowFiredForMs: Array<number | null>;
   /** When the next timer or window of the phase is due (null: none): most steps only compare with it. */
   dueMs: number | null;
-  /** The wake-up asked for and not yet seen: one outstanding per user, moved only earlier. */
+  /** The one wake-up pending, at the next deadline (null: none); moved when the deadline moves. */
   wakeMs: number | null;
 };
 
@@ -148,11 +148,12 @@ class JourneyPhasesLogic implements StageLogic {
       if (view.timeMs > state.lastEventMs) state.lastEventMs = view.timeMs;
       if (this.applyEvent(view, state) && state.phase !== previous) this.change(view, out, previous, state.phase, state.enteredMs);
     }
-    // 3. The next deadline, and a wake-up for it unless one at or before it is outstanding.
+    // 3. The next deadline, and one wake-up at it: the one pending moves with it (an event puts inactivity off).
     const dueMs = this.nextDue(state).timeMs;
     state.dueMs = dueMs === Infinity ? null : dueMs;
-    if (state.dueMs !== null && (state.wakeMs === null || state.dueMs < state.wakeMs)) {
-      out.wakeAt(view.user, state.dueMs);
+    if (state.dueMs !== state.wakeMs) {
+      if (state.wakeMs !== null) out.cancelWake(view.user, state.wakeMs);
+      if (state.dueMs !== null) out.wakeAt(view.user, state.dueMs);
       state.wakeMs = state.dueMs;
     }
     this.users.set(view.user, state);

@@ -70,7 +70,7 @@ export function rollingAggregates(options: RollingAggregatesOptions): StageDefin
 type UserAggregates = {
   /** The latest step time: values are as of it, and events older than a lookback from it are ignored. */
   latestMs: number;
-  /** The wake-up asked for and not yet seen (NEVER: none). */
+  /** The one wake-up pending, at the next expiry (NEVER: none); moved when the expiry moves. */
   armedMs: number;
   /** The earliest expiry among the slots (NEVER: none). */
   nextExpiryMs: number;
@@ -192,16 +192,18 @@ class RollingAggregatesLogic implements StageLogic {
     if (state.nextExpiryMs !== NEVER && state.nextExpiryMs <= nowMs) {
       this.expire(state, nowMs);
       if (event === undefined && this.isEmpty(state)) {
+        if (state.armedMs !== NEVER) out.cancelWake(user, state.armedMs);
         this.users.delete(user);
         return this.writeValues(view.vars, undefined, nowMs);
       }
     }
     // 3.
     if (event !== undefined) this.add(state, view.vars, view.timeMs, nowMs);
-    // 4.
-    if (state.nextExpiryMs !== NEVER && (state.armedMs === NEVER || state.armedMs > state.nextExpiryMs)) {
+    // 4. One wake-up, at the next expiry: one pending elsewhere (a late event's bucket came first) is withdrawn.
+    if (state.armedMs !== state.nextExpiryMs) {
+      if (state.armedMs !== NEVER) out.cancelWake(user, state.armedMs);
+      if (state.nextExpiryMs !== NEVER) out.wakeAt(user, state.nextExpiryMs);
       state.armedMs = state.nextExpiryMs;
-      out.wakeAt(user, state.armedMs);
     }
     this.writeValues(view.vars, state, nowMs);
   }

@@ -52,7 +52,7 @@ type UserSequences = {
   runs: Array<Run | null>;
   /** Per sequence, the time of the latest completed match; kept only for sequences with `matchedAtVar`. */
   matchedAtMs: Array<number | null>;
-  /** The wake-up asked for and not yet seen: one outstanding per user, moved only earlier. */
+  /** The one wake-up pending, at the next deadline (null: none); moved when the deadline moves. */
   wakeMs: number | null;
 };
 
@@ -126,11 +126,12 @@ class SequencesLogic implements StageLogic {
       if (this.hasVars) this.writeVars(view, undefined);
       return;
     }
-    // 3. A wake-up for the earliest deadline, unless one at or before it is outstanding.
+    // 3. One wake-up, at the earliest deadline: the one pending moves with it (a purchase withdraws the cart's).
     if (isChanged) {
       const nextMs = this.earliestDeadline(state);
-      if (nextMs !== null && (state.wakeMs === null || nextMs < state.wakeMs)) {
-        out.wakeAt(view.user, nextMs);
+      if (nextMs !== state.wakeMs) {
+        if (state.wakeMs !== null) out.cancelWake(view.user, state.wakeMs);
+        if (nextMs !== null) out.wakeAt(view.user, nextMs);
         state.wakeMs = nextMs;
       }
       if (this.isEmpty(state)) this.users.delete(view.user);

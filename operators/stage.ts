@@ -46,9 +46,16 @@ export type StageOutput = {
   wants(kind: string): boolean;
   /**
    * Wakes `user` when the watermark reaches `timeMs`: every stage then runs a step with no event
-   * at that time. Wake-ups are checkpointed; a stage must treat one it did not ask for as harmless.
+   * at that time (once, however many stages asked for that time). Wake-ups are checkpointed; a
+   * stage must treat one it did not ask for as harmless.
    */
   wakeAt(user: string, timeMs: number): void;
+  /**
+   * Withdraws this stage's wake-up of `user` at `timeMs` (its deadline moved or went away), so the
+   * user is not stepped for nothing; no-op if it has fired or was never asked for. Other stages'
+   * wake-ups at the same time stand.
+   */
+  cancelWake(user: string, timeMs: number): void;
   /** Adds to a named counter reported in the job summary (e.g. "duplicates"). */
   count(counter: string, by?: number): void;
 };

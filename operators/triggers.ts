@@ -83,6 +83,8 @@ type UserState = {
   sentMs?: Record<string, number[]>;
   /** Messages waiting, earliest first. */
   pending?: Pending[];
+  /** The one wake-up pending, at the first waiting message (absent: none). */
+  wakeMs?: number;
 };
 
 export function triggers(options: TriggersOptions): StageDefinition {
@@ -119,6 +121,7 @@ class TriggersLogic implements StageLogic {
   /**
    * 1. Send what fell due at or before this step. 2. Remember the event's zone and consent.
    * 3. A conversion cancels what is pending. 4. Fire the rules the step's signals match.
+   * 5. One wake-up, at the first message still waiting.
    */
   step(view: UserView, out: StageOutput): void {
     const user = view.user;
@@ -148,6 +151,20 @@ class TriggersLogic implements StageLogic {
       for (const rule of rules) if (!isFiredEarlierInStep(signals, i, rule)) this.fire(rule, signals[i], view, state, out);
       this.users.set(user, state);
     }
+    // 5.
+    if (state !== undefined) this.rearm(user, state, out);
+  }
+
+  /** Moves the pending wake-up to the first waiting message, withdrawing it when none waits (a conversion). */
+  private rearm(user: string, state: UserState, out: StageOutput): void {
+    const nextMs = state.pending?.[0]?.atMs;
+    if (nextMs === state.wakeMs) return;
+    // One that has fired is no longer pending: withdrawing it does nothing.
+    if (state.wakeMs !== undefined) out.cancelWake(user, state.wakeMs);
+    if (nextMs !== undefined) out.wakeAt(user, nextMs);
+    if (nextMs === undefined) delete state.wakeMs;
+    else state.wakeMs = nextMs;
+    this.users.touch(user);
   }
 
   private sendDue(user: string, state: UserState, nowMs: number, out: StageOutput): void {
@@ -215,7 +232,7 @@ class TriggersLogic implements StageLogic {
       return;
     }
     const waiting: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels: rule.channels, isFollowUp: false, vars: this.kept(view.vars) };
-    this.schedule(view.user, state, waiting, out);
+    this.schedule(state, waiting);
     out.count("triggers_deferred");
   }
 
@@ -253,7 +270,7 @@ class TriggersLogic implements StageLogic {
     out.emit("trigger", user, message.atMs, body);
     out.count("triggers_sent");
     if (message.isFollowUp || rule.followUps === undefined || rule.followUps.length === 0) return;
-    this.startFollowUps(user, state, rule, message, hasLiveVars ? this.kept(message.vars) : message.vars, out);
+    this.startFollowUps(state, rule, message, hasLiveVars ? this.kept(message.vars) : message.vars);
   }
 
   private allowedChannels(rule: TriggerRule, state: UserState, message: Pending, out: StageOutput): string[] {
@@ -297,7 +314,7 @@ class TriggersLogic implements StageLogic {
    * any still pending from an earlier firing. Each goes at the first local `at` after the first
    * message plus its `after`, and not before the follow-up above it: a sequence keeps its order.
    */
-  private startFollowUps(user: string, state: UserState, rule: TriggerRule, first: Pending, vars: Vars, out: StageOutput): void {
+  private startFollowUps(state: UserState, rule: TriggerRule, first: Pending, vars: Vars): void {
     // In place: sendDue may be walking this very list.
     const pending = state.pending ?? [];
     for (let i = pending.length - 1; i >= 0; i--) if (pending[i].rule === rule.name && pending[i].isFollowUp) pending.splice(i, 1);
@@ -309,17 +326,16 @@ class TriggersLogic implements StageLogic {
       if (atMs < previousMs) atMs = followUp.atMs === undefined ? previousMs : nextLocalTime(zone, previousMs - 1, followUp.atMs);
       atMs = this.afterQuietHours(zone, atMs);
       previousMs = atMs;
-      this.schedule(user, state, { rule: rule.name, atMs, triggerMs: first.triggerMs, segment: first.segment, channels: [followUp.channel], isFollowUp: true, vars }, out);
+      this.schedule(state, { rule: rule.name, atMs, triggerMs: first.triggerMs, segment: first.segment, channels: [followUp.channel], isFollowUp: true, vars });
     }
   }
 
-  /** Adds a waiting message in time order (after those due at the same time) and asks for a wake-up. */
-  private schedule(user: string, state: UserState, message: Pending, out: StageOutput): void {
+  /** Adds a waiting message in time order (after those due at the same time); the step's end moves the wake-up. */
+  private schedule(state: UserState, message: Pending): void {
     const pending = (state.pending ??= []);
     let i = pending.length;
     while (i > 0 && pending[i - 1].atMs > message.atMs) i--;
     pending.splice(i, 0, message);
-    out.wakeAt(user, message.atMs);
   }
 
   /** `timeMs`, or the end of the quiet hours it falls in, local time. */

@@ -59,8 +59,8 @@ type OpenState = {
  * Per user, one flat array: the pending wake-up then the open sessions, ordered by start and at
  * least a gap apart: `[armedMs, start, last, pages, maxGapMs, start, last, ...]`. Usually one
  * session; a second opens when an event comes a gap after the last before the watermark has closed
- * the first. `armedMs` (-1: none) is the earliest wake-up asked for and not yet seen: the stage asks
- * again only for an earlier close, so a session costs about two wake-ups, not one per event.
+ * the first. `armedMs` (-1: none) is the one wake-up pending, at the first session's close: an event
+ * that moves the close moves it (withdrawn and asked again), so a session costs one wake-up.
  */
 const ARMED = 0;
 const HEAD = 1;
@@ -111,14 +111,16 @@ class UserSessionsLogic implements StageLogic {
     const meetsEarlier = at >= HEAD && timeMs < state[at + LAST] + this.gapMs;
     const later = at + STRIDE;
     const meetsLater = later < state.length && timeMs > state[later + START] - this.gapMs;
-    // Joining or merging only moves closes later: the pending wake-up is still early enough.
+    // Joining or merging moves a close later: the wake-up moves with the first session's.
     if (meetsEarlier && meetsLater) {
       mergeAround(state, at, timeMs);
+      this.arm(view.user, state, out);
       return writeSession(view.vars, state, at, false);
     }
     if (meetsEarlier || meetsLater) {
       const session = meetsEarlier ? at : later;
       extend(state, session, timeMs);
+      this.arm(view.user, state, out);
       return writeSession(view.vars, state, session, false);
     }
     if (this.isTooLate(timeMs, out)) return writeNone(view.vars);
@@ -142,11 +144,12 @@ class UserSessionsLogic implements StageLogic {
     if (closed === 0 && !isArmedSpent) return writeSession(view.vars, state, state.length - STRIDE, false);
     const changed = this.open.getForUpdate(view.user)!;
     changed.splice(HEAD, closed * STRIDE);
+    if (isArmedSpent) changed[ARMED] = NONE;
     if (changed.length === HEAD) {
+      if (changed[ARMED] !== NONE) out.cancelWake(view.user, changed[ARMED]);
       this.open.delete(view.user);
       return writeNone(view.vars);
     }
-    if (isArmedSpent) changed[ARMED] = NONE;
     this.arm(view.user, changed, out);
     writeSession(view.vars, changed, changed.length - STRIDE, false);
   }
@@ -165,10 +168,11 @@ class UserSessionsLogic implements StageLogic {
     return true;
   }
 
-  /** Asks for a wake-up at the earliest close (the first session's) unless one at or before it is pending. */
+  /** Keeps one wake-up, at the earliest close (the first session's), moving the pending one if it differs. */
   private arm(user: string, state: number[], out: StageOutput): void {
     const closeMs = state[HEAD + LAST] + this.gapMs;
-    if (state[ARMED] !== NONE && state[ARMED] <= closeMs) return;
+    if (state[ARMED] === closeMs) return;
+    if (state[ARMED] !== NONE) out.cancelWake(user, state[ARMED]);
     state[ARMED] = closeMs;
     out.wakeAt(user, closeMs);
   }

@@ -350,7 +350,7 @@ describe("clusters", () => {
       }
     };
     const runs: ClustersRun[] = [];
-    const out: StageOutput = { emit: (kind, _user, _timeMs, body) => kind === "clusters" && runs.push(body as ClustersRun), wakeAt() {}, count() {}, wants: () => true };
+    const out: StageOutput = { emit: (kind, _user, _timeMs, body) => kind === "clusters" && runs.push(body as ClustersRun), wakeAt() {}, cancelWake() {}, count() {}, wants: () => true };
     const logic = clusters({ features, retentionAfterMs: null }).build(stageContext());
     stepUsers(logic, 20_000, out);
     // How long a run takes is measured in bench/ (a timed assertion here would be flaky).

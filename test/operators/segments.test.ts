@@ -304,7 +304,7 @@ segments:
     const ctx = stageContext();
     const [definition] = stagesFromYaml(EXAMPLE, FIELDS);
     const logic = definition.build(ctx);
-    const out = { emit: () => {}, wakeAt: () => {}, count: () => {}, wants: () => true };
+    const out = { emit: () => {}, wakeAt: () => {}, cancelWake: () => {}, count: () => {}, wants: () => true };
     const step = (timeMs: number, fields: Record<string, unknown>) => {
       const vars: Record<string, unknown> = Object.create(fields);
       vars.user = "u1";

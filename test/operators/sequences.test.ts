@@ -255,7 +255,7 @@ sequences:
     const ctx = stageContext();
     const logic = definition.build(ctx);
     const states = ctx.slots;
-    const out = { emit: () => {}, wakeAt: () => {}, count: () => {}, wants: () => true };
+    const out = { emit: () => {}, wakeAt: () => {}, cancelWake: () => {}, count: () => {}, wants: () => true };
     const step = (timeMs: number, eventType?: string) => {
       const event = eventType === undefined ? undefined : { event_type: eventType, page: "/" };
       logic.step({ user: "u1", timeMs, event, vars: Object.create(event ?? null), signals: [] }, out);

@@ -1,0 +1,67 @@
+import { describe, expect, it } from "vitest";
+import { TimerService } from "../../engine/timers.ts";
+
+/** Fires everything due at or before `clockMs` and lists [key, time] in firing order. */
+function fired(timers: TimerService, clockMs: number, groupOf?: (key: string) => string): Array<[string, number]> {
+  const out: Array<[string, number]> = [];
+  timers.advanceTo(clockMs, (key, timeMs) => out.push([key, timeMs]), groupOf);
+  return out;
+}
+
+describe("TimerService", () => {
+  it("fires in time order, and in key order within a time, keeping one timer per key and time", () => {
+    const timers = new TimerService("t");
+    timers.register("b", 20);
+    timers.register("c", 10);
+    timers.register("a", 20);
+    timers.register("a", 20);
+    expect(timers.size).toBe(3);
+    expect(fired(timers, 15)).toEqual([["c", 10]]);
+    expect(fired(timers, 30)).toEqual([["a", 20], ["b", 20]]);
+    expect(timers.size).toBe(0);
+  });
+
+  it("forgets a deleted timer, also the last of its time, and ignores deleting one it never had", () => {
+    const timers = new TimerService("t");
+    timers.register("a", 10);
+    timers.register("b", 10);
+    timers.register("c", 20);
+    timers.delete("a", 10);
+    timers.delete("c", 20);
+    timers.delete("zzz", 10);
+    expect(fired(timers, 100)).toEqual([["b", 10]]);
+  });
+
+  it("fires in the same call a timer registered while firing that is already due", () => {
+    const timers = new TimerService("t");
+    timers.register("a", 10);
+    const out: Array<[string, number]> = [];
+    timers.advanceTo(50, (key, timeMs) => {
+      out.push([key, timeMs]);
+      if (key === "a") timers.register("b", 30);
+    });
+    expect(out).toEqual([["a", 10], ["b", 30]]);
+  });
+
+  it("fires a group once for its keys due at one time", () => {
+    const timers = new TimerService("t");
+    const groupOf = (key: string) => key.split("/")[0];
+    for (const key of ["u2/1", "u1/0", "u1/3", "u2/0"]) timers.register(key, 10);
+    timers.register("u1/0", 20);
+    expect(fired(timers, 100, groupOf)).toEqual([["u1", 10], ["u2", 10], ["u1", 20]]);
+  });
+
+  it("restored from its checkpointed changes, fires as the original would", () => {
+    const original = new TimerService("t");
+    original.register("a", 10);
+    original.register("b", 10);
+    const first = original.takeDelta();
+    original.delete("a", 10);
+    original.register("c", 5);
+    const second = original.takeDelta();
+    const log = [...first.puts, ...second.puts, ...second.deletes.map((time): [unknown, unknown] => [time, null])];
+    const restored = new TimerService("t", log);
+    expect(fired(restored, 100)).toEqual(fired(original, 100));
+    expect(fired(new TimerService("t", original.snapshotAll()), 100)).toEqual([]);
+  });
+});

@@ -1,0 +1,101 @@
+import { describe, expect, it } from "vitest";
+import { behaviour } from "../../operators/behaviour.ts";
+import type { StageDefinition, UserView } from "../../operators/stage.ts";
+import { ev, expectRestartsChangeNothing, MINUTE_MS, runStages, T0, wm } from "../behaviourHarness.ts";
+import { runOperator } from "../harness.ts";
+
+/**
+ * A stage that reports every step it sees as a "step" output (time, whether an event, what the
+ * stages before it wrote), and acts on the event's fields: `wake_at` asks for a wake-up at that
+ * time, `cancel_at` withdraws the one asked at that time, `drop: true` stops later stages.
+ */
+function probe(name: string, seen: string[] = []): StageDefinition {
+  return {
+    name,
+    build: () => ({
+      step(view: UserView, out) {
+        const event = view.event;
+        out.emit("step", view.user, view.timeMs, { stage: name, event: event !== undefined, seen: seen.map((v) => view.vars[v] ?? null) });
+        view.vars[name] = view.timeMs;
+        if (event === undefined) return;
+        if (typeof event.wake_at === "number") out.wakeAt(view.user, event.wake_at);
+        if (typeof event.cancel_at === "number") out.cancelWake(view.user, event.cancel_at);
+        if (event.drop === true) return false;
+      },
+    }),
+  };
+}
+
+/** The steps of `stage` as [user, time, with an event]. */
+const stepsOf = (outputs: Array<{ kind: string; key: string; time: number; body: Record<string, unknown> }>, stage: string) =>
+  outputs.filter((o) => o.kind === "step" && o.body.stage === stage).map((o) => [o.key, o.time - T0, o.body.event]);
+
+describe("behaviour", () => {
+  it("runs the stages in order on every event, each reading what the earlier ones wrote", async () => {
+    const run = await runStages([probe("a"), probe("b", ["a"])], [ev("u1", T0, {}), ev("u1", T0 + 1, {})]);
+    expect(run.byKind("step").map((o) => [o.body.stage, o.time - T0, o.body.seen])).toEqual([
+      ["a", 0, []],
+      ["b", 0, [T0]],
+      ["a", 1, []],
+      ["b", 1, [T0 + 1]],
+    ]);
+  });
+
+  it("steps a user with no event at a wake-up's time once the watermark reaches it, not before", async () => {
+    const run = await runStages([probe("a")], [ev("u1", T0, { wake_at: T0 + 10 * MINUTE_MS }), wm(T0 + 10 * MINUTE_MS - 1), ev("u2", T0 + 5, {}), wm(T0 + 10 * MINUTE_MS)]);
+    expect(stepsOf(run.outputs, "a")).toEqual([
+      ["u1", 0, true],
+      ["u2", 5, true],
+      ["u1", 10 * MINUTE_MS, false],
+    ]);
+  });
+
+  it("wakes a user once when two stages ask for the same time", async () => {
+    const run = await runStages([probe("a"), probe("b")], [ev("u1", T0, { wake_at: T0 + MINUTE_MS }), wm(T0 + MINUTE_MS)]);
+    expect(stepsOf(run.outputs, "a")).toEqual([
+      ["u1", 0, true],
+      ["u1", MINUTE_MS, false],
+    ]);
+  });
+
+  it("steps nobody for a withdrawn wake-up, and keeps another stage's at the same time", async () => {
+    const wakeAt = T0 + MINUTE_MS;
+    const alone = await runStages([probe("a")], [ev("u1", T0, { wake_at: wakeAt }), ev("u1", T0 + 1, { cancel_at: wakeAt }), wm(wakeAt)]);
+    expect(stepsOf(alone.outputs, "a")).toEqual([
+      ["u1", 0, true],
+      ["u1", 1, true],
+    ]);
+    // Both stages ask at the first event; at the second only "a" withdraws its own (it drops the
+    // event, so "b" never sees the withdrawal): "b"'s wake-up still steps the user.
+    const shared = await runStages([probe("a"), probe("b")], [ev("u1", T0, { wake_at: wakeAt }), ev("u1", T0 + 1, { cancel_at: wakeAt, drop: true }), wm(wakeAt)]);
+    expect(stepsOf(shared.outputs, "a")).toEqual([
+      ["u1", 0, true],
+      ["u1", 1, true],
+      ["u1", MINUTE_MS, false],
+    ]);
+  });
+
+  it("stops the later stages for an event a stage drops", async () => {
+    const run = await runStages([probe("a"), probe("b")], [ev("u1", T0, { drop: true }), ev("u1", T0 + 1, {})]);
+    expect(stepsOf(run.outputs, "b")).toEqual([["u1", 1, true]]);
+  });
+
+  it("keeps a wake-up and its withdrawal across a restart at any point", async () => {
+    const wakeAt = T0 + MINUTE_MS;
+    const elements = [ev("u1", T0, { wake_at: wakeAt }), ev("u2", T0, { wake_at: wakeAt }), ev("u1", T0 + 1, { cancel_at: wakeAt }), wm(wakeAt)];
+    const whole = await runStages([probe("a")], elements);
+    expect(stepsOf(whole.outputs, "a").filter(([, , event]) => !event)).toEqual([["u2", MINUTE_MS, false]]);
+    await expectRestartsChangeNothing([probe("a")], elements, whole.outputs);
+  });
+
+  it("emits only the kinds some sink takes", async () => {
+    const definition = behaviour({ name: "test", stages: [probe("a")], wantedOutputs: ["other"] });
+    const run = await runOperator(definition, [ev("u1", T0, {})]);
+    expect(run.outputs).toEqual([]);
+  });
+
+  it("refuses two stages of one name", () => {
+    const definition = behaviour({ name: "test", stages: [probe("a"), probe("a")] });
+    return expect(runOperator(definition, [])).rejects.toThrow(/two behaviour stages are named "a"/);
+  });
+});
