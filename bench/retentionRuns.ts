@@ -286,15 +286,16 @@ export async function measureMemory(events: number, workDir: string): Promise<Me
     members.push(member);
     return register.call(this, member);
   };
-  // Timers fired, counted per timer service.
+  // Timers fired, counted per timer service (a group of keys firing once counts once: a step).
   const fired: Record<string, number> = {};
   const advanceTo = TimerService.prototype.advanceTo;
-  TimerService.prototype.advanceTo = function (this: TimerService, clockMs: number, onFire: (key: string, timeMs: number) => void) {
+  TimerService.prototype.advanceTo = function (this: TimerService, clockMs: number, onFire: (key: string, timeMs: number) => void, groupOf?: (key: string) => string) {
     const name = this.name;
-    return advanceTo.call(this, clockMs, (key, timeMs) => {
+    const counted = (key: string, timeMs: number) => {
       fired[name] = (fired[name] ?? 0) + 1;
       onFire(key, timeMs);
-    });
+    };
+    return advanceTo.call(this, clockMs, counted, groupOf);
   };
   let timersFiredDuringInput: Record<string, number> = {};
   // Which stage asks for each behaviour wake-up: the stack of 1 registration in WAKE_UP_SAMPLE.
