@@ -40,8 +40,8 @@ const METHOD = {
     "Child process with --expose-gc: heapUsed after gc() with the events generated and the modules loaded, and after gc() once every event is processed, " +
     "just before the END_OF_TIME watermark (a 300 ms pause first lets the checkpoint in flight land), divided by the distinct user_ids in the input. " +
     "Also after the flush with only the operator states kept alive, and after the run with nothing kept. Live entries from each registered state's liveEntries " +
-    "(timers: liveEntries = due times, size = timers); timers fired counted by wrapping TimerService.advanceTo, and wake-up registrations attributed to stages " +
-    "by the stack of 1 in 50 (runtime-only wrappers in the child). The difference includes the job's fixed parts (graph, sinks' buffers, LMDB handles), " +
+    "(timers: liveEntries = due times, size = timers); wake-up steps from the job's wake_up_steps counter, and wake-up registrations counted per stage's timers " +
+    "(a runtime-only wrapper in the child). The difference includes the job's fixed parts (graph, sinks' buffers, LMDB handles), " +
     "not the events array (held before and after) nor a generator world (the memory-mode job is compiled with a one-user generator it never reads).",
   profile: "node --cpu-prof of one 300k memory-source run in a child; bench/cpuProfileTop.ts sums self time per function over the job's span.",
 };
@@ -205,7 +205,7 @@ function partProfile(workDir: string): Record<string, Section> {
   const inclusive = inclusiveMs(profileDir, {
     "job loop (everything in the job)": (fn, url) => fn === "loop" && at("engine/job.ts")(url),
     "event path: decode + every stage per event (Job.push)": (fn, url) => fn === "push" && at("engine/job.ts")(url),
-    "wake-ups: every stage per fired timer (TimerService.advanceTo)": (fn, url) => fn === "advanceTo" && at("engine/timers.ts")(url),
+    "wake-ups: every stage per woken user (behaviour wakeUpTo)": (fn, url) => fn === "wakeUpTo" && at("operators/behaviour.ts")(url),
     "clusters re-run (clusters onWatermark)": (fn, url) => fn === "onWatermark" && at("operators/clusters.ts")(url),
     "checkpoints (Job.checkpoint: sink fsync, takeDelta, msgpack)": (fn, url) => fn === "checkpoint" && at("engine/job.ts")(url),
     "msgpackr pack": (fn, url) => fn === "pack" && url.includes("msgpackr"),
@@ -242,7 +242,7 @@ function rowsOf(results: Results): string[][] {
   if (m) {
     rows.push(["300k heap per active user (bytes)", fmt(m.bytesPerActiveUser), `${fmt((m.heapAtEndOfInputBytes - m.heapBeforeBytes) / 2 ** 20, 1)} MiB / ${fmt(m.activeUsers)} users`, "", "reported", when(m)]);
     rows.push(["   after the flush, states kept (bytes)", fmt(m.bytesPerActiveUserAfterFlush), "", "", "", ""]);
-    const fired = Object.values(m.timersFiredDuringInput).reduce((a, b) => a + b, 0);
+    const fired = m.wakeUpStepsDuringInput;
     const byStage = Object.entries(m.wakeUpRegistrationsByStage ?? {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${fmt(v / 1000)}k`).join(", ");
     rows.push(["   wake-up steps per event (input)", fmt(fired / m.events, 2), `asked by: ${byStage}`, "", "", ""]);
   }

@@ -15,6 +15,7 @@ import type { Source, SourceBatch } from "../engine/sources/source.ts";
 import { StateStore, type Checkpointable } from "../engine/store.ts";
 import { TimerService } from "../engine/timers.ts";
 import { readPipeline } from "../pipelines/cli.ts";
+import { WAKE_UP_STEPS_COUNTER } from "../operators/behaviour.ts";
 import { jobOptions } from "../pipelines/compile.ts";
 import type { Event } from "../pipelines/schema.ts";
 import type { PipelineSpec, SinkSpec } from "../pipelines/validate.ts";
@@ -153,6 +154,8 @@ export type RetentionRun = {
 export type RunHooks = {
   /** Awaited when the input is exhausted, before the end-of-input watermark. */
   beforeEnd?: () => Promise<void>;
+  /** The job's progress callback, called after every batch (JobOptions.onProgress). */
+  onProgress?: JobOptions<Event>["onProgress"];
 };
 
 /** One run of the pipeline, from a clean state dir and output dir. */
@@ -184,6 +187,7 @@ export async function runRetention(spec: PipelineSpec, mode: SourceMode, events:
     ...options,
     source,
     onCheckpoint: (info) => checkpoints.push(info),
+    ...(hooks.onProgress ? { onProgress: hooks.onProgress, progressIntervalMs: 0 } : {}),
     build(events$, graph) {
       // Subjects call subscribers in subscription order and the graph is synchronous: one
       // subscription before the pipeline's sees the final watermark first, one after sees it once
@@ -252,17 +256,16 @@ export type MemoryResult = {
   rssAtEndOfInputBytes: number;
   statesAtEndOfInput: StateSize[];
   statesAfterRun: StateSize[];
-  /** Timers fired per timer service (each behaviour wake-up runs every stage for its user without an event). */
-  timersFiredDuringInput: Record<string, number>;
-  timersFiredAtEnd: Record<string, number>;
-  /** Behaviour wake-ups asked for, by the stage asking (sampled: 1 stack in WAKE_UP_SAMPLE, times WAKE_UP_SAMPLE). */
+  /** Wake-up steps (each runs every stage for its user without an event), before and at the end of input. */
+  wakeUpStepsDuringInput: number;
+  wakeUpStepsAtEnd: number;
+  /** Behaviour wake-ups asked for, by the stage asking. */
   wakeUpRegistrationsByStage: Record<string, number>;
   wakeUpRegistrations: number;
   stateDirBytes: number;
   run: Omit<RetentionRun, "checkpoints">;
 };
 
-const WAKE_UP_SAMPLE = 50;
 
 function stateSizes(members: Checkpointable[]): StateSize[] {
   return members.map((m) => {
@@ -286,27 +289,18 @@ export async function measureMemory(events: number, workDir: string): Promise<Me
     members.push(member);
     return register.call(this, member);
   };
-  // Timers fired, counted per timer service (a group of keys firing once counts once: a step).
-  const fired: Record<string, number> = {};
-  const advanceTo = TimerService.prototype.advanceTo;
-  TimerService.prototype.advanceTo = function (this: TimerService, clockMs: number, onFire: (key: string, timeMs: number) => void, groupOf?: (key: string) => string) {
-    const name = this.name;
-    const counted = (key: string, timeMs: number) => {
-      fired[name] = (fired[name] ?? 0) + 1;
-      onFire(key, timeMs);
-    };
-    return advanceTo.call(this, clockMs, counted, groupOf);
-  };
-  let timersFiredDuringInput: Record<string, number> = {};
-  // Which stage asks for each behaviour wake-up: the stack of 1 registration in WAKE_UP_SAMPLE.
+  // Wake-up steps from the job's counter (its live object, first handed to onProgress).
+  let liveCounters: Readonly<Record<string, number>> | undefined;
+  let wakeUpStepsDuringInput = 0;
+  // Which stage asks for each behaviour wake-up: each stage has its own timers, `.../wake-ups/<stage>`.
   const wakeUpsByStage: Record<string, number> = {};
   let registrations = 0;
   const registerTimer = TimerService.prototype.register;
   TimerService.prototype.register = function (this: TimerService, key: string, timeMs: number) {
-    if (this.name.endsWith("/wake-ups") && registrations++ % WAKE_UP_SAMPLE === 0) {
-      const frames = (new Error().stack ?? "").split("\n").slice(2);
-      const stage = frames.map((f) => /operators\/(\w+)\.ts/.exec(f)?.[1]).find((x) => x !== undefined && x !== "behaviour") ?? "unknown";
-      wakeUpsByStage[stage] = (wakeUpsByStage[stage] ?? 0) + WAKE_UP_SAMPLE;
+    const stage = /\/wake-ups\/(.+)$/.exec(this.name)?.[1];
+    if (stage !== undefined) {
+      registrations++;
+      wakeUpsByStage[stage] = (wakeUpsByStage[stage] ?? 0) + 1;
     }
     return registerTimer.call(this, key, timeMs);
   };
@@ -317,21 +311,21 @@ export async function measureMemory(events: number, workDir: string): Promise<Me
   let run: RetentionRun;
   try {
     run = await runRetention(spec, "memory", generated, {
+      onProgress: (counters) => (liveCounters = counters),
       beforeEnd: async () => {
         // Lets the periodic checkpoint in flight land, so its encoded chunks are not counted.
         await new Promise((resolve) => setTimeout(resolve, 300));
         gcIfExposed();
         atEnd = process.memoryUsage();
         statesAtEndOfInput = stateSizes(members);
-        timersFiredDuringInput = { ...fired };
+        wakeUpStepsDuringInput = liveCounters?.[WAKE_UP_STEPS_COUNTER] ?? NaN;
       },
     });
   } finally {
     StateStore.prototype.register = register;
-    TimerService.prototype.advanceTo = advanceTo;
     TimerService.prototype.register = registerTimer;
   }
-  const timersFiredAtEnd = Object.fromEntries(Object.entries(fired).map(([name, n]) => [name, n - (timersFiredDuringInput[name] ?? 0)]));
+  const wakeUpStepsAtEnd = (run.counters[WAKE_UP_STEPS_COUNTER] ?? 0) - wakeUpStepsDuringInput;
   const statesAfterRun = stateSizes(members);
   gcIfExposed();
   const afterKept = process.memoryUsage().heapUsed;
@@ -356,8 +350,8 @@ export async function measureMemory(events: number, workDir: string): Promise<Me
     rssAtEndOfInputBytes: atEnd!.rss,
     statesAtEndOfInput,
     statesAfterRun,
-    timersFiredDuringInput,
-    timersFiredAtEnd,
+    wakeUpStepsDuringInput,
+    wakeUpStepsAtEnd,
     wakeUpRegistrationsByStage: wakeUpsByStage,
     wakeUpRegistrations: registrations,
     stateDirBytes,

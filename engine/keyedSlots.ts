@@ -46,6 +46,11 @@ export class KeyedSlots {
     return new Slot<V>(this, index);
   }
 
+  /** Every key with a record. */
+  keys(): IterableIterator<string> {
+    return this.records.keys();
+  }
+
   /** Looks `key` up for the steps that follow, marking its record changed if it has one. */
   focus(key: string): void {
     this.focusKey = key;

@@ -111,29 +111,33 @@ export class TimerService implements Checkpointable {
 
   /**
    * Fires every timer with time <= `clockMs`, earliest first and in key order within a time.
-   * A timer registered by `onFire` that is already due fires in the same call. With `groupOf`,
-   * keys due at one time that sort next to each other and share a group fire once, as the group
-   * (timers of several parts of one user: the user wakes once).
+   * A timer registered by `onFire` that is already due fires in the same call.
    */
-  advanceTo(clockMs: number, onFire: (key: string, timeMs: number) => void, groupOf?: (key: string) => string): void {
-    for (let timeMs = this.dueTimes.peek(); timeMs !== undefined && timeMs <= clockMs; timeMs = this.dueTimes.peek()) {
-      this.dueTimes.pop();
-      const keys = this.keysByTimeMs.get(timeMs);
-      if (keys === undefined) continue;
-      this.keysByTimeMs.delete(timeMs);
-      this.changedTimes.add(timeMs);
-      this.count -= keyCount(keys);
-      if (typeof keys === "string") onFire(groupOf === undefined ? keys : groupOf(keys), timeMs);
-      else if (groupOf === undefined) for (const key of [...keys].sort()) onFire(key, timeMs);
-      else {
-        let previous: string | undefined;
-        for (const key of [...keys].sort()) {
-          const group = groupOf(key);
-          if (group !== previous) onFire(group, timeMs);
-          previous = group;
-        }
-      }
+  advanceTo(clockMs: number, onFire: (key: string, timeMs: number) => void): void {
+    for (let timeMs = this.nextDueMs(); timeMs !== undefined && timeMs <= clockMs; timeMs = this.nextDueMs()) {
+      for (const key of this.takeDueAt(timeMs)) onFire(key, timeMs);
     }
+  }
+
+  /** The earliest time some timer is due at, if any. */
+  nextDueMs(): number | undefined {
+    // Times whose keys were all deleted stay in the heap until they come up: dropped here.
+    for (let timeMs = this.dueTimes.peek(); timeMs !== undefined; timeMs = this.dueTimes.peek()) {
+      if (this.keysByTimeMs.has(timeMs)) return timeMs;
+      this.dueTimes.pop();
+    }
+    return undefined;
+  }
+
+  /** Removes the timers due at `timeMs`, which must be `nextDueMs()`, and gives their keys in order. */
+  takeDueAt(timeMs: number): string[] {
+    const keys = this.keysByTimeMs.get(timeMs);
+    if (keys === undefined || this.dueTimes.peek() !== timeMs) throw new Error(`${this.name}: ${timeMs} is not the next due time`);
+    this.dueTimes.pop();
+    this.keysByTimeMs.delete(timeMs);
+    this.changedTimes.add(timeMs);
+    this.count -= keyCount(keys);
+    return typeof keys === "string" ? [keys] : [...keys].sort();
   }
 
   snapshotAll(): Array<[unknown, unknown]> {

@@ -10,6 +10,9 @@ import type { EventFields, StageContext, StageDefinition, StageLogic, StageOutpu
 /** One output of a stage: its kind ("features", "trigger", ...) and the object the sinks write. */
 export type BehaviourOutput = { kind: string; body: object };
 
+/** The job counter of steps with no event: users woken for a stage's deadline. */
+export const WAKE_UP_STEPS_COUNTER = "wake_up_steps";
+
 export type BehaviourOptions = {
   /** Names the operator's state. */
   name: string;
@@ -46,13 +49,18 @@ function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string):
 
 class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   private readonly stages: StageLogic[];
-  private readonly wakeUps: TimerService;
+  /**
+   * Per stage, its wake-ups by user. Not checkpointed: each stage keeps its pending one in its own
+   * state (moved there at every change), and they are rebuilt from it at a restart.
+   */
+  private readonly wakeUps: TimerService[];
   /** Every stage's per-user values, one record per user. */
   private readonly records: KeyedSlots;
   /** Where stage outputs go during the current call; set on every entry from the engine. */
   private downstream: Output<BehaviourOutput> | undefined;
   /** Per stage: its wake-ups are its own (a stage withdraws only what it asked for). */
   private readonly stageOutputs: StageOutput[];
+  private readonly countWakeUp: () => void;
   private readonly blankVars: Record<string, unknown>;
   private readonly eventFields: readonly string[] | undefined;
 
@@ -64,7 +72,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     }
     this.records = new KeyedSlots(ctx.valueState<unknown[]>("users"));
     this.stages = options.stages.map((s) => s.build(stageContext(ctx, this.records, s.name)));
-    this.wakeUps = ctx.eventTimers("wake-ups");
+    this.wakeUps = options.stages.map((s) => ctx.eventTimers(`wake-ups/${s.name}`, { isCheckpointed: false }));
+    this.rebuildWakeUps();
     this.blankVars = Object.fromEntries(["user", "now", ...(options.varNames ?? [])].map((name) => [name, undefined]));
     this.eventFields = options.eventFields;
     const wanted = options.wantedOutputs && new Set(options.wantedOutputs);
@@ -73,13 +82,29 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       if (wants(kind)) this.downstream!.emit(user, timeMs, { kind, body });
     };
     const count = (counter: string, by = 1) => ctx.count(counter, by);
-    this.stageOutputs = this.stages.map((_, stage) => ({
+    this.stageOutputs = this.stages.map((logic, stage) => ({
       emit,
       wants,
-      wakeAt: (user, timeMs) => this.wakeUps.register(wakeUpKey(user, stage), timeMs),
-      cancelWake: (user, timeMs) => this.wakeUps.delete(wakeUpKey(user, stage), timeMs),
+      wakeAt: (user, timeMs) => {
+        if (logic.pendingWake === undefined) throw new Error(`behaviour stage "${options.stages[stage].name}" asks for wake-ups but cannot say which it has pending (pendingWake): they would be lost at a restart`);
+        this.wakeUps[stage].register(user, timeMs);
+      },
+      cancelWake: (user, timeMs) => this.wakeUps[stage].delete(user, timeMs),
       count,
     }));
+    this.countWakeUp = () => ctx.count(WAKE_UP_STEPS_COUNTER, 1);
+  }
+
+  /** After a restart: every user's pending wake-up of every stage, as its state says. */
+  private rebuildWakeUps(): void {
+    const keeping = this.stages.flatMap((stage, i) => (stage.pendingWake === undefined ? [] : [i]));
+    if (keeping.length === 0) return;
+    for (const user of this.records.keys()) {
+      for (const i of keeping) {
+        const timeMs = this.stages[i].pendingWake!(user);
+        if (timeMs !== undefined) this.wakeUps[i].register(user, timeMs);
+      }
+    }
   }
 
   onRecord(rec: StreamRecord<EventFields>, out: Output<BehaviourOutput>): void {
@@ -90,7 +115,33 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   onWatermark(watermarkMs: number, out: Output<BehaviourOutput>): void {
     this.downstream = out;
     for (let i = 0; i < this.stages.length; i++) this.stages[i].onWatermark?.(watermarkMs, this.stageOutputs[i]);
-    this.wakeUps.advanceTo(watermarkMs, (user, timeMs) => this.step(user, timeMs, undefined), userOfWakeUp);
+    this.wakeUpTo(watermarkMs);
+  }
+
+  /**
+   * Steps every user with a wake-up due by `watermarkMs`, in (time, user) order, once per time
+   * however many stages asked. A wake-up asked during a step that is already due comes in turn.
+   */
+  private wakeUpTo(watermarkMs: number): void {
+    for (;;) {
+      let timeMs = Infinity;
+      for (const timers of this.wakeUps) {
+        const dueMs = timers.nextDueMs();
+        if (dueMs !== undefined && dueMs < timeMs) timeMs = dueMs;
+      }
+      if (timeMs > watermarkMs) return;
+      let users: string[] | undefined;
+      for (const timers of this.wakeUps) {
+        if (timers.nextDueMs() !== timeMs) continue;
+        const due = timers.takeDueAt(timeMs);
+        users = users === undefined ? due : [...users, ...due];
+      }
+      if (users!.length > 1) users = [...new Set(users)].sort();
+      for (const user of users!) {
+        this.countWakeUp();
+        this.step(user, timeMs, undefined);
+      }
+    }
   }
 
   private step(user: string, timeMs: number, event: EventFields | undefined): void {
@@ -105,19 +156,6 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     for (let i = 0; i < this.stages.length; i++) if (this.stages[i].step(view, this.stageOutputs[i]) === false) break;
     this.records.blur();
   }
-}
-
-/**
- * A wake-up's timer key: the user, then the stage that asked. Keys of one user sort together, so
- * stages due at one time wake the user once. (A user id holding NUL and digits could sort between
- * another's keys and be woken twice at a time: harmless, as any wake-up a stage did not ask for.)
- */
-function wakeUpKey(user: string, stage: number): string {
-  return `${user}\u0000${stage}`;
-}
-
-function userOfWakeUp(key: string): string {
-  return key.slice(0, key.lastIndexOf("\u0000"));
 }
 
 function copyFields(event: EventFields, vars: Record<string, unknown>, fields: readonly string[] | undefined): void {

@@ -161,6 +161,10 @@ class JourneyPhasesLogic implements StageLogic {
     this.writeVars(view, state);
   }
 
+  pendingWake(user: string): number | undefined {
+    return this.users.get(user)?.wakeMs ?? undefined;
+  }
+
   /** Applies the first transition that holds; true if one did (the phase may be the same: re-entry). */
   private applyEvent(view: UserView, state: UserPhase): boolean {
     const transitions = this.transitionsIn[this.phaseIndex.get(state.phase)!];

@@ -208,6 +208,11 @@ class RollingAggregatesLogic implements StageLogic {
     this.writeValues(view.vars, state, nowMs);
   }
 
+  pendingWake(user: string): number | undefined {
+    const state = this.users.get(user);
+    return state === undefined || state.armedMs === NEVER ? undefined : state.armedMs;
+  }
+
   private holds(condition: number, vars: Record<string, unknown>): boolean {
     if (condition === NO_CONDITION) return true;
     let result = this.results[condition];

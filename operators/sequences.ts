@@ -141,6 +141,10 @@ class SequencesLogic implements StageLogic {
     if (this.hasVars) this.writeVars(view, state);
   }
 
+  pendingWake(user: string): number | undefined {
+    return this.users.get(user)?.wakeMs ?? undefined;
+  }
+
   /** Fires absences and drops expired matches with a deadline at or before the step; true if any. */
   private fireDue(view: UserView, out: StageOutput, state: UserSequences): boolean {
     const runs = state.runs;

@@ -69,6 +69,12 @@ export type StageLogic = {
   step(view: UserView, out: StageOutput): boolean | void;
   /** Event time has reached `watermarkMs`: work across users (cluster re-runs). Runs before wake-ups. */
   onWatermark?(watermarkMs: number, out: StageOutput): void;
+  /**
+   * The wake-up this stage has pending for `user`, as its state records it (undefined: none).
+   * Required of a stage that asks for wake-ups: they are not checkpointed apart, but rebuilt from
+   * this when the stage is built from a checkpoint.
+   */
+  pendingWake?(user: string): number | undefined;
 };
 
 /** What a stage is built with: the operator's context, and state kept in each user's one record. */

@@ -155,6 +155,10 @@ class TriggersLogic implements StageLogic {
     if (state !== undefined) this.rearm(user, state, out);
   }
 
+  pendingWake(user: string): number | undefined {
+    return this.users.get(user)?.wakeMs;
+  }
+
   /** Moves the pending wake-up to the first waiting message, withdrawing it when none waits (a conversion). */
   private rearm(user: string, state: UserState, out: StageOutput): void {
     const nextMs = state.pending?.[0]?.atMs;

@@ -93,6 +93,11 @@ class UserSessionsLogic implements StageLogic {
     else this.addEvent(view, out);
   }
 
+  pendingWake(user: string): number | undefined {
+    const state = this.open.get(user);
+    return state === undefined || state[ARMED] === NONE ? undefined : state[ARMED];
+  }
+
   /**
    * An event joins the session it comes within a gap of (extending it, or merging the two it
    * bridges), or opens a new one; one whose session would have closed by the watermark joins none.

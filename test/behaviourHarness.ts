@@ -2,7 +2,7 @@
 // the behaviour operator over hand-built events and watermarks, with or without a restart midway.
 import { record, watermark, type Element } from "../engine/elements.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
-import type { EventFields, StageDefinition } from "../operators/stage.ts";
+import type { EventFields, StageDefinition, UserView } from "../operators/stage.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,6 +34,38 @@ export function ev(user: string, timeMs: number, fields: Record<string, unknown>
 }
 
 export const wm = (timeMs: number): Element<EventFields> => watermark(timeMs);
+
+/**
+ * A stage that asks for a wake-up at the time an event's field `timeOf` names holds (or that
+ * `timeOf` gives for the step's event), as an expiring aggregate would. It keeps the times asked
+ * for in its state, one wake-up pending at the earliest, so its wake-ups survive a restart as a
+ * real stage's do.
+ */
+export function wakeUpAsker(timeOf: string | ((view: UserView) => unknown), name = "waker"): StageDefinition {
+  const askedAt = typeof timeOf === "string" ? (view: UserView) => view.event?.[timeOf] : timeOf;
+  return {
+    name,
+    build: (ctx) => {
+      const asked = ctx.userState<number[]>("asked");
+      return {
+        step(view, out) {
+          const before = asked.get(view.user) ?? [];
+          // On a wake-up, what is due has fired; on an event, the watermark may not be there yet.
+          let times = view.event === undefined ? before.filter((t) => t > view.timeMs) : [...before];
+          const at = view.event === undefined ? undefined : askedAt(view);
+          if (typeof at === "number" && !times.includes(at)) times = [...times, at].sort((a, b) => a - b);
+          if (times[0] !== before[0]) {
+            if (before[0] !== undefined && (view.event !== undefined || before[0] > view.timeMs)) out.cancelWake(view.user, before[0]);
+            if (times[0] !== undefined) out.wakeAt(view.user, times[0]);
+          }
+          if (times.length === 0) asked.delete(view.user);
+          else asked.set(view.user, times);
+        },
+        pendingWake: (user) => asked.get(user)?.[0],
+      };
+    },
+  };
+}
 
 function collect(run: { outputs: Array<{ key: string; time: number; value: BehaviourOutput }>; counts: Record<string, number> }): BehaviourRun {
   const outputs = run.outputs.map((o) => ({ kind: o.value.kind, key: o.key, time: o.time, body: o.value.body as Record<string, unknown> }));

@@ -2,9 +2,9 @@ import { describe, expect, it } from "vitest";
 import { TimerService } from "../../engine/timers.ts";
 
 /** Fires everything due at or before `clockMs` and lists [key, time] in firing order. */
-function fired(timers: TimerService, clockMs: number, groupOf?: (key: string) => string): Array<[string, number]> {
+function fired(timers: TimerService, clockMs: number): Array<[string, number]> {
   const out: Array<[string, number]> = [];
-  timers.advanceTo(clockMs, (key, timeMs) => out.push([key, timeMs]), groupOf);
+  timers.advanceTo(clockMs, (key, timeMs) => out.push([key, timeMs]));
   return out;
 }
 
@@ -43,12 +43,16 @@ describe("TimerService", () => {
     expect(out).toEqual([["a", 10], ["b", 30]]);
   });
 
-  it("fires a group once for its keys due at one time", () => {
+  it("tells the next due time past deleted ones, and hands over the keys due then in order", () => {
     const timers = new TimerService("t");
-    const groupOf = (key: string) => key.split("/")[0];
-    for (const key of ["u2/1", "u1/0", "u1/3", "u2/0"]) timers.register(key, 10);
-    timers.register("u1/0", 20);
-    expect(fired(timers, 100, groupOf)).toEqual([["u1", 10], ["u2", 10], ["u1", 20]]);
+    timers.register("a", 10);
+    timers.register("c", 20);
+    timers.register("b", 20);
+    timers.delete("a", 10);
+    expect(timers.nextDueMs()).toBe(20);
+    expect(() => timers.takeDueAt(30)).toThrow(/30 is not the next due time/);
+    expect(timers.takeDueAt(20)).toEqual(["b", "c"]);
+    expect(timers.nextDueMs()).toBeUndefined();
   });
 
   it("restored from its checkpointed changes, fires as the original would", () => {

@@ -7,22 +7,36 @@ import { runOperator } from "../harness.ts";
 /**
  * A stage that reports every step it sees as a "step" output (time, whether an event, what the
  * stages before it wrote), and acts on the event's fields: `wake_at` asks for a wake-up at that
- * time, `cancel_at` withdraws the one asked at that time, `drop: true` stops later stages.
+ * time, `cancel_at` withdraws the one asked at that time, `drop: true` stops later stages. It keeps
+ * its pending wake-up in its state, as a stage must for the wake-up to outlive a restart.
  */
 function probe(name: string, seen: string[] = []): StageDefinition {
   return {
     name,
-    build: () => ({
-      step(view: UserView, out) {
-        const event = view.event;
-        out.emit("step", view.user, view.timeMs, { stage: name, event: event !== undefined, seen: seen.map((v) => view.vars[v] ?? null) });
-        view.vars[name] = view.timeMs;
-        if (event === undefined) return;
-        if (typeof event.wake_at === "number") out.wakeAt(view.user, event.wake_at);
-        if (typeof event.cancel_at === "number") out.cancelWake(view.user, event.cancel_at);
-        if (event.drop === true) return false;
-      },
-    }),
+    build: (ctx) => {
+      const pending = ctx.userState<number>("pending");
+      return {
+        step(view: UserView, out) {
+          const event = view.event;
+          out.emit("step", view.user, view.timeMs, { stage: name, event: event !== undefined, seen: seen.map((v) => view.vars[v] ?? null) });
+          view.vars[name] = view.timeMs;
+          if (event === undefined) {
+            if ((pending.get(view.user) ?? Infinity) <= view.timeMs) pending.delete(view.user);
+            return;
+          }
+          if (typeof event.wake_at === "number") {
+            out.wakeAt(view.user, event.wake_at);
+            pending.set(view.user, event.wake_at);
+          }
+          if (typeof event.cancel_at === "number") {
+            out.cancelWake(view.user, event.cancel_at);
+            pending.delete(view.user);
+          }
+          if (event.drop === true) return false;
+        },
+        pendingWake: (user) => pending.get(user),
+      };
+    },
   };
 }
 

@@ -12,7 +12,7 @@ import { matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
 import { clusters, type ClustersRun } from "../../operators/clusters.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput } from "../../operators/stage.ts";
 import { stageContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
 
 /** Writes down the cluster var as every step leaves it: a "seen" output per step. */
 const probe: StageDefinition = {
@@ -309,18 +309,18 @@ describe("clusters", () => {
     const featureMaker: StageDefinition = {
       name: "maker",
       build: () => ({
-        step(view, out) {
+        step(view) {
           view.vars.a = view.event ? view.event.session_duration_sec : 0.2;
           view.vars.b = view.event ? view.event.scroll_depth : 6.0;
-          if (view.event?.page === "/wake") out.wakeAt(view.user, view.timeMs + HOUR_MS);
         },
       }),
     };
+    const waker = wakeUpAsker((view) => (view.event?.page === "/wake" ? view.timeMs + HOUR_MS : undefined));
     const names = [
       { name: "fedele", when: (z: Record<string, number>) => z.a > 0.5 },
       { name: "occasionale_interessato", when: (z: Record<string, number>) => z.b > 0.5 },
     ];
-    const stages = [featureMaker, clusters({ features: ["a", "b"], k: 2, names, retentionAfterMs: null }), probe];
+    const stages = [featureMaker, waker, clusters({ features: ["a", "b"], k: 2, names, retentionAfterMs: null }), probe];
     const elements = [
       ...blobEvents(T0 + MINUTE_MS),
       wm(T0 + 30 * MINUTE_MS),

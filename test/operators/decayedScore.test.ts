@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { halfLifeFromFactorMs, halfLifeFromLossMs } from "../../operators/decayedScore.ts";
 import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker } from "../behaviourHarness.ts";
 
 const FIELDS = { ...TEST_FIELDS, wake_at: "double" };
 
@@ -44,15 +44,7 @@ function probe(names: string[]): StageDefinition {
 }
 
 /** Asks for a wake-up at the event's `wake_at`, as a phase or trigger stage would. */
-const waker: StageDefinition = {
-  name: "waker",
-  build: () => ({
-    step(view, out) {
-      const at = view.event?.wake_at;
-      if (typeof at === "number") out.wakeAt(view.user, at);
-    },
-  }),
-};
+const waker = wakeUpAsker("wake_at");
 
 const page = (user: string, timeMs: number, path: string, fields: Record<string, unknown> = {}) =>
   ev(user, timeMs, { event_type: "page_view", page: path, session_duration_sec: 30, ...fields });

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { Element } from "../../engine/elements.ts";
 import { dedup } from "../../operators/dedup.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
-import { ev, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, runStagesCheckpointed, configErrors, expectTwoCheckpointRestartsChangeNothing } from "../behaviourHarness.ts";
+import { ev, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, runStagesCheckpointed, configErrors, expectTwoCheckpointRestartsChangeNothing, wakeUpAsker } from "../behaviourHarness.ts";
 
 const SECOND_MS = 1000;
 
@@ -18,7 +18,7 @@ const passed: StageDefinition = {
 
 /** A stage that asks for one wake-up of `user` at `timeMs`, on its first event. */
 function wakeOnce(user: string, timeMs: number): StageDefinition {
-  return { name: "wake", build: () => ({ step: (view, out) => void (view.event && view.user === user && out.wakeAt(user, timeMs)) }) };
+  return wakeUpAsker((view) => (view.user === user ? timeMs : undefined), "wake");
 }
 
 const view = (user: string, timeMs: number, page = "/a", type = "page_view") => ev(user, timeMs, { event_type: type, page });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker } from "../behaviourHarness.ts";
 
 /** Event fields standing in for the aggregates the KBI features are computed from. */
 const FIELDS = {
@@ -47,15 +47,7 @@ function probe(names: string[]): StageDefinition {
 }
 
 /** Asks for a wake-up at the event's `wake_at`, as a phase or trigger stage would. */
-const waker: StageDefinition = {
-  name: "waker",
-  build: () => ({
-    step(view, out) {
-      const at = view.event?.wake_at;
-      if (typeof at === "number") out.wakeAt(view.user, at);
-    },
-  }),
-};
+const waker = wakeUpAsker("wake_at");
 
 const labelsOf = (outputs: Array<{ body: Record<string, unknown> }>) => outputs.map((o) => o.body);
 

@@ -5,7 +5,7 @@ import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
 import { namesNeeded } from "../../pipelines/celNeeds.ts";
 import { stageContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
 
 /** What the hand-built "facts" stage keeps per user: the last value of each of these event fields. */
 const REMEMBERED = ["avg_order_90d", "last_purchase_ms", "email_opens_5d", "cta_clicks_5d", "demo_visits_5d"];
@@ -20,20 +20,19 @@ const FIELDS: Record<string, string> = {
 
 /**
  * Stands in for the aggregates stage: remembers the last value of REMEMBERED fields per user and
- * writes them on every step (wake-ups too), with since_purchase_ms = now - last_purchase_ms; an
- * event's `wake_at_ms` asks for a wake-up, as an expiring aggregate would.
+ * writes them on every step (wake-ups too), with since_purchase_ms = now - last_purchase_ms. (An
+ * event's `wake_at_ms` asks for a wake-up through wakeUpAsker, as an expiring aggregate would.)
  */
 const facts: StageDefinition = {
   name: "facts",
   build: (ctx) => {
     const state = ctx.valueState<Record<string, number>>("facts");
     return {
-      step(view, out) {
+      step(view) {
         const known = { ...(state.get(view.user) ?? {}) };
         if (view.event) {
           for (const name of REMEMBERED) if (typeof view.event[name] === "number") known[name] = view.event[name] as number;
           state.set(view.user, known);
-          if (typeof view.event.wake_at_ms === "number") out.wakeAt(view.user, view.event.wake_at_ms);
         }
         for (const [name, value] of Object.entries(known)) view.vars[name] = value;
         if (known.last_purchase_ms !== undefined) view.vars.since_purchase_ms = view.timeMs - known.last_purchase_ms;
@@ -68,7 +67,7 @@ segments:
 `;
 
 function pipeline(yaml: string): StageDefinition[] {
-  return [facts, ...stagesFromYaml(yaml, FIELDS), probe];
+  return [facts, wakeUpAsker("wake_at_ms"), ...stagesFromYaml(yaml, FIELDS), probe];
 }
 
 const seg = (user: string, time: number, group: string, segment: string, change: "enter" | "exit") => ({
@@ -222,7 +221,7 @@ segments:
 `;
     const seen: unknown[] = [];
     const spy: StageDefinition = { name: "spy", build: () => ({ step: (v) => void seen.push([v.vars.lifecycle, v.vars.care, v.vars.labels]) }) };
-    const stages = [facts, ...stagesFromYaml(yaml, FIELDS), spy];
+    const stages = [facts, wakeUpAsker("wake_at_ms"), ...stagesFromYaml(yaml, FIELDS), spy];
     const out = await segmentsOf(stages, [ev("u1", T0, view({ avg_order_90d: 300 })), ev("u1", T0 + 1, view({ email_opens_5d: 1 }))]);
     expect(out).toEqual([
       seg("u1", T0, "lifecycle", "vip", "enter"),

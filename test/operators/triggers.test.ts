@@ -9,19 +9,17 @@ import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour } from "../../operators/behaviour.ts";
 import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
-import { ev, HOUR_MS, DAY_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type Emitted, configErrors } from "../behaviourHarness.ts";
+import { ev, HOUR_MS, DAY_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type Emitted, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
 
 /**
  * Stands in for the stages that raise signals (segments, sequences, scores, phases): an event
- * with event_type "signal" and page "kind:name" raises that signal; one with event_type "waker"
- * asks for a wake-up at its `order_value` (a wake-up the triggers stage never asked for).
+ * with event_type "signal" and page "kind:name" raises that signal.
  */
 const signals: StageDefinition = {
   name: "signals",
   build: () => ({
-    step(view, out) {
+    step(view) {
       const event = view.event;
-      if (event?.event_type === "waker") out.wakeAt(view.user, event.order_value as number);
       if (event?.event_type !== "signal") return;
       const [kind, name] = String(event.page).split(":");
       view.signals.push({ kind: kind as Signal["kind"], name, timeMs: view.timeMs });
@@ -35,7 +33,10 @@ const view = (user: string, timeMs: number, fields: Record<string, unknown> = {}
   ev(user, timeMs, { event_type: "page_view", page: "/", session_duration_sec: 1, ...fields });
 const purchase = (user: string, timeMs: number) => ev(user, timeMs, { event_type: "purchase", page: "/checkout", session_duration_sec: 1 });
 
-const stagesOf = (yaml: string) => [signals, ...stagesFromYaml(yaml)];
+/** An event with event_type "waker" asks for a wake-up at its `order_value` (one the triggers stage never asked for). */
+const waker = wakeUpAsker((view) => (view.event?.event_type === "waker" ? view.event.order_value : undefined));
+
+const stagesOf = (yaml: string) => [signals, waker, ...stagesFromYaml(yaml)];
 
 /**
  * Runs `elements` with a checkpoint and a restored operator after every one of them (the last

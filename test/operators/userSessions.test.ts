@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import type { SessionRecord } from "../../operators/userSessions.ts";
-import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, expectTwoCheckpointRestartsChangeNothing, configErrors } from "../behaviourHarness.ts";
+import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, expectTwoCheckpointRestartsChangeNothing, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
 
 const VARS = ["session_is_new", "session_pages", "session_elapsed_sec", "session_avg_gap_sec", "session_max_gap_sec"];
 
@@ -108,7 +108,7 @@ describe("sessions", () => {
   });
 
   it("describes the open session on a wake-up another stage asked for", async () => {
-    const wake: StageDefinition = { name: "wake", build: () => ({ step: (view, out) => void (view.event && out.wakeAt(view.user, T0 + 20 * MINUTE_MS)) }) };
+    const wake = wakeUpAsker(() => T0 + 20 * MINUTE_MS, "wake");
     const r = await runStages([...stagesFromYaml("sessions: { gap: 30m }"), wake, probe], [page("u1", T0), page("u1", T0 + 4 * MINUTE_MS), wm(T0 + 20 * MINUTE_MS)]);
     expect(probes(r).at(-1)).toEqual({ at: 20 * MINUTE_MS, event: false, is_new: false, pages: 2, elapsed_sec: 240, avg_gap_sec: 240, max_gap_sec: 240 });
   });
