@@ -22,7 +22,7 @@ export function storeOperatorContext(
     mapState: (name, options) => restoredAndRegistered((n, restored) => new KeyedMapState(n, options, restored), name),
     eventTimers: (name, options) =>
       options?.isCheckpointed === false
-        ? new TimerService(stateName(`event-timers/${name}`))
+        ? new TimerService(stateName(`event-timers/${name}`), [], { isCheckpointed: false })
         : restoredAndRegistered((n, restored) => new TimerService(n, restored), `event-timers/${name}`),
     processingTimers: (name) => restoredAndRegistered((n, restored) => new TimerService(n, restored), `processing-timers/${name}`),
     side,

@@ -71,13 +71,20 @@ function keyList(keys: DueKeys): string[] {
 export class TimerService implements Checkpointable {
   private readonly keysByTimeMs = new Map<number, DueKeys>();
   private readonly dueTimes = new TimeHeap();
-  private readonly changedTimes = new Set<number>();
+  /** Times changed since the last checkpoint; undefined for timers no checkpoint stores. */
+  private readonly changedTimes: Set<number> | undefined;
   private count = 0;
 
+  /**
+   * `restored`: the replayed log of these timers (see StateStore.restored). `isCheckpointed: false`:
+   * no checkpoint stores them (their owner rebuilds them), so no change is tracked. Default true.
+   */
   constructor(
     readonly name: string,
     restored: Iterable<[unknown, unknown]> = [],
+    { isCheckpointed = true }: { isCheckpointed?: boolean } = {},
   ) {
+    this.changedTimes = isCheckpointed ? new Set() : undefined;
     // A replayed log: the last entry for a time holds its keys, null means none.
     const latest = new Map<number, string[] | null>();
     for (const [timeMs, keys] of restored) latest.set(timeMs as number, keys as string[] | null);
@@ -93,7 +100,7 @@ export class TimerService implements Checkpointable {
   }
 
   register(key: string, timeMs: number): void {
-    if (this.insert(key, timeMs)) this.changedTimes.add(timeMs);
+    if (this.insert(key, timeMs)) this.changedTimes?.add(timeMs);
   }
 
   delete(key: string, timeMs: number): void {
@@ -106,7 +113,7 @@ export class TimerService implements Checkpointable {
       keys.delete(key);
       if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
     }
-    this.changedTimes.add(timeMs);
+    this.changedTimes?.add(timeMs);
   }
 
   /**
@@ -135,24 +142,24 @@ export class TimerService implements Checkpointable {
     if (keys === undefined || this.dueTimes.peek() !== timeMs) throw new Error(`${this.name}: ${timeMs} is not the next due time`);
     this.dueTimes.pop();
     this.keysByTimeMs.delete(timeMs);
-    this.changedTimes.add(timeMs);
+    this.changedTimes?.add(timeMs);
     this.count -= keyCount(keys);
     return typeof keys === "string" ? [keys] : [...keys].sort();
   }
 
   snapshotAll(): Array<[unknown, unknown]> {
-    this.changedTimes.clear();
+    this.changedTimes?.clear();
     return [...this.keysByTimeMs].map(([timeMs, keys]) => [timeMs, keyList(keys)]);
   }
 
   takeDelta(): StateDelta {
     const delta: StateDelta = { puts: [], deletes: [] };
-    for (const timeMs of this.changedTimes) {
+    for (const timeMs of this.changedTimes ?? []) {
       const keys = this.keysByTimeMs.get(timeMs);
       if (keys === undefined) delta.deletes.push(timeMs);
       else delta.puts.push([timeMs, keyList(keys)]);
     }
-    this.changedTimes.clear();
+    this.changedTimes?.clear();
     return delta;
   }
 

@@ -22,7 +22,7 @@ export function memoryContext(sides: Record<string, unknown[]>, counts: Record<s
   return {
     valueState: (name, options) => new KeyedValueState(name, options),
     mapState: (name, options) => new KeyedMapState(name, options),
-    eventTimers: (name) => new TimerService(name),
+    eventTimers: (name, options) => new TimerService(name, [], options),
     processingTimers: (name) => new TimerService(name),
     side,
     count: (counter, by) => (counts[counter] = (counts[counter] ?? 0) + by),

@@ -55,6 +55,15 @@ describe("TimerService", () => {
     expect(timers.nextDueMs()).toBeUndefined();
   });
 
+  it("keeps no list of changes when no checkpoint stores it (its owner rebuilds it)", () => {
+    const timers = new TimerService("t", [], { isCheckpointed: false });
+    timers.register("a", 10);
+    timers.delete("a", 10);
+    timers.register("b", 20);
+    expect(timers.takeDelta()).toEqual({ puts: [], deletes: [] });
+    expect(fired(timers, 100)).toEqual([["b", 20]]);
+  });
+
   it("restored from its checkpointed changes, fires as the original would", () => {
     const original = new TimerService("t");
     original.register("a", 10);
