@@ -54,6 +54,10 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
    * state (moved there at every change), and they are rebuilt from it at a restart.
    */
   private readonly wakeUps: TimerService[];
+  /** The wake-ups of the stages that can ask for some (say which they have pending): the ones to look at. */
+  private readonly wakingTimers: TimerService[];
+  /** Scratch: each waking stage's next due time, in wakeUpTo. */
+  private readonly nextDueMs: number[];
   /** Every stage's per-user values, one record per user. */
   private readonly records: KeyedSlots;
   /** Where stage outputs go during the current call; set on every entry from the engine. */
@@ -93,6 +97,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       count,
     }));
     this.countWakeUp = () => ctx.count(WAKE_UP_STEPS_COUNTER, 1);
+    this.wakingTimers = this.wakeUps.filter((_, i) => this.stages[i].pendingWake !== undefined);
+    this.nextDueMs = this.wakingTimers.map(() => Infinity);
   }
 
   /** After a restart: every user's pending wake-up of every stage, as its state says. */
@@ -123,17 +129,19 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
    * however many stages asked. A wake-up asked during a step that is already due comes in turn.
    */
   private wakeUpTo(watermarkMs: number): void {
+    const timers = this.wakingTimers;
+    const nextDueMs = this.nextDueMs;
     for (;;) {
       let timeMs = Infinity;
-      for (const timers of this.wakeUps) {
-        const dueMs = timers.nextDueMs();
-        if (dueMs !== undefined && dueMs < timeMs) timeMs = dueMs;
+      for (let i = 0; i < timers.length; i++) {
+        nextDueMs[i] = timers[i].nextDueMs() ?? Infinity;
+        if (nextDueMs[i] < timeMs) timeMs = nextDueMs[i];
       }
       if (timeMs > watermarkMs) return;
       let users: string[] | undefined;
-      for (const timers of this.wakeUps) {
-        if (timers.nextDueMs() !== timeMs) continue;
-        const due = timers.takeDueAt(timeMs);
+      for (let i = 0; i < timers.length; i++) {
+        if (nextDueMs[i] !== timeMs) continue;
+        const due = timers[i].takeDueAt(timeMs);
         users = users === undefined ? due : [...users, ...due];
       }
       if (users!.length > 1) users = [...new Set(users)].sort();
