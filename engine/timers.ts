@@ -1,10 +1,16 @@
 // Timers per key, fired in (time, key) order when their clock passes them: event time (the
-// watermark) or processing time. Timers are state: every change reaches the next checkpoint.
+// watermark) or processing time. Timers are state: every change reaches the next checkpoint, unless
+// their owner rebuilds them from its own state.
 import type { Checkpointable, StateDelta } from "./store.ts";
 
 /** Min-heap of numbers: the distinct times at which some timer is due. */
 class TimeHeap {
-  private readonly items: number[] = [];
+  private items: number[] = [];
+
+  /** Replaces the contents with `values` (any order): sorted, an array is a heap. */
+  rebuild(values: number[]): void {
+    this.items = values.sort((a, b) => a - b);
+  }
 
   get size(): number {
     return this.items.length;
@@ -47,6 +53,9 @@ class TimeHeap {
     return top;
   }
 }
+
+/** Times with no timer left that a heap may hold before it is rebuilt, whatever its size. */
+const MIN_STALE_TIMES = 4096;
 
 /** The keys due at one time: most times hold one key, kept bare (no Set to allocate). */
 type DueKeys = string | Set<string>;
@@ -114,6 +123,9 @@ export class TimerService implements Checkpointable {
       if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
     }
     this.changedTimes?.add(timeMs);
+    // Deadlines that move with every event (a session's close, an inactivity timer) leave a time
+    // behind each time: past twice the live ones, the heap is built afresh from those.
+    if (this.dueTimes.size > 2 * this.keysByTimeMs.size + MIN_STALE_TIMES) this.dueTimes.rebuild([...this.keysByTimeMs.keys()]);
   }
 
   /**

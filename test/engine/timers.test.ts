@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { TimerService } from "../../engine/timers.ts";
+import { mulberry32 } from "../harness.ts";
 
 /** Fires everything due at or before `clockMs` and lists [key, time] in firing order. */
 function fired(timers: TimerService, clockMs: number): Array<[string, number]> {
@@ -53,6 +54,24 @@ describe("TimerService", () => {
     expect(() => timers.takeDueAt(30)).toThrow(/30 is not the next due time/);
     expect(timers.takeDueAt(20)).toEqual(["b", "c"]);
     expect(timers.nextDueMs()).toBeUndefined();
+  });
+
+  it("fires right after deadlines moved many times over (the times left behind are cleared out)", () => {
+    const timers = new TimerService("t", [], { isCheckpointed: false });
+    const random = mulberry32(7);
+    const deadlineOf = new Map<string, number>();
+    // 300 users' deadlines move 60 times each, in random order and to random times, as sessions'
+    // closes move with events: far more times are left behind than stay live.
+    for (let move = 0; move < 60 * 300; move++) {
+      const user = `u${Math.floor(random() * 300)}`;
+      const previous = deadlineOf.get(user);
+      if (previous !== undefined) timers.delete(user, previous);
+      const timeMs = Math.floor(random() * 1_000_000);
+      timers.register(user, timeMs);
+      deadlineOf.set(user, timeMs);
+    }
+    const expected = [...deadlineOf].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1));
+    expect(fired(timers, Infinity)).toEqual(expected);
   });
 
   it("keeps no list of changes when no checkpoint stores it (its owner rebuilds it)", () => {
