@@ -72,29 +72,27 @@ function intlZone(text: string): TimeZone | null {
   // taken as one offset: no zone has changed its offset and back within a day. A quarter with a
   // change inside (St John's changed at 00:01 local until 2011) has different offsets at its
   // ends: NaN is kept, and such instants ask Intl.
-  const offsetsByDay = new Map<number, number>();
-  const offsetsByQuarter = new Map<number, number>();
-  const quarterOffsetMs = (utcMs: number): number => {
-    const quarter = Math.floor(utcMs / QUARTER_HOUR_MS);
-    let offset = offsetsByQuarter.get(quarter);
-    if (offset === undefined) {
-      if (offsetsByQuarter.size >= MAX_CACHED_QUARTERS) offsetsByQuarter.clear();
-      offset = steadyOffsetMs(format, quarter * QUARTER_HOUR_MS, QUARTER_HOUR_MS);
-      offsetsByQuarter.set(quarter, offset);
-    }
-    return Number.isNaN(offset) ? intlOffsetMs(format, utcMs) : offset;
-  };
-  const offsetMs = (utcMs: number): number => {
-    const day = Math.floor(utcMs / DAY_MS);
-    let offset = offsetsByDay.get(day);
-    if (offset === undefined) {
-      if (offsetsByDay.size >= MAX_CACHED_DAYS) offsetsByDay.clear();
-      offset = steadyOffsetMs(format, day * DAY_MS, DAY_MS);
-      offsetsByDay.set(day, offset);
-    }
-    return Number.isNaN(offset) ? quarterOffsetMs(utcMs) : offset;
-  };
+  const quarterOffsetMs = cachedPerSpan(format, QUARTER_HOUR_MS, MAX_CACHED_QUARTERS, (utcMs) => intlOffsetMs(format, utcMs));
+  const offsetMs = cachedPerSpan(format, DAY_MS, MAX_CACHED_DAYS, quarterOffsetMs);
   return { name: text, offsetMs };
+}
+
+/**
+ * Offsets kept per span of `spanMs` (from the epoch), at most `maxSpans` before the cache starts
+ * over; within a span whose ends disagree, `within` says.
+ */
+function cachedPerSpan(format: Intl.DateTimeFormat, spanMs: number, maxSpans: number, within: (utcMs: number) => number): (utcMs: number) => number {
+  const offsetsBySpan = new Map<number, number>();
+  return (utcMs) => {
+    const span = Math.floor(utcMs / spanMs);
+    let offset = offsetsBySpan.get(span);
+    if (offset === undefined) {
+      if (offsetsBySpan.size >= maxSpans) offsetsBySpan.clear();
+      offset = steadyOffsetMs(format, span * spanMs, spanMs);
+      offsetsBySpan.set(span, offset);
+    }
+    return Number.isNaN(offset) ? within(utcMs) : offset;
+  };
 }
 
 /** The offset over [startMs, startMs + spanMs) if its ends agree, else NaN. */
