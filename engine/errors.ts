@@ -19,6 +19,18 @@ export class StateMismatch extends Error {
   }
 }
 
+/** The state directory cannot be read with the key given (another key, or none where one was used). */
+export class StateUnreadable extends Error {
+  constructor(readonly dir: string, readonly isEncrypted: boolean, cause: unknown) {
+    super(
+      `StateUnreadable: ${dir} cannot be read ${isEncrypted ? "with the encryption key given" : "without an encryption key"} ` +
+        `(${String((cause as Error)?.message ?? cause).split("\n")[0]}): it was written ${isEncrypted ? "unencrypted or with another key" : "encrypted"}; ` +
+        `give the key it was written with, or start over with --reset`,
+    );
+    this.name = "StateUnreadable";
+  }
+}
+
 /** A sink's file is shorter than the position its last checkpoint committed: output was lost outside flusso. */
 export class SinkPositionLost extends Error {
   constructor(readonly path: string, readonly committedBytes: number, readonly actualBytes: number) {

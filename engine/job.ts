@@ -47,6 +47,8 @@ export type JobOptions<E> = {
   /** Processing time without events after which a partition stops holding the watermark back. 0 = never. */
   idlenessMs: number;
   stateDir: string;
+  /** 32 bytes: the state dir is encrypted at rest with it. Default: not encrypted. */
+  stateEncryptionKey?: string;
   /** Processing time between checkpoints. */
   checkpointIntervalMs: number;
   /** Where undecodable and invalid items go, with their reason. */
@@ -117,7 +119,7 @@ class Job<E> {
     this.nowMs = options.nowMs ?? Date.now;
     if (options.reset) rmSync(options.stateDir, { recursive: true, force: true });
     mkdirSync(options.stateDir, { recursive: true });
-    this.store = new StateStore(options.stateDir);
+    this.store = new StateStore(options.stateDir, undefined, { encryptionKey: options.stateEncryptionKey });
     this.tracker = new WatermarkTracker({
       partitions: options.source.partitions,
       newGenerator: options.newWatermarkGenerator,

@@ -3,6 +3,7 @@
 import { mkdirSync } from "node:fs";
 import { open, type Database, type RootDatabase } from "lmdb";
 import { Packr, unpack } from "msgpackr";
+import { StateUnreadable } from "./errors.ts";
 
 /** What a registered state hands to a checkpoint: the entries changed since the last one. */
 export type StateDelta = { puts: Array<[unknown, unknown]>; deletes: unknown[] };
@@ -57,12 +58,23 @@ export class StateStore {
   private readonly members: Checkpointable[] = [];
   private readonly logs = new Map<string, LogInfo>();
 
+  /**
+   * `encryptionKey` (32 bytes): the state is encrypted at rest (LMDB's ChaCha8), and a dir written
+   * with another key, or without one, is refused as unreadable.
+   */
   constructor(
     readonly dir: string,
     private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
+    { encryptionKey }: { encryptionKey?: string } = {},
   ) {
     mkdirSync(dir, { recursive: true });
-    this.root = open({ path: dir, maxDbs: 512, compression: false });
+    try {
+      this.root = open({ path: dir, maxDbs: 512, compression: false, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
+      // A wrong key shows on the first read, as a page LMDB cannot find.
+      this.readMeta();
+    } catch (error) {
+      throw new StateUnreadable(dir, encryptionKey !== undefined, error);
+    }
   }
 
   readMeta(): CheckpointMeta | undefined {

@@ -73,6 +73,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
     stateDir: spec.state.dir,
+    stateEncryptionKey: spec.state.encryptionKey,
     checkpointIntervalMs: spec.state.checkpointIntervalMs,
     deadLetter,
     build(events, graph) {

@@ -70,7 +70,8 @@ export type PipelineSpec = {
   key: string;
   time: string;
   watermark: { maxOutOfOrdernessMs: number; idlenessMs: number };
-  state: { dir: string; checkpointIntervalMs: number };
+  /** `encryptionKey`: read from the environment variable `state.encryptionKeyEnv` names. */
+  state: { dir: string; checkpointIntervalMs: number; encryptionKey?: string };
   /** Keyed event-time windows; empty when the pipeline has only behaviour stages. */
   windows: WindowSpec[];
   /** The behaviour stages, in the order they run, and the output kinds they can emit. */
@@ -263,14 +264,29 @@ function readWatermark(r: Reader, value: unknown): PipelineSpec["watermark"] | u
   return { maxOutOfOrdernessMs, idlenessMs };
 }
 
+/** Bytes of a state encryption key (LMDB's ChaCha8 key). */
+const STATE_KEY_BYTES = 32;
+
 function readState(r: Reader, value: unknown, name: string | undefined): PipelineSpec["state"] | undefined {
-  const s = value === undefined ? {} : r.object("state", value, ["dir", "checkpointInterval"]);
+  const s = value === undefined ? {} : r.object("state", value, ["dir", "checkpointInterval", "encryptionKeyEnv"]);
   if (!s) return undefined;
   const dir = s.dir === undefined ? r.path("state.dir", `./state/${name ?? "pipeline"}`) : r.path("state.dir", s.dir);
   const checkpointIntervalMs =
     s.checkpointInterval === undefined ? 10_000 : r.duration("state.checkpointInterval", s.checkpointInterval, "2s", { positive: true });
-  if (dir === undefined || checkpointIntervalMs === undefined) return undefined;
-  return { dir, checkpointIntervalMs };
+  const encryptionKey = s.encryptionKeyEnv === undefined ? undefined : readStateKey(r, s.encryptionKeyEnv);
+  if (dir === undefined || checkpointIntervalMs === undefined || encryptionKey === null) return undefined;
+  return { dir, checkpointIntervalMs, ...(encryptionKey === undefined ? {} : { encryptionKey }) };
+}
+
+/** The state encryption key from the environment variable named at state.encryptionKeyEnv; null if refused. */
+function readStateKey(r: Reader, value: unknown): string | null {
+  const keyEnv = r.string("state.encryptionKeyEnv", value);
+  if (keyEnv === undefined) return null;
+  const key = process.env[keyEnv];
+  // LMDB's cipher takes exactly 32 bytes: a key of another length is refused rather than padded or cut.
+  if (key !== undefined && Buffer.byteLength(key) === STATE_KEY_BYTES) return key;
+  r.fail("state.encryptionKeyEnv", `the environment variable ${keyEnv} must hold the state encryption key, exactly ${STATE_KEY_BYTES} bytes (${key === undefined ? "it is not set" : `it has ${Buffer.byteLength(key)}`})`);
+  return null;
 }
 
 function readWindows(r: Reader, value: unknown, env: Environment | undefined): WindowSpec[] | undefined {

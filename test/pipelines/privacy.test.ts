@@ -1,6 +1,6 @@
 // Privacy at ingestion, through a whole pipeline: ids pseudonymised before anything keys or stores
 // them (outputs, state, dead letters), and only the fields some stage reads kept.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readPipeline } from "../../pipelines/cli.ts";
@@ -14,7 +14,7 @@ const T0 = Date.UTC(2024, 4, 20, 9);
 
 afterAll(removeTempDirs);
 
-function pipelineFile(dir: string, privacy: string): string {
+function pipelineFile(dir: string, privacy: string, state = ""): string {
   const events = [
     JSON.stringify({ user_id: "alice", timestamp: T0, event_type: "whitepaper_download", page: "/whitepaper/a", referrer: "x" }),
     `{"user_id": "alice", "not json`,
@@ -35,7 +35,7 @@ schema:
   referrer: { type: string }
 key: user_id
 time: timestamp
-privacy:
+${state}privacy:
 ${privacy}
 scores:
   interest: { halfLife: 7d, events: { whitepaper_download: 25 }, alert: { at: 20, message: "interested" } }
@@ -70,6 +70,36 @@ describe("privacy", () => {
     expect(() => readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_NO_KEY }"))).toThrow(/privacy\.pseudonymise\.keyEnv: the environment variable FLUSSO_TEST_NO_KEY must hold/);
     process.env.FLUSSO_TEST_SHORT_KEY = "short";
     expect(() => readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_SHORT_KEY }"))).toThrow(/it is shorter/);
+  });
+
+  it("encrypts the state at rest with the key from state.encryptionKeyEnv, and refuses the dir without that key", async () => {
+    /** Whether any file of the state dir holds the id or the page in clear. */
+    const isReadable = (stateDir: string) =>
+      readdirSync(stateDir).some((f) => /alice|whitepaper/.test(readFileSync(join(stateDir, f)).toString("latin1")));
+    const plainDir = tempDir("flusso-privacy-");
+    await runPipeline(readPipeline(pipelineFile(plainDir, "  keep: used", "state: { dir: state }\n")), { reset: true });
+    expect(isReadable(join(plainDir, "state"))).toBe(true);
+
+    process.env.FLUSSO_TEST_STATE_KEY = "k".repeat(32);
+    const dir = tempDir("flusso-privacy-");
+    const encrypted = (keyEnv: string) => readPipeline(pipelineFile(dir, "  keep: used", `state: { dir: state, encryptionKeyEnv: ${keyEnv} }\n`));
+    const first = await runPipeline(encrypted("FLUSSO_TEST_STATE_KEY"), { reset: true });
+    expect(first.counters.checkpoints).toBeGreaterThan(0);
+    expect(isReadable(join(dir, "state"))).toBe(false);
+    // The same key reads the checkpoint back (the input is done: nothing more to do).
+    expect((await runPipeline(encrypted("FLUSSO_TEST_STATE_KEY"))).restoredFromCheckpoint).toBe(first.counters.checkpoints);
+    process.env.FLUSSO_TEST_OTHER_KEY = "o".repeat(32);
+    await expect(runPipeline(encrypted("FLUSSO_TEST_OTHER_KEY"))).rejects.toThrow(/StateUnreadable: .* cannot be read with the encryption key given/);
+    await expect(runPipeline(readPipeline(pipelineFile(dir, "  keep: used", "state: { dir: state }\n")))).rejects.toThrow(/StateUnreadable: .* without an encryption key/);
+  });
+
+  it("refuses a state key that is missing or not 32 bytes, naming state.encryptionKeyEnv", () => {
+    const dir = tempDir("flusso-privacy-");
+    const withKey = (keyEnv: string) => () => readPipeline(pipelineFile(dir, "  keep: used", `state: { encryptionKeyEnv: ${keyEnv} }\n`));
+    delete process.env.FLUSSO_TEST_NO_STATE_KEY;
+    expect(withKey("FLUSSO_TEST_NO_STATE_KEY")).toThrow(/state\.encryptionKeyEnv: the environment variable FLUSSO_TEST_NO_STATE_KEY must hold the state encryption key, exactly 32 bytes \(it is not set\)/);
+    process.env.FLUSSO_TEST_LONG_STATE_KEY = "k".repeat(33);
+    expect(withKey("FLUSSO_TEST_LONG_STATE_KEY")).toThrow(/exactly 32 bytes \(it has 33\)/);
   });
 
   it("keeps only the fields some stage reads with keep: used (a score matches on event_type and shows the page)", () => {
