@@ -66,6 +66,21 @@ export class KeyedSlots {
     this.focusRecord = undefined;
   }
 
+  /**
+   * Deletes `key`'s record, every slot's value at once, and has the next checkpoint rewrite the
+   * state whole so that no older checkpoint entry keeps it; gives the names of the slots that held one.
+   */
+  erase(key: string): string[] {
+    const record = key === this.focusKey ? this.focusRecord : this.records.get(key);
+    if (record === undefined) return [];
+    const held = this.names.filter((_, i) => record[i] !== undefined);
+    for (let i = 0; i < record.length; i++) if (record[i] !== undefined) this.counts[i]--;
+    this.records.delete(key);
+    this.records.requestSnapshot();
+    if (key === this.focusKey) this.focusRecord = undefined;
+    return held;
+  }
+
   /** @internal */
   read(key: string, index: number): unknown {
     const record = key === this.focusKey ? this.focusRecord : this.records.get(key);

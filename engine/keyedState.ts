@@ -25,6 +25,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   private readonly hasTtl: boolean;
   private readonly encode: (value: V) => S;
   private nowMs = -Infinity;
+  private isSnapshotAsked = false;
 
   /** `restored`: the replayed log of this state (see StateStore.restored). */
   constructor(
@@ -114,6 +115,17 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   /** Moves the TTL clock to `watermarkMs` (event time), so entries past their TTL read as absent. */
   expire(watermarkMs: number): void {
     this.nowMs = watermarkMs;
+  }
+
+  /** Has the next checkpoint replace this state's log with a snapshot, so no older entry keeps an erased value. */
+  requestSnapshot(): void {
+    this.isSnapshotAsked = true;
+  }
+
+  takeSnapshotRequest(): boolean {
+    const isAsked = this.isSnapshotAsked;
+    this.isSnapshotAsked = false;
+    return isAsked;
   }
 
   snapshotAll(): Array<[unknown, unknown]> {

@@ -16,6 +16,11 @@ export type Checkpointable = {
   takeDelta(): StateDelta;
   /** Every live entry, encoded as a delta would carry it; used to compact the log. */
   snapshotAll(): Array<[unknown, unknown]>;
+  /**
+   * True (once) when the next checkpoint must replace the log with a snapshot whatever its size:
+   * a value was erased, and the log's older entries must not keep it. Optional.
+   */
+  takeSnapshotRequest?(): boolean;
 };
 
 export type CheckpointMeta = {
@@ -117,7 +122,8 @@ export class StateStore {
       const info = { ...this.logInfo(member.name) };
       const delta = member.takeDelta();
       const changed = delta.puts.length + delta.deletes.length;
-      const isCompaction = info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries);
+      const isSnapshotAsked = member.takeSnapshotRequest?.() === true;
+      const isCompaction = isSnapshotAsked || info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries);
       const pairs: Array<[unknown, unknown]> = isCompaction
         ? member.snapshotAll()
         : [...delta.puts, ...delta.deletes.map((key): [unknown, unknown] => [key, null])];

@@ -28,7 +28,28 @@ export type BehaviourOptions = {
   eventFields?: readonly string[];
   /** The output kinds some sink takes; others are not emitted. Default: all. */
   wantedOutputs?: readonly string[];
+  /**
+   * A request to erase the user (GDPR): an event it holds for is not processed; instead every
+   * stage forgets the user (its values, pending wake-ups, caches), and an `erasure` output records
+   * what was erased. Default: no event erases.
+   */
+  erasesWhen?: (vars: Record<string, unknown>) => unknown;
 };
+
+/** The audit record of an erasure: which stages held values of the user, and when it was asked. */
+export type ErasureRecord = {
+  output: "erasure";
+  user_id: string;
+  /** Event time of the request. */
+  time: number;
+  /** The stages that held values or wake-ups of the user (in stage order); empty: nothing was held. */
+  stages: string[];
+  /** Wake-ups withdrawn, of every stage. */
+  wake_ups_withdrawn: number;
+};
+
+/** The job counter of users erased on request. */
+export const ERASURES_COUNTER = "erasures";
 
 export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFields, BehaviourOutput> {
   return { name: `behaviour/${options.name}`, build: (ctx) => new BehaviourLogic(options, ctx) };
@@ -65,6 +86,9 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   /** Per stage: its wake-ups are its own (a stage withdraws only what it asked for). */
   private readonly stageOutputs: StageOutput[];
   private readonly countWakeUp: () => void;
+  private readonly stageNames: string[];
+  private readonly erasesWhen: BehaviourOptions["erasesWhen"];
+  private readonly emitErasure: (user: string, timeMs: number, body: ErasureRecord) => void;
   private readonly blankVars: Record<string, unknown>;
   private readonly eventFields: readonly string[] | undefined;
 
@@ -76,6 +100,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     }
     this.records = new KeyedSlots(ctx.valueState<unknown[]>("users"));
     this.stages = options.stages.map((s) => s.build(stageContext(ctx, this.records, s.name)));
+    this.stageNames = options.stages.map((s) => s.name);
+    this.erasesWhen = options.erasesWhen;
     this.wakeUps = options.stages.map((s) => ctx.eventTimers(`wake-ups/${s.name}`, { isCheckpointed: false }));
     this.rebuildWakeUps();
     this.blankVars = Object.fromEntries(["user", "now", ...(options.varNames ?? [])].map((name) => [name, undefined]));
@@ -97,6 +123,10 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       count,
     }));
     this.countWakeUp = () => ctx.count(WAKE_UP_STEPS_COUNTER, 1);
+    this.emitErasure = (user, timeMs, body) => {
+      emit("erasure", user, timeMs, body);
+      ctx.count(ERASURES_COUNTER, 1);
+    };
     this.wakingTimers = this.wakeUps.filter((_, i) => this.stages[i].pendingWake !== undefined);
     this.nextDueMs = this.wakingTimers.map(() => Infinity);
   }
@@ -115,6 +145,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
 
   onRecord(rec: StreamRecord<EventFields>, out: Output<BehaviourOutput>): void {
     this.downstream = out;
+    if (this.erasesWhen !== undefined && this.erasesWhen(rec.value) === true) return this.erase(rec.key, rec.time);
     this.step(rec.key, rec.time, rec.value);
   }
 
@@ -150,6 +181,31 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
         this.step(user, timeMs, undefined);
       }
     }
+  }
+
+  /**
+   * Erases `user`: 1. withdraws the stages' pending wake-ups (as their state says); 2. lets each
+   * stage drop what it caches outside its state; 3. deletes the user's record, every stage's
+   * values at once; 4. records the erasure (the request's time, the stages that held something).
+   */
+  private erase(user: string, timeMs: number): void {
+    const held = new Set<string>();
+    let withdrawn = 0;
+    // 1.
+    for (let i = 0; i < this.stages.length; i++) {
+      const wakeMs = this.stages[i].pendingWake?.(user);
+      if (wakeMs === undefined) continue;
+      this.wakeUps[i].delete(user, wakeMs);
+      withdrawn++;
+      held.add(this.stageNames[i]);
+    }
+    // 2. and 3. Slots are named `<stage>/<value>`.
+    for (let i = 0; i < this.stages.length; i++) if (this.stages[i].forgetUser?.(user) === true) held.add(this.stageNames[i]);
+    for (const slot of this.records.erase(user)) held.add(slot.slice(0, slot.indexOf("/")));
+    // 4.
+    const stages = this.stageNames.filter((name) => held.has(name));
+    const body: ErasureRecord = { output: "erasure", user_id: user, time: timeMs, stages, wake_ups_withdrawn: withdrawn };
+    this.emitErasure(user, timeMs, body);
   }
 
   private step(user: string, timeMs: number, event: EventFields | undefined): void {

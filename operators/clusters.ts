@@ -187,6 +187,10 @@ class ClustersLogic implements StageLogic {
     if (label !== null) view.vars[this.variable] = label;
   }
 
+  forgetUser(user: string): boolean {
+    return this.recent?.delete(user) ?? false;
+  }
+
   /**
    * Takes the step's feature vector, and moves the user to the nearest centroid when the vector
    * changed or the model did since the user's slot was chosen. True when the entry changed.

@@ -75,6 +75,11 @@ export type StageLogic = {
    * this when the stage is built from a checkpoint.
    */
   pendingWake?(user: string): number | undefined;
+  /**
+   * The user is being erased: drop what the stage keeps of the user outside its user state (an
+   * in-memory index). The user state itself is deleted by the operator. True if something was dropped.
+   */
+  forgetUser?(user: string): boolean;
 };
 
 /** What a stage is built with: the operator's context, and state kept in each user's one record. */

@@ -2,9 +2,9 @@
 // each is read by its stage's reader, in the order the stages run, against a CEL scope that grows
 // with every stage's declared values.
 import type { StageDefinition } from "../operators/stage.ts";
-import type { Variables } from "./expressions.ts";
+import { celEnvironment, compileExpression, type Variables } from "./expressions.ts";
 import type { Obj, Reader } from "./reader.ts";
-import { Scope } from "./scope.ts";
+import { fieldsNamedIn, Scope } from "./scope.ts";
 import { readClusters } from "./stages/clusters.ts";
 import { readDecayedScores } from "./stages/decayedScores.ts";
 import { readDedup } from "./stages/dedup.ts";
@@ -45,7 +45,16 @@ export const STAGE_SECTIONS: ReadonlyArray<readonly [string, StageReader]> = [
 
 export const STAGE_SECTION_NAMES: readonly string[] = STAGE_SECTIONS.map(([name]) => name);
 
-export type BehaviourSpec = { stages: StageDefinition[]; outputs: string[]; scope: Scope };
+/** The output kind of the audit record of an erasure on request. */
+export const ERASURE_OUTPUT = "erasure";
+
+export type BehaviourSpec = {
+  stages: StageDefinition[];
+  outputs: string[];
+  scope: Scope;
+  /** `privacy.erase.when`, compiled: an event for which it holds erases its user. */
+  erasesWhen?: (vars: Record<string, unknown>) => unknown;
+};
 
 /** Reads every behaviour section present in `top`; undefined when none is. */
 export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): BehaviourSpec | undefined {
@@ -66,5 +75,24 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): Beha
       r.fail(use.path, `quantile("${use.metric}", ...) needs "${use.metric}" among quantiles.metrics (${known.length ? known.join(", ") : "none declared"})`);
     }
   }
-  return { stages, outputs: [...outputs], scope };
+  const erasesWhen = readErasure(r, top.privacy, eventFields, scope);
+  if (erasesWhen) outputs.add(ERASURE_OUTPUT);
+  return { stages, outputs: [...outputs], scope, ...(erasesWhen ? { erasesWhen } : {}) };
+}
+
+/**
+ * ```yaml
+ * privacy:
+ *   erase: { when: 'event_type == "erasure_request"' }
+ * ```
+ * A condition on the event's own fields (no stage has run on it): the request erases its user.
+ */
+function readErasure(r: Reader, privacy: unknown, eventFields: Variables, scope: Scope): BehaviourSpec["erasesWhen"] {
+  if (privacy === null || typeof privacy !== "object" || (privacy as Obj).erase === undefined) return undefined;
+  const erase = r.object("privacy.erase", (privacy as Obj).erase, ["when"], ["when"]);
+  if (!erase) return undefined;
+  const when = r.compiled(() => compileExpression(celEnvironment(eventFields), erase.when, "privacy.erase.when", ["bool"]));
+  if (!when) return undefined;
+  for (const field of fieldsNamedIn(when.source, new Set(Object.keys(eventFields)))) scope.useField(field);
+  return when.evaluate;
 }

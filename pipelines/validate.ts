@@ -5,7 +5,7 @@ import type { AggregateKind } from "../operators/aggregations.ts";
 import type { WindowAssigner } from "../operators/windowAssigners.ts";
 import { PipelineInvalid } from "./errors.ts";
 import { describe, Reader, type Obj } from "./reader.ts";
-import { readBehaviour, STAGE_SECTION_NAMES } from "./behaviour.ts";
+import { ERASURE_OUTPUT, readBehaviour, STAGE_SECTION_NAMES } from "./behaviour.ts";
 import { MIN_KEY_BYTES, pseudonymiser } from "../operators/pseudonymise.ts";
 import type { StageDefinition } from "../operators/stage.ts";
 import { fieldsNamedIn, type Scope } from "./scope.ts";
@@ -75,7 +75,16 @@ export type PipelineSpec = {
   /** Keyed event-time windows; empty when the pipeline has only behaviour stages. */
   windows: WindowSpec[];
   /** The behaviour stages, in the order they run, and the output kinds they can emit. */
-  behaviour?: { stages: StageDefinition[]; outputs: string[]; varNames: string[]; eventFields: string[]; source: Record<string, unknown> };
+  behaviour?: {
+    stages: StageDefinition[];
+    outputs: string[];
+    varNames: string[];
+    eventFields: string[];
+    /** The behaviour sections as written (the fingerprint's part). */
+    source: Record<string, unknown>;
+    /** `privacy.erase.when`: an event it holds for erases its user. */
+    erasesWhen?: (vars: Record<string, unknown>) => unknown;
+  };
   privacy?: PrivacySpec;
   sinks: RoutedSinkSpec[];
   /** Where late events go; default: the dead-letter output. */
@@ -118,6 +127,9 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   const sinks = top.sinks === undefined ? undefined : r.list("sinks", top.sinks, { nonEmpty: true })?.map((s, i) => readRoutedSink(r, `sinks[${i}]`, s, outputKinds));
   const late = top.late === undefined ? undefined : readSink(r, "late", top.late);
   const deadLetter = top.deadLetter === undefined ? defaultDeadLetter(r, name) : readSink(r, "deadLetter", top.deadLetter);
+  if (behaviour?.erasesWhen && sinks?.every((s) => s?.outputs !== undefined && !s.outputs.includes(ERASURE_OUTPUT))) {
+    r.fail("privacy.erase", `no sink takes "${ERASURE_OUTPUT}" outputs, the audit trail of erasures: add it to a sink's outputs`);
+  }
   checkDuplicateWindows(r, state, [...(sinks ?? []).map((sink, i) => [`sinks[${i}]`, sink?.sink] as const), ["late", late] as const, ["deadLetter", deadLetter] as const]);
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {
@@ -136,6 +148,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
       outputs: behaviour.outputs,
       varNames: behaviour.scope.names(),
       eventFields: behaviour.scope.fields(),
+      erasesWhen: behaviour.erasesWhen,
       source: behaviourSource(top),
     },
     privacy,
@@ -447,8 +460,10 @@ function readPrivacy(
   windows: WindowSpec[] | undefined,
   scope: Scope | undefined,
 ): PrivacySpec | undefined {
-  const p = r.object("privacy", value, ["pseudonymise", "keep"]);
+  const p = r.object("privacy", value, ["pseudonymise", "keep", "erase"]);
   if (!p || !schema) return undefined;
+  // Read with the behaviour sections (readErasure): only their state is erased per user.
+  if (p.erase !== undefined && !scope) r.fail("privacy.erase", `needs behaviour sections (${STAGE_SECTION_NAMES.join(", ")}): window state is not kept per user, so it cannot be erased per user`);
   const fieldList = (path: string, list: unknown): string[] | undefined => {
     const names = r.list(path, list, { nonEmpty: true })?.map((f, i) => r.string(`${path}[${i}]`, f));
     names?.forEach((f, i) => {

@@ -1,7 +1,13 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { END_OF_TIME, type StreamRecord } from "../../engine/elements.ts";
+import { storeOperatorContext } from "../../engine/operatorContext.ts";
+import { StateStore } from "../../engine/store.ts";
 import { behaviour } from "../../operators/behaviour.ts";
-import type { StageDefinition, UserView } from "../../operators/stage.ts";
-import { ev, expectRestartsChangeNothing, MINUTE_MS, runStages, T0, wm } from "../behaviourHarness.ts";
+import type { EventFields, StageDefinition, UserView } from "../../operators/stage.ts";
+import { ev, expectRestartsChangeNothing, MINUTE_MS, runStages, stagesFromYaml, T0, wm } from "../behaviourHarness.ts";
 import { runOperator } from "../harness.ts";
 
 /**
@@ -100,6 +106,64 @@ describe("behaviour", () => {
     const whole = await runStages([probe("a")], elements);
     expect(stepsOf(whole.outputs, "a").filter(([, , event]) => !event)).toEqual([["u2", MINUTE_MS, false]]);
     await expectRestartsChangeNothing([probe("a")], elements, whole.outputs);
+  });
+
+  it("erases a user on request: every stage's values and wake-ups go, a record says what went, the user starts afresh", async () => {
+    const stages = [
+      ...stagesFromYaml(`
+sessions: { gap: 30m }
+aggregates: { carts_7d: { count: 'event_type == "add_to_cart"', over: 7d } }
+sequences:
+  cart_abandoned:
+    steps:
+      - { name: cart, when: 'event_type == "add_to_cart"' }
+      - { name: purchase, when: 'event_type == "purchase"', within: 2h, absent: true }`),
+      probe("seen", ["carts_7d"]),
+    ];
+    const definition = behaviour({ name: "test", stages, erasesWhen: (vars) => vars.event_type === "erasure_request" });
+    const event = (user: string, timeMs: number, eventType: string) => ev(user, timeMs, { event_type: eventType, page: "/", session_duration_sec: 1 });
+    const run = await runOperator(definition, [
+      event("u1", T0, "add_to_cart"),
+      event("u2", T0 + 1, "add_to_cart"),
+      event("u1", T0 + 2, "erasure_request"),
+      event("u1", T0 + 3, "page_view"),
+      wm(END_OF_TIME),
+    ]);
+    const outputs = run.outputs.map((o) => ({ kind: o.value.kind, key: o.key, body: o.value.body as Record<string, unknown> }));
+    expect(outputs.filter((o) => o.kind === "erasure").map((o) => o.body)).toEqual([
+      { output: "erasure", user_id: "u1", time: T0 + 2, stages: ["sessions", "aggregates", "sequences"], wake_ups_withdrawn: 3 },
+    ]);
+    expect(run.counts.erasures).toBe(1);
+    // u1's cart went with the erasure: only u2's is abandoned. The request reaches no stage.
+    expect(outputs.filter((o) => o.kind === "sequence").map((o) => o.key)).toEqual(["u2"]);
+    const u1Events = outputs.filter((o) => o.kind === "step" && o.key === "u1" && o.body.event === true);
+    expect(u1Events.map((o) => o.body.seen)).toEqual([[1], [0]]);
+    // Woken only for the session of its new event: the erased session, cart and count wake nobody.
+    expect(stepsOf(run.outputs.map((o) => ({ kind: o.value.kind, key: o.key, time: o.time, body: o.value.body as Record<string, unknown> })), "seen").filter(([user, , isEvent]) => user === "u1" && !isEvent)).toEqual([
+      ["u1", 3 + 30 * MINUTE_MS, false],
+    ]);
+  });
+
+  it("leaves no entry of an erased user in the checkpoint log: the next checkpoint rewrites the state whole", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-erase-"));
+    const definition = behaviour({ name: "test", stages: [probe("a")], erasesWhen: (vars) => vars.event_type === "erasure_request" });
+    const store = new StateStore(dir, Infinity);
+    const ctx = storeOperatorContext(store, definition.name, () => {});
+    const logic = definition.build(ctx);
+    const out = { emit: () => {}, side: () => {} };
+    let checkpointId = 0;
+    const checkpoint = () => store.commit({ fingerprint: "t", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: ++checkpointId, takenAtMs: 0 });
+    logic.onRecord(ev("u1", T0, { wake_at: T0 + MINUTE_MS }) as StreamRecord<EventFields>, out);
+    logic.onRecord(ev("u2", T0, { wake_at: T0 + MINUTE_MS }) as StreamRecord<EventFields>, out);
+    await checkpoint();
+    const logged = () => [...store.restored("behaviour/test/users")].map(([key]) => key);
+    expect(logged()).toEqual(["u1", "u2"]);
+    logic.onRecord(ev("u1", T0 + 1, { event_type: "erasure_request" }) as StreamRecord<EventFields>, out);
+    await checkpoint();
+    // Not even a deletion of u1 is left: the log was replaced by a snapshot of what lives.
+    expect(logged()).toEqual(["u2"]);
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it("emits only the kinds some sink takes", async () => {

@@ -102,6 +102,44 @@ describe("privacy", () => {
     expect(withKey("FLUSSO_TEST_LONG_STATE_KEY")).toThrow(/exactly 32 bytes \(it has 33\)/);
   });
 
+  it("erases a user on request with privacy.erase: an audit record in the outputs, the user's score starting over", async () => {
+    process.env.FLUSSO_TEST_PSEUDONYM_KEY = KEY;
+    const dir = tempDir("flusso-privacy-");
+    const file = pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_PSEUDONYM_KEY }\n  keep: used\n  erase: { when: 'event_type == \"erasure_request\" && referrer == \"privacy-form\"' }");
+    writeFileSync(
+      join(dir, "events.jsonl"),
+      [
+        { user_id: "alice", timestamp: T0, event_type: "whitepaper_download", page: "/whitepaper/a" },
+        { user_id: "alice", timestamp: T0 + 1000, event_type: "erasure_request", page: "/account", referrer: "privacy-form" },
+        { user_id: "alice", timestamp: T0 + 2000, event_type: "whitepaper_download", page: "/whitepaper/b" },
+      ].map((e) => JSON.stringify(e)).join("\n") + "\n",
+    );
+    const spec = readPipeline(file);
+    // The fields the erasure condition reads are kept with `keep: used`.
+    expect(spec.privacy!.keep).toContain("referrer");
+    const result = await runPipeline(spec, { reset: true });
+    expect(result.counters.erasures).toBe(1);
+    const alice = pseudonymiser(KEY)("alice");
+    const outputs = readFileSync(join(dir, "out/results.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    expect(outputs.map((o) => [o.output, o.time])).toEqual([["alert", T0], ["erasure", T0 + 1000], ["alert", T0 + 2000]]);
+    expect(outputs[1]).toEqual({ output: "erasure", user_id: alice, time: T0 + 1000, stages: ["scores"], wake_ups_withdrawn: 0 });
+    // Afresh: the score after the erasure holds only the second download.
+    expect(outputs[2].score).toBe(outputs[0].score);
+  });
+
+  it("refuses privacy.erase without a sink for its audit records, or with a condition on more than the event, at its path", () => {
+    const dir = tempDir("flusso-privacy-");
+    const file = pipelineFile(dir, "  erase: { when: 'event_type == \"erasure_request\"' }");
+    const withSinks = (text: string, erase = "") => {
+      const yaml = readFileSync(file, "utf8").replace(/sinks:\n  - file: \{ path: out\/results.jsonl \}\n/, text);
+      writeFileSync(join(dir, "other.yaml"), erase ? yaml.replace(/  erase: .*\n/, `  erase: ${erase}\n`) : yaml);
+      return () => readPipeline(join(dir, "other.yaml"));
+    };
+    expect(withSinks("sinks:\n  - file: { path: out/results.jsonl }\n    outputs: [alert]\n")).toThrow(/privacy\.erase: no sink takes "erasure" outputs/);
+    expect(withSinks("sinks:\n  - file: { path: out/results.jsonl }\n", "{ when: 'user == \"x\"' }")).toThrow(/privacy\.erase\.when: CEL type error/);
+    expect(withSinks("sinks:\n  - file: { path: out/results.jsonl }\n", "{ if: 'true' }")).toThrow(/privacy\.erase\.if: unknown field/);
+  });
+
   it("keeps only the fields some stage reads with keep: used (a score matches on event_type and shows the page)", () => {
     const dir = tempDir("flusso-privacy-");
     const spec = readPipeline(pipelineFile(dir, "  keep: used"));
