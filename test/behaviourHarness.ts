@@ -1,7 +1,7 @@
 // Test helpers for behaviour stages: run stage definitions (usually one, or a small chain) through
 // the behaviour operator over hand-built events and watermarks, with or without a restart midway.
 import { record, watermark, type Element } from "../engine/elements.ts";
-import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
+import { behaviour, type BehaviourOptions, type BehaviourOutput } from "../operators/behaviour.ts";
 import type { EventFields, StageDefinition, UserView } from "../operators/stage.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -72,13 +72,16 @@ function collect(run: { outputs: Array<{ key: string; time: number; value: Behav
   return { outputs, counts: run.counts, byKind: (kind) => outputs.filter((o) => o.kind === kind) };
 }
 
-export async function runStages(stages: StageDefinition[], elements: Element<EventFields>[]): Promise<BehaviourRun> {
-  return collect(await runOperator(behaviour({ name: "test", stages }), elements));
+/** Operator options besides the stages (an erasure condition), for the runs below. */
+export type RunOptions = Pick<BehaviourOptions, "erasesWhen">;
+
+export async function runStages(stages: StageDefinition[], elements: Element<EventFields>[], options: RunOptions = {}): Promise<BehaviourRun> {
+  return collect(await runOperator(behaviour({ name: "test", stages, ...options }), elements));
 }
 
 /** The same run with a checkpoint after `cut` elements and a restored operator for the rest. */
-export async function runStagesWithRestart(stages: StageDefinition[], elements: Element<EventFields>[], cut: number): Promise<BehaviourRun> {
-  return collect(await runWithRestart(behaviour({ name: "test", stages }), elements, cut));
+export async function runStagesWithRestart(stages: StageDefinition[], elements: Element<EventFields>[], cut: number, options: RunOptions = {}): Promise<BehaviourRun> {
+  return collect(await runWithRestart(behaviour({ name: "test", stages, ...options }), elements, cut));
 }
 
 /**
@@ -92,9 +95,10 @@ export async function runStagesCheckpointed(
   stages: StageDefinition[],
   elements: Element<EventFields>[],
   { restartsAfter, checkpointsAfter }: { restartsAfter: number[]; checkpointsAfter?: number[] },
+  options: RunOptions = {},
 ): Promise<Emitted[]> {
   const dir = mkdtempSync(join(tmpdir(), "flusso-checkpoints-"));
-  const definition = behaviour({ name: "test", stages });
+  const definition = behaviour({ name: "test", stages, ...options });
   const commitAfter = (i: number) => checkpointsAfter === undefined || checkpointsAfter.includes(i) || restartsAfter.includes(i);
   const outputs: Emitted[] = [];
   let lastWatermark: Element<EventFields> | undefined;
@@ -156,15 +160,15 @@ export function configErrors(yamlText: string, fields: Record<string, string> = 
  * Checks that restarts change no output: a restart after every cut (one checkpoint), a restart
  * after every element with a checkpoint after each one before it, and a restart after each element.
  */
-export async function expectRestartsChangeNothing(stages: StageDefinition[], elements: Element<EventFields>[], expected: Emitted[]): Promise<void> {
+export async function expectRestartsChangeNothing(stages: StageDefinition[], elements: Element<EventFields>[], expected: Emitted[], options: RunOptions = {}): Promise<void> {
   for (let cut = 0; cut <= elements.length; cut++) {
-    const restarted = await runStagesWithRestart(stages, elements, cut);
+    const restarted = await runStagesWithRestart(stages, elements, cut, options);
     expect(restarted.outputs, `cut at ${cut}`).toEqual(expected);
   }
   for (let cut = 0; cut < elements.length; cut++) {
-    expect(await runStagesCheckpointed(stages, elements, { restartsAfter: [cut] }), `checkpoints, restart after ${cut}`).toEqual(expected);
+    expect(await runStagesCheckpointed(stages, elements, { restartsAfter: [cut] }, options), `checkpoints, restart after ${cut}`).toEqual(expected);
   }
-  expect(await runStagesCheckpointed(stages, elements, { restartsAfter: elements.map((_, i) => i) }), "restart after each").toEqual(expected);
+  expect(await runStagesCheckpointed(stages, elements, { restartsAfter: elements.map((_, i) => i) }, options), "restart after each").toEqual(expected);
 }
 
 /** The CEL types of the event fields the behaviour tests use (a superset of the shipped schema). */

@@ -120,16 +120,17 @@ sequences:
       - { name: purchase, when: 'event_type == "purchase"', within: 2h, absent: true }`),
       probe("seen", ["carts_7d"]),
     ];
-    const definition = behaviour({ name: "test", stages, erasesWhen: (vars) => vars.event_type === "erasure_request" });
+    const erasesWhen = (vars: Record<string, unknown>) => vars.event_type === "erasure_request";
     const event = (user: string, timeMs: number, eventType: string) => ev(user, timeMs, { event_type: eventType, page: "/", session_duration_sec: 1 });
-    const run = await runOperator(definition, [
+    const elements = [
       event("u1", T0, "add_to_cart"),
       event("u2", T0 + 1, "add_to_cart"),
       event("u1", T0 + 2, "erasure_request"),
       event("u1", T0 + 3, "page_view"),
       wm(END_OF_TIME),
-    ]);
-    const outputs = run.outputs.map((o) => ({ kind: o.value.kind, key: o.key, body: o.value.body as Record<string, unknown> }));
+    ];
+    const run = await runStages(stages, elements, { erasesWhen });
+    const outputs = run.outputs;
     expect(outputs.filter((o) => o.kind === "erasure").map((o) => o.body)).toEqual([
       { output: "erasure", user_id: "u1", time: T0 + 2, stages: ["sessions", "aggregates", "sequences"], wake_ups_withdrawn: 3 },
     ]);
@@ -139,9 +140,9 @@ sequences:
     const u1Events = outputs.filter((o) => o.kind === "step" && o.key === "u1" && o.body.event === true);
     expect(u1Events.map((o) => o.body.seen)).toEqual([[1], [0]]);
     // Woken only for the session of its new event: the erased session, cart and count wake nobody.
-    expect(stepsOf(run.outputs.map((o) => ({ kind: o.value.kind, key: o.key, time: o.time, body: o.value.body as Record<string, unknown> })), "seen").filter(([user, , isEvent]) => user === "u1" && !isEvent)).toEqual([
-      ["u1", 3 + 30 * MINUTE_MS, false],
-    ]);
+    expect(stepsOf(outputs, "seen").filter(([user, , isEvent]) => user === "u1" && !isEvent)).toEqual([["u1", 3 + 30 * MINUTE_MS, false]]);
+    // An erasure is durable: a restart anywhere gives the same outputs (no value or wake-up comes back).
+    await expectRestartsChangeNothing(stages, elements, outputs, { erasesWhen });
   });
 
   it("leaves no entry of an erased user in the checkpoint log: the next checkpoint rewrites the state whole", async () => {
