@@ -30,7 +30,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   /** `restored`: the replayed log of this state (see StateStore.restored). */
   constructor(
     readonly name: string,
-    private readonly options: KeyedStateOptions<V, S> = {},
+    options: KeyedStateOptions<V, S> = {},
     restored: Iterable<[unknown, unknown]> = [],
   ) {
     this.ttlMs = options.ttlMs ?? Infinity;
