@@ -115,6 +115,10 @@ describe("config/retention.yaml", () => {
       event("R2", T0 + 30 * MINUTE_MS, "purchase", "/checkout", { order_value: 250 }),
       // R3 visits once, late in the evening (Rome time).
       event("R3", night, "view_home", "/"),
+      // R4 leaves a cart, then asks to be forgotten: no reminder, no win-back, nothing kept.
+      event("R4", T0, "view_home", "/"),
+      event("R4", T0 + MINUTE_MS, "add_to_cart", "/prodotti/borsa"),
+      event("R4", T0 + 5 * MINUTE_MS, "erasure_request", "/account/privacy"),
     ];
     const dir = await runVariant("retention", {
       events,
@@ -137,7 +141,20 @@ describe("config/retention.yaml", () => {
       // R3 went quiet at 22:00 in Rome: 7 days later is within quiet hours, so it waits for 08:00.
       { ...seed("sms_promemoria", winBack, night + 7 * DAY_MS, ["sms", "email"]), user_id: "R3", sent_at: "2024-05-28T06:00:00Z", follow_up: false },
     ]);
+    // Every stage but features (no sink takes feature vectors, so none are kept) held something of
+    // R4; its session, lookbacks, cart deadline and inactivity timer were pending wake-ups.
+    expect(variantOutput(dir, "erasures.jsonl")).toEqual([
+      {
+        output: "erasure",
+        user_id: "R4",
+        time: T0 + 5 * MINUTE_MS,
+        stages: ["dedup", "sessions", "aggregates", "kbis", "sequences", "phases", "clusters", "segments", "triggers"],
+        wake_ups_withdrawn: 4,
+      },
+    ]);
     const segments = variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time), o.change, o.segment]);
+    // R4's memberships end with it, silently: an erasure is not an exit.
+    expect(segments.filter(([user]) => user === "R4").map(([, time]) => time)).toEqual([iso(T0), iso(T0 + MINUTE_MS), iso(T0 + MINUTE_MS)]);
     expect(segments.filter(([user]) => user === "R2")).toEqual([
       ["R2", iso(T0), "enter", "nuovo_cliente"],
       // A cart and no purchase yet: 100% abandonment, high risk, which outranks the default.
