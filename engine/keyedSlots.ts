@@ -100,7 +100,7 @@ export class KeyedSlots {
       record = new Array<unknown>(this.names.length).fill(undefined);
       this.records.set(key, record);
       if (key === this.focusKey) this.focusRecord = record;
-    } else if (key !== this.focusKey) this.records.touch(key);
+    }
     if (record[index] === undefined) this.counts[index]++;
     record[index] = value;
   }
