@@ -134,7 +134,10 @@ export class TimerService implements Checkpointable {
    */
   advanceTo(clockMs: number, onFire: (key: string, timeMs: number) => void): void {
     for (let timeMs = this.nextDueMs(); timeMs !== undefined && timeMs <= clockMs; timeMs = this.nextDueMs()) {
-      for (const key of this.takeDueAt(timeMs)) onFire(key, timeMs);
+      const keys = this.take(timeMs);
+      // Most times hold one key: fired without building a list.
+      if (typeof keys === "string") onFire(keys, timeMs);
+      else for (const key of [...keys].sort()) onFire(key, timeMs);
     }
   }
 
@@ -150,13 +153,19 @@ export class TimerService implements Checkpointable {
 
   /** Removes the timers due at `timeMs`, which must be `nextDueMs()`, and gives their keys in order. */
   takeDueAt(timeMs: number): string[] {
+    const keys = this.take(timeMs);
+    return typeof keys === "string" ? [keys] : [...keys].sort();
+  }
+
+  /** Removes the timers due at `timeMs`, which must be `nextDueMs()`. */
+  private take(timeMs: number): DueKeys {
     const keys = this.keysByTimeMs.get(timeMs);
     if (keys === undefined || this.dueTimes.peek() !== timeMs) throw new Error(`${this.name}: ${timeMs} is not the next due time`);
     this.dueTimes.pop();
     this.keysByTimeMs.delete(timeMs);
     this.changedTimes?.add(timeMs);
     this.count -= keyCount(keys);
-    return typeof keys === "string" ? [keys] : [...keys].sort();
+    return keys;
   }
 
   snapshotAll(): Array<[unknown, unknown]> {
