@@ -15,13 +15,13 @@ import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapsho
 /** An item turned into a keyed, timed record (see `record`), or the reason it cannot be. */
 export type Decoded<E> = StreamRecord<E> | { readonly kind?: undefined; error: string };
 
-/** What a pipeline's graph is built with. */
 /** An output that says what it is, for routing to the sinks that take that kind. */
 export type KindedOutput = { kind: string; body: object };
 
 /** A sink and the output kinds it takes (all when undefined). */
 export type SinkRoute = { name: string; sink: Sink; kinds?: readonly string[] };
 
+/** What a pipeline's graph is built with. */
 export type GraphBuilder = {
   /** Builds an operator from its definition, with its state restored, as an RxJS operator. */
   operator<I, O>(definition: OperatorDefinition<I, O>): OperatorFunction<Element<I>, Element<O>>;

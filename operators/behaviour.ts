@@ -2,13 +2,14 @@
 // segments, triggers, ...) in order for every step of a user, an event or a wake-up, and sends
 // what they produce downstream as `{ kind, body }` records routed to sinks by kind.
 import type { StreamRecord } from "../engine/elements.ts";
+import type { KindedOutput } from "../engine/job.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { KeyedSlots } from "../engine/keyedSlots.ts";
 import type { TimerService } from "../engine/timers.ts";
 import type { EventFields, StageContext, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 /** One output of a stage: its kind ("features", "trigger", ...) and the object the sinks write. */
-export type BehaviourOutput = { kind: string; body: object };
+export type BehaviourOutput = KindedOutput;
 
 /** The job counter of steps with no event: users woken for a stage's deadline. */
 export const WAKE_UP_STEPS_COUNTER = "wake_up_steps";
