@@ -266,7 +266,6 @@ export type MemoryResult = {
   run: Omit<RetentionRun, "checkpoints">;
 };
 
-
 function stateSizes(members: Checkpointable[]): StateSize[] {
   return members.map((m) => {
     const size = (m as { size?: unknown }).size;

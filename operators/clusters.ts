@@ -182,8 +182,7 @@ class ClustersLogic implements StageLogic {
     if (event) {
       this.trackActivity(entry, view.timeMs, label);
       this.recent?.set(view.user, entry);
-    }
-    else if (isChanged) this.users.touch(view.user);
+    } else if (isChanged) this.users.touch(view.user);
     if (label !== null) view.vars[this.variable] = label;
   }
 

@@ -46,8 +46,9 @@ export type StageOutput = {
   wants(kind: string): boolean;
   /**
    * Wakes `user` when the watermark reaches `timeMs`: every stage then runs a step with no event
-   * at that time (once, however many stages asked for that time). Wake-ups are checkpointed; a
-   * stage must treat one it did not ask for as harmless.
+   * at that time (once, however many stages asked for that time). A stage keeps the one it has
+   * pending in its state (see pendingWake), from which wake-ups are rebuilt at a restart; it must
+   * treat one it did not ask for as harmless.
    */
   wakeAt(user: string, timeMs: number): void;
   /**
