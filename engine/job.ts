@@ -1,15 +1,16 @@
 // Runs one pipeline: pulls batches from the source, pushes them through the RxJS graph, emits
 // watermarks between batches, and takes checkpoints at those consistent cuts. Recovery happens in
 // `run` before the first batch: state, timers, positions and watermarks come back from the store.
-import { mkdirSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
 import { END_OF_TIME, watermark, type Element, type StreamRecord } from "./elements.ts";
-import { StateMismatch } from "./errors.ts";
+import { StateKeyChanged, StateMismatch } from "./errors.ts";
 import { operate, type OperatorDefinition } from "./operator.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
 import type { Source, SourceItem } from "./sources/source.ts";
-import { StateStore, type CheckpointMeta } from "./store.ts";
+import { lockStateDir, type StateDirLock } from "./stateDir.ts";
+import { StateStore, type CheckpointMeta, type SinkHold } from "./store.ts";
 import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapshot } from "./watermarks.ts";
 
 /** An item turned into a keyed, timed record (see `record`), or the reason it cannot be. */
@@ -49,6 +50,11 @@ export type JobOptions<E> = {
   stateDir: string;
   /** 32 bytes: the state dir is encrypted at rest with it. Default: not encrypted. */
   stateEncryptionKey?: string;
+  /**
+   * Keyed check values of secrets the state depends on, by what they check (e.g. a pseudonymisation
+   * key): stored with every checkpoint, and a restore under another value is refused. Never the secret.
+   */
+  keyChecks?: Record<string, string>;
   /** Processing time between checkpoints. */
   checkpointIntervalMs: number;
   /** Where undecodable and invalid items go, with their reason. */
@@ -56,13 +62,15 @@ export type JobOptions<E> = {
   build(events: Observable<Element<E>>, graph: GraphBuilder): void;
   /** Items per batch; a checkpoint can only fall between batches. Default 1000. */
   batchSize?: number;
-  /** Start from nothing: drop the state dir's checkpoint first. */
+  /** Start from nothing: drop the state dir's checkpoint first (under its lock, and only in a dir flusso made). */
   reset?: boolean;
   /** Called about every `progressIntervalMs` (default 500) with the counters so far. */
   onProgress?(counters: Readonly<JobCounters>): void;
   progressIntervalMs?: number;
   /** Called after each checkpoint commits, with what it wrote and how long it took. */
   onCheckpoint?(info: CheckpointInfo): void;
+  /** Called once the last checkpoint of a stop or of the source's end is durable; what remains is delivering held outputs and closing. */
+  onFinalCheckpoint?(checkpointId: number): void;
   /** Asks the job to stop at the next cut, after a last checkpoint. */
   signal?: AbortSignal;
   nowMs?: () => number;
@@ -84,6 +92,9 @@ export type JobCounters = {
   [counter: string]: number;
 };
 
+/** The dead-letter reason of an event an operator failed on: the job goes on without it. */
+export const OPERATOR_FAILURE_REASON = "an operator failed on this event";
+
 export type JobResult = {
   /** Since the job first started, across restarts. */
   counters: JobCounters;
@@ -97,13 +108,17 @@ export type JobResult = {
 
 type SinkEntry = { name: string; sink: Sink };
 
+/** What the dead-letter output receives: the reason first, then where the item came from and what it held. */
+type DeadLetter = { reason: string; origin?: string; partition?: number; [field: string]: unknown };
+
 export async function runJob<E>(options: JobOptions<E>): Promise<JobResult> {
   return new Job(options).run();
 }
 
 class Job<E> {
   private readonly nowMs: () => number;
-  private readonly store: StateStore;
+  private lock?: StateDirLock;
+  private store!: StateStore;
   private readonly sinks: SinkEntry[] = [];
   private readonly sides = new Map<string, Subject<unknown>>();
   private readonly processingTime$ = new Subject<number>();
@@ -112,14 +127,12 @@ class Job<E> {
   private counters: JobCounters = { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 };
   private failure: unknown;
   private checkpointId = 0;
+  private runId = "";
   /** The commit still being written, if any: at most one is in flight. */
   private pendingCommit: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
-    if (options.reset) rmSync(options.stateDir, { recursive: true, force: true });
-    mkdirSync(options.stateDir, { recursive: true });
-    this.store = new StateStore(options.stateDir, undefined, { encryptionKey: options.stateEncryptionKey });
     this.tracker = new WatermarkTracker({
       partitions: options.source.partitions,
       newGenerator: options.newWatermarkGenerator,
@@ -129,9 +142,11 @@ class Job<E> {
   }
 
   /**
-   * 1. reads the last checkpoint and refuses one of another pipeline;
+   * 1. locks the state dir (resetting it if asked), reads the last checkpoint and refuses one of
+   *    another pipeline or written under other keys;
    * 2. builds the graph, which restores every operator's state and timers;
-   * 3. puts sinks back at their committed positions and the source after its recorded position;
+   * 3. puts sinks back at their committed positions (holding sinks deliver what they held) and the
+   *    source after its recorded position;
    * 4. runs batches until the source ends or a stop is asked, checkpointing at cuts;
    * 5. ends a bounded source with the final watermark and a last checkpoint.
    */
@@ -139,15 +154,24 @@ class Job<E> {
     const startedAtMs = this.nowMs();
     try {
       // 1.
+      this.lock = await lockStateDir(this.options.stateDir, { reset: this.options.reset });
+      this.store = new StateStore(this.options.stateDir, undefined, { encryptionKey: this.options.stateEncryptionKey });
       const meta = this.store.readMeta();
       if (meta && meta.fingerprint !== this.options.fingerprint) {
         throw new StateMismatch(this.options.stateDir, this.options.fingerprint, meta.fingerprint);
       }
+      for (const [what, check] of Object.entries(this.options.keyChecks ?? {})) {
+        const stored = meta?.keyChecks?.[what];
+        if (stored !== undefined && stored !== check) throw new StateKeyChanged(this.options.stateDir, what);
+      }
+      this.runId = meta?.runId ?? randomBytes(6).toString("base64url");
       // 2.
       this.addSink("deadLetter", this.options.deadLetter);
       this.options.build(this.events$, this.graphBuilder());
       // 3.
-      for (const { name, sink } of this.sinks) await sink.recover(meta?.sinkPositions[name]);
+      for (const { name, sink } of this.sinks) {
+        await sink.recover(meta?.sinkPositions[name], { sinkName: name, runId: this.runId, held: this.store.heldOutputs(name) });
+      }
       if (meta) {
         this.tracker.restore(meta.watermarks as WatermarkTrackerSnapshot);
         this.counters = { ...this.counters, ...meta.counters };
@@ -225,9 +249,21 @@ class Job<E> {
     this.events$.next(decoded);
   }
 
-  private deadLetter(entry: object): void {
+  /** A dead letter is written whatever it holds: one the sink cannot encode keeps its reason and origin. */
+  private deadLetter(entry: DeadLetter): void {
     this.counters.deadLettered++;
-    this.options.deadLetter.write(entry);
+    try {
+      this.options.deadLetter.write(entry);
+    } catch (error) {
+      const { reason, origin, partition } = entry;
+      this.options.deadLetter.write({ reason, origin, partition, raw: `(withheld: it cannot be encoded: ${(error as Error).message})` });
+    }
+  }
+
+  /** An event an operator threw on is dead-lettered, and the job goes on with the next one. */
+  private onRecordFailure(operator: string, rec: StreamRecord<unknown>, error: unknown): void {
+    const message = String((error as Error)?.message ?? error).split("\n")[0].slice(0, 500);
+    this.deadLetter({ reason: `${OPERATOR_FAILURE_REASON}: ${operator}: ${message}`, key: rec.key, time: rec.time, event: rec.value });
   }
 
   /**
@@ -249,19 +285,31 @@ class Job<E> {
     const flushMs = performance.now() - startedAtMs;
     // 3.
     this.counters.checkpoints++;
+    const checkpointId = ++this.checkpointId;
+    const holds: SinkHold[] = [];
+    const holding = this.sinks.filter(({ sink }) => sink.hold !== undefined);
+    for (const { name, sink } of holding) holds.push({ sink: name, held: sink.hold!(checkpointId), deliveredThrough: sink.deliveredThrough!() });
     const meta: CheckpointMeta = {
       fingerprint: this.options.fingerprint,
+      runId: this.runId,
+      keyChecks: this.options.keyChecks,
       sourcePosition: this.options.source.position(),
       sinkPositions,
       watermarks: this.tracker.snapshot(),
       counters: { ...this.counters },
-      checkpointId: ++this.checkpointId,
+      checkpointId,
       takenAtMs: this.nowMs(),
     };
-    this.pendingCommit = this.store.commit(meta).then((info) =>
-      this.options.onCheckpoint?.({ checkpointId: meta.checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs }),
-    );
-    if (isFinal) await this.pendingCommit;
+    this.pendingCommit = this.store.commit(meta, holds).then((info) => {
+      // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
+      for (const { sink } of holding) sink.release!(checkpointId);
+      this.options.onCheckpoint?.({ checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs });
+    });
+    if (isFinal) {
+      await this.pendingCommit;
+      this.options.onFinalCheckpoint?.(checkpointId);
+      for (const { sink } of holding) await sink.delivered!();
+    }
   }
 
   private graphBuilder(): GraphBuilder {
@@ -269,7 +317,7 @@ class Job<E> {
       operator: (definition) => {
         const count = (counter: string, by: number) => (this.counters[counter] = (this.counters[counter] ?? 0) + by);
         const logic = definition.build(storeOperatorContext(this.store, definition.name, (tag, value) => this.side(tag).next(value), count));
-        return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$);
+        return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$, (rec, error) => this.onRecordFailure(definition.name, rec, error));
       },
       sinkTo: (name, sink, stream) => {
         this.addSink(name, sink);
@@ -277,7 +325,7 @@ class Job<E> {
           next: (element) => {
             if (element.kind !== "record") return;
             this.counters.outputs++;
-            sink.write(element.value);
+            this.write(sink, element.value);
           },
           error: (error) => (this.failure ??= error),
         });
@@ -298,7 +346,7 @@ class Job<E> {
             if (element.kind !== "record") return;
             const sinks = sinksOf(element.value.kind);
             this.counters.outputs += sinks.length;
-            for (let i = 0; i < sinks.length; i++) sinks[i].write(element.value.body);
+            for (let i = 0; i < sinks.length; i++) this.write(sinks[i], element.value.body);
           },
           error: (error) => (this.failure ??= error),
         });
@@ -308,10 +356,22 @@ class Job<E> {
         if (!this.sinks.some((s) => s.name === sinkName)) this.addSink(sinkName, sink);
         this.side(tag).subscribe((value) => {
           this.counters[counter] = (this.counters[counter] ?? 0) + 1;
-          sink.write(shape(value));
+          this.write(sink, shape(value));
         });
       },
     };
+  }
+
+  /**
+   * Writes one output. A sink that throws (an output it cannot encode) fails the job at the end of
+   * the batch, with its error, rather than inside RxJS, where it would be lost.
+   */
+  private write(sink: Sink, value: object): void {
+    try {
+      sink.write(value);
+    } catch (error) {
+      this.failure ??= error;
+    }
   }
 
   private side(tag: string): Subject<unknown> {
@@ -337,6 +397,7 @@ class Job<E> {
     this.events$.complete();
     await this.options.source.close().catch(() => undefined);
     for (const { sink } of this.sinks) await sink.close().catch(() => undefined);
-    await this.store.close();
+    await this.store?.close();
+    await this.lock?.release();
   }
 }

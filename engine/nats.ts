@@ -1,30 +1,71 @@
-// Shared NATS plumbing for the JetStream source, sink and publisher: connecting with endless
-// reconnects, making sure a stream exists, and publishing with acks to one inbox.
+// Shared NATS plumbing for the JetStream source, sink and publisher: connecting (saying so while a
+// server cannot be reached), making sure a stream exists, publishing with acks to one inbox, and
+// reading a stream's messages back.
 import { connect, createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type JsMsg, type StreamInfo } from "@nats-io/jetstream";
 
 export type NatsConnectionOptions = {
   /** One URL or several, e.g. "nats://127.0.0.1:4222". */
   servers: string | string[];
   /** Shown in the server's connection list. */
   name: string;
+  /** Gives up waiting for a first connection (a stop asked while the server is out of reach). */
+  signal?: AbortSignal;
+  /** Told, about every 5 s, that no server can be reached yet and why. */
+  onWaiting?(message: string): void;
 };
 
-/** Connects and keeps reconnecting for ever: a server that goes away pauses the job, never ends it. */
-export function connectNats(options: NatsConnectionOptions): Promise<NatsConnection> {
-  return connect({
-    servers: options.servers,
-    name: options.name,
-    maxReconnectAttempts: -1,
-    // Without this every publish builds two errors with stack traces, whether or not it fails:
-    // measured at 28% of the engine's CPU with a NATS sink.
-    noAsyncTraces: true,
-    reconnectTimeWait: 250,
-    waitOnFirstConnect: true,
-    // A link that goes silent (a network cut drops packets, no reset) is found by unanswered pings:
-    // after maxPingOut of them. The client's default, 2 min apart, would stall the job for minutes.
-    pingInterval: pingIntervalMs(),
-    maxPingOut: 2,
+/** How often a job waiting for its first connection says so. */
+const WAITING_NOTICE_MS = 5_000;
+const FIRST_CONNECT_RETRY_MS = 500;
+
+/**
+ * Connects, retrying until a server answers, and then keeps reconnecting for ever: a server that goes
+ * away pauses the job, never ends it. While no server can be reached at start it says so every few
+ * seconds; `signal` ends the wait with an AbortError.
+ */
+export async function connectNats(options: NatsConnectionOptions): Promise<NatsConnection> {
+  const servers = Array.isArray(options.servers) ? options.servers.join(", ") : options.servers;
+  let lastNoticeMs = -Infinity;
+  for (;;) {
+    options.signal?.throwIfAborted();
+    try {
+      return await connect({
+        servers: options.servers,
+        name: options.name,
+        maxReconnectAttempts: -1,
+        // Without this every publish builds two errors with stack traces, whether or not it fails:
+        // measured at 28% of the engine's CPU with a NATS sink.
+        noAsyncTraces: true,
+        reconnectTimeWait: 250,
+        timeout: 2_000,
+        // A link that goes silent (a network cut drops packets, no reset) is found by unanswered pings:
+        // after maxPingOut of them. The client's default, 2 min apart, would stall the job for minutes.
+        pingInterval: pingIntervalMs(),
+        maxPingOut: 2,
+      });
+    } catch (error) {
+      const nowMs = Date.now();
+      if (nowMs - lastNoticeMs >= WAITING_NOTICE_MS) {
+        options.onWaiting?.(`NATS at ${servers} cannot be reached (${firstLine(error)}); retrying until it can`);
+        lastNoticeMs = nowMs;
+      }
+      await abortableDelay(FIRST_CONNECT_RETRY_MS, options.signal);
+    }
+  }
+}
+
+function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
 
@@ -36,29 +77,90 @@ function pingIntervalMs(): number {
 
 export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?: number };
 
-/** The stream, created when missing; an existing one is used as it is, with its subjects widened if needed. */
-export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<void> {
+/**
+ * The stream, created when missing; an existing one is used as it is, with its subjects widened if
+ * needed. Returns its info (its creation time tells a recreated stream from the one a checkpoint saw).
+ */
+export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<StreamInfo> {
   const duplicateWindowNs = spec.duplicateWindowMs === undefined ? undefined : spec.duplicateWindowMs * 1_000_000;
+  const info = await streamInfo(jsm, spec.name);
+  if (info === undefined) {
+    return jsm.streams.add({ name: spec.name, subjects: spec.subjects, ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}) });
+  }
+  const missing = spec.subjects.filter((s) => !info.config.subjects?.includes(s));
+  const isWindowShort = duplicateWindowNs !== undefined && (info.config.duplicate_window ?? 0) < duplicateWindowNs;
+  if (missing.length === 0 && !isWindowShort) return info;
+  return jsm.streams.update(spec.name, {
+    subjects: [...(info.config.subjects ?? []), ...missing],
+    ...(isWindowShort ? { duplicate_window: duplicateWindowNs } : {}),
+  });
+}
+
+/** The stream's info, or undefined when there is no such stream. */
+export async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
   try {
-    const info = await jsm.streams.info(spec.name);
-    const missing = spec.subjects.filter((s) => !info.config.subjects?.includes(s));
-    const isWindowShort = duplicateWindowNs !== undefined && (info.config.duplicate_window ?? 0) < duplicateWindowNs;
-    if (missing.length > 0 || isWindowShort) {
-      await jsm.streams.update(spec.name, {
-        subjects: [...(info.config.subjects ?? []), ...missing],
-        ...(isWindowShort ? { duplicate_window: duplicateWindowNs } : {}),
-      });
-    }
+    return await jsm.streams.info(name);
   } catch (error) {
-    if (!String((error as Error).message).includes("stream not found")) throw error;
-    await jsm.streams.add({ name: spec.name, subjects: spec.subjects, ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}) });
+    if (String((error as Error).message).includes("stream not found")) return undefined;
+    throw error;
   }
 }
 
 export { jetstreamManager };
 
+/**
+ * Calls `onMessage` for every message of `stream` after sequence `afterSeq` that is there now (those
+ * published while it reads are left out), oldest first; with `subject`, only that subject's.
+ */
+export async function readStreamSince(
+  nc: NatsConnection,
+  stream: string,
+  { afterSeq, subject }: { afterSeq: number; subject?: string },
+  onMessage: (msg: JsMsg) => void,
+): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(stream);
+  // A filter only where the stream holds other subjects: nats-server 2.9 starts a filtered consumer
+  // in mid-stream slowly. Where one is needed, the subject's own last message is where reading ends.
+  const isFilterNeeded = subject !== undefined && (info.config.subjects ?? []).some((s) => s !== subject);
+  const lastSeq = isFilterNeeded ? await lastSeqOf(jsm, stream, subject) : info.state.last_seq;
+  if (lastSeq <= afterSeq || info.state.messages === 0) return;
+  const consumer = await jetstream(nc).consumers.get(stream, {
+    ...(isFilterNeeded ? { filter_subjects: subject } : {}),
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: Math.max(afterSeq + 1, info.state.first_seq),
+  });
+  const messages = await consumer.consume({ max_messages: 1000 });
+  try {
+    for await (const msg of messages) {
+      if (msg.seq > lastSeq) break;
+      onMessage(msg);
+      if (msg.seq >= lastSeq) break;
+    }
+  } finally {
+    await messages.close().catch(() => undefined);
+  }
+}
+
+/** The sequence of the newest message on `subject`, or 0 when it has none. */
+async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
+  try {
+    return (await jsm.streams.getMessage(stream, { last_by_subj: subject }))?.seq ?? 0;
+  } catch (error) {
+    if (/no message found|not found/i.test(String((error as Error).message))) return 0;
+    throw error;
+  }
+}
+
 /** A message until the stream acks it: sent again (same id) when its ack fails or is overdue. */
-type Outstanding = { subject: string; data: string | Uint8Array; msgID?: string; sentAtMs: number; hasFailed: boolean };
+type Outstanding = {
+  subject: string;
+  data: string | Uint8Array;
+  msgID?: string;
+  sentAtMs: number;
+  hasFailed: boolean;
+  onAcked?: (seq: number) => void;
+};
 
 /** An ack later than this means the message or its ack was lost (e.g. the server went away): send again. */
 const ACK_TIMEOUT_MS = 2_000;
@@ -67,16 +169,23 @@ const RETRY_TICK_MS = 250;
 /**
  * Publishes to JetStream with core publishes whose acks come back to one inbox: a request per message
  * costs five times as much. Every message is kept until acked and sent again, with its Nats-Msg-Id,
- * when its ack fails or is overdue, so a server that goes away pauses the publisher instead of failing it.
+ * when its ack fails or is overdue, so a server that goes away pauses the publisher instead of failing
+ * it. Resending can be paused (while a caller finds out what the stream already has).
  */
 export class AckedPublisher {
   private readonly inbox = createInbox();
   private readonly acks: Subscription;
   private readonly outstanding = new Map<number, Outstanding>();
+  private readonly retryTimer: NodeJS.Timeout;
   private nextId = 0;
-  private onProgress?: () => void;
+  private isPaused = false;
+  private waiters: Array<() => void> = [];
   /** Messages acked so far (stored, or dropped by the stream as duplicates). */
   acked = 0;
+  /** The highest stream sequence an ack has named: every message sent after that ack is stored after it. */
+  maxAckedSeq = 0;
+  /** Why the oldest failing message failed, and since when (ms); undefined while none fails. */
+  failure?: { reason: string; sinceMs: number };
 
   constructor(private readonly nc: NatsConnection) {
     this.acks = nc.subscribe(`${this.inbox}.*`, {
@@ -84,40 +193,66 @@ export class AckedPublisher {
         if (error === null) this.onAck(msg);
       },
     });
+    this.retryTimer = setInterval(() => this.resendOverdue(), RETRY_TICK_MS);
+    this.retryTimer.unref();
   }
 
   get pending(): number {
     return this.outstanding.size;
   }
 
-  publish(subject: string, data: string | Uint8Array, msgID?: string): void {
+  publish(subject: string, data: string | Uint8Array, msgID?: string, onAcked?: (seq: number) => void): void {
     const id = ++this.nextId;
-    const message: Outstanding = { subject, data, msgID, sentAtMs: 0, hasFailed: false };
+    const message: Outstanding = { subject, data, msgID, sentAtMs: 0, hasFailed: false, onAcked };
     this.outstanding.set(id, message);
+    if (this.isPaused) return;
     this.send(id, message);
   }
 
-  /** Waits until at most `maxPending` messages are unacked, sending again those whose ack failed or is overdue. */
+  /** Stops resending (and sending) until `resume`; `drop` then forgets messages the stream turned out to have. */
+  pause(): void {
+    this.isPaused = true;
+  }
+
+  /** Forgets the outstanding messages `isStored` says the stream has, as if acked (no sequence known). */
+  drop(isStored: (msgID: string) => boolean): void {
+    for (const [id, message] of this.outstanding) {
+      if (message.msgID !== undefined && isStored(message.msgID)) this.acknowledge(id, message, 0);
+    }
+  }
+
+  resume(): void {
+    this.isPaused = false;
+    this.resendOverdue(true);
+  }
+
+  /** Waits until at most `maxPending` messages are unacked (resending runs on its own timer). */
   async settle(maxPending = 0): Promise<void> {
     while (this.outstanding.size > maxPending) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(progressed, RETRY_TICK_MS);
-        this.onProgress = progressed;
+        this.waiters.push(progressed);
         function progressed() {
           clearTimeout(timer);
           resolve();
         }
       });
-      this.onProgress = undefined;
-      const nowMs = Date.now();
-      for (const [id, message] of this.outstanding) {
-        if (message.hasFailed || nowMs - message.sentAtMs >= ACK_TIMEOUT_MS) this.send(id, message);
-      }
     }
   }
 
   close(): void {
+    clearInterval(this.retryTimer);
     this.acks.unsubscribe();
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+
+  /** Sends again what failed or is overdue; `all`: everything outstanding (after a pause). */
+  private resendOverdue(all = false): void {
+    if (this.isPaused || this.nc.isClosed()) return;
+    const nowMs = Date.now();
+    for (const [id, message] of this.outstanding) {
+      if (all || message.hasFailed || nowMs - message.sentAtMs >= ACK_TIMEOUT_MS) this.send(id, message);
+    }
   }
 
   private send(id: number, message: Outstanding): void {
@@ -135,14 +270,30 @@ export class AckedPublisher {
     const id = Number(msg.subject.slice(this.inbox.length + 1));
     const message = this.outstanding.get(id);
     if (message === undefined) return; // the ack of a message already acked (it was sent twice)
-    // A status reply (no responders: JetStream not ready yet) or an API error: send it again.
-    if (msg.headers?.hasError === true || msg.data.length === 0 || msg.string().includes('"error":')) {
+    // A status reply (no responders: no stream takes the subject, or JetStream is not ready) or an
+    // API error: send it again, and remember why for whoever watches the publisher.
+    const text = msg.data.length === 0 ? "" : msg.string();
+    if (msg.headers?.hasError === true || msg.data.length === 0 || text.includes('"error":')) {
       message.hasFailed = true;
+      const reason = msg.headers?.hasError === true ? `${msg.headers.code} ${msg.headers.description}` : text.slice(0, 200) || "an empty reply";
+      this.failure ??= { reason, sinceMs: Date.now() };
       return;
     }
+    const seq = Number(/"seq":(\d+)/.exec(text)?.[1] ?? 0);
+    this.acknowledge(id, message, seq);
+  }
+
+  private acknowledge(id: number, message: Outstanding, seq: number): void {
     this.outstanding.delete(id);
     this.acked++;
-    // Wake a waiting settle() at every 1,000th ack and when all are in, not on every ack.
-    if (this.outstanding.size === 0 || this.acked % 1000 === 0) this.onProgress?.();
+    this.failure = undefined;
+    if (seq > this.maxAckedSeq) this.maxAckedSeq = seq;
+    message.onAcked?.(seq);
+    // Wake waiting settle() calls at every 1,000th ack and when all are in, not on every ack.
+    if (this.outstanding.size === 0 || this.acked % 1000 === 0) for (const wake of this.waiters.splice(0)) wake();
   }
+}
+
+function firstLine(error: unknown): string {
+  return String((error as Error)?.message ?? error).split("\n")[0];
 }

@@ -51,12 +51,14 @@ export type OperatorDefinition<I, O> = {
 /**
  * Wraps an operator's logic as an RxJS operator. Records go to `onRecord`; a watermark that moves
  * forward goes to `onWatermark` and then downstream; one that stands still is dropped; one that
- * goes back is an error.
+ * goes back is an error. With `onRecordFailure`, a record the logic throws on is handed to it and
+ * the stream goes on (one bad event must not stop a job); without it, the error ends the stream.
  */
 export function operate<I, O>(
   logic: OperatorLogic<I, O>,
   side: Output<O>["side"],
   processingTime$?: Observable<number>,
+  onRecordFailure?: (rec: StreamRecord<I>, error: unknown) => void,
 ): OperatorFunction<Element<I>, Element<O>> {
   return (source) =>
     new Observable<Element<O>>((subscriber) => {
@@ -65,6 +67,13 @@ export function operate<I, O>(
         side,
       };
       let watermarkMs = -Infinity;
+      const onRecordGuarded = (rec: StreamRecord<I>) => {
+        try {
+          logic.onRecord(rec, out);
+        } catch (error) {
+          onRecordFailure!(rec, error);
+        }
+      };
       const onTick = logic.onProcessingTime?.bind(logic);
       if (onTick && processingTime$) {
         subscriber.add(
@@ -80,8 +89,10 @@ export function operate<I, O>(
       return source.subscribe({
         next(element) {
           try {
-            if (element.kind === "record") logic.onRecord(element, out);
-            else if (element.time > watermarkMs) {
+            if (element.kind === "record") {
+              if (onRecordFailure === undefined) logic.onRecord(element, out);
+              else onRecordGuarded(element);
+            } else if (element.time > watermarkMs) {
               watermarkMs = advanceWatermark(watermarkMs, element.time);
               logic.onWatermark(watermarkMs, out);
               subscriber.next(watermark(watermarkMs));

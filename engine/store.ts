@@ -1,9 +1,13 @@
 // The durable side of state: one LMDB environment per job, a named database per registered state,
-// and the checkpoint transaction that writes every change, the positions and the metadata at once.
-import { mkdirSync } from "node:fs";
+// and the checkpoint transaction that writes every change, the positions, the outputs held for
+// sinks and the metadata at once. Every value is checksummed, and the file is checked before LMDB
+// maps it, so damaged state is refused with a message instead of read wrongly or crashing.
+import { accessSync, closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
+import { join } from "node:path";
+import { crc32 } from "node:zlib";
 import { open, type Database, type RootDatabase } from "lmdb";
-import { Packr, unpack } from "msgpackr";
-import { StateUnreadable } from "./errors.ts";
+import { pack, Packr, unpack } from "msgpackr";
+import { StateCorrupt, StateDirUnusable, StateUnreadable } from "./errors.ts";
 
 /** What a registered state hands to a checkpoint: the entries changed since the last one. */
 export type StateDelta = { puts: Array<[unknown, unknown]>; deletes: unknown[] };
@@ -25,6 +29,10 @@ export type Checkpointable = {
 
 export type CheckpointMeta = {
   fingerprint: string;
+  /** Names this state's life: made when the state dir is first used, kept across restarts, new after a reset. */
+  runId?: string;
+  /** Keyed check values of secrets the state depends on (never the secrets), by what they check. */
+  keyChecks?: Record<string, string>;
   sourcePosition: unknown;
   sinkPositions: Record<string, unknown>;
   watermarks: unknown;
@@ -33,7 +41,9 @@ export type CheckpointMeta = {
   takenAtMs: number;
 };
 
-const META_KEY = "checkpoint";
+/** Where the checkpoint metadata lives; "checkpoint" held it, unchecksummed, before layout 2. */
+const META_KEY = "checkpoint/2";
+const OLD_META_KEY = "checkpoint";
 /**
  * Objects of one shape (a state's values) are written as msgpackr records: the keys once per chunk,
  * not once per value (~25% less time and 30% fewer bytes than plain maps). The record definitions
@@ -48,8 +58,20 @@ const COMPACT_MIN_ENTRIES = 50_000;
 
 type LogInfo = { baseCheckpointId: number; loggedEntries: number };
 
+/** The metadata as stored: the job's, plus where each state's log starts. */
+type StoredMeta = CheckpointMeta & { logs: Record<string, LogInfo> };
+
 /** What a commit wrote and how long it held the caller (`snapshotMs`) and took to be durable (`durableMs`). */
 export type CommitInfo = { entries: number; snapshotMs: number; durableMs: number };
+
+/**
+ * A sink's part of a checkpoint: the outputs it holds back until this checkpoint commits (any
+ * msgpack value), and the newest checkpoint whose held outputs it has delivered, which it holds no more.
+ */
+export type SinkHold = { sink: string; held?: unknown; deliveredThrough: number };
+
+/** Held outputs of one sink in one committed checkpoint, as `SinkHold.held` gave them. */
+export type HeldOutputs = { checkpointId: number; held: unknown };
 
 /**
  * The durable store. Each state is a log of delta chunks keyed [checkpointId, chunkNo], each chunk
@@ -62,6 +84,7 @@ export class StateStore {
   private readonly databases = new Map<string, Database>();
   private readonly members: Checkpointable[] = [];
   private readonly logs = new Map<string, LogInfo>();
+  private readonly meta: StoredMeta | undefined;
 
   /**
    * `encryptionKey` (32 bytes): the state is encrypted at rest (LMDB's ChaCha8), and a dir written
@@ -72,18 +95,32 @@ export class StateStore {
     private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
     { encryptionKey }: { encryptionKey?: string } = {},
   ) {
-    mkdirSync(dir, { recursive: true });
+    try {
+      mkdirSync(dir, { recursive: true });
+      accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+    } catch (error) {
+      throw new StateDirUnusable(dir, error);
+    }
+    checkDataFile(dir);
     try {
       this.root = open({ path: dir, maxDbs: 512, compression: false, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
-      // A wrong key shows on the first read, as a page LMDB cannot find.
-      this.readMeta();
     } catch (error) {
+      throw openFailure(dir, encryptionKey !== undefined, error);
+    }
+    try {
+      // A wrong key shows on the first read, as a page LMDB cannot find.
+      this.meta = this.readStoredMeta();
+    } catch (error) {
+      if (error instanceof StateCorrupt) throw error;
       throw new StateUnreadable(dir, encryptionKey !== undefined, error);
     }
+    for (const [name, info] of Object.entries(this.meta?.logs ?? {})) this.logs.set(name, info);
   }
 
   readMeta(): CheckpointMeta | undefined {
-    return this.database("__meta").get(META_KEY) as CheckpointMeta | undefined;
+    if (this.meta === undefined) return undefined;
+    const { logs, ...meta } = this.meta;
+    return meta;
   }
 
   /**
@@ -92,9 +129,19 @@ export class StateStore {
    */
   *restored(name: string): Iterable<[unknown, unknown]> {
     const info = this.logInfo(name);
-    for (const { value } of this.stateDatabase(name).getRange({ start: [info.baseCheckpointId] })) {
-      yield* unpack(value as Buffer) as Array<[unknown, unknown]>;
+    for (const { key, value } of this.stateDatabase(name).getRange({ start: [info.baseCheckpointId] })) {
+      yield* this.checked(value as Buffer, `state "${name}" at ${JSON.stringify(key)}`) as Array<[unknown, unknown]>;
     }
+  }
+
+  /** The outputs `sink` held in committed checkpoints and has not reported delivered, oldest first. */
+  heldOutputs(sink: string): HeldOutputs[] {
+    const found: HeldOutputs[] = [];
+    for (const { key, value } of this.outboxDatabase().getRange({ start: [sink], end: [sink, Number.MAX_SAFE_INTEGER] })) {
+      const checkpointId = (key as [string, number])[1];
+      found.push({ checkpointId, held: this.checked(value as Buffer, `outputs held for ${sink} at checkpoint ${checkpointId}`) });
+    }
+    return found;
   }
 
   register(member: Checkpointable): void {
@@ -112,9 +159,10 @@ export class StateStore {
    *    log) and encodes them with the metadata, so later changes cannot leak into this checkpoint;
    * 2. then, without holding the caller: writes it all in ONE transaction and makes it durable.
    * Transactions land in the order of the calls. A crash before the promise resolves leaves the
-   * previous checkpoint in place, which recovery then uses.
+   * previous checkpoint in place, which recovery then uses. `holds`: each sink's outputs held until
+   * this checkpoint commits, stored with it; those it has delivered are deleted with it.
    */
-  commit(meta: CheckpointMeta): Promise<CommitInfo> {
+  commit(meta: CheckpointMeta, holds: SinkHold[] = []): Promise<CommitInfo> {
     const startedAtMs = performance.now();
     // 1.
     let entries = 0;
@@ -128,7 +176,7 @@ export class StateStore {
         ? member.snapshotAll()
         : [...delta.puts, ...delta.deletes.map((key): [unknown, unknown] => [key, null])];
       const chunks: Buffer[] = [];
-      for (let at = 0; at < pairs.length; at += CHUNK_ENTRIES) chunks.push(chunkPackr.pack(pairs.slice(at, at + CHUNK_ENTRIES)));
+      for (let at = 0; at < pairs.length; at += CHUNK_ENTRIES) chunks.push(withChecksum(chunkPackr.pack(pairs.slice(at, at + CHUNK_ENTRIES))));
       if (isCompaction) {
         info.baseCheckpointId = meta.checkpointId;
         info.loggedEntries = 0;
@@ -138,16 +186,21 @@ export class StateStore {
       this.logs.set(member.name, info);
       return { db: this.stateDatabase(member.name), name: member.name, info, chunks, isCompaction };
     });
-    const metaCopy = structuredClone(meta);
+    const storedMeta = withChecksum(pack({ ...meta, logs: Object.fromEntries(this.logs) } satisfies StoredMeta));
+    const held = holds.map(({ sink, held, deliveredThrough }) => ({ sink, deliveredThrough, bytes: held === undefined ? undefined : withChecksum(pack(held)) }));
     const snapshotMs = performance.now() - startedAtMs;
     // 2.
+    const outbox = this.outboxDatabase();
     const written = this.root.transaction(() => {
-      for (const { db, name, info, chunks, isCompaction } of writes) {
+      for (const { db, chunks, isCompaction } of writes) {
         if (isCompaction) for (const key of db.getKeys({ end: [meta.checkpointId] })) db.remove(key);
         chunks.forEach((chunk, n) => db.put([meta.checkpointId, n], chunk));
-        this.database("__logs").put(name, info);
       }
-      this.database("__meta").put(META_KEY, metaCopy);
+      for (const { sink, deliveredThrough, bytes } of held) {
+        for (const key of outbox.getKeys({ start: [sink], end: [sink, deliveredThrough + 1] })) outbox.remove(key);
+        if (bytes !== undefined) outbox.put([sink, meta.checkpointId], bytes);
+      }
+      this.binaryDatabase("__meta").put(META_KEY, storedMeta);
     });
     return written.then(() => ({ entries, snapshotMs, durableMs: performance.now() - startedAtMs }));
   }
@@ -157,30 +210,107 @@ export class StateStore {
   }
 
   private logInfo(name: string): LogInfo {
-    let info = this.logs.get(name);
-    if (!info) {
-      info = (this.database("__logs").get(name) as LogInfo | undefined) ?? { baseCheckpointId: 0, loggedEntries: 0 };
-      this.logs.set(name, info);
+    return this.logs.get(name) ?? { baseCheckpointId: 0, loggedEntries: 0 };
+  }
+
+  private readStoredMeta(): StoredMeta | undefined {
+    const metaDb = this.binaryDatabase("__meta");
+    const bytes = metaDb.get(META_KEY) as Buffer | undefined;
+    if (bytes !== undefined) return this.checked(bytes, "the checkpoint metadata") as StoredMeta;
+    // Written by a flusso that laid state out otherwise: refused as another pipeline's would be.
+    if (metaDb.get(OLD_META_KEY) !== undefined) {
+      return { fingerprint: "(state layout 1, an older flusso)", sourcePosition: undefined, sinkPositions: {}, watermarks: undefined, counters: {}, checkpointId: 0, takenAtMs: 0, logs: {} };
     }
-    return info;
+    return undefined;
+  }
+
+  /** The value inside a checksummed record, or StateCorrupt naming `what` when the bytes were damaged. */
+  private checked(bytes: Buffer, what: string): unknown {
+    if (bytes.length < 4 || bytes.readUInt32BE(0) !== crc32(bytes.subarray(4))) {
+      throw new StateCorrupt(this.dir, `${what} fails its checksum`);
+    }
+    try {
+      return unpack(bytes.subarray(4));
+    } catch (error) {
+      throw new StateCorrupt(this.dir, `${what} cannot be decoded (${(error as Error).message})`);
+    }
+  }
+
+  private outboxDatabase(): Database {
+    return this.binaryDatabase("__outbox");
   }
 
   private stateDatabase(name: string): Database {
+    return this.binaryDatabase(name);
+  }
+
+  /** A named database of bytes: everything is packed and checksummed before LMDB sees it. */
+  private binaryDatabase(name: string): Database {
     let db = this.databases.get(name);
     if (!db) {
-      // Chunks are packed at the cut, so LMDB stores them as bytes.
       db = this.root.openDB({ name, encoding: "binary" });
       this.databases.set(name, db);
     }
     return db;
   }
+}
 
-  private database(name: string): Database {
-    let db = this.databases.get(name);
-    if (!db) {
-      db = this.root.openDB({ name });
-      this.databases.set(name, db);
-    }
-    return db;
+/** `bytes` behind their CRC-32 (4 bytes, big-endian). */
+function withChecksum(bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(bytes.length + 4);
+  out.writeUInt32BE(crc32(bytes), 0);
+  out.set(bytes, 4);
+  return out;
+}
+
+/** LMDB's magic number, at the same place in both meta pages. */
+const LMDB_MAGIC = 0xbeefc0de;
+/** Offsets within an LMDB meta page (the format of lmdb-js's LMDB, data version 2). */
+const META_MAGIC_AT = 0x18;
+const META_PAGE_SIZE_AT = 0x30;
+const META_LAST_PAGE_AT = 0x90;
+const META_TXN_ID_AT = 0x98;
+
+/**
+ * Refuses a data file LMDB would map and then fault on: shorter than the pages its newest meta page
+ * says are in use (a truncated copy: reading past the end of a mapped file kills the process with
+ * SIGBUS), or without LMDB's meta pages at all.
+ */
+function checkDataFile(dir: string): void {
+  const path = join(dir, "data.mdb");
+  if (!existsSync(path)) return;
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (error) {
+    throw new StateDirUnusable(dir, error);
   }
+  try {
+    const sizeBytes = fstatSync(fd).size;
+    if (sizeBytes === 0) return; // created and never written: LMDB initialises it
+    const first = Buffer.alloc(0x100);
+    if (readSync(fd, first, 0, first.length, 0) < first.length || first.readUInt32LE(META_MAGIC_AT) !== LMDB_MAGIC) {
+      throw new StateCorrupt(dir, "data.mdb is not an LMDB file (no meta page)");
+    }
+    const pageBytes = first.readUInt32LE(META_PAGE_SIZE_AT);
+    if (pageBytes < 512 || pageBytes > 65536 || (pageBytes & (pageBytes - 1)) !== 0) throw new StateCorrupt(dir, `data.mdb has a page size of ${pageBytes}`);
+    const second = Buffer.alloc(0x100);
+    const hasSecond = readSync(fd, second, 0, second.length, pageBytes) === second.length && second.readUInt32LE(META_MAGIC_AT) === LMDB_MAGIC;
+    const newest = hasSecond && second.readBigUInt64LE(META_TXN_ID_AT) > first.readBigUInt64LE(META_TXN_ID_AT) ? second : first;
+    const neededBytes = (Number(newest.readBigUInt64LE(META_LAST_PAGE_AT)) + 1) * pageBytes;
+    if (sizeBytes < neededBytes) {
+      throw new StateCorrupt(dir, `data.mdb has ${sizeBytes} bytes but its last checkpoint uses ${neededBytes}: the file was truncated`);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What opening LMDB failed on: an unreadable dir is not a wrong key, and a damaged file is neither. */
+function openFailure(dir: string, isEncrypted: boolean, error: unknown): Error {
+  const text = String((error as Error)?.message ?? error);
+  const code = (error as NodeJS.ErrnoException)?.code;
+  if (code === "EACCES" || code === "EPERM" || code === "EROFS" || /permission denied|read-only file system/i.test(text)) return new StateDirUnusable(dir, error);
+  if (/MDB_CORRUPTED|MDB_INVALID|MDB_VERSION_MISMATCH|MDB_PAGE_NOTFOUND/.test(text) && !isEncrypted) return new StateCorrupt(dir, text.split("\n")[0]);
+  return new StateUnreadable(dir, isEncrypted, error);
 }

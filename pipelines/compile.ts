@@ -5,6 +5,7 @@ import { map, merge } from "rxjs";
 import { record, type Element } from "../engine/elements.ts";
 import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
 import { FileSink } from "../engine/sinks/fileSink.ts";
+import { mappedSink } from "../engine/sinks/mappedSink.ts";
 import type { Sink } from "../engine/sinks/sink.ts";
 import { StdoutSink } from "../engine/sinks/stdoutSink.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
@@ -19,17 +20,23 @@ import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
 import { eventDecoder, type DecoderPrivacy, type Event } from "./schema.ts";
 import { WINDOW_OUTPUT, type AggregateDef, type PipelineSpec, type SinkSpec, type SourceSpec } from "./validate.ts";
 
-export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "signal" | "batchSize" | "progressIntervalMs">;
+export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "signal" | "batchSize" | "progressIntervalMs"> & {
+  /** Told what the job is waiting for (a NATS server out of reach), as lines for a person. */
+  log?(message: string): void;
+};
 
-export function buildSource(spec: SourceSpec): Source {
+/** What sources and sinks that talk to servers are given: a stop ends their waits, and they say what they wait for. */
+type Connection = Pick<RunOptions, "signal" | "log">;
+
+export function buildSource(spec: SourceSpec, connection: Connection = {}): Source {
   if ("generator" in spec) return new GeneratorSource(spec.generator);
-  if ("nats" in spec) return new NatsSource(spec.nats);
+  if ("nats" in spec) return new NatsSource({ ...spec.nats, ...connection });
   return new FileSource(spec.file);
 }
 
-export function buildSink(spec: SinkSpec, pipeline: string): Sink {
+export function buildSink(spec: SinkSpec, pipeline: string, connection: Connection = {}): Sink {
   if ("stdout" in spec) return new StdoutSink();
-  if ("nats" in spec) return new NatsSink({ ...spec.nats, pipeline });
+  if ("nats" in spec) return new NatsSink({ ...spec.nats, pipeline, ...connection });
   return new FileSink(spec.file.path);
 }
 
@@ -62,18 +69,21 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
   const privacy = decoderPrivacy(spec);
-  const deadLetterSink = buildSink(spec.deadLetter, spec.name);
+  const connection: Connection = { signal: run.signal, log: run.log };
+  const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection);
   // Late events were decoded (ids already pseudonymised); what failed decoding was not.
   const deadLetter = privacy.pseudonymise ? withheldIds(deadLetterSink, privacy.pseudonymise) : deadLetterSink;
+  const { log, ...jobRun } = run;
   return {
-    ...run,
+    ...jobRun,
     fingerprint: fingerprint(spec),
-    source: buildSource(spec.source),
+    source: buildSource(spec.source, connection),
     decode: eventDecoder(spec.schema, spec.key, spec.time, privacy),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
     stateDir: spec.state.dir,
     stateEncryptionKey: spec.state.encryptionKey,
+    keyChecks: privacy.pseudonymise && { [PSEUDONYM_KEY_CHECK]: privacy.pseudonymise.pseudonym(PSEUDONYM_KEY_CHECK_INPUT) },
     checkpointIntervalMs: spec.state.checkpointIntervalMs,
     deadLetter,
     build(events, graph) {
@@ -86,9 +96,9 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
         ),
       );
       const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec) })))] : [];
-      const routes = spec.sinks.map((s, i) => ({ name: `sinks[${i}]`, sink: buildSink(s.sink, spec.name), kinds: s.outputs }));
+      const routes = spec.sinks.map((s, i) => ({ name: `sinks[${i}]`, sink: buildSink(s.sink, spec.name, connection), kinds: s.outputs }));
       graph.routeTo(merge(...windowResults, ...behaviourResults), routes);
-      if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name), "late");
+      if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name, connection), "late");
       else graph.sideTo(LATE, "deadLetter", deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
   };
@@ -111,22 +121,21 @@ function withheldIds(sink: Sink, ps: NonNullable<DecoderPrivacy["pseudonymise"]>
     for (const field of ps.fields) if (typeof out[field] === "string") out[field] = ps.pseudonym(out[field] as string);
     return out;
   };
-  return {
-    description: sink.description,
-    recover: (position) => sink.recover(position),
-    flush: () => sink.flush(),
-    close: () => sink.close(),
-    write(value) {
-      const { raw, event, ...rest } = value as { raw?: unknown; event?: unknown };
-      const isObject = event !== null && typeof event === "object" && !Array.isArray(event);
-      sink.write({
-        ...rest,
-        ...(event === undefined ? {} : { event: isObject ? redact(event as Record<string, unknown>) : "(withheld: ids are pseudonymised)" }),
-        ...(raw === undefined ? {} : { raw: "(withheld: ids are pseudonymised)" }),
-      });
-    },
-  };
+  return mappedSink(sink, (value) => {
+    const { raw, event, ...rest } = value as { raw?: unknown; event?: unknown };
+    const isObject = event !== null && typeof event === "object" && !Array.isArray(event);
+    return {
+      ...rest,
+      ...(event === undefined ? {} : { event: isObject ? redact(event as Record<string, unknown>) : "(withheld: ids are pseudonymised)" }),
+      ...(raw === undefined ? {} : { raw: "(withheld: ids are pseudonymised)" }),
+    };
+  });
 }
+
+/** What the state records of the pseudonymisation key, so another key is refused on resume. */
+const PSEUDONYM_KEY_CHECK = "privacy.pseudonymise key";
+/** The key check is the pseudonym of this (no id starts with a NUL): keyed, and it says nothing of the key. */
+const PSEUDONYM_KEY_CHECK_INPUT = "\u0000flusso pseudonymisation key check";
 
 /** Pseudonymisation and field dropping applied while events are decoded. */
 function decoderPrivacy(spec: PipelineSpec): DecoderPrivacy {

@@ -3,6 +3,7 @@
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { SinkPositionLost } from "../errors.ts";
+import { jsonText } from "./jsonText.ts";
 import type { Sink } from "./sink.ts";
 
 const FLUSH_AT_BYTES = 256 * 1024;
@@ -30,7 +31,7 @@ export class FileSink implements Sink {
   }
 
   write(value: object): void {
-    const line = JSON.stringify(value) + "\n";
+    const line = jsonText(value) + "\n";
     this.pending.push(line);
     this.pendingChars += line.length;
     if (this.pendingChars >= FLUSH_AT_BYTES) this.writePending();

@@ -1,11 +1,15 @@
-// JetStream output, exactly once: every message carries a Nats-Msg-Id computed from the pipeline and
-// the output itself, so an output re-produced after a crash is dropped by the stream's duplicate
-// window; acks are awaited when a checkpoint flushes, before it commits.
-import { createHash } from "node:crypto";
+// JetStream output, exactly once: nothing is published before the checkpoint that produced it has
+// committed (what a crash takes back was never sent), and what a checkpoint held is published after
+// it under ids made of the output's number, so a replay after a crash finds, by reading the stream
+// back, what already arrived, however long the job was down.
+import type { JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pack } from "msgpackr";
-import { AckedPublisher, connectNats, ensureStream, jetstreamManager } from "../nats.ts";
-import type { Sink } from "./sink.ts";
+import { SinkLost } from "../errors.ts";
+import { AckedPublisher, connectNats, ensureStream, jetstreamManager, readStreamSince, streamInfo } from "../nats.ts";
+import type { HeldOutputs } from "../store.ts";
+import type { Sink, SinkRecovery } from "./sink.ts";
+import { jsonText } from "./jsonText.ts";
 
 export type NatsSinkOptions = {
   servers: string | string[];
@@ -15,14 +19,47 @@ export type NatsSinkOptions = {
   format: "json" | "msgpack";
   /** Part of every message id, so two pipelines writing one stream do not drop each other's outputs. */
   pipeline: string;
-  /** The stream's duplicate window: must outlast a checkpoint interval plus a restart. Default 2 min. */
+  /** The stream's duplicate window, which catches resends within a run. Default 2 min. */
   duplicateWindowMs?: number;
+  /** Ends a wait for a first connection (a stop asked while the server is out of reach). */
+  signal?: AbortSignal;
+  /** Told about waits: a server out of reach. */
+  log?(message: string): void;
 };
+
+/** What a checkpoint records of the sink. */
+type NatsSinkPosition = {
+  /** Outputs numbered so far: the next one is `written + 1`. */
+  written: number;
+  /** The stream's creation time: a stream deleted and made again is not the one written to. */
+  streamCreated: string;
+  /** Every output not known delivered was stored, if at all, after this stream sequence. */
+  readBackAfterSeq: number;
+};
+
+/** The outputs one checkpoint holds: numbered from `firstNumber`, already encoded. */
+type Held = { firstNumber: number; messages: Array<string | Uint8Array> };
+
+/** Undelivered messages at most before a checkpoint waits for acks: bounds memory while the server is slow or away. */
+const MAX_UNDELIVERED = 50_000;
+/** Publishes failing this long, with no ack at all, make the sink look whether its stream still exists. */
+const FAILING_CHECK_MS = 5_000;
 
 export class NatsSink implements Sink {
   private nc?: NatsConnection;
   private publisher?: AckedPublisher;
-  private committed = 0;
+  private idPrefix = "";
+  private streamCreated = "";
+  private written = 0;
+  /** Written since the last cut, not yet held by a checkpoint. */
+  private pending: Array<string | Uint8Array> = [];
+  /** Held by checkpoints that have not committed yet, by checkpoint id. */
+  private readonly heldBy = new Map<number, Held>();
+  /** Released checkpoints not all delivered, oldest first: unacked count and the acked sequence when sending began. */
+  private readonly sending: Array<{ checkpointId: number; unacked: number; floorSeq: number }> = [];
+  private deliveredCheckpoint = 0;
+  private failure?: Error;
+  private watching?: NodeJS.Timeout;
 
   constructor(private readonly options: NatsSinkOptions) {}
 
@@ -30,36 +67,181 @@ export class NatsSink implements Sink {
     return `nats:${this.options.stream}/${this.options.subject}`;
   }
 
-  /** Nothing to undo: what is re-published after the checkpoint carries the ids it had. */
-  async recover(position: unknown): Promise<void> {
-    this.committed = typeof position === "number" ? position : 0;
-    this.nc = await connectNats({ servers: this.options.servers, name: `flusso sink ${this.options.subject}` });
-    await ensureStream(await jetstreamManager(this.nc), {
-      name: this.options.stream,
-      subjects: [this.options.subject],
-      duplicateWindowMs: this.options.duplicateWindowMs ?? 120_000,
+  /**
+   * 1. connects; a stream that is gone or was made again since the checkpoint is refused (what was
+   *    delivered to it is lost, and a replay would not restore it);
+   * 2. reads back the stream after the checkpoint's sequence and sends again only what it lacks of
+   *    the outputs committed checkpoints held, waiting until they are delivered;
+   * 3. from then on, reads back the same way after every reconnect before resending.
+   */
+  async recover(position: unknown, { runId, held, sinkName }: SinkRecovery): Promise<void> {
+    const committed = position as NatsSinkPosition | undefined;
+    this.written = committed?.written ?? 0;
+    this.idPrefix = `${this.options.pipeline}.${runId}.${sinkName}.`;
+    // 1.
+    this.nc = await connectNats({
+      servers: this.options.servers,
+      name: `flusso sink ${this.options.subject}`,
+      signal: this.options.signal,
+      onWaiting: this.options.log,
     });
+    const jsm = await jetstreamManager(this.nc);
+    const existing = await streamInfo(jsm, this.options.stream);
+    if (committed !== undefined && existing === undefined) throw this.lost("was deleted since the last checkpoint");
+    if (committed !== undefined && existing!.created !== committed.streamCreated) {
+      throw this.lost(`was deleted and made again since the last checkpoint (created ${existing!.created}, the checkpoint wrote to one created ${committed.streamCreated})`);
+    }
+    const info = await ensureStream(jsm, { name: this.options.stream, subjects: [this.options.subject], duplicateWindowMs: this.options.duplicateWindowMs ?? 120_000 });
+    this.streamCreated = info.created;
     this.publisher = new AckedPublisher(this.nc);
+    // 2.
+    const afterSeq = committed?.readBackAfterSeq ?? 0;
+    this.publisher.maxAckedSeq = afterSeq;
+    if (held.length > 0) {
+      const stored = await this.storedNumbers(afterSeq);
+      for (const { checkpointId, held: h } of held) this.send(checkpointId, h as Held, (n) => !stored.has(n));
+      await this.deliveredAll();
+    }
+    // 3.
+    void this.readBackOnReconnect(this.nc);
+    this.watching = setInterval(() => void this.watchFailures(), FAILING_CHECK_MS);
+    this.watching.unref();
   }
 
   write(value: object): void {
-    const json = JSON.stringify(value);
-    const data = this.options.format === "json" ? json : pack(value);
-    const msgID = `${this.options.pipeline}-${createHash("sha1").update(json).digest("base64url")}`;
-    this.publisher!.publish(this.options.subject, data, msgID);
+    const data = this.options.format === "json" ? jsonText(value) : pack(value);
+    this.pending.push(data);
+    this.written++;
   }
 
-  /**
-   * Waits until the stream has acked every message (stored, or dropped as a duplicate). The job pauses
-   * here while the server is away rather than failing; resent messages keep their ids.
-   */
-  async flush(): Promise<number> {
-    await this.publisher!.settle();
-    return this.committed + this.publisher!.acked;
+  /** Nothing to make durable here: the checkpoint holds what was written. Waits only while too much is undelivered. */
+  async flush(): Promise<NatsSinkPosition> {
+    this.throwIfFailed();
+    if (this.publisher!.pending > MAX_UNDELIVERED) await this.publisher!.settle(MAX_UNDELIVERED / 2);
+    this.throwIfFailed();
+    return { written: this.written, streamCreated: this.streamCreated, readBackAfterSeq: this.readBackAfterSeq() };
+  }
+
+  hold(checkpointId: number): Held | undefined {
+    if (this.pending.length === 0) return undefined;
+    const held = { firstNumber: this.written - this.pending.length + 1, messages: this.pending };
+    this.pending = [];
+    this.heldBy.set(checkpointId, held);
+    return held;
+  }
+
+  release(checkpointId: number): void {
+    const held = this.heldBy.get(checkpointId);
+    if (held === undefined) return;
+    this.heldBy.delete(checkpointId);
+    this.send(checkpointId, held, () => true);
+  }
+
+  deliveredThrough(): number {
+    return this.deliveredCheckpoint;
+  }
+
+  delivered(): Promise<void> {
+    return this.deliveredAll();
   }
 
   async close(): Promise<void> {
+    clearInterval(this.watching);
     this.publisher?.close();
-    await this.nc?.drain().catch(() => undefined);
+    await this.nc?.close().catch(() => undefined);
+  }
+
+  /** Sends the messages of one checkpoint that `isToSend` picks (by number), tracking its delivery. */
+  private send(checkpointId: number, { firstNumber, messages }: Held, isToSend: (n: number) => boolean): void {
+    const batch = { checkpointId, unacked: 0, floorSeq: this.publisher!.maxAckedSeq };
+    this.sending.push(batch);
+    const onAcked = () => {
+      if (--batch.unacked === 0) this.advanceDelivered();
+    };
+    messages.forEach((data, i) => {
+      const n = firstNumber + i;
+      if (!isToSend(n)) return;
+      batch.unacked++;
+      this.publisher!.publish(this.options.subject, data, `${this.idPrefix}${n}`, onAcked);
+    });
+    if (batch.unacked === 0) this.advanceDelivered();
+  }
+
+  /** Moves `delivered` over the oldest checkpoints whose messages are all acked. */
+  private advanceDelivered(): void {
+    while (this.sending.length > 0 && this.sending[0].unacked === 0) this.deliveredCheckpoint = this.sending.shift()!.checkpointId;
+  }
+
+  /**
+   * The stream sequence after which every message not yet known delivered was stored, if it was: a
+   * message is stored after every message whose ack came before it was first sent.
+   */
+  private readBackAfterSeq(): number {
+    return this.sending.length > 0 ? this.sending[0].floorSeq : this.publisher!.maxAckedSeq;
+  }
+
+  private async deliveredAll(): Promise<void> {
+    while (this.publisher!.pending > 0) {
+      this.throwIfFailed();
+      await this.publisher!.settle(0);
+    }
+    this.throwIfFailed();
+  }
+
+  /** The numbers of this sink's outputs (of this run id) stored after `afterSeq`. */
+  private async storedNumbers(afterSeq: number): Promise<Set<number>> {
+    const stored = new Set<number>();
+    await readStreamSince(this.nc!, this.options.stream, { afterSeq, subject: this.options.subject }, (msg: JsMsg) => {
+      const id = msg.headers?.get("Nats-Msg-Id");
+      if (id?.startsWith(this.idPrefix)) stored.add(Number(id.slice(this.idPrefix.length)));
+    });
+    return stored;
+  }
+
+  /**
+   * After a reconnect, the acks of messages stored before the link went may never come, and the
+   * stream's duplicate window may have passed: resending them blindly could store them twice. So
+   * resending waits while the stream is read back, and what it already has is dropped first.
+   */
+  private async readBackOnReconnect(nc: NatsConnection): Promise<void> {
+    for await (const status of nc.status()) {
+      if (status.type !== "reconnect" || this.publisher === undefined) continue;
+      this.publisher.pause();
+      try {
+        const prefix = this.idPrefix;
+        const stored = await this.storedNumbers(this.readBackAfterSeq());
+        this.publisher.drop((id) => id.startsWith(prefix) && stored.has(Number(id.slice(prefix.length))));
+      } catch (error) {
+        if (String((error as Error).message).includes("stream not found")) this.failure ??= this.lost("was deleted while the job ran");
+        // Otherwise the server went away again: the next reconnect reads back again.
+      } finally {
+        this.publisher.resume();
+      }
+    }
+  }
+
+  /** Publishes that have failed for a while, with the server up: is the stream still there? */
+  private async watchFailures(): Promise<void> {
+    const failure = this.publisher?.failure;
+    if (failure === undefined || Date.now() - failure.sinceMs < FAILING_CHECK_MS || this.nc === undefined || this.nc.isClosed()) return;
+    try {
+      const info = await streamInfo(await jetstreamManager(this.nc), this.options.stream);
+      if (info === undefined) this.failure ??= this.lost(`was deleted while the job ran (publishes fail: ${failure.reason})`);
+      else if (info.created !== this.streamCreated) this.failure ??= this.lost(`was deleted and made again while the job ran (created ${info.created})`);
+    } catch {
+      // The server does not answer: a pause, not a loss.
+    }
+  }
+
+  private lost(what: string): SinkLost {
+    return new SinkLost(
+      this.description,
+      `the stream ${this.options.stream} ${what}; the outputs delivered to it are gone and continuing would leave a gap. ` +
+        `Run with --reset to write every output again from the start`,
+    );
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
   }
 }

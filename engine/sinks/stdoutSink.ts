@@ -1,5 +1,6 @@
 // JSON lines to standard output: for looking, not for exactly-once (a restart may repeat lines).
 import { writeSync } from "node:fs";
+import { jsonText } from "./jsonText.ts";
 import type { Sink } from "./sink.ts";
 
 export class StdoutSink implements Sink {
@@ -9,7 +10,7 @@ export class StdoutSink implements Sink {
   async recover(): Promise<void> {}
 
   write(value: object): void {
-    this.pending.push(JSON.stringify(value) + "\n");
+    this.pending.push(jsonText(value) + "\n");
     if (this.pending.length >= 1024) this.writePending();
   }
 

@@ -5,7 +5,8 @@
 import { DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { unpack } from "msgpackr";
-import { connectNats, ensureStream, jetstreamManager } from "../nats.ts";
+import { SourcePositionInvalid } from "../errors.ts";
+import { connectNats, ensureStream, jetstreamManager, streamInfo } from "../nats.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
 export type NatsSourceOptions = {
@@ -23,9 +24,20 @@ export type NatsSourceOptions = {
   bufferMessages?: number;
   /** How long an empty batch waits for messages, so the job can still checkpoint and tick. Default 100 ms. */
   pollMs?: number;
+  /** Ends a wait for a first connection (a stop asked while the server is out of reach). */
+  signal?: AbortSignal;
+  /** Told about waits: a server out of reach. */
+  log?(message: string): void;
 };
 
-type NatsPosition = { streamSeq: number };
+/**
+ * The last stream sequence handed to the job, and the stream's creation time: a stream deleted and
+ * made again under the same name is another stream, whose sequences mean nothing to the checkpoint.
+ */
+type NatsPosition = { streamSeq: number; streamCreated?: string };
+
+/** How long closing waits for the consumer to stop before it lets go of it. */
+const CLOSE_TIMEOUT_MS = 2_000;
 
 const RAW_PREVIEW = 200;
 
@@ -40,6 +52,7 @@ export class NatsSource implements Source {
   private pumpError: unknown;
   private generation = 0;
   private filter?: string;
+  private streamCreated?: string;
 
   constructor(private readonly options: NatsSourceOptions) {}
 
@@ -53,20 +66,28 @@ export class NatsSource implements Source {
 
   /**
    * 1. connects, and creates the stream if it is missing;
-   * 2. for a bounded source, notes where the stream ends now;
-   * 3. starts an ordered consumer at the sequence after the checkpoint's, and the pump.
+   * 2. refuses a stream that is not the one the checkpoint read (made again since), or that no longer
+   *    holds the messages after the checkpoint (removed by its limits before the job read them);
+   * 3. for a bounded source, notes where the stream ends now;
+   * 4. starts an ordered consumer at the sequence after the checkpoint's, and the pump.
    */
   async open(position: unknown): Promise<void> {
-    this.lastSeq = (position as NatsPosition | undefined)?.streamSeq ?? 0;
+    const committed = position as NatsPosition | undefined;
+    this.lastSeq = committed?.streamSeq ?? 0;
     // 1.
-    this.nc = await connectNats({ servers: this.options.servers, name: `flusso source ${this.options.stream}` });
+    this.nc = await connectNats({ servers: this.options.servers, name: `flusso source ${this.options.stream}`, signal: this.options.signal, onWaiting: this.options.log });
     const jsm = await jetstreamManager(this.nc);
-    await ensureStream(jsm, { name: this.options.stream, subjects: this.options.subjects });
+    if (committed !== undefined && (await streamInfo(jsm, this.options.stream)) === undefined) {
+      throw new SourcePositionInvalid(this.description, `the stream was deleted since the last checkpoint, which read it up to sequence ${committed.streamSeq}; run with --reset to start over`);
+    }
+    const info = await ensureStream(jsm, { name: this.options.stream, subjects: this.options.subjects });
     // 2.
-    const info = await jsm.streams.info(this.options.stream);
+    this.streamCreated = info.created;
+    this.checkSameStream(committed, info.created, info.state.first_seq, info.state.last_seq);
+    // 3.
     if (this.options.bounded) this.endSeq = info.state.last_seq;
     if (this.lastSeq >= this.endSeq) return;
-    // 3. A filter only where the stream holds more than the pipeline reads: nats-server 2.9 takes
+    // 4. A filter only where the stream holds more than the pipeline reads: nats-server 2.9 takes
     // ~1 ms per message to start a wildcard-filtered consumer in mid-stream (27 s for 30k).
     const streamSubjects = info.config.subjects ?? [];
     const isFilterNeeded = streamSubjects.some((subject) => !this.options.subjects.includes(subject));
@@ -76,6 +97,27 @@ export class NatsSource implements Source {
     this.filter = isFilterNeeded ? this.options.subjects[0] : undefined;
     await this.startConsumer();
     void this.restartOnReconnect(this.nc);
+  }
+
+  private checkSameStream(committed: NatsPosition | undefined, created: string, firstSeq: number, lastSeq: number): void {
+    if (committed === undefined) return;
+    const restart = "run with --reset to read the stream from its start";
+    if (committed.streamCreated !== undefined && committed.streamCreated !== created) {
+      throw new SourcePositionInvalid(
+        this.description,
+        `the stream was deleted and made again since the last checkpoint (it was created ${created}, the checkpoint read one created ${committed.streamCreated}): its sequence ${committed.streamSeq} means nothing in the new one; ${restart}`,
+      );
+    }
+    if (lastSeq < committed.streamSeq) {
+      throw new SourcePositionInvalid(this.description, `the checkpoint read up to sequence ${committed.streamSeq} but the stream ends at ${lastSeq}: it was purged or replaced; ${restart}`);
+    }
+    if (firstSeq > committed.streamSeq + 1) {
+      throw new SourcePositionInvalid(
+        this.description,
+        `messages ${committed.streamSeq + 1}..${firstSeq - 1} were removed from the stream (its limits or a purge) before the job read them; ` +
+          `${restart}, or raise the stream's limits so the job can keep up`,
+      );
+    }
   }
 
   /** A consumer reading from right after the last sequence handed to the job. */
@@ -134,15 +176,23 @@ export class NatsSource implements Source {
   }
 
   position(): NatsPosition {
-    return { streamSeq: this.lastSeq };
+    return { streamSeq: this.lastSeq, streamCreated: this.streamCreated };
   }
 
   originOf(_partition: number, at: number): string {
     return `${this.options.stream}#${at}`;
   }
 
+  /**
+   * Stops the consumer and the connection. A pump parked on a full buffer (a job that was behind)
+   * is released first: the consumer's close waits for its iterator, which the parked pump holds.
+   */
   async close(): Promise<void> {
-    await this.messages?.close().catch(() => undefined);
+    this.generation++;
+    this.onSpace?.();
+    this.onSpace = undefined;
+    const closed = this.messages?.close().catch(() => undefined);
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, CLOSE_TIMEOUT_MS).unref())]);
     await this.nc?.close().catch(() => undefined);
   }
 

@@ -89,8 +89,8 @@ describe("privacy", () => {
     // The same key reads the checkpoint back (the input is done: nothing more to do).
     expect((await runPipeline(encrypted("FLUSSO_TEST_STATE_KEY"))).restoredFromCheckpoint).toBe(first.counters.checkpoints);
     process.env.FLUSSO_TEST_OTHER_KEY = "o".repeat(32);
-    await expect(runPipeline(encrypted("FLUSSO_TEST_OTHER_KEY"))).rejects.toThrow(/StateUnreadable: .* cannot be read with the encryption key given/);
-    await expect(runPipeline(readPipeline(pipelineFile(dir, "  keep: used", "state: { dir: state }\n")))).rejects.toThrow(/StateUnreadable: .* without an encryption key/);
+    await expect(runPipeline(encrypted("FLUSSO_TEST_OTHER_KEY"))).rejects.toThrow(/ cannot be read with the encryption key given/);
+    await expect(runPipeline(readPipeline(pipelineFile(dir, "  keep: used", "state: { dir: state }\n")))).rejects.toThrow(/ without an encryption key/);
   });
 
   it("refuses a state key that is missing or not 32 bytes, naming state.encryptionKeyEnv", () => {
