@@ -2,7 +2,7 @@
 // and the checkpoint transaction that writes every change, the positions, the outputs held for
 // sinks and the metadata at once. Every value is checksummed, and the file is checked before LMDB
 // maps it, so damaged state is refused with a message instead of read wrongly or crashing.
-import { accessSync, closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { open, type Database, type RootDatabase } from "lmdb";
@@ -277,6 +277,11 @@ const META_TXN_ID_AT = 0x98;
  * SIGBUS), or without LMDB's meta pages at all.
  */
 function checkDataFile(dir: string): void {
+  for (const file of ["data.mdb", "lock.mdb"]) {
+    // LMDB given a directory where its lock file should be dies with a segmentation fault.
+    const path = join(dir, file);
+    if (existsSync(path) && !statSync(path).isFile()) throw new StateCorrupt(dir, `${file} is not a regular file`);
+  }
   const path = join(dir, "data.mdb");
   if (!existsSync(path)) return;
   let fd: number;

@@ -1,12 +1,14 @@
 // The `flusso` command line: `flusso run <pipeline.yaml> [--reset]`. A bad pipeline exits with 2
-// before anything runs; a run prints progress on a terminal and a one-line summary at the end.
+// before anything runs; a run (on a worker thread) prints progress on a terminal and a one-line
+// summary at the end. Exit codes: 0 done or stopped, 1 failed, 2 bad pipeline, 130 stopped at once.
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { Worker } from "node:worker_threads";
 import type { JobCounters, JobResult } from "../engine/job.ts";
-import { runPipeline } from "./compile.ts";
 import { PipelineInvalid } from "./errors.ts";
 import { loadPipelineFile } from "./load.ts";
 import { publish, type PublishOptions } from "./publish.ts";
+import type { FromJob, JobRequest, ToJob } from "./runWorker.ts";
 import { validatePipeline, type PipelineSpec } from "./validate.ts";
 
 const USAGE = `usage: flusso run <pipeline.yaml> [--reset] [--quiet]
@@ -134,6 +136,8 @@ function stopTimeoutMs(): number {
   return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 20_000;
 }
 
+export const EXIT_STOPPED_AT_ONCE = 130;
+
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -148,42 +152,79 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${USAGE}\n`);
     return parsed.values.help ? 0 : EXIT_BAD_PIPELINE;
   }
-  let spec: PipelineSpec;
   try {
-    spec = readPipeline(file);
+    readPipeline(file);
   } catch (error) {
     if (!(error instanceof PipelineInvalid)) throw error;
     process.stderr.write(`${error.message}\n`);
     return EXIT_BAD_PIPELINE;
   }
-  const stop = new AbortController();
-  // The first signal stops at the next cut with a last checkpoint. That checkpoint may wait on a sink
-  // that cannot answer (a NATS server out of reach), so a second signal, or the stop timeout, exits at
-  // once: as safe as a crash, since the job resumes from its last checkpoint.
+  return runCommand(resolve(file), parsed.values.reset === true, parsed.values.quiet === true);
+}
+
+/**
+ * Runs the job on a worker thread and watches it from this one, which does nothing else, so a stop
+ * is honoured within its timeout whatever the job is doing. The first SIGINT or SIGTERM asks the job
+ * to stop at its next cut after a last checkpoint; a second one, or the timeout, ends the process at
+ * once with 130: as safe as a crash, since the next run resumes from the last durable checkpoint.
+ */
+function runCommand(file: string, reset: boolean, quiet: boolean): Promise<number> {
+  const showProgress = !quiet && process.stderr.isTTY;
+  const startedAtMs = Date.now();
+  const request: JobRequest = { file, reset, wantsProgress: showProgress };
+  const worker = new Worker(new URL("../bin/flusso-job.js", import.meta.url), { workerData: request });
+  let finalCheckpoint: number | undefined;
+  let isStopAsked = false;
   const stopNow = (why: string) => {
-    process.stderr.write(`${why}: stopping now, without a checkpoint; the next run resumes from the last one\n`);
-    process.exit(130);
+    const state =
+      finalCheckpoint === undefined
+        ? "without a last checkpoint; the next run resumes from the last one"
+        : `after its last checkpoint (${finalCheckpoint}), which is durable; what it holds for NATS is delivered by the next run`;
+    process.stderr.write(`\n${why}: stopping now, ${state}\n`);
+    process.exit(EXIT_STOPPED_AT_ONCE);
   };
   const onSignal = (signal: NodeJS.Signals) => {
-    if (!stop.signal.aborted) {
-      const timeoutMs = stopTimeoutMs();
-      process.stderr.write(`\n${signal}: stopping after a last checkpoint (again to stop at once; at most ${timeoutMs / 1000} s)\n`);
-      setTimeout(() => stopNow(`no last checkpoint within ${timeoutMs / 1000} s`), timeoutMs).unref();
-      stop.abort();
-      return;
-    }
-    stopNow(signal);
+    if (isStopAsked) stopNow(signal);
+    isStopAsked = true;
+    const timeoutMs = stopTimeoutMs();
+    process.stderr.write(`\n${signal}: stopping after a last checkpoint (again to stop at once; at most ${timeoutMs / 1000} s)\n`);
+    setTimeout(() => stopNow(`not stopped within ${timeoutMs / 1000} s`), timeoutMs).unref();
+    worker.postMessage({ type: "stop" } satisfies ToJob);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  const showProgress = !parsed.values.quiet && process.stderr.isTTY;
-  const startedAtMs = Date.now();
-  const result = await runPipeline(spec, {
-    reset: parsed.values.reset,
-    signal: stop.signal,
-    onProgress: showProgress ? (c) => process.stderr.write(progressLine(c, startedAtMs)) : undefined,
+  return new Promise((settle) => {
+    let exitCode = 1;
+    worker.on("message", (message: FromJob) => {
+      switch (message.type) {
+        case "progress":
+          process.stderr.write(progressLine(message.counters, startedAtMs));
+          return;
+        case "log":
+          process.stderr.write(`${showProgress ? "\r\x1b[K" : ""}flusso: ${message.line}\n`);
+          return;
+        case "final-checkpoint":
+          finalCheckpoint = message.checkpointId;
+          return;
+        case "done":
+          if (showProgress) process.stderr.write("\r\x1b[K");
+          if (!quiet) process.stderr.write(`${summaryLine(message.result)}\n`);
+          exitCode = 0;
+          return;
+        case "stopped-waiting":
+          process.stderr.write("stopped before the job started: nothing was read\n");
+          exitCode = 0;
+          return;
+        case "failed":
+          if (showProgress) process.stderr.write("\r\x1b[K");
+          process.stderr.write(`flusso: ${message.text}\n`);
+          exitCode = 1;
+      }
+    });
+    worker.on("error", (error) => {
+      process.stderr.write(`flusso: ${error?.stack ?? error}\n`);
+      exitCode = 1;
+    });
+    worker.on("exit", () => settle(exitCode));
   });
-  if (showProgress) process.stderr.write("\r\x1b[K");
-  if (!parsed.values.quiet) process.stderr.write(`${summaryLine(result)}\n`);
-  return 0;
 }

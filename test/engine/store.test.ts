@@ -1,12 +1,17 @@
-// The LMDB store: what a checkpoint commits is exactly what a restore sees, compaction included.
-import { mkdtempSync } from "node:fs";
+// The LMDB store: what a checkpoint commits is exactly what a restore sees, compaction included;
+// damaged state is refused with the reason, never read wrongly.
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { KeyedValueState } from "../../engine/keyedState.ts";
+import { StateCorrupt, StateDirUnusable } from "../../engine/errors.ts";
 import { StateStore, type CheckpointMeta } from "../../engine/store.ts";
 import { TimerService } from "../../engine/timers.ts";
+
+const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
 
 function meta(checkpointId: number): CheckpointMeta {
   return { fingerprint: "f", sourcePosition: checkpointId * 10, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 };
@@ -105,6 +110,97 @@ describe("state store", () => {
     const reopened = new StateStore(dir);
     expect(reopened.readMeta()?.checkpointId).toBe(1);
     expect(new KeyedValueState<number>("op/v", {}, reopened.restored("op/v")).get("x")).toBe(1);
+    await reopened.close();
+  });
+});
+
+describe("damaged state", () => {
+  /** A store with one committed checkpoint holding `value` under key "k", closed. */
+  async function committed(value: unknown): Promise<string> {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-damaged-"));
+    const store = new StateStore(dir);
+    const state = new KeyedValueState<unknown>("op/v");
+    store.register(state);
+    state.set("k", value);
+    await store.commit(meta(1));
+    await store.close();
+    return dir;
+  }
+
+  /** Flips one bit of the first occurrence of `marker` in the data file. */
+  function flipBitIn(dir: string, marker: string): void {
+    const path = join(dir, "data.mdb");
+    const bytes = readFileSync(path);
+    const at = bytes.indexOf(Buffer.from(marker));
+    expect(at, `${marker} is in the data file`).toBeGreaterThan(0);
+    bytes[at + 2] ^= 0x04;
+    writeFileSync(path, bytes);
+  }
+
+  it("refuses a truncated data file before mapping it (reading past its end would kill the process)", async () => {
+    const dir = await committed("x".repeat(50_000));
+    const path = join(dir, "data.mdb");
+    truncateSync(path, statSync(path).size - 4096);
+    expect(() => new StateStore(dir)).toThrow(StateCorrupt);
+    expect(() => new StateStore(dir)).toThrow(/data\.mdb has \d+ bytes but its last checkpoint uses \d+: the file was truncated/);
+  });
+
+  it("refuses a state chunk with a flipped bit instead of restoring a wrong value", async () => {
+    const dir = await committed({ cluster: "fedele-marker", atMs: 1718928000000 });
+    flipBitIn(dir, "fedele-marker");
+    const store = new StateStore(dir);
+    expect(() => [...store.restored("op/v")]).toThrow(StateCorrupt);
+    expect(() => [...store.restored("op/v")]).toThrow(/state "op\/v" at \[1,0\] fails its checksum/);
+    await store.close();
+  });
+
+  it("refuses checkpoint metadata with a flipped bit", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-damaged-"));
+    const store = new StateStore(dir);
+    await store.commit({ ...meta(1), fingerprint: "fingerprint-marker" });
+    await store.close();
+    flipBitIn(dir, "fingerprint-marker");
+    expect(() => new StateStore(dir)).toThrow(/the checkpoint metadata fails its checksum/);
+  });
+
+  it("reports a state dir this user may not write as such, not as a wrong encryption key", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-readonly-"));
+    await new StateStore(dir).close();
+    const open = `import(${JSON.stringify(join(PROJECT_ROOT, "engine/store.ts"))}).then((m) => { try { new m.StateStore(${JSON.stringify(dir)}); console.log("opened"); } catch (e) { console.log(String(e)); } })`;
+    // Root may write anywhere: the check runs as nobody, who may not write a dir root made.
+    let output: string;
+    if (process.getuid?.() === 0) {
+      output = spawnSync(process.execPath, ["--import", "tsx", "-e", open], { cwd: PROJECT_ROOT, uid: 65534, gid: 65534, encoding: "utf8" }).stdout;
+    } else {
+      chmodSync(dir, 0o555);
+      output = spawnSync(process.execPath, ["--import", "tsx", "-e", open], { cwd: PROJECT_ROOT, encoding: "utf8" }).stdout;
+    }
+    expect(output).toMatch(/^StateDirUnusable: .* cannot be used: EACCES: permission denied/);
+  });
+
+  it("refuses a lock or data file that is not a regular file (LMDB would crash on it)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-damaged-"));
+    mkdirSync(join(dir, "lock.mdb"));
+    expect(() => new StateStore(dir)).toThrow(/lock\.mdb is not a regular file/);
+  });
+
+  it("reports a state dir that cannot be made as such, not as a wrong encryption key", () => {
+    const parent = mkdtempSync(join(tmpdir(), "flusso-damaged-"));
+    writeFileSync(join(parent, "a-file"), "");
+    expect(() => new StateStore(join(parent, "a-file", "state"))).toThrow(StateDirUnusable);
+    expect(() => new StateStore(join(parent, "a-file", "state"))).toThrow(/cannot be used: ENOTDIR/);
+  });
+
+  it("keeps a sink's held outputs with the checkpoint, and drops those it reports delivered", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-held-"));
+    const store = new StateStore(dir);
+    await store.commit(meta(1), [{ sink: "sinks[0]", held: ["a", "b"], deliveredThrough: 0 }]);
+    await store.commit(meta(2), [{ sink: "sinks[0]", held: ["c"], deliveredThrough: 0 }, { sink: "deadLetter", held: ["d"], deliveredThrough: 0 }]);
+    await store.commit(meta(3), [{ sink: "sinks[0]", deliveredThrough: 1 }]);
+    await store.close();
+    const reopened = new StateStore(dir);
+    expect(reopened.heldOutputs("sinks[0]")).toEqual([{ checkpointId: 2, held: ["c"] }]);
+    expect(reopened.heldOutputs("deadLetter")).toEqual([{ checkpointId: 2, held: ["d"] }]);
     await reopened.close();
   });
 });

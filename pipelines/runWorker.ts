@@ -1,0 +1,56 @@
+// The job side of `flusso run`: the pipeline runs on a worker thread, so the command's main thread
+// stays free to honour signals and the stop timeout whatever the job is doing (a long step, a
+// blocking read). Messages to and from the main thread are the types below.
+import { parentPort, workerData } from "node:worker_threads";
+import type { JobCounters, JobResult } from "../engine/job.ts";
+import { readPipeline } from "./cli.ts";
+import { runPipeline } from "./compile.ts";
+
+/** What the main thread asks the job. */
+export type ToJob = { type: "stop" };
+
+/** What the job tells the main thread. */
+export type FromJob =
+  | { type: "progress"; counters: JobCounters }
+  | { type: "log"; line: string }
+  | { type: "final-checkpoint"; checkpointId: number }
+  | { type: "done"; result: JobResult }
+  /** `text`: the error as a person should read it. */
+  | { type: "failed"; text: string }
+  /** A stop cut short a wait before the job could start (a server out of reach): nothing ran. */
+  | { type: "stopped-waiting" };
+
+export type JobRequest = { file: string; reset: boolean; wantsProgress: boolean };
+
+/** Errors whose message says all a user needs: shown without a stack trace. */
+const EXPLAINED = /^(StateMismatch|StateKeyChanged|StateUnreadable|StateCorrupt|StateDirUnusable|StateDirLocked|StateDirForeign|SinkPositionLost|SinkLost|SourcePositionInvalid|PipelineInvalid)$/;
+
+async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request: JobRequest): Promise<void> {
+  const tell = (message: FromJob) => port.postMessage(message);
+  const stop = new AbortController();
+  port.on("message", (message: ToJob) => {
+    if (message.type === "stop") stop.abort(new Error("stopped"));
+  });
+  try {
+    const result = await runPipeline(readPipeline(request.file), {
+      reset: request.reset,
+      signal: stop.signal,
+      onProgress: request.wantsProgress ? (counters) => tell({ type: "progress", counters: { ...counters } }) : undefined,
+      onFinalCheckpoint: (checkpointId) => tell({ type: "final-checkpoint", checkpointId }),
+      log: (line) => tell({ type: "log", line }),
+    });
+    tell({ type: "done", result });
+  } catch (error) {
+    if (stop.signal.aborted && error === stop.signal.reason) {
+      tell({ type: "stopped-waiting" });
+      return;
+    }
+    const e = error as Error;
+    const isExplained = e instanceof Error && EXPLAINED.test(e.name);
+    tell({ type: "failed", text: isExplained ? `${e.name}: ${e.message}` : String(e?.stack ?? e) });
+  } finally {
+    port.close();
+  }
+}
+
+if (parentPort !== null) await runJobOnThisThread(parentPort, workerData as JobRequest);
