@@ -2,7 +2,7 @@
 // releases when the holding process dies, a marker saying flusso made the dir, and a reset that
 // deletes only what flusso wrote there.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { StateDirForeign, StateDirLocked } from "./errors.ts";
@@ -11,10 +11,12 @@ import { StateDirForeign, StateDirLocked } from "./errors.ts";
 export const STATE_DIR_MARKER = "FLUSSO_STATE";
 /** What LMDB writes in the dir. */
 const STORE_FILES = ["data.mdb", "lock.mdb"];
+/** The pid of the process holding the lock, for a second process to name it when the holder is too busy to answer. */
+const HOLDER_FILE = "holder.pid";
 const MARKER_TEXT = "This directory holds a flusso job's state (LMDB). `flusso run --reset` deletes what is in it.\n";
 
-/** How long a second process waits for the holder to say its pid. */
-const HOLDER_REPLY_MS = 1_000;
+/** How long a second process waits for the holder to say its pid before reading it from the dir. */
+const HOLDER_REPLY_MS = 300;
 
 export type StateDirLock = { readonly dir: string; release(): Promise<void> };
 
@@ -33,12 +35,13 @@ export type StateDirLock = { readonly dir: string; release(): Promise<void> };
 export async function lockStateDir(dir: string, { reset = false }: { reset?: boolean } = {}): Promise<StateDirLock> {
   // 1.
   mkdirSync(dir, { recursive: true });
-  const foreign = readdirSync(dir).filter((f) => f !== STATE_DIR_MARKER && !STORE_FILES.includes(f));
+  const foreign = readdirSync(dir).filter((f) => f !== STATE_DIR_MARKER && f !== HOLDER_FILE && !STORE_FILES.includes(f));
   if (foreign.length > 0 && !existsSync(join(dir, STATE_DIR_MARKER))) throw new StateDirForeign(dir, foreign);
   // 2.
   const { dev, ino } = statSync(dir);
   const name = `\0flusso-state-${createHash("sha256").update(`${dev}:${ino}`).digest("hex").slice(0, 32)}`;
   const server = await listenOrHolder(name, dir);
+  writeFileSync(join(dir, HOLDER_FILE), `${process.pid}\n`);
   // 3. The dir itself stays: its inode names the lock.
   if (reset) for (const file of STORE_FILES) rmSync(join(dir, file), { force: true });
   // 4.
@@ -61,7 +64,16 @@ async function listenOrHolder(name: string, dir: string): Promise<Server> {
     return server;
   }
   if (error.code !== "EADDRINUSE") throw error;
-  throw new StateDirLocked(dir, await holderPid(name));
+  throw new StateDirLocked(dir, (await holderPid(name)) ?? pidInFile(join(dir, HOLDER_FILE)));
+}
+
+function pidInFile(path: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path, "utf8").trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The pid the holder of the lock says it has; undefined if it does not answer in time (busy). */

@@ -84,7 +84,7 @@ describe("state dir lock", () => {
     writeFileSync(join(dir, "lock.mdb"), "x");
     writeFileSync(join(dir, "notes.txt"), "kept");
     const lock = await lockStateDir(dir, { reset: true });
-    expect(readdirSync(dir).sort()).toEqual([STATE_DIR_MARKER, "notes.txt"]);
+    expect(readdirSync(dir).sort()).toEqual([STATE_DIR_MARKER, "holder.pid", "notes.txt"]);
     await lock.release();
   });
 
