@@ -4,7 +4,8 @@
 import { Environment } from "@marcbachmann/cel-js";
 import { closureFor } from "./celClosures.ts";
 import { namesNeededIn } from "./celNeeds.ts";
-import { ConfigError } from "./errors.ts";
+import { literalPatternRefusal, useRe2ForMatches } from "./celRegex.ts";
+import { ConfigError, quote } from "./errors.ts";
 
 /** CEL types of the declared fields, e.g. `{ event_type: "string", price: "double" }`. */
 export type Variables = Record<string, string>;
@@ -28,9 +29,10 @@ type AstNode = { op: string; args: unknown };
 const FORBIDDEN_NAME = /^(constructor|prototype|__.*__|__proto__)$/;
 const ARITHMETIC = ["+", "-", "*", "/"] as const;
 
-/** Builds the CEL environment for a set of variables, with int/double arithmetic mixed freely. */
+/** Builds the CEL environment for a set of variables, with int/double arithmetic mixed freely and `matches` in RE2. */
 export function celEnvironment(variables: Variables): Environment {
   const env = new Environment({ homogeneousAggregateLiterals: false });
+  useRe2ForMatches(env);
   for (const [name, type] of Object.entries(variables)) env.registerVariable(name, type);
   // Event numbers are doubles; without these, `price * 2` would be a type error that surprises everyone.
   const apply = { "+": (a: number, b: number) => a + b, "-": (a: number, b: number) => a - b, "*": (a: number, b: number) => a * b, "/": (a: number, b: number) => a / b };
@@ -55,19 +57,21 @@ export function compileExpression(env: Environment, source: unknown, path: strin
   try {
     parsed = env.parse(source);
   } catch (error) {
-    throw new ConfigError(path, `CEL syntax error in ${JSON.stringify(source)}: ${firstLine(error)}`);
+    throw new ConfigError(path, `CEL syntax error in ${quote(source)}: ${firstLine(error)}`);
   }
   const forbidden = findForbiddenName(parsed.ast as AstNode);
   if (forbidden !== undefined) {
-    throw new ConfigError(path, `${JSON.stringify(source)} reaches outside the event through "${forbidden}", which is not allowed`);
+    throw new ConfigError(path, `${quote(source)} reaches outside the event through ${quote(forbidden)}, which is not allowed`);
   }
+  const refusedPattern = literalPatternRefusal(parsed.ast);
+  if (refusedPattern !== undefined) throw new ConfigError(path, `in ${quote(source)}, ${refusedPattern}`);
   const checked = env.check(source);
   if (!checked.valid) {
-    throw new ConfigError(path, `CEL type error in ${JSON.stringify(source)}: ${firstLine(checked.error)}`);
+    throw new ConfigError(path, `CEL type error in ${quote(source)}: ${firstLine(checked.error)}`);
   }
   const type = String(checked.type);
   if (expected && type !== "dyn" && !expected.includes(type)) {
-    throw new ConfigError(path, `${JSON.stringify(source)} is of type ${type}, expected ${expected.join(" or ")}`);
+    throw new ConfigError(path, `${quote(source)} is of type ${type}, expected ${expected.join(" or ")}`);
   }
   const interpreted = evaluator(parsed, namesNeededIn(parsed.ast, false));
   if (options.isInterpretedOnly) return { source, type, evaluate: interpreted };
@@ -130,6 +134,8 @@ function findForbiddenName(node: AstNode): string | undefined {
   return undefined;
 }
 
+/** The first line of a library's message, cut short: it may quote a long identifier of the expression. */
 function firstLine(error: unknown): string {
-  return String((error as Error)?.message ?? error).split("\n")[0];
+  const line = String((error as Error)?.message ?? error).split("\n")[0];
+  return line.length > 200 ? `${line.slice(0, 197)}...` : line;
 }
