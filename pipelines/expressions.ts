@@ -3,9 +3,12 @@
 // and evaluated as plain functions of an event. Expressions are data: no eval, no Function.
 import { Environment } from "@marcbachmann/cel-js";
 import { closureFor } from "./celClosures.ts";
+import { estimateCost, MAX_EXPRESSION_COST, MAX_EXPRESSION_LENGTH, PARSE_LIMITS } from "./celCost.ts";
 import { namesNeededIn } from "./celNeeds.ts";
 import { literalPatternRefusal, useRe2ForMatches } from "./celRegex.ts";
 import { ConfigError, quote } from "./errors.ts";
+import { describe } from "./reader.ts";
+import { MAX_COLLECTION_ENTRIES } from "../engine/valueLimits.ts";
 
 /** CEL types of the declared fields, e.g. `{ event_type: "string", price: "double" }`. */
 export type Variables = Record<string, string>;
@@ -29,9 +32,12 @@ type AstNode = { op: string; args: unknown };
 const FORBIDDEN_NAME = /^(constructor|prototype|__.*__|__proto__)$/;
 const ARITHMETIC = ["+", "-", "*", "/"] as const;
 
-/** Builds the CEL environment for a set of variables, with int/double arithmetic mixed freely and `matches` in RE2. */
+/**
+ * Builds the CEL environment for a set of variables, with int/double arithmetic mixed freely,
+ * `matches` in RE2 (celRegex.ts) and parse-time limits on the size of an expression.
+ */
 export function celEnvironment(variables: Variables): Environment {
-  const env = new Environment({ homogeneousAggregateLiterals: false });
+  const env = new Environment({ homogeneousAggregateLiterals: false, limits: PARSE_LIMITS });
   useRe2ForMatches(env);
   for (const [name, type] of Object.entries(variables)) env.registerVariable(name, type);
   // Event numbers are doubles; without these, `price * 2` would be a type error that surprises everyone.
@@ -51,7 +57,10 @@ export function celEnvironment(variables: Variables): Environment {
  */
 export function compileExpression(env: Environment, source: unknown, path: string, expected?: string[], options: CompileOptions = {}): Compiled {
   if (typeof source !== "string" || source.trim() === "") {
-    throw new ConfigError(path, `expected a CEL expression, got ${JSON.stringify(source)}`);
+    throw new ConfigError(path, `expected a CEL expression, got ${describe(source)}`);
+  }
+  if (source.length > MAX_EXPRESSION_LENGTH) {
+    throw new ConfigError(path, `the expression ${quote(source)} is ${source.length} characters long, over the limit of ${MAX_EXPRESSION_LENGTH}`);
   }
   let parsed: ReturnType<Environment["parse"]>;
   try {
@@ -65,13 +74,21 @@ export function compileExpression(env: Environment, source: unknown, path: strin
   }
   const refusedPattern = literalPatternRefusal(parsed.ast);
   if (refusedPattern !== undefined) throw new ConfigError(path, `in ${quote(source)}, ${refusedPattern}`);
-  const checked = env.check(source);
+  // Checked on the parsed tree itself: its nodes keep their types, which the cost estimate reads.
+  const checked = parsed.check();
   if (!checked.valid) {
     throw new ConfigError(path, `CEL type error in ${quote(source)}: ${firstLine(checked.error)}`);
   }
   const type = String(checked.type);
   if (expected && type !== "dyn" && !expected.includes(type)) {
     throw new ConfigError(path, `${quote(source)} is of type ${type}, expected ${expected.join(" or ")}`);
+  }
+  const cost = estimateCost(parsed.ast);
+  if (cost > MAX_EXPRESSION_COST) {
+    throw new ConfigError(
+      path,
+      `${quote(source)} may take ${cost} steps per evaluation, over the limit of ${MAX_EXPRESSION_COST} (a comprehension such as map() or exists() takes its list's size times its body's steps; lists of events count ${MAX_COLLECTION_ENTRIES} entries)`,
+    );
   }
   const interpreted = evaluator(parsed, namesNeededIn(parsed.ast, false));
   if (options.isInterpretedOnly) return { source, type, evaluate: interpreted };

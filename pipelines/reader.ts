@@ -2,7 +2,7 @@
 // the path of the bad value; each reader returns undefined for a bad value.
 import { isAbsolute, resolve } from "node:path";
 import { parseDurationMs } from "./durations.ts";
-import { ConfigError, joinPath } from "./errors.ts";
+import { ConfigError, joinPath, quote } from "./errors.ts";
 
 /** What a name in a list may be made of (a phase, a channel). */
 const ENTRY_NAME = /^[A-Za-z0-9_-]+$/;
@@ -127,6 +127,6 @@ export function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
-  return JSON.stringify(value);
+  return typeof value === "string" ? quote(value) : JSON.stringify(value);
 }
 

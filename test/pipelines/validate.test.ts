@@ -193,6 +193,12 @@ describe("windows", () => {
     expect(found).toEqual([{ path: "windows[0].size", message: `windows[0].size: expected a duration like "15m", ${got}` }]);
   });
 
+  it("quotes at most ~120 characters of a bad value", () => {
+    const [found, ...rest] = mistakesOf((p) => (p.windows[0].size = `${"9".repeat(1_000_000)}x`));
+    expect(rest).toEqual([]);
+    expect(found.message).toBe(`windows[0].size: expected a duration like "15m", got "${"9".repeat(117)}"... (1000001 characters)`);
+  });
+
   it("refuses a window of zero size", () => {
     const found = mistakesOf((p) => (p.windows[0].size = "0"));
     expect(found).toEqual([{ path: "windows[0].size", message: 'windows[0].size: expected a duration above zero, got "0"' }]);
