@@ -103,7 +103,8 @@ function estimate(node: Node, scope: Scope): Estimate {
       const [left, right] = (args as Node[]).map((a) => estimate(a, scope));
       // Equality of lists and maps compares entry by entry; `in` a list searches it.
       const entries = node.op === "in" ? right.entries : Math.min(left.entries, right.entries);
-      return scalar(left.cost + right.cost + 1 + entries + stringWork([left, right], scope));
+      // Comparing strings stops at the end of the shorter one.
+      return scalar(left.cost + right.cost + 1 + entries + charge(Math.min(paid(left), paid(right)), scope));
     }
     case "rcall":
     case "call":
@@ -129,7 +130,7 @@ function call(node: Node, scope: Scope): Estimate {
   const receiver = receiverNode && estimate(receiverNode, scope);
   const operands = [...(receiver ? [receiver] : []), ...argNodes.map((a) => estimate(a, scope))];
   // String functions may scan their strings; of the functions of lists, only join walks one.
-  const cost = sum(operands) + 1 + stringWork(operands, scope) + (name === "join" && receiver ? receiver.entries : 0);
+  const cost = sum(operands) + 1 + charge(scanned(name, receiver, operands), scope) + (name === "join" && receiver ? receiver.entries : 0);
   if (name === "split" && receiver) {
     // At most one piece per character, each at most the whole string.
     return { cost, entries: receiver.chars + 1, chars: 0, element: { cost: 1, entries: 0, chars: receiver.chars, isFree: receiver.isFree }, isFree: receiver.isFree };
@@ -163,12 +164,20 @@ function comprehension(name: string, rangeNode: Node, argNodes: Node[], scope: S
   return scalar(cost);
 }
 
+/** Characters a call may scan: startsWith and endsWith read no more than the shorter string; others all. */
+function scanned(name: string, receiver: Estimate | undefined, operands: readonly Estimate[]): number {
+  if (receiver && (name === "startsWith" || name === "endsWith") && operands.length === 2) return Math.min(paid(receiver), paid(operands[1]));
+  return operands.reduce((total, o) => total + paid(o), 0);
+}
+
+/** Characters of `e` whose scanning is charged: none when it is the loop's own variable (see Estimate.isFree). */
+function paid(e: Estimate): number {
+  return e.isFree ? 0 : e.chars;
+}
+
 /** Scanning strings costs nothing once (it is linear in the event), but on every iteration of a loop. */
-function stringWork(operands: readonly Estimate[], scope: Scope): number {
-  if (!scope.isInLoop) return 0;
-  let chars = 0;
-  for (const o of operands) if (!o.isFree) chars += o.chars;
-  return Math.ceil(chars / CHARS_PER_STEP);
+function charge(chars: number, scope: Scope): number {
+  return scope.isInLoop ? Math.ceil(chars / CHARS_PER_STEP) : 0;
 }
 
 /** An estimate of `cost` whose size is what the node's checked type allows, taken from `from`. */
