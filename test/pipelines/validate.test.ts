@@ -9,7 +9,7 @@ import { MAX_STATE_DATABASES } from "../../engine/storeLimits.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
-import { parsePipelineText } from "../../pipelines/load.ts";
+import { MAX_PIPELINE_BYTES, parsePipelineText } from "../../pipelines/load.ts";
 import { MAX_LOOKBACK_BUCKETS } from "../../pipelines/stages/rollingAggregates.ts";
 import { MAX_SEQUENCE_STEPS } from "../../pipelines/stages/sequences.ts";
 import { MAX_OPEN_WINDOWS_PER_KEY, MAX_WINDOWS, MAX_WINDOWS_PER_EVENT, validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
@@ -119,6 +119,48 @@ describe("YAML", () => {
     expect(mistakes("- name: clicks\n")).toEqual([
       { path: "", message: expect.stringMatching(/^expected a mapping with name, source, .*got a list$/) },
     ]);
+  });
+
+  /** Ten levels of aliases, each ten of the one before: 10^10 strings once expanded. */
+  const BILLION_LAUGHS = [
+    'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]',
+    ...Array.from({ length: 9 }, (_, i) => {
+      const [name, previous] = [String.fromCharCode(98 + i), String.fromCharCode(97 + i)];
+      return `${name}: &${name} [${Array(10).fill(`*${previous}`).join(", ")}]`;
+    }),
+  ].join("\n");
+
+  it("refuses aliases that expand exponentially (billion laughs) as an invalid pipeline", () => {
+    expect(mistakes(BILLION_LAUGHS)).toEqual([{ path: "", message: "YAML cannot be read: Excessive alias count indicates a resource exhaustion attack" }]);
+  });
+
+  it("makes the CLI exit with code 2 on billion laughs, without a stack trace", () => {
+    const file = join(tempDir(), "laughs.yaml");
+    writeFileSync(file, BILLION_LAUGHS);
+    const run = runCli(["run", file]);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain(`${file}: invalid pipeline`);
+    expect(run.stderr).toContain("YAML cannot be read: Excessive alias count");
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("accepts an anchor used a few times", () => {
+    // Two windows sharing one aggregate object: the YAML writes it once, with an alias.
+    const text = pipelineText((p) => (p.windows[1] = { ...p.windows[0], name: "daily", size: "1d" }));
+    expect(text).toMatch(/aggregate: \*a1/);
+    expect(validate(text).windows.map((w) => w.aggregates)).toEqual([[{ name: "events", kind: "count" }], [{ name: "events", kind: "count" }]]);
+  });
+
+  it("refuses YAML nested deeper than a value may be", () => {
+    const found = mistakes(`${pipelineText()}\nextra: ${"[".repeat(80)}1${"]".repeat(80)}\n`);
+    expect(found).toEqual([{ path: "", message: "the pipeline is nested deeper than 64 levels" }]);
+  });
+
+  it(`refuses a pipeline file over ${MAX_PIPELINE_BYTES} bytes`, () => {
+    const file = join(tempDir(), "big.yaml");
+    const text = `${pipelineText()}\n# ${"x".repeat(MAX_PIPELINE_BYTES)}\n`;
+    writeFileSync(file, text);
+    expect(() => readPipeline(file, {})).toThrow(`the pipeline file has ${Buffer.byteLength(text)} bytes, over the limit of ${MAX_PIPELINE_BYTES}`);
   });
 });
 
@@ -497,6 +539,23 @@ describe("environment variables", () => {
     const set = validate(text, { EVENTS_DIR: "/data", WINDOW_SIZE: "2h" });
     expect(set.source).toEqual({ file: { paths: ["/data/events.jsonl"], format: "jsonl" } });
     expect(set.windows[0].assigner).toEqual({ type: "tumbling", sizeMs: 7_200_000 });
+  });
+
+  it("expands a default that holds a variable, as a shell does: ${X:-${Y:-./x}}", () => {
+    const text = pipelineText((p) => (p.source.file.path = "${X:-${Y:-./x}}/events.jsonl"));
+    expect(validate(text, {}).source).toEqual({ file: { paths: ["/pipelines/x/events.jsonl"], format: "jsonl" } });
+    expect(validate(text, { Y: "/y" }).source).toEqual({ file: { paths: ["/y/events.jsonl"], format: "jsonl" } });
+    expect(validate(text, { X: "/x", Y: "/y" }).source).toEqual({ file: { paths: ["/x/events.jsonl"], format: "jsonl" } });
+  });
+
+  it("refuses a default without its closing brace, naming the path", () => {
+    const text = pipelineText((p) => (p.source.file.path = "${X:-./x/events.jsonl"));
+    expect(mistakes(text, {})).toEqual([{ path: "source.file.path", message: 'source.file.path: "${X:-./x/events.jsonl" has no closing "}" for its ${X:-' }]);
+  });
+
+  it("keeps a ${ that starts no variable as it is", () => {
+    const text = pipelineText((p) => (p.source.file.path = "./${1}/{x}/events.jsonl"));
+    expect(validate(text, {}).source).toEqual({ file: { paths: ["/pipelines/${1}/{x}/events.jsonl"], format: "jsonl" } });
   });
 
   it("checks a substituted value like a written one", () => {
