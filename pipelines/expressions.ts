@@ -87,7 +87,7 @@ export function compileExpression(env: Environment, source: unknown, path: strin
   if (cost > MAX_EXPRESSION_COST) {
     throw new ConfigError(
       path,
-      `${quote(source)} may take ${cost} steps per evaluation, over the limit of ${MAX_EXPRESSION_COST} (a comprehension such as map() or exists() takes its list's size times its body's steps; lists of events count ${MAX_COLLECTION_ENTRIES} entries)`,
+      `${quote(source)} may take ${cost} steps per evaluation, over the limit of ${MAX_EXPRESSION_COST} (a comprehension such as map() or exists() takes its list's size times its body's steps, and a list of the event counts as ${MAX_COLLECTION_ENTRIES} entries)`,
     );
   }
   const interpreted = evaluator(parsed, namesNeededIn(parsed.ast, false));
