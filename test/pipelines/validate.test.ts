@@ -396,6 +396,11 @@ describe("settings that would explode", () => {
     ["quantiles.every", { quantiles: { metrics: ["price"], every: "1ms" } }, 'expected at least 1m, got "1ms"'],
     ["quantiles.report", { quantiles: { metrics: ["price"], report: "1s" } }, 'expected at least 1m, got "1s"'],
     ["dedup.within", { dedup: { within: "30d" } }, 'expected at most 1d, got "30d"'],
+    [
+      "triggers.rules.r.cap.max",
+      { aggregates: { n: { count: true, over: "1d" } }, segments: { groups: { g: { rules: [{ name: "a", when: "n > 1.0" }], default: "b" } } }, triggers: { rules: { r: { on: { segment: "a" }, message: "m", channels: ["email"], cap: { max: 1e6, per: "1d" } } } } },
+      "expected a number from 1 to 1000, got 1000000",
+    ],
   ])("bounds %s", (path, sections, detail) => {
     expect(sectionMistakes(sections)).toEqual([{ path, message: `${path}: ${detail}` }]);
   });
