@@ -18,6 +18,31 @@ export const MAX_EXPRESSION_LENGTH = 10_000;
 /** cel-js's parse-time limits: the length above allows ~5,000 nodes; nesting deeper than 64 is no rule. */
 export const PARSE_LIMITS = { maxAstNodes: 5_000, maxDepth: 64, maxListElements: 1_000, maxMapEntries: 1_000, maxCallArguments: 32 };
 
+/**
+ * Levels of the syntax tree. cel-js's parser bounds nesting (maxDepth) but not a chain such as
+ * `a + b + c + ...`, one level per operator, and its checker and evaluator recurse per level: at
+ * ~2,400 they overflow the stack. 200 leaves a wide margin and no rule chains 200 operators.
+ */
+export const MAX_TREE_DEPTH = 200;
+
+/** The depth of a parsed tree, walked with an explicit stack so the walk itself cannot overflow. */
+export function treeDepth(ast: unknown): number {
+  let deepest = 0;
+  const stack: Array<[unknown, number]> = [[ast, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (node === null || typeof node !== "object" || ArrayBuffer.isView(node)) continue;
+    if (Array.isArray(node)) {
+      for (const item of node) stack.push([item, depth]);
+      continue;
+    }
+    deepest = Math.max(deepest, depth);
+    if (deepest > MAX_TREE_DEPTH) return deepest;
+    stack.push([(node as Node).args, depth + 1]);
+  }
+  return deepest;
+}
+
 /** Characters of string work that count as one step (cel-go's string traversal factor). */
 const CHARS_PER_STEP = 10;
 

@@ -3,7 +3,7 @@
 // and evaluated as plain functions of an event. Expressions are data: no eval, no Function.
 import { Environment } from "@marcbachmann/cel-js";
 import { closureFor } from "./celClosures.ts";
-import { estimateCost, MAX_EXPRESSION_COST, MAX_EXPRESSION_LENGTH, PARSE_LIMITS } from "./celCost.ts";
+import { estimateCost, MAX_EXPRESSION_COST, MAX_EXPRESSION_LENGTH, MAX_TREE_DEPTH, PARSE_LIMITS, treeDepth } from "./celCost.ts";
 import { namesNeededIn } from "./celNeeds.ts";
 import { literalPatternRefusal, useRe2ForMatches } from "./celRegex.ts";
 import { ConfigError, quote } from "./errors.ts";
@@ -67,6 +67,11 @@ export function compileExpression(env: Environment, source: unknown, path: strin
     parsed = env.parse(source);
   } catch (error) {
     throw new ConfigError(path, `CEL syntax error in ${quote(source)}: ${firstLine(error)}`);
+  }
+  // Before any walk that recurses (the checks below, cel-js's checker): a deep tree would overflow it.
+  const depth = treeDepth(parsed.ast);
+  if (depth > MAX_TREE_DEPTH) {
+    throw new ConfigError(path, `${quote(source)} nests more than ${MAX_TREE_DEPTH} operations deep (a chain like a + b + c nests one level per operator): split it`);
   }
   const forbidden = findForbiddenName(parsed.ast as AstNode);
   if (forbidden !== undefined) {

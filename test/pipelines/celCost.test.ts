@@ -2,7 +2,7 @@
 // refused, naming the path, the estimate and the limit; what stays within the budget is accepted.
 import { describe, expect, it } from "vitest";
 import { MAX_COLLECTION_ENTRIES } from "../../engine/valueLimits.ts";
-import { estimateCost, MAX_EXPRESSION_COST, MAX_EXPRESSION_LENGTH } from "../../pipelines/celCost.ts";
+import { estimateCost, MAX_EXPRESSION_COST, MAX_EXPRESSION_LENGTH, MAX_TREE_DEPTH } from "../../pipelines/celCost.ts";
 import { ConfigError } from "../../pipelines/errors.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
 
@@ -84,6 +84,12 @@ describe("the size of an expression", () => {
 
   it("refuses nesting deeper than the parser's limit", () => {
     expect(refusal(`${"(".repeat(100)}price${")".repeat(100)} > 1.0`).message).toMatch(/CEL syntax error in .*maxDepth/);
+  });
+
+  it(`refuses a chain of operators more than ${MAX_TREE_DEPTH} deep, before cel-js's checker would overflow its stack`, () => {
+    const source = `${Array.from({ length: 1_500 }, () => "price").join("+")} > 1.0`;
+    expect(refusal(source).message).toMatch(new RegExp(`^features\\.f: "price\\+price.* nests more than ${MAX_TREE_DEPTH} operations deep \\(a chain like a \\+ b \\+ c nests one level per operator\\): split it$`));
+    expect(() => compileExpression(env, `${Array.from({ length: 150 }, () => "price").join(" + ")} > 1.0`, "f")).not.toThrow();
   });
 
   it("refuses more syntax nodes than the parser's limit", () => {
