@@ -351,15 +351,22 @@ function readWindow(r: Reader, path: string, value: unknown, env: Environment | 
   const assigner = type && readAssigner(r, path, type, w);
   const aggregates = w.aggregate === undefined ? undefined : readAggregates(r, `${path}.aggregate`, w.aggregate, env);
   if (!name || !assigner || allowedLatenessMs === undefined || !aggregates) return undefined;
-  const stepMs = assigner.type === "tumbling" ? assigner.sizeMs : assigner.type === "hopping" ? assigner.slideMs : assigner.gapMs;
-  const openWindows = Math.ceil(((assigner.type === "session" ? assigner.gapMs : assigner.sizeMs) + allowedLatenessMs) / stepMs);
+  const [openWindows, formula] = openWindowsPerKey(assigner, allowedLatenessMs);
   if (openWindows > MAX_OPEN_WINDOWS_PER_KEY) {
-    return r.fail(
-      `${path}.allowedLateness`,
-      `a key could hold ${openWindows} windows open at once ((${assigner.type === "session" ? "gap" : "size"} + allowedLateness) / ${assigner.type === "hopping" ? "slide" : assigner.type === "session" ? "gap" : "size"}), over the limit of ${MAX_OPEN_WINDOWS_PER_KEY}`,
-    );
+    return r.fail(`${path}.allowedLateness`, `a key could hold ${openWindows} windows open at once (${formula}), over the limit of ${MAX_OPEN_WINDOWS_PER_KEY}`);
   }
   return { name, assigner, allowedLatenessMs, aggregates };
+}
+
+/** How many windows of one key can be open at once, and the formula that says so. */
+function openWindowsPerKey(assigner: WindowAssigner, allowedLatenessMs: number): [number, string] {
+  const [lengthMs, stepMs, formula] =
+    assigner.type === "tumbling"
+      ? [assigner.sizeMs, assigner.sizeMs, "(size + allowedLateness) / size"]
+      : assigner.type === "hopping"
+        ? [assigner.sizeMs, assigner.slideMs, "(size + allowedLateness) / slide"]
+        : [assigner.gapMs, assigner.gapMs, "(gap + allowedLateness) / gap"];
+  return [Math.ceil((lengthMs + allowedLatenessMs) / stepMs), formula];
 }
 
 function readAssigner(r: Reader, path: string, type: WindowAssigner["type"], w: Obj): WindowAssigner | undefined {
