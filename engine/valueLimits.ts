@@ -9,6 +9,16 @@ export const MAX_VALUE_DEPTH = 64;
 /** Entries in one list or mapping of a value (the event itself included). */
 export const MAX_COLLECTION_ENTRIES = 10_000;
 
+/** The longest line (or value) a file source reads by default: source.file.maxLineBytes. */
+export const DEFAULT_MAX_LINE_BYTES = 1 << 20;
+
+/**
+ * The most source.file.maxLineBytes may be: a line is held whole in memory and decoded at once,
+ * and 16 MiB is far above any event (NATS's default payload limit is 1 MiB). No string of an event
+ * is longer, which bounds the cost of expressions that work on strings.
+ */
+export const MAX_LINE_BYTES = 16 << 20;
+
 /**
  * Why `value` is over the limits, or undefined when it is within them. Walks the value with an
  * explicit stack, never by recursion, so the check itself cannot overflow the call stack.

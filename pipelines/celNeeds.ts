@@ -61,7 +61,10 @@ function needed(node: Node, forTrue: boolean): ReadonlySet<string> {
       return needed((args as [Node, string])[0], false);
     case "call":
     case "rcall": {
-      if (node.meta?.macro !== undefined || node.meta?.alternate !== undefined || MACROS.has((args as [string])[0])) return NONE;
+      const name = (args as [string])[0];
+      // `matches` is a macro only to run in RE2 (celRegex.ts): as strict as any function.
+      const isMacro = name !== "matches" && (node.meta?.macro !== undefined || node.meta?.alternate !== undefined);
+      if (isMacro || MACROS.has(name)) return NONE;
       const [, receiverOrArgs, rest] = args as [string, Node | Node[], Node[] | undefined];
       const operands = node.op === "call" ? (receiverOrArgs as Node[]) : [receiverOrArgs as Node, ...(rest ?? [])];
       return strict(operands);

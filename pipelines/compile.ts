@@ -1,6 +1,7 @@
 // Turns a validated PipelineSpec into a runnable job: source, decoder, watermarks, the operator
 // graph and its sinks. The only place where configuration meets the engine.
 import { createHash } from "node:crypto";
+import { relative, sep } from "node:path";
 import { map, merge } from "rxjs";
 import { record, type Element } from "../engine/elements.ts";
 import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
@@ -46,14 +47,51 @@ export function buildSink(spec: SinkSpec, pipeline: string, connection: Connecti
  */
 const BEHAVIOUR_STATE_LAYOUT = 2;
 
-/** Identifies what the state dir holds; everything but how often checkpoints are taken. */
+/**
+ * Identifies what the state dir holds: what the job computes, and nothing of where it runs, so a
+ * state dir can be moved and a project folder copied with its state. Left out: the state settings
+ * (dir, checkpoint interval, encryption key), NATS servers, buffer and duplicate window; file paths
+ * count relative to the pipeline file's folder.
+ */
 export function fingerprint(spec: PipelineSpec): string {
-  const { state, file, baseDir, behaviour, ...rest } = spec;
+  const { state: _state, file: _file, baseDir, behaviour, source, sinks, late, deadLetter, ...rest } = spec;
   const stateLayout = behaviour && BEHAVIOUR_STATE_LAYOUT;
-  const normal = JSON.stringify({ ...rest, behaviour: behaviour?.source, stateLayout }, (_key, value) =>
-    value && typeof value === "object" && "evaluate" in value ? value.source : value,
-  );
-  return createHash("sha256").update(normal).update(state.dir).digest("hex").slice(0, 16);
+  const placeless = {
+    ...rest,
+    source: placelessSource(source, baseDir),
+    sinks: sinks.map((s) => ({ ...s, sink: placelessSink(s.sink, baseDir) })),
+    late: late && placelessSink(late, baseDir),
+    deadLetter: placelessSink(deadLetter, baseDir),
+    behaviour: behaviour?.source,
+    stateLayout,
+  };
+  const normal = JSON.stringify(placeless, (_key, value) => (value && typeof value === "object" && "evaluate" in value ? value.source : value));
+  return createHash("sha256").update(normal).digest("hex").slice(0, 16);
+}
+
+/** A source as the fingerprint sees it: file paths relative to `baseDir`, no NATS servers or buffer. */
+function placelessSource(source: SourceSpec, baseDir: string): unknown {
+  if ("file" in source) return { file: { ...source.file, paths: source.file.paths.map((p) => relativePath(baseDir, p)) } };
+  if ("nats" in source) {
+    const { servers: _servers, bufferMessages: _bufferMessages, ...nats } = source.nats;
+    return { nats };
+  }
+  return source;
+}
+
+/** A sink as the fingerprint sees it: a file path relative to `baseDir`, no NATS servers or duplicate window. */
+function placelessSink(sink: SinkSpec, baseDir: string): unknown {
+  if ("file" in sink) return { file: { path: relativePath(baseDir, sink.file.path) } };
+  if ("nats" in sink) {
+    const { servers: _servers, duplicateWindowMs: _duplicateWindowMs, ...nats } = sink.nats;
+    return { nats };
+  }
+  return sink;
+}
+
+/** `path` from `baseDir`, with / separators: the same on every machine the folder is copied to. */
+function relativePath(baseDir: string, path: string): string {
+  return relative(baseDir, path).split(sep).join("/");
 }
 
 function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {

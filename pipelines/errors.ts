@@ -27,3 +27,15 @@ export function joinPath(base: string, segment: string | number): string {
   if (typeof segment === "number") return `${base}[${segment}]`;
   return base ? `${base}.${segment}` : segment;
 }
+
+/** Characters of a value or an expression an error message quotes at most. */
+const QUOTED_CHARS = 120;
+
+/**
+ * `text` as a JSON string for an error message, cut to its first ~120 characters: a message names
+ * the bad value, it does not repeat a value of megabytes.
+ */
+export function quote(text: string): string {
+  if (text.length <= QUOTED_CHARS) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, QUOTED_CHARS - 3))}... (${text.length} characters)`;
+}

@@ -3,8 +3,12 @@
 // and evaluated as plain functions of an event. Expressions are data: no eval, no Function.
 import { Environment } from "@marcbachmann/cel-js";
 import { closureFor } from "./celClosures.ts";
+import { estimateCost, MAX_EXPRESSION_COST, MAX_EXPRESSION_LENGTH, MAX_TREE_DEPTH, PARSE_LIMITS, treeDepth } from "./celCost.ts";
 import { namesNeededIn } from "./celNeeds.ts";
-import { ConfigError } from "./errors.ts";
+import { literalPatternRefusal, useRe2ForMatches } from "./celRegex.ts";
+import { ConfigError, quote } from "./errors.ts";
+import { describe } from "./reader.ts";
+import { MAX_COLLECTION_ENTRIES } from "../engine/valueLimits.ts";
 
 /** CEL types of the declared fields, e.g. `{ event_type: "string", price: "double" }`. */
 export type Variables = Record<string, string>;
@@ -28,9 +32,13 @@ type AstNode = { op: string; args: unknown };
 const FORBIDDEN_NAME = /^(constructor|prototype|__.*__|__proto__)$/;
 const ARITHMETIC = ["+", "-", "*", "/"] as const;
 
-/** Builds the CEL environment for a set of variables, with int/double arithmetic mixed freely. */
+/**
+ * Builds the CEL environment for a set of variables, with int/double arithmetic mixed freely,
+ * `matches` in RE2 (celRegex.ts) and parse-time limits on the size of an expression.
+ */
 export function celEnvironment(variables: Variables): Environment {
-  const env = new Environment({ homogeneousAggregateLiterals: false });
+  const env = new Environment({ homogeneousAggregateLiterals: false, limits: PARSE_LIMITS });
+  useRe2ForMatches(env);
   for (const [name, type] of Object.entries(variables)) env.registerVariable(name, type);
   // Event numbers are doubles; without these, `price * 2` would be a type error that surprises everyone.
   const apply = { "+": (a: number, b: number) => a + b, "-": (a: number, b: number) => a - b, "*": (a: number, b: number) => a * b, "/": (a: number, b: number) => a / b };
@@ -49,25 +57,43 @@ export function celEnvironment(variables: Variables): Environment {
  */
 export function compileExpression(env: Environment, source: unknown, path: string, expected?: string[], options: CompileOptions = {}): Compiled {
   if (typeof source !== "string" || source.trim() === "") {
-    throw new ConfigError(path, `expected a CEL expression, got ${JSON.stringify(source)}`);
+    throw new ConfigError(path, `expected a CEL expression, got ${describe(source)}`);
+  }
+  if (source.length > MAX_EXPRESSION_LENGTH) {
+    throw new ConfigError(path, `the expression ${quote(source)} is ${source.length} characters long, over the limit of ${MAX_EXPRESSION_LENGTH}`);
   }
   let parsed: ReturnType<Environment["parse"]>;
   try {
     parsed = env.parse(source);
   } catch (error) {
-    throw new ConfigError(path, `CEL syntax error in ${JSON.stringify(source)}: ${firstLine(error)}`);
+    throw new ConfigError(path, `CEL syntax error in ${quote(source)}: ${firstLine(error)}`);
+  }
+  // Before any walk that recurses (the checks below, cel-js's checker): a deep tree would overflow it.
+  const depth = treeDepth(parsed.ast);
+  if (depth > MAX_TREE_DEPTH) {
+    throw new ConfigError(path, `${quote(source)} nests more than ${MAX_TREE_DEPTH} operations deep (a chain like a + b + c nests one level per operator): split it`);
   }
   const forbidden = findForbiddenName(parsed.ast as AstNode);
   if (forbidden !== undefined) {
-    throw new ConfigError(path, `${JSON.stringify(source)} reaches outside the event through "${forbidden}", which is not allowed`);
+    throw new ConfigError(path, `${quote(source)} reaches outside the event through ${quote(forbidden)}, which is not allowed`);
   }
-  const checked = env.check(source);
+  const refusedPattern = literalPatternRefusal(parsed.ast);
+  if (refusedPattern !== undefined) throw new ConfigError(path, `in ${quote(source)}, ${refusedPattern}`);
+  // Checked on the parsed tree itself: its nodes keep their types, which the cost estimate reads.
+  const checked = parsed.check();
   if (!checked.valid) {
-    throw new ConfigError(path, `CEL type error in ${JSON.stringify(source)}: ${firstLine(checked.error)}`);
+    throw new ConfigError(path, `CEL type error in ${quote(source)}: ${firstLine(checked.error)}`);
   }
   const type = String(checked.type);
   if (expected && type !== "dyn" && !expected.includes(type)) {
-    throw new ConfigError(path, `${JSON.stringify(source)} is of type ${type}, expected ${expected.join(" or ")}`);
+    throw new ConfigError(path, `${quote(source)} is of type ${type}, expected ${expected.join(" or ")}`);
+  }
+  const cost = estimateCost(parsed.ast);
+  if (cost > MAX_EXPRESSION_COST) {
+    throw new ConfigError(
+      path,
+      `${quote(source)} may take ${cost} steps per evaluation, over the limit of ${MAX_EXPRESSION_COST} (a comprehension such as map() or exists() takes its list's size times its body's steps, and a list of the event counts as ${MAX_COLLECTION_ENTRIES} entries)`,
+    );
   }
   const interpreted = evaluator(parsed, namesNeededIn(parsed.ast, false));
   if (options.isInterpretedOnly) return { source, type, evaluate: interpreted };
@@ -130,6 +156,8 @@ function findForbiddenName(node: AstNode): string | undefined {
   return undefined;
 }
 
+/** The first line of a library's message, cut short: it may quote a long identifier of the expression. */
 function firstLine(error: unknown): string {
-  return String((error as Error)?.message ?? error).split("\n")[0];
+  const line = String((error as Error)?.message ?? error).split("\n")[0];
+  return line.length > 200 ? `${line.slice(0, 197)}...` : line;
 }

@@ -1,36 +1,69 @@
 // Reads a pipeline file: YAML (syntax errors name their line), then `${VAR}` and `${VAR:-default}`
 // replaced from the environment in string values (never in the YAML text, so a value cannot inject
-// structure).
-import { readFileSync } from "node:fs";
+// structure). Every problem, aliases that expand without bound included, is a PipelineInvalid.
+import { readFileSync, statSync } from "node:fs";
 import { LineCounter, parseDocument } from "yaml";
-import { ConfigError, PipelineInvalid } from "./errors.ts";
+import { valueLimitViolation } from "../engine/valueLimits.ts";
+import { ConfigError, PipelineInvalid, quote } from "./errors.ts";
 
-const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+/** Bytes of a pipeline file: the shipped ones are under 10 KB; a megabyte is no hand-written pipeline. */
+export const MAX_PIPELINE_BYTES = 1 << 20;
+
+/**
+ * Alias nodes the YAML may resolve (yaml's own guard, here explicit): anchors reused a few times
+ * are fine, while aliases of aliases ("billion laughs") would expand exponentially.
+ */
+const MAX_ALIAS_COUNT = 100;
+
+/** `${` inside the default of a `${` ...: three levels is more than a path needs. */
+const MAX_VARIABLE_NESTING = 8;
+
+const VARIABLE_START = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-|\})/y;
 
 export function loadPipelineFile(file: string, env: NodeJS.ProcessEnv = process.env): unknown {
   let text: string;
   try {
+    const sizeBytes = statSync(file).size;
+    if (sizeBytes > MAX_PIPELINE_BYTES) {
+      throw new PipelineInvalid(file, [new ConfigError("", `the pipeline file has ${sizeBytes} bytes, over the limit of ${MAX_PIPELINE_BYTES}`)]);
+    }
     text = readFileSync(file, "utf8");
   } catch (error) {
+    if (error instanceof PipelineInvalid) throw error;
     throw new PipelineInvalid(file, [new ConfigError("", `cannot read the pipeline file: ${(error as Error).message}`)]);
   }
   return parsePipelineText(text, file, env);
 }
 
 export function parsePipelineText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): unknown {
-  const lines = new LineCounter();
-  const document = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
-  if (document.errors.length > 0) {
-    throw new PipelineInvalid(
-      file,
-      document.errors.map((e) => {
-        const at = lines.linePos(e.pos[0]);
-        return new ConfigError("", `YAML syntax error at line ${at.line}, column ${at.col}: ${e.message.split("\n")[0]}`);
-      }),
-    );
+  if (text.length > MAX_PIPELINE_BYTES) {
+    throw new PipelineInvalid(file, [new ConfigError("", `the pipeline has ${text.length} characters, over the limit of ${MAX_PIPELINE_BYTES}`)]);
   }
+  const lines = new LineCounter();
+  let raw: unknown;
+  try {
+    const document = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
+    if (document.errors.length > 0) {
+      throw new PipelineInvalid(
+        file,
+        document.errors.map((e) => {
+          const at = lines.linePos(e.pos[0]);
+          return new ConfigError("", `YAML syntax error at line ${at.line}, column ${at.col}: ${e.message.split("\n")[0]}`);
+        }),
+      );
+    }
+    raw = document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    if (error instanceof PipelineInvalid) throw error;
+    // The yaml library throws (rather than reporting) on aliases past maxAliasCount and on
+    // nesting too deep for the stack: a bad file all the same.
+    const reason = error instanceof RangeError ? "it nests too deeply" : String((error as Error)?.message ?? error).split("\n")[0];
+    throw new PipelineInvalid(file, [new ConfigError("", `YAML cannot be read: ${reason}`)]);
+  }
+  const tooLarge = valueLimitViolation(raw);
+  if (tooLarge !== undefined) throw new PipelineInvalid(file, [new ConfigError("", `the pipeline is ${tooLarge}`)]);
   const missing: ConfigError[] = [];
-  const value = substitute(document.toJS(), "", env, missing);
+  const value = substitute(raw, "", env, missing);
   if (missing.length > 0) throw new PipelineInvalid(file, missing);
   return value;
 }
@@ -38,15 +71,7 @@ export function parsePipelineText(text: string, file: string, env: NodeJS.Proces
 const PROTOTYPE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 
 function substitute(value: unknown, path: string, env: NodeJS.ProcessEnv, missing: ConfigError[]): unknown {
-  if (typeof value === "string") {
-    return value.replace(VARIABLE, (whole, name: string, fallback: string | undefined) => {
-      const found = env[name];
-      if (found !== undefined && found !== "") return found;
-      if (fallback !== undefined) return fallback;
-      missing.push(new ConfigError(path, `environment variable ${name} is not set and ${whole} has no default`));
-      return whole;
-    });
-  }
+  if (typeof value === "string") return expand(value, path, env, missing, 0);
   if (Array.isArray(value)) return value.map((v, i) => substitute(v, `${path}[${i}]`, env, missing));
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};
@@ -59,4 +84,56 @@ function substitute(value: unknown, path: string, env: NodeJS.ProcessEnv, missin
     return out;
   }
   return value;
+}
+
+/**
+ * `text` with each `${NAME}` and `${NAME:-default}` replaced, as a shell does: the default may
+ * itself hold `${...}` (expanded only when used), and a variable's value is not expanded again.
+ * A `${` not followed by a name is kept as it is; a default without its closing `}` is an error.
+ */
+function expand(text: string, path: string, env: NodeJS.ProcessEnv, missing: ConfigError[], nesting: number): string {
+  let out = "";
+  let at = 0;
+  for (let start = text.indexOf("${"); start >= 0; start = text.indexOf("${", at)) {
+    VARIABLE_START.lastIndex = start;
+    const head = VARIABLE_START.exec(text);
+    if (head === null) {
+      out += text.slice(at, start + 2);
+      at = start + 2;
+      continue;
+    }
+    out += text.slice(at, start);
+    const [whole, name, form] = head;
+    const found = env[name];
+    const isSet = found !== undefined && found !== "";
+    if (form === "}") {
+      if (!isSet) missing.push(new ConfigError(path, `environment variable ${name} is not set and ${whole} has no default`));
+      out += isSet ? found : whole;
+      at = start + whole.length;
+      continue;
+    }
+    const end = closingBrace(text, start + whole.length);
+    if (end < 0) {
+      missing.push(new ConfigError(path, `${quote(text.slice(start))} has no closing "}" for its \${${name}:-`));
+      return out + text.slice(start);
+    }
+    const fallback = text.slice(start + whole.length, end);
+    if (isSet) out += found;
+    else if (nesting >= MAX_VARIABLE_NESTING) missing.push(new ConfigError(path, `\${...} nested more than ${MAX_VARIABLE_NESTING} deep in defaults`));
+    else out += expand(fallback, path, env, missing, nesting + 1);
+    at = end + 1;
+  }
+  return out + text.slice(at);
+}
+
+/** The index of the `}` closing a default that starts at `from`, counting nested `${`; -1 if none. */
+function closingBrace(text: string, from: number): number {
+  let depth = 1;
+  for (let i = from; i < text.length; i++) {
+    if (text[i] === "$" && text[i + 1] === "{") {
+      depth++;
+      i++;
+    } else if (text[i] === "}" && --depth === 0) return i;
+  }
+  return -1;
 }

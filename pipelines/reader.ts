@@ -1,13 +1,16 @@
 // Reads values out of a loaded pipeline file, collecting every mistake as a ConfigError that names
 // the path of the bad value; each reader returns undefined for a bad value.
 import { isAbsolute, resolve } from "node:path";
-import { parseDurationMs } from "./durations.ts";
-import { ConfigError, joinPath } from "./errors.ts";
+import { isTooLong, MAX_DURATION_TEXT, parseDurationMs } from "./durations.ts";
+import { ConfigError, joinPath, quote } from "./errors.ts";
 
 /** What a name in a list may be made of (a phase, a channel). */
 const ENTRY_NAME = /^[A-Za-z0-9_-]+$/;
 
 export type Obj = Record<string, unknown>;
+
+/** Bounds of a duration beyond the global maximum: [ms, as written]. */
+export type DurationBounds = { positive?: boolean; atLeast?: readonly [number, string]; atMost?: readonly [number, string] };
 
 /** Collects errors while reading values; each reader returns undefined for a bad value. */
 export class Reader {
@@ -75,10 +78,17 @@ export class Reader {
     return value;
   }
 
-  duration(path: string, value: unknown, example: string, { positive = false } = {}): number | undefined {
+  /**
+   * A duration in ms, at most MAX_DURATION_MS. `atLeast` and `atMost` bound it further, each as
+   * [ms, the same as written], e.g. [60_000, "1m"].
+   */
+  duration(path: string, value: unknown, example: string, { positive = false, atLeast, atMost }: DurationBounds = {}): number | undefined {
     const ms = parseDurationMs(value);
+    if (isTooLong(value)) return this.fail(path, `expected a duration of at most 100 years (${MAX_DURATION_TEXT}), got ${describe(value)}`);
     if (ms === undefined) return this.fail(path, `expected a duration like "${example}", got ${describe(value)}`);
     if (positive && ms <= 0) return this.fail(path, `expected a duration above zero, got ${describe(value)}`);
+    if (atLeast && ms < atLeast[0]) return this.fail(path, `expected at least ${atLeast[1]}, got ${describe(value)}`);
+    if (atMost && ms > atMost[0]) return this.fail(path, `expected at most ${atMost[1]}, got ${describe(value)}`);
     return ms;
   }
 
@@ -127,6 +137,6 @@ export function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
-  return JSON.stringify(value);
+  return typeof value === "string" ? quote(value) : JSON.stringify(value);
 }
 

@@ -3,6 +3,7 @@
 import type { Environment } from "@marcbachmann/cel-js";
 import type { AggregateKind } from "../operators/aggregations.ts";
 import type { WindowAssigner } from "../operators/windowAssigners.ts";
+import { MAX_LINE_BYTES } from "../engine/valueLimits.ts";
 import { PipelineInvalid } from "./errors.ts";
 import { describe, Reader, type Obj } from "./reader.ts";
 import { ERASURE_OUTPUT, readBehaviour, STAGE_SECTION_NAMES } from "./behaviour.ts";
@@ -92,6 +93,27 @@ export type PipelineSpec = {
   deadLetter: SinkSpec;
 };
 
+/**
+ * Windows in one pipeline. Each is an operator that sees every event and keeps one named state in
+ * the store, whose LMDB environment holds MAX_STATE_DATABASES: with the store's own two and the
+ * behaviour operator's at most four, 100 windows stay far below it, and 100 passes over every
+ * event is already more than a pipeline should ask for.
+ */
+export const MAX_WINDOWS = 100;
+
+/**
+ * Hopping windows one event falls into (size / slide). The cost of an event grows with its square
+ * (each window's slot is looked up among the key's open ones): measured here 54 us at 60, 335 us at
+ * 288 and 2.5 ms at 1000. 500 keeps an event near 1 ms and admits a day in 5-minute hops (288).
+ */
+export const MAX_WINDOWS_PER_EVENT = 500;
+
+/**
+ * Windows one key may hold open at once: (size + allowedLateness) / slide (tumbling: size; session:
+ * gap). Every event of the key looks through them, and each is kept in memory and checkpointed.
+ */
+export const MAX_OPEN_WINDOWS_PER_KEY = 10_000;
+
 const AGGREGATE_KINDS: readonly AggregateKind[] = ["count", "sum", "avg", "min", "max", "first", "last", "distinct"];
 const NUMERIC = ["double", "int", "uint"];
 const NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
@@ -158,6 +180,12 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   };
 }
 
+/** Messages the NATS source may hold for the job, in memory: 10x the default, tens of MB of events. */
+const MAX_BUFFER_MESSAGES = 100_000;
+
+/** Users the built-in generator simulates: each is an object in memory (~300 bytes), so ~300 MB at most. */
+const MAX_GENERATOR_USERS = 1_000_000;
+
 const DEFAULT_NATS = "nats://127.0.0.1:4222";
 const SUBJECT = /^[^\s*>]+(\.[^\s*>]+)*$/;
 const SUBJECT_PATTERN = /^([^\s.]+\.)*([^\s.]+|>)$/;
@@ -187,7 +215,7 @@ function readNatsSource(r: Reader, body: unknown): SourceSpec | undefined {
   const format = n.format === undefined ? "json" : r.choice(`${path}.format`, n.format, ["json", "msgpack"] as const);
   const partitions = n.partitions === undefined ? 1 : r.number(`${path}.partitions`, n.partitions, { min: 1, max: 1024, integer: true });
   const bounded = n.bounded === undefined ? false : r.boolean(`${path}.bounded`, n.bounded);
-  const bufferMessages = n.bufferMessages === undefined ? 10_000 : r.number(`${path}.bufferMessages`, n.bufferMessages, { min: 1, integer: true });
+  const bufferMessages = n.bufferMessages === undefined ? 10_000 : r.number(`${path}.bufferMessages`, n.bufferMessages, { min: 1, max: MAX_BUFFER_MESSAGES, integer: true });
   if (!servers || !stream || !subjects || subjects.some((x) => x === undefined) || !format || partitions === undefined || bounded === undefined || bufferMessages === undefined) {
     return undefined;
   }
@@ -207,7 +235,7 @@ function readSource(r: Reader, value: unknown): SourceSpec | undefined {
   const format = f.format === undefined ? undefined : r.choice(`${path}.format`, f.format, ["jsonl", "csv", "msgpack"] as const);
   const columns = f.columns === undefined ? undefined : r.list(`${path}.columns`, f.columns, { nonEmpty: true })?.map((c, i) => r.string(`${path}.columns[${i}]`, c)!);
   const delimiter = f.delimiter === undefined ? undefined : r.string(`${path}.delimiter`, f.delimiter);
-  const maxLineBytes = f.maxLineBytes === undefined ? undefined : r.number(`${path}.maxLineBytes`, f.maxLineBytes, { min: 1024, integer: true });
+  const maxLineBytes = f.maxLineBytes === undefined ? undefined : r.number(`${path}.maxLineBytes`, f.maxLineBytes, { min: 1024, max: MAX_LINE_BYTES, integer: true });
   if (paths.length === 0) r.fail(`${path}.path`, "expected at least one file");
   return { file: { paths: paths as string[], format: format!, columns, delimiter, maxLineBytes } };
 }
@@ -223,7 +251,7 @@ function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
   if (!Number.isFinite(startMs)) r.fail(`${path}.start`, `expected an ISO-8601 time like "2024-05-20T00:00:00Z", got ${describe(g.start)}`);
   const spec = {
     seed: num("seed", 42, { integer: true }),
-    users: num("users", 10_000, { min: 1, integer: true }),
+    users: num("users", 10_000, { min: 1, max: MAX_GENERATOR_USERS, integer: true }),
     events: num("events", 200_000, { min: 1, integer: true }),
     partitions: num("partitions", 4, { min: 1, max: 1024, integer: true }),
     eventsPerSecond: num("eventsPerSecond", 200, { min: 0.001 }),
@@ -305,6 +333,7 @@ function readStateKey(r: Reader, value: unknown): string | null {
 function readWindows(r: Reader, value: unknown, env: Environment | undefined): WindowSpec[] | undefined {
   const list = r.list("windows", value, { nonEmpty: true });
   if (!list) return undefined;
+  if (list.length > MAX_WINDOWS) return r.fail("windows", `expected at most ${MAX_WINDOWS} windows, got ${list.length}`);
   const windows = list.map((w, i) => readWindow(r, `windows[${i}]`, w, env));
   const names = windows.map((w) => w?.name).filter(Boolean);
   names.forEach((n, i) => {
@@ -322,7 +351,22 @@ function readWindow(r: Reader, path: string, value: unknown, env: Environment | 
   const assigner = type && readAssigner(r, path, type, w);
   const aggregates = w.aggregate === undefined ? undefined : readAggregates(r, `${path}.aggregate`, w.aggregate, env);
   if (!name || !assigner || allowedLatenessMs === undefined || !aggregates) return undefined;
+  const [openWindows, formula] = openWindowsPerKey(assigner, allowedLatenessMs);
+  if (openWindows > MAX_OPEN_WINDOWS_PER_KEY) {
+    return r.fail(`${path}.allowedLateness`, `a key could hold ${openWindows} windows open at once (${formula}), over the limit of ${MAX_OPEN_WINDOWS_PER_KEY}`);
+  }
   return { name, assigner, allowedLatenessMs, aggregates };
+}
+
+/** How many windows of one key can be open at once, and the formula that says so. */
+function openWindowsPerKey(assigner: WindowAssigner, allowedLatenessMs: number): [number, string] {
+  const [lengthMs, stepMs, formula] =
+    assigner.type === "tumbling"
+      ? [assigner.sizeMs, assigner.sizeMs, "(size + allowedLateness) / size"]
+      : assigner.type === "hopping"
+        ? [assigner.sizeMs, assigner.slideMs, "(size + allowedLateness) / slide"]
+        : [assigner.gapMs, assigner.gapMs, "(gap + allowedLateness) / gap"];
+  return [Math.ceil((lengthMs + allowedLatenessMs) / stepMs), formula];
 }
 
 function readAssigner(r: Reader, path: string, type: WindowAssigner["type"], w: Obj): WindowAssigner | undefined {
@@ -338,6 +382,10 @@ function readAssigner(r: Reader, path: string, type: WindowAssigner["type"], w: 
   if (type === "session") return gap === undefined ? undefined : { type, gapMs: gap };
   if (size === undefined || slide === undefined) return undefined;
   if (slide > size) return r.fail(`${path}.slide`, `a slide of ${slide} ms is longer than the size of ${size} ms: events would fall between windows`);
+  const windowsPerEvent = Math.ceil(size / slide);
+  if (windowsPerEvent > MAX_WINDOWS_PER_EVENT) {
+    return r.fail(`${path}.slide`, `every event would fall into ${windowsPerEvent} windows (size / slide), over the limit of ${MAX_WINDOWS_PER_EVENT}: use a longer slide`);
+  }
   return { type, sizeMs: size, slideMs: slide };
 }
 

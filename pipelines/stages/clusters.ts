@@ -15,6 +15,15 @@ const NUMERIC = ["double", "int"];
 const DAY_MS = 86_400_000;
 
 /**
+ * The shortest period between runs: a run is k-means over every active user (users x k x features
+ * x iterations), so a run per millisecond of event time would never catch up with a replay.
+ */
+const MIN_EVERY: readonly [number, string] = [60_000, "1m"];
+
+/** k-means rounds of one run; the default 100 is plenty (runs usually settle in under 30). */
+const MAX_ITERATIONS = 1_000;
+
+/**
  * ```yaml
  * clusters:
  *   name: cluster            # the "string" var holding the user's cluster name; the default
@@ -38,10 +47,10 @@ export const readClusters: StageReader = (r, path, value, scope) => {
   if (!obj) return undefined;
   const at = (field: string) => joinPath(path, field);
   const k = obj.k === undefined ? 5 : r.number(at("k"), obj.k, { min: 2, max: 16, integer: true });
-  const everyMs = obj.every === undefined ? undefined : r.duration(at("every"), obj.every, "30m", { positive: true });
+  const everyMs = obj.every === undefined ? undefined : r.duration(at("every"), obj.every, "30m", { positive: true, atLeast: MIN_EVERY });
   const activeWithinMs = obj.activeWithin === undefined ? undefined : r.duration(at("activeWithin"), obj.activeWithin, "30m", { positive: true });
   const seed = obj.seed === undefined ? undefined : r.number(at("seed"), obj.seed, { min: 0, max: 2 ** 32 - 1, integer: true });
-  const maxIterations = obj.maxIterations === undefined ? undefined : r.number(at("maxIterations"), obj.maxIterations, { min: 1, max: 10_000, integer: true });
+  const maxIterations = obj.maxIterations === undefined ? undefined : r.number(at("maxIterations"), obj.maxIterations, { min: 1, max: MAX_ITERATIONS, integer: true });
   const features = readFeatureNames(r, at("features"), obj.features, scope);
   const names = obj.names === undefined ? [] : readNameRules(r, at("names"), obj.names, features);
   const retentionAfterMs = readRetention(r, at("retention"), obj.retention);

@@ -8,6 +8,12 @@ const DEFAULT_FIELDS = ["event_type", "page"];
 const COMPARABLE = ["string", "double", "int", "uint", "bool"];
 
 /**
+ * The longest `within`: a user's distinct events of that long are kept and searched on each event.
+ * Duplicates are retries and replays, seconds to minutes apart; a day is far beyond them.
+ */
+const MAX_WITHIN: readonly [number, string] = [86_400_000, "1d"];
+
+/**
  * ```yaml
  * dedup: { within: 1m, fields: [event_type, page] }
  * ```
@@ -18,7 +24,7 @@ export const readDedup: StageReader = (r, path, value, scope) => {
   const errorsBefore = r.errors.length;
   const obj = r.object(path, value ?? {}, ["within", "fields"]);
   if (!obj) return undefined;
-  const withinMs = obj.within === undefined ? 60_000 : r.duration(`${path}.within`, obj.within, "1m", { positive: true });
+  const withinMs = obj.within === undefined ? 60_000 : r.duration(`${path}.within`, obj.within, "1m", { positive: true, atMost: MAX_WITHIN });
   const listed = obj.fields === undefined ? DEFAULT_FIELDS : r.list(`${path}.fields`, obj.fields, { nonEmpty: true });
   const fields: string[] = [];
   listed?.forEach((field, i) => {

@@ -9,6 +9,9 @@ import type { Scope } from "../scope.ts";
 const NUMERIC = ["double", "int", "uint"];
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** The shortest rebuild period: a rebuild walks every user's latest values. */
+const MIN_EVERY: readonly [number, string] = [60_000, "1m"];
+
 /**
  * ```yaml
  * quantiles:
@@ -26,7 +29,7 @@ export const readQuantiles: StageReader = (r, path, value, scope) => {
   const errorsBefore = r.errors.length;
   const metrics = obj.metrics === undefined ? [] : readMetrics(r, joinPath(path, "metrics"), obj.metrics, scope);
   const compression = obj.compression === undefined ? undefined : r.number(joinPath(path, "compression"), obj.compression, { min: 10, max: 10_000 });
-  const everyMs = obj.every === undefined ? undefined : r.duration(joinPath(path, "every"), obj.every, "1h", { positive: true });
+  const everyMs = obj.every === undefined ? undefined : r.duration(joinPath(path, "every"), obj.every, "1h", { positive: true, atLeast: MIN_EVERY });
   const report = readReport(r, joinPath(path, "report"), obj.report, everyMs);
   if (r.errors.length > errorsBefore) return undefined;
   const definition = quantiles({ metrics, compression, everyMs: everyMs ?? report.everyMs, report: report.isOn, shared: scope.shared });
@@ -58,7 +61,7 @@ function readMetrics(r: Reader, path: string, value: unknown, scope: Scope): str
 function readReport(r: Reader, path: string, value: unknown, everyMs: number | undefined): { isOn: boolean; everyMs?: number } {
   if (value === undefined || value === false) return { isOn: false };
   if (value === true) return { isOn: true };
-  const periodMs = r.duration(path, value, "1h", { positive: true });
+  const periodMs = r.duration(path, value, "1h", { positive: true, atLeast: MIN_EVERY });
   if (periodMs !== undefined && everyMs !== undefined && periodMs !== everyMs) {
     r.fail(path, `reports come with each rebuild: give the period once (every: ${String(value)}), or report: true`);
   }

@@ -11,6 +11,12 @@ const SEQUENCE_FIELDS = ["steps", "matched_at"];
 const STEP_FIELDS = ["name", "when", "within", "absent"];
 
 /**
+ * Steps of one sequence. A user may hold a partial match waiting at each step, each with the steps
+ * it matched, so memory per user grows with the square of the steps; 32 is far beyond any funnel.
+ */
+export const MAX_SEQUENCE_STEPS = 32;
+
+/**
  * ```yaml
  * sequences:
  *   cart_abandoned:                      # home page, cart within 5 min, then no purchase within 2 h
@@ -47,6 +53,7 @@ function readSequence(r: Reader, path: string, name: string, value: unknown, sco
   const list = r.list(joinPath(path, "steps"), obj.steps);
   if (!list) return undefined;
   if (list.length < 2) return r.fail(joinPath(path, "steps"), `expected at least two steps (a sequence is "A then B"), got ${list.length}`);
+  if (list.length > MAX_SEQUENCE_STEPS) return r.fail(joinPath(path, "steps"), `expected at most ${MAX_SEQUENCE_STEPS} steps, got ${list.length}`);
   const steps: SequenceStep[] = [];
   const stepNames = new Set<string>();
   let isValid = isNamed;

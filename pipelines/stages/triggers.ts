@@ -17,6 +17,12 @@ const NAME = /^[A-Za-z0-9_-]+$/;
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
+ * The largest frequency cap: a user's send times on a channel are kept for the cap's period, up to
+ * `max` of them, so a cap of a billion would keep every message ever sent. Caps are single digits.
+ */
+const MAX_CAP = 1_000;
+
+/**
  * ```yaml
  * triggers:
  *   timezone: tz                  # event field with the user's zone ("Europe/Rome", "+02:00"); default UTC
@@ -130,7 +136,7 @@ function readOn(r: Reader, path: string, value: unknown): TriggerRule["on"] | un
 function readCap(r: Reader, path: string, value: unknown): TriggerRule["cap"] {
   const obj = r.object(path, value, ["max", "per"], ["max", "per"]);
   if (!obj || obj.max === undefined || obj.per === undefined) return undefined;
-  const max = r.number(joinPath(path, "max"), obj.max, { min: 1, integer: true });
+  const max = r.number(joinPath(path, "max"), obj.max, { min: 1, max: MAX_CAP, integer: true });
   const perMs = r.duration(joinPath(path, "per"), obj.per, "7d", { positive: true });
   return max === undefined || perMs === undefined ? undefined : { max, perMs };
 }

@@ -5,10 +5,14 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { readPipeline } from "../../pipelines/cli.ts";
+import { MAX_STATE_DATABASES } from "../../engine/storeLimits.ts";
+import { runPipeline } from "../../pipelines/compile.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
-import { parsePipelineText } from "../../pipelines/load.ts";
-import { validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
+import { MAX_PIPELINE_BYTES, parsePipelineText } from "../../pipelines/load.ts";
+import { MAX_LOOKBACK_BUCKETS } from "../../pipelines/stages/rollingAggregates.ts";
+import { MAX_SEQUENCE_STEPS } from "../../pipelines/stages/sequences.ts";
+import { MAX_OPEN_WINDOWS_PER_KEY, MAX_WINDOWS, MAX_WINDOWS_PER_EVENT, validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
 import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
 
 const NOTHING_TO_COMPUTE =
@@ -116,6 +120,48 @@ describe("YAML", () => {
       { path: "", message: expect.stringMatching(/^expected a mapping with name, source, .*got a list$/) },
     ]);
   });
+
+  /** Ten levels of aliases, each ten of the one before: 10^10 strings once expanded. */
+  const BILLION_LAUGHS = [
+    'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]',
+    ...Array.from({ length: 9 }, (_, i) => {
+      const [name, previous] = [String.fromCharCode(98 + i), String.fromCharCode(97 + i)];
+      return `${name}: &${name} [${Array(10).fill(`*${previous}`).join(", ")}]`;
+    }),
+  ].join("\n");
+
+  it("refuses aliases that expand exponentially (billion laughs) as an invalid pipeline", () => {
+    expect(mistakes(BILLION_LAUGHS)).toEqual([{ path: "", message: "YAML cannot be read: Excessive alias count indicates a resource exhaustion attack" }]);
+  });
+
+  it("makes the CLI exit with code 2 on billion laughs, without a stack trace", () => {
+    const file = join(tempDir(), "laughs.yaml");
+    writeFileSync(file, BILLION_LAUGHS);
+    const run = runCli(["run", file]);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain(`${file}: invalid pipeline`);
+    expect(run.stderr).toContain("YAML cannot be read: Excessive alias count");
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("accepts an anchor used a few times", () => {
+    // Two windows sharing one aggregate object: the YAML writes it once, with an alias.
+    const text = pipelineText((p) => (p.windows[1] = { ...p.windows[0], name: "daily", size: "1d" }));
+    expect(text).toMatch(/aggregate: \*a1/);
+    expect(validate(text).windows.map((w) => w.aggregates)).toEqual([[{ name: "events", kind: "count" }], [{ name: "events", kind: "count" }]]);
+  });
+
+  it("refuses YAML nested deeper than a value may be", () => {
+    const found = mistakes(`${pipelineText()}\nextra: ${"[".repeat(80)}1${"]".repeat(80)}\n`);
+    expect(found).toEqual([{ path: "", message: "the pipeline is nested deeper than 64 levels" }]);
+  });
+
+  it(`refuses a pipeline file over ${MAX_PIPELINE_BYTES} bytes`, () => {
+    const file = join(tempDir(), "big.yaml");
+    const text = `${pipelineText()}\n# ${"x".repeat(MAX_PIPELINE_BYTES)}\n`;
+    writeFileSync(file, text);
+    expect(() => readPipeline(file, {})).toThrow(`the pipeline file has ${Buffer.byteLength(text)} bytes, over the limit of ${MAX_PIPELINE_BYTES}`);
+  });
 });
 
 describe("fields", () => {
@@ -193,6 +239,12 @@ describe("windows", () => {
     expect(found).toEqual([{ path: "windows[0].size", message: `windows[0].size: expected a duration like "15m", ${got}` }]);
   });
 
+  it("quotes at most ~120 characters of a bad value", () => {
+    const [found, ...rest] = mistakesOf((p) => (p.windows[0].size = `${"9".repeat(1_000_000)}x`));
+    expect(rest).toEqual([]);
+    expect(found.message).toBe(`windows[0].size: expected a duration like "15m", got "${"9".repeat(117)}"... (1000001 characters)`);
+  });
+
   it("refuses a window of zero size", () => {
     const found = mistakesOf((p) => (p.windows[0].size = "0"));
     expect(found).toEqual([{ path: "windows[0].size", message: 'windows[0].size: expected a duration above zero, got "0"' }]);
@@ -243,6 +295,114 @@ describe("windows", () => {
         message: `windows[0].aggregate.${name}: "${name}" is a field of every window result; choose another name`,
       },
     ]);
+  });
+});
+
+describe("settings that would explode", () => {
+  /** The mistakes of the valid pipeline with behaviour `sections` added (its windows kept). */
+  const sectionMistakes = (sections: Raw) => mistakesOf((p) => Object.assign(p, sections));
+
+  it("refuses a hopping window of 30 days sliding by 1 ms: every event would fall into 2.6 billion windows", () => {
+    const found = mistakesOf((p) => (p.windows[0] = { ...p.windows[0], type: "hopping", size: "30d", slide: "1ms" }));
+    expect(found).toEqual([
+      {
+        path: "windows[0].slide",
+        message: `windows[0].slide: every event would fall into 2592000000 windows (size / slide), over the limit of ${MAX_WINDOWS_PER_EVENT}: use a longer slide`,
+      },
+    ]);
+  });
+
+  it("accepts a day in 5-minute hops (288 windows per event)", () => {
+    expect(() => validate(pipelineText((p) => (p.windows[0] = { ...p.windows[0], type: "hopping", size: "1d", slide: "5m" })))).not.toThrow();
+  });
+
+  it("refuses an allowed lateness that would keep thousands of windows of a key open", () => {
+    const found = mistakesOf((p) => (p.windows[0] = { ...p.windows[0], size: "1s", allowedLateness: "1d" }));
+    expect(found).toEqual([
+      {
+        path: "windows[0].allowedLateness",
+        message: `windows[0].allowedLateness: a key could hold 86401 windows open at once ((size + allowedLateness) / size), over the limit of ${MAX_OPEN_WINDOWS_PER_KEY}`,
+      },
+    ]);
+  });
+
+  it(`refuses more than ${MAX_WINDOWS} windows, before the state store runs out of named databases`, () => {
+    const found = mistakesOf((p) => (p.windows = Array.from({ length: MAX_WINDOWS + 1 }, (_, i) => ({ ...structuredClone(p.windows[0]), name: `w${i}` }))));
+    expect(found).toEqual([{ path: "windows", message: `windows: expected at most ${MAX_WINDOWS} windows, got ${MAX_WINDOWS + 1}` }]);
+  });
+
+  it(`runs ${MAX_WINDOWS} windows beside every behaviour stage that keeps its own state: the store holds them all`, async () => {
+    const dir = tempDir();
+    const startMs = Date.UTC(2024, 4, 20);
+    const events = Array.from({ length: 40 }, (_, i) => ({ user_id: `u${i % 4}`, ts: startMs + i * 120_000, event_type: "view", page: "/", price: i, quantity: 1 }));
+    writeFileSync(join(dir, "events.jsonl"), events.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    const text = pipelineText((p) => {
+      p.windows = Array.from({ length: MAX_WINDOWS }, (_, i) => ({ ...structuredClone(p.windows[0]), name: `w${i}` }));
+      Object.assign(p, { aggregates: { spent: { sum: "price", over: "1d" } }, quantiles: { metrics: ["spent"], every: "1h" }, clusters: { k: 2, features: ["spent"], every: "30m" } });
+    });
+    writeFileSync(join(dir, "clicks.yaml"), text);
+    const result = await runPipeline(readPipeline(join(dir, "clicks.yaml"), {}));
+    expect(MAX_WINDOWS).toBeLessThan(MAX_STATE_DATABASES);
+    expect(result.isComplete).toBe(true);
+  });
+
+  it("refuses a duration that overflows to Infinity (a 400-digit number of days), naming the path", () => {
+    const days = `${"9".repeat(400)}d`;
+    const found = mistakesOf((p) => (p.windows[0].size = days));
+    expect(found).toEqual([{ path: "windows[0].size", message: `windows[0].size: expected a duration of at most 100 years (36525d), got ${JSON.stringify(days.slice(0, 117))}... (401 characters)` }]);
+  });
+
+  it.each([
+    ["windows[0].size", (p: Raw) => (p.windows[0].size = "36526d")],
+    ["windows[0].allowedLateness", (p: Raw) => (p.windows[0].allowedLateness = "876625h")],
+    ["watermark.maxOutOfOrderness", (p: Raw) => (p.watermark = { maxOutOfOrderness: "36526d" })],
+    ["state.checkpointInterval", (p: Raw) => (p.state = { checkpointInterval: "3155760000001ms" })],
+    ["aggregates.visits.over", (p: Raw) => (p.aggregates = { visits: { count: true, over: "36526d", resolution: "1000d" } })],
+    ["phases.timers[0].after", (p: Raw) => (p.phases = { transitions: [{ to: "retention", when: "true" }], timers: [{ to: "re_engagement", after: "36526d" }] })],
+  ])("refuses a duration over 100 years at %s", (path, change) => {
+    expect(mistakesOf(change)).toContainEqual({ path, message: expect.stringContaining(`${path}: expected a duration of at most 100 years (36525d), got`) });
+  });
+
+  it("accepts exactly 100 years", () => {
+    expect(validate(pipelineText((p) => (p.windows[0].size = "36525d"))).windows[0].assigner).toEqual({ type: "tumbling", sizeMs: 36_525 * 86_400_000 });
+  });
+
+  it.each([
+    ["source.file.maxLineBytes", (p: Raw) => (p.source.file.maxLineBytes = 2 ** 30), "expected a number from 1024 to 16777216, got 1073741824"],
+    ["source.nats.bufferMessages", (p: Raw) => (p.source = { nats: { stream: "E", subjects: ["e.>"], bufferMessages: 10_000_000 } }), "expected a number from 1 to 100000, got 10000000"],
+    ["source.generator.users", (p: Raw) => (p.source = { generator: { users: 1e9 } }), "expected a number from 1 to 1000000, got 1000000000"],
+  ])("bounds %s", (path, change, detail) => {
+    expect(mistakesOf(change)).toEqual([{ path, message: `${path}: ${detail}` }]);
+  });
+
+  it.each([
+    [
+      "aggregates.visits.resolution",
+      { aggregates: { visits: { count: true, over: "30d", resolution: "1s" } } },
+      `the lookback would keep up to 2592000 buckets per user (over / resolution), over the limit of ${MAX_LOOKBACK_BUCKETS}: give a coarser resolution`,
+    ],
+    [
+      "aggregates.visits.over",
+      { aggregates: { visits: { count: true, over: "1500d" } } },
+      `the lookback would keep up to 1500 buckets per user (over / resolution), over the limit of ${MAX_LOOKBACK_BUCKETS}: give a coarser resolution`,
+    ],
+    [
+      "sequences.long.steps",
+      { sequences: { long: { steps: Array.from({ length: MAX_SEQUENCE_STEPS + 1 }, (_, i) => ({ name: `s${i}`, when: "true" })) } } },
+      `expected at most ${MAX_SEQUENCE_STEPS} steps, got ${MAX_SEQUENCE_STEPS + 1}`,
+    ],
+    ["clusters.every", { clusters: { features: ["price"], every: "1s" } }, 'expected at least 1m, got "1s"'],
+    ["clusters.maxIterations", { clusters: { features: ["price"], maxIterations: 5000 } }, "expected a number from 1 to 1000, got 5000"],
+    ["quantiles.every", { quantiles: { metrics: ["price"], every: "1ms" } }, 'expected at least 1m, got "1ms"'],
+    ["quantiles.report", { quantiles: { metrics: ["price"], report: "1s" } }, 'expected at least 1m, got "1s"'],
+    ["dedup.within", { dedup: { within: "30d" } }, 'expected at most 1d, got "30d"'],
+    [
+      "triggers.rules.r.cap.max",
+      { aggregates: { n: { count: true, over: "1d" } }, segments: { groups: { g: { rules: [{ name: "a", when: "n > 1.0" }], default: "b" } } }, triggers: { rules: { r: { on: { segment: "a" }, message: "m", channels: ["email"], cap: { max: 1e6, per: "1d" } } } } },
+      "expected a number from 1 to 1000, got 1000000",
+    ],
+  ])("bounds %s", (path, sections, detail) => {
+    expect(sectionMistakes(sections)).toEqual([{ path, message: `${path}: ${detail}` }]);
   });
 });
 
@@ -384,6 +544,23 @@ describe("environment variables", () => {
     const set = validate(text, { EVENTS_DIR: "/data", WINDOW_SIZE: "2h" });
     expect(set.source).toEqual({ file: { paths: ["/data/events.jsonl"], format: "jsonl" } });
     expect(set.windows[0].assigner).toEqual({ type: "tumbling", sizeMs: 7_200_000 });
+  });
+
+  it("expands a default that holds a variable, as a shell does: ${X:-${Y:-./x}}", () => {
+    const text = pipelineText((p) => (p.source.file.path = "${X:-${Y:-./x}}/events.jsonl"));
+    expect(validate(text, {}).source).toEqual({ file: { paths: ["/pipelines/x/events.jsonl"], format: "jsonl" } });
+    expect(validate(text, { Y: "/y" }).source).toEqual({ file: { paths: ["/y/events.jsonl"], format: "jsonl" } });
+    expect(validate(text, { X: "/x", Y: "/y" }).source).toEqual({ file: { paths: ["/x/events.jsonl"], format: "jsonl" } });
+  });
+
+  it("refuses a default without its closing brace, naming the path", () => {
+    const text = pipelineText((p) => (p.source.file.path = "${X:-./x/events.jsonl"));
+    expect(mistakes(text, {})).toEqual([{ path: "source.file.path", message: 'source.file.path: "${X:-./x/events.jsonl" has no closing "}" for its ${X:-' }]);
+  });
+
+  it("keeps a ${ that starts no variable as it is", () => {
+    const text = pipelineText((p) => (p.source.file.path = "./${1}/{x}/events.jsonl"));
+    expect(validate(text, {}).source).toEqual({ file: { paths: ["/pipelines/${1}/{x}/events.jsonl"], format: "jsonl" } });
   });
 
   it("checks a substituted value like a written one", () => {
