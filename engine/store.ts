@@ -8,6 +8,7 @@ import { crc32 } from "node:zlib";
 import { open, type Database, type RootDatabase } from "lmdb";
 import { pack, Packr, unpack } from "msgpackr";
 import { StateCorrupt, StateDirUnusable, StateUnreadable } from "./errors.ts";
+import { MAX_STATE_DATABASES } from "./storeLimits.ts";
 
 /** What a registered state hands to a checkpoint: the entries changed since the last one. */
 export type StateDelta = { puts: Array<[unknown, unknown]>; deletes: unknown[] };
@@ -103,7 +104,7 @@ export class StateStore {
     }
     checkDataFile(dir);
     try {
-      this.root = open({ path: dir, maxDbs: 512, compression: false, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
+      this.root = open({ path: dir, maxDbs: MAX_STATE_DATABASES, compression: false, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
     } catch (error) {
       throw openFailure(dir, encryptionKey !== undefined, error);
     }

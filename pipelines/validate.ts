@@ -152,7 +152,10 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   if (behaviour?.erasesWhen && sinks?.every((s) => s?.outputs !== undefined && !s.outputs.includes(ERASURE_OUTPUT))) {
     r.fail("privacy.erase", `no sink takes "${ERASURE_OUTPUT}" outputs, the audit trail of erasures: add it to a sink's outputs`);
   }
-  checkDuplicateWindows(r, state, [...(sinks ?? []).map((sink, i) => [`sinks[${i}]`, sink?.sink] as const), ["late", late] as const, ["deadLetter", deadLetter] as const]);
+  const allSinks = [...(sinks ?? []).map((s) => s?.sink), late, deadLetter];
+  if (state && state.checkpointIntervalMs === undefined) {
+    state.checkpointIntervalMs = allSinks.some((s) => s !== undefined && "nats" in s) ? HOLDING_CHECKPOINT_INTERVAL_MS : CHECKPOINT_INTERVAL_MS;
+  }
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {
     name: name!,
@@ -163,7 +166,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
     key: key!,
     time: time!,
     watermark: watermark!,
-    state: state!,
+    state: state as PipelineSpec["state"],
     windows: windows!,
     behaviour: behaviour && {
       stages: behaviour.stages,
@@ -308,14 +311,22 @@ function readWatermark(r: Reader, value: unknown): PipelineSpec["watermark"] | u
 /** Bytes of a state encryption key (LMDB's ChaCha8 key). */
 const STATE_KEY_BYTES = 32;
 
-function readState(r: Reader, value: unknown, name: string | undefined): PipelineSpec["state"] | undefined {
+/** Between checkpoints by default: each costs a flush and a commit, and recovery replays at most this much. */
+const CHECKPOINT_INTERVAL_MS = 10_000;
+/**
+ * Between checkpoints by default when a sink is NATS: its outputs leave only once the checkpoint
+ * that made them has committed, so this is most of their latency (the promise is 500 ms).
+ */
+const HOLDING_CHECKPOINT_INTERVAL_MS = 200;
+
+/** The state settings; `checkpointIntervalMs` is left unset when not given: its default depends on the sinks. */
+function readState(r: Reader, value: unknown, name: string | undefined): (Omit<PipelineSpec["state"], "checkpointIntervalMs"> & { checkpointIntervalMs?: number }) | undefined {
   const s = value === undefined ? {} : r.object("state", value, ["dir", "checkpointInterval", "encryptionKeyEnv"]);
   if (!s) return undefined;
   const dir = s.dir === undefined ? r.path("state.dir", `./state/${name ?? "pipeline"}`) : r.path("state.dir", s.dir);
-  const checkpointIntervalMs =
-    s.checkpointInterval === undefined ? 10_000 : r.duration("state.checkpointInterval", s.checkpointInterval, "2s", { positive: true });
+  const checkpointIntervalMs = s.checkpointInterval === undefined ? undefined : r.duration("state.checkpointInterval", s.checkpointInterval, "2s", { positive: true });
   const encryptionKey = s.encryptionKeyEnv === undefined ? undefined : readStateKey(r, s.encryptionKeyEnv);
-  if (dir === undefined || checkpointIntervalMs === undefined || encryptionKey === null) return undefined;
+  if (dir === undefined || (s.checkpointInterval !== undefined && checkpointIntervalMs === undefined) || encryptionKey === null) return undefined;
   return { dir, checkpointIntervalMs, ...(encryptionKey === undefined ? {} : { encryptionKey }) };
 }
 
@@ -433,6 +444,12 @@ function readAggregate(r: Reader, path: string, name: string, spec: unknown, env
   return { name, kind, value: valueExpr, where };
 }
 
+/**
+ * The stream's duplicate window only has to catch a message sent again within a run (its ack late):
+ * after a restart or a reconnect the sink reads the stream back instead, however long it was away.
+ */
+const MIN_DUPLICATE_WINDOW_MS = 5_000;
+
 function readNatsSink(r: Reader, path: string, body: unknown): SinkSpec | undefined {
   const n = r.object(path, body, ["servers", "stream", "subject", "format", "duplicateWindow"], ["stream", "subject"]);
   if (!n) return undefined;
@@ -442,6 +459,9 @@ function readNatsSink(r: Reader, path: string, body: unknown): SinkSpec | undefi
   if (subject !== undefined && !SUBJECT.test(subject)) return r.fail(`${path}.subject`, `expected a subject without wildcards like "out.hourly", got ${JSON.stringify(subject)}`);
   const format = n.format === undefined ? "json" : r.choice(`${path}.format`, n.format, ["json", "msgpack"] as const);
   const duplicateWindowMs = n.duplicateWindow === undefined ? 120_000 : r.duration(`${path}.duplicateWindow`, n.duplicateWindow, "2m", { positive: true });
+  if (duplicateWindowMs !== undefined && duplicateWindowMs < MIN_DUPLICATE_WINDOW_MS) {
+    return r.fail(`${path}.duplicateWindow`, `expected at least ${MIN_DUPLICATE_WINDOW_MS / 1000}s: a message whose ack is late is sent again after 2 s, and the stream must still know its id then`);
+  }
   if (!servers || !stream || !subject || !format || duplicateWindowMs === undefined) return undefined;
   return { nats: { servers, stream, subject, format, duplicateWindowMs } };
 }
@@ -460,19 +480,6 @@ function readSink(r: Reader, path: string, value: unknown): SinkSpec | undefined
   const f = r.object(`${path}.file`, body, ["path"], ["path"]);
   const file = f?.path === undefined ? undefined : r.path(`${path}.file.path`, f.path);
   return file === undefined ? undefined : { file: { path: file } };
-}
-
-/** A NATS sink's duplicate window must outlast a checkpoint interval, or a replay could slip through. */
-function checkDuplicateWindows(r: Reader, state: PipelineSpec["state"] | undefined, sinks: ReadonlyArray<readonly [string, SinkSpec | undefined]>): void {
-  if (!state) return;
-  for (const [path, sink] of sinks) {
-    if (sink && "nats" in sink && sink.nats.duplicateWindowMs <= 2 * state.checkpointIntervalMs) {
-      r.fail(
-        `${path}.nats.duplicateWindow`,
-        `${sink.nats.duplicateWindowMs} ms is not more than twice state.checkpointInterval (${state.checkpointIntervalMs} ms): outputs replayed after a crash could be duplicated`,
-      );
-    }
-  }
 }
 
 /** A `sinks:` entry: one sink kind plus an optional `outputs: [kind, ...]` naming the kinds it takes. */
