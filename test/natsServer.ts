@@ -1,10 +1,13 @@
-// A private nats-server with JetStream for tests: a free port, a temporary store, stopped by its pid.
+// A private nats-server with JetStream for tests: a free port, a temporary store, stopped by its pid;
+// and reading a stream back.
 // Tests that need one fail with a clear message when none can be started; they are never skipped.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { createServer, connect as connectTcp } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 
 export type NatsServer = { url: string; port: number; storeDir: string; pid: number; stop(): Promise<void>; restart(): Promise<void> };
 
@@ -80,4 +83,45 @@ export async function startNatsServer(): Promise<NatsServer> {
       await start();
     },
   };
+}
+
+/** Every message body of a stream, oldest first. */
+export async function readStream(url: string, stream: string): Promise<string[]> {
+  const nc = await connect({ servers: url });
+  try {
+    const lastSeq = (await (await jetstreamManager(nc)).streams.info(stream)).state.last_seq;
+    if (lastSeq === 0) return [];
+    const consumer = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
+    const bodies: string[] = [];
+    const messages = await consumer.consume();
+    for await (const m of messages) {
+      bodies.push(m.string());
+      if (m.seq >= lastSeq) break;
+    }
+    return bodies;
+  } finally {
+    await nc.close();
+  }
+}
+
+/** Waits (4 s at most) until `stream` holds a message: the job has written its first results. */
+export function firstMessageIn(url: string, stream: string): Promise<boolean> {
+  return messagesIn(url, stream, 1, 4_000);
+}
+
+/** Waits (`limitMs` at most) until `stream` holds at least `count` messages; says whether it does. */
+export async function messagesIn(url: string, stream: string, count: number, limitMs = 20_000): Promise<boolean> {
+  const nc = await connect({ servers: url });
+  const jsm = await jetstreamManager(nc);
+  const deadline = Date.now() + limitMs;
+  try {
+    while (Date.now() < deadline) {
+      const info = await jsm.streams.info(stream).catch(() => undefined);
+      if ((info?.state.messages ?? 0) >= count) return true;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return false;
+  } finally {
+    await nc.close();
+  }
 }

@@ -13,7 +13,7 @@ import { mulberry32 } from "../harness.ts";
 import { partitionOf } from "../../engine/sources/generatorSource.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
-import { startNatsServer, type NatsServer } from "../natsServer.ts";
+import { firstMessageIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
 import { startNetProxy } from "../netProxy.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
@@ -68,25 +68,6 @@ deadLetter: ${deadLetter}
 `;
 }
 
-/** Every message body of a stream, oldest first. */
-async function readStream(url: string, stream: string): Promise<string[]> {
-  const nc = await connect({ servers: url });
-  try {
-    const lastSeq = (await (await jetstreamManager(nc)).streams.info(stream)).state.last_seq;
-    if (lastSeq === 0) return [];
-    const consumer = await jetstream(nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
-    const bodies: string[] = [];
-    const messages = await consumer.consume();
-    for await (const m of messages) {
-      bodies.push(m.string());
-      if (m.seq >= lastSeq) break;
-    }
-    return bodies;
-  } finally {
-    await nc.close();
-  }
-}
-
 async function publish(url: string, subjectOf: (e: Ev) => string, all: Ev[], extra: Array<[string, string]>): Promise<void> {
   const nc = await connect({ servers: url });
   const jsm = await jetstreamManager(nc);
@@ -99,18 +80,6 @@ async function publish(url: string, subjectOf: (e: Ev) => string, all: Ev[], ext
     if (bad) acks.push(js.publish(bad[0], bad[1]));
   });
   await Promise.all(acks);
-  await nc.close();
-}
-
-/** Waits (4 s at most) until `stream` holds a message: the job has written its first results. */
-async function firstMessageIn(url: string, stream: string): Promise<void> {
-  const nc = await connect({ servers: url });
-  const jsm = await jetstreamManager(nc);
-  for (let i = 0; i < 400; i++) {
-    const info = await jsm.streams.info(stream).catch(() => undefined);
-    if ((info?.state.messages ?? 0) > 0) break;
-    await new Promise((r) => setTimeout(r, 10));
-  }
   await nc.close();
 }
 
