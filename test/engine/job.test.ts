@@ -130,4 +130,53 @@ describe("job", () => {
     const other = { ...options(dir, EVENTS, new ListSink(), { nowMs: 0 }), fingerprint: "something-else" };
     await expect(runJob(other)).rejects.toThrow(StateMismatch);
   });
+
+  it("dead-letters an event an operator throws on, with the reason, and goes on with the next one", async () => {
+    const throwsOnB: OperatorDefinition<Ev, object> = {
+      name: "picky",
+      build: () => ({
+        onRecord(rec, out) {
+          if (rec.key === "b") throw new TypeError("cannot handle b");
+          out.emit(rec.key, rec.time, { key: rec.key, t: rec.time });
+        },
+        onWatermark() {},
+      }),
+    };
+    const sink = new ListSink();
+    const dead = new ListSink();
+    const result = await runJob({
+      ...options(mkdtempSync(join(tmpdir(), "flusso-job-")), EVENTS, sink, { nowMs: 0 }),
+      deadLetter: dead,
+      build(events$, graph) {
+        graph.sinkTo("out", sink, events$.pipe(graph.operator(throwsOnB)) as never);
+      },
+    });
+    expect(result.isComplete).toBe(true);
+    expect(sink.lines.map((l) => (l as { key: string }).key)).toEqual(["a", "a", "c", "a"]);
+    expect(dead.lines).toEqual([
+      { reason: "an operator failed on this event: picky: cannot handle b", key: "b", time: 10, event: { user: "b", t: 10 } },
+      { reason: "an operator failed on this event: picky: cannot handle b", key: "b", time: 90, event: { user: "b", t: 90 } },
+    ]);
+    expect(result.counters.deadLettered).toBe(2);
+  });
+
+  it("writes a dead letter whatever its event holds: one the sink cannot encode keeps its reason and origin", async () => {
+    const dead = new ListSink();
+    const picky = Object.assign(dead, {
+      write(value: object) {
+        JSON.stringify(value); // a cycle cannot be encoded
+        dead.lines.push(value);
+      },
+    });
+    const cyclic: Record<string, unknown> = { user: "a" };
+    cyclic.self = cyclic;
+    const result = await runJob({
+      ...options(mkdtempSync(join(tmpdir(), "flusso-job-")), [cyclic as unknown as Ev, ...EVENTS], new ListSink(), { nowMs: 0 }),
+      deadLetter: picky,
+      decode: (v) => ((v as Ev).t === undefined ? { error: "no time" } : record((v as Ev).user, (v as Ev).t, v as Ev)),
+    });
+    expect(result.isComplete).toBe(true);
+    expect(dead.lines).toEqual([{ reason: "no time", origin: undefined, partition: 0, raw: expect.stringMatching(/^\(withheld: it cannot be encoded: Converting circular structure/) }]);
+  });
 });
+
