@@ -1,7 +1,7 @@
 // The CLI killed with SIGKILL at random points and restarted on the same state dir ends with output
 // files identical to an uninterrupted run: nothing lost, nothing duplicated.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -102,12 +102,16 @@ describe("crash recovery through the CLI", () => {
     expect(expected.dead.length).toBeGreaterThan(0);
 
     const crashed = writePipeline(dir, files, "crashed");
+    const resultsPath = join(dir, "out-crashed", "results.jsonl");
     const rnd = mulberry32(99);
     let kills = 0;
     for (let attempt = 0; attempt < 40; attempt++) {
-      // Early kills land in start-up or recovery, later ones mid-stream: both must be safe.
-      const killAfterMs = kills < 6 ? 300 + Math.floor(rnd() * 1500) : 60_000;
-      const run = await runCliUntilKilled(crashed, killAfterMs);
+      // Killed by progress, not by time (a fast machine would finish first): the first kills land in
+      // start-up or recovery, the later ones when the results have grown past the next eighth.
+      const killAfterMs = kills < 2 ? 50 + Math.floor(rnd() * 400) : 60_000;
+      const killAtBytes = (expected.results.length * (kills + 1)) / 8;
+      const isPastIt = () => existsSync(resultsPath) && statSync(resultsPath).size > killAtBytes;
+      const run = await runCliUntilKilled(crashed, killAfterMs, () => kills >= 2 && kills < 7 && isPastIt());
       if (run.killed) {
         kills++;
         continue;
