@@ -34,10 +34,14 @@ export const CEL_TYPE: Record<FieldType, string> = {
 /** ISO-8601 and its common log variants: `2019-10-01 00:00:00 UTC`, `2024-05-20T10:30:00.5+02:00`, `2024-05-20`. */
 const ISO_LIKE = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?\s*(Z|UTC|GMT|[+-]\d{2}:?\d{2})?$/i;
 
+/** The widest offset of a real time zone (UTC+14, Kiribati; the lowest is UTC-12), in minutes. */
+const MAX_ZONE_OFFSET_MINUTES = 14 * 60;
+
 /**
  * Epoch ms of an ISO-like time, or NaN. Written out rather than left to Date.parse, whose lenient
  * fallback reads "garbage 12" as December 2001; a time without a zone is UTC; impossible dates
- * ("2024-02-30") are refused rather than rolled over.
+ * ("2024-02-30") and offsets ("+99:99", "+24:00", "-00:75": they would shift an event by days)
+ * are refused rather than rolled over.
  */
 export function parseIsoTimeMs(text: string): number {
   const m = ISO_LIKE.exec(text.trim());
@@ -51,7 +55,10 @@ export function parseIsoTimeMs(text: string): number {
   if (!zone || zone === "Z" || zone === "UTC" || zone === "GMT") return ms;
   const sign = zone[0] === "-" ? -1 : 1;
   const digits = zone.slice(1).replace(":", "");
-  return ms - sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2))) * 60_000;
+  const [offsetHours, offsetMinutes] = [Number(digits.slice(0, 2)), Number(digits.slice(2))];
+  const offsetMinutesTotal = offsetHours * 60 + offsetMinutes;
+  if (offsetMinutes > 59 || offsetMinutesTotal > MAX_ZONE_OFFSET_MINUTES) return NaN;
+  return ms - sign * offsetMinutesTotal * 60_000;
 }
 
 /** A value that failed its field's type; the only allocation decoding makes, and only for bad events. */

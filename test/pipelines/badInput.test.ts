@@ -130,6 +130,11 @@ const BAD_LINES: BadCase[] = [
   { name: "a timestamp of 1e20", line: event({ ts: 1e20 }), reason: /^field "ts": timestamp 1(e\+?20|0{20}) is outside 1990-01-01\.\.2100-01-01$/ },
   { name: "a timestamp that is no date", line: event({ ts: "garbage" }), reason: 'field "ts": expected a timestamp (epoch ms or ISO-8601), got "garbage"' },
   { name: "a boolean timestamp", line: event({ ts: true }), reason: 'field "ts": expected a timestamp, got boolean' },
+  ...["+99:99", "+24:00", "-00:75"].map((offset) => ({
+    name: `a time-zone offset of ${offset}`,
+    line: event({ ts: `2024-05-20T10:00:00${offset}` }),
+    reason: `field "ts": expected a timestamp (epoch ms or ISO-8601), got "2024-05-20T10:00:00${offset}"`,
+  })),
   { name: "a line over maxLineBytes", line: LONG_LINE, reason: `line of ${Buffer.byteLength(LONG_LINE)} bytes is over the limit` },
 ];
 
