@@ -4,6 +4,8 @@
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { C1, Unpackr } from "msgpackr";
 import { SourcePositionInvalid } from "../errors.ts";
+import { MAX_COLLECTION_ENTRIES, valueLimitViolation } from "../valueLimits.ts";
+import { decodeJson, textPreview, type Decoding } from "./decoding.ts";
 import { LineReader, type LinePosition } from "./lineReader.ts";
 import { splitCsvLine } from "./csv.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
@@ -91,7 +93,7 @@ export class FileSource implements Source {
     const maxLineBytes = this.options.maxLineBytes ?? 1 << 20;
     if (this.options.format === "msgpack") return new MsgpackReader(path, partition, from?.offsetBytes ?? 0, maxLineBytes);
     const lines = new LineReader(path, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
-    if (this.options.format === "jsonl") return lineItems(lines, partition, parseJsonLine);
+    if (this.options.format === "jsonl") return lineItems(lines, partition, decodeJson);
     const delimiter = this.options.delimiter ?? ",";
     let columns = this.options.columns;
     if (!columns) {
@@ -102,17 +104,12 @@ export class FileSource implements Source {
   }
 }
 
-type LineParser = (text: string) => { value: unknown } | { error: string };
-
-function parseJsonLine(text: string): { value: unknown } | { error: string } {
-  try {
-    return { value: JSON.parse(text) };
-  } catch (error) {
-    return { error: `not JSON: ${(error as Error).message}` };
-  }
-}
+/** A line's value, or why it has none (`raw`: what the dead letter shows, default the whole line). */
+type LineParser = (text: string) => Decoding;
 
 function csvParser(columns: string[], delimiter: string): LineParser {
+  // A row is a flat mapping of the columns: only a header of very many columns can be over the limits.
+  const isWide = columns.length > MAX_COLLECTION_ENTRIES;
   return (text) => {
     const fields = splitCsvLine(text, delimiter);
     if (!Array.isArray(fields)) return { error: `bad CSV: ${fields.error}` };
@@ -120,15 +117,16 @@ function csvParser(columns: string[], delimiter: string): LineParser {
     const value: Record<string, string> = {};
     // An empty CSV field is an absent value, so optional fields behave as in JSON.
     for (let c = 0; c < columns.length; c++) if (fields[c] !== "") value[columns[c]] = fields[c];
-    return { value };
+    const violation = isWide ? valueLimitViolation(value) : undefined;
+    return violation === undefined ? { value } : { error: violation, raw: textPreview(text) };
   };
 }
 
 function readCsvHeader(path: string, delimiter: string, maxLineBytes: number): string[] {
   const reader = new LineReader(path, { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
   try {
-    const header = reader.readLine();
-    const fields = header && !header.tooLong ? splitCsvLine(header.text.replace(/^\uFEFF/, ""), delimiter) : undefined;
+    const header = reader.readLine(); // without a byte-order mark: the line reader skips it
+    const fields = header && header.problem === undefined ? splitCsvLine(header.text, delimiter) : undefined;
     if (!Array.isArray(fields) || fields.length === 0) throw new SourcePositionInvalid(path, "CSV file has no readable header line");
     return fields;
   } finally {
@@ -143,13 +141,13 @@ function lineItems(lines: LineReader, partition: number, parse: LineParser): Par
         const line = lines.readLine();
         if (line === undefined) return false;
         const origin = `${lines.path}:${line.lineNo}`;
-        if (line.tooLong) {
-          into.push({ partition, error: `line of ${line.lengthBytes} bytes is over the limit`, raw: line.preview, origin });
+        if (line.problem !== undefined) {
+          into.push({ partition, error: line.problem, raw: line.preview, origin });
           continue;
         }
         if (line.text.trim() === "") continue;
         const parsed = parse(line.text);
-        if ("error" in parsed) into.push({ partition, error: parsed.error, raw: line.text, origin });
+        if ("error" in parsed) into.push({ partition, error: parsed.error, raw: parsed.raw ?? line.text, origin });
         else into.push({ partition, value: parsed.value, at: line.lineNo });
       }
       return true;

@@ -22,7 +22,8 @@ type DeadLetter = { reason: string; origin?: string; partition: number; raw?: st
 
 type Run = { result: JobResult; results: Record<string, unknown>[]; deadLetters: DeadLetter[]; late: unknown[] };
 
-function pipelineYaml(source: string): string {
+/** `extraSchema`: more schema fields, one YAML line each, indented by two spaces. */
+function pipelineYaml(source: string, extraSchema = ""): string {
   return `name: bad-input
 source: { file: ${source} }
 schema:
@@ -30,7 +31,7 @@ schema:
   ts: { type: timestamp, required: true }
   event_type: { type: string, required: true }
   price: { type: number }
-key: user_id
+${extraSchema}key: user_id
 time: ts
 watermark: { maxOutOfOrderness: 0s }
 state: { dir: state }
@@ -50,9 +51,9 @@ deadLetter: { file: { path: out/dead-letter.jsonl } }
 }
 
 /** Runs the pipeline of `source` in `dir` from scratch and reads back all three outputs. */
-async function runIn(dir: string, source: string): Promise<Run> {
+async function runIn(dir: string, source: string, extraSchema = ""): Promise<Run> {
   const file = join(dir, "pipeline.yaml");
-  writeFileSync(file, pipelineYaml(source));
+  writeFileSync(file, pipelineYaml(source, extraSchema));
   const result = await runPipeline(readPipeline(file, {}), { reset: true });
   return {
     result,
@@ -358,6 +359,67 @@ describe("a msgpack file", () => {
       const reasons = run.deadLetters.map((e) => e.reason);
       expect(reasons).toContainEqual(expect.stringMatching(new RegExp(`^undecodable msgpack at byte ${corruptAt}: `)));
     });
+  });
+});
+
+describe("values too deep or too wide in JSON lines", () => {
+  const goods = goodEvents(40);
+  const T = goods[10].timeMs;
+  /** JSON text of a mapping nested `levels` deep (JSON.stringify itself overflows the stack on it). */
+  const nested = (levels: number) => `${'{"next":'.repeat(levels)}1${"}".repeat(levels)}`;
+  const BAD: Array<{ name: string; line: string; reason: string }> = [
+    { name: "a line nested 100,000 deep", line: `${"[".repeat(100_000)}${"]".repeat(100_000)}`, reason: "nested deeper than 64 levels" },
+    {
+      name: "an event whose declared object field is nested 5,000 deep",
+      line: `{"user_id":"u1","ts":${T},"event_type":"view","props":${nested(5000)}}`,
+      reason: "nested deeper than 64 levels",
+    },
+    {
+      name: "an event whose declared list field holds 20,000 entries",
+      line: JSON.stringify({ user_id: "u1", ts: T, event_type: "view", tags: Array.from({ length: 20_000 }, (_, i) => i) }),
+      reason: "a list of 20000 entries, over the limit of 10000",
+    },
+  ];
+  let run: Run;
+
+  beforeAll(async () => {
+    const dir = tempDir();
+    const lines = goods.map(jsonLine);
+    lines.splice(20, 0, ...BAD.map((b) => b.line));
+    writeFileSync(join(dir, "events.jsonl"), lines.join("\n") + "\n");
+    run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`, "  props: { type: object }\n  tags: { type: list }\n");
+  });
+
+  it("completes the job and counts every good event after them", () => {
+    expect(run.result.isComplete).toBe(true);
+    expect(sortResults(run.results)).toEqual(recount(goods));
+  });
+
+  it.each(BAD.map((b, i) => ({ ...b, lineNo: 21 + i })))("dead-letters $name by its line, with a preview of at most 200 characters", ({ line, reason, lineNo }) => {
+    const entries = run.deadLetters.filter((e) => e.origin?.endsWith(`events.jsonl:${lineNo}`));
+    expect(entries.map((e) => [e.reason, e.raw])).toEqual([[reason, line.slice(0, 200)]]);
+  });
+});
+
+describe("bytes that are not text in JSON lines", () => {
+  it("reads a file that starts with a byte-order mark from its first line", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "events.jsonl"), `\uFEFF${goodEvents(3).map(jsonLine).join("\n")}\n`);
+    const run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`);
+    expect(run.deadLetters).toEqual([]);
+    expect(sortResults(run.results)).toEqual(recount(goodEvents(3)));
+  });
+
+  it("dead-letters lines whose bytes are not UTF-8 rather than merging two users into one U+FFFD key", async () => {
+    const dir = tempDir();
+    const user = (bytes: number[]) => Buffer.concat([Buffer.from('{"user_id":"al'), Buffer.from(bytes), Buffer.from(`ce","ts":${T0},"event_type":"view"}\n`)]);
+    writeFileSync(join(dir, "events.jsonl"), Buffer.concat([user([0xe9]), user([0xff]), user([0xc3, 0xa9])]));
+    const run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`);
+    expect(run.results).toEqual([{ window: "hourly", key: "aléce", start: T0, end: T0 + HOUR_MS, events: 1, purchases: 0, revenue: 0 }]);
+    expect(run.deadLetters.map((e) => [e.origin?.replace(/.*\//, ""), e.reason])).toEqual([
+      ["events.jsonl:1", "not UTF-8: an invalid byte sequence at byte 14 of the line"],
+      ["events.jsonl:2", "not UTF-8: an invalid byte sequence at byte 14 of the line"],
+    ]);
   });
 });
 
