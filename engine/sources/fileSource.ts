@@ -1,12 +1,12 @@
 // Bounded file source: JSON lines, CSV or concatenated msgpack. Each file is a partition with its own
 // watermark; batches rotate over the partitions. The position is each file's byte offset and line
 // number plus whose turn it is, so a restored job reads exactly the batches an uninterrupted one would.
-import { closeSync, openSync, readSync, statSync } from "node:fs";
-import { C1, Unpackr } from "msgpackr";
+import { statSync } from "node:fs";
 import { SourcePositionInvalid } from "../errors.ts";
 import { MAX_COLLECTION_ENTRIES, valueLimitViolation } from "../valueLimits.ts";
 import { decodeJson, textPreview, type Decoding } from "./decoding.ts";
 import { LineReader, type LinePosition } from "./lineReader.ts";
+import { MsgpackReader } from "./msgpackReader.ts";
 import { splitCsvLine } from "./csv.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
@@ -20,7 +20,7 @@ export type FileSourceOptions = {
   columns?: string[];
   /** CSV field delimiter. Default ",". */
   delimiter?: string;
-  /** Longer lines go to the dead-letter output unread. Default 1 MiB. */
+  /** Longer lines (msgpack: values) go to the dead-letter output, never held whole. Default 1 MiB. */
   maxLineBytes?: number;
 };
 
@@ -73,8 +73,9 @@ export class FileSource implements Source {
     return { items, finishedPartitions, isDone: this.isFinished.every(Boolean) };
   }
 
+  /** `events.jsonl:42` (line 42), `events.msgpack@1024` (the value at byte 1024). */
   originOf(partition: number, at: number): string {
-    return `${this.options.paths[partition]}:${at}`;
+    return `${this.options.paths[partition]}${this.options.format === "msgpack" ? "@" : ":"}${at}`;
   }
 
   position(): FilePosition {
@@ -91,7 +92,7 @@ export class FileSource implements Source {
       throw new SourcePositionInvalid(path, `checkpoint is at byte ${from.offsetBytes} but the file has ${sizeBytes}: it was replaced`);
     }
     const maxLineBytes = this.options.maxLineBytes ?? 1 << 20;
-    if (this.options.format === "msgpack") return new MsgpackReader(path, partition, from?.offsetBytes ?? 0, maxLineBytes);
+    if (this.options.format === "msgpack") return new MsgpackReader(path, partition, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
     const lines = new LineReader(path, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
     if (this.options.format === "jsonl") return lineItems(lines, partition, decodeJson);
     const delimiter = this.options.delimiter ?? ",";
@@ -155,82 +156,4 @@ function lineItems(lines: LineReader, partition: number, parse: LineParser): Par
     position: () => lines.next,
     close: () => lines.close(),
   };
-}
-
-/** Concatenated msgpack values; an undecodable byte is reported and skipped so reading can resync. */
-class MsgpackReader implements PartitionReader {
-  private readonly fd: number;
-  private readonly unpackr = new Unpackr({ useRecords: false });
-  private buffer = Buffer.alloc(0);
-  private bufferAtBytes: number;
-  private consumedBytes = 0;
-  private items = 0;
-  private isEof = false;
-
-  constructor(
-    readonly path: string,
-    private readonly partition: number,
-    offsetBytes: number,
-    private readonly maxValueBytes: number,
-  ) {
-    this.fd = openSync(path, "r");
-    this.bufferAtBytes = offsetBytes;
-  }
-
-  read(maxItems: number, into: SourceItem[]): boolean {
-    let n = 0;
-    while (n < maxItems) {
-      if (this.consumedBytes >= this.buffer.length) {
-        if (this.isEof || !this.fill()) return false;
-      }
-      try {
-        this.unpackr.unpackMultiple(this.buffer.subarray(this.consumedBytes), (value: unknown, start?: number, end?: number) => {
-          const offset = this.bufferAtBytes + this.consumedBytes;
-          this.consumedBytes += (end ?? 0) - (start ?? 0);
-          this.items++;
-          // msgpackr hands back the never-used byte 0xC1 as a sentinel value instead of failing.
-          if (value === C1) {
-            into.push({ partition: this.partition, error: `undecodable msgpack at byte ${offset}: the reserved byte 0xc1`, raw: "c1", origin: `${this.path}@${offset}` });
-          } else into.push({ partition: this.partition, value });
-          return ++n < maxItems;
-        });
-      } catch (error) {
-        const e = error as Error & { incomplete?: boolean; lastPosition?: number };
-        if (e.incomplete && !this.isEof && this.buffer.length - this.consumedBytes <= this.maxValueBytes) {
-          this.fill();
-          continue;
-        }
-        const offset = this.bufferAtBytes + this.consumedBytes;
-        const raw = this.buffer.subarray(this.consumedBytes, this.consumedBytes + 32).toString("hex");
-        into.push({ partition: this.partition, error: `undecodable msgpack at byte ${offset}: ${e.message}`, raw, origin: `${this.path}@${offset}` });
-        // A truncated tail is one bad value; a corrupt byte is skipped so the next value can be found.
-        this.consumedBytes = e.incomplete ? this.buffer.length : this.consumedBytes + 1;
-        n++;
-      }
-    }
-    return true;
-  }
-
-  position(): LinePosition {
-    return { offsetBytes: this.bufferAtBytes + this.consumedBytes, lineNo: this.items };
-  }
-
-  close(): void {
-    closeSync(this.fd);
-  }
-
-  /** Reads the next chunk after the unconsumed bytes; false at the end of the file. */
-  private fill(): boolean {
-    const chunk = Buffer.allocUnsafe(1 << 20);
-    const fileAt = this.bufferAtBytes + this.buffer.length;
-    const bytesRead = readSync(this.fd, chunk, 0, chunk.length, fileAt);
-    if (bytesRead === 0) {
-      this.isEof = true;
-      return false;
-    }
-    this.bufferAtBytes += this.consumedBytes;
-    this.buffer = Buffer.concat([this.buffer.subarray(this.consumedBytes), chunk.subarray(0, bytesRead)]);
-    this.consumedBytes = 0;
-    return true;
-  }
 }

@@ -329,20 +329,21 @@ describe("a msgpack file", () => {
 
     it("dead-letters the tail once, at its byte offset", () => {
       expect(run.deadLetters).toHaveLength(1);
-      expect(run.deadLetters[0].reason).toMatch(new RegExp(`^undecodable msgpack at byte ${goodBytes}: `));
+      expect(run.deadLetters[0].reason).toMatch(new RegExp(`^undecodable msgpack at bytes ${goodBytes}\\.\\.${goodBytes + 12} \\(12 bytes\\): `));
       expect(run.deadLetters[0].origin).toBe(`${file}@${goodBytes}`);
       expect(run.result.counters.deadLettered).toBe(1);
     });
   });
 
-  describe("with a corrupt byte and a value that is no event in the middle", () => {
+  describe("with a value that is no event, a corrupt byte and a number in the middle", () => {
     let run: Run;
-    const corruptAt = packed.slice(0, 5).reduce((n, b) => n + b.length, 0);
+    const listAt = packed.slice(0, 5).reduce((n, b) => n + b.length, 0);
+    const corruptAt = listAt + pack([1, 2]).length;
 
     beforeAll(async () => {
       const dir = tempDir();
-      // 0xC1 is the one byte msgpack never uses.
-      writeFileSync(join(dir, "events.msgpack"), Buffer.concat([...packed.slice(0, 5), Buffer.from([0xc1]), pack(42), ...packed.slice(5)]));
+      // 0xC1 is the one byte msgpack never uses; a lone number in a file of events is a damaged byte.
+      writeFileSync(join(dir, "events.msgpack"), Buffer.concat([...packed.slice(0, 5), pack([1, 2]), Buffer.from([0xc1]), pack(42), ...packed.slice(5)]));
       run = await runIn(dir, `{ path: events.msgpack, format: msgpack }`);
     });
 
@@ -351,13 +352,32 @@ describe("a msgpack file", () => {
       expect(run.result.counters.deadLettered).toBe(2);
     });
 
-    it("dead-letters the value that is no object as such", () => {
-      expect(run.deadLetters.filter((e) => isDeepStrictEqual(e.event, 42)).map((e) => e.reason)).toEqual(["expected an object event, got number"]);
+    it("dead-letters the value that is no object as such, by its byte offset", () => {
+      const [entry] = run.deadLetters.filter((e) => isDeepStrictEqual(e.event, [1, 2]));
+      expect(entry.reason).toBe("expected an object event, got a list");
+      expect(entry.origin).toMatch(new RegExp(`events\\.msgpack@${listAt}$`));
     });
 
-    it("dead-letters the 0xC1 byte as undecodable msgpack at its offset", () => {
+    it("dead-letters the 0xC1 byte and the number after it as one run of undecodable msgpack, with its bytes", () => {
       const reasons = run.deadLetters.map((e) => e.reason);
-      expect(reasons).toContainEqual(expect.stringMatching(new RegExp(`^undecodable msgpack at byte ${corruptAt}: `)));
+      expect(reasons).toContainEqual(`undecodable msgpack at bytes ${corruptAt}..${corruptAt + 2} (2 bytes): 0xc1, a byte msgpack never uses`);
+    });
+  });
+
+  describe("with a value nested 100,000 deep", () => {
+    let run: Run;
+
+    beforeAll(async () => {
+      const dir = tempDir();
+      const deep = Buffer.concat([Buffer.alloc(100_000, 0x91), Buffer.from([0x01])]);
+      writeFileSync(join(dir, "events.msgpack"), Buffer.concat([...packed.slice(0, 5), deep, ...packed.slice(5)]));
+      run = await runIn(dir, `{ path: events.msgpack, format: msgpack }`);
+    });
+
+    it("dead-letters it with a short preview and processes every event after it", () => {
+      expect(run.result.isComplete).toBe(true);
+      expect(sortResults(run.results)).toEqual(recount(goods));
+      expect(run.deadLetters.map((e) => [e.reason, e.raw])).toEqual([["nested deeper than 64 levels", "91".repeat(64)]]);
     });
   });
 });
