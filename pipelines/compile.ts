@@ -16,7 +16,7 @@ import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
 import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
-import { eventDecoder, type DecoderPrivacy, type Event } from "./schema.ts";
+import { eventDecoder, minimisedEvent, WITHHELD, type DecoderPrivacy, type Event } from "./schema.ts";
 import { WINDOW_OUTPUT, type AggregateDef, type PipelineSpec, type SinkSpec, type SourceSpec } from "./validate.ts";
 
 export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "signal" | "batchSize" | "progressIntervalMs">;
@@ -63,8 +63,9 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
   const privacy = decoderPrivacy(spec);
   const deadLetterSink = buildSink(spec.deadLetter, spec.name);
-  // Late events were decoded (ids already pseudonymised); what failed decoding was not.
-  const deadLetter = privacy.pseudonymise ? withheldIds(deadLetterSink, privacy.pseudonymise) : deadLetterSink;
+  // Late events were decoded (minimised, ids already pseudonymised); what failed decoding was not.
+  const isMinimising = privacy.keep !== undefined || privacy.pseudonymise !== undefined;
+  const deadLetter = isMinimising ? minimisedDeadLetters(deadLetterSink, minimisedEvent(spec.schema, privacy)) : deadLetterSink;
   return {
     ...run,
     fingerprint: fingerprint(spec),
@@ -101,16 +102,12 @@ function wantedOutputs(spec: PipelineSpec): string[] | undefined {
 }
 
 /**
- * The dead-letter sink of a pipeline that pseudonymises: what could not be decoded keeps its reason
- * and origin, but raw text (which holds the real ids) is withheld and a decoded event's ids are
- * pseudonymised, so no real id reaches storage.
+ * The dead-letter sink of a pipeline that keeps fields out or pseudonymises ids: what could not be
+ * decoded keeps its reason (which quotes no value) and origin, but raw text (which holds real ids
+ * and undeclared fields) is withheld and a refused event is `minimise`d, so no more reaches
+ * storage than a decoded event would bring.
  */
-function withheldIds(sink: Sink, ps: NonNullable<DecoderPrivacy["pseudonymise"]>): Sink {
-  const redact = (event: Record<string, unknown>) => {
-    const out = { ...event };
-    for (const field of ps.fields) if (typeof out[field] === "string") out[field] = ps.pseudonym(out[field] as string);
-    return out;
-  };
+function minimisedDeadLetters(sink: Sink, minimise: (event: unknown) => unknown): Sink {
   return {
     description: sink.description,
     recover: (position) => sink.recover(position),
@@ -118,24 +115,27 @@ function withheldIds(sink: Sink, ps: NonNullable<DecoderPrivacy["pseudonymise"]>
     close: () => sink.close(),
     write(value) {
       const { raw, event, ...rest } = value as { raw?: unknown; event?: unknown };
-      const isObject = event !== null && typeof event === "object" && !Array.isArray(event);
       sink.write({
         ...rest,
-        ...(event === undefined ? {} : { event: isObject ? redact(event as Record<string, unknown>) : "(withheld: ids are pseudonymised)" }),
-        ...(raw === undefined ? {} : { raw: "(withheld: ids are pseudonymised)" }),
+        ...(event === undefined ? {} : { event: minimise(event) }),
+        ...(raw === undefined ? {} : { raw: WITHHELD }),
       });
     },
   };
 }
 
-/** Pseudonymisation and field dropping applied while events are decoded. */
+/**
+ * Pseudonymisation and field dropping applied while events are decoded. With either, reasons quote
+ * no value and dead letters are minimised too.
+ */
 function decoderPrivacy(spec: PipelineSpec): DecoderPrivacy {
   const privacy = spec.privacy;
-  if (!privacy) return {};
+  if (!privacy || (privacy.keep === undefined && privacy.pseudonymise === undefined)) return {};
   const ps = privacy.pseudonymise;
   return {
     keep: privacy.keep,
     pseudonymise: ps && { fields: ps.fields, pseudonym: ps.pseudonym },
+    quotesValues: false,
   };
 }
 
