@@ -69,7 +69,8 @@ export class MsgpackScanner {
       const at = this.at;
       if (at >= bytesEnd) return at >= this.endOfInputAt ? this.malformed(RUNS_PAST_END) : this.short(at + 1);
       const token = bytes[at - bytesAt];
-      const shapeProblem = this.shape === "any" ? undefined : this.shapeProblem(token, at);
+      const isShapeChecked = this.shape === "event" || (this.shape === "collection" && at === this.startAt);
+      const shapeProblem = isShapeChecked ? this.shapeProblem(token, at) : undefined;
       if (shapeProblem !== undefined) return this.malformed(shapeProblem);
       let step: ScanStep | "item" | "open";
       // Fixed-size tokens first: they are most of an event.
@@ -212,10 +213,10 @@ function readLength(bytes: Uint8Array, i: number, size: number): number {
 
 /** Where `bytes[from, to)` stops being UTF-8, or -1; ASCII (most strings) in a JavaScript loop. */
 function firstNonUtf8At(bytes: Uint8Array, from: number, to: number): number {
-  for (let i = from; i < to; i++) {
-    if (bytes[i] >= 0x80) return isUtf8(bytes.subarray(i, to)) ? -1 : firstInvalidUtf8At(bytes, i, to);
-  }
-  return -1;
+  let allBits = 0;
+  for (let i = from; i < to; i++) allBits |= bytes[i];
+  if (allBits < 0x80) return -1;
+  return isUtf8(bytes.subarray(from, to)) ? -1 : firstInvalidUtf8At(bytes, from, to);
 }
 
 /** "1 byte", "75 bytes": a count of bytes in a reason. */

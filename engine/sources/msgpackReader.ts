@@ -3,7 +3,8 @@
 // held whole), is dead-lettered and reading goes on after it. Bytes that hold no value are
 // dead-lettered as one run, up to the next place a value is found. Every decision rests on the
 // file's bytes only, never on where a read happened to end, so a job restored at a position
-// reads exactly what an uninterrupted one read after it.
+// reads exactly what an uninterrupted one read after it. Runs of good values are decoded by one
+// msgpackr call, which is how it is fastest.
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { SourcePositionInvalid } from "../errors.ts";
 import { hexPreview } from "./decoding.ts";
@@ -22,6 +23,10 @@ export class MsgpackReader {
   private bytesAt = 0;
   private offsetBytes: number;
   private items = 0;
+  /** Where each value of the run being decoded ends. */
+  private readonly runEnds: number[] = [];
+  /** Values before this offset are decoded one at a time: a run over them failed to decode. */
+  private singlyBefore = 0;
 
   constructor(
     readonly path: string,
@@ -38,12 +43,54 @@ export class MsgpackReader {
 
   /** Up to `maxItems` items into `into`; false once the file is read to its end. */
   read(maxItems: number, into: SourceItem[]): boolean {
-    for (let n = 0; n < maxItems; n++) {
+    for (let n = 0; n < maxItems; ) {
       if (this.offsetBytes >= this.sizeBytes) return false;
-      into.push(this.nextItem());
-      this.items++;
+      let count = this.offsetBytes >= this.singlyBefore ? this.decodeRun(maxItems - n, into) : 0;
+      if (count === 0) {
+        into.push(this.nextItem());
+        count = 1;
+      }
+      this.items += count;
+      n += count;
     }
     return true;
+  }
+
+  /**
+   * Decodes in one msgpackr call the values from `offsetBytes` on (at most `maxValues`) that are
+   * whole in the bytes held and fit to decode: most of a file. msgpackr takes ~560 ns a value one
+   * at a time and ~380 ns over many. What is not such a value is left to `nextItem`. The number
+   * of values decoded.
+   */
+  private decodeRun(maxValues: number, into: SourceItem[]): number {
+    const scanner = this.scanner;
+    const ends = this.runEnds;
+    const startAt = this.offsetBytes;
+    ends.length = 0;
+    if (startAt < this.bytesAt) return 0; // not held: nextItem reads it
+    for (let at = startAt; ends.length < maxValues; at = scanner.at) {
+      scanner.begin(at, "collection");
+      const isFit = scanner.scan(this.bytes, this.bytesAt) === "whole" && scanner.violation === undefined && scanner.at - at <= this.maxValueBytes;
+      if (!isFit) break;
+      ends.push(scanner.at);
+    }
+    if (ends.length === 0) return 0;
+    const endAt = ends[ends.length - 1];
+    const itemsBefore = into.length;
+    try {
+      let i = 0;
+      unpackr.unpackMultiple(this.bytes.subarray(startAt - this.bytesAt, endAt - this.bytesAt), (value: unknown) => {
+        into.push({ partition: this.partition, value, at: i === 0 ? startAt : ends[i - 1] });
+        i++;
+      });
+    } catch {
+      // One of them msgpackr cannot decode after all: each on its own, so only that one is lost.
+      into.length = itemsBefore;
+      this.singlyBefore = endAt;
+      return 0;
+    }
+    this.offsetBytes = endAt;
+    return ends.length;
   }
 
   /** The offset of the next value and the number of items read before it. */

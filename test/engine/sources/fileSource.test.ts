@@ -166,6 +166,18 @@ describe("msgpack values over the limits", () => {
     expect(error.raw).toBe(big.subarray(0, 64).toString("hex"));
   });
 
+  it("dead-letters a value the walk takes but msgpackr cannot decode, and decodes the values beside it", async () => {
+    // {"t": a typed array of type code 99}: an extension the walk knows the size of, msgpackr no such type.
+    const odd = Buffer.from([0x81, 0xa1, 0x74, 0xd4, 0x74, 0x63]);
+    const path = writeTemp("events.msgpack", Buffer.concat([...packed.slice(0, 10), odd, ...packed.slice(10)]));
+    const { items } = await readAll(path, "msgpack");
+    expect(valuesOf(items)).toEqual(evs);
+    const at = packed.slice(0, 10).reduce((n, b) => n + b.length, 0);
+    expect(errorsOf(items)).toEqual([
+      { partition: 0, error: `undecodable msgpack at bytes ${at}..${at + odd.length}: Could not find typed array for code 99`, raw: odd.toString("hex"), origin: `${path}@${at}` },
+    ]);
+  });
+
   it("names a value by its byte offset, so a schema's dead letter says where it was", async () => {
     const path = writeTemp("events.msgpack", Buffer.concat(packed.slice(0, 3)));
     const source = new FileSource({ paths: [path], format: "msgpack" });
