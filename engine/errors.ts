@@ -101,6 +101,13 @@ export class SinkLost extends EngineError {
   }
 }
 
+/** A source's input cannot be opened or is not something a source can read (a missing file, a pipe). */
+export class SourceUnreadable extends EngineError {
+  constructor(readonly source: string, readonly detail: string) {
+    super(`${source}: ${detail}`);
+  }
+}
+
 /** A source cannot resume from the position a checkpoint recorded. */
 export class SourcePositionInvalid extends EngineError {
   constructor(readonly source: string, readonly detail: string) {

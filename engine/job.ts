@@ -59,6 +59,12 @@ export type JobOptions<E> = {
   checkpointIntervalMs: number;
   /** Where undecodable and invalid items go, with their reason. */
   deadLetter: Sink;
+  /**
+   * Reshapes the dead letter of an item that could not be read or decoded before it is written (for
+   * privacy: its raw text withheld, its event minimised). Late events and events an operator failed
+   * on were decoded and are not reshaped. Default: as is.
+   */
+  shapeRefused?(refused: DeadLetter): DeadLetter;
   build(events: Observable<Element<E>>, graph: GraphBuilder): void;
   /** Items per batch; a checkpoint can only fall between batches. Default 1000. */
   batchSize?: number;
@@ -109,7 +115,7 @@ export type JobResult = {
 type SinkEntry = { name: string; sink: Sink };
 
 /** What the dead-letter output receives: the reason first, then where the item came from and what it held. */
-type DeadLetter = { reason: string; origin?: string; partition?: number; [field: string]: unknown };
+export type DeadLetter = { reason: string; origin?: string; partition?: number; [field: string]: unknown };
 
 export async function runJob<E>(options: JobOptions<E>): Promise<JobResult> {
   return new Job(options).run();
@@ -236,17 +242,21 @@ class Job<E> {
   private push(item: SourceItem, nowMs: number): void {
     this.counters.read++;
     if (item.error !== undefined) {
-      this.deadLetter({ reason: item.error, origin: item.origin, partition: item.partition, raw: item.raw });
+      this.deadLetterRefused({ reason: item.error, origin: item.origin, partition: item.partition, raw: item.raw });
       return;
     }
     const decoded = this.options.decode(item.value, item.partition);
     if (decoded.kind !== "record") {
       const origin = item.at === undefined ? undefined : this.options.source.originOf?.(item.partition, item.at);
-      this.deadLetter({ reason: decoded.error, origin, partition: item.partition, event: item.value });
+      this.deadLetterRefused({ reason: decoded.error, origin, partition: item.partition, event: item.value });
       return;
     }
     this.tracker.onEvent(item.partition, decoded.time, nowMs);
     this.events$.next(decoded);
+  }
+
+  private deadLetterRefused(entry: DeadLetter): void {
+    this.deadLetter(this.options.shapeRefused ? this.options.shapeRefused(entry) : entry);
   }
 
   /** A dead letter is written whatever it holds: one the sink cannot encode keeps its reason and origin. */

@@ -19,23 +19,60 @@ export const DEFAULT_MAX_LINE_BYTES = 1 << 20;
  */
 export const MAX_LINE_BYTES = 16 << 20;
 
+/** The reason for a value nested deeper than `maxDepth`; also said by checks on encoded bytes. */
+export function tooDeepReason(maxDepth = MAX_VALUE_DEPTH): string {
+  return `nested deeper than ${maxDepth} levels`;
+}
+
+/** The reason for a list or mapping of `entries` entries, over `maxEntries`. */
+export function tooManyEntriesReason(isList: boolean, entries: number, maxEntries = MAX_COLLECTION_ENTRIES): string {
+  return `a ${isList ? "list" : "mapping"} of ${entries} entries, over the limit of ${maxEntries}`;
+}
+
 /**
  * Why `value` is over the limits, or undefined when it is within them. Walks the value with an
  * explicit stack, never by recursion, so the check itself cannot overflow the call stack.
  */
 export function valueLimitViolation(value: unknown, maxDepth = MAX_VALUE_DEPTH, maxEntries = MAX_COLLECTION_ENTRIES): string | undefined {
-  if (value === null || typeof value !== "object" || ArrayBuffer.isView(value)) return undefined;
-  const stack: Array<[object, number]> = [[value, 1]];
-  while (stack.length > 0) {
-    const [node, depth] = stack.pop()!;
-    if (depth > maxDepth) return `nested deeper than ${maxDepth} levels`;
+  if (!isBranch(value)) return undefined;
+  // Most events are flat: one pass over the top level, allocating nothing, settles them.
+  let entries = 0;
+  let hasBranch = false;
+  if (Array.isArray(value)) {
+    entries = value.length;
+    for (let i = 0; i < value.length && !hasBranch; i++) hasBranch = isBranch(value[i]);
+  } else {
+    for (const name in value) {
+      entries++;
+      if (!hasBranch && isBranch((value as Record<string, unknown>)[name])) hasBranch = true;
+    }
+  }
+  if (entries > maxEntries) return tooManyEntriesReason(Array.isArray(value), entries, maxEntries);
+  return hasBranch ? nestedViolation(value, maxDepth, maxEntries) : undefined;
+}
+
+/** The walk of a value with nested lists or mappings: two parallel stacks of nodes and their depths. */
+function nestedViolation(value: object, maxDepth: number, maxEntries: number): string | undefined {
+  const nodes: object[] = [value];
+  const depths: number[] = [1];
+  while (nodes.length > 0) {
+    const node = nodes.pop()!;
+    const depth = depths.pop()!;
+    if (depth > maxDepth) return tooDeepReason(maxDepth);
     const children = Array.isArray(node) ? node : Object.values(node);
-    if (children.length > maxEntries) return `a ${Array.isArray(node) ? "list" : "mapping"} of ${children.length} entries, over the limit of ${maxEntries}`;
+    if (children.length > maxEntries) return tooManyEntriesReason(Array.isArray(node), children.length, maxEntries);
     for (let i = 0; i < children.length; i++) {
       const child = children[i];
-      // Bytes (msgpack bin) are a leaf, however long.
-      if (child !== null && typeof child === "object" && !ArrayBuffer.isView(child)) stack.push([child, depth + 1]);
+      if (isBranch(child)) {
+        nodes.push(child);
+        depths.push(depth + 1);
+      }
     }
   }
   return undefined;
+}
+
+/** A list or mapping; bytes (msgpack bin) are a leaf, however long. */
+function isBranch(value: unknown): value is object {
+  return value !== null && typeof value === "object" && !ArrayBuffer.isView(value);
 }

@@ -4,9 +4,8 @@ import { createHash } from "node:crypto";
 import { relative, sep } from "node:path";
 import { map, merge } from "rxjs";
 import { record, type Element } from "../engine/elements.ts";
-import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
+import { runJob, type DeadLetter, type JobOptions, type JobResult } from "../engine/job.ts";
 import { FileSink } from "../engine/sinks/fileSink.ts";
-import { mappedSink } from "../engine/sinks/mappedSink.ts";
 import type { Sink } from "../engine/sinks/sink.ts";
 import { StdoutSink } from "../engine/sinks/stdoutSink.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
@@ -18,7 +17,7 @@ import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
 import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
-import { eventDecoder, type DecoderPrivacy, type Event } from "./schema.ts";
+import { eventDecoder, minimisedEvent, WITHHELD, type DecoderPrivacy, type Event } from "./schema.ts";
 import { WINDOW_OUTPUT, type AggregateDef, type PipelineSpec, type SinkSpec, type SourceSpec } from "./validate.ts";
 
 export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "signal" | "batchSize" | "progressIntervalMs"> & {
@@ -109,8 +108,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
   const privacy = decoderPrivacy(spec);
   const connection: Connection = { signal: run.signal, log: run.log };
   const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection);
-  // Late events were decoded (ids already pseudonymised); what failed decoding was not.
-  const deadLetter = privacy.pseudonymise ? withheldIds(deadLetterSink, privacy.pseudonymise) : deadLetterSink;
+  const isMinimising = privacy.keep !== undefined || privacy.pseudonymise !== undefined;
   const { log, ...jobRun } = run;
   return {
     ...jobRun,
@@ -123,7 +121,9 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
     stateEncryptionKey: spec.state.encryptionKey,
     keyChecks: privacy.pseudonymise && { [PSEUDONYM_KEY_CHECK]: privacy.pseudonymise.pseudonym(PSEUDONYM_KEY_CHECK_INPUT) },
     checkpointIntervalMs: spec.state.checkpointIntervalMs,
-    deadLetter,
+    deadLetter: deadLetterSink,
+    // Late events and events an operator failed on were decoded (minimised, ids pseudonymised); what failed decoding was not.
+    shapeRefused: isMinimising ? minimisedRefusal(minimisedEvent(spec.schema, privacy)) : undefined,
     build(events, graph) {
       const windowResults = spec.windows.map((w) =>
         events.pipe(
@@ -149,24 +149,15 @@ function wantedOutputs(spec: PipelineSpec): string[] | undefined {
 }
 
 /**
- * The dead-letter sink of a pipeline that pseudonymises: what could not be decoded keeps its reason
- * and origin, but raw text (which holds the real ids) is withheld and a decoded event's ids are
- * pseudonymised, so no real id reaches storage.
+ * How a pipeline that keeps fields out or pseudonymises ids dead-letters what it could not decode: the
+ * reason (which quotes no value) and origin stay, raw text (which holds real ids and undeclared fields)
+ * is withheld and a refused event is `minimise`d, so no more reaches storage than a decoded event would.
  */
-function withheldIds(sink: Sink, ps: NonNullable<DecoderPrivacy["pseudonymise"]>): Sink {
-  const redact = (event: Record<string, unknown>) => {
-    const out = { ...event };
-    for (const field of ps.fields) if (typeof out[field] === "string") out[field] = ps.pseudonym(out[field] as string);
-    return out;
-  };
-  return mappedSink(sink, (value) => {
-    const { raw, event, ...rest } = value as { raw?: unknown; event?: unknown };
-    const isObject = event !== null && typeof event === "object" && !Array.isArray(event);
-    return {
-      ...rest,
-      ...(event === undefined ? {} : { event: isObject ? redact(event as Record<string, unknown>) : "(withheld: ids are pseudonymised)" }),
-      ...(raw === undefined ? {} : { raw: "(withheld: ids are pseudonymised)" }),
-    };
+function minimisedRefusal(minimise: (event: unknown) => unknown): (refused: DeadLetter) => DeadLetter {
+  return ({ raw, event, ...rest }) => ({
+    ...rest,
+    ...(event === undefined ? {} : { event: minimise(event) }),
+    ...(raw === undefined ? {} : { raw: WITHHELD }),
   });
 }
 
@@ -175,14 +166,18 @@ const PSEUDONYM_KEY_CHECK = "privacy.pseudonymise key";
 /** The key check is the pseudonym of this (no id starts with a NUL): keyed, and it says nothing of the key. */
 const PSEUDONYM_KEY_CHECK_INPUT = "\u0000flusso pseudonymisation key check";
 
-/** Pseudonymisation and field dropping applied while events are decoded. */
+/**
+ * Pseudonymisation and field dropping applied while events are decoded. With either, reasons quote
+ * no value and dead letters are minimised too.
+ */
 function decoderPrivacy(spec: PipelineSpec): DecoderPrivacy {
   const privacy = spec.privacy;
-  if (!privacy) return {};
+  if (!privacy || (privacy.keep === undefined && privacy.pseudonymise === undefined)) return {};
   const ps = privacy.pseudonymise;
   return {
     keep: privacy.keep,
     pseudonymise: ps && { fields: ps.fields, pseudonym: ps.pseudonym },
+    quotesValues: false,
   };
 }
 

@@ -2,9 +2,11 @@
 // stays free to honour signals and the stop timeout whatever the job is doing (a long step, a
 // blocking read). Messages to and from the main thread are the types below.
 import { parentPort, workerData } from "node:worker_threads";
+import { EngineError } from "../engine/errors.ts";
 import type { JobCounters, JobResult } from "../engine/job.ts";
 import { readPipeline } from "./cli.ts";
 import { runPipeline } from "./compile.ts";
+import { PipelineInvalid } from "./errors.ts";
 
 /** What the main thread asks the job. */
 export type ToJob = { type: "stop" };
@@ -22,8 +24,6 @@ export type FromJob =
 
 export type JobRequest = { file: string; reset: boolean; wantsProgress: boolean };
 
-/** Errors whose message says all a user needs: shown without a stack trace. */
-const EXPLAINED = /^(StateMismatch|StateKeyChanged|StateUnreadable|StateCorrupt|StateDirUnusable|StateDirLocked|StateDirForeign|SinkPositionLost|SinkLost|SourcePositionInvalid|PipelineInvalid)$/;
 
 async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request: JobRequest): Promise<void> {
   const tell = (message: FromJob) => port.postMessage(message);
@@ -45,9 +45,9 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
       tell({ type: "stopped-waiting" });
       return;
     }
-    const e = error as Error;
-    const isExplained = e instanceof Error && EXPLAINED.test(e.name);
-    tell({ type: "failed", text: isExplained ? `${e.name}: ${e.message}` : String(e?.stack ?? e) });
+    // The engine's and the pipeline's own errors say all a user needs; anything else is a bug, shown with its stack.
+    const isExplained = error instanceof EngineError || error instanceof PipelineInvalid;
+    tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error) });
   } finally {
     port.close();
   }

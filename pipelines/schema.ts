@@ -34,10 +34,14 @@ export const CEL_TYPE: Record<FieldType, string> = {
 /** ISO-8601 and its common log variants: `2019-10-01 00:00:00 UTC`, `2024-05-20T10:30:00.5+02:00`, `2024-05-20`. */
 const ISO_LIKE = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?\s*(Z|UTC|GMT|[+-]\d{2}:?\d{2})?$/i;
 
+/** The widest offset of a real time zone (UTC+14, Kiribati; the lowest is UTC-12), in minutes. */
+const MAX_ZONE_OFFSET_MINUTES = 14 * 60;
+
 /**
  * Epoch ms of an ISO-like time, or NaN. Written out rather than left to Date.parse, whose lenient
  * fallback reads "garbage 12" as December 2001; a time without a zone is UTC; impossible dates
- * ("2024-02-30") are refused rather than rolled over.
+ * ("2024-02-30") and offsets ("+99:99", "+24:00", "-00:75": they would shift an event by days)
+ * are refused rather than rolled over.
  */
 export function parseIsoTimeMs(text: string): number {
   const m = ISO_LIKE.exec(text.trim());
@@ -51,7 +55,10 @@ export function parseIsoTimeMs(text: string): number {
   if (!zone || zone === "Z" || zone === "UTC" || zone === "GMT") return ms;
   const sign = zone[0] === "-" ? -1 : 1;
   const digits = zone.slice(1).replace(":", "");
-  return ms - sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2))) * 60_000;
+  const [offsetHours, offsetMinutes] = [Number(digits.slice(0, 2)), Number(digits.slice(2))];
+  const offsetMinutesTotal = offsetHours * 60 + offsetMinutes;
+  if (offsetMinutes > 59 || offsetMinutesTotal > MAX_ZONE_OFFSET_MINUTES) return NaN;
+  return ms - sign * offsetMinutesTotal * 60_000;
 }
 
 /** A value that failed its field's type; the only allocation decoding makes, and only for bad events. */
@@ -61,21 +68,27 @@ class Invalid {
 
 type Coercer = (raw: unknown) => unknown;
 
-function coerceTimestamp(raw: unknown, unit: "ms" | "s"): unknown {
+/** How a reason shows the value that failed: quoted, or (privacy) not at all. */
+type Quote = (raw: unknown) => string;
+
+const QUOTE: Quote = (raw) => JSON.stringify(raw) ?? String(raw);
+const QUOTE_NOTHING: Quote = () => "";
+
+function coerceTimestamp(raw: unknown, unit: "ms" | "s", quote: Quote): unknown {
   let ms: number;
   if (typeof raw === "number") ms = unit === "s" ? raw * 1000 : raw;
   else if (typeof raw === "string" && /^-?\d+(\.\d+)?$/.test(raw.trim())) ms = Number(raw) * (unit === "s" ? 1000 : 1);
   else if (typeof raw === "string") ms = parseIsoTimeMs(raw);
   else return new Invalid(`expected a timestamp, got ${typeOf(raw)}`);
-  if (!Number.isFinite(ms)) return new Invalid(`expected a timestamp (epoch ${unit} or ISO-8601), got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(ms)) return new Invalid(`expected a timestamp (epoch ${unit} or ISO-8601), got ${quote(raw) || `a ${typeOf(raw)} that is no timestamp`}`);
   if (ms < MIN_TIMESTAMP_MS || ms >= MAX_TIMESTAMP_MS) {
-    return new Invalid(`timestamp ${JSON.stringify(raw)} is outside 1990-01-01..2100-01-01`);
+    return new Invalid(`timestamp ${quote(raw) && `${quote(raw)} `}is outside 1990-01-01..2100-01-01`);
   }
   return Math.floor(ms);
 }
 
 /** The coercer of one field type: the value as the event keeps it, or Invalid. */
-function coercer(spec: FieldSpec): Coercer {
+function coercer(spec: Pick<FieldSpec, "type" | "unit">, quote: Quote = QUOTE): Coercer {
   switch (spec.type) {
     case "string":
       // Ids are often numeric in the data; a number is a fine string, an object is not.
@@ -85,13 +98,13 @@ function coercer(spec: FieldSpec): Coercer {
       return (raw) => {
         if (typeof raw === "number" && Number.isFinite(raw)) return raw;
         const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
-        return Number.isFinite(n) ? n : new Invalid(`expected a number, got ${typeOf(raw)} ${JSON.stringify(raw)?.slice(0, 40)}`);
+        return Number.isFinite(n) ? n : new Invalid(`expected a number, got ${typeOf(raw)}${quote(raw) && ` ${quote(raw).slice(0, 40)}`}`);
       };
     case "boolean":
       return (raw) =>
         typeof raw === "boolean" ? raw : raw === "true" || raw === "false" ? raw === "true" : new Invalid(`expected a boolean, got ${typeOf(raw)}`);
     case "timestamp":
-      return (raw) => coerceTimestamp(raw, spec.unit);
+      return (raw) => coerceTimestamp(raw, spec.unit, quote);
     case "object":
       return (raw) => (raw !== null && typeof raw === "object" && !Array.isArray(raw) ? raw : new Invalid(`expected an object, got ${typeOf(raw)}`));
     case "list":
@@ -115,18 +128,27 @@ export type DecoderPrivacy = {
   keep?: readonly string[];
   /** Fields whose (string) value is replaced by `pseudonym(value)` before anything keys or stores it. */
   pseudonymise?: { fields: readonly string[]; pseudonym: (id: string) => string };
+  /**
+   * Whether the reason for a refused event quotes the value that failed (`expected a number, got
+   * string "abc"`); without, it names the field and the expected type only, so a dead letter
+   * carries no input. Default true.
+   */
+  quotesValues?: boolean;
 };
 
-/**
- * Builds the decoder of a schema: the declared fields only, coerced, with key and event time taken
- * out. With `privacy`, fields not kept are checked but dropped, and ids are pseudonymised.
- */
-export function eventDecoder(schema: EventSchema, keyField: string, timeField: string, privacy: DecoderPrivacy = {}): (value: unknown) => Decoded<Event> {
+/** What a dead letter shows instead of input that privacy options keep out of it. */
+export const WITHHELD = "(withheld: privacy)";
+
+type FieldDecoder = { name: string; isRequired: boolean; isKept: boolean; coerce: Coercer };
+
+/** Each declared field's check: coerced, pseudonymised if it is an id, kept or only checked. */
+function fieldDecoders(schema: EventSchema, privacy: DecoderPrivacy): FieldDecoder[] {
   const kept = privacy.keep && new Set(privacy.keep);
   const hashed = new Set(privacy.pseudonymise?.fields ?? []);
   const pseudonym = privacy.pseudonymise?.pseudonym;
-  const fields = Object.entries(schema).map(([name, spec]) => {
-    const check = coercer(spec);
+  const quote = privacy.quotesValues === false ? QUOTE_NOTHING : QUOTE;
+  return Object.entries(schema).map(([name, spec]) => {
+    const check = coercer(spec, quote);
     const isHashed = hashed.has(name) && pseudonym !== undefined;
     return {
       name,
@@ -135,6 +157,14 @@ export function eventDecoder(schema: EventSchema, keyField: string, timeField: s
       coerce: isHashed ? (raw: unknown) => withPseudonym(check(raw), pseudonym) : check,
     };
   });
+}
+
+/**
+ * Builds the decoder of a schema: the declared fields only, coerced, with key and event time taken
+ * out. With `privacy`, fields not kept are checked but dropped, and ids are pseudonymised.
+ */
+export function eventDecoder(schema: EventSchema, keyField: string, timeField: string, privacy: DecoderPrivacy = {}): (value: unknown) => Decoded<Event> {
+  const fields = fieldDecoders(schema, privacy);
   return (value) => {
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
       return { error: `expected an object event, got ${typeOf(value)}` };
@@ -153,5 +183,26 @@ export function eventDecoder(schema: EventSchema, keyField: string, timeField: s
       if (field.isKept) event[field.name] = coerced;
     }
     return record(String(event[keyField]), event[timeField] as number, event);
+  };
+}
+
+/**
+ * What a dead letter keeps of a value the decoder refused, under privacy options: no more than a
+ * decoded event would hold. The declared fields that are kept and pass their check, as decoded
+ * (ids pseudonymised); one that fails it is withheld, as is a value that is no object.
+ */
+export function minimisedEvent(schema: EventSchema, privacy: DecoderPrivacy): (value: unknown) => unknown {
+  const fields = fieldDecoders(schema, privacy).filter((field) => field.isKept);
+  return (value) => {
+    if (value === null || typeof value !== "object" || Array.isArray(value)) return WITHHELD;
+    const input = value as Record<string, unknown>;
+    const kept: Event = {};
+    for (const field of fields) {
+      const raw = input[field.name];
+      if (raw === undefined || raw === null || raw === "") continue;
+      const coerced = field.coerce(raw);
+      kept[field.name] = coerced instanceof Invalid ? WITHHELD : coerced;
+    }
+    return kept;
   };
 }

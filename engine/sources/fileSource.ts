@@ -1,10 +1,12 @@
 // Bounded file source: JSON lines, CSV or concatenated msgpack. Each file is a partition with its own
 // watermark; batches rotate over the partitions. The position is each file's byte offset and line
 // number plus whose turn it is, so a restored job reads exactly the batches an uninterrupted one would.
-import { closeSync, openSync, readSync, statSync } from "node:fs";
-import { C1, Unpackr } from "msgpackr";
-import { SourcePositionInvalid } from "../errors.ts";
+import { statSync } from "node:fs";
+import { SourcePositionInvalid, SourceUnreadable } from "../errors.ts";
+import { DEFAULT_MAX_LINE_BYTES, MAX_COLLECTION_ENTRIES, valueLimitViolation } from "../valueLimits.ts";
+import { decodeJson, textPreview, type Decoding } from "./decoding.ts";
 import { LineReader, type LinePosition } from "./lineReader.ts";
+import { MsgpackReader } from "./msgpackReader.ts";
 import { splitCsvLine } from "./csv.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
@@ -18,7 +20,7 @@ export type FileSourceOptions = {
   columns?: string[];
   /** CSV field delimiter. Default ",". */
   delimiter?: string;
-  /** Longer lines go to the dead-letter output unread. Default 1 MiB. */
+  /** Longer lines (msgpack: values) go to the dead-letter output, never held whole. Default 1 MiB. */
   maxLineBytes?: number;
 };
 
@@ -71,8 +73,9 @@ export class FileSource implements Source {
     return { items, finishedPartitions, isDone: this.isFinished.every(Boolean) };
   }
 
+  /** `events.jsonl:42` (line 42), `events.msgpack@1024` (the value at byte 1024). */
   originOf(partition: number, at: number): string {
-    return `${this.options.paths[partition]}:${at}`;
+    return `${this.options.paths[partition]}${this.options.format === "msgpack" ? "@" : ":"}${at}`;
   }
 
   position(): FilePosition {
@@ -84,14 +87,22 @@ export class FileSource implements Source {
   }
 
   private openReader(path: string, partition: number, from: LinePosition | undefined): PartitionReader {
-    const sizeBytes = statSync(path).size;
+    let stats;
+    try {
+      stats = statSync(path);
+    } catch (error) {
+      throw new SourceUnreadable(path, (error as Error).message);
+    }
+    // A pipe or a device cannot be read again from a recorded offset (and LMDB-style positional reads fail on it).
+    if (!stats.isFile()) throw new SourceUnreadable(path, "is not a regular file (a pipe, a device or a directory): a source file must be one flusso can read again from a recorded position");
+    const sizeBytes = stats.size;
     if (from && from.offsetBytes > sizeBytes) {
       throw new SourcePositionInvalid(path, `checkpoint is at byte ${from.offsetBytes} but the file has ${sizeBytes}: it was replaced`);
     }
-    const maxLineBytes = this.options.maxLineBytes ?? 1 << 20;
-    if (this.options.format === "msgpack") return new MsgpackReader(path, partition, from?.offsetBytes ?? 0, maxLineBytes);
+    const maxLineBytes = this.options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+    if (this.options.format === "msgpack") return new MsgpackReader(path, partition, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
     const lines = new LineReader(path, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
-    if (this.options.format === "jsonl") return lineItems(lines, partition, parseJsonLine);
+    if (this.options.format === "jsonl") return lineItems(lines, partition, decodeJson);
     const delimiter = this.options.delimiter ?? ",";
     let columns = this.options.columns;
     if (!columns) {
@@ -102,17 +113,12 @@ export class FileSource implements Source {
   }
 }
 
-type LineParser = (text: string) => { value: unknown } | { error: string };
-
-function parseJsonLine(text: string): { value: unknown } | { error: string } {
-  try {
-    return { value: JSON.parse(text) };
-  } catch (error) {
-    return { error: `not JSON: ${(error as Error).message}` };
-  }
-}
+/** A line's value, or why it has none (`raw`: what the dead letter shows, default the whole line). */
+type LineParser = (text: string) => Decoding;
 
 function csvParser(columns: string[], delimiter: string): LineParser {
+  // A row is a flat mapping of the columns: only a header of very many columns can be over the limits.
+  const isWide = columns.length > MAX_COLLECTION_ENTRIES;
   return (text) => {
     const fields = splitCsvLine(text, delimiter);
     if (!Array.isArray(fields)) return { error: `bad CSV: ${fields.error}` };
@@ -120,15 +126,16 @@ function csvParser(columns: string[], delimiter: string): LineParser {
     const value: Record<string, string> = {};
     // An empty CSV field is an absent value, so optional fields behave as in JSON.
     for (let c = 0; c < columns.length; c++) if (fields[c] !== "") value[columns[c]] = fields[c];
-    return { value };
+    const violation = isWide ? valueLimitViolation(value) : undefined;
+    return violation === undefined ? { value } : { error: violation, raw: textPreview(text) };
   };
 }
 
 function readCsvHeader(path: string, delimiter: string, maxLineBytes: number): string[] {
   const reader = new LineReader(path, { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
   try {
-    const header = reader.readLine();
-    const fields = header && !header.tooLong ? splitCsvLine(header.text.replace(/^\uFEFF/, ""), delimiter) : undefined;
+    const header = reader.readLine(); // without a byte-order mark: the line reader skips it
+    const fields = header && header.problem === undefined ? splitCsvLine(header.text, delimiter) : undefined;
     if (!Array.isArray(fields) || fields.length === 0) throw new SourcePositionInvalid(path, "CSV file has no readable header line");
     return fields;
   } finally {
@@ -143,13 +150,13 @@ function lineItems(lines: LineReader, partition: number, parse: LineParser): Par
         const line = lines.readLine();
         if (line === undefined) return false;
         const origin = `${lines.path}:${line.lineNo}`;
-        if (line.tooLong) {
-          into.push({ partition, error: `line of ${line.lengthBytes} bytes is over the limit`, raw: line.preview, origin });
+        if (line.problem !== undefined) {
+          into.push({ partition, error: line.problem, raw: line.preview, origin });
           continue;
         }
         if (line.text.trim() === "") continue;
         const parsed = parse(line.text);
-        if ("error" in parsed) into.push({ partition, error: parsed.error, raw: line.text, origin });
+        if ("error" in parsed) into.push({ partition, error: parsed.error, raw: parsed.raw ?? line.text, origin });
         else into.push({ partition, value: parsed.value, at: line.lineNo });
       }
       return true;
@@ -157,82 +164,4 @@ function lineItems(lines: LineReader, partition: number, parse: LineParser): Par
     position: () => lines.next,
     close: () => lines.close(),
   };
-}
-
-/** Concatenated msgpack values; an undecodable byte is reported and skipped so reading can resync. */
-class MsgpackReader implements PartitionReader {
-  private readonly fd: number;
-  private readonly unpackr = new Unpackr({ useRecords: false });
-  private buffer = Buffer.alloc(0);
-  private bufferAtBytes: number;
-  private consumedBytes = 0;
-  private items = 0;
-  private isEof = false;
-
-  constructor(
-    readonly path: string,
-    private readonly partition: number,
-    offsetBytes: number,
-    private readonly maxValueBytes: number,
-  ) {
-    this.fd = openSync(path, "r");
-    this.bufferAtBytes = offsetBytes;
-  }
-
-  read(maxItems: number, into: SourceItem[]): boolean {
-    let n = 0;
-    while (n < maxItems) {
-      if (this.consumedBytes >= this.buffer.length) {
-        if (this.isEof || !this.fill()) return false;
-      }
-      try {
-        this.unpackr.unpackMultiple(this.buffer.subarray(this.consumedBytes), (value: unknown, start?: number, end?: number) => {
-          const offset = this.bufferAtBytes + this.consumedBytes;
-          this.consumedBytes += (end ?? 0) - (start ?? 0);
-          this.items++;
-          // msgpackr hands back the never-used byte 0xC1 as a sentinel value instead of failing.
-          if (value === C1) {
-            into.push({ partition: this.partition, error: `undecodable msgpack at byte ${offset}: the reserved byte 0xc1`, raw: "c1", origin: `${this.path}@${offset}` });
-          } else into.push({ partition: this.partition, value });
-          return ++n < maxItems;
-        });
-      } catch (error) {
-        const e = error as Error & { incomplete?: boolean; lastPosition?: number };
-        if (e.incomplete && !this.isEof && this.buffer.length - this.consumedBytes <= this.maxValueBytes) {
-          this.fill();
-          continue;
-        }
-        const offset = this.bufferAtBytes + this.consumedBytes;
-        const raw = this.buffer.subarray(this.consumedBytes, this.consumedBytes + 32).toString("hex");
-        into.push({ partition: this.partition, error: `undecodable msgpack at byte ${offset}: ${e.message}`, raw, origin: `${this.path}@${offset}` });
-        // A truncated tail is one bad value; a corrupt byte is skipped so the next value can be found.
-        this.consumedBytes = e.incomplete ? this.buffer.length : this.consumedBytes + 1;
-        n++;
-      }
-    }
-    return true;
-  }
-
-  position(): LinePosition {
-    return { offsetBytes: this.bufferAtBytes + this.consumedBytes, lineNo: this.items };
-  }
-
-  close(): void {
-    closeSync(this.fd);
-  }
-
-  /** Reads the next chunk after the unconsumed bytes; false at the end of the file. */
-  private fill(): boolean {
-    const chunk = Buffer.allocUnsafe(1 << 20);
-    const fileAt = this.bufferAtBytes + this.buffer.length;
-    const bytesRead = readSync(this.fd, chunk, 0, chunk.length, fileAt);
-    if (bytesRead === 0) {
-      this.isEof = true;
-      return false;
-    }
-    this.bufferAtBytes += this.consumedBytes;
-    this.buffer = Buffer.concat([this.buffer.subarray(this.consumedBytes), chunk.subarray(0, bytesRead)]);
-    this.consumedBytes = 0;
-    return true;
-  }
 }

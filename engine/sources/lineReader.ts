@@ -1,15 +1,21 @@
 // Reads a file line by line synchronously, knowing the byte offset and number of every line, so
 // a source can resume exactly after the last line a checkpoint covered. Lines longer than a limit
-// are skipped without being held in memory and reported as such.
+// are skipped without being held in memory, and lines that are not UTF-8 are not decoded: both
+// are reported with the reason.
+import { isUtf8 } from "node:buffer";
 import { closeSync, openSync, readSync } from "node:fs";
+import { RAW_PREVIEW_CHARS, utf8Problem } from "./decoding.ts";
 
 const CHUNK_BYTES = 1 << 20;
 const NEWLINE = 10;
-const RAW_PREVIEW_CHARS = 200;
+const CARRIAGE_RETURN = 13;
+/** The UTF-8 byte-order mark some editors write at the start of a file: encoding, not text. */
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
+/** A line's text, or why it has none (`preview`: its start, at most RAW_PREVIEW_CHARS characters). */
 export type Line =
-  | { readonly text: string; readonly lineNo: number; readonly tooLong?: undefined }
-  | { readonly tooLong: true; readonly lengthBytes: number; readonly preview: string; readonly lineNo: number };
+  | { readonly text: string; readonly lineNo: number; readonly problem?: undefined }
+  | { readonly problem: string; readonly preview: string; readonly lineNo: number };
 
 export type LinePosition = { offsetBytes: number; lineNo: number };
 
@@ -20,6 +26,12 @@ export class LineReader {
   private readOffsetBytes: number;
   private isEof = false;
   private position: LinePosition;
+  /**
+   * The buffer is known to be UTF-8 before this index. Checking a whole chunk at once, up to its
+   * last line break (no UTF-8 sequence holds byte 10), costs ~4 ns a line; checking each line
+   * ~90 ns. Only the lines of a chunk that fails the check are checked one by one.
+   */
+  private utf8CheckedBefore = 0;
 
   constructor(
     readonly path: string,
@@ -52,21 +64,27 @@ export class LineReader {
   }
 
   private take(endAt: number, nextAt: number): Line {
-    const lineStart = this.start;
+    const isFileStart = this.position.offsetBytes === 0;
+    let lineStart = this.start;
     const lineNo = ++this.position.lineNo;
     this.position.offsetBytes += nextAt - lineStart;
     this.start = nextAt;
-    if (endAt - lineStart > this.maxLineBytes) {
-      const preview = this.buffer.toString("utf8", lineStart, lineStart + RAW_PREVIEW_CHARS);
-      return { tooLong: true, lengthBytes: endAt - lineStart, preview, lineNo };
-    }
-    const end = endAt > lineStart && this.buffer[endAt - 1] === 13 ? endAt - 1 : endAt; // tolerate CRLF
+    if (endAt - lineStart > this.maxLineBytes) return tooLong(endAt - lineStart, this.preview(lineStart, endAt), lineNo);
+    if (isFileStart && this.buffer.subarray(lineStart, lineStart + BOM.length).equals(BOM)) lineStart += BOM.length;
+    const end = endAt > lineStart && this.buffer[endAt - 1] === CARRIAGE_RETURN ? endAt - 1 : endAt; // tolerate CRLF
+    const problem = endAt > this.utf8CheckedBefore ? utf8Problem(this.buffer, lineStart, end, "line") : undefined;
+    if (problem !== undefined) return { problem, preview: this.preview(lineStart, end), lineNo };
     return { text: this.buffer.toString("utf8", lineStart, end), lineNo };
+  }
+
+  /** The start of a line, decoded leniently: what a dead letter shows of it (at most RAW_PREVIEW_CHARS). */
+  private preview(lineStart: number, endAt: number): string {
+    return this.buffer.toString("utf8", lineStart, Math.min(endAt, lineStart + RAW_PREVIEW_CHARS));
   }
 
   /** Skips to the end of an over-long line, keeping only a preview of its start. */
   private skipLongLine(): Line {
-    const preview = this.buffer.toString("utf8", this.start, this.start + RAW_PREVIEW_CHARS);
+    const preview = this.preview(this.start, this.buffer.length);
     let lengthBytes = 0;
     for (;;) {
       const newlineAt = this.buffer.indexOf(NEWLINE, this.start);
@@ -79,7 +97,7 @@ export class LineReader {
       this.fill();
     }
     this.position.lineNo++;
-    return { tooLong: true, lengthBytes, preview, lineNo: this.position.lineNo };
+    return tooLong(lengthBytes, preview, this.position.lineNo);
   }
 
   private fill(): void {
@@ -92,5 +110,12 @@ export class LineReader {
     this.readOffsetBytes += bytesRead;
     this.buffer = Buffer.concat([this.buffer.subarray(this.start), chunk.subarray(0, bytesRead)]);
     this.start = 0;
+    const lineBreaksEnd = this.buffer.lastIndexOf(NEWLINE) + 1;
+    this.utf8CheckedBefore = isUtf8(this.buffer.subarray(0, lineBreaksEnd)) ? lineBreaksEnd : 0;
   }
+}
+
+/** The line's own length is what the reason gives: without its line break. */
+function tooLong(lengthBytes: number, preview: string, lineNo: number): Line {
+  return { problem: `line of ${lengthBytes} bytes is over the limit`, preview, lineNo };
 }

@@ -4,9 +4,10 @@
 // and the job is the backpressure: the consumer waits while the job is behind.
 import { DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { unpack } from "msgpackr";
 import { SourcePositionInvalid } from "../errors.ts";
 import { connectNats, ensureStream, jetstreamManager, streamInfo } from "../nats.ts";
+import { decodeJsonBytes, textPreview } from "./decoding.ts";
+import { decodeMsgpackMessage } from "./msgpack.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
 export type NatsSourceOptions = {
@@ -226,16 +227,13 @@ export class NatsSource implements Source {
     });
   }
 
+  /** A message's value: UTF-8 JSON or msgpack, within the value limits (decoding.ts, msgpack.ts). */
   private decode(msg: JsMsg): SourceItem {
     const partition = partitionOfSubject(msg.subject, this.partitions);
     const origin = `${this.options.stream}#${msg.seq} (${msg.subject})`;
-    try {
-      const value = this.options.format === "json" ? JSON.parse(msg.string()) : unpack(msg.data);
-      return { partition, value, at: msg.seq };
-    } catch (error) {
-      const raw = this.options.format === "json" ? msg.string().slice(0, RAW_PREVIEW) : Buffer.from(msg.data.subarray(0, 64)).toString("hex");
-      return { partition, error: `not ${this.options.format}: ${(error as Error).message}`, raw, origin };
-    }
+    const decoded = this.options.format === "json" ? decodeJsonBytes(msg.data, "message") : decodeMsgpackMessage(msg.data);
+    if ("value" in decoded) return { partition, value: decoded.value, at: msg.seq };
+    return { partition, error: decoded.error, raw: decoded.raw ?? textPreview(msg.string()), origin };
   }
 }
 

@@ -22,7 +22,8 @@ type DeadLetter = { reason: string; origin?: string; partition: number; raw?: st
 
 type Run = { result: JobResult; results: Record<string, unknown>[]; deadLetters: DeadLetter[]; late: unknown[] };
 
-function pipelineYaml(source: string): string {
+/** `extraSchema`: more schema fields, one YAML line each, indented by two spaces. */
+function pipelineYaml(source: string, extraSchema = ""): string {
   return `name: bad-input
 source: { file: ${source} }
 schema:
@@ -30,7 +31,7 @@ schema:
   ts: { type: timestamp, required: true }
   event_type: { type: string, required: true }
   price: { type: number }
-key: user_id
+${extraSchema}key: user_id
 time: ts
 watermark: { maxOutOfOrderness: 0s }
 state: { dir: state }
@@ -50,9 +51,9 @@ deadLetter: { file: { path: out/dead-letter.jsonl } }
 }
 
 /** Runs the pipeline of `source` in `dir` from scratch and reads back all three outputs. */
-async function runIn(dir: string, source: string): Promise<Run> {
+async function runIn(dir: string, source: string, extraSchema = ""): Promise<Run> {
   const file = join(dir, "pipeline.yaml");
-  writeFileSync(file, pipelineYaml(source));
+  writeFileSync(file, pipelineYaml(source, extraSchema));
   const result = await runPipeline(readPipeline(file, {}), { reset: true });
   return {
     result,
@@ -130,6 +131,11 @@ const BAD_LINES: BadCase[] = [
   { name: "a timestamp of 1e20", line: event({ ts: 1e20 }), reason: /^field "ts": timestamp 1(e\+?20|0{20}) is outside 1990-01-01\.\.2100-01-01$/ },
   { name: "a timestamp that is no date", line: event({ ts: "garbage" }), reason: 'field "ts": expected a timestamp (epoch ms or ISO-8601), got "garbage"' },
   { name: "a boolean timestamp", line: event({ ts: true }), reason: 'field "ts": expected a timestamp, got boolean' },
+  ...["+99:99", "+24:00", "-00:75"].map((offset) => ({
+    name: `a time-zone offset of ${offset}`,
+    line: event({ ts: `2024-05-20T10:00:00${offset}` }),
+    reason: `field "ts": expected a timestamp (epoch ms or ISO-8601), got "2024-05-20T10:00:00${offset}"`,
+  })),
   { name: "a line over maxLineBytes", line: LONG_LINE, reason: `line of ${Buffer.byteLength(LONG_LINE)} bytes is over the limit` },
 ];
 
@@ -323,20 +329,21 @@ describe("a msgpack file", () => {
 
     it("dead-letters the tail once, at its byte offset", () => {
       expect(run.deadLetters).toHaveLength(1);
-      expect(run.deadLetters[0].reason).toMatch(new RegExp(`^undecodable msgpack at byte ${goodBytes}: `));
+      expect(run.deadLetters[0].reason).toMatch(new RegExp(`^undecodable msgpack at bytes ${goodBytes}\\.\\.${goodBytes + 12} \\(12 bytes\\): `));
       expect(run.deadLetters[0].origin).toBe(`${file}@${goodBytes}`);
       expect(run.result.counters.deadLettered).toBe(1);
     });
   });
 
-  describe("with a corrupt byte and a value that is no event in the middle", () => {
+  describe("with a value that is no event, a corrupt byte and a number in the middle", () => {
     let run: Run;
-    const corruptAt = packed.slice(0, 5).reduce((n, b) => n + b.length, 0);
+    const listAt = packed.slice(0, 5).reduce((n, b) => n + b.length, 0);
+    const corruptAt = listAt + pack([1, 2]).length;
 
     beforeAll(async () => {
       const dir = tempDir();
-      // 0xC1 is the one byte msgpack never uses.
-      writeFileSync(join(dir, "events.msgpack"), Buffer.concat([...packed.slice(0, 5), Buffer.from([0xc1]), pack(42), ...packed.slice(5)]));
+      // 0xC1 is the one byte msgpack never uses; a lone number in a file of events is a damaged byte.
+      writeFileSync(join(dir, "events.msgpack"), Buffer.concat([...packed.slice(0, 5), pack([1, 2]), Buffer.from([0xc1]), pack(42), ...packed.slice(5)]));
       run = await runIn(dir, `{ path: events.msgpack, format: msgpack }`);
     });
 
@@ -345,14 +352,94 @@ describe("a msgpack file", () => {
       expect(run.result.counters.deadLettered).toBe(2);
     });
 
-    it("dead-letters the value that is no object as such", () => {
-      expect(run.deadLetters.filter((e) => isDeepStrictEqual(e.event, 42)).map((e) => e.reason)).toEqual(["expected an object event, got number"]);
+    it("dead-letters the value that is no object as such, by its byte offset", () => {
+      const [entry] = run.deadLetters.filter((e) => isDeepStrictEqual(e.event, [1, 2]));
+      expect(entry.reason).toBe("expected an object event, got a list");
+      expect(entry.origin).toMatch(new RegExp(`events\\.msgpack@${listAt}$`));
     });
 
-    it("dead-letters the 0xC1 byte as undecodable msgpack at its offset", () => {
+    it("dead-letters the 0xC1 byte and the number after it as one run of undecodable msgpack, with its bytes", () => {
       const reasons = run.deadLetters.map((e) => e.reason);
-      expect(reasons).toContainEqual(expect.stringMatching(new RegExp(`^undecodable msgpack at byte ${corruptAt}: `)));
+      expect(reasons).toContainEqual(`undecodable msgpack at bytes ${corruptAt}..${corruptAt + 2} (2 bytes): 0xc1, a byte msgpack never uses`);
     });
+  });
+
+  describe("with a value nested 100,000 deep", () => {
+    let run: Run;
+
+    beforeAll(async () => {
+      const dir = tempDir();
+      const deep = Buffer.concat([Buffer.alloc(100_000, 0x91), Buffer.from([0x01])]);
+      writeFileSync(join(dir, "events.msgpack"), Buffer.concat([...packed.slice(0, 5), deep, ...packed.slice(5)]));
+      run = await runIn(dir, `{ path: events.msgpack, format: msgpack }`);
+    });
+
+    it("dead-letters it with a short preview and processes every event after it", () => {
+      expect(run.result.isComplete).toBe(true);
+      expect(sortResults(run.results)).toEqual(recount(goods));
+      expect(run.deadLetters.map((e) => [e.reason, e.raw])).toEqual([["nested deeper than 64 levels", "91".repeat(64)]]);
+    });
+  });
+});
+
+describe("values too deep or too wide in JSON lines", () => {
+  const goods = goodEvents(40);
+  const T = goods[10].timeMs;
+  /** JSON text of a mapping nested `levels` deep (JSON.stringify itself overflows the stack on it). */
+  const nested = (levels: number) => `${'{"next":'.repeat(levels)}1${"}".repeat(levels)}`;
+  const BAD: Array<{ name: string; line: string; reason: string }> = [
+    { name: "a line nested 100,000 deep", line: `${"[".repeat(100_000)}${"]".repeat(100_000)}`, reason: "nested deeper than 64 levels" },
+    {
+      name: "an event whose declared object field is nested 5,000 deep",
+      line: `{"user_id":"u1","ts":${T},"event_type":"view","props":${nested(5000)}}`,
+      reason: "nested deeper than 64 levels",
+    },
+    {
+      name: "an event whose declared list field holds 20,000 entries",
+      line: JSON.stringify({ user_id: "u1", ts: T, event_type: "view", tags: Array.from({ length: 20_000 }, (_, i) => i) }),
+      reason: "a list of 20000 entries, over the limit of 10000",
+    },
+  ];
+  let run: Run;
+
+  beforeAll(async () => {
+    const dir = tempDir();
+    const lines = goods.map(jsonLine);
+    lines.splice(20, 0, ...BAD.map((b) => b.line));
+    writeFileSync(join(dir, "events.jsonl"), lines.join("\n") + "\n");
+    run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`, "  props: { type: object }\n  tags: { type: list }\n");
+  });
+
+  it("completes the job and counts every good event after them", () => {
+    expect(run.result.isComplete).toBe(true);
+    expect(sortResults(run.results)).toEqual(recount(goods));
+  });
+
+  it.each(BAD.map((b, i) => ({ ...b, lineNo: 21 + i })))("dead-letters $name by its line, with a preview of at most 200 characters", ({ line, reason, lineNo }) => {
+    const entries = run.deadLetters.filter((e) => e.origin?.endsWith(`events.jsonl:${lineNo}`));
+    expect(entries.map((e) => [e.reason, e.raw])).toEqual([[reason, line.slice(0, 200)]]);
+  });
+});
+
+describe("bytes that are not text in JSON lines", () => {
+  it("reads a file that starts with a byte-order mark from its first line", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "events.jsonl"), `\uFEFF${goodEvents(3).map(jsonLine).join("\n")}\n`);
+    const run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`);
+    expect(run.deadLetters).toEqual([]);
+    expect(sortResults(run.results)).toEqual(recount(goodEvents(3)));
+  });
+
+  it("dead-letters lines whose bytes are not UTF-8 rather than merging two users into one U+FFFD key", async () => {
+    const dir = tempDir();
+    const user = (bytes: number[]) => Buffer.concat([Buffer.from('{"user_id":"al'), Buffer.from(bytes), Buffer.from(`ce","ts":${T0},"event_type":"view"}\n`)]);
+    writeFileSync(join(dir, "events.jsonl"), Buffer.concat([user([0xe9]), user([0xff]), user([0xc3, 0xa9])]));
+    const run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`);
+    expect(run.results).toEqual([{ window: "hourly", key: "aléce", start: T0, end: T0 + HOUR_MS, events: 1, purchases: 0, revenue: 0 }]);
+    expect(run.deadLetters.map((e) => [e.origin?.replace(/.*\//, ""), e.reason])).toEqual([
+      ["events.jsonl:1", "not UTF-8: an invalid byte sequence at byte 14 of the line"],
+      ["events.jsonl:2", "not UTF-8: an invalid byte sequence at byte 14 of the line"],
+    ]);
   });
 });
 

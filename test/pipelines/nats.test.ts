@@ -136,7 +136,7 @@ describe("NATS JetStream in and out", () => {
   it("sends messages that are not JSON or fail the schema to the dead-letter subject, with the reason", async () => {
     const dead = (await readStream(server.url, "DEAD")).map((l) => JSON.parse(l));
     expect(dead.map((d) => d.reason)).toEqual([
-      expect.stringMatching(/^not json/),
+      expect.stringMatching(/^not JSON: /),
       'missing required field "timestamp"',
       expect.stringMatching(/^field "timestamp": expected a timestamp/),
     ]);

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { pseudonymiser } from "../../operators/pseudonymise.ts";
-import { eventDecoder, type EventSchema } from "../../pipelines/schema.ts";
+import { eventDecoder, WITHHELD, type EventSchema } from "../../pipelines/schema.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 const KEY = "a-test-key-of-32-bytes-0123456789";
@@ -60,8 +60,58 @@ describe("privacy", () => {
     expect(results).toContain(`"user_id":"${alice}"`);
     const deadLetters = dead.trim().split("\n").map((l) => JSON.parse(l));
     expect(deadLetters.map((d) => d.reason)).toEqual([expect.stringMatching(/JSON|json/), 'missing required field "timestamp"']);
-    expect(deadLetters[0].raw).toBe("(withheld: ids are pseudonymised)");
+    expect(deadLetters[0].raw).toBe(WITHHELD);
     expect(deadLetters[1].event.user_id).toBe(alice);
+  });
+
+  /** Runs the pipeline of `privacy` over `events` (JSON values, or lines as they are) and reads its dead letters. */
+  async function deadLettersOf(privacy: string, events: unknown[]): Promise<{ text: string; deadLetters: Array<Record<string, any>> }> {
+    const dir = tempDir("flusso-privacy-");
+    const file = pipelineFile(dir, privacy);
+    writeFileSync(join(dir, "events.jsonl"), events.map((e) => (typeof e === "string" ? e : JSON.stringify(e))).join("\n") + "\n");
+    await runPipeline(readPipeline(file), { reset: true });
+    const text = readFileSync(join(dir, "out/dead.jsonl"), "utf8");
+    return { text, deadLetters: text.trim().split("\n").map((l) => JSON.parse(l)) };
+  }
+
+  it("keeps in a dead letter only the declared fields, the id pseudonymised, and no value in its reason", async () => {
+    process.env.FLUSSO_TEST_PSEUDONYM_KEY = KEY;
+    const pseudonym = pseudonymiser(KEY);
+    const { text, deadLetters } = await deadLettersOf("  pseudonymise: { keyEnv: FLUSSO_TEST_PSEUDONYM_KEY }", [
+      { user_id: "bob", timestamp: "bob@x.com", event_type: "page_view", page: "/pricing", email: "bob@x.com" },
+      { user_id: { name: "bob" }, timestamp: T0, event_type: "page_view", email: "bob@x.com" },
+      { user_id: 12345, timestamp: T0 + 1000, event_type: { bob: "bob@x.com" } },
+      [{ user_id: "bob", email: "bob@x.com" }],
+      '{"user_id": "bob", "email": "bob@x.com", oops}',
+    ]);
+    expect(text).not.toMatch(/bob/);
+    expect(deadLetters).toEqual([
+      {
+        reason: 'field "timestamp": expected a timestamp (epoch ms or ISO-8601), got a string that is no timestamp',
+        origin: expect.stringMatching(/events\.jsonl:1$/),
+        partition: 0,
+        event: { user_id: pseudonym("bob"), timestamp: WITHHELD, event_type: "page_view", page: "/pricing" },
+      },
+      { reason: 'field "user_id": expected a string, got object', origin: expect.stringMatching(/:2$/), partition: 0, event: { user_id: WITHHELD, timestamp: T0, event_type: "page_view" } },
+      // A numeric id gets the pseudonym the decoder gives it in events.
+      { reason: 'field "event_type": expected a string, got object', origin: expect.stringMatching(/:3$/), partition: 0, event: { user_id: pseudonym("12345"), timestamp: T0 + 1000, event_type: WITHHELD } },
+      { reason: "expected an object event, got a list", origin: expect.stringMatching(/:4$/), partition: 0, event: WITHHELD },
+      { reason: expect.stringMatching(/^not JSON: /), origin: expect.stringMatching(/:5$/), partition: 0, raw: WITHHELD },
+    ]);
+  });
+
+  it("minimises dead letters with keep alone: only kept fields, no raw text, no value in a reason", async () => {
+    const { text, deadLetters } = await deadLettersOf("  keep: [event_type]", [
+      { user_id: "carol", timestamp: T0, event_type: "page_view", page: "/secret", email: "carol@x.com", referrer: true },
+      { user_id: "carol", timestamp: 1e20, event_type: "page_view", page: "/secret", email: "carol@x.com" },
+      "carol@x.com",
+    ]);
+    expect(text).not.toMatch(/carol@|secret|1e\+?20|100000000000000000000/);
+    expect(deadLetters.map((d) => [d.reason, d.event ?? d.raw])).toEqual([
+      ['field "referrer": expected a string, got boolean', { user_id: "carol", timestamp: T0, event_type: "page_view" }],
+      ['field "timestamp": timestamp is outside 1990-01-01..2100-01-01', { user_id: "carol", timestamp: WITHHELD, event_type: "page_view" }],
+      ["not JSON: Unexpected token (not valid JSON)", WITHHELD],
+    ]);
   });
 
   it("refuses a key that is missing or shorter than 16 bytes, naming privacy.pseudonymise.keyEnv", () => {

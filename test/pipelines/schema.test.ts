@@ -1,0 +1,72 @@
+// Tests of the event schema's parts: ISO times with real time-zone offsets only, reasons that quote
+// no value when privacy asks, and what a dead letter keeps of a refused event under privacy.
+import { describe, expect, it } from "vitest";
+import { eventDecoder, minimisedEvent, parseIsoTimeMs, WITHHELD, type EventSchema } from "../../pipelines/schema.ts";
+
+const AT_UTC = Date.UTC(2024, 4, 20, 10, 0, 0);
+const MINUTE_MS = 60_000;
+
+describe("parseIsoTimeMs", () => {
+  it.each([
+    ["Z", 0],
+    ["+00:00", 0],
+    ["+02:00", 120],
+    ["+0530", 330],
+    ["+05:45", 345],
+    ["-03:30", -210],
+    ["-12:00", -720],
+    ["+14:00", 840],
+    ["-14:00", -840],
+  ])("reads the offset %s", (offset, offsetMinutes) => {
+    expect(parseIsoTimeMs(`2024-05-20T10:00:00${offset}`)).toBe(AT_UTC - offsetMinutes * MINUTE_MS);
+  });
+
+  it.each(["+99:99", "+24:00", "-00:75", "+14:01", "+15:00", "-14:30", "+0060", "-2400"])("refuses the offset %s, which no time zone has", (offset) => {
+    expect(parseIsoTimeMs(`2024-05-20T10:00:00${offset}`)).toBeNaN();
+  });
+});
+
+const SCHEMA: EventSchema = {
+  user_id: { type: "string", required: true, unit: "ms" },
+  ts: { type: "timestamp", required: true, unit: "ms" },
+  price: { type: "number", required: false, unit: "ms" },
+  page: { type: "string", required: false, unit: "ms" },
+};
+
+describe("eventDecoder's reasons", () => {
+  const bad = [
+    { user_id: "u1", ts: "bob@x.com" },
+    { user_id: "u1", ts: 1e20 },
+    { user_id: "u1", ts: AT_UTC, price: "bob@x.com" },
+  ];
+
+  it("quote the value that failed by default", () => {
+    const decode = eventDecoder(SCHEMA, "user_id", "ts");
+    expect(bad.map((e) => (decode(e) as { error: string }).error)).toEqual([
+      'field "ts": expected a timestamp (epoch ms or ISO-8601), got "bob@x.com"',
+      'field "ts": timestamp 100000000000000000000 is outside 1990-01-01..2100-01-01',
+      'field "price": expected a number, got string "bob@x.com"',
+    ]);
+  });
+
+  it("name the field and the expected type only with quotesValues: false", () => {
+    const decode = eventDecoder(SCHEMA, "user_id", "ts", { quotesValues: false });
+    expect(bad.map((e) => (decode(e) as { error: string }).error)).toEqual([
+      'field "ts": expected a timestamp (epoch ms or ISO-8601), got a string that is no timestamp',
+      'field "ts": timestamp is outside 1990-01-01..2100-01-01',
+      'field "price": expected a number, got string',
+    ]);
+  });
+});
+
+describe("minimisedEvent", () => {
+  const pseudonym = (id: string) => `p(${id})`;
+
+  it("keeps the declared fields that are kept, as decoded, pseudonymises ids and withholds what fails its check", () => {
+    const minimise = minimisedEvent(SCHEMA, { keep: ["user_id", "ts", "price"], pseudonymise: { fields: ["user_id"], pseudonym } });
+    expect(minimise({ user_id: "bob", ts: "bob@x.com", price: "12.5", page: "/secret", email: "bob@x.com" })).toEqual({ user_id: "p(bob)", ts: WITHHELD, price: 12.5 });
+    expect(minimise({ user_id: 42, ts: AT_UTC })).toEqual({ user_id: "p(42)", ts: AT_UTC });
+    expect(minimise({ user_id: ["bob"], ts: AT_UTC })).toEqual({ user_id: WITHHELD, ts: AT_UTC });
+    expect(minimise(["bob"])).toBe(WITHHELD);
+  });
+});
