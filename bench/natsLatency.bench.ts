@@ -28,6 +28,7 @@ import {
   type EngineRun,
   type PerEventRun,
   type RawRun,
+  CHECKPOINT_INTERVAL,
 } from "./natsLatencyRuns.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
     const targets = evaluate(raw, engine, highest);
     const natsServer = spawnSync("nats-server", ["--version"], { encoding: "utf8" }).stdout.trim();
     // The pipeline as run (its server address aside), for the record.
-    const pipeline = readFileSync(writeEnginePipeline(dir, "<url>", { label: "example", stream: "EVENTS", subject: "events", bounded: false, checkpointInterval: "1s" }), "utf8");
+    const pipeline = readFileSync(writeEnginePipeline(dir, "<url>", { label: "example", stream: "EVENTS", subject: "events", bounded: false, checkpointInterval: CHECKPOINT_INTERVAL }), "utf8");
     const results = { machine: machineInfo(ROOT), natsServer, pipelineMode: PIPELINE, pipeline, seconds: SECONDS, raw, drains, backlog, engine, loadAtStart, highestSustained: highest, targets };
     mkdirSync(join(ROOT, "bench/results"), { recursive: true });
     writeFileSync(join(ROOT, RESULTS_FILE), JSON.stringify(results, null, 2) + "\n");

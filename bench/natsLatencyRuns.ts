@@ -40,6 +40,12 @@ export const PIPELINE: PipelineMode = (() => {
  * ~0.6 s there, which a running job pays once. The whole-run figure is kept beside it.
  */
 export const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
+
+/**
+ * The engine's checkpoint interval: a NATS output leaves when its checkpoint commits, so this is most
+ * of its latency. Default: the pipeline default with a NATS sink (100 ms).
+ */
+export const CHECKPOINT_INTERVAL = process.env.BENCH_CHECKPOINT_INTERVAL ?? "100ms";
 /** Per-event mode: the feature carrying the newest publish stamp (through a `last` aggregate). */
 export const PUBLISHED_FEATURE = "newest_published_ms";
 /** Per-event mode: the end markers' users, one per partition (distinct, so dedup keeps each). */
@@ -320,7 +326,7 @@ async function publishMarkers(nc: NatsConnection, subject: string, stampMs: numb
  * 3. waits until the results count every published event, then stops the engine with SIGTERM;
  * 4. turns what OUT delivered into latencies, throughput and the lag at the end.
  */
-export async function runEngine(nats: BenchNats, dir: string, label: string, rate: number, events: number, checkpointInterval = "1s"): Promise<EngineRun> {
+export async function runEngine(nats: BenchNats, dir: string, label: string, rate: number, events: number, checkpointInterval = CHECKPOINT_INTERVAL): Promise<EngineRun> {
   // 1.
   await freshStream(nats.jsm, "EVENTS", ["events.>"]);
   await freshStream(nats.jsm, "OUT", ["out.latency"], 120_000);
@@ -416,7 +422,7 @@ export type BacklogRun = { events: number; wallMs: number; engine?: EngineSummar
 export async function runEngineBacklog(nats: BenchNats, dir: string, stream: string, subject: string): Promise<BacklogRun> {
   await freshStream(nats.jsm, "OUT", ["out.latency"], 120_000);
   const events = (await nats.jsm.streams.info(stream)).state.messages;
-  const yaml = writeEnginePipeline(dir, nats.url, { label: "backlog", stream, subject, bounded: true, checkpointInterval: "1s" });
+  const yaml = writeEnginePipeline(dir, nats.url, { label: "backlog", stream, subject, bounded: true, checkpointInterval: CHECKPOINT_INTERVAL });
   const startedAtMs = performance.now();
   const engine = spawnFlusso(["run", yaml, "--reset"]);
   const timer = setTimeout(() => engine.child.kill("SIGKILL"), 60_000);
@@ -488,7 +494,7 @@ async function publishPerEventMarkers(nc: NatsConnection, subject: string): Prom
  * sample. Dedup drops a few events, so the outputs to expect are not known in advance: the end markers
  * are (one per partition, read in order, written in order), and the run is complete when all came out.
  */
-export async function runEnginePerEvent(nats: BenchNats, dir: string, label: string, rate: number, events: number, checkpointInterval = "1s"): Promise<PerEventRun> {
+export async function runEnginePerEvent(nats: BenchNats, dir: string, label: string, rate: number, events: number, checkpointInterval = CHECKPOINT_INTERVAL): Promise<PerEventRun> {
   // 1.
   await freshStream(nats.jsm, "EVENTS", ["events.>"]);
   await freshStream(nats.jsm, "OUT", ["out.latency"], 120_000);

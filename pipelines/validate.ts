@@ -317,7 +317,7 @@ const CHECKPOINT_INTERVAL_MS = 10_000;
  * Between checkpoints by default when a sink is NATS: its outputs leave only once the checkpoint
  * that made them has committed, so this is most of their latency (the promise is 500 ms).
  */
-const HOLDING_CHECKPOINT_INTERVAL_MS = 200;
+const HOLDING_CHECKPOINT_INTERVAL_MS = 100;
 
 /** The state settings; `checkpointIntervalMs` is left unset when not given: its default depends on the sinks. */
 function readState(r: Reader, value: unknown, name: string | undefined): (Omit<PipelineSpec["state"], "checkpointIntervalMs"> & { checkpointIntervalMs?: number }) | undefined {
