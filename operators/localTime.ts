@@ -39,15 +39,24 @@ export function timeZone(text: string): TimeZone | undefined {
 
 const OFFSET = /^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$/;
 
+/** The widest offset of a real time zone (UTC+14, Kiribati; the lowest is UTC-12), in minutes. */
+export const MAX_ZONE_OFFSET_MINUTES = 14 * 60;
+
+/** Minutes east of UTC of an offset written as hours and minutes, or undefined when no zone has it ("+99:99", "-00:75"). */
+export function zoneOffsetMinutes(sign: "+" | "-", hours: number, minutes: number): number | undefined {
+  const total = hours * 60 + minutes;
+  if (minutes > 59 || total > MAX_ZONE_OFFSET_MINUTES) return undefined;
+  return sign === "-" ? -total : total;
+}
+
 /** "+02:00", "-0530", "UTC+2", "Z": Node 20's Intl does not take offsets as zones. */
 function fixedOffsetZone(text: string): TimeZone | null {
   if (text === "Z") return { name: text, offsetMs: () => 0 };
   const match = OFFSET.exec(text);
   if (!match) return null;
-  const hours = Number(match[2]);
-  const minutes = Number(match[3] ?? 0);
-  if (hours > 18 || minutes > 59) return null;
-  const offsetMs = (match[1] === "-" ? -1 : 1) * (hours * 60 + minutes) * MINUTE_MS;
+  const offsetMinutes = zoneOffsetMinutes(match[1] as "+" | "-", Number(match[2]), Number(match[3] ?? 0));
+  if (offsetMinutes === undefined) return null;
+  const offsetMs = offsetMinutes * MINUTE_MS;
   return { name: text, offsetMs: () => offsetMs };
 }
 

@@ -1,6 +1,7 @@
 // The declared event schema: turns a decoded source value into a keyed, timed event of only the
 // declared fields, or says exactly why it cannot (which goes to the dead-letter output).
 import { record } from "../engine/elements.ts";
+import { zoneOffsetMinutes } from "../operators/localTime.ts";
 import type { Decoded } from "../engine/job.ts";
 
 export type FieldType = "string" | "number" | "boolean" | "timestamp" | "object" | "list";
@@ -34,9 +35,6 @@ export const CEL_TYPE: Record<FieldType, string> = {
 /** ISO-8601 and its common log variants: `2019-10-01 00:00:00 UTC`, `2024-05-20T10:30:00.5+02:00`, `2024-05-20`. */
 const ISO_LIKE = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?\s*(Z|UTC|GMT|[+-]\d{2}:?\d{2})?$/i;
 
-/** The widest offset of a real time zone (UTC+14, Kiribati; the lowest is UTC-12), in minutes. */
-const MAX_ZONE_OFFSET_MINUTES = 14 * 60;
-
 /**
  * Epoch ms of an ISO-like time, or NaN. Written out rather than left to Date.parse, whose lenient
  * fallback reads "garbage 12" as December 2001; a time without a zone is UTC; impossible dates
@@ -53,12 +51,9 @@ export function parseIsoTimeMs(text: string): number {
   if (new Date(ms).getUTCDate() !== day) return NaN;
   const zone = m[8]?.toUpperCase();
   if (!zone || zone === "Z" || zone === "UTC" || zone === "GMT") return ms;
-  const sign = zone[0] === "-" ? -1 : 1;
   const digits = zone.slice(1).replace(":", "");
-  const [offsetHours, offsetMinutes] = [Number(digits.slice(0, 2)), Number(digits.slice(2))];
-  const offsetMinutesTotal = offsetHours * 60 + offsetMinutes;
-  if (offsetMinutes > 59 || offsetMinutesTotal > MAX_ZONE_OFFSET_MINUTES) return NaN;
-  return ms - sign * offsetMinutesTotal * 60_000;
+  const offsetMinutes = zoneOffsetMinutes(zone[0] as "+" | "-", Number(digits.slice(0, 2)), Number(digits.slice(2)));
+  return offsetMinutes === undefined ? NaN : ms - offsetMinutes * 60_000;
 }
 
 /** A value that failed its field's type; the only allocation decoding makes, and only for bad events. */

@@ -58,6 +58,10 @@ describe("localTime", () => {
     expect(timeZone("UTC")!.offsetMs(Date.UTC(2024, 6, 1))).toBe(0);
     expect(timeZone("Mars/Olympus_Mons")).toBeUndefined();
     expect(timeZone("+25:00")).toBeUndefined();
+    // Offsets no zone has would move a message by up to a day: the widest real ones are -12:00 and +14:00.
+    for (const noZone of ["+99:99", "+24:00", "-00:75", "+18:00", "-14:30", "+14:01"]) expect(timeZone(noZone), noZone).toBeUndefined();
+    expect(timeZone("+14:00")!.offsetMs(0)).toBe(14 * HOUR_MS);
+    expect(timeZone("-12:00")!.offsetMs(0)).toBe(-12 * HOUR_MS);
     expect(timeZone("")).toBeUndefined();
   });
 
