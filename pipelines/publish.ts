@@ -6,7 +6,8 @@ import { extname, resolve } from "node:path";
 import { pack } from "msgpackr";
 import { AckedPublisher, connectNats, ensureStream, jetstreamManager } from "../engine/nats.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
-import { GeneratorSource, partitionOf } from "../engine/sources/generatorSource.ts";
+import { partitionOf } from "../engine/partitioning.ts";
+import { GeneratorSource } from "../engine/sources/generatorSource.ts";
 import type { Source } from "../engine/sources/source.ts";
 
 export type PublishOptions = {

@@ -1,5 +1,6 @@
 // Built-in source of seeded, realistic e-commerce and B2B clickstream: a per-user session simulation.
 import { SourcePositionInvalid } from "../errors.ts";
+import { fnv1a32, partitionOf } from "../partitioning.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
 export type GeneratorOptions = {
@@ -9,7 +10,7 @@ export type GeneratorOptions = {
   users?: number;
   /** Events to produce; the source is done after the last one. Default 200_000. */
   events?: number;
-  /** Number of partitions; a user always lands in `partitionOf(user_id, partitions)`. Default 4. */
+  /** Number of partitions; a user always lands in `partitionOf(user_id, partitions)` (engine/partitioning.ts). Default 4. */
   partitions?: number;
   /** Event time at which the simulated world starts, epoch ms. Default Date.UTC(2024, 4, 20). */
   startMs?: number;
@@ -67,27 +68,6 @@ export type GeneratedEvent = {
 
 /** What a checkpoint records: events emitted so far, and which stream they came from. */
 type GeneratorPosition = { emitted: number; fingerprint: string };
-
-/** FNV-1a 32-bit over the id's UTF-8 bytes, so other languages can reproduce the assignment. */
-export function partitionOf(userId: string, partitions: number): number {
-  return fnv1a32(userId) % partitions;
-}
-
-function fnv1a32(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code >= 0x80) return fnv1a32Bytes(Buffer.from(text, "utf8"));
-    hash = Math.imul(hash ^ code, 0x01000193);
-  }
-  return hash >>> 0;
-}
-
-function fnv1a32Bytes(bytes: Uint8Array): number {
-  let hash = 0x811c9dc5;
-  for (const byte of bytes) hash = Math.imul(hash ^ byte, 0x01000193);
-  return hash >>> 0;
-}
 
 /** sfc32 (small fast chaotic PRNG) seeded through splitmix32: fast, 128-bit state, uniform in [0, 1). */
 class Random {

@@ -6,6 +6,7 @@ import { DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from "@na
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SourcePositionInvalid } from "../errors.ts";
 import { connectNats, ensureStream, jetstreamManager, streamInfo } from "../nats.ts";
+import { partitionOfSubject } from "../partitioning.ts";
 import { decodeJsonBytes, textPreview } from "./decoding.ts";
 import { decodeMsgpackMessage } from "./msgpack.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
@@ -235,10 +236,4 @@ export class NatsSource implements Source {
     if ("value" in decoded) return { partition, value: decoded.value, at: msg.seq };
     return { partition, error: decoded.error, raw: decoded.raw ?? textPreview(msg.string()), origin };
   }
-}
-
-/** `events.3` -> 3 mod partitions; a subject without a numeric last token is partition 0. */
-export function partitionOfSubject(subject: string, partitions: number): number {
-  const n = Number(subject.slice(subject.lastIndexOf(".") + 1));
-  return Number.isInteger(n) && n >= 0 ? n % partitions : 0;
 }

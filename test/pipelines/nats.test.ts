@@ -10,7 +10,7 @@ import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { unpack } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
-import { partitionOf } from "../../engine/sources/generatorSource.ts";
+import { partitionOf } from "../../engine/partitioning.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { firstMessageIn, messagesIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";

@@ -1,7 +1,8 @@
 // Tests of the seeded clickstream generator: determinism, resumption, disorder, partitioning and the funnel.
 import { describe, expect, it } from "vitest";
 import { SourcePositionInvalid } from "../../../engine/errors.ts";
-import { EVENT_TYPES, GeneratorSource, partitionOf, type GeneratedEvent, type GeneratorOptions } from "../../../engine/sources/generatorSource.ts";
+import { partitionOf } from "../../../engine/partitioning.ts";
+import { EVENT_TYPES, GeneratorSource, type GeneratedEvent, type GeneratorOptions } from "../../../engine/sources/generatorSource.ts";
 import type { SourceBatch, SourceItem } from "../../../engine/sources/source.ts";
 
 const SMALL: GeneratorOptions = { users: 1000, events: 5000 };
@@ -127,8 +128,6 @@ describe("GeneratorSource", () => {
   });
 
   it("assigns each user to one partition by FNV-1a hash of the id", async () => {
-    expect(partitionOf("foobar", 2 ** 32)).toBe(0xbf9cf968); // the FNV-1a 32-bit test vector
-    expect(partitionOf("a", 1000)).toBe(0xe40c292c % 1000);
     const items = await readAll({ ...SMALL, partitions: 3 });
     const used = new Set<number>();
     const misplaced: string[] = [];
