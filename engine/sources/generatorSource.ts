@@ -1,6 +1,7 @@
 // Built-in source of seeded, realistic e-commerce and B2B clickstream: a per-user session simulation.
 import { SourcePositionInvalid } from "../errors.ts";
 import { fnv1a32, partitionOf } from "../partitioning.ts";
+import { Sfc32 } from "../random.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
 export type GeneratorOptions = {
@@ -69,54 +70,6 @@ export type GeneratedEvent = {
 /** What a checkpoint records: events emitted so far, and which stream they came from. */
 type GeneratorPosition = { emitted: number; fingerprint: string };
 
-/** sfc32 (small fast chaotic PRNG) seeded through splitmix32: fast, 128-bit state, uniform in [0, 1). */
-class Random {
-  /** a, b, c, d, in an Int32Array so the int32 state is never boxed as heap numbers. */
-  private readonly state = new Int32Array(4);
-
-  constructor(seed: number) {
-    let s = seed | 0;
-    const splitmix32 = (): number => {
-      s = (s + 0x9e3779b9) | 0;
-      let z = Math.imul(s ^ (s >>> 16), 0x21f0aaad);
-      z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
-      return z ^ (z >>> 15);
-    };
-    for (let i = 0; i < 4; i++) this.state[i] = splitmix32();
-    for (let i = 0; i < 12; i++) this.next(); // sfc32 mixes its first outputs poorly
-  }
-
-  next(): number {
-    const state = this.state;
-    const a = state[0];
-    const b = state[1];
-    const c = state[2];
-    const d = state[3];
-    const t = (((a + b) | 0) + d) | 0;
-    state[0] = b ^ (b >>> 9);
-    state[1] = (c + (c << 3)) | 0;
-    state[2] = (((c << 21) | (c >>> 11)) + t) | 0;
-    state[3] = (d + 1) | 0;
-    return (t >>> 0) / 4294967296;
-  }
-
-  below(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-
-  exponential(mean: number): number {
-    return -Math.log(1 - this.next()) * mean;
-  }
-
-  pick<T>(list: readonly T[]): T {
-    return list[this.below(list.length)];
-  }
-}
-
 // ---- The simulated site: fixed, seed-independent catalogue and pages. ----
 
 type Product = { id: string; page: string; query: string; priceCents: number; category: number };
@@ -139,7 +92,7 @@ const COLOURS = [
 const PRODUCTS: Product[] = buildCatalogue();
 
 function buildCatalogue(): Product[] {
-  const rng = new Random(0x5eed); // the shop is the same whatever the seed
+  const rng = new Sfc32(0x5eed); // the shop is the same whatever the seed
   return CATEGORIES.flatMap((category, c) =>
     COLOURS.map((colour, k) => {
       const slug = `${category.noun}-${colour[category.form]}`;
@@ -341,14 +294,14 @@ class User {
   }
 }
 
-function pickShare(rng: Random, shares: readonly number[]): number {
+function pickShare(rng: Sfc32, shares: readonly number[]): number {
   const total = shares.reduce((sum, share) => sum + share, 0);
   let u = rng.next() * total;
   for (let i = 0; i < shares.length - 1; i++) if ((u -= shares[i]) < 0) return i;
   return shares.length - 1;
 }
 
-function createUser(rng: Random, index: number, partitions: number): User {
+function createUser(rng: Sfc32, index: number, partitions: number): User {
   const id = `u${String(index).padStart(6, "0")}`;
   const zone = pickShare(rng, ZONE_SHARES);
   const primary = pickShare(rng, DEVICE_SHARES);
@@ -360,7 +313,7 @@ function createUser(rng: Random, index: number, partitions: number): User {
 }
 
 /** How much more often than average a user comes back: exponential, so a few heavy users and many occasional ones. */
-function drawActivity(rng: Random): number {
+function drawActivity(rng: Sfc32): number {
   return Math.min(5, Math.max(0.05, rng.exponential(1)));
 }
 
@@ -486,7 +439,7 @@ export class GeneratorSource implements Source {
   private readonly lateFraction: number;
   private readonly lateByMs: number;
   private readonly duplicateFraction: number;
-  private rng!: Random;
+  private rng!: Sfc32;
   private users!: User[];
   private heap!: DueHeap;
   private sessions = 0;
@@ -554,7 +507,7 @@ export class GeneratorSource implements Source {
   /** Rebuilds the world as it is before the first event. */
   private restart(): void {
     const { seed, users, partitions, startMs, disorderMs, eventsPerSecond } = this.settings;
-    this.rng = new Random(seed);
+    this.rng = new Sfc32(seed);
     this.sessions = 0;
     this.emitted = 0;
     this.hasReportedFinish = false;
@@ -654,14 +607,14 @@ export class GeneratorSource implements Source {
   }
 }
 
-function chooseNext(rng: Random, user: User, from = user.step): number {
+function chooseNext(rng: Sfc32, user: User, from = user.step): number {
   const { next, upTo } = (user.isLead ? LEAD_STEPS : SHOPPER_STEPS)[from];
   const u = rng.next();
   for (let i = 0; i < next.length - 1; i++) if (u < upTo[i]) return next[i];
   return next[next.length - 1];
 }
 
-function dwellMs(rng: Random, user: User): number {
+function dwellMs(rng: Sfc32, user: User): number {
   if (user.step === S.video_view) return user.secondsWatched * 1000 + 1000 + rng.below(4000);
   const ms = 1000 + rng.exponential(DWELL_MEAN_MS[user.step]);
   return Math.round(rng.next() < IDLE_CHANCE ? ms * IDLE_FACTOR : ms);
@@ -672,12 +625,12 @@ function forgetCart(user: User): void {
   user.cartCents = 0;
 }
 
-function scrollPercent(rng: Random): number {
+function scrollPercent(rng: Sfc32): number {
   return Math.round(rng.next() * 100);
 }
 
 /** Makes `wanted` (or what the user can do instead) the pending event, with its page and fields; applies its effects. */
-function enter(rng: Random, user: User, wanted: number): void {
+function enter(rng: Sfc32, user: User, wanted: number): void {
   const from = user.step;
   const step = availableStep(user, wanted);
   user.step = step;
@@ -775,7 +728,7 @@ function availableStep(user: User, step: number): number {
 }
 
 /** Mostly the user's favourite category, otherwise anything; within a category, a few colours sell most. */
-function pickProduct(rng: Random, user: User): number {
+function pickProduct(rng: Sfc32, user: User): number {
   const category = rng.next() < 0.6 ? user.favouriteCategory : rng.below(CATEGORIES.length);
   const u = rng.next();
   return category * COLOURS.length + Math.floor(u * u * COLOURS.length);
