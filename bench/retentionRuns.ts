@@ -10,7 +10,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { END_OF_TIME, type Element } from "../engine/elements.ts";
 import type { CheckpointInfo, JobOptions, JobResult } from "../engine/job.ts";
 import { runJob } from "../engine/job.ts";
-import { GeneratorSource } from "../engine/sources/generatorSource.ts";
+import { GeneratorSource } from "../simulator/generatorSource.ts";
 import type { Source, SourceBatch } from "../engine/sources/source.ts";
 import { StateStore, type Checkpointable } from "../engine/store.ts";
 import { TimerService } from "../engine/timers.ts";

@@ -9,7 +9,7 @@ import { FileSink } from "../engine/sinks/fileSink.ts";
 import type { Sink } from "../engine/sinks/sink.ts";
 import { StdoutSink } from "../engine/sinks/stdoutSink.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
-import { GeneratorSource } from "../engine/sources/generatorSource.ts";
+import { GeneratorSource } from "../simulator/generatorSource.ts";
 import { NatsSource } from "../engine/sources/natsSource.ts";
 import { NatsSink } from "../engine/sinks/natsSink.ts";
 import type { Source } from "../engine/sources/source.ts";

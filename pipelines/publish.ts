@@ -5,10 +5,10 @@ import { randomUUID } from "node:crypto";
 import { extname, resolve } from "node:path";
 import { pack } from "msgpackr";
 import { AckedPublisher, connectNats, ensureStream, jetstreamManager } from "../engine/nats.ts";
-import { FileSource } from "../engine/sources/fileSource.ts";
 import { partitionOf } from "../engine/partitioning.ts";
-import { GeneratorSource } from "../engine/sources/generatorSource.ts";
+import { FileSource } from "../engine/sources/fileSource.ts";
 import type { Source } from "../engine/sources/source.ts";
+import { GeneratorSource } from "../simulator/generatorSource.ts";
 
 export type PublishOptions = {
   /** A .jsonl, .csv or .msgpack file, or "generator". */

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { GeneratorSource } from "../../engine/sources/generatorSource.ts";
+import { GeneratorSource } from "../../simulator/generatorSource.ts";
 import { parseDurationMs } from "../../pipelines/durations.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";

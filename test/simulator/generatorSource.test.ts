@@ -1,9 +1,9 @@
 // Tests of the seeded clickstream generator: determinism, resumption, disorder, partitioning and the funnel.
 import { describe, expect, it } from "vitest";
-import { SourcePositionInvalid } from "../../../engine/errors.ts";
-import { partitionOf } from "../../../engine/partitioning.ts";
-import { EVENT_TYPES, GeneratorSource, type GeneratedEvent, type GeneratorOptions } from "../../../engine/sources/generatorSource.ts";
-import type { SourceBatch, SourceItem } from "../../../engine/sources/source.ts";
+import { SourcePositionInvalid } from "../../engine/errors.ts";
+import { partitionOf } from "../../engine/partitioning.ts";
+import { EVENT_TYPES, GeneratorSource, type GeneratedEvent, type GeneratorOptions } from "../../simulator/generatorSource.ts";
+import type { SourceBatch, SourceItem } from "../../engine/sources/source.ts";
 
 const SMALL: GeneratorOptions = { users: 1000, events: 5000 };
 const DAY_MS = 86_400_000;

@@ -1,8 +1,8 @@
 // Built-in source of seeded, realistic e-commerce and B2B clickstream: a per-user session simulation.
-import { SourcePositionInvalid } from "../errors.ts";
-import { fnv1a32, partitionOf } from "../partitioning.ts";
-import { Sfc32 } from "../random.ts";
-import type { Source, SourceBatch, SourceItem } from "./source.ts";
+import { SourcePositionInvalid } from "../engine/errors.ts";
+import { fnv1a32, partitionOf } from "../engine/partitioning.ts";
+import { Sfc32 } from "../engine/random.ts";
+import type { Source, SourceBatch, SourceItem } from "../engine/sources/source.ts";
 
 export type GeneratorOptions = {
   /** Seeds every random choice (as a 32-bit integer): the same options always give the same events. Default 42. */
