@@ -1,9 +1,9 @@
-// One state record per key holding a slot for each of several parts of an operator (the stages of a
-// behaviour pipeline): a step looks its key up once instead of once per part, and a checkpoint
+// A record per key with one slot per registered state, for an operator made of several parts that
+// each keep state by key: a step looks its key up once instead of once per part, and a checkpoint
 // writes one entry per changed key instead of one per part.
 import type { KeyedValueState } from "./keyedState.ts";
 
-/** One part's values, a slot in every key's record: the subset of KeyedValueState stages use. */
+/** One part's values, a slot in every key's record: the subset of KeyedValueState the parts use. */
 export type SlotState<V> = {
   get(key: string): V | undefined;
   /** Reads the value to mutate it in place, marking the key's record changed. */
@@ -59,7 +59,7 @@ export class KeyedSlots {
 
   /**
    * Ends the focus. A checkpoint may come before the next focus: a record changed after it (by
-   * work across users between steps) must be marked again, as any record not in focus is.
+   * work on other keys between steps) must be marked again, as any record not in focus is.
    */
   blur(): void {
     this.focusKey = undefined;

@@ -168,7 +168,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
   }
 }
 
-/** A map of values per key (e.g. counts per page per user), stored as one entry per key. */
+/** A map of values per key (e.g. a count per item within each key), stored as one entry per key. */
 export class KeyedMapState<V> implements Checkpointable {
   private readonly inner: KeyedValueState<Map<string, V>, Array<[string, V]>>;
 

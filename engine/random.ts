@@ -1,6 +1,6 @@
 // Seeded PRNGs, for everything that must draw the same numbers on every run. Two algorithms, each
 // pinning outputs that must not change: mulberry32 (k-means++ seeds, test data, benchmark
-// workloads) and sfc32 (the simulator's events, drawn millions of times per run).
+// workloads) and sfc32 (hot loops that draw millions of numbers, such as a generated input).
 
 /** mulberry32: 32 bits of state, floats in [0, 1). Same seed, same sequence. */
 export function mulberry32(seed: number): () => number {

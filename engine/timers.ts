@@ -123,8 +123,9 @@ export class TimerService implements Checkpointable {
       if (keys.size === 0) this.keysByTimeMs.delete(timeMs);
     }
     this.changedTimes?.add(timeMs);
-    // Deadlines that move with every event (a session's close, an inactivity timer) leave a time
-    // behind each time: past twice the live ones, the heap is built afresh from those.
+    // Deadlines that move with every event (the close of a window that ends after a gap, an
+    // inactivity timeout) leave a time behind each time: past twice the live ones, the heap is
+    // built afresh from those.
     if (this.dueTimes.size > 2 * this.keysByTimeMs.size + MIN_STALE_TIMES) this.dueTimes.rebuild([...this.keysByTimeMs.keys()]);
   }
 
