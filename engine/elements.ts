@@ -1,4 +1,5 @@
-// The two kinds of stream element: records that carry key and event time, and in-band watermarks.
+// The two kinds of stream element (records that carry key and event time, and in-band watermarks),
+// and the kinded value of a record bound for the sinks.
 
 /** A keyed record; `time` is its event time in epoch milliseconds. */
 export type StreamRecord<V> = {
@@ -13,6 +14,9 @@ export type Watermark = { readonly kind: "watermark"; readonly time: number };
 
 export type Element<V> = StreamRecord<V> | Watermark;
 
+/** A record's value that says what it is, for routing to the sinks that take that kind. */
+export type KindedOutput = { kind: string; body: object };
+
 /** The watermark a bounded source ends with, so every window and timer fires. */
 export const END_OF_TIME = Number.MAX_SAFE_INTEGER;
 
@@ -22,8 +26,4 @@ export function record<V>(key: string, time: number, value: V): StreamRecord<V> 
 
 export function watermark(time: number): Watermark {
   return { kind: "watermark", time };
-}
-
-export function isRecord<V>(element: Element<V>): element is StreamRecord<V> {
-  return element.kind === "record";
 }

@@ -3,7 +3,7 @@
 // `run` before the first batch: state, timers, positions and watermarks come back from the store.
 import { randomBytes } from "node:crypto";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
-import { END_OF_TIME, watermark, type Element, type StreamRecord } from "./elements.ts";
+import { END_OF_TIME, watermark, type Element, type KindedOutput, type StreamRecord } from "./elements.ts";
 import { StateKeyChanged, StateMismatch } from "./errors.ts";
 import { operate, type OperatorDefinition } from "./operator.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
@@ -16,8 +16,8 @@ import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapsho
 /** An item turned into a keyed, timed record (see `record`), or the reason it cannot be. */
 export type Decoded<E> = StreamRecord<E> | { readonly kind?: undefined; error: string };
 
-/** An output that says what it is, for routing to the sinks that take that kind. */
-export type KindedOutput = { kind: string; body: object };
+/** Re-exported while operators/behaviour.ts still imports it from here; its home is elements.ts. */
+export type { KindedOutput } from "./elements.ts";
 
 /** A sink and the output kinds it takes (all when undefined). */
 export type SinkRoute = { name: string; sink: Sink; kinds?: readonly string[] };
@@ -33,8 +33,6 @@ export type GraphBuilder = {
    * without `kinds` takes all): one subscription however many sinks there are.
    */
   routeTo(stream: Observable<Element<KindedOutput>>, routes: SinkRoute[]): void;
-  /** A named side output of the operators (e.g. "late"). */
-  side(tag: string): Observable<unknown>;
   /** Writes a side output's values to a sink, counted under `counter`, shaped by `shape`. */
   sideTo(tag: string, sinkName: string, sink: Sink, counter: string, shape?: (value: unknown) => object): void;
 };
@@ -361,7 +359,6 @@ class Job<E> {
           error: (error) => (this.failure ??= error),
         });
       },
-      side: (tag) => this.side(tag),
       sideTo: (tag, sinkName, sink, counter, shape = (value) => value as object) => {
         if (!this.sinks.some((s) => s.name === sinkName)) this.addSink(sinkName, sink);
         this.side(tag).subscribe((value) => {
