@@ -5,14 +5,14 @@ import type { StageDefinition } from "../operators/stage.ts";
 import { celEnvironment, compileExpression, type Variables } from "./expressions.ts";
 import type { Obj, Reader } from "./reader.ts";
 import { fieldsNamedIn, Scope } from "./scope.ts";
+import { readAggregates } from "./stages/aggregates.ts";
 import { readClusters } from "./stages/clusters.ts";
-import { readDecayedScores } from "./stages/decayedScores.ts";
 import { readDedup } from "./stages/dedup.ts";
 import { readFeatures } from "./stages/features.ts";
-import { readJourneyPhases } from "./stages/journeyPhases.ts";
 import { readKbis } from "./stages/kbis.ts";
+import { readPhases } from "./stages/phases.ts";
 import { readQuantiles } from "./stages/quantiles.ts";
-import { readRollingAggregates } from "./stages/rollingAggregates.ts";
+import { readScores } from "./stages/scores.ts";
 import { readSegments } from "./stages/segments.ts";
 import { readSequences } from "./stages/sequences.ts";
 import { readSessions } from "./stages/sessions.ts";
@@ -31,13 +31,13 @@ export type StageReader = (r: Reader, path: string, value: unknown, scope: Scope
 export const STAGE_SECTIONS: ReadonlyArray<readonly [string, StageReader]> = [
   ["dedup", readDedup],
   ["sessions", readSessions],
-  ["aggregates", readRollingAggregates],
+  ["aggregates", readAggregates],
   ["features", readFeatures],
   ["kbis", readKbis],
-  ["scores", readDecayedScores],
+  ["scores", readScores],
   ["quantiles", readQuantiles],
   ["sequences", readSequences],
-  ["phases", readJourneyPhases],
+  ["phases", readPhases],
   ["clusters", readClusters],
   ["segments", readSegments],
   ["triggers", readTriggers],

@@ -53,7 +53,7 @@ export type ScoreSpec = {
   driverCount?: number;
 };
 
-export type DecayedScoresOptions = {
+export type ScoresOptions = {
   /** Names the stage's state. Default "scores". */
   name?: string;
   scores: ScoreSpec[];
@@ -104,9 +104,9 @@ type ScoreState = {
 /** A user's states, one per score in configured order (null before the score's first weighted event). */
 type UserScores = Array<ScoreState | null>;
 
-export function decayedScores(options: DecayedScoresOptions): StageDefinition {
+export function scores(options: ScoresOptions): StageDefinition {
   const name = options.name ?? "scores";
-  return { name, build: (ctx) => new DecayedScoresLogic(options.scores.map(withDefaults), ctx.userState<UserScores>("scores")) };
+  return { name, build: (ctx) => new ScoresLogic(options.scores.map(withDefaults), ctx.userState<UserScores>("scores")) };
 }
 
 /** A spec with its defaults filled in and its decay as a rate. */
@@ -132,7 +132,7 @@ function withDefaults(spec: ScoreSpec): Score {
   };
 }
 
-class DecayedScoresLogic implements StageLogic {
+class ScoresLogic implements StageLogic {
   /** Per score, zeroed counts a user's first weighted event fills in; its new state takes them over. */
   private readonly unusedCounts: Array<number[] | undefined>;
 

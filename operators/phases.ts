@@ -33,7 +33,7 @@ export type PhaseWindow = {
   since: PhaseClock;
 };
 
-export type JourneyPhasesOptions = {
+export type PhasesOptions = {
   /** Names the stage's state. Default "phases". */
   name?: string;
   /** Every phase a user can be in. */
@@ -86,14 +86,14 @@ type UserPhase = {
  * - A transition happens at its event's time, or at the entry of the current phase if the event
  *   is older (disorder): phase entries never go back in time.
  */
-export function journeyPhases(options: JourneyPhasesOptions): StageDefinition {
+export function phases(options: PhasesOptions): StageDefinition {
   const name = options.name ?? "phases";
-  return { name, build: (ctx) => new JourneyPhasesLogic(options, ctx.userState<UserPhase>("users")) };
+  return { name, build: (ctx) => new PhasesLogic(options, ctx.userState<UserPhase>("users")) };
 }
 
 type UserStates = { get(key: string): UserPhase | undefined; set(key: string, value: UserPhase): void };
 
-class JourneyPhasesLogic implements StageLogic {
+class PhasesLogic implements StageLogic {
   private readonly initial: string;
   private readonly phaseIndex = new Map<string, number>();
   /** Per phase: the transitions, timers and windows that apply there, in config order. */
@@ -105,7 +105,7 @@ class JourneyPhasesLogic implements StageLogic {
   private readonly enteredVar: string;
 
   constructor(
-    options: JourneyPhasesOptions,
+    options: PhasesOptions,
     private readonly users: UserStates,
   ) {
     options.phases.forEach((phase, i) => this.phaseIndex.set(phase, i));

@@ -3,7 +3,7 @@
 // watermark passes its last event + gap.
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
-export type UserSessionsOptions = {
+export type SessionsOptions = {
   /** Names the stage's state. Default "sessions". */
   name?: string;
   /** Inactivity that ends a session: events this far apart or more are in different sessions. Default 1_800_000 (30m). */
@@ -43,9 +43,9 @@ export type SessionRecord = {
   max_gap_sec: number;
 };
 
-export function userSessions(options: UserSessionsOptions = {}): StageDefinition {
+export function sessions(options: SessionsOptions = {}): StageDefinition {
   const name = options.name ?? "sessions";
-  return { name, build: (ctx) => new UserSessionsLogic(options.gapMs ?? 1_800_000, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
+  return { name, build: (ctx) => new SessionsLogic(options.gapMs ?? 1_800_000, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
 }
 
 type OpenState = {
@@ -71,7 +71,7 @@ const MAX_GAP = 3;
 const STRIDE = 4;
 const NONE = -1;
 
-class UserSessionsLogic implements StageLogic {
+class SessionsLogic implements StageLogic {
   /**
    * The watermark seen last, to tell an event whose session would already have closed. After a
    * restart the engine replays the last watermark first, which sets it again.
