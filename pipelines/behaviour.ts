@@ -1,49 +1,11 @@
 // The behaviour sections of a pipeline file (dedup, sessions, aggregates, features, ... triggers):
-// each is read by its stage's reader, in the order the stages run, against a CEL scope that grows
-// with every stage's declared values.
+// each is read by its stage's reader, in the order the stages run (stages/registry.ts), against a
+// CEL scope that grows with every stage's declared values.
 import type { StageDefinition } from "../operators/stage.ts";
 import { celEnvironment, compileExpression, type Variables } from "./expressions.ts";
 import type { Obj, Reader } from "./reader.ts";
 import { fieldsNamedIn, Scope } from "./scope.ts";
-import { readAggregates } from "./stages/aggregates.ts";
-import { readClusters } from "./stages/clusters.ts";
-import { readDedup } from "./stages/dedup.ts";
-import { readFeatures } from "./stages/features.ts";
-import { readKbis } from "./stages/kbis.ts";
-import { readPhases } from "./stages/phases.ts";
-import { readQuantiles } from "./stages/quantiles.ts";
-import { readScores } from "./stages/scores.ts";
-import { readSegments } from "./stages/segments.ts";
-import { readSequences } from "./stages/sequences.ts";
-import { readSessions } from "./stages/sessions.ts";
-import { readTriggers } from "./stages/triggers.ts";
-
-/** A stage as read from its section: the definition and the output kinds it can emit. */
-export type ReadStage = { definition: StageDefinition; outputs: readonly string[] };
-
-/**
- * Reads one section. `scope` holds what the section's expressions may use; the reader declares
- * the values its stage writes into the view (`scope.declare`) so that later sections can use them.
- */
-export type StageReader = (r: Reader, path: string, value: unknown, scope: Scope) => ReadStage | undefined;
-
-/** The sections in the order their stages run: each may use the values of those above it. */
-export const STAGE_SECTIONS: ReadonlyArray<readonly [string, StageReader]> = [
-  ["dedup", readDedup],
-  ["sessions", readSessions],
-  ["aggregates", readAggregates],
-  ["features", readFeatures],
-  ["kbis", readKbis],
-  ["scores", readScores],
-  ["quantiles", readQuantiles],
-  ["sequences", readSequences],
-  ["phases", readPhases],
-  ["clusters", readClusters],
-  ["segments", readSegments],
-  ["triggers", readTriggers],
-];
-
-export const STAGE_SECTION_NAMES: readonly string[] = STAGE_SECTIONS.map(([name]) => name);
+import { STAGE_SECTION_NAMES, STAGE_SECTIONS } from "./stages/registry.ts";
 
 /** The output kind of the audit record of an erasure on request. */
 export const ERASURE_OUTPUT = "erasure";

@@ -3,7 +3,7 @@
 import { aggregates, defaultResolutionMs, type Condition, type RollingAggregateSpec, type RollingKind } from "../../operators/aggregates.ts";
 import type { Obj, Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 
 const KINDS: readonly RollingKind[] = ["count", "sum", "avg", "min", "max", "distinct", "ratio", "last", "since"];
 

@@ -6,7 +6,7 @@ import { joinPath } from "../errors.ts";
 import { celEnvironment, compileExpression } from "../expressions.ts";
 import type { Obj, Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 
 const FIELDS = ["name", "k", "every", "activeWithin", "seed", "maxIterations", "features", "names", "retention"];
 const CLUSTER_NAME = /^[A-Za-z0-9_-]+$/;

@@ -1,7 +1,7 @@
 // Reads `dedup:` (how close identical events are duplicates, and which fields make them identical)
 // into the dedup stage.
 import { dedup } from "../../operators/dedup.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 
 const DEFAULT_FIELDS = ["event_type", "page"];
 /** Types whose values compare as equal when they are the same value (a map or list never would). */

@@ -1,6 +1,6 @@
 // Reads `features:` (name: CEL formula) into the features stage.
 import { features } from "../../operators/features.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 
 const NUMERIC = ["double", "int", "uint", "bool"];
 

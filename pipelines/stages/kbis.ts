@@ -1,6 +1,6 @@
 // Reads `kbis:` (name: ordered threshold rules and a default label) into the KBIs stage.
 import { kbis, type KbiRule, type KbiSpec } from "../../operators/kbis.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";

@@ -1,7 +1,7 @@
 // Reads `phases:` (the phase names, transitions on events, inactivity and in-phase timers, signal-only
 // windows) into the phases stage.
 import { phases, type PhaseClock, type PhaseTimer, type PhaseTransition, type PhaseWindow } from "../../operators/phases.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 

@@ -1,7 +1,7 @@
 // Reads `quantiles:` (metrics, compression, period, report) into the quantiles stage, and makes
 // `quantile("metric", q)` usable in the expressions of every section for the metrics it lists.
 import { quantiles } from "../../operators/quantiles.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";

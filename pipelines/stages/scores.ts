@@ -8,7 +8,7 @@ import {
   type ScoreSpec,
   type WeightedEvent,
 } from "../../operators/scores.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Obj, Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";

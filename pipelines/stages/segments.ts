@@ -4,7 +4,7 @@ import { MAX_TAGS, segments, type SegmentGroup, type SegmentRule } from "../../o
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { namesNeeded } from "../celNeeds.ts";
 
 const SEGMENT_NAME = /^[A-Za-z0-9_-]+$/;

@@ -1,7 +1,7 @@
 // Reads `sequences:` (name: steps, each a CEL condition, optionally within a time of the step before
 // it, the last one optionally absent) into the sequences stage.
 import { sequences, type SequenceSpec, type SequenceStep } from "../../operators/sequences.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";

@@ -1,7 +1,7 @@
 // Reads `sessions:` (the inactivity gap that ends a session) into the sessions stage, and
 // declares the session values it writes for later stages.
 import { SESSION_VARS, sessions } from "../../operators/sessions.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 
 /**
  * ```yaml

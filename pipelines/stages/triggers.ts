@@ -4,7 +4,7 @@ import type { Signal } from "../../operators/stage.ts";
 import { parseTimeOfDay } from "../../operators/localTime.ts";
 import { referencedNames, type TriggerTemplate } from "../../operators/triggerTemplate.ts";
 import { triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
