@@ -52,11 +52,15 @@ export type PhasesOptions = {
   enteredVar?: string;
 };
 
+/** The output kinds of a phase change, and of a phase window come due. */
+export const PHASE_OUTPUT = "phase";
+export const PHASE_WINDOW_OUTPUT = "phase_window";
+
 /** The "phase" output; `previous` is null for a user's first phase. */
-export type PhaseChange = { output: "phase"; user_id: string; time: number; phase: string; previous: string | null };
+export type PhaseChange = { output: typeof PHASE_OUTPUT; user_id: string; time: number; phase: string; previous: string | null };
 
 /** The "phase_window" output: a window of `phase` came due. */
-export type PhaseWindowDue = { output: "phase_window"; user_id: string; time: number; phase: string; window: string };
+export type PhaseWindowDue = { output: typeof PHASE_WINDOW_OUTPUT; user_id: string; time: number; phase: string; window: string };
 
 /** A user's state: plain values, so it checkpoints as is. */
 type UserPhase = {
@@ -183,8 +187,8 @@ class PhasesLogic implements StageLogic {
       if (due.window >= 0) {
         const window = this.windows[due.window];
         state.windowFiredForMs[due.window] = clockMs(state, window.since);
-        const body: PhaseWindowDue = { output: "phase_window", user_id: view.user, time: due.timeMs, phase: state.phase, window: window.name };
-        out.emit("phase_window", view.user, due.timeMs, body);
+        const body: PhaseWindowDue = { output: PHASE_WINDOW_OUTPUT, user_id: view.user, time: due.timeMs, phase: state.phase, window: window.name };
+        out.emit(PHASE_WINDOW_OUTPUT, view.user, due.timeMs, body);
         view.signals.push({ kind: "phase", name: window.name, timeMs: due.timeMs, detail: { phase: state.phase, window: window.name } });
       } else {
         const previous = state.phase;
@@ -228,8 +232,8 @@ class PhasesLogic implements StageLogic {
   }
 
   private change(view: UserView, out: StageOutput, previous: string | null, phase: string, timeMs: number): void {
-    const body: PhaseChange = { output: "phase", user_id: view.user, time: timeMs, phase, previous };
-    out.emit("phase", view.user, timeMs, body);
+    const body: PhaseChange = { output: PHASE_OUTPUT, user_id: view.user, time: timeMs, phase, previous };
+    out.emit(PHASE_OUTPUT, view.user, timeMs, body);
     view.signals.push({ kind: "phase", name: phase, timeMs, detail: { previous } });
   }
 

@@ -18,9 +18,12 @@ export type QuantilesOptions = {
   shared?: SharedLookups;
 };
 
+/** The output kind of a quantiles report. */
+export const QUANTILES_OUTPUT = "quantiles";
+
 /** The "quantiles" output, one per metric at each rebuild. */
 export type QuantilesReport = {
-  output: "quantiles";
+  output: typeof QUANTILES_OUTPUT;
   time: number;
   metric: string;
   count: number;
@@ -158,8 +161,8 @@ class QuantilesLogic implements StageLogic {
       const digest = this.state.digests[i];
       if (digest === null) continue;
       const q = (p: number) => quantileOf(digest, p)!;
-      const body: QuantilesReport = { output: "quantiles", time: timeMs, metric: this.metrics[i], count: digest.count, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: digest.min, max: digest.max };
-      out.emit("quantiles", this.metrics[i], timeMs, body);
+      const body: QuantilesReport = { output: QUANTILES_OUTPUT, time: timeMs, metric: this.metrics[i], count: digest.count, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: digest.min, max: digest.max };
+      out.emit(QUANTILES_OUTPUT, this.metrics[i], timeMs, body);
     }
   }
 

@@ -62,9 +62,12 @@ export type ScoresOptions = {
 /** A weighted event as an alert lists it: what the user did and the points it added (undecayed). */
 export type Driver = { type: string | null; page: string | null; time: number; points: number };
 
+/** The output kind of a score alert. */
+export const ALERT_OUTPUT = "alert";
+
 /** The "alert" output. */
 export type ScoreAlertRecord = {
-  output: "alert";
+  output: typeof ALERT_OUTPUT;
   user_id: string;
   time: number;
   score: string;
@@ -296,8 +299,8 @@ function fire(score: Score, st: ScoreState, value: number, view: UserView, out: 
     st.alertsFired |= 1 << i;
     isFired = true;
     const drivers = st.drivers.slice();
-    const body: ScoreAlertRecord = { output: "alert", user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
-    out.emit("alert", view.user, view.timeMs, body);
+    const body: ScoreAlertRecord = { output: ALERT_OUTPUT, user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
+    out.emit(ALERT_OUTPUT, view.user, view.timeMs, body);
     out.count("score_alerts");
     const signal: Signal = { kind: "alert", name: score.name, timeMs: view.timeMs, detail: { value, threshold: alert.threshold, message: alert.message, drivers } };
     view.signals.push(signal);

@@ -34,8 +34,11 @@ export type SequencesOptions = {
 /** One matched step as reported: which step, when, and what the event was. */
 export type MatchedStep = { step: string; time: number; event_type: unknown; page: unknown };
 
+/** The output kind of a completed sequence. */
+export const SEQUENCE_OUTPUT = "sequence";
+
 /** The "sequence" output. For an absence, `time` is the deadline that passed. */
-export type SequenceMatch = { output: "sequence"; user_id: string; time: number; sequence: string; matched: MatchedStep[] };
+export type SequenceMatch = { output: typeof SEQUENCE_OUTPUT; user_id: string; time: number; sequence: string; matched: MatchedStep[] };
 
 /** A partial match: the steps matched so far, and until when the next one may come. */
 type Run = {
@@ -201,8 +204,8 @@ class SequencesLogic implements StageLogic {
   private complete(view: UserView, out: StageOutput, state: UserSequences, s: number, matched: MatchedStep[], timeMs: number): void {
     const spec = this.specs[s];
     if (spec.matchedAtVar !== undefined) state.matchedAtMs[s] = timeMs;
-    const body: SequenceMatch = { output: "sequence", user_id: view.user, time: timeMs, sequence: spec.name, matched };
-    out.emit("sequence", view.user, timeMs, body);
+    const body: SequenceMatch = { output: SEQUENCE_OUTPUT, user_id: view.user, time: timeMs, sequence: spec.name, matched };
+    out.emit(SEQUENCE_OUTPUT, view.user, timeMs, body);
     view.signals.push({ kind: "sequence", name: spec.name, timeMs, detail: { matched } });
   }
 

@@ -29,9 +29,12 @@ export const SESSION_VARS = {
 /** Counter of events too late to join a session: theirs would have closed already. */
 export const LATE_SESSION_EVENTS_COUNTER = "late_session_events";
 
+/** The output kind of a closed session. */
+export const SESSION_OUTPUT = "session";
+
 /** The "session" output, emitted at the close (last event + gap). */
 export type SessionRecord = {
-  output: "session";
+  output: typeof SESSION_OUTPUT;
   user_id: string;
   /** The session's end: its last event's time (ms). */
   time: number;
@@ -235,7 +238,7 @@ function emitSession(user: string, state: number[], at: number, closeMs: number,
   const startMs = state[at + START];
   const endMs = state[at + LAST];
   const body: SessionRecord = {
-    output: "session",
+    output: SESSION_OUTPUT,
     user_id: user,
     time: endMs,
     start: startMs,
@@ -245,5 +248,5 @@ function emitSession(user: string, state: number[], at: number, closeMs: number,
     avg_gap_sec: avgGapSec(state, at),
     max_gap_sec: state[at + MAX_GAP] / 1000,
   };
-  out.emit("session", user, closeMs, body);
+  out.emit(SESSION_OUTPUT, user, closeMs, body);
 }

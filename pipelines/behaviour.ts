@@ -1,14 +1,12 @@
 // The behaviour sections of a pipeline file (dedup, sessions, aggregates, features, ... triggers):
 // each is read by its stage's reader, in the order the stages run (stages/registry.ts), against a
 // CEL scope that grows with every stage's declared values.
+import { ERASURE_OUTPUT } from "../operators/behaviour.ts";
 import type { StageDefinition } from "../operators/stage.ts";
 import { celEnvironment, compileExpression, type Variables } from "./expressions.ts";
 import type { Obj, Reader } from "./reader.ts";
 import { fieldsNamedIn, Scope } from "./scope.ts";
 import { STAGE_SECTION_NAMES, STAGE_SECTIONS } from "./stages/registry.ts";
-
-/** The output kind of the audit record of an erasure on request. */
-export const ERASURE_OUTPUT = "erasure";
 
 export type BehaviourSpec = {
   stages: StageDefinition[];

@@ -1,6 +1,6 @@
 // Reads `phases:` (the phase names, transitions on events, inactivity and in-phase timers, signal-only
 // windows) into the phases stage.
-import { phases, type PhaseClock, type PhaseTimer, type PhaseTransition, type PhaseWindow } from "../../operators/phases.ts";
+import { PHASE_OUTPUT, PHASE_WINDOW_OUTPUT, phases, type PhaseClock, type PhaseTimer, type PhaseTransition, type PhaseWindow } from "../../operators/phases.ts";
 import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
@@ -87,7 +87,7 @@ export const readPhases: StageReader = (r, path, value, scope) => {
   const cycle = timerCycle(phaseNames, timers);
   if (cycle) return r.fail(at("timers"), `timers form a cycle ${cycle.join(" -> ")}: a user without events would change phase forever`);
   const definition = phases({ phases: phaseNames, initial, transitions, timers, windows, phaseVar, enteredVar });
-  return { definition, outputs: windows.length > 0 ? ["phase", "phase_window"] : ["phase"] };
+  return { definition, outputs: windows.length > 0 ? [PHASE_OUTPUT, PHASE_WINDOW_OUTPUT] : [PHASE_OUTPUT] };
 };
 
 /** A list of phase names, undefined when absent (every phase), null when bad. */

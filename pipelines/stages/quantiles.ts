@@ -1,6 +1,6 @@
 // Reads `quantiles:` (metrics, compression, period, report) into the quantiles stage, and makes
 // `quantile("metric", q)` usable in the expressions of every section for the metrics it lists.
-import { quantiles } from "../../operators/quantiles.ts";
+import { quantiles, QUANTILES_OUTPUT } from "../../operators/quantiles.ts";
 import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
@@ -33,7 +33,7 @@ export const readQuantiles: StageReader = (r, path, value, scope) => {
   const report = readReport(r, joinPath(path, "report"), obj.report, everyMs);
   if (r.errors.length > errorsBefore) return undefined;
   const definition = quantiles({ metrics, compression, everyMs: everyMs ?? report.everyMs, report: report.isOn, shared: scope.shared });
-  return { definition, outputs: report.isOn ? ["quantiles"] : [] };
+  return { definition, outputs: report.isOn ? [QUANTILES_OUTPUT] : [] };
 };
 
 function readMetrics(r: Reader, path: string, value: unknown, scope: Scope): string[] {

@@ -1,8 +1,9 @@
 // Reads `scores:` (name: decay, weighted events, boost, rules, alerts) into the scores stage.
 import {
-  scores,
+  ALERT_OUTPUT,
   halfLifeFromFactorMs,
   halfLifeFromLossMs,
+  scores,
   type ScoreAlert,
   type ScoreRule,
   type ScoreSpec,
@@ -51,7 +52,7 @@ export const readScores: StageReader = (r, path, value, scope) => {
     const spec = readScore(r, joinPath(path, name), name, entry, scope);
     if (spec) specs.push(spec);
   }
-  return { definition: scores({ scores: specs }), outputs: ["alert"] };
+  return { definition: scores({ scores: specs }), outputs: [ALERT_OUTPUT] };
 };
 
 function readScore(r: Reader, path: string, name: string, value: unknown, scope: Scope): ScoreSpec | undefined {

@@ -1,6 +1,6 @@
 // Reads `sequences:` (name: steps, each a CEL condition, optionally within a time of the step before
 // it, the last one optionally absent) into the sequences stage.
-import { sequences, type SequenceSpec, type SequenceStep } from "../../operators/sequences.ts";
+import { SEQUENCE_OUTPUT, sequences, type SequenceSpec, type SequenceStep } from "../../operators/sequences.ts";
 import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
@@ -43,7 +43,7 @@ export const readSequences: StageReader = (r, path, value, scope) => {
     const spec = readSequence(r, joinPath(path, name), name, body, scope);
     if (spec) specs.push(spec);
   }
-  return { definition: sequences({ sequences: specs }), outputs: ["sequence"] };
+  return { definition: sequences({ sequences: specs }), outputs: [SEQUENCE_OUTPUT] };
 };
 
 function readSequence(r: Reader, path: string, name: string, value: unknown, scope: Scope): SequenceSpec | undefined {
