@@ -1,6 +1,6 @@
 // Quantiles across users: a t-digest per metric of every user's latest value, rebuilt once per period
 // of event time, checkpointed, read by `quantile("metric", q)` in expressions and optionally reported.
-import type { SharedLookups, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { digestOf, lookupOf, quantileAt, quantileOf, type Digest, type DigestLookup } from "./tdigest.ts";
 
 export type QuantilesOptions = {
@@ -15,8 +15,14 @@ export type QuantilesOptions = {
   /** Emit a "quantiles" record per metric at each rebuild. Default false. */
   report?: boolean;
   /** Where `quantile(metric, q)` is published for other stages' expressions. Default: not published. */
-  shared?: SharedLookups;
+  publishTo?: PublishedQuantiles;
 };
+
+/**
+ * The stage's quantiles as other stages read them (CEL's quantile(), pipelines/celQuantile.ts):
+ * filled in when the stage is built; undefined where a metric has no digest yet.
+ */
+export type PublishedQuantiles = { quantile?: (metric: string, q: number) => number | undefined };
 
 /** The output kind of a quantiles report. */
 export const QUANTILES_OUTPUT = "quantiles";
@@ -54,7 +60,7 @@ export function quantiles(options: QuantilesOptions): StageDefinition {
     name,
     build: (ctx) => {
       const logic = new QuantilesLogic(options, ctx.userState<Array<number | null>>("values"), ctx.valueState<DigestsState>("digests"));
-      if (options.shared) options.shared.quantile = (metric, q) => logic.quantile(metric, q);
+      if (options.publishTo) options.publishTo.quantile = (metric, q) => logic.quantile(metric, q);
       return logic;
     },
   };

@@ -29,12 +29,7 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): Beha
     stages.push(stage.definition);
     for (const kind of stage.outputs) outputs.add(kind);
   }
-  for (const use of scope.quantileUses) {
-    if (!scope.quantileMetrics.has(use.metric)) {
-      const known = [...scope.quantileMetrics];
-      r.fail(use.path, `quantile("${use.metric}", ...) needs "${use.metric}" among quantiles.metrics (${known.length ? known.join(", ") : "none declared"})`);
-    }
-  }
+  scope.quantile.check(r);
   const erasesWhen = readErasure(r, top.privacy, eventFields, scope);
   if (erasesWhen) outputs.add(ERASURE_OUTPUT);
   return { stages, outputs: [...outputs], scope, ...(erasesWhen ? { erasesWhen } : {}) };
