@@ -1,5 +1,6 @@
 // Decayed scores: per user, points from weighted events decaying exponentially in event time,
 // a recency boost and rules on top, computed lazily at each step, with threshold alerts.
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 type Vars = Record<string, unknown>;
@@ -10,7 +11,7 @@ export type WeightedEvent = {
   name: string;
   /** The variable holding the user's count of these events, e.g. `lead_score_pricing_visit`. */
   countVar: string;
-  /** Matches only events whose `event_type` is this. Default: any type. */
+  /** Matches only events whose `event_type` (EVENT_TYPE_FIELD) is this. Default: any type. */
   type?: string;
   /** A further condition on the event; anything but `true` does not match. Default: none. */
   when?: (vars: Vars) => unknown;
@@ -220,7 +221,7 @@ function valueAt(score: Score, st: ScoreState, timeMs: number): number {
 
 /** Counts the event in every weighted event it matches; the points it adds, or undefined when it matches none. */
 function matchedPoints(score: Score, counts: number[], vars: Vars): number | undefined {
-  const eventType = vars.event_type;
+  const eventType = vars[EVENT_TYPE_FIELD];
   let points: number | undefined;
   const events = score.events;
   for (let j = 0; j < events.length; j++) {
@@ -248,9 +249,9 @@ function applyEvent(score: Score, st: ScoreState, view: UserView, points: number
   if (timeMs >= st.lastAtMs) {
     st.points = st.points * decay(score, timeMs - st.lastAtMs) + points;
     st.lastAtMs = timeMs;
-    st.lastType = stringOrNull(view.vars.event_type);
+    st.lastType = stringOrNull(view.vars[EVENT_TYPE_FIELD]);
   } else st.points += points * decay(score, st.lastAtMs - timeMs);
-  if (score.driverCount > 0) addDriver(score, st, { type: stringOrNull(view.vars.event_type), page: stringOrNull(view.vars.page), time: timeMs, points });
+  if (score.driverCount > 0) addDriver(score, st, { type: stringOrNull(view.vars[EVENT_TYPE_FIELD]), page: stringOrNull(view.vars[PAGE_FIELD]), time: timeMs, points });
 }
 
 function decay(score: Score, ageMs: number): number {

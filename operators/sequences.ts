@@ -1,5 +1,6 @@
 // Sequences, a small CEP per user: named patterns of steps ("cart, then no purchase within 2 h",
 // "pricing page, then a demo request within 7 d"); a completed pattern is an output and a signal.
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 export type SequenceStep = {
@@ -31,7 +32,7 @@ export type SequencesOptions = {
   sequences: SequenceSpec[];
 };
 
-/** One matched step as reported: which step, when, and what the event was. */
+/** One matched step as reported: which step, when, and what the event was (its EVENT_TYPE_FIELD and PAGE_FIELD). */
 export type MatchedStep = { step: string; time: number; event_type: unknown; page: unknown };
 
 /** The output kind of a completed sequence. */
@@ -250,5 +251,5 @@ function place(runs: Array<Run | null>, slot: number, run: Run, timeMs: number, 
 }
 
 function matchedStep(step: string, timeMs: number, event: EventFields): MatchedStep {
-  return { step, time: timeMs, event_type: event.event_type ?? null, page: event.page ?? null };
+  return { step, time: timeMs, event_type: event[EVENT_TYPE_FIELD] ?? null, page: event[PAGE_FIELD] ?? null };
 }

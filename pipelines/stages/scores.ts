@@ -1,4 +1,5 @@
 // Reads `scores:` (name: decay, weighted events, boost, rules, alerts) into the scores stage.
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "../../operators/eventFields.ts";
 import {
   ALERT_OUTPUT,
   halfLifeFromFactorMs,
@@ -43,8 +44,8 @@ const MAX_RULES = 30;
  * latest weighted event) for the rules and later stages, then `<score>` (the value at the step).
  */
 export const readScores: StageReader = (r, path, value, scope) => {
-  // Read off the event directly (matching by type, what the outputs show): privacy.keep must keep them.
-  for (const field of ["event_type", "page"]) if (scope.fields().includes(field)) scope.useField(field);
+  // Read off the event directly (matching by type, what the outputs show; eventFields.ts): privacy.keep must keep them.
+  for (const field of [EVENT_TYPE_FIELD, PAGE_FIELD]) if (scope.fields().includes(field)) scope.useField(field);
   const entries = r.entries(path, value, "score, like lead_score: { halfLife: 7d, events: {...} }");
   if (!entries) return undefined;
   const specs: ScoreSpec[] = [];
