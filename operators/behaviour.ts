@@ -37,9 +37,12 @@ export type BehaviourOptions = {
   erasesWhen?: (vars: Record<string, unknown>) => unknown;
 };
 
+/** The output kind of the audit record of an erasure on request. */
+export const ERASURE_OUTPUT = "erasure";
+
 /** The audit record of an erasure: which stages held values of the user, and when it was asked. */
 export type ErasureRecord = {
-  output: "erasure";
+  output: typeof ERASURE_OUTPUT;
   user_id: string;
   /** Event time of the request. */
   time: number;
@@ -125,7 +128,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     }));
     this.countWakeUp = () => ctx.count(WAKE_UP_STEPS_COUNTER, 1);
     this.emitErasure = (user, timeMs, body) => {
-      emit("erasure", user, timeMs, body);
+      emit(ERASURE_OUTPUT, user, timeMs, body);
       ctx.count(ERASURES_COUNTER, 1);
     };
     this.wakingTimers = this.wakeUps.filter((_, i) => this.stages[i].pendingWake !== undefined);
@@ -205,7 +208,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     for (const slot of this.records.erase(user)) held.add(slot.slice(0, slot.indexOf("/")));
     // 4.
     const stages = this.stageNames.filter((name) => held.has(name));
-    const body: ErasureRecord = { output: "erasure", user_id: user, time: timeMs, stages, wake_ups_withdrawn: withdrawn };
+    const body: ErasureRecord = { output: ERASURE_OUTPUT, user_id: user, time: timeMs, stages, wake_ups_withdrawn: withdrawn };
     this.emitErasure(user, timeMs, body);
   }
 

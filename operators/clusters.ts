@@ -57,12 +57,17 @@ export type ClustersOptions = {
   retentionAfterMs?: number | null;
 };
 
+/** The output kinds of a user's cluster change, of a run, and of a cohort's retention. */
+export const CLUSTER_OUTPUT = "cluster";
+export const CLUSTERS_OUTPUT = "clusters";
+export const CLUSTER_RETENTION_OUTPUT = "cluster_retention";
+
 /** "cluster": a user's cluster name changed (previous null: the user's first). */
-export type ClusterChange = { output: "cluster"; user_id: string; time: number; cluster: string; previous: string | null };
+export type ClusterChange = { output: typeof CLUSTER_OUTPUT; user_id: string; time: number; cluster: string; previous: string | null };
 
 /** "clusters": one per run, the clusters in slot order: members' mean raw values, the centroid's z-scores. */
 export type ClustersRun = {
-  output: "clusters";
+  output: typeof CLUSTERS_OUTPUT;
   time: number;
   run: number;
   users: number;
@@ -71,7 +76,7 @@ export type ClustersRun = {
 
 /** "cluster_retention": one per cohort, once its measuring day is over. */
 export type ClusterRetention = {
-  output: "cluster_retention";
+  output: typeof CLUSTER_RETENTION_OUTPUT;
   time: number;
   /** The cohort's UTC day, "2024-05-20". */
   cohort_day: string;
@@ -174,8 +179,8 @@ class ClustersLogic implements StageLogic {
     const label = entry.slot < 0 ? null : this.model.names[entry.slot];
     // A user once assigned always has a slot: the label only goes from null to names and between names.
     if (label !== null && label !== entry.label) {
-      const change: ClusterChange = { output: "cluster", user_id: view.user, time: view.timeMs, cluster: label, previous: entry.label };
-      out.emit("cluster", view.user, view.timeMs, change);
+      const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: view.user, time: view.timeMs, cluster: label, previous: entry.label };
+      out.emit(CLUSTER_OUTPUT, view.user, view.timeMs, change);
       entry.label = label;
       isChanged = true;
     }
@@ -330,7 +335,7 @@ class ClustersLogic implements StageLogic {
     this.model = { ...previous, run: previous.run + 1, means: scaling.means, stds: scaling.stds, centroids, names };
     this.modelState.set(ALL, this.model);
     const means = memberMeans(vectors, slots, centroids.map((z) => unstandardise(z, scaling)));
-    out.emit("clusters", ALL, boundaryMs, this.describeRun(boundaryMs, active.length, centroids, means, sizes));
+    out.emit(CLUSTERS_OUTPUT, ALL, boundaryMs, this.describeRun(boundaryMs, active.length, centroids, means, sizes));
     for (let i = 0; i < active.length; i++) this.assign(active[i], slots[i], boundaryMs, out);
   }
 
@@ -342,7 +347,7 @@ class ClustersLogic implements StageLogic {
 
   private describeRun(timeMs: number, users: number, centroids: number[][], means: number[][], sizes: number[]): ClustersRun {
     return {
-      output: "clusters",
+      output: CLUSTERS_OUTPUT,
       time: timeMs,
       run: this.model.run,
       users,
@@ -362,8 +367,8 @@ class ClustersLogic implements StageLogic {
     entry.run = this.model.run;
     const label = this.model.names[slot];
     if (label === entry.label) return;
-    const change: ClusterChange = { output: "cluster", user_id: user, time: timeMs, cluster: label, previous: entry.label };
-    out.emit("cluster", user, timeMs, change);
+    const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: user, time: timeMs, cluster: label, previous: entry.label };
+    out.emit(CLUSTER_OUTPUT, user, timeMs, change);
     entry.label = label;
   }
 
@@ -398,7 +403,7 @@ class ClustersLogic implements StageLogic {
     for (const [dayMs, cluster, [users, retained]] of due) {
       const timeMs = dayMs + afterMs + DAY_MS;
       const report: ClusterRetention = {
-        output: "cluster_retention",
+        output: CLUSTER_RETENTION_OUTPUT,
         time: timeMs,
         cohort_day: new Date(dayMs).toISOString().slice(0, 10),
         cluster,
@@ -406,7 +411,7 @@ class ClustersLogic implements StageLogic {
         retained,
         rate: retained / users,
       };
-      out.emit("cluster_retention", ALL, timeMs, report);
+      out.emit(CLUSTER_RETENTION_OUTPUT, ALL, timeMs, report);
       this.cohorts.delete(cohortKey(dayMs, cluster));
     }
     this.model.reportedDayMs = dueDayMs;

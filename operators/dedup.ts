@@ -1,5 +1,6 @@
 // Dedup: drops an event identical to one of the same user kept less than `withinMs` before or
 // after it (same values of the chosen fields), and counts it as a duplicate.
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 export type DedupOptions = {
@@ -11,16 +12,19 @@ export type DedupOptions = {
    * Default 60_000 (1 minute).
    */
   withinMs?: number;
-  /** The event fields that make two events identical (the user always does). Default ["event_type", "page"]. */
+  /** The event fields that make two events identical (the user always does). Default DEFAULT_DEDUP_FIELDS. */
   fields?: readonly string[];
 };
+
+/** The fields that make two events identical when none are given: the event's type and page. */
+export const DEFAULT_DEDUP_FIELDS: readonly string[] = [EVENT_TYPE_FIELD, PAGE_FIELD];
 
 /** Counter of the dropped events, reported in the job summary. */
 export const DUPLICATES_COUNTER = "duplicates";
 
 export function dedup(options: DedupOptions = {}): StageDefinition {
   const name = options.name ?? "dedup";
-  return { name, build: (ctx) => new DedupLogic(options.fields ?? ["event_type", "page"], options.withinMs ?? 60_000, ctx.userState<unknown[]>("kept")) };
+  return { name, build: (ctx) => new DedupLogic(options.fields ?? DEFAULT_DEDUP_FIELDS, options.withinMs ?? 60_000, ctx.userState<unknown[]>("kept")) };
 }
 
 type KeptState = {

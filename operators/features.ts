@@ -14,8 +14,11 @@ export type FeaturesOptions = {
   features: FeatureSpec[];
 };
 
+/** The output kind of a feature vector. */
+export const FEATURES_OUTPUT = "features";
+
 /** The "features" output: `{ output, user_id, time, <feature>: number | null, ... }`. */
-export type FeatureVector = { output: "features"; user_id: string; time: number; [feature: string]: unknown };
+export type FeatureVector = { output: typeof FEATURES_OUTPUT; user_id: string; time: number; [feature: string]: unknown };
 
 export function features(options: FeaturesOptions): StageDefinition {
   const name = options.name ?? "features";
@@ -32,7 +35,7 @@ class FeaturesLogic implements StageLogic {
   step(view: UserView, out: StageOutput): void {
     const specs = this.options.features;
     // The vector is emitted when it changes, unless no sink takes feature vectors (then none is built).
-    const vector = out.wants("features") ? new Array<number | null>(specs.length) : undefined;
+    const vector = out.wants(FEATURES_OUTPUT) ? new Array<number | null>(specs.length) : undefined;
     for (let i = 0; i < specs.length; i++) {
       const value = numeric(specs[i].value(view.vars));
       if (vector !== undefined) vector[i] = value;
@@ -42,9 +45,9 @@ class FeaturesLogic implements StageLogic {
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, vector)) return;
     this.last.set(view.user, vector);
-    const body: FeatureVector = { output: "features", user_id: view.user, time: view.timeMs };
+    const body: FeatureVector = { output: FEATURES_OUTPUT, user_id: view.user, time: view.timeMs };
     for (let i = 0; i < specs.length; i++) body[specs[i].name] = vector[i];
-    out.emit("features", view.user, view.timeMs, body);
+    out.emit(FEATURES_OUTPUT, view.user, view.timeMs, body);
   }
 }
 

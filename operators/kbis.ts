@@ -23,8 +23,11 @@ export type KbisOptions = {
   kbis: KbiSpec[];
 };
 
+/** The output kind of a KBI label change. */
+export const KBI_OUTPUT = "kbi";
+
 /** The "kbi" output, one per label change: `previous` is null on a user's first label. */
-export type KbiChange = { output: "kbi"; user_id: string; time: number; kbi: string; label: string | null; previous: string | null };
+export type KbiChange = { output: typeof KBI_OUTPUT; user_id: string; time: number; kbi: string; label: string | null; previous: string | null };
 
 /** The labels of one user, one per KBI in configured order. */
 type Labels = Array<string | null>;
@@ -58,8 +61,8 @@ class KbisLogic implements StageLogic {
         this.labels.set(view.user, current);
       } else this.labels.touch(view.user);
       current[i] = label;
-      const body: KbiChange = { output: "kbi", user_id: view.user, time: view.timeMs, kbi: specs[i].name, label, previous };
-      out.emit("kbi", view.user, view.timeMs, body);
+      const body: KbiChange = { output: KBI_OUTPUT, user_id: view.user, time: view.timeMs, kbi: specs[i].name, label, previous };
+      out.emit(KBI_OUTPUT, view.user, view.timeMs, body);
     }
   }
 }

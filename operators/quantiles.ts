@@ -1,6 +1,6 @@
 // Quantiles across users: a t-digest per metric of every user's latest value, rebuilt once per period
 // of event time, checkpointed, read by `quantile("metric", q)` in expressions and optionally reported.
-import type { SharedLookups, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { digestOf, lookupOf, quantileAt, quantileOf, type Digest, type DigestLookup } from "./tdigest.ts";
 
 export type QuantilesOptions = {
@@ -15,12 +15,21 @@ export type QuantilesOptions = {
   /** Emit a "quantiles" record per metric at each rebuild. Default false. */
   report?: boolean;
   /** Where `quantile(metric, q)` is published for other stages' expressions. Default: not published. */
-  shared?: SharedLookups;
+  publishTo?: PublishedQuantiles;
 };
+
+/**
+ * The stage's quantiles as other stages read them (CEL's quantile(), pipelines/celQuantile.ts):
+ * filled in when the stage is built; undefined where a metric has no digest yet.
+ */
+export type PublishedQuantiles = { quantile?: (metric: string, q: number) => number | undefined };
+
+/** The output kind of a quantiles report. */
+export const QUANTILES_OUTPUT = "quantiles";
 
 /** The "quantiles" output, one per metric at each rebuild. */
 export type QuantilesReport = {
-  output: "quantiles";
+  output: typeof QUANTILES_OUTPUT;
   time: number;
   metric: string;
   count: number;
@@ -51,7 +60,7 @@ export function quantiles(options: QuantilesOptions): StageDefinition {
     name,
     build: (ctx) => {
       const logic = new QuantilesLogic(options, ctx.userState<Array<number | null>>("values"), ctx.valueState<DigestsState>("digests"));
-      if (options.shared) options.shared.quantile = (metric, q) => logic.quantile(metric, q);
+      if (options.publishTo) options.publishTo.quantile = (metric, q) => logic.quantile(metric, q);
       return logic;
     },
   };
@@ -158,8 +167,8 @@ class QuantilesLogic implements StageLogic {
       const digest = this.state.digests[i];
       if (digest === null) continue;
       const q = (p: number) => quantileOf(digest, p)!;
-      const body: QuantilesReport = { output: "quantiles", time: timeMs, metric: this.metrics[i], count: digest.count, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: digest.min, max: digest.max };
-      out.emit("quantiles", this.metrics[i], timeMs, body);
+      const body: QuantilesReport = { output: QUANTILES_OUTPUT, time: timeMs, metric: this.metrics[i], count: digest.count, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: digest.min, max: digest.max };
+      out.emit(QUANTILES_OUTPUT, this.metrics[i], timeMs, body);
     }
   }
 

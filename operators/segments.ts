@@ -37,9 +37,12 @@ export type SegmentsOptions = {
   tagsVar?: string;
 };
 
+/** The output kind of a segment entry or exit. */
+export const SEGMENT_OUTPUT = "segment";
+
 /** The "segment" output, one per change: a move within a group is an exit, then an enter. */
 export type SegmentChange = {
-  output: "segment";
+  output: typeof SEGMENT_OUTPUT;
   user_id: string;
   time: number;
   group: string;
@@ -145,8 +148,8 @@ class SegmentsLogic implements StageLogic {
   }
 
   private change(view: UserView, out: StageOutput, group: string, segment: string, change: "enter" | "exit", detail: Readonly<Record<string, unknown>>): void {
-    const body: SegmentChange = { output: "segment", user_id: view.user, time: view.timeMs, group, segment, change };
-    out.emit("segment", view.user, view.timeMs, body);
+    const body: SegmentChange = { output: SEGMENT_OUTPUT, user_id: view.user, time: view.timeMs, group, segment, change };
+    out.emit(SEGMENT_OUTPUT, view.user, view.timeMs, body);
     view.signals.push({ kind: change === "enter" ? "segment_enter" : "segment_exit", name: segment, timeMs: view.timeMs, detail });
   }
 

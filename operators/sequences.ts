@@ -1,5 +1,6 @@
 // Sequences, a small CEP per user: named patterns of steps ("cart, then no purchase within 2 h",
 // "pricing page, then a demo request within 7 d"); a completed pattern is an output and a signal.
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 export type SequenceStep = {
@@ -31,11 +32,14 @@ export type SequencesOptions = {
   sequences: SequenceSpec[];
 };
 
-/** One matched step as reported: which step, when, and what the event was. */
+/** One matched step as reported: which step, when, and what the event was (its EVENT_TYPE_FIELD and PAGE_FIELD). */
 export type MatchedStep = { step: string; time: number; event_type: unknown; page: unknown };
 
+/** The output kind of a completed sequence. */
+export const SEQUENCE_OUTPUT = "sequence";
+
 /** The "sequence" output. For an absence, `time` is the deadline that passed. */
-export type SequenceMatch = { output: "sequence"; user_id: string; time: number; sequence: string; matched: MatchedStep[] };
+export type SequenceMatch = { output: typeof SEQUENCE_OUTPUT; user_id: string; time: number; sequence: string; matched: MatchedStep[] };
 
 /** A partial match: the steps matched so far, and until when the next one may come. */
 type Run = {
@@ -201,8 +205,8 @@ class SequencesLogic implements StageLogic {
   private complete(view: UserView, out: StageOutput, state: UserSequences, s: number, matched: MatchedStep[], timeMs: number): void {
     const spec = this.specs[s];
     if (spec.matchedAtVar !== undefined) state.matchedAtMs[s] = timeMs;
-    const body: SequenceMatch = { output: "sequence", user_id: view.user, time: timeMs, sequence: spec.name, matched };
-    out.emit("sequence", view.user, timeMs, body);
+    const body: SequenceMatch = { output: SEQUENCE_OUTPUT, user_id: view.user, time: timeMs, sequence: spec.name, matched };
+    out.emit(SEQUENCE_OUTPUT, view.user, timeMs, body);
     view.signals.push({ kind: "sequence", name: spec.name, timeMs, detail: { matched } });
   }
 
@@ -247,5 +251,5 @@ function place(runs: Array<Run | null>, slot: number, run: Run, timeMs: number, 
 }
 
 function matchedStep(step: string, timeMs: number, event: EventFields): MatchedStep {
-  return { step, time: timeMs, event_type: event.event_type ?? null, page: event.page ?? null };
+  return { step, time: timeMs, event_type: event[EVENT_TYPE_FIELD] ?? null, page: event[PAGE_FIELD] ?? null };
 }

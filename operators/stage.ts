@@ -99,11 +99,3 @@ export type StageDefinition = {
   readonly name: string;
   build(ctx: StageContext): StageLogic;
 };
-
-/**
- * Values one stage offers to the expressions of all stages, filled in when the stage is built:
- * `quantile("score", 0.9)` reads the quantiles stage's digests.
- */
-export type SharedLookups = {
-  quantile?: (metric: string, q: number) => number | undefined;
-};

@@ -9,6 +9,9 @@ import type { SlotState } from "../engine/keyedSlots.ts";
 type Vars = Record<string, unknown>;
 type Condition = (vars: Vars) => unknown;
 
+/** The output kind of a message sent. */
+export const TRIGGER_OUTPUT = "trigger";
+
 /** A message sent later on one channel, in the user's local time. */
 export type FollowUp = {
   channel: string;
@@ -271,7 +274,7 @@ class TriggersLogic implements StageLogic {
     };
     const template = this.options.template;
     const body = template === undefined ? seedBody(facts) : renderTemplate(template, message.vars, facts);
-    out.emit("trigger", user, message.atMs, body);
+    out.emit(TRIGGER_OUTPUT, user, message.atMs, body);
     out.count("triggers_sent");
     if (message.isFollowUp || rule.followUps === undefined || rule.followUps.length === 0) return;
     this.startFollowUps(state, rule, message, hasLiveVars ? this.kept(message.vars) : message.vars);

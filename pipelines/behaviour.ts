@@ -1,52 +1,12 @@
 // The behaviour sections of a pipeline file (dedup, sessions, aggregates, features, ... triggers):
-// each is read by its stage's reader, in the order the stages run, against a CEL scope that grows
-// with every stage's declared values.
+// each is read by its stage's reader, in the order the stages run (stages/registry.ts), against a
+// CEL scope that grows with every stage's declared values.
+import { ERASURE_OUTPUT } from "../operators/behaviour.ts";
 import type { StageDefinition } from "../operators/stage.ts";
 import { celEnvironment, compileExpression, type Variables } from "./expressions.ts";
 import type { Obj, Reader } from "./reader.ts";
 import { fieldsNamedIn, Scope } from "./scope.ts";
-import { readClusters } from "./stages/clusters.ts";
-import { readDecayedScores } from "./stages/decayedScores.ts";
-import { readDedup } from "./stages/dedup.ts";
-import { readFeatures } from "./stages/features.ts";
-import { readJourneyPhases } from "./stages/journeyPhases.ts";
-import { readKbis } from "./stages/kbis.ts";
-import { readQuantiles } from "./stages/quantiles.ts";
-import { readRollingAggregates } from "./stages/rollingAggregates.ts";
-import { readSegments } from "./stages/segments.ts";
-import { readSequences } from "./stages/sequences.ts";
-import { readSessions } from "./stages/sessions.ts";
-import { readTriggers } from "./stages/triggers.ts";
-
-/** A stage as read from its section: the definition and the output kinds it can emit. */
-export type ReadStage = { definition: StageDefinition; outputs: readonly string[] };
-
-/**
- * Reads one section. `scope` holds what the section's expressions may use; the reader declares
- * the values its stage writes into the view (`scope.declare`) so that later sections can use them.
- */
-export type StageReader = (r: Reader, path: string, value: unknown, scope: Scope) => ReadStage | undefined;
-
-/** The sections in the order their stages run: each may use the values of those above it. */
-export const STAGE_SECTIONS: ReadonlyArray<readonly [string, StageReader]> = [
-  ["dedup", readDedup],
-  ["sessions", readSessions],
-  ["aggregates", readRollingAggregates],
-  ["features", readFeatures],
-  ["kbis", readKbis],
-  ["scores", readDecayedScores],
-  ["quantiles", readQuantiles],
-  ["sequences", readSequences],
-  ["phases", readJourneyPhases],
-  ["clusters", readClusters],
-  ["segments", readSegments],
-  ["triggers", readTriggers],
-];
-
-export const STAGE_SECTION_NAMES: readonly string[] = STAGE_SECTIONS.map(([name]) => name);
-
-/** The output kind of the audit record of an erasure on request. */
-export const ERASURE_OUTPUT = "erasure";
+import { STAGE_SECTION_NAMES, STAGE_SECTIONS } from "./stages/registry.ts";
 
 export type BehaviourSpec = {
   stages: StageDefinition[];
@@ -69,12 +29,7 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): Beha
     stages.push(stage.definition);
     for (const kind of stage.outputs) outputs.add(kind);
   }
-  for (const use of scope.quantileUses) {
-    if (!scope.quantileMetrics.has(use.metric)) {
-      const known = [...scope.quantileMetrics];
-      r.fail(use.path, `quantile("${use.metric}", ...) needs "${use.metric}" among quantiles.metrics (${known.length ? known.join(", ") : "none declared"})`);
-    }
-  }
+  scope.quantile.check(r);
   const erasesWhen = readErasure(r, top.privacy, eventFields, scope);
   if (erasesWhen) outputs.add(ERASURE_OUTPUT);
   return { stages, outputs: [...outputs], scope, ...(erasesWhen ? { erasesWhen } : {}) };

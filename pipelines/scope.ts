@@ -2,23 +2,17 @@
 // values declared by the stages before it. Each stage declares its names as it is read, so a
 // reference to a later stage's value is a type error at load time, at the path that made it.
 import type { Environment } from "@marcbachmann/cel-js";
-import type { SharedLookups } from "../operators/stage.ts";
+import { QuantileFunction } from "./celQuantile.ts";
 import { celEnvironment, compileExpression, type Compiled, type Variables } from "./expressions.ts";
 import type { Reader } from "./reader.ts";
-
-/** A use of `quantile("metric", q)` with a literal metric, checked against the declared quantiles. */
-export type QuantileUse = { path: string; metric: string };
 
 export class Scope {
   private env: Environment;
   private readonly declaredAt = new Map<string, string>();
   private readonly eventFields: ReadonlySet<string>;
   private readonly usedFields = new Set<string>();
-  /** Cross-user lookups the stages fill in at build time (quantiles). */
-  readonly shared: SharedLookups = {};
-  readonly quantileUses: QuantileUse[] = [];
-  /** Metrics the quantiles section keeps digests of; the reader of that section fills it in. */
-  readonly quantileMetrics = new Set<string>();
+  /** `quantile("metric", q)` in every expression of the scope, and the metrics it may name. */
+  readonly quantile = new QuantileFunction();
 
   constructor(eventFields: Variables) {
     this.env = celEnvironment({ ...eventFields, user: "string", now: "double" });
@@ -26,13 +20,7 @@ export class Scope {
     for (const name of Object.keys(eventFields)) this.declaredAt.set(name, `schema.${name}`);
     this.declaredAt.set("user", "(built in: the key)");
     this.declaredAt.set("now", "(built in: the step's event time in ms)");
-    const shared = this.shared;
-    this.env.registerFunction("quantile(string, double): double", (metric: string, q: number) => {
-      const value = shared.quantile?.(metric, q);
-      // No data yet: the expression has no value, so a rule using it does not hold.
-      if (value === undefined) throw new Error(`no quantile of ${metric} yet`);
-      return value;
-    });
+    this.quantile.register(this.env);
   }
 
   /** Whether `name` is free; if not, records an error at `path` saying who has it. */
@@ -70,7 +58,7 @@ export class Scope {
   compile(r: Reader, path: string, source: unknown, expected?: string[]): Compiled | undefined {
     const compiled = r.compiled(() => compileExpression(this.env, source, path, expected));
     if (compiled) {
-      for (const metric of quantileMetrics(compiled.source)) this.quantileUses.push({ path, metric });
+      this.quantile.noteUses(path, compiled.source);
       for (const field of fieldsNamedIn(compiled.source, this.eventFields)) this.usedFields.add(field);
     }
     return compiled;
@@ -93,9 +81,4 @@ export class Scope {
  */
 export function fieldsNamedIn(source: string, fields: ReadonlySet<string>): string[] {
   return [...new Set(source.match(/[A-Za-z_][A-Za-z0-9_]*/g) ?? [])].filter((word) => fields.has(word));
-}
-
-/** Literal metric names passed to quantile(...) in an expression's text. */
-function quantileMetrics(source: string): string[] {
-  return [...source.matchAll(/quantile\(\s*"([^"]*)"/g)].map((m) => m[1]);
 }

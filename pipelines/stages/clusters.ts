@@ -1,12 +1,12 @@
 // Reads `clusters:` (k-means over earlier stages' numeric values, naming rules on centroid z-scores,
 // cohort retention) into the clusters stage.
-import { clusters, type ClusterNameRule } from "../../operators/clusters.ts";
+import { CLUSTER_OUTPUT, CLUSTER_RETENTION_OUTPUT, clusters, CLUSTERS_OUTPUT, type ClusterNameRule } from "../../operators/clusters.ts";
 import { fallbackName } from "../../operators/clusterMath.ts";
 import { joinPath } from "../errors.ts";
 import { celEnvironment, compileExpression } from "../expressions.ts";
 import type { Obj, Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 
 const FIELDS = ["name", "k", "every", "activeWithin", "seed", "maxIterations", "features", "names", "retention"];
 const CLUSTER_NAME = /^[A-Za-z0-9_-]+$/;
@@ -59,7 +59,7 @@ export const readClusters: StageReader = (r, path, value, scope) => {
   if (variable !== undefined) scope.declare(r, obj.name === undefined ? path : at("name"), variable, "string");
   if (r.errors.length > errorsBefore) return undefined;
   const definition = clusters({ variable, features, k, everyMs, activeWithinMs, seed, maxIterations, names, retentionAfterMs });
-  return { definition, outputs: retentionAfterMs === null ? ["cluster", "clusters"] : ["cluster", "clusters", "cluster_retention"] };
+  return { definition, outputs: retentionAfterMs === null ? [CLUSTER_OUTPUT, CLUSTERS_OUTPUT] : [CLUSTER_OUTPUT, CLUSTERS_OUTPUT, CLUSTER_RETENTION_OUTPUT] };
 };
 
 /** The feature names: distinct numeric values the scope holds (schema fields or earlier stages). */

@@ -1,9 +1,8 @@
 // Reads `dedup:` (how close identical events are duplicates, and which fields make them identical)
 // into the dedup stage.
-import { dedup } from "../../operators/dedup.ts";
-import type { StageReader } from "../behaviour.ts";
+import { DEFAULT_DEDUP_FIELDS, dedup } from "../../operators/dedup.ts";
+import type { StageReader } from "./stage.ts";
 
-const DEFAULT_FIELDS = ["event_type", "page"];
 /** Types whose values compare as equal when they are the same value (a map or list never would). */
 const COMPARABLE = ["string", "double", "int", "uint", "bool"];
 
@@ -25,7 +24,7 @@ export const readDedup: StageReader = (r, path, value, scope) => {
   const obj = r.object(path, value ?? {}, ["within", "fields"]);
   if (!obj) return undefined;
   const withinMs = obj.within === undefined ? 60_000 : r.duration(`${path}.within`, obj.within, "1m", { positive: true, atMost: MAX_WITHIN });
-  const listed = obj.fields === undefined ? DEFAULT_FIELDS : r.list(`${path}.fields`, obj.fields, { nonEmpty: true });
+  const listed = obj.fields === undefined ? DEFAULT_DEDUP_FIELDS : r.list(`${path}.fields`, obj.fields, { nonEmpty: true });
   const fields: string[] = [];
   listed?.forEach((field, i) => {
     const at = `${path}.fields[${i}]`;

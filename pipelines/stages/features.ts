@@ -1,6 +1,6 @@
 // Reads `features:` (name: CEL formula) into the features stage.
-import { features } from "../../operators/features.ts";
-import type { StageReader } from "../behaviour.ts";
+import { features, FEATURES_OUTPUT } from "../../operators/features.ts";
+import type { StageReader } from "./stage.ts";
 
 const NUMERIC = ["double", "int", "uint", "bool"];
 
@@ -23,5 +23,5 @@ export const readFeatures: StageReader = (r, path, value, scope) => {
     if (!scope.declare(r, at, name, "double") || !compiled) continue;
     specs.push({ name, value: compiled.evaluate });
   }
-  return { definition: features({ features: specs }), outputs: ["features"] };
+  return { definition: features({ features: specs }), outputs: [FEATURES_OUTPUT] };
 };

@@ -1,6 +1,6 @@
 // Reads `kbis:` (name: ordered threshold rules and a default label) into the KBIs stage.
-import { kbis, type KbiRule, type KbiSpec } from "../../operators/kbis.ts";
-import type { StageReader } from "../behaviour.ts";
+import { KBI_OUTPUT, kbis, type KbiRule, type KbiSpec } from "../../operators/kbis.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
@@ -28,7 +28,7 @@ export const readKbis: StageReader = (r, path, value, scope) => {
     if (!scope.declare(r, at, name, "string") || !spec) continue;
     specs.push(spec);
   }
-  return { definition: kbis({ kbis: specs }), outputs: ["kbi"] };
+  return { definition: kbis({ kbis: specs }), outputs: [KBI_OUTPUT] };
 };
 
 function readKbi(r: Reader, path: string, name: string, value: unknown, scope: Scope): KbiSpec | undefined {

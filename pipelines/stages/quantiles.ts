@@ -1,7 +1,7 @@
 // Reads `quantiles:` (metrics, compression, period, report) into the quantiles stage, and makes
-// `quantile("metric", q)` usable in the expressions of every section for the metrics it lists.
-import { quantiles } from "../../operators/quantiles.ts";
-import type { StageReader } from "../behaviour.ts";
+// `quantile("metric", q)` (celQuantile.ts) usable in every section's expressions for its metrics.
+import { quantiles, QUANTILES_OUTPUT } from "../../operators/quantiles.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
@@ -32,8 +32,8 @@ export const readQuantiles: StageReader = (r, path, value, scope) => {
   const everyMs = obj.every === undefined ? undefined : r.duration(joinPath(path, "every"), obj.every, "1h", { positive: true, atLeast: MIN_EVERY });
   const report = readReport(r, joinPath(path, "report"), obj.report, everyMs);
   if (r.errors.length > errorsBefore) return undefined;
-  const definition = quantiles({ metrics, compression, everyMs: everyMs ?? report.everyMs, report: report.isOn, shared: scope.shared });
-  return { definition, outputs: report.isOn ? ["quantiles"] : [] };
+  const definition = quantiles({ metrics, compression, everyMs: everyMs ?? report.everyMs, report: report.isOn, publishTo: scope.quantile.published });
+  return { definition, outputs: report.isOn ? [QUANTILES_OUTPUT] : [] };
 };
 
 function readMetrics(r: Reader, path: string, value: unknown, scope: Scope): string[] {
@@ -52,7 +52,7 @@ function readMetrics(r: Reader, path: string, value: unknown, scope: Scope): str
     // Compiling the bare name checks that it is declared above and is a number.
     if (!scope.compile(r, at, entry, NUMERIC)) continue;
     metrics.push(entry);
-    scope.quantileMetrics.add(entry);
+    scope.quantile.declareMetric(entry);
   }
   return metrics;
 }

@@ -1,10 +1,10 @@
 // Reads `segments:` (exclusive groups of prioritised rules with a default, and non-exclusive tags)
 // into the segments stage.
-import { MAX_TAGS, segments, type SegmentGroup, type SegmentRule } from "../../operators/segments.ts";
+import { MAX_TAGS, SEGMENT_OUTPUT, segments, type SegmentGroup, type SegmentRule } from "../../operators/segments.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 import { namesNeeded } from "../celNeeds.ts";
 
 const SEGMENT_NAME = /^[A-Za-z0-9_-]+$/;
@@ -43,7 +43,7 @@ export const readSegments: StageReader = (r, path, value, scope) => {
     scope.declare(r, at, tagsVar, "list");
   }
   if (r.errors.length > errorsBefore) return undefined;
-  return { definition: segments({ groups, tags, tagsVar }), outputs: ["segment"] };
+  return { definition: segments({ groups, tags, tagsVar }), outputs: [SEGMENT_OUTPUT] };
 };
 
 function readGroups(r: Reader, path: string, value: unknown, scope: Scope): SegmentGroup[] {

@@ -1,7 +1,8 @@
 // Reads `sequences:` (name: steps, each a CEL condition, optionally within a time of the step before
 // it, the last one optionally absent) into the sequences stage.
-import { sequences, type SequenceSpec, type SequenceStep } from "../../operators/sequences.ts";
-import type { StageReader } from "../behaviour.ts";
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "../../operators/eventFields.ts";
+import { SEQUENCE_OUTPUT, sequences, type SequenceSpec, type SequenceStep } from "../../operators/sequences.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
@@ -34,8 +35,8 @@ export const MAX_SEQUENCE_STEPS = 32;
  * `absent`, and then it needs `within`: the sequence completes when that time passes without it.
  */
 export const readSequences: StageReader = (r, path, value, scope) => {
-  // Read off the event directly (matching by type, what the outputs show): privacy.keep must keep them.
-  for (const field of ["event_type", "page"]) if (scope.fields().includes(field)) scope.useField(field);
+  // Read off the event directly (matching by type, what the outputs show; eventFields.ts): privacy.keep must keep them.
+  for (const field of [EVENT_TYPE_FIELD, PAGE_FIELD]) if (scope.fields().includes(field)) scope.useField(field);
   const entries = r.entries(path, value, "sequence, like cart_abandoned: { steps: [...] }");
   if (!entries) return undefined;
   const specs: SequenceSpec[] = [];
@@ -43,7 +44,7 @@ export const readSequences: StageReader = (r, path, value, scope) => {
     const spec = readSequence(r, joinPath(path, name), name, body, scope);
     if (spec) specs.push(spec);
   }
-  return { definition: sequences({ sequences: specs }), outputs: ["sequence"] };
+  return { definition: sequences({ sequences: specs }), outputs: [SEQUENCE_OUTPUT] };
 };
 
 function readSequence(r: Reader, path: string, name: string, value: unknown, scope: Scope): SequenceSpec | undefined {

@@ -1,7 +1,7 @@
-// Reads `sessions:` (the inactivity gap that ends a session) into the user sessions stage, and
+// Reads `sessions:` (the inactivity gap that ends a session) into the sessions stage, and
 // declares the session values it writes for later stages.
-import { SESSION_VARS, userSessions } from "../../operators/userSessions.ts";
-import type { StageReader } from "../behaviour.ts";
+import { SESSION_OUTPUT, SESSION_VARS, sessions } from "../../operators/sessions.ts";
+import type { StageReader } from "./stage.ts";
 
 /**
  * ```yaml
@@ -20,5 +20,5 @@ export const readSessions: StageReader = (r, path, value, scope) => {
   scope.declare(r, path, SESSION_VARS.isNew, "bool");
   for (const name of [SESSION_VARS.pages, SESSION_VARS.elapsedSec, SESSION_VARS.avgGapSec, SESSION_VARS.maxGapSec]) scope.declare(r, path, name, "double");
   if (r.errors.length > errorsBefore || gapMs === undefined || emitSessions === undefined) return undefined;
-  return { definition: userSessions({ gapMs, emitSessions }), outputs: emitSessions ? ["session"] : [] };
+  return { definition: sessions({ gapMs, emitSessions }), outputs: emitSessions ? [SESSION_OUTPUT] : [] };
 };

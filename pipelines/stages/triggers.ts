@@ -3,8 +3,8 @@
 import type { Signal } from "../../operators/stage.ts";
 import { parseTimeOfDay } from "../../operators/localTime.ts";
 import { referencedNames, type TriggerTemplate } from "../../operators/triggerTemplate.ts";
-import { triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
-import type { StageReader } from "../behaviour.ts";
+import { TRIGGER_OUTPUT, triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
@@ -60,7 +60,7 @@ export const readTriggers: StageReader = (r, path, value, scope) => {
   if (obj.rules !== undefined) options.rules = readRules(r, joinPath(path, "rules"), obj.rules, scope);
   // Declared last: only the template sees the trigger's own facts.
   if (obj.template !== undefined) options.template = readTemplate(r, joinPath(path, "template"), obj.template, scope);
-  return { definition: triggers(options), outputs: ["trigger"] };
+  return { definition: triggers(options), outputs: [TRIGGER_OUTPUT] };
 };
 
 /** An event field's name, checked to exist with the right type (the stage reads it off the event). */

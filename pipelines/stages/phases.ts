@@ -1,7 +1,7 @@
 // Reads `phases:` (the phase names, transitions on events, inactivity and in-phase timers, signal-only
-// windows) into the journey phases stage.
-import { journeyPhases, type PhaseClock, type PhaseTimer, type PhaseTransition, type PhaseWindow } from "../../operators/journeyPhases.ts";
-import type { StageReader } from "../behaviour.ts";
+// windows) into the phases stage.
+import { PHASE_OUTPUT, PHASE_WINDOW_OUTPUT, phases, type PhaseClock, type PhaseTimer, type PhaseTransition, type PhaseWindow } from "../../operators/phases.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 
@@ -35,13 +35,13 @@ const FIELDS = ["names", "initial", "var", "entered_var", "transitions", "timers
  * default to every phase; a timer never applies in its own `to` phase. Timers must not form a
  * cycle (a user without events would change phase forever).
  */
-export const readJourneyPhases: StageReader = (r, path, value, scope) => {
+export const readPhases: StageReader = (r, path, value, scope) => {
   const obj = r.object(path, value, FIELDS, ["transitions"]);
   if (!obj) return undefined;
   const at = (field: string) => joinPath(path, field);
-  const phases = obj.names === undefined ? DEFAULT_PHASES : r.nameList(at("names"), obj.names);
-  if (!phases) return undefined;
-  const initial = obj.initial === undefined ? phases[0] : r.choice(at("initial"), obj.initial, phases);
+  const phaseNames = obj.names === undefined ? DEFAULT_PHASES : r.nameList(at("names"), obj.names);
+  if (!phaseNames) return undefined;
+  const initial = obj.initial === undefined ? phaseNames[0] : r.choice(at("initial"), obj.initial, phaseNames);
   const phaseVar = obj.var === undefined ? "phase" : r.string(at("var"), obj.var);
   const enteredVar = obj.entered_var === undefined ? "phase_entered_at" : r.string(at("entered_var"), obj.entered_var);
   // Declared before the transitions are compiled: a condition may read the phase before the event.
@@ -51,8 +51,8 @@ export const readJourneyPhases: StageReader = (r, path, value, scope) => {
   const transitions = readList(r, at("transitions"), obj.transitions, true, (p, item) => {
     const t = r.object(p, item, ["to", "from", "when"], ["to", "when"]);
     if (!t) return undefined;
-    const to = t.to === undefined ? undefined : r.choice(joinPath(p, "to"), t.to, phases);
-    const from = readPhases(r, joinPath(p, "from"), t.from, phases);
+    const to = t.to === undefined ? undefined : r.choice(joinPath(p, "to"), t.to, phaseNames);
+    const from = readPhaseList(r, joinPath(p, "from"), t.from, phaseNames);
     const compiled = t.when === undefined ? undefined : scope.compile(r, joinPath(p, "when"), t.when, ["bool"]);
     if (to === undefined || from === null || !compiled) return undefined;
     return { to, from, when: (vars) => compiled.evaluate(vars) === true } satisfies PhaseTransition;
@@ -60,8 +60,8 @@ export const readJourneyPhases: StageReader = (r, path, value, scope) => {
   const timers = readList(r, at("timers"), obj.timers ?? [], false, (p, item) => {
     const t = r.object(p, item, ["to", "from", "after", "since"], ["to", "after"]);
     if (!t) return undefined;
-    const to = t.to === undefined ? undefined : r.choice(joinPath(p, "to"), t.to, phases);
-    const from = readPhases(r, joinPath(p, "from"), t.from, phases);
+    const to = t.to === undefined ? undefined : r.choice(joinPath(p, "to"), t.to, phaseNames);
+    const from = readPhaseList(r, joinPath(p, "from"), t.from, phaseNames);
     const afterMs = t.after === undefined ? undefined : r.duration(joinPath(p, "after"), t.after, "60d", { positive: true });
     const since = t.since === undefined ? "last_event" : r.choice(joinPath(p, "since"), t.since, CLOCKS);
     if (to === undefined || from === null || afterMs === undefined || since === undefined) return undefined;
@@ -72,26 +72,26 @@ export const readJourneyPhases: StageReader = (r, path, value, scope) => {
     const w = r.object(p, item, ["name", "in", "after", "since"], ["name", "after"]);
     if (!w) return undefined;
     let name = w.name === undefined ? undefined : r.string(joinPath(p, "name"), w.name, NAME);
-    if (name !== undefined && (phases.includes(name) || windowNames.has(name))) {
+    if (name !== undefined && (phaseNames.includes(name) || windowNames.has(name))) {
       // Signals of windows and of phase changes share the kind "phase": names must tell them apart.
-      name = r.fail(joinPath(p, "name"), `"${name}" is already the name of a ${phases.includes(name) ? "phase" : "window"}`);
+      name = r.fail(joinPath(p, "name"), `"${name}" is already the name of a ${phaseNames.includes(name) ? "phase" : "window"}`);
     }
     if (name !== undefined) windowNames.add(name);
-    const inPhases = readPhases(r, joinPath(p, "in"), w.in, phases);
+    const inPhases = readPhaseList(r, joinPath(p, "in"), w.in, phaseNames);
     const afterMs = w.after === undefined ? undefined : r.duration(joinPath(p, "after"), w.after, "48h", { positive: true });
     const since = w.since === undefined ? "last_event" : r.choice(joinPath(p, "since"), w.since, CLOCKS);
     if (name === undefined || inPhases === null || afterMs === undefined || since === undefined) return undefined;
     return { name, in: inPhases, afterMs, since } satisfies PhaseWindow;
   });
   if (!transitions || !timers || !windows || initial === undefined || !isPhaseDeclared || !isEnteredDeclared) return undefined;
-  const cycle = timerCycle(phases, timers);
+  const cycle = timerCycle(phaseNames, timers);
   if (cycle) return r.fail(at("timers"), `timers form a cycle ${cycle.join(" -> ")}: a user without events would change phase forever`);
-  const definition = journeyPhases({ phases, initial, transitions, timers, windows, phaseVar, enteredVar });
-  return { definition, outputs: windows.length > 0 ? ["phase", "phase_window"] : ["phase"] };
+  const definition = phases({ phases: phaseNames, initial, transitions, timers, windows, phaseVar, enteredVar });
+  return { definition, outputs: windows.length > 0 ? [PHASE_OUTPUT, PHASE_WINDOW_OUTPUT] : [PHASE_OUTPUT] };
 };
 
 /** A list of phase names, undefined when absent (every phase), null when bad. */
-function readPhases(r: Reader, path: string, value: unknown, phases: readonly string[]): string[] | undefined | null {
+function readPhaseList(r: Reader, path: string, value: unknown, phases: readonly string[]): string[] | undefined | null {
   if (value === undefined) return undefined;
   const list = r.list(path, value, { nonEmpty: true });
   if (!list) return null;

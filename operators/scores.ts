@@ -1,5 +1,6 @@
 // Decayed scores: per user, points from weighted events decaying exponentially in event time,
 // a recency boost and rules on top, computed lazily at each step, with threshold alerts.
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 type Vars = Record<string, unknown>;
@@ -10,7 +11,7 @@ export type WeightedEvent = {
   name: string;
   /** The variable holding the user's count of these events, e.g. `lead_score_pricing_visit`. */
   countVar: string;
-  /** Matches only events whose `event_type` is this. Default: any type. */
+  /** Matches only events whose `event_type` (EVENT_TYPE_FIELD) is this. Default: any type. */
   type?: string;
   /** A further condition on the event; anything but `true` does not match. Default: none. */
   when?: (vars: Vars) => unknown;
@@ -53,7 +54,7 @@ export type ScoreSpec = {
   driverCount?: number;
 };
 
-export type DecayedScoresOptions = {
+export type ScoresOptions = {
   /** Names the stage's state. Default "scores". */
   name?: string;
   scores: ScoreSpec[];
@@ -62,9 +63,12 @@ export type DecayedScoresOptions = {
 /** A weighted event as an alert lists it: what the user did and the points it added (undecayed). */
 export type Driver = { type: string | null; page: string | null; time: number; points: number };
 
+/** The output kind of a score alert. */
+export const ALERT_OUTPUT = "alert";
+
 /** The "alert" output. */
 export type ScoreAlertRecord = {
-  output: "alert";
+  output: typeof ALERT_OUTPUT;
   user_id: string;
   time: number;
   score: string;
@@ -104,9 +108,9 @@ type ScoreState = {
 /** A user's states, one per score in configured order (null before the score's first weighted event). */
 type UserScores = Array<ScoreState | null>;
 
-export function decayedScores(options: DecayedScoresOptions): StageDefinition {
+export function scores(options: ScoresOptions): StageDefinition {
   const name = options.name ?? "scores";
-  return { name, build: (ctx) => new DecayedScoresLogic(options.scores.map(withDefaults), ctx.userState<UserScores>("scores")) };
+  return { name, build: (ctx) => new ScoresLogic(options.scores.map(withDefaults), ctx.userState<UserScores>("scores")) };
 }
 
 /** A spec with its defaults filled in and its decay as a rate. */
@@ -132,7 +136,7 @@ function withDefaults(spec: ScoreSpec): Score {
   };
 }
 
-class DecayedScoresLogic implements StageLogic {
+class ScoresLogic implements StageLogic {
   /** Per score, zeroed counts a user's first weighted event fills in; its new state takes them over. */
   private readonly unusedCounts: Array<number[] | undefined>;
 
@@ -217,7 +221,7 @@ function valueAt(score: Score, st: ScoreState, timeMs: number): number {
 
 /** Counts the event in every weighted event it matches; the points it adds, or undefined when it matches none. */
 function matchedPoints(score: Score, counts: number[], vars: Vars): number | undefined {
-  const eventType = vars.event_type;
+  const eventType = vars[EVENT_TYPE_FIELD];
   let points: number | undefined;
   const events = score.events;
   for (let j = 0; j < events.length; j++) {
@@ -245,9 +249,9 @@ function applyEvent(score: Score, st: ScoreState, view: UserView, points: number
   if (timeMs >= st.lastAtMs) {
     st.points = st.points * decay(score, timeMs - st.lastAtMs) + points;
     st.lastAtMs = timeMs;
-    st.lastType = stringOrNull(view.vars.event_type);
+    st.lastType = stringOrNull(view.vars[EVENT_TYPE_FIELD]);
   } else st.points += points * decay(score, st.lastAtMs - timeMs);
-  if (score.driverCount > 0) addDriver(score, st, { type: stringOrNull(view.vars.event_type), page: stringOrNull(view.vars.page), time: timeMs, points });
+  if (score.driverCount > 0) addDriver(score, st, { type: stringOrNull(view.vars[EVENT_TYPE_FIELD]), page: stringOrNull(view.vars[PAGE_FIELD]), time: timeMs, points });
 }
 
 function decay(score: Score, ageMs: number): number {
@@ -296,8 +300,8 @@ function fire(score: Score, st: ScoreState, value: number, view: UserView, out: 
     st.alertsFired |= 1 << i;
     isFired = true;
     const drivers = st.drivers.slice();
-    const body: ScoreAlertRecord = { output: "alert", user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
-    out.emit("alert", view.user, view.timeMs, body);
+    const body: ScoreAlertRecord = { output: ALERT_OUTPUT, user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
+    out.emit(ALERT_OUTPUT, view.user, view.timeMs, body);
     out.count("score_alerts");
     const signal: Signal = { kind: "alert", name: score.name, timeMs: view.timeMs, detail: { value, threshold: alert.threshold, message: alert.message, drivers } };
     view.signals.push(signal);

@@ -1,14 +1,16 @@
-// Reads `scores:` (name: decay, weighted events, boost, rules, alerts) into the decayed scores stage.
+// Reads `scores:` (name: decay, weighted events, boost, rules, alerts) into the scores stage.
+import { EVENT_TYPE_FIELD, PAGE_FIELD } from "../../operators/eventFields.ts";
 import {
-  decayedScores,
+  ALERT_OUTPUT,
   halfLifeFromFactorMs,
   halfLifeFromLossMs,
+  scores,
   type ScoreAlert,
   type ScoreRule,
   type ScoreSpec,
   type WeightedEvent,
-} from "../../operators/decayedScore.ts";
-import type { StageReader } from "../behaviour.ts";
+} from "../../operators/scores.ts";
+import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Obj, Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
@@ -41,9 +43,9 @@ const MAX_RULES = 30;
  * which `when` holds. Declares `<score>_<event>` (count) and `<score>_last` (event_type of the
  * latest weighted event) for the rules and later stages, then `<score>` (the value at the step).
  */
-export const readDecayedScores: StageReader = (r, path, value, scope) => {
-  // Read off the event directly (matching by type, what the outputs show): privacy.keep must keep them.
-  for (const field of ["event_type", "page"]) if (scope.fields().includes(field)) scope.useField(field);
+export const readScores: StageReader = (r, path, value, scope) => {
+  // Read off the event directly (matching by type, what the outputs show; eventFields.ts): privacy.keep must keep them.
+  for (const field of [EVENT_TYPE_FIELD, PAGE_FIELD]) if (scope.fields().includes(field)) scope.useField(field);
   const entries = r.entries(path, value, "score, like lead_score: { halfLife: 7d, events: {...} }");
   if (!entries) return undefined;
   const specs: ScoreSpec[] = [];
@@ -51,7 +53,7 @@ export const readDecayedScores: StageReader = (r, path, value, scope) => {
     const spec = readScore(r, joinPath(path, name), name, entry, scope);
     if (spec) specs.push(spec);
   }
-  return { definition: decayedScores({ scores: specs }), outputs: ["alert"] };
+  return { definition: scores({ scores: specs }), outputs: [ALERT_OUTPUT] };
 };
 
 function readScore(r: Reader, path: string, name: string, value: unknown, scope: Scope): ScoreSpec | undefined {

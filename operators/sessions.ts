@@ -3,7 +3,7 @@
 // watermark passes its last event + gap.
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
-export type UserSessionsOptions = {
+export type SessionsOptions = {
   /** Names the stage's state. Default "sessions". */
   name?: string;
   /** Inactivity that ends a session: events this far apart or more are in different sessions. Default 1_800_000 (30m). */
@@ -29,9 +29,12 @@ export const SESSION_VARS = {
 /** Counter of events too late to join a session: theirs would have closed already. */
 export const LATE_SESSION_EVENTS_COUNTER = "late_session_events";
 
+/** The output kind of a closed session. */
+export const SESSION_OUTPUT = "session";
+
 /** The "session" output, emitted at the close (last event + gap). */
 export type SessionRecord = {
-  output: "session";
+  output: typeof SESSION_OUTPUT;
   user_id: string;
   /** The session's end: its last event's time (ms). */
   time: number;
@@ -43,9 +46,9 @@ export type SessionRecord = {
   max_gap_sec: number;
 };
 
-export function userSessions(options: UserSessionsOptions = {}): StageDefinition {
+export function sessions(options: SessionsOptions = {}): StageDefinition {
   const name = options.name ?? "sessions";
-  return { name, build: (ctx) => new UserSessionsLogic(options.gapMs ?? 1_800_000, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
+  return { name, build: (ctx) => new SessionsLogic(options.gapMs ?? 1_800_000, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
 }
 
 type OpenState = {
@@ -71,7 +74,7 @@ const MAX_GAP = 3;
 const STRIDE = 4;
 const NONE = -1;
 
-class UserSessionsLogic implements StageLogic {
+class SessionsLogic implements StageLogic {
   /**
    * The watermark seen last, to tell an event whose session would already have closed. After a
    * restart the engine replays the last watermark first, which sets it again.
@@ -235,7 +238,7 @@ function emitSession(user: string, state: number[], at: number, closeMs: number,
   const startMs = state[at + START];
   const endMs = state[at + LAST];
   const body: SessionRecord = {
-    output: "session",
+    output: SESSION_OUTPUT,
     user_id: user,
     time: endMs,
     start: startMs,
@@ -245,5 +248,5 @@ function emitSession(user: string, state: number[], at: number, closeMs: number,
     avg_gap_sec: avgGapSec(state, at),
     max_gap_sec: state[at + MAX_GAP] / 1000,
   };
-  out.emit("session", user, closeMs, body);
+  out.emit(SESSION_OUTPUT, user, closeMs, body);
 }

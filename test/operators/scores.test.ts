@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { halfLifeFromFactorMs, halfLifeFromLossMs } from "../../operators/decayedScore.ts";
+import { halfLifeFromFactorMs, halfLifeFromLossMs } from "../../operators/scores.ts";
 import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
 import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker } from "../behaviourHarness.ts";

@@ -33,7 +33,7 @@ export type PhaseWindow = {
   since: PhaseClock;
 };
 
-export type JourneyPhasesOptions = {
+export type PhasesOptions = {
   /** Names the stage's state. Default "phases". */
   name?: string;
   /** Every phase a user can be in. */
@@ -52,11 +52,15 @@ export type JourneyPhasesOptions = {
   enteredVar?: string;
 };
 
+/** The output kinds of a phase change, and of a phase window come due. */
+export const PHASE_OUTPUT = "phase";
+export const PHASE_WINDOW_OUTPUT = "phase_window";
+
 /** The "phase" output; `previous` is null for a user's first phase. */
-export type PhaseChange = { output: "phase"; user_id: string; time: number; phase: string; previous: string | null };
+export type PhaseChange = { output: typeof PHASE_OUTPUT; user_id: string; time: number; phase: string; previous: string | null };
 
 /** The "phase_window" output: a window of `phase` came due. */
-export type PhaseWindowDue = { output: "phase_window"; user_id: string; time: number; phase: string; window: string };
+export type PhaseWindowDue = { output: typeof PHASE_WINDOW_OUTPUT; user_id: string; time: number; phase: string; window: string };
 
 /** A user's state: plain values, so it checkpoints as is. */
 type UserPhase = {
@@ -86,14 +90,14 @@ type UserPhase = {
  * - A transition happens at its event's time, or at the entry of the current phase if the event
  *   is older (disorder): phase entries never go back in time.
  */
-export function journeyPhases(options: JourneyPhasesOptions): StageDefinition {
+export function phases(options: PhasesOptions): StageDefinition {
   const name = options.name ?? "phases";
-  return { name, build: (ctx) => new JourneyPhasesLogic(options, ctx.userState<UserPhase>("users")) };
+  return { name, build: (ctx) => new PhasesLogic(options, ctx.userState<UserPhase>("users")) };
 }
 
 type UserStates = { get(key: string): UserPhase | undefined; set(key: string, value: UserPhase): void };
 
-class JourneyPhasesLogic implements StageLogic {
+class PhasesLogic implements StageLogic {
   private readonly initial: string;
   private readonly phaseIndex = new Map<string, number>();
   /** Per phase: the transitions, timers and windows that apply there, in config order. */
@@ -105,7 +109,7 @@ class JourneyPhasesLogic implements StageLogic {
   private readonly enteredVar: string;
 
   constructor(
-    options: JourneyPhasesOptions,
+    options: PhasesOptions,
     private readonly users: UserStates,
   ) {
     options.phases.forEach((phase, i) => this.phaseIndex.set(phase, i));
@@ -183,8 +187,8 @@ class JourneyPhasesLogic implements StageLogic {
       if (due.window >= 0) {
         const window = this.windows[due.window];
         state.windowFiredForMs[due.window] = clockMs(state, window.since);
-        const body: PhaseWindowDue = { output: "phase_window", user_id: view.user, time: due.timeMs, phase: state.phase, window: window.name };
-        out.emit("phase_window", view.user, due.timeMs, body);
+        const body: PhaseWindowDue = { output: PHASE_WINDOW_OUTPUT, user_id: view.user, time: due.timeMs, phase: state.phase, window: window.name };
+        out.emit(PHASE_WINDOW_OUTPUT, view.user, due.timeMs, body);
         view.signals.push({ kind: "phase", name: window.name, timeMs: due.timeMs, detail: { phase: state.phase, window: window.name } });
       } else {
         const previous = state.phase;
@@ -228,8 +232,8 @@ class JourneyPhasesLogic implements StageLogic {
   }
 
   private change(view: UserView, out: StageOutput, previous: string | null, phase: string, timeMs: number): void {
-    const body: PhaseChange = { output: "phase", user_id: view.user, time: timeMs, phase, previous };
-    out.emit("phase", view.user, timeMs, body);
+    const body: PhaseChange = { output: PHASE_OUTPUT, user_id: view.user, time: timeMs, phase, previous };
+    out.emit(PHASE_OUTPUT, view.user, timeMs, body);
     view.signals.push({ kind: "phase", name: phase, timeMs, detail: { previous } });
   }
 

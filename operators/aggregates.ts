@@ -37,7 +37,7 @@ export type RollingAggregateSpec = {
   resolutionMs?: number;
 };
 
-export type RollingAggregatesOptions = {
+export type AggregatesOptions = {
   /** Names the stage's state. Default "aggregates". */
   name?: string;
   aggregates: RollingAggregateSpec[];
@@ -53,9 +53,9 @@ export function defaultResolutionMs(overMs: number): number {
   return best;
 }
 
-export function rollingAggregates(options: RollingAggregatesOptions): StageDefinition {
+export function aggregates(options: AggregatesOptions): StageDefinition {
   const name = options.name ?? "aggregates";
-  return { name, build: (ctx) => new RollingAggregatesLogic(options.aggregates, ctx.userState<UserAggregates>("users")) };
+  return { name, build: (ctx) => new AggregatesLogic(options.aggregates, ctx.userState<UserAggregates>("users")) };
 }
 
 /**
@@ -134,7 +134,7 @@ const UNKNOWN = 0;
 const HOLDS = 1;
 const FAILS = 2;
 
-class RollingAggregatesLogic implements StageLogic {
+class AggregatesLogic implements StageLogic {
   private readonly aggregates: Prepared[];
   /** Distinct conditions, each evaluated at most once per event. */
   private readonly conditions: Condition[] = [];

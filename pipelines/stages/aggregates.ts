@@ -1,9 +1,9 @@
-// Reads `aggregates:` (name: one rolling aggregate over a lookback) into the rolling aggregates
+// Reads `aggregates:` (name: one rolling aggregate over a lookback) into the aggregates
 // stage, and declares each aggregate's value for later stages.
-import { defaultResolutionMs, rollingAggregates, type Condition, type RollingAggregateSpec, type RollingKind } from "../../operators/rollingAggregates.ts";
+import { aggregates, defaultResolutionMs, type Condition, type RollingAggregateSpec, type RollingKind } from "../../operators/aggregates.ts";
 import type { Obj, Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
-import type { StageReader } from "../behaviour.ts";
+import type { StageReader } from "./stage.ts";
 
 const KINDS: readonly RollingKind[] = ["count", "sum", "avg", "min", "max", "distinct", "ratio", "last", "since"];
 
@@ -51,7 +51,7 @@ const LAST_TYPE: Record<string, string> = { string: "string", double: "double", 
  * matching event to the step. Expressions may use the event's fields and earlier stages' values,
  * not other aggregates.
  */
-export const readRollingAggregates: StageReader = (r, path, value, scope) => {
+export const readAggregates: StageReader = (r, path, value, scope) => {
   const errorsBefore = r.errors.length;
   const entries = r.entries(path, value, "aggregate, like visits_7d: { count: session_is_new, over: 7d }");
   if (!entries) return undefined;
@@ -69,7 +69,7 @@ export const readRollingAggregates: StageReader = (r, path, value, scope) => {
   // Declared after all are read: an aggregate's expressions cannot use another aggregate.
   for (const [at, name, celType] of declared) scope.declare(r, at, name, celType);
   if (r.errors.length > errorsBefore) return undefined;
-  return { definition: rollingAggregates({ aggregates: specs }), outputs: [] };
+  return { definition: aggregates({ aggregates: specs }), outputs: [] };
 };
 
 class SpecReader {

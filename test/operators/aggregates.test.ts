@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
-import { defaultResolutionMs, rollingAggregates } from "../../operators/rollingAggregates.ts";
+import { aggregates, defaultResolutionMs } from "../../operators/aggregates.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type BehaviourRun, expectTwoCheckpointRestartsChangeNothing, configErrors } from "../behaviourHarness.ts";
 
@@ -221,7 +221,7 @@ aggregates:
   it("evaluates a condition shared by several aggregates once per event", async () => {
     let calls = 0;
     const isPurchase = (vars: Record<string, unknown>) => (calls++, vars.event_type === "purchase");
-    const stage = rollingAggregates({
+    const stage = aggregates({
       aggregates: [
         { name: "purchases", kind: "count", where: isPurchase, overMs: DAY_MS },
         { name: "revenue", kind: "sum", where: isPurchase, value: (vars) => vars.order_value, overMs: DAY_MS },

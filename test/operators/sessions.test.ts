@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
-import type { SessionRecord } from "../../operators/userSessions.ts";
+import type { SessionRecord } from "../../operators/sessions.ts";
 import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, expectTwoCheckpointRestartsChangeNothing, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
 
 const VARS = ["session_is_new", "session_pages", "session_elapsed_sec", "session_avg_gap_sec", "session_max_gap_sec"];
