@@ -2,7 +2,7 @@
 // segments, triggers, ...) in order for every step of a user, an event or a wake-up, and sends
 // what they produce downstream as `{ kind, body }` records routed to sinks by kind.
 import type { StreamRecord } from "../engine/elements.ts";
-import type { KindedOutput } from "../engine/job.ts";
+import type { KindedOutput } from "../engine/elements.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { KeyedSlots } from "../engine/keyedSlots.ts";
 import type { TimerService } from "../engine/timers.ts";
