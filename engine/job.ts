@@ -16,8 +16,6 @@ import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapsho
 /** An item turned into a keyed, timed record (see `record`), or the reason it cannot be. */
 export type Decoded<E> = StreamRecord<E> | { readonly kind?: undefined; error: string };
 
-/** Re-exported while operators/behaviour.ts still imports it from here; its home is elements.ts. */
-
 /** A sink and the output kinds it takes (all when undefined). */
 export type SinkRoute = { name: string; sink: Sink; kinds?: readonly string[] };
 
