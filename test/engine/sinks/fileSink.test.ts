@@ -5,18 +5,15 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { SinkPositionLost } from "../../../engine/errors.ts";
 import { FileSink } from "../../../engine/sinks/fileSink.ts";
-import type { SinkRecovery } from "../../../engine/sinks/sink.ts";
 import { mulberry32 } from "../../harness.ts";
 import { removeTempDirs, tempDir } from "../../pipelines/pipelineFiles.ts";
 
 afterAll(removeTempDirs);
 
-const RECOVERY: SinkRecovery = { sinkName: "sinks[0]", runId: "r1", held: [] };
-
 /** A sink on `path` put back at `position`. */
 async function recovered(path: string, position: unknown): Promise<FileSink> {
   const sink = new FileSink(path);
-  await sink.recover(position, RECOVERY);
+  await sink.recover(position);
   return sink;
 }
 
@@ -47,7 +44,7 @@ describe("FileSink recovery", () => {
   it("refuses a file shorter than its checkpoint with SinkPositionLost, naming the path and both lengths", async () => {
     const path = join(tempDir(), "results.jsonl");
     writeFileSync(path, '{"n":1}\n');
-    const error = await new FileSink(path).recover(100, RECOVERY).then(
+    const error = await new FileSink(path).recover(100).then(
       () => undefined,
       (e: unknown) => e,
     );
