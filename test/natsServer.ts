@@ -11,7 +11,8 @@ import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 
 export type NatsServer = { url: string; port: number; storeDir: string; pid: number; stop(): Promise<void>; restart(): Promise<void> };
 
-function freePort(): Promise<number> {
+/** A port nothing listens on (a moment ago): for a private server, or for a client that must find none. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.listen(0, "127.0.0.1", () => {
