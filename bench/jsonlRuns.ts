@@ -3,6 +3,7 @@
 import { spawnSync } from "node:child_process";
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { eventSchemaYaml, FILE_OUTPUTS, hourlyWindow, OUTPUT_FILES, SESSION_DURATION, windowPipelineYaml } from "../test/fixtures/pipelines.ts";
 import { mulberry32 } from "./benchUtil.ts";
 
 export type JsonlWorkload = { events: number; keys: number; startMs: number; stepMs: number; disorderMs: number; seed: number };
@@ -49,36 +50,19 @@ export function writeJsonlEvents(path: string, workload: JsonlWorkload): number 
 /** The pipeline: one tumbling 1 h window per user_id with `events: count` and `duration: { sum }`. */
 export function writePipelineYaml(dir: string, eventsFile: string): { yamlPath: string; resultsPath: string; deadLetterPath: string } {
   const yamlPath = join(dir, "pipeline.yaml");
-  const resultsPath = join(dir, "out", "results.jsonl");
-  const deadLetterPath = join(dir, "out", "dead-letter.jsonl");
-  writeFileSync(
-    yamlPath,
-    `# Benchmark 6: one tumbling 1 h window over a JSONL file.
-name: bench-jsonl
-source:
-  file: { path: ${JSON.stringify(eventsFile)}, format: jsonl }
-schema:
-  user_id: { type: string, required: true }
-  timestamp: { type: timestamp, required: true }
-  event_type: { type: string }
-  session_duration_sec: { type: number }
-key: user_id
-time: timestamp
-watermark: { maxOutOfOrderness: 2s }
-state: { dir: ./state, checkpointInterval: 2s }
-windows:
-  - name: hourly
-    type: tumbling
-    size: 1h
-    aggregate:
-      events: count
-      duration: { sum: session_duration_sec }
-sinks:
-  - file: { path: ./out/results.jsonl }
-deadLetter: { file: { path: ./out/dead-letter.jsonl } }
-`,
-  );
-  return { yamlPath, resultsPath, deadLetterPath };
+  const pipeline = windowPipelineYaml({
+    name: "bench-jsonl",
+    source: `{ file: { path: ${JSON.stringify(eventsFile)}, format: jsonl } }`,
+    // event_type optional, as the benchmark has always declared it.
+    schema: eventSchemaYaml({ fields: { event_type: "{ type: string }", ...SESSION_DURATION } }),
+    watermark: "{ maxOutOfOrderness: 2s }",
+    state: "{ dir: ./state, checkpointInterval: 2s }",
+    windows: [hourlyWindow({ duration: "{ sum: session_duration_sec }" })],
+    sinks: FILE_OUTPUTS.sinks,
+    deadLetter: FILE_OUTPUTS.deadLetter,
+  });
+  writeFileSync(yamlPath, `# Benchmark 6: one tumbling 1 h window over a JSONL file.\n${pipeline}`);
+  return { yamlPath, resultsPath: join(dir, OUTPUT_FILES.results), deadLetterPath: join(dir, OUTPUT_FILES.deadLetter) };
 }
 
 /** Runs a command to its end and returns its wall-clock time; a failing command throws with its stderr. */

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobResult } from "../../engine/job.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
+import { eventSchemaYaml, FILE_OUTPUTS, hourlyWindow, OUTPUT_FILES, windowPipelineYaml, type SchemaFields } from "../fixtures/pipelines.ts";
 import { readJsonLines, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -22,44 +23,34 @@ type DeadLetter = { reason: string; origin?: string; partition: number; raw?: st
 
 type Run = { result: JobResult; results: Record<string, unknown>[]; deadLetters: DeadLetter[]; late: unknown[] };
 
-/** `extraSchema`: more schema fields, one YAML line each, indented by two spaces. */
-function pipelineYaml(source: string, extraSchema = ""): string {
-  return `name: bad-input
-source: { file: ${source} }
-schema:
-  user_id: { type: string, required: true }
-  ts: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-  price: { type: number }
-${extraSchema}key: user_id
-time: ts
-watermark: { maxOutOfOrderness: 0s }
-state: { dir: state }
-windows:
-  - name: hourly
-    type: tumbling
-    size: 1h
-    aggregate:
-      events: count
-      purchases: { count: 'event_type == "purchase"' }
-      revenue: { sum: price, where: 'event_type == "purchase"' }
-sinks:
-  - file: { path: out/results.jsonl }
-late: { file: { path: out/late.jsonl } }
-deadLetter: { file: { path: out/dead-letter.jsonl } }
-`;
+/** `fields`: more schema fields. */
+function pipelineYaml(source: string, fields: SchemaFields = {}): string {
+  return windowPipelineYaml({
+    name: "bad-input",
+    source: `{ file: ${source} }`,
+    schema: eventSchemaYaml({ time: "ts", fields: { price: "{ type: number }", ...fields } }),
+    watermark: "{ maxOutOfOrderness: 0s }",
+    state: "{ dir: state }",
+    windows: [
+      hourlyWindow({
+        purchases: `{ count: 'event_type == "purchase"' }`,
+        revenue: `{ sum: price, where: 'event_type == "purchase"' }`,
+      }),
+    ],
+    ...FILE_OUTPUTS,
+  });
 }
 
 /** Runs the pipeline of `source` in `dir` from scratch and reads back all three outputs. */
-async function runIn(dir: string, source: string, extraSchema = ""): Promise<Run> {
+async function runIn(dir: string, source: string, fields: SchemaFields = {}): Promise<Run> {
   const file = join(dir, "pipeline.yaml");
-  writeFileSync(file, pipelineYaml(source, extraSchema));
+  writeFileSync(file, pipelineYaml(source, fields));
   const result = await runPipeline(readPipeline(file, {}), { reset: true });
   return {
     result,
-    results: readJsonLines(join(dir, "out/results.jsonl")),
-    deadLetters: readJsonLines<DeadLetter>(join(dir, "out/dead-letter.jsonl")),
-    late: readJsonLines(join(dir, "out/late.jsonl")),
+    results: readJsonLines(join(dir, OUTPUT_FILES.results)),
+    deadLetters: readJsonLines<DeadLetter>(join(dir, OUTPUT_FILES.deadLetter)),
+    late: readJsonLines(join(dir, OUTPUT_FILES.late)),
   };
 }
 
@@ -407,7 +398,7 @@ describe("values too deep or too wide in JSON lines", () => {
     const lines = goods.map(jsonLine);
     lines.splice(20, 0, ...BAD.map((b) => b.line));
     writeFileSync(join(dir, "events.jsonl"), lines.join("\n") + "\n");
-    run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`, "  props: { type: object }\n  tags: { type: list }\n");
+    run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`, { props: "{ type: object }", tags: "{ type: list }" });
   });
 
   it("completes the job and counts every good event after them", () => {
@@ -453,7 +444,7 @@ describe("the CLI over bad input", () => {
     const cli = runCli(["run", join(dir, "pipeline.yaml"), "--reset"]);
     expect(cli.stderr).toMatch(/^done: 5 events in [\d.]+ s \(\d+ events\/s\), 3 outputs, 0 late, 2 dead-lettered\n$/);
     expect(cli.status).toBe(0);
-    expect(readJsonLines<DeadLetter>(join(dir, "out/dead-letter.jsonl")).map((e) => e.reason)).toEqual([
+    expect(readJsonLines<DeadLetter>(join(dir, OUTPUT_FILES.deadLetter)).map((e) => e.reason)).toEqual([
       expect.stringMatching(/^not JSON: /),
       "expected an object event, got a list",
     ]);

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
+import { eventSchemaYaml, FILE_OUTPUTS, hourlyWindow, OUTPUT_FILES, windowPipelineYaml } from "../fixtures/pipelines.ts";
 import { PROJECT_ROOT, readJsonLines, removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -67,31 +68,15 @@ const hostileCondition = fc.constantFrom(
 ).map((text) => named({ text }, text.length > 80 ? `${text.slice(0, 60)}... (${text.length} characters)` : text));
 
 function pipelineYaml(condition: string): string {
-  return `name: hostile
-source: { file: { path: events.jsonl, format: jsonl } }
-schema:
-  user_id: { type: string, required: true }
-  ts: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-  page: { type: string }
-  tags: { type: list }
-  props: { type: object }
-key: user_id
-time: ts
-watermark: { maxOutOfOrderness: 0s }
-state: { dir: state }
-windows:
-  - name: hourly
-    type: tumbling
-    size: 1h
-    aggregate:
-      events: count
-      picked: { count: ${JSON.stringify(condition)} }
-sinks:
-  - file: { path: out/results.jsonl }
-late: { file: { path: out/late.jsonl } }
-deadLetter: { file: { path: out/dead.jsonl } }
-`;
+  return windowPipelineYaml({
+    name: "hostile",
+    source: "{ file: { path: events.jsonl, format: jsonl } }",
+    schema: eventSchemaYaml({ time: "ts", fields: { page: "{ type: string }", tags: "{ type: list }", props: "{ type: object }" } }),
+    watermark: "{ maxOutOfOrderness: 0s }",
+    state: "{ dir: state }",
+    windows: [hourlyWindow({ picked: `{ count: ${JSON.stringify(condition)} }` })],
+    ...FILE_OUTPUTS,
+  });
 }
 
 const lines = (path: string) => (existsSync(path) ? readJsonLines(path) : []);
@@ -118,13 +103,13 @@ describe("hostile input and expressions", () => {
           return;
         }
         expect(run.stderr).toBe("");
-        const counted = lines(join(dir, "out/results.jsonl")).reduce((sum, r) => sum + (r.events as number), 0);
-        const late = lines(join(dir, "out/late.jsonl")).length;
-        const dead = lines(join(dir, "out/dead.jsonl"));
+        const counted = lines(join(dir, OUTPUT_FILES.results)).reduce((sum, r) => sum + (r.events as number), 0);
+        const late = lines(join(dir, OUTPUT_FILES.late)).length;
+        const dead = lines(join(dir, OUTPUT_FILES.deadLetter));
         expect(dead.every((d) => typeof d.reason === "string" && d.reason.length > 0)).toBe(true);
         // A carriage return alone, or a BOM alone, is no line of its own: every generated line is one input.
         expect(counted + late + dead.length).toBe(input.length);
-        expect(readFileSync(join(dir, "out/dead.jsonl"), "utf8").length).toBeLessThan(20 * 1024 * 1024);
+        expect(readFileSync(join(dir, OUTPUT_FILES.deadLetter), "utf8").length).toBeLessThan(20 * 1024 * 1024);
       }),
       { numRuns: 24, seed: 9 },
     );

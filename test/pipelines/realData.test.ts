@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobResult } from "../../engine/job.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
+import { FILE_OUTPUTS, hourlyWindow, OUTPUT_FILES, windowPipelineYaml } from "../fixtures/pipelines.ts";
 import { readJsonLines, removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -15,10 +16,8 @@ const HOUR_MS = 3_600_000;
 
 type HourlyResult = { window: string; key: string; start: number; end: number; events: number; views: number; carts: number; revenue: number };
 
-function pipelineYaml(): string {
-  return `name: rees46-hourly
-source: { file: { path: ${JSON.stringify(FIXTURE)}, format: csv } }
-schema:
+/** The columns of the REES46 CSV, as they are: not the schema of the events the other tests write. */
+const REES46_SCHEMA = `schema:
   event_time: { type: timestamp, required: true }
   event_type: { type: string, required: true }
   product_id: { type: string }
@@ -30,22 +29,24 @@ schema:
   user_session: { type: string }
 key: user_id
 time: event_time
-watermark: { maxOutOfOrderness: 0s }
-state: { dir: state }
-windows:
-  - name: hourly
-    type: tumbling
-    size: 1h
-    aggregate:
-      events: count
-      views: { count: 'event_type == "view"' }
-      carts: { count: 'event_type == "cart"' }
-      revenue: { sum: price, where: 'event_type == "purchase"' }
-sinks:
-  - file: { path: out/results.jsonl }
-late: { file: { path: out/late.jsonl } }
-deadLetter: { file: { path: out/dead-letter.jsonl } }
 `;
+
+function pipelineYaml(): string {
+  return windowPipelineYaml({
+    name: "rees46-hourly",
+    source: `{ file: { path: ${JSON.stringify(FIXTURE)}, format: csv } }`,
+    schema: REES46_SCHEMA,
+    watermark: "{ maxOutOfOrderness: 0s }",
+    state: "{ dir: state }",
+    windows: [
+      hourlyWindow({
+        views: `{ count: 'event_type == "view"' }`,
+        carts: `{ count: 'event_type == "cart"' }`,
+        revenue: `{ sum: price, where: 'event_type == "purchase"' }`,
+      }),
+    ],
+    ...FILE_OUTPUTS,
+  });
 }
 
 const UTC_TIME = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) UTC$/;
@@ -106,9 +107,9 @@ describe("per-user hourly counts over 4,000 REES46 events", () => {
     const dir = tempDir();
     writeFileSync(join(dir, "pipeline.yaml"), pipelineYaml());
     result = await runPipeline(readPipeline(join(dir, "pipeline.yaml"), {}), { reset: true });
-    results = readJsonLines<HourlyResult>(join(dir, "out/results.jsonl"));
-    deadLetters = readJsonLines(join(dir, "out/dead-letter.jsonl"));
-    late = readJsonLines(join(dir, "out/late.jsonl"));
+    results = readJsonLines<HourlyResult>(join(dir, OUTPUT_FILES.results));
+    deadLetters = readJsonLines(join(dir, OUTPUT_FILES.deadLetter));
+    late = readJsonLines(join(dir, OUTPUT_FILES.late));
   });
 
   it("uses a fixture under 1 MB of 4,000 unquoted rows over three hours", () => {
