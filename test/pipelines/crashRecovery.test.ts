@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
+import { eventSchemaYaml, SESSION_DURATION, windowPipelineYaml } from "../fixtures/pipelines.ts";
 import { runCliUntilKilled } from "./pipelineFiles.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
@@ -37,47 +38,41 @@ function writePipeline(dir: string, files: string[], name: string): string {
   const file = join(dir, `${name}.yaml`);
   writeFileSync(
     file,
-    `name: ${name}
-source:
-  file: { path: [${files.map((f) => JSON.stringify(f)).join(", ")}], format: jsonl }
-schema:
-  user_id: { type: string, required: true }
-  timestamp: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-  session_duration_sec: { type: number }
-key: user_id
-time: timestamp
-watermark: { maxOutOfOrderness: 3s, idleness: 10m }
-state: { dir: ./state-${name}, checkpointInterval: 30ms }
-windows:
-  - name: minute
-    type: tumbling
-    size: 1m
-    allowedLateness: 5s
-    aggregate:
-      events: count
-      carts: { count: 'event_type == "add_to_cart"' }
-      duration: { sum: session_duration_sec }
-  - name: hopping
-    type: hopping
-    size: 10m
-    slide: 5m
-    aggregate:
-      events: count
-      longest: { max: session_duration_sec }
-  - name: sessions
-    type: session
-    gap: 2m
-    allowedLateness: 1m
-    aggregate:
-      events: count
-      types: { distinct: event_type }
-      last_type: { last: event_type }
-sinks:
-  - file: { path: ./out-${name}/results.jsonl }
-late: { file: { path: ./out-${name}/late.jsonl } }
-deadLetter: { file: { path: ./out-${name}/dead.jsonl } }
-`,
+    windowPipelineYaml({
+      name,
+      source: `{ file: { path: [${files.map((f) => JSON.stringify(f)).join(", ")}], format: jsonl } }`,
+      schema: eventSchemaYaml({ fields: SESSION_DURATION }),
+      watermark: "{ maxOutOfOrderness: 3s, idleness: 10m }",
+      state: `{ dir: ./state-${name}, checkpointInterval: 30ms }`,
+      windows: [
+        `name: minute
+type: tumbling
+size: 1m
+allowedLateness: 5s
+aggregate:
+  events: count
+  carts: { count: 'event_type == "add_to_cart"' }
+  duration: { sum: session_duration_sec }`,
+        `name: hopping
+type: hopping
+size: 10m
+slide: 5m
+aggregate:
+  events: count
+  longest: { max: session_duration_sec }`,
+        `name: sessions
+type: session
+gap: 2m
+allowedLateness: 1m
+aggregate:
+  events: count
+  types: { distinct: event_type }
+  last_type: { last: event_type }`,
+      ],
+      sinks: [`file: { path: ./out-${name}/results.jsonl }`],
+      late: `{ file: { path: ./out-${name}/late.jsonl } }`,
+      deadLetter: `{ file: { path: ./out-${name}/dead.jsonl } }`,
+    }),
   );
   return file;
 }

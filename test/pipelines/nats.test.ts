@@ -13,6 +13,7 @@ import { mulberry32 } from "../harness.ts";
 import { partitionOf } from "../../engine/partitioning.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
+import { eventSchemaYaml, SESSION_DURATION, windowPipelineYaml } from "../fixtures/pipelines.ts";
 import { firstMessageIn, messagesIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
 import { startNetProxy } from "../netProxy.ts";
 
@@ -37,35 +38,30 @@ function events(count: number, seed: number): Ev[] {
 }
 
 function pipelineYaml(name: string, source: string, sink: string, deadLetter: string): string {
-  return `name: ${name}
-source: ${source}
-schema:
-  user_id: { type: string, required: true }
-  timestamp: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-  session_duration_sec: { type: number }
-key: user_id
-time: timestamp
-watermark: { maxOutOfOrderness: 3s }
-state: { dir: ./state-${name}, checkpointInterval: 40ms }
-windows:
-  - name: minute
-    type: tumbling
-    size: 1m
-    aggregate:
-      events: count
-      carts: { count: 'event_type == "add_to_cart"' }
-      duration: { sum: session_duration_sec }
-  - name: sessions
-    type: session
-    gap: 30s
-    aggregate:
-      events: count
-      last_type: { last: event_type }
-sinks:
-  - ${sink}
-deadLetter: ${deadLetter}
-`;
+  return windowPipelineYaml({
+    name,
+    source,
+    schema: eventSchemaYaml({ fields: SESSION_DURATION }),
+    watermark: "{ maxOutOfOrderness: 3s }",
+    state: `{ dir: ./state-${name}, checkpointInterval: 40ms }`,
+    windows: [
+      `name: minute
+type: tumbling
+size: 1m
+aggregate:
+  events: count
+  carts: { count: 'event_type == "add_to_cart"' }
+  duration: { sum: session_duration_sec }`,
+      `name: sessions
+type: session
+gap: 30s
+aggregate:
+  events: count
+  last_type: { last: event_type }`,
+    ],
+    sinks: [sink],
+    deadLetter,
+  });
 }
 
 async function publish(url: string, subjectOf: (e: Ev) => string, all: Ev[], extra: Array<[string, string]>): Promise<void> {
