@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { fingerprint, runPipeline } from "../../pipelines/compile.ts";
+import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -12,13 +13,7 @@ afterAll(removeTempDirs);
 const PIPELINE = `name: moving
 source:
   file: { path: ./data/events.jsonl, format: jsonl }
-schema:
-  user_id: { type: string, required: true }
-  ts: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-key: user_id
-time: ts
-state: { dir: "\${STATE_DIR:-./state}", checkpointInterval: 1h }
+${eventSchemaYaml({ time: "ts" })}state: { dir: "\${STATE_DIR:-./state}", checkpointInterval: 1h }
 windows:
   - name: quarter
     type: tumbling

@@ -8,6 +8,7 @@ import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
+import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { messagesIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
@@ -48,13 +49,7 @@ async function publishTo(stream: string, subjectOf: (e: Ev, i: number) => string
   await nc.close();
 }
 
-const SCHEMA = `schema:
-  user_id: { type: string, required: true }
-  timestamp: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-key: user_id
-time: timestamp
-`;
+const SCHEMA = eventSchemaYaml();
 
 function natsSource(stream: string, partitions: number, bounded = true): string {
   return `{ nats: { servers: "${server.url}", stream: ${stream}, subjects: ["${stream.toLowerCase()}.>"], partitions: ${partitions}, bounded: ${bounded} } }`;

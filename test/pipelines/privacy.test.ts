@@ -7,6 +7,7 @@ import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { pseudonymiser } from "../../operators/pseudonymise.ts";
 import { eventDecoder, WITHHELD, type EventSchema } from "../../pipelines/schema.ts";
+import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 const KEY = "a-test-key-of-32-bytes-0123456789";
@@ -27,15 +28,7 @@ function pipelineFile(dir: string, privacy: string, state = ""): string {
     file,
     `name: private
 source: { file: { path: events.jsonl, format: jsonl } }
-schema:
-  user_id: { type: string, required: true }
-  timestamp: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-  page: { type: string }
-  referrer: { type: string }
-key: user_id
-time: timestamp
-${state}privacy:
+${eventSchemaYaml({ fields: { page: "{ type: string }", referrer: "{ type: string }" } })}${state}privacy:
 ${privacy}
 scores:
   interest: { halfLife: 7d, events: { whitepaper_download: 25 }, alert: { at: 20, message: "interested" } }

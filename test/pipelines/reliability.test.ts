@@ -10,6 +10,7 @@ import { StateKeyChanged } from "../../engine/errors.ts";
 import { lockStateDir } from "../../engine/stateDir.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
+import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -27,13 +28,7 @@ function pipeline(dir: string, { source = "events.jsonl", state = "state", extra
     file,
     `name: reliable
 source: { file: { path: ${source}, format: jsonl } }
-schema:
-  user_id: { type: string, required: true }
-  timestamp: { type: timestamp, required: true }
-  event_type: { type: string, required: true }
-key: user_id
-time: timestamp
-state: { dir: ${state}, checkpointInterval: 50ms }
+${eventSchemaYaml()}state: { dir: ${state}, checkpointInterval: 50ms }
 ${extra}windows:
   - { name: minute, type: tumbling, size: 1m, aggregate: { events: count } }
 sinks:
