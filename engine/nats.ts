@@ -87,13 +87,40 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
   if (info === undefined) {
     return jsm.streams.add({ name: spec.name, subjects: spec.subjects, ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}) });
   }
-  const missing = spec.subjects.filter((s) => !info.config.subjects?.includes(s));
+  // A subject the stream already takes through a wildcard must not be added: the server refuses overlaps.
+  const missing = spec.subjects.filter((s) => !(info.config.subjects ?? []).some((taken) => subjectCovers(taken, s)));
   const isWindowShort = duplicateWindowNs !== undefined && (info.config.duplicate_window ?? 0) < duplicateWindowNs;
   if (missing.length === 0 && !isWindowShort) return info;
   return jsm.streams.update(spec.name, {
     subjects: [...(info.config.subjects ?? []), ...missing],
     ...(isWindowShort ? { duplicate_window: duplicateWindowNs } : {}),
   });
+}
+
+/**
+ * Whether every subject `subject` matches is matched by `pattern` (NATS wildcards: `*` one token,
+ * `>` one or more trailing tokens; either side may hold them).
+ */
+export function subjectCovers(pattern: string, subject: string): boolean {
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return s.length > i;
+    if (i >= s.length || s[i] === ">") return false;
+    if (p[i] !== "*" && p[i] !== s[i]) return false;
+  }
+  return p.length === s.length;
+}
+
+/** Whether some subject matches both patterns (a server refuses two streams, or one stream, taking both). */
+export function subjectsOverlap(a: string, b: string): boolean {
+  const x = a.split(".");
+  const y = b.split(".");
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] === ">" || y[i] === ">") return true;
+    if (x[i] !== "*" && y[i] !== "*" && x[i] !== y[i]) return false;
+  }
+  return x.length === y.length;
 }
 
 /** The stream's info, or undefined when there is no such stream. */
@@ -130,17 +157,24 @@ export async function readStreamSince(
     deliver_policy: DeliverPolicy.StartSequence,
     opt_start_seq: Math.max(afterSeq + 1, info.state.first_seq),
   });
-  const messages = await consumer.consume({ max_messages: 1000 });
-  try {
-    for await (const msg of messages) {
-      if (msg.seq > lastSeq) break;
+  // Fetched in batches until the subject's last message as of now: `last_seq` may name a message since
+  // deleted, so the consumer's own count of what is left (`pending`) also ends the read, and so does
+  // a fetch that finds nothing.
+  for (;;) {
+    const batch = await consumer.fetch({ max_messages: 1000, expires: READ_BACK_WAIT_MS });
+    let received = 0;
+    for await (const msg of batch) {
+      received++;
+      if (msg.seq > lastSeq) return;
       onMessage(msg);
-      if (msg.seq >= lastSeq) break;
+      if (msg.seq >= lastSeq || msg.info.pending === 0) return;
     }
-  } finally {
-    await messages.close().catch(() => undefined);
+    if (received === 0) return;
   }
 }
+
+/** How long a read-back waits for a batch before it takes the stream to hold nothing more. */
+const READ_BACK_WAIT_MS = 1_000;
 
 /** The sequence of the newest message on `subject`, or 0 when it has none. */
 async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
@@ -179,6 +213,7 @@ export class AckedPublisher {
   private readonly retryTimer: NodeJS.Timeout;
   private nextId = 0;
   private isPaused = false;
+  private isClosed = false;
   private waiters: Array<() => void> = [];
   /** Messages acked so far (stored, or dropped by the stream as duplicates). */
   acked = 0;
@@ -226,9 +261,9 @@ export class AckedPublisher {
     this.resendOverdue(true);
   }
 
-  /** Waits until at most `maxPending` messages are unacked (resending runs on its own timer). */
+  /** Waits until at most `maxPending` messages are unacked (resending runs on its own timer), or the publisher is closed. */
   async settle(maxPending = 0): Promise<void> {
-    while (this.outstanding.size > maxPending) {
+    while (this.outstanding.size > maxPending && !this.isClosed) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(progressed, RETRY_TICK_MS);
         this.waiters.push(progressed);
@@ -240,7 +275,9 @@ export class AckedPublisher {
     }
   }
 
+  /** Stops resending and wakes every waiting `settle`, which then returns whatever is still unacked. */
   close(): void {
+    this.isClosed = true;
     clearInterval(this.retryTimer);
     this.acks.unsubscribe();
     for (const wake of this.waiters.splice(0)) wake();

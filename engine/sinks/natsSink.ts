@@ -60,6 +60,7 @@ export class NatsSink implements Sink {
   private deliveredCheckpoint = 0;
   private failure?: Error;
   private watching?: NodeJS.Timeout;
+  private isClosed = false;
 
   constructor(private readonly options: NatsSinkOptions) {}
 
@@ -146,6 +147,7 @@ export class NatsSink implements Sink {
   }
 
   async close(): Promise<void> {
+    this.isClosed = true;
     clearInterval(this.watching);
     this.publisher?.close();
     await this.nc?.close().catch(() => undefined);
@@ -183,6 +185,7 @@ export class NatsSink implements Sink {
   private async deliveredAll(): Promise<void> {
     while (this.publisher!.pending > 0) {
       this.throwIfFailed();
+      if (this.isClosed) throw new Error(`${this.description}: closed with ${this.publisher!.pending} outputs not yet delivered (they are held in the last checkpoint: the next run delivers them)`);
       await this.publisher!.settle(0);
     }
     this.throwIfFailed();

@@ -5,7 +5,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { AckedPublisher, connectNats, ensureStream, readStreamSince, streamInfo } from "../../engine/nats.ts";
+import { AckedPublisher, connectNats, ensureStream, readStreamSince, streamInfo, subjectCovers, subjectsOverlap } from "../../engine/nats.ts";
 import { freePort, startNatsServer, type NatsServer } from "../natsServer.ts";
 
 const MINUTE_NS = 60_000_000_000;
@@ -81,6 +81,37 @@ describe("ensureStream", { timeout: 15_000 }, () => {
   });
 });
 
+describe("subjects", () => {
+  it("says whether a pattern covers every subject another one matches", () => {
+    expect(subjectCovers("out.>", "out.results")).toBe(true);
+    expect(subjectCovers("out.>", "out.a.b")).toBe(true);
+    expect(subjectCovers("out.>", "out")).toBe(false);
+    expect(subjectCovers("out.*", "out.results")).toBe(true);
+    expect(subjectCovers("out.*", "out.a.b")).toBe(false);
+    expect(subjectCovers("out.*", "out.*")).toBe(true);
+    expect(subjectCovers("out.results", "out.*")).toBe(false);
+    expect(subjectCovers("events.>", "events.>")).toBe(true);
+    expect(subjectCovers("events.*", "events.>")).toBe(false);
+  });
+
+  it("says whether two patterns share a subject", () => {
+    expect(subjectsOverlap("events.>", "events.dead")).toBe(true);
+    expect(subjectsOverlap("events.*", "events.a.b")).toBe(false);
+    expect(subjectsOverlap("events.*.x", "events.a.*")).toBe(true);
+    expect(subjectsOverlap("out.a", "out.b")).toBe(false);
+    expect(subjectsOverlap("out.a", "out.a")).toBe(true);
+    expect(subjectsOverlap("a.>", "b.>")).toBe(false);
+  });
+});
+
+describe("ensureStream and wildcards", { timeout: 15_000 }, () => {
+  it("takes a subject that a wildcard of the stream already covers as it is (the server refuses to add an overlap)", async () => {
+    await jsm.streams.add({ name: "WILD", subjects: ["wild.>"] });
+    const info = await ensureStream(jsm, { name: "WILD", subjects: ["wild.results"] });
+    expect(info.config.subjects).toEqual(["wild.>"]);
+  });
+});
+
 describe("streamInfo", { timeout: 15_000 }, () => {
   it("is undefined for a stream that does not exist, and the stream's info for one that does", async () => {
     expect(await streamInfo(jsm, "NO_SUCH_STREAM")).toBeUndefined();
@@ -119,6 +150,13 @@ describe("readStreamSince", { timeout: 15_000 }, () => {
     expect(await readSince("MIXED", 1000)).toEqual([]);
     await streamWith("ONLY_B", ["onlyb.a", "onlyb.b"], ["b1"], () => "onlyb.b");
     expect(await readSince("ONLY_B", 0, "onlyb.a")).toEqual([]);
+  });
+
+  it("returns when the stream's last message was deleted (its last sequence names a message no longer there)", async () => {
+    await streamWith("TAILLESS", ["tailless.a"], ["m1", "m2", "m3", "m4", "m5"]);
+    await jsm.streams.deleteMessage("TAILLESS", 5);
+    expect((await jsm.streams.info("TAILLESS")).state.last_seq).toBe(5);
+    expect(await readSince("TAILLESS", 1)).toEqual(["2 tailless.a m2", "3 tailless.a m3", "4 tailless.a m4"]);
   });
 
   it("starts at the stream's first message when the messages after the sequence were discarded", async () => {
@@ -164,6 +202,15 @@ describe("AckedPublisher", { timeout: 15_000 }, () => {
     } finally {
       publisher.close();
     }
+  });
+
+  it("lets a waiting settle return once it is closed, whatever is still unacked", async () => {
+    const publisher = new AckedPublisher(nc);
+    publisher.publish("nobody.takes.this", "m"); // no stream: never acked
+    const settled = publisher.settle();
+    publisher.close();
+    await settled;
+    expect(publisher.pending).toBe(1);
   });
 
   it("sends nothing while paused; `drop` forgets what the stream has, and `resume` sends the rest", async () => {
