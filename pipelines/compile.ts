@@ -18,7 +18,10 @@ import type { AggregateSpec } from "../operators/aggregations.ts";
 import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
 import { eventDecoder, minimisedEvent, WITHHELD, type DecoderPrivacy, type Event } from "./schema.ts";
-import { WINDOW_OUTPUT, type AggregateDef, type PipelineSpec, type SinkSpec, type SourceSpec } from "./validate.ts";
+import type { SinkSpec } from "./sections/sinks.ts";
+import type { SourceSpec } from "./sections/source.ts";
+import type { AggregateDef } from "./sections/windows.ts";
+import { WINDOW_OUTPUT, type PipelineSpec } from "./validate.ts";
 
 export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "signal" | "batchSize" | "progressIntervalMs"> & {
   /** Told what the job is waiting for (a NATS server out of reach), as lines for a person. */

@@ -12,7 +12,8 @@ import { celEnvironment, compileExpression } from "../../pipelines/expressions.t
 import { MAX_PIPELINE_BYTES, parsePipelineText } from "../../pipelines/load.ts";
 import { MAX_LOOKBACK_BUCKETS } from "../../pipelines/stages/aggregates.ts";
 import { MAX_SEQUENCE_STEPS } from "../../pipelines/stages/sequences.ts";
-import { MAX_OPEN_WINDOWS_PER_KEY, MAX_WINDOWS, MAX_WINDOWS_PER_EVENT, validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
+import { MAX_OPEN_WINDOWS_PER_KEY, MAX_WINDOWS, MAX_WINDOWS_PER_EVENT } from "../../pipelines/sections/windows.ts";
+import { validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
 import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
 
 const NOTHING_TO_COMPUTE =
