@@ -37,6 +37,9 @@ const ACC = 4;
 
 export const LATE = "late";
 
+/** The output kind of window results, for sinks that pick kinds with `outputs:`. */
+export const WINDOW_OUTPUT = "window";
+
 export function keyedWindow<E>(options: KeyedWindowOptions<E>): OperatorDefinition<E, WindowResult> {
   return { name: `window/${options.name}`, build: (ctx) => new KeyedWindowLogic(options, ctx) };
 }

@@ -15,13 +15,13 @@ import { NatsSink } from "../engine/sinks/natsSink.ts";
 import type { Source } from "../engine/sources/source.ts";
 import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
-import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
+import { keyedWindow, LATE, WINDOW_OUTPUT } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
 import { eventDecoder, minimisedEvent, WITHHELD, type DecoderPrivacy, type Event } from "./schema.ts";
 import type { SinkSpec } from "./sections/sinks.ts";
 import type { SourceSpec } from "./sections/source.ts";
 import type { AggregateDef } from "./sections/windows.ts";
-import { WINDOW_OUTPUT, type PipelineSpec } from "./validate.ts";
+import type { PipelineSpec } from "./validate.ts";
 
 export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "signal" | "batchSize" | "progressIntervalMs"> & {
   /** Told what the job is waiting for (a NATS server out of reach), as lines for a person. */

@@ -2,6 +2,7 @@
 // behaviour sections by theirs in stages/) and assembles the PipelineSpec; every mistake is a
 // ConfigError naming the path of the bad value, and all of them are reported together.
 import { ERASURE_OUTPUT } from "../operators/behaviour.ts";
+import { WINDOW_OUTPUT } from "../operators/keyedWindow.ts";
 import type { StageDefinition } from "../operators/stage.ts";
 import { readBehaviour } from "./behaviour.ts";
 import { PipelineInvalid } from "./errors.ts";
@@ -51,9 +52,6 @@ export type PipelineSpec = {
 const TOP_LEVEL = [
   "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "sinks", "late", "deadLetter",
 ] as const;
-
-/** The output kind of window results, for sinks that pick kinds with `outputs:`. */
-export const WINDOW_OUTPUT = "window";
 
 /** Validates a loaded pipeline file; throws PipelineInvalid listing every bad value. */
 export function validatePipeline(raw: unknown, file: string, baseDir: string): PipelineSpec {
