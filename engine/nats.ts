@@ -163,7 +163,7 @@ type Outstanding = {
 };
 
 /** An ack later than this means the message or its ack was lost (e.g. the server went away): send again. */
-const ACK_TIMEOUT_MS = 2_000;
+export const ACK_TIMEOUT_MS = 2_000;
 const RETRY_TICK_MS = 250;
 
 /**

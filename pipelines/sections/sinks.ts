@@ -1,9 +1,12 @@
 // Reads where results go: `sinks:` (each a file, stdout or a NATS stream, optionally picking the
 // output kinds it takes), `late:` and `deadLetter:`.
+import { ACK_TIMEOUT_MS } from "../../engine/nats.ts";
+import { DEFAULT_DUPLICATE_WINDOW_MS, type NatsSinkOptions } from "../../engine/sinks/natsSink.ts";
 import type { Obj, Reader } from "../reader.ts";
 import { readServers, STREAM_NAME, SUBJECT } from "./nats.ts";
 
-export type NatsSinkSpec = { servers: string[]; stream: string; subject: string; format: "json" | "msgpack"; duplicateWindowMs: number };
+/** A NATS sink as read: the engine's options but what the job adds at run time (the pipeline's name, a stop signal, a log), every default filled in. */
+export type NatsSinkSpec = Required<Omit<NatsSinkOptions, "pipeline" | "signal" | "log">> & { servers: string[] };
 
 export type SinkSpec = { file: { path: string } } | { stdout: Record<string, never> } | { nats: NatsSinkSpec };
 
@@ -11,8 +14,9 @@ export type SinkSpec = { file: { path: string } } | { stdout: Record<string, nev
 export type RoutedSinkSpec = { sink: SinkSpec; outputs?: string[] };
 
 /**
- * The stream's duplicate window only has to catch a message sent again within a run (its ack late):
- * after a restart or a reconnect the sink reads the stream back instead, however long it was away.
+ * The stream's duplicate window only has to catch a message sent again within a run (its ack later
+ * than ACK_TIMEOUT_MS): after a restart or a reconnect the sink reads the stream back instead, however
+ * long it was away.
  */
 const MIN_DUPLICATE_WINDOW_MS = 5_000;
 
@@ -37,9 +41,9 @@ function readNatsSink(r: Reader, path: string, body: unknown): SinkSpec | undefi
   const subject = n.subject === undefined ? undefined : r.string(`${path}.subject`, n.subject);
   if (subject !== undefined && !SUBJECT.test(subject)) return r.fail(`${path}.subject`, `expected a subject without wildcards like "out.hourly", got ${JSON.stringify(subject)}`);
   const format = n.format === undefined ? "json" : r.choice(`${path}.format`, n.format, ["json", "msgpack"] as const);
-  const duplicateWindowMs = n.duplicateWindow === undefined ? 120_000 : r.duration(`${path}.duplicateWindow`, n.duplicateWindow, "2m", { positive: true });
+  const duplicateWindowMs = n.duplicateWindow === undefined ? DEFAULT_DUPLICATE_WINDOW_MS : r.duration(`${path}.duplicateWindow`, n.duplicateWindow, "2m", { positive: true });
   if (duplicateWindowMs !== undefined && duplicateWindowMs < MIN_DUPLICATE_WINDOW_MS) {
-    return r.fail(`${path}.duplicateWindow`, `expected at least ${MIN_DUPLICATE_WINDOW_MS / 1000}s: a message whose ack is late is sent again after 2 s, and the stream must still know its id then`);
+    return r.fail(`${path}.duplicateWindow`, `expected at least ${MIN_DUPLICATE_WINDOW_MS / 1000}s: a message whose ack is late is sent again after ${ACK_TIMEOUT_MS / 1000} s, and the stream must still know its id then`);
   }
   if (!servers || !stream || !subject || !format || duplicateWindowMs === undefined) return undefined;
   return { nats: { servers, stream, subject, format, duplicateWindowMs } };

@@ -1,41 +1,25 @@
 // Reads `source:` (files, the built-in generator or a NATS JetStream stream) into the SourceSpec the
 // job's source is built from.
+import type { FileSourceOptions } from "../../engine/sources/fileSource.ts";
+import { NATS_SOURCE_DEFAULTS, type NatsSourceOptions } from "../../engine/sources/natsSource.ts";
 import { MAX_LINE_BYTES } from "../../engine/valueLimits.ts";
+import { GENERATOR_DEFAULTS, GENERATOR_RANGES, type GeneratorOptions } from "../../simulator/generatorSource.ts";
 import { describe, type Reader } from "../reader.ts";
 import { readServers, STREAM_NAME, SUBJECT_PATTERN } from "./nats.ts";
 
-export type NatsSourceSpec = {
-  servers: string[];
-  stream: string;
-  subjects: string[];
-  format: "json" | "msgpack";
-  partitions: number;
-  bounded: boolean;
-  bufferMessages: number;
-};
+/** A NATS source as read: the engine's options but what the job adds at run time (a stop signal, a log) or leaves to the engine (pollMs), every default filled in. */
+export type NatsSourceSpec = Required<Omit<NatsSourceOptions, "pollMs" | "signal" | "log">> & { servers: string[] };
 
-export type GeneratorSpec = {
-  seed: number;
-  users: number;
-  events: number;
-  partitions: number;
-  eventsPerSecond: number;
-  disorderMs: number;
-  lateFraction: number;
-  lateByMs: number;
-  startMs: number;
-};
+/** The generator as read: its options but the share of duplicates (the simulator's own), every default filled in. */
+export type GeneratorSpec = Required<Omit<GeneratorOptions, "duplicateFraction">>;
 
-export type SourceSpec =
-  | { file: { paths: string[]; format: "jsonl" | "csv" | "msgpack"; columns?: string[]; delimiter?: string; maxLineBytes?: number } }
-  | { generator: GeneratorSpec }
-  | { nats: NatsSourceSpec };
+export type SourceSpec = { file: FileSourceOptions } | { generator: GeneratorSpec } | { nats: NatsSourceSpec };
 
 /** Messages the NATS source may hold for the job, in memory: 10x the default, tens of MB of events. */
 const MAX_BUFFER_MESSAGES = 100_000;
 
-/** Users the built-in generator simulates: each is an object in memory (~300 bytes), so ~300 MB at most. */
-const MAX_GENERATOR_USERS = 1_000_000;
+/** Partitions a source may have: each holds a watermark of its own, and the job looks through them all for the lowest. */
+const MAX_PARTITIONS = 1024;
 
 export function readSource(r: Reader, value: unknown): SourceSpec | undefined {
   const picked = r.oneOf("source", value, ["file", "generator", "nats"]);
@@ -66,9 +50,9 @@ function readNatsSource(r: Reader, body: unknown): SourceSpec | undefined {
     if (x !== undefined && !SUBJECT_PATTERN.test(x)) r.fail(`${path}.subjects[${i}]`, `expected a subject like "events.>", got ${JSON.stringify(x)}`);
   });
   const format = n.format === undefined ? "json" : r.choice(`${path}.format`, n.format, ["json", "msgpack"] as const);
-  const partitions = n.partitions === undefined ? 1 : r.number(`${path}.partitions`, n.partitions, { min: 1, max: 1024, integer: true });
-  const bounded = n.bounded === undefined ? false : r.boolean(`${path}.bounded`, n.bounded);
-  const bufferMessages = n.bufferMessages === undefined ? 10_000 : r.number(`${path}.bufferMessages`, n.bufferMessages, { min: 1, max: MAX_BUFFER_MESSAGES, integer: true });
+  const partitions = n.partitions === undefined ? NATS_SOURCE_DEFAULTS.partitions : r.number(`${path}.partitions`, n.partitions, { min: 1, max: MAX_PARTITIONS, integer: true });
+  const bounded = n.bounded === undefined ? NATS_SOURCE_DEFAULTS.bounded : r.boolean(`${path}.bounded`, n.bounded);
+  const bufferMessages = n.bufferMessages === undefined ? NATS_SOURCE_DEFAULTS.bufferMessages : r.number(`${path}.bufferMessages`, n.bufferMessages, { min: 1, max: MAX_BUFFER_MESSAGES, integer: true });
   if (!servers || !stream || !subjects || subjects.some((x) => x === undefined) || !format || partitions === undefined || bounded === undefined || bufferMessages === undefined) {
     return undefined;
   }
@@ -79,20 +63,24 @@ function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
   const path = "source.generator";
   const g = r.object(path, body, ["seed", "users", "events", "partitions", "eventsPerSecond", "disorder", "lateFraction", "lateBy", "start"]);
   if (!g) return undefined;
-  const num = (field: string, fallback: number, opts: { min?: number; max?: number; integer?: boolean }) =>
-    g[field] === undefined ? fallback : r.number(`${path}.${field}`, g[field], opts);
-  const dur = (field: string, fallback: number) => (g[field] === undefined ? fallback : r.duration(`${path}.${field}`, g[field], "2s"));
-  const startMs = g.start === undefined ? Date.UTC(2024, 4, 20) : Date.parse(String(g.start));
+  // The simulator's defaults and ranges; a duration is never negative, and the file names them without "Ms".
+  type Numeric = "seed" | "users" | "events" | "partitions" | "eventsPerSecond" | "lateFraction";
+  const num = (field: Numeric, range = GENERATOR_RANGES[field]) =>
+    g[field] === undefined ? GENERATOR_DEFAULTS[field] : r.number(`${path}.${field}`, g[field], range);
+  const dur = (field: string, option: "disorderMs" | "lateByMs") =>
+    g[field] === undefined ? GENERATOR_DEFAULTS[option] : r.duration(`${path}.${field}`, g[field], "2s");
+  const startMs = g.start === undefined ? GENERATOR_DEFAULTS.startMs : Date.parse(String(g.start));
   if (!Number.isFinite(startMs)) r.fail(`${path}.start`, `expected an ISO-8601 time like "2024-05-20T00:00:00Z", got ${describe(g.start)}`);
+  // In the fingerprint's order: a spec written in another order would refuse existing state dirs.
   const spec = {
-    seed: num("seed", 42, { integer: true }),
-    users: num("users", 10_000, { min: 1, max: MAX_GENERATOR_USERS, integer: true }),
-    events: num("events", 200_000, { min: 1, integer: true }),
-    partitions: num("partitions", 4, { min: 1, max: 1024, integer: true }),
-    eventsPerSecond: num("eventsPerSecond", 200, { min: 0.001 }),
-    disorderMs: dur("disorder", 2000),
-    lateFraction: num("lateFraction", 0.001, { min: 0, max: 1 }),
-    lateByMs: dur("lateBy", 60_000),
+    seed: num("seed"),
+    users: num("users"),
+    events: num("events"),
+    partitions: num("partitions", { ...GENERATOR_RANGES.partitions, max: MAX_PARTITIONS }),
+    eventsPerSecond: num("eventsPerSecond"),
+    disorderMs: dur("disorder", "disorderMs"),
+    lateFraction: num("lateFraction"),
+    lateByMs: dur("lateBy", "lateByMs"),
     startMs,
   };
   if (Object.values(spec).some((v) => v === undefined)) return undefined;
