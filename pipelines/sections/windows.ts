@@ -1,14 +1,17 @@
 // Reads `windows:` (keyed event-time windows: tumbling, hopping or session, each with its
 // aggregates) and refuses settings that would explode (too many windows per event or per key).
 import type { Environment } from "@marcbachmann/cel-js";
-import type { AggregateKind } from "../../operators/aggregations.ts";
+import type { AggregateKind, AggregateSpec } from "../../operators/aggregations.ts";
+import { DEFAULT_ALLOWED_LATENESS_MS, type KeyedWindowOptions } from "../../operators/keyedWindow.ts";
 import type { WindowAssigner } from "../../operators/windowAssigners.ts";
 import { compileExpression, type Compiled } from "../expressions.ts";
 import { describe, NAME, type Obj, type Reader } from "../reader.ts";
 
-export type AggregateDef = { name: string; kind: AggregateKind; value?: Compiled; where?: Compiled };
+/** An aggregate as read: the operator's, with its expressions compiled (their source is what the fingerprint sees). */
+export type AggregateDef = Omit<AggregateSpec<unknown>, "value" | "where"> & { value?: Compiled; where?: Compiled };
 
-export type WindowSpec = { name: string; assigner: WindowAssigner; allowedLatenessMs: number; aggregates: AggregateDef[] };
+/** A window as read: the operator's options, every default filled in, with its aggregates as read. */
+export type WindowSpec = Required<Omit<KeyedWindowOptions<unknown>, "aggregates">> & { aggregates: AggregateDef[] };
 
 /**
  * Windows in one pipeline. Each is an operator that sees every event and keeps one named state in
@@ -51,7 +54,7 @@ function readWindow(r: Reader, path: string, value: unknown, env: Environment | 
   if (!w) return undefined;
   const name = w.name === undefined ? undefined : r.string(`${path}.name`, w.name, NAME);
   const type = w.type === undefined ? undefined : r.choice(`${path}.type`, w.type, ["tumbling", "hopping", "session"] as const);
-  const allowedLatenessMs = w.allowedLateness === undefined ? 0 : r.duration(`${path}.allowedLateness`, w.allowedLateness, "1m");
+  const allowedLatenessMs = w.allowedLateness === undefined ? DEFAULT_ALLOWED_LATENESS_MS : r.duration(`${path}.allowedLateness`, w.allowedLateness, "1m");
   const assigner = type && readAssigner(r, path, type, w);
   const aggregates = w.aggregate === undefined ? undefined : readAggregates(r, `${path}.aggregate`, w.aggregate, env);
   if (!name || !assigner || allowedLatenessMs === undefined || !aggregates) return undefined;
