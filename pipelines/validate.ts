@@ -1,13 +1,12 @@
 // Checks a loaded pipeline file section by section (each read by its own reader in sections/, the
 // behaviour sections by theirs in stages/) and assembles the PipelineSpec; every mistake is a
 // ConfigError naming the path of the bad value, and all of them are reported together.
-import { ERASURE_OUTPUT } from "../operators/behaviour.ts";
 import { WINDOW_OUTPUT } from "../operators/keyedWindow.ts";
 import type { StageDefinition } from "../operators/stage.ts";
 import { readBehaviour } from "./behaviour.ts";
 import { PipelineInvalid } from "./errors.ts";
 import { celEnvironment } from "./expressions.ts";
-import { readPrivacy, type PrivacySpec } from "./privacy.ts";
+import { checkErasureRouted, readPrivacy, type PrivacySpec } from "./privacy.ts";
 import { NAME, Reader, type Obj } from "./reader.ts";
 import { CEL_TYPE, type EventSchema } from "./schema.ts";
 import { readField, readSchema } from "./sections/schema.ts";
@@ -75,9 +74,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   const privacy = top.privacy === undefined ? undefined : readPrivacy(r, top.privacy, schema, [key, time], windows, behaviour?.scope);
   const outputKinds = [...(top.windows === undefined ? [] : [WINDOW_OUTPUT]), ...(behaviour?.outputs ?? [])];
   const { sinks, late, deadLetter } = readSinks(r, top, name, outputKinds);
-  if (behaviour?.erasesWhen && sinks?.every((s) => s?.outputs !== undefined && !s.outputs.includes(ERASURE_OUTPUT))) {
-    r.fail("privacy.erase", `no sink takes "${ERASURE_OUTPUT}" outputs, the audit trail of erasures: add it to a sink's outputs`);
-  }
+  if (behaviour?.erasesWhen) checkErasureRouted(r, sinks);
   if (state && state.checkpointIntervalMs === undefined) {
     state.checkpointIntervalMs = defaultCheckpointIntervalMs([...(sinks ?? []).map((s) => s?.sink), late, deadLetter]);
   }
