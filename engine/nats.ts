@@ -75,6 +75,35 @@ function pingIntervalMs(): number {
   return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 5_000;
 }
 
+/** JetStream's own API: no stream may take a subject within these. */
+export const JETSTREAM_API_SUBJECTS = "$JS.API.>";
+
+/**
+ * Whether some subject matches both `a` and `b`, by NATS's rules: tokens split on ".", `*` matches
+ * one token, a final `>` one or more. JetStream refuses a stream whose subjects overlap one another
+ * or another stream's ("subjects overlap with an existing stream").
+ */
+export function subjectsOverlap(a: string, b: string): boolean {
+  const x = a.split(".");
+  const y = b.split(".");
+  for (let i = 0; ; i++) {
+    if (i === x.length || i === y.length) return x.length === y.length;
+    if (x[i] === ">" || y[i] === ">") return true;
+    if (x[i] !== "*" && y[i] !== "*" && x[i] !== y[i]) return false;
+  }
+}
+
+/** Whether every subject `subject` matches, `pattern` matches too (NATS's rules, as in subjectsOverlap). */
+export function isSubjectWithin(subject: string, pattern: string): boolean {
+  const x = subject.split(".");
+  const y = pattern.split(".");
+  for (let i = 0; ; i++) {
+    if (i === y.length || i === x.length) return x.length === y.length;
+    if (y[i] === ">") return true;
+    if (x[i] === ">" || (y[i] !== "*" && x[i] !== y[i])) return false;
+  }
+}
+
 export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?: number };
 
 /**

@@ -73,7 +73,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string): P
   }
   const privacy = top.privacy === undefined ? undefined : readPrivacy(r, top.privacy, schema, [key, time], windows, behaviour?.scope);
   const outputKinds = [...(top.windows === undefined ? [] : [WINDOW_OUTPUT]), ...(behaviour?.outputs ?? [])];
-  const { sinks, late, deadLetter } = readSinks(r, top, name, outputKinds);
+  const { sinks, late, deadLetter } = readSinks(r, top, name, outputKinds, source);
   if (behaviour?.erasesWhen) checkErasureRouted(r, sinks);
   if (state && state.checkpointIntervalMs === undefined) {
     state.checkpointIntervalMs = defaultCheckpointIntervalMs([...(sinks ?? []).map((s) => s?.sink), late, deadLetter]);

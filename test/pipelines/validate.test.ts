@@ -623,3 +623,164 @@ describe("names that would reach outside the data", () => {
     expect(found.map((m) => m.path)).toEqual(["features.constructor"]);
   });
 });
+
+describe("NATS servers and subjects", () => {
+  const SOURCE_SERVER = "nats://10.0.0.7:4222";
+  const natsSource = (p: Raw, subjects = ["events.>"]) => (p.source = { nats: { servers: SOURCE_SERVER, stream: "EVENTS", subjects } });
+
+  /** Runs `check` with $NATS_URL set to `url` (unset for undefined), as it was afterwards. */
+  function withNatsUrl<T>(url: string | undefined, check: () => T): T {
+    const before = process.env.NATS_URL;
+    if (url === undefined) delete process.env.NATS_URL;
+    else process.env.NATS_URL = url;
+    try {
+      return check();
+    } finally {
+      if (before === undefined) delete process.env.NATS_URL;
+      else process.env.NATS_URL = before;
+    }
+  }
+
+  it("sends a NATS sink, late output or dead letter without servers to the source's servers", () => {
+    const spec = withNatsUrl("nats://elsewhere:4222", () =>
+      validate(
+        pipelineText((p) => {
+          natsSource(p);
+          p.sinks = [{ nats: { stream: "OUT", subject: "out.hourly" } }];
+          p.late = { nats: { stream: "LATE", subject: "late.events" } };
+          p.deadLetter = { nats: { stream: "DEAD", subject: "dead.events" } };
+        }),
+      ),
+    );
+    for (const sink of [spec.sinks[0].sink, spec.late!, spec.deadLetter]) expect(sink).toMatchObject({ nats: { servers: [SOURCE_SERVER] } });
+  });
+
+  it("sends a NATS sink without servers to $NATS_URL when the source is not NATS, else to nats://127.0.0.1:4222", () => {
+    const text = pipelineText((p) => (p.deadLetter = { nats: { stream: "DEAD", subject: "dead.events" } }));
+    expect(withNatsUrl("nats://a:4222, nats://b:4222", () => validate(text)).deadLetter).toMatchObject({ nats: { servers: ["nats://a:4222", "nats://b:4222"] } });
+    expect(withNatsUrl(undefined, () => validate(text)).deadLetter).toMatchObject({ nats: { servers: ["nats://127.0.0.1:4222"] } });
+  });
+
+  it("reads a NATS source without servers from $NATS_URL, and refuses a $NATS_URL that is no server URL at the path that uses it", () => {
+    const text = pipelineText((p) => (p.source = { nats: { stream: "EVENTS", subjects: ["events.>"] } }));
+    expect(withNatsUrl("nats://a:4222", () => validate(text)).source).toMatchObject({ nats: { servers: ["nats://a:4222"] } });
+    expect(withNatsUrl("http://a", () => mistakes(text))).toEqual([
+      {
+        path: "source.nats.servers",
+        message: 'source.nats.servers: is not given, so $NATS_URL is used, and it is no server URL like "nats://127.0.0.1:4222": "http://a"',
+      },
+    ]);
+  });
+
+  it("refuses a dead-letter subject among the subjects the source reads (events.dead under events.>), naming its path", () => {
+    const found = mistakesOf((p) => {
+      natsSource(p);
+      p.deadLetter = { nats: { stream: "DEAD", subject: "events.dead" } };
+    });
+    expect(found).toEqual([
+      {
+        path: "deadLetter.nats.subject",
+        message:
+          'deadLetter.nats.subject: "events.dead" is among the subjects the source reads ("events.>", source.nats.subjects[0]): the job would read its own outputs, and JetStream refuses the stream (subjects overlap); write to a subject outside them',
+      },
+    ]);
+  });
+
+  it("refuses a sink subject a source's * matches, even in the source's own stream", () => {
+    const found = mistakesOf((p) => {
+      natsSource(p, ["events.*"]);
+      p.sinks = [{ nats: { stream: "EVENTS", subject: "events.hourly" } }];
+    });
+    expect(found.map((m) => m.path)).toEqual(["sinks[0].nats.subject"]);
+  });
+
+  it("accepts a sink subject beside the source's: events.> does not hold events, nor a subject of another token count under *", () => {
+    expect(() =>
+      validate(
+        pipelineText((p) => {
+          natsSource(p, ["events.>", "clicks.*"]);
+          p.sinks = [{ nats: { stream: "OUT", subject: "events" } }, { nats: { stream: "OUT", subject: "clicks.a.b" } }];
+        }),
+      ),
+    ).not.toThrow();
+  });
+
+  it("does not compare subjects on servers that share nothing: another NATS system has other streams", () => {
+    expect(() =>
+      validate(
+        pipelineText((p) => {
+          natsSource(p);
+          p.deadLetter = { nats: { servers: "nats://10.0.0.8:4222", stream: "DEAD", subject: "events.dead" } };
+        }),
+      ),
+    ).not.toThrow();
+  });
+
+  it("takes localhost and 127.0.0.1, with or without the default port and scheme, for one server", () => {
+    const found = mistakesOf((p) => {
+      p.source = { nats: { servers: "nats://localhost:4222", stream: "EVENTS", subjects: ["events.>"] } };
+      p.deadLetter = { nats: { servers: "127.0.0.1:4222", stream: "DEAD", subject: "events.dead" } };
+    });
+    expect(found.map((m) => m.path)).toEqual(["deadLetter.nats.subject"]);
+  });
+
+  it("refuses one subject in two streams, naming the second sink", () => {
+    const found = mistakesOf((p) => {
+      p.sinks = [{ nats: { stream: "OUT", subject: "out.results" } }];
+      p.late = { nats: { stream: "LATE", subject: "out.results" } };
+    });
+    expect(found).toEqual([
+      {
+        path: "late.nats.subject",
+        message:
+          'late.nats.subject: "out.results" is already the subject of stream OUT (sinks[0].nats.subject): JetStream refuses a subject in two streams; write both to one stream, or use another subject',
+      },
+    ]);
+  });
+
+  it("accepts one subject written by two sinks of the same stream", () => {
+    expect(() =>
+      validate(
+        pipelineText((p) => {
+          p.sinks = [{ nats: { stream: "OUT", subject: "out.results" } }];
+          p.late = { nats: { stream: "OUT", subject: "out.results" } };
+        }),
+      ),
+    ).not.toThrow();
+  });
+
+  it("refuses source subjects that overlap one another, and subjects within JetStream's API", () => {
+    const found = mistakesOf((p) => {
+      natsSource(p, ["events.>", "events.3", "$JS.API.x"]);
+      p.deadLetter = { nats: { stream: "DEAD", subject: "$JS.API.STREAM.LIST" } };
+    });
+    expect(found).toEqual([
+      {
+        path: "source.nats.subjects[1]",
+        message: 'source.nats.subjects[1]: "events.3" overlaps "events.>" (source.nats.subjects[0]): JetStream refuses a stream whose subjects overlap',
+      },
+      { path: "source.nats.subjects[2]", message: 'source.nats.subjects[2]: "$JS.API.x" is within JetStream\'s API subjects ($JS.API.>), which no stream may take' },
+      {
+        path: "deadLetter.nats.subject",
+        message: 'deadLetter.nats.subject: "$JS.API.STREAM.LIST" is within JetStream\'s API subjects ($JS.API.>), which no stream may take',
+      },
+    ]);
+  });
+
+  it("makes the CLI exit with code 2 on a dead-letter subject the source reads, naming its path, before connecting to anything", () => {
+    const dir = tempDir();
+    const file = join(dir, "overlap.yaml");
+    writeFileSync(
+      file,
+      pipelineText((p) => {
+        p.source = { nats: { servers: "nats://127.0.0.1:1", stream: "EVENTS", subjects: ["events.>"] } };
+        p.deadLetter = { nats: { stream: "DEAD", subject: "events.dead" } };
+      }),
+    );
+    const run = runCli(["run", file]);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain(`${file}: invalid pipeline`);
+    expect(run.stderr).toContain('deadLetter.nats.subject: "events.dead" is among the subjects the source reads');
+    expect(run.stderr).not.toMatch(/cannot be reached|at .*\.ts:\d+/);
+  });
+});
