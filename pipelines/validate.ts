@@ -48,17 +48,25 @@ export type PipelineSpec = {
   deadLetter: SinkSpec;
 };
 
+export type ValidateOptions = {
+  /**
+   * Whether source files must exist and be readable now, as a run needs them. Default true; false
+   * checks the definition alone (a pipeline file checked where its data is not).
+   */
+  checksFiles?: boolean;
+};
+
 const TOP_LEVEL = [
   "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "sinks", "late", "deadLetter",
 ] as const;
 
 /** Validates a loaded pipeline file; throws PipelineInvalid listing every bad value. */
-export function validatePipeline(raw: unknown, file: string, baseDir: string): PipelineSpec {
+export function validatePipeline(raw: unknown, file: string, baseDir: string, { checksFiles = true }: ValidateOptions = {}): PipelineSpec {
   const r = new Reader(baseDir);
   const top = r.object("", raw, TOP_LEVEL, ["name", "source", "schema", "key", "time", "sinks"]);
   if (!top) throw new PipelineInvalid(file, r.errors);
   const name = top.name === undefined ? undefined : r.string("name", top.name, NAME);
-  const source = top.source === undefined ? undefined : readSource(r, top.source);
+  const source = top.source === undefined ? undefined : readSource(r, top.source, checksFiles);
   const schema = top.schema === undefined ? undefined : readSchema(r, top.schema);
   const key = top.key === undefined ? undefined : readField(r, "key", top.key, schema, ["string"]);
   const time = top.time === undefined ? undefined : readField(r, "time", top.time, schema, ["timestamp"]);

@@ -1,9 +1,12 @@
 // Reads `source:` (files, the built-in generator or a NATS JetStream stream) into the SourceSpec the
-// job's source is built from.
+// job's source is built from; a source file that is missing, no regular file or unreadable is refused
+// here, before the run creates anything.
+import { closeSync, openSync, statSync, type Stats } from "node:fs";
 import type { FileSourceOptions } from "../../engine/sources/fileSource.ts";
 import { NATS_SOURCE_DEFAULTS, type NatsSourceOptions } from "../../engine/sources/natsSource.ts";
 import { MAX_LINE_BYTES } from "../../engine/valueLimits.ts";
 import { GENERATOR_DEFAULTS, GENERATOR_RANGES, type GeneratorOptions } from "../../simulator/generatorSource.ts";
+import { quote } from "../errors.ts";
 import { describe, type Reader } from "../reader.ts";
 import { readServers, STREAM_NAME, SUBJECT_PATTERN } from "./nats.ts";
 
@@ -21,7 +24,8 @@ const MAX_BUFFER_MESSAGES = 100_000;
 /** Partitions a source may have: each holds a watermark of its own, and the job looks through them all for the lowest. */
 const MAX_PARTITIONS = 1024;
 
-export function readSource(r: Reader, value: unknown): SourceSpec | undefined {
+/** `checksFiles`: whether source files must exist and be readable now (see ValidateOptions). */
+export function readSource(r: Reader, value: unknown, checksFiles: boolean): SourceSpec | undefined {
   const picked = r.oneOf("source", value, ["file", "generator", "nats"]);
   if (!picked) return undefined;
   const [kind, body] = picked;
@@ -30,7 +34,9 @@ export function readSource(r: Reader, value: unknown): SourceSpec | undefined {
   const path = "source.file";
   const f = r.object(path, body, ["path", "format", "columns", "delimiter", "maxLineBytes"], ["path", "format"]);
   if (!f) return undefined;
-  const paths = Array.isArray(f.path) ? f.path.map((p, i) => r.path(`${path}.path[${i}]`, p)) : [r.path(`${path}.path`, f.path)];
+  const at = (i: number) => (Array.isArray(f.path) ? `${path}.path[${i}]` : `${path}.path`);
+  const paths = (Array.isArray(f.path) ? f.path : [f.path]).map((p, i) => r.path(at(i), p));
+  if (checksFiles) paths.forEach((file, i) => file !== undefined && checkReadable(r, at(i), file));
   const format = f.format === undefined ? undefined : r.choice(`${path}.format`, f.format, ["jsonl", "csv", "msgpack"] as const);
   const columns = f.columns === undefined ? undefined : r.list(`${path}.columns`, f.columns, { nonEmpty: true })?.map((c, i) => r.string(`${path}.columns[${i}]`, c)!);
   const delimiter = f.delimiter === undefined ? undefined : r.string(`${path}.delimiter`, f.delimiter);
@@ -85,4 +91,41 @@ function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
   };
   if (Object.values(spec).some((v) => v === undefined)) return undefined;
   return { generator: spec as GeneratorSpec };
+}
+
+/**
+ * Refuses, at `path`, a source file the job could not read: missing, not a regular file (a pipe, a
+ * device or a directory cannot be read again from a recorded position) or not readable. The engine's
+ * FileSource checks again when it opens, for a file that goes away between load and run.
+ */
+function checkReadable(r: Reader, path: string, file: string): void {
+  let stats: Stats;
+  try {
+    stats = statSync(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return void r.fail(path, `${quote(file)} does not exist`);
+    return void r.fail(path, `${quote(file)} cannot be read: ${reasonOf(error)}`);
+  }
+  if (!stats.isFile()) {
+    return void r.fail(path, `${quote(file)} is ${kindOf(stats)}, not a regular file: flusso reads a source file again from a recorded position after a restart`);
+  }
+  try {
+    closeSync(openSync(file, "r"));
+  } catch (error) {
+    r.fail(path, `${quote(file)} cannot be read: ${reasonOf(error)}`);
+  }
+}
+
+function kindOf(stats: Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isFIFO()) return "a named pipe";
+  if (stats.isSocket()) return "a socket";
+  return "a device";
+}
+
+/** The system's reason without the call and path it repeats: "permission denied". */
+function reasonOf(error: unknown): string {
+  const message = String((error as Error)?.message ?? error).split("\n")[0];
+  return /^E[A-Z]+: ([^,]+)/.exec(message)?.[1] ?? message;
 }

@@ -1,6 +1,7 @@
 // Bad pipeline files: each kind of mistake is refused before anything runs, with the path of the bad
 // value and a message that says what was expected.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -53,8 +54,9 @@ function pipelineText(change: (p: Raw) => void = () => {}): string {
   return stringify(p);
 }
 
+/** The spec of `text`, checked as a definition: its files (under /pipelines) need not exist. */
 function validate(text: string, env: NodeJS.ProcessEnv = {}): PipelineSpec {
-  return validatePipeline(parsePipelineText(text, FILE, env), FILE, BASE_DIR);
+  return validatePipeline(parsePipelineText(text, FILE, env), FILE, BASE_DIR, { checksFiles: false });
 }
 
 /** What the validator says about `text`: one `path: detail` message per mistake. */
@@ -579,6 +581,8 @@ describe("pipeline files on disk", () => {
   it("resolves relative paths against the pipeline file's folder, not the working directory", () => {
     const dir = tempDir();
     mkdirSync(join(dir, "pipelines"));
+    mkdirSync(join(dir, "data"));
+    writeFileSync(join(dir, "data/events.jsonl"), "");
     const file = join(dir, "pipelines", "clicks.yaml");
     writeFileSync(file, pipelineText((p) => (p.source.file.path = "../data/events.jsonl")));
     const spec = readPipeline(file, {});
@@ -587,6 +591,51 @@ describe("pipeline files on disk", () => {
     expect(spec.sinks).toEqual([{ sink: { file: { path: join(dir, "pipelines/out/results.jsonl") } } }]);
     expect(spec.state.dir).toBe(join(dir, "pipelines/state/clicks"));
     expect(spec.deadLetter).toEqual({ file: { path: join(dir, "pipelines/out/clicks.dead-letter.jsonl") } });
+  });
+
+  /** The mistakes readPipeline finds in `file`. */
+  function mistakesIn(file: string): Array<{ path: string; message: string }> {
+    try {
+      readPipeline(file, {});
+    } catch (error) {
+      if (!(error instanceof PipelineInvalid)) throw error;
+      return error.errors.map((e) => ({ path: e.path, message: e.message }));
+    }
+    throw new Error("the pipeline was accepted");
+  }
+
+  it("refuses a source file that does not exist, naming source.file.path and the file as resolved", () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "clicks.yaml"), pipelineText());
+    const events = join(dir, "events.jsonl");
+    expect(mistakesIn(join(dir, "clicks.yaml"))).toEqual([{ path: "source.file.path", message: `source.file.path: ${JSON.stringify(events)} does not exist` }]);
+    writeFileSync(events, "");
+    expect(readPipeline(join(dir, "clicks.yaml"), {}).source).toEqual({ file: { paths: [events], format: "jsonl" } });
+  });
+
+  it("refuses source files that are no regular files (a directory, a named pipe), each at its path", () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "events.jsonl"), "");
+    mkdirSync(join(dir, "folder"));
+    const fifo = spawnSync("mkfifo", [join(dir, "pipe")]);
+    expect(fifo.status, "mkfifo makes the named pipe").toBe(0);
+    writeFileSync(join(dir, "clicks.yaml"), pipelineText((p) => (p.source.file.path = ["./events.jsonl", "./folder", "./pipe", "./missing/events.jsonl"])));
+    const reason = "not a regular file: flusso reads a source file again from a recorded position after a restart";
+    expect(mistakesIn(join(dir, "clicks.yaml"))).toEqual([
+      { path: "source.file.path[1]", message: `source.file.path[1]: ${JSON.stringify(join(dir, "folder"))} is a directory, ${reason}` },
+      { path: "source.file.path[2]", message: `source.file.path[2]: ${JSON.stringify(join(dir, "pipe"))} is a named pipe, ${reason}` },
+      { path: "source.file.path[3]", message: `source.file.path[3]: ${JSON.stringify(join(dir, "missing/events.jsonl"))} does not exist` },
+    ]);
+  });
+
+  it("makes the CLI exit with code 2 on a missing source file, one line naming the path, before it creates a state dir or an output", () => {
+    const dir = tempDir();
+    const file = join(dir, "clicks.yaml");
+    writeFileSync(file, pipelineText());
+    const run = runCli(["run", file]);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toBe(`${file}: invalid pipeline\n  source.file.path: ${JSON.stringify(join(dir, "events.jsonl"))} does not exist\n`);
+    expect(readdirSync(dir)).toEqual(["clicks.yaml"]);
   });
 
   it("says that a missing pipeline file cannot be read", () => {
