@@ -18,7 +18,8 @@ import { readPipeline } from "../pipelines/cli.ts";
 import { WAKE_UP_STEPS_COUNTER } from "../operators/behaviour.ts";
 import { jobOptions } from "../pipelines/compile.ts";
 import type { Event } from "../pipelines/schema.ts";
-import type { PipelineSpec, SinkSpec } from "../pipelines/validate.ts";
+import type { SinkSpec } from "../pipelines/sections/sinks.ts";
+import type { PipelineSpec } from "../pipelines/validate.ts";
 import { gcIfExposed } from "./benchUtil.ts";
 import { MemorySource } from "./memorySource.ts";
 

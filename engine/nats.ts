@@ -75,6 +75,35 @@ function pingIntervalMs(): number {
   return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 5_000;
 }
 
+/** JetStream's own API: no stream may take a subject within these. */
+export const JETSTREAM_API_SUBJECTS = "$JS.API.>";
+
+/**
+ * Whether some subject matches both `a` and `b`, by NATS's rules: tokens split on ".", `*` matches
+ * one token, a final `>` one or more. JetStream refuses a stream whose subjects overlap one another
+ * or another stream's ("subjects overlap with an existing stream").
+ */
+export function subjectsOverlap(a: string, b: string): boolean {
+  const x = a.split(".");
+  const y = b.split(".");
+  for (let i = 0; ; i++) {
+    if (i === x.length || i === y.length) return x.length === y.length;
+    if (x[i] === ">" || y[i] === ">") return true;
+    if (x[i] !== "*" && y[i] !== "*" && x[i] !== y[i]) return false;
+  }
+}
+
+/** Whether every subject `subject` matches, `pattern` matches too (NATS's rules, as in subjectsOverlap). */
+export function isSubjectWithin(subject: string, pattern: string): boolean {
+  const x = subject.split(".");
+  const y = pattern.split(".");
+  for (let i = 0; ; i++) {
+    if (i === y.length || i === x.length) return x.length === y.length;
+    if (y[i] === ">") return true;
+    if (x[i] === ">" || (y[i] !== "*" && x[i] !== y[i])) return false;
+  }
+}
+
 export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?: number };
 
 /**
@@ -88,39 +117,13 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
     return jsm.streams.add({ name: spec.name, subjects: spec.subjects, ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}) });
   }
   // A subject the stream already takes through a wildcard must not be added: the server refuses overlaps.
-  const missing = spec.subjects.filter((s) => !(info.config.subjects ?? []).some((taken) => subjectCovers(taken, s)));
+  const missing = spec.subjects.filter((s) => !(info.config.subjects ?? []).some((taken) => isSubjectWithin(s, taken)));
   const isWindowShort = duplicateWindowNs !== undefined && (info.config.duplicate_window ?? 0) < duplicateWindowNs;
   if (missing.length === 0 && !isWindowShort) return info;
   return jsm.streams.update(spec.name, {
     subjects: [...(info.config.subjects ?? []), ...missing],
     ...(isWindowShort ? { duplicate_window: duplicateWindowNs } : {}),
   });
-}
-
-/**
- * Whether every subject `subject` matches is matched by `pattern` (NATS wildcards: `*` one token,
- * `>` one or more trailing tokens; either side may hold them).
- */
-export function subjectCovers(pattern: string, subject: string): boolean {
-  const p = pattern.split(".");
-  const s = subject.split(".");
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === ">") return s.length > i;
-    if (i >= s.length || s[i] === ">") return false;
-    if (p[i] !== "*" && p[i] !== s[i]) return false;
-  }
-  return p.length === s.length;
-}
-
-/** Whether some subject matches both patterns (a server refuses two streams, or one stream, taking both). */
-export function subjectsOverlap(a: string, b: string): boolean {
-  const x = a.split(".");
-  const y = b.split(".");
-  for (let i = 0; i < Math.min(x.length, y.length); i++) {
-    if (x[i] === ">" || y[i] === ">") return true;
-    if (x[i] !== "*" && y[i] !== "*" && x[i] !== y[i]) return false;
-  }
-  return x.length === y.length;
 }
 
 /** The stream's info, or undefined when there is no such stream. */
@@ -197,7 +200,7 @@ type Outstanding = {
 };
 
 /** An ack later than this means the message or its ack was lost (e.g. the server went away): send again. */
-const ACK_TIMEOUT_MS = 2_000;
+export const ACK_TIMEOUT_MS = 2_000;
 const RETRY_TICK_MS = 250;
 
 /**

@@ -33,7 +33,7 @@ export type ClusterNameRule = {
 export type ClustersOptions = {
   /** Names the stage's state. Default "clusters". */
   name?: string;
-  /** The view variable holding the user's cluster name. Default "cluster". */
+  /** The view variable holding the user's cluster name. Default DEFAULT_CLUSTER_VAR. */
   variable?: string;
   /** Numeric view variables making up the vector, in order. A user missing one is not clustered. */
   features: string[];
@@ -56,6 +56,8 @@ export type ClustersOptions = {
    */
   retentionAfterMs?: number | null;
 };
+
+export const DEFAULT_CLUSTER_VAR = "cluster";
 
 /** The output kinds of a user's cluster change, of a run, and of a cohort's retention. */
 export const CLUSTER_OUTPUT = "cluster";
@@ -153,7 +155,7 @@ class ClustersLogic implements StageLogic {
     private readonly modelState: KeyedValueState<Model>,
     private readonly cohorts: KeyedValueState<CohortCounts>,
   ) {
-    this.variable = options.variable ?? "cluster";
+    this.variable = options.variable ?? DEFAULT_CLUSTER_VAR;
     this.features = options.features;
     this.k = options.k ?? 5;
     this.everyMs = options.everyMs ?? 30 * MINUTE_MS;

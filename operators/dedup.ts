@@ -9,12 +9,15 @@ export type DedupOptions = {
   /**
    * Two identical events closer than this in event time are one: the later one seen is dropped.
    * Measured against the last kept identical event, as an absolute difference so disorder works.
-   * Default 60_000 (1 minute).
+   * Default DEFAULT_WITHIN_MS.
    */
   withinMs?: number;
   /** The event fields that make two events identical (the user always does). Default DEFAULT_DEDUP_FIELDS. */
   fields?: readonly string[];
 };
+
+/** How close identical events are duplicates when nothing is said: retries and replays come seconds apart. */
+export const DEFAULT_WITHIN_MS = 60_000;
 
 /** The fields that make two events identical when none are given: the event's type and page. */
 export const DEFAULT_DEDUP_FIELDS: readonly string[] = [EVENT_TYPE_FIELD, PAGE_FIELD];
@@ -24,7 +27,7 @@ export const DUPLICATES_COUNTER = "duplicates";
 
 export function dedup(options: DedupOptions = {}): StageDefinition {
   const name = options.name ?? "dedup";
-  return { name, build: (ctx) => new DedupLogic(options.fields ?? DEFAULT_DEDUP_FIELDS, options.withinMs ?? 60_000, ctx.userState<unknown[]>("kept")) };
+  return { name, build: (ctx) => new DedupLogic(options.fields ?? DEFAULT_DEDUP_FIELDS, options.withinMs ?? DEFAULT_WITHIN_MS, ctx.userState<unknown[]>("kept")) };
 }
 
 type KeptState = {

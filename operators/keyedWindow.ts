@@ -12,7 +12,7 @@ export type KeyedWindowOptions<E> = {
   /** Names the window in every result and in the state dir. */
   name: string;
   assigner: WindowAssigner;
-  /** How long after its end a window still takes events, firing again for each. Default 0. */
+  /** How long after its end a window still takes events, firing again for each. Default DEFAULT_ALLOWED_LATENESS_MS. */
   allowedLatenessMs?: number;
   aggregates: AggregateSpec<E>[];
 };
@@ -35,7 +35,13 @@ const FIRED = 2;
 const ARMED = 3;
 const ACC = 4;
 
+/** No lateness allowed: a window takes no event once the watermark has passed its end. */
+export const DEFAULT_ALLOWED_LATENESS_MS = 0;
+
 export const LATE = "late";
+
+/** The output kind of window results, for sinks that pick kinds with `outputs:`. */
+export const WINDOW_OUTPUT = "window";
 
 export function keyedWindow<E>(options: KeyedWindowOptions<E>): OperatorDefinition<E, WindowResult> {
   return { name: `window/${options.name}`, build: (ctx) => new KeyedWindowLogic(options, ctx) };
@@ -62,7 +68,7 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     ctx: OperatorContext,
   ) {
     this.accumulators = options.aggregates.map(accumulator);
-    this.lateMs = options.allowedLatenessMs ?? 0;
+    this.lateMs = options.allowedLatenessMs ?? DEFAULT_ALLOWED_LATENESS_MS;
     this.isSession = options.assigner.type === "session";
     this.slots = ctx.valueState<Slot[]>("windows", slotCodec(this.accumulators));
     // Every pending timer follows from a window's state, so checkpoints need not store them.

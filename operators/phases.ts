@@ -46,11 +46,14 @@ export type PhasesOptions = {
   timers?: readonly PhaseTimer[];
   /** Default none. */
   windows?: readonly PhaseWindow[];
-  /** The view variable (string) holding the phase. Default "phase". */
+  /** The view variable (string) holding the phase. Default DEFAULT_PHASE_VAR. */
   phaseVar?: string;
-  /** The view variable (double, ms) holding when the phase was entered. Default "phase_entered_at". */
+  /** The view variable (double, ms) holding when the phase was entered. Default DEFAULT_ENTERED_VAR. */
   enteredVar?: string;
 };
+
+export const DEFAULT_PHASE_VAR = "phase";
+export const DEFAULT_ENTERED_VAR = "phase_entered_at";
 
 /** The output kinds of a phase change, and of a phase window come due. */
 export const PHASE_OUTPUT = "phase";
@@ -119,8 +122,8 @@ class PhasesLogic implements StageLogic {
     this.transitionsIn = options.phases.map((p) => options.transitions.filter((t) => applies(p, t.from)));
     this.timersIn = options.phases.map((p) => timers.filter((t) => t.to !== p && applies(p, t.from)));
     this.windowsIn = options.phases.map((p) => this.windows.flatMap((w, i) => (applies(p, w.in) ? [i] : [])));
-    this.phaseVar = options.phaseVar ?? "phase";
-    this.enteredVar = options.enteredVar ?? "phase_entered_at";
+    this.phaseVar = options.phaseVar ?? DEFAULT_PHASE_VAR;
+    this.enteredVar = options.enteredVar ?? DEFAULT_ENTERED_VAR;
     this.initial = options.initial;
   }
 

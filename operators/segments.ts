@@ -33,9 +33,11 @@ export type SegmentsOptions = {
   groups: SegmentGroup[];
   /** Non-exclusive tags: a user holds every tag whose rule holds. At most MAX_TAGS. Default none. */
   tags?: SegmentRule[];
-  /** The var holding the list of the user's tags (in config order), and `group` in tag outputs. Default "tags". */
+  /** The var holding the list of the user's tags (in config order), and `group` in tag outputs. Default DEFAULT_TAGS_VAR. */
   tagsVar?: string;
 };
+
+export const DEFAULT_TAGS_VAR = "tags";
 
 /** The output kind of a segment entry or exit. */
 export const SEGMENT_OUTPUT = "segment";
@@ -96,7 +98,7 @@ class SegmentsLogic implements StageLogic {
       detail: Object.freeze({ group: g.name }),
     }));
     this.tags = options.tags ?? [];
-    this.tagsVar = options.tagsVar ?? "tags";
+    this.tagsVar = options.tagsVar ?? DEFAULT_TAGS_VAR;
     this.tagsDetail = Object.freeze({ group: this.tagsVar });
   }
 

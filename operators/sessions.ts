@@ -6,11 +6,14 @@ import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage
 export type SessionsOptions = {
   /** Names the stage's state. Default "sessions". */
   name?: string;
-  /** Inactivity that ends a session: events this far apart or more are in different sessions. Default 1_800_000 (30m). */
+  /** Inactivity that ends a session: events this far apart or more are in different sessions. Default DEFAULT_GAP_MS. */
   gapMs?: number;
   /** Emit a "session" output when a session closes. Default true. */
   emitSessions?: boolean;
 };
+
+/** The inactivity that ends a session when nothing is said: 30 minutes, the web analytics convention. */
+export const DEFAULT_GAP_MS = 1_800_000;
 
 /** The values the stage writes into the view, for the expressions of later stages. */
 export const SESSION_VARS = {
@@ -48,7 +51,7 @@ export type SessionRecord = {
 
 export function sessions(options: SessionsOptions = {}): StageDefinition {
   const name = options.name ?? "sessions";
-  return { name, build: (ctx) => new SessionsLogic(options.gapMs ?? 1_800_000, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
+  return { name, build: (ctx) => new SessionsLogic(options.gapMs ?? DEFAULT_GAP_MS, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
 }
 
 type OpenState = {

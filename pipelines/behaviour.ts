@@ -3,9 +3,10 @@
 // CEL scope that grows with every stage's declared values.
 import { ERASURE_OUTPUT } from "../operators/behaviour.ts";
 import type { StageDefinition } from "../operators/stage.ts";
-import { celEnvironment, compileExpression, type Variables } from "./expressions.ts";
+import type { Variables } from "./expressions.ts";
+import { readErasure } from "./privacy.ts";
 import type { Obj, Reader } from "./reader.ts";
-import { fieldsNamedIn, Scope } from "./scope.ts";
+import { Scope } from "./scope.ts";
 import { STAGE_SECTION_NAMES, STAGE_SECTIONS } from "./stages/registry.ts";
 
 export type BehaviourSpec = {
@@ -33,21 +34,4 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): Beha
   const erasesWhen = readErasure(r, top.privacy, eventFields, scope);
   if (erasesWhen) outputs.add(ERASURE_OUTPUT);
   return { stages, outputs: [...outputs], scope, ...(erasesWhen ? { erasesWhen } : {}) };
-}
-
-/**
- * ```yaml
- * privacy:
- *   erase: { when: 'event_type == "erasure_request"' }
- * ```
- * A condition on the event's own fields (no stage has run on it): the request erases its user.
- */
-function readErasure(r: Reader, privacy: unknown, eventFields: Variables, scope: Scope): BehaviourSpec["erasesWhen"] {
-  if (privacy === null || typeof privacy !== "object" || (privacy as Obj).erase === undefined) return undefined;
-  const erase = r.object("privacy.erase", (privacy as Obj).erase, ["when"], ["when"]);
-  if (!erase) return undefined;
-  const when = r.compiled(() => compileExpression(celEnvironment(eventFields), erase.when, "privacy.erase.when", ["bool"]));
-  if (!when) return undefined;
-  for (const field of fieldsNamedIn(when.source, new Set(Object.keys(eventFields)))) scope.useField(field);
-  return when.evaluate;
 }

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { relative, sep } from "node:path";
 import { map, merge } from "rxjs";
 import { record, type Element } from "../engine/elements.ts";
-import { runJob, type DeadLetter, type JobOptions, type JobResult } from "../engine/job.ts";
+import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
 import { FileSink } from "../engine/sinks/fileSink.ts";
 import type { Sink } from "../engine/sinks/sink.ts";
 import { StdoutSink } from "../engine/sinks/stdoutSink.ts";
@@ -15,10 +15,14 @@ import { NatsSink } from "../engine/sinks/natsSink.ts";
 import type { Source } from "../engine/sources/source.ts";
 import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
-import { keyedWindow, LATE } from "../operators/keyedWindow.ts";
+import { keyedWindow, LATE, WINDOW_OUTPUT } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
-import { eventDecoder, minimisedEvent, WITHHELD, type DecoderPrivacy, type Event } from "./schema.ts";
-import { WINDOW_OUTPUT, type AggregateDef, type PipelineSpec, type SinkSpec, type SourceSpec } from "./validate.ts";
+import { jobPrivacy } from "./privacy.ts";
+import { eventDecoder, type Event } from "./schema.ts";
+import type { SinkSpec } from "./sections/sinks.ts";
+import type { SourceSpec } from "./sections/source.ts";
+import type { AggregateDef } from "./sections/windows.ts";
+import type { PipelineSpec } from "./validate.ts";
 
 export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "signal" | "batchSize" | "progressIntervalMs"> & {
   /** Told what the job is waiting for (a NATS server out of reach), as lines for a person. */
@@ -105,25 +109,23 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 }
 
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
-  const privacy = decoderPrivacy(spec);
+  const privacy = jobPrivacy(spec.schema, spec.privacy);
   const connection: Connection = { signal: run.signal, log: run.log };
   const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection);
-  const isMinimising = privacy.keep !== undefined || privacy.pseudonymise !== undefined;
   const { log, ...jobRun } = run;
   return {
     ...jobRun,
     fingerprint: fingerprint(spec),
     source: buildSource(spec.source, connection),
-    decode: eventDecoder(spec.schema, spec.key, spec.time, privacy),
+    decode: eventDecoder(spec.schema, spec.key, spec.time, privacy.decoder),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
     stateDir: spec.state.dir,
     stateEncryptionKey: spec.state.encryptionKey,
-    keyChecks: privacy.pseudonymise && { [PSEUDONYM_KEY_CHECK]: privacy.pseudonymise.pseudonym(PSEUDONYM_KEY_CHECK_INPUT) },
+    keyChecks: privacy.keyChecks,
     checkpointIntervalMs: spec.state.checkpointIntervalMs,
     deadLetter: deadLetterSink,
-    // Late events and events an operator failed on were decoded (minimised, ids pseudonymised); what failed decoding was not.
-    shapeRefused: isMinimising ? minimisedRefusal(minimisedEvent(spec.schema, privacy)) : undefined,
+    shapeRefused: privacy.shapeRefused,
     build(events, graph) {
       const windowResults = spec.windows.map((w) =>
         events.pipe(
@@ -146,39 +148,6 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
 function wantedOutputs(spec: PipelineSpec): string[] | undefined {
   if (spec.sinks.some((s) => s.outputs === undefined)) return undefined;
   return spec.sinks.flatMap((s) => s.outputs!);
-}
-
-/**
- * How a pipeline that keeps fields out or pseudonymises ids dead-letters what it could not decode: the
- * reason (which quotes no value) and origin stay, raw text (which holds real ids and undeclared fields)
- * is withheld and a refused event is `minimise`d, so no more reaches storage than a decoded event would.
- */
-function minimisedRefusal(minimise: (event: unknown) => unknown): (refused: DeadLetter) => DeadLetter {
-  return ({ raw, event, ...rest }) => ({
-    ...rest,
-    ...(event === undefined ? {} : { event: minimise(event) }),
-    ...(raw === undefined ? {} : { raw: WITHHELD }),
-  });
-}
-
-/** What the state records of the pseudonymisation key, so another key is refused on resume. */
-const PSEUDONYM_KEY_CHECK = "privacy.pseudonymise key";
-/** The key check is the pseudonym of this (no id starts with a NUL): keyed, and it says nothing of the key. */
-const PSEUDONYM_KEY_CHECK_INPUT = "\u0000flusso pseudonymisation key check";
-
-/**
- * Pseudonymisation and field dropping applied while events are decoded. With either, reasons quote
- * no value and dead letters are minimised too.
- */
-function decoderPrivacy(spec: PipelineSpec): DecoderPrivacy {
-  const privacy = spec.privacy;
-  if (!privacy || (privacy.keep === undefined && privacy.pseudonymise === undefined)) return {};
-  const ps = privacy.pseudonymise;
-  return {
-    keep: privacy.keep,
-    pseudonymise: ps && { fields: ps.fields, pseudonym: ps.pseudonym },
-    quotesValues: false,
-  };
 }
 
 export function runPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {

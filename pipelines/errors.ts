@@ -22,6 +22,17 @@ export class PipelineInvalid extends Error {
   }
 }
 
+/** The pseudonymisation key is missing or too short; says which variable and what is wrong. */
+export class PseudonymKeyInvalid extends Error {
+  constructor(
+    readonly source: string,
+    readonly detail: string,
+  ) {
+    super(`${source}: ${detail}`);
+    this.name = "PseudonymKeyInvalid";
+  }
+}
+
 /** Formats a path like `windows[0].aggregate.carts` from its segments. */
 export function joinPath(base: string, segment: string | number): string {
   if (typeof segment === "number") return `${base}[${segment}]`;

@@ -7,6 +7,9 @@ import { ConfigError, joinPath, quote } from "./errors.ts";
 /** What a name in a list may be made of (a phase, a channel). */
 const ENTRY_NAME = /^[A-Za-z0-9_-]+$/;
 
+/** What the pipeline's name and its windows' names may be made of. */
+export const NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
 export type Obj = Record<string, unknown>;
 
 /** Bounds of a duration beyond the global maximum: [ms, as written]. */

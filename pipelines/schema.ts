@@ -61,6 +61,11 @@ class Invalid {
   constructor(readonly reason: string) {}
 }
 
+/** Whether a field decoder's result is a value that failed its check. */
+export function isInvalid(coerced: unknown): boolean {
+  return coerced instanceof Invalid;
+}
+
 type Coercer = (raw: unknown) => unknown;
 
 /** How a reason shows the value that failed: quoted, or (privacy) not at all. */
@@ -131,13 +136,10 @@ export type DecoderPrivacy = {
   quotesValues?: boolean;
 };
 
-/** What a dead letter shows instead of input that privacy options keep out of it. */
-export const WITHHELD = "(withheld: privacy)";
-
-type FieldDecoder = { name: string; isRequired: boolean; isKept: boolean; coerce: Coercer };
+export type FieldDecoder = { name: string; isRequired: boolean; isKept: boolean; coerce: Coercer };
 
 /** Each declared field's check: coerced, pseudonymised if it is an id, kept or only checked. */
-function fieldDecoders(schema: EventSchema, privacy: DecoderPrivacy): FieldDecoder[] {
+export function fieldDecoders(schema: EventSchema, privacy: DecoderPrivacy): FieldDecoder[] {
   const kept = privacy.keep && new Set(privacy.keep);
   const hashed = new Set(privacy.pseudonymise?.fields ?? []);
   const pseudonym = privacy.pseudonymise?.pseudonym;
@@ -178,26 +180,5 @@ export function eventDecoder(schema: EventSchema, keyField: string, timeField: s
       if (field.isKept) event[field.name] = coerced;
     }
     return record(String(event[keyField]), event[timeField] as number, event);
-  };
-}
-
-/**
- * What a dead letter keeps of a value the decoder refused, under privacy options: no more than a
- * decoded event would hold. The declared fields that are kept and pass their check, as decoded
- * (ids pseudonymised); one that fails it is withheld, as is a value that is no object.
- */
-export function minimisedEvent(schema: EventSchema, privacy: DecoderPrivacy): (value: unknown) => unknown {
-  const fields = fieldDecoders(schema, privacy).filter((field) => field.isKept);
-  return (value) => {
-    if (value === null || typeof value !== "object" || Array.isArray(value)) return WITHHELD;
-    const input = value as Record<string, unknown>;
-    const kept: Event = {};
-    for (const field of fields) {
-      const raw = input[field.name];
-      if (raw === undefined || raw === null || raw === "") continue;
-      const coerced = field.coerce(raw);
-      kept[field.name] = coerced instanceof Invalid ? WITHHELD : coerced;
-    }
-    return kept;
   };
 }

@@ -46,30 +46,49 @@ type GeneratorPosition = { emitted: number; fingerprint: string };
 
 type Settings = Required<GeneratorOptions>;
 
+/** Every option's default. */
+export const GENERATOR_DEFAULTS: Readonly<Settings> = {
+  seed: 42,
+  users: 10_000,
+  events: 200_000,
+  partitions: 4,
+  startMs: Date.UTC(2024, 4, 20),
+  eventsPerSecond: 200,
+  disorderMs: 2000,
+  lateFraction: 0.001,
+  lateByMs: 60_000,
+  duplicateFraction: 0.005,
+};
+
+/** Users simulated at most: each is an object in memory (~300 bytes), so ~300 MB. */
+export const MAX_USERS = 1_000_000;
+
+export type GeneratorRange = { min?: number; max?: number; integer?: boolean };
+
+/** What each option may be (startMs: any finite time); anything else is refused with a RangeError. */
+export const GENERATOR_RANGES: Readonly<Record<Exclude<keyof Settings, "startMs">, GeneratorRange>> = {
+  seed: { integer: true },
+  users: { min: 1, max: MAX_USERS, integer: true },
+  events: { min: 1, integer: true },
+  partitions: { min: 1, integer: true },
+  // Below one event in 1000 s the population's sessions would lie months apart.
+  eventsPerSecond: { min: 0.001 },
+  disorderMs: { min: 0 },
+  lateFraction: { min: 0, max: 1 },
+  lateByMs: { min: 0 },
+  duplicateFraction: { min: 0, max: 1 },
+};
+
 function settingsOf(options: GeneratorOptions): Settings {
-  const settings: Settings = {
-    seed: options.seed ?? 42,
-    users: options.users ?? 10_000,
-    events: options.events ?? 200_000,
-    partitions: options.partitions ?? 4,
-    startMs: options.startMs ?? Date.UTC(2024, 4, 20),
-    eventsPerSecond: options.eventsPerSecond ?? 200,
-    disorderMs: options.disorderMs ?? 2000,
-    lateFraction: options.lateFraction ?? 0.001,
-    lateByMs: options.lateByMs ?? 60_000,
-    duplicateFraction: options.duplicateFraction ?? 0.005,
-  };
-  for (const key of ["users", "partitions"] as const) {
-    if (!Number.isInteger(settings[key]) || settings[key] < 1) throw new RangeError(`generator ${key}: expected a positive integer, got ${settings[key]}`);
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+  const settings: Settings = { ...GENERATOR_DEFAULTS, ...given };
+  for (const [key, { min = -Infinity, max = Infinity, integer = false }] of Object.entries(GENERATOR_RANGES)) {
+    const value = settings[key as keyof Settings];
+    if (!Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
+      throw new RangeError(`generator ${key}: expected a${integer ? " whole" : ""} number from ${min} to ${max}, got ${value}`);
+    }
   }
-  if (!Number.isInteger(settings.events) || settings.events < 0) throw new RangeError(`generator events: expected a count, got ${settings.events}`);
-  if (!(settings.eventsPerSecond > 0)) throw new RangeError(`generator eventsPerSecond: expected > 0, got ${settings.eventsPerSecond}`);
-  for (const key of ["disorderMs", "lateByMs"] as const) {
-    if (!(settings[key] >= 0)) throw new RangeError(`generator ${key}: expected a duration >= 0, got ${settings[key]}`);
-  }
-  for (const key of ["lateFraction", "duplicateFraction"] as const) {
-    if (!(settings[key] >= 0 && settings[key] <= 1)) throw new RangeError(`generator ${key}: expected a share in [0, 1], got ${settings[key]}`);
-  }
+  if (!Number.isFinite(settings.startMs)) throw new RangeError(`generator startMs: expected a time in epoch ms, got ${settings.startMs}`);
   return settings;
 }
 

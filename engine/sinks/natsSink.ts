@@ -27,6 +27,9 @@ export type NatsSinkOptions = {
   log?(message: string): void;
 };
 
+/** The stream's duplicate window when none is given. */
+export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
+
 /** What a checkpoint records of the sink. */
 type NatsSinkPosition = {
   /** Outputs numbered so far: the next one is `written + 1`. */
@@ -92,7 +95,7 @@ export class NatsSink implements Sink {
     if (committed !== undefined && existing!.created !== committed.streamCreated) {
       throw this.lost(`was deleted and made again since the last checkpoint (created ${existing!.created}, the checkpoint wrote to one created ${committed.streamCreated})`);
     }
-    const info = await ensureStream(jsm, { name: this.options.stream, subjects: [this.options.subject], duplicateWindowMs: this.options.duplicateWindowMs ?? 120_000 });
+    const info = await ensureStream(jsm, { name: this.options.stream, subjects: [this.options.subject], duplicateWindowMs: this.options.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS });
     this.streamCreated = info.created;
     this.publisher = new AckedPublisher(this.nc);
     // 2.

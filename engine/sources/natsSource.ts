@@ -32,6 +32,9 @@ export type NatsSourceOptions = {
   log?(message: string): void;
 };
 
+/** The defaults of the options that have one. */
+export const NATS_SOURCE_DEFAULTS = { partitions: 1, bounded: false, bufferMessages: 10_000, pollMs: 100 } as const satisfies Partial<NatsSourceOptions>;
+
 /**
  * The last stream sequence handed to the job, and the stream's creation time: a stream deleted and
  * made again under the same name is another stream, whose sequences mean nothing to the checkpoint.
@@ -63,7 +66,7 @@ export class NatsSource implements Source {
   }
 
   get partitions(): number {
-    return this.options.partitions ?? 1;
+    return this.options.partitions ?? NATS_SOURCE_DEFAULTS.partitions;
   }
 
   /**
@@ -199,7 +202,7 @@ export class NatsSource implements Source {
   }
 
   private get bufferSize(): number {
-    return this.options.bufferMessages ?? 10_000;
+    return this.options.bufferMessages ?? NATS_SOURCE_DEFAULTS.bufferMessages;
   }
 
   private async pump(messages: ConsumerMessages, generation: number): Promise<void> {
@@ -219,7 +222,7 @@ export class NatsSource implements Source {
 
   private arrivalOrTimeout(): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, this.options.pollMs ?? 100);
+      const timer = setTimeout(done, this.options.pollMs ?? NATS_SOURCE_DEFAULTS.pollMs);
       function done() {
         clearTimeout(timer);
         resolve();

@@ -1,6 +1,6 @@
 // Reads `clusters:` (k-means over earlier stages' numeric values, naming rules on centroid z-scores,
 // cohort retention) into the clusters stage.
-import { CLUSTER_OUTPUT, CLUSTER_RETENTION_OUTPUT, clusters, CLUSTERS_OUTPUT, type ClusterNameRule } from "../../operators/clusters.ts";
+import { CLUSTER_OUTPUT, CLUSTER_RETENTION_OUTPUT, clusters, CLUSTERS_OUTPUT, DEFAULT_CLUSTER_VAR, type ClusterNameRule } from "../../operators/clusters.ts";
 import { fallbackName } from "../../operators/clusterMath.ts";
 import { joinPath } from "../errors.ts";
 import { celEnvironment, compileExpression } from "../expressions.ts";
@@ -46,7 +46,7 @@ export const readClusters: StageReader = (r, path, value, scope) => {
   const obj = r.object(path, value, FIELDS, ["features"]);
   if (!obj) return undefined;
   const at = (field: string) => joinPath(path, field);
-  const k = obj.k === undefined ? 5 : r.number(at("k"), obj.k, { min: 2, max: 16, integer: true });
+  const k = obj.k === undefined ? undefined : r.number(at("k"), obj.k, { min: 2, max: 16, integer: true });
   const everyMs = obj.every === undefined ? undefined : r.duration(at("every"), obj.every, "30m", { positive: true, atLeast: MIN_EVERY });
   const activeWithinMs = obj.activeWithin === undefined ? undefined : r.duration(at("activeWithin"), obj.activeWithin, "30m", { positive: true });
   const seed = obj.seed === undefined ? undefined : r.number(at("seed"), obj.seed, { min: 0, max: 2 ** 32 - 1, integer: true });
@@ -54,7 +54,7 @@ export const readClusters: StageReader = (r, path, value, scope) => {
   const features = readFeatureNames(r, at("features"), obj.features, scope);
   const names = obj.names === undefined ? [] : readNameRules(r, at("names"), obj.names, features);
   const retentionAfterMs = readRetention(r, at("retention"), obj.retention);
-  const variable = obj.name === undefined ? "cluster" : r.string(at("name"), obj.name);
+  const variable = obj.name === undefined ? DEFAULT_CLUSTER_VAR : r.string(at("name"), obj.name);
   // Declared last: the features and rules cannot refer to the cluster itself.
   if (variable !== undefined) scope.declare(r, obj.name === undefined ? path : at("name"), variable, "string");
   if (r.errors.length > errorsBefore) return undefined;

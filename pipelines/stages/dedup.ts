@@ -1,6 +1,6 @@
 // Reads `dedup:` (how close identical events are duplicates, and which fields make them identical)
 // into the dedup stage.
-import { DEFAULT_DEDUP_FIELDS, dedup } from "../../operators/dedup.ts";
+import { DEFAULT_DEDUP_FIELDS, DEFAULT_WITHIN_MS, dedup } from "../../operators/dedup.ts";
 import type { StageReader } from "./stage.ts";
 
 /** Types whose values compare as equal when they are the same value (a map or list never would). */
@@ -23,7 +23,7 @@ export const readDedup: StageReader = (r, path, value, scope) => {
   const errorsBefore = r.errors.length;
   const obj = r.object(path, value ?? {}, ["within", "fields"]);
   if (!obj) return undefined;
-  const withinMs = obj.within === undefined ? 60_000 : r.duration(`${path}.within`, obj.within, "1m", { positive: true, atMost: MAX_WITHIN });
+  const withinMs = obj.within === undefined ? DEFAULT_WITHIN_MS : r.duration(`${path}.within`, obj.within, "1m", { positive: true, atMost: MAX_WITHIN });
   const listed = obj.fields === undefined ? DEFAULT_DEDUP_FIELDS : r.list(`${path}.fields`, obj.fields, { nonEmpty: true });
   const fields: string[] = [];
   listed?.forEach((field, i) => {

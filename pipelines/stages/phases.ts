@@ -1,6 +1,6 @@
 // Reads `phases:` (the phase names, transitions on events, inactivity and in-phase timers, signal-only
 // windows) into the phases stage.
-import { PHASE_OUTPUT, PHASE_WINDOW_OUTPUT, phases, type PhaseClock, type PhaseTimer, type PhaseTransition, type PhaseWindow } from "../../operators/phases.ts";
+import { DEFAULT_ENTERED_VAR, DEFAULT_PHASE_VAR, PHASE_OUTPUT, PHASE_WINDOW_OUTPUT, phases, type PhaseClock, type PhaseTimer, type PhaseTransition, type PhaseWindow } from "../../operators/phases.ts";
 import type { StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
@@ -42,8 +42,8 @@ export const readPhases: StageReader = (r, path, value, scope) => {
   const phaseNames = obj.names === undefined ? DEFAULT_PHASES : r.nameList(at("names"), obj.names);
   if (!phaseNames) return undefined;
   const initial = obj.initial === undefined ? phaseNames[0] : r.choice(at("initial"), obj.initial, phaseNames);
-  const phaseVar = obj.var === undefined ? "phase" : r.string(at("var"), obj.var);
-  const enteredVar = obj.entered_var === undefined ? "phase_entered_at" : r.string(at("entered_var"), obj.entered_var);
+  const phaseVar = obj.var === undefined ? DEFAULT_PHASE_VAR : r.string(at("var"), obj.var);
+  const enteredVar = obj.entered_var === undefined ? DEFAULT_ENTERED_VAR : r.string(at("entered_var"), obj.entered_var);
   // Declared before the transitions are compiled: a condition may read the phase before the event.
   // A default name that is taken is reported at the field that would rename it.
   const isPhaseDeclared = phaseVar !== undefined && scope.declare(r, at("var"), phaseVar, "string");

@@ -1,6 +1,6 @@
 // Reads `segments:` (exclusive groups of prioritised rules with a default, and non-exclusive tags)
 // into the segments stage.
-import { MAX_TAGS, SEGMENT_OUTPUT, segments, type SegmentGroup, type SegmentRule } from "../../operators/segments.ts";
+import { DEFAULT_TAGS_VAR, MAX_TAGS, SEGMENT_OUTPUT, segments, type SegmentGroup, type SegmentRule } from "../../operators/segments.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
@@ -32,14 +32,14 @@ export const readSegments: StageReader = (r, path, value, scope) => {
   if (obj.groups === undefined && obj.tags === undefined) return r.fail(path, "expected groups, tags or both");
   const groups = obj.groups === undefined ? [] : readGroups(r, joinPath(path, "groups"), obj.groups, scope);
   let tags: SegmentRule[] = [];
-  let tagsVar = "tags";
+  let tagsVar = DEFAULT_TAGS_VAR;
   if (obj.tags === undefined) {
     if (obj.tags_var !== undefined) r.fail(joinPath(path, "tags_var"), "names the list of tags, but there are no tags");
   } else {
     tags = readRules(r, joinPath(path, "tags"), obj.tags, scope, MAX_TAGS);
     // Declared after the tags are compiled: a tag cannot refer to the list it is part of.
     const at = obj.tags_var === undefined ? joinPath(path, "tags") : joinPath(path, "tags_var");
-    tagsVar = (obj.tags_var === undefined ? "tags" : r.string(at, obj.tags_var)) ?? "tags";
+    tagsVar = (obj.tags_var === undefined ? DEFAULT_TAGS_VAR : r.string(at, obj.tags_var)) ?? DEFAULT_TAGS_VAR;
     scope.declare(r, at, tagsVar, "list");
   }
   if (r.errors.length > errorsBefore) return undefined;

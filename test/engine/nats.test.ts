@@ -5,7 +5,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { AckedPublisher, connectNats, ensureStream, readStreamSince, streamInfo, subjectCovers, subjectsOverlap } from "../../engine/nats.ts";
+import { AckedPublisher, connectNats, ensureStream, readStreamSince, streamInfo, isSubjectWithin, subjectsOverlap } from "../../engine/nats.ts";
 import { freePort, startNatsServer, type NatsServer } from "../natsServer.ts";
 
 const MINUTE_NS = 60_000_000_000;
@@ -83,15 +83,15 @@ describe("ensureStream", { timeout: 15_000 }, () => {
 
 describe("subjects", () => {
   it("says whether a pattern covers every subject another one matches", () => {
-    expect(subjectCovers("out.>", "out.results")).toBe(true);
-    expect(subjectCovers("out.>", "out.a.b")).toBe(true);
-    expect(subjectCovers("out.>", "out")).toBe(false);
-    expect(subjectCovers("out.*", "out.results")).toBe(true);
-    expect(subjectCovers("out.*", "out.a.b")).toBe(false);
-    expect(subjectCovers("out.*", "out.*")).toBe(true);
-    expect(subjectCovers("out.results", "out.*")).toBe(false);
-    expect(subjectCovers("events.>", "events.>")).toBe(true);
-    expect(subjectCovers("events.*", "events.>")).toBe(false);
+    expect(isSubjectWithin("out.results", "out.>")).toBe(true);
+    expect(isSubjectWithin("out.a.b", "out.>")).toBe(true);
+    expect(isSubjectWithin("out", "out.>")).toBe(false);
+    expect(isSubjectWithin("out.results", "out.*")).toBe(true);
+    expect(isSubjectWithin("out.a.b", "out.*")).toBe(false);
+    expect(isSubjectWithin("out.*", "out.*")).toBe(true);
+    expect(isSubjectWithin("out.*", "out.results")).toBe(false);
+    expect(isSubjectWithin("events.>", "events.>")).toBe(true);
+    expect(isSubjectWithin("events.>", "events.*")).toBe(false);
   });
 
   it("says whether two patterns share a subject", () => {

@@ -96,6 +96,7 @@ describe("the state fingerprint", () => {
     const expected = of();
     writeFileSync(join(dir, "pipeline.yaml"), PIPELINE.replace("size: 15m", "size: 30m"));
     expect(of()).not.toBe(expected);
+    writeFileSync(join(dir, "data", "other.jsonl"), "");
     writeFileSync(join(dir, "pipeline.yaml"), PIPELINE.replace("./data/events.jsonl", "./data/other.jsonl"));
     expect(of()).not.toBe(expected);
   });

@@ -139,6 +139,37 @@ describe("NATS JetStream in and out", () => {
     expect(dead.every((d) => /^EVENTS#\d+/.test(d.origin))).toBe(true);
   });
 
+  it("sends dead letters to the source's server when the dead-letter output names no servers", async () => {
+    const nc = await connect({ servers: server.url });
+    await (await jetstreamManager(nc)).streams.add({ name: "FEW", subjects: ["few.>"] });
+    const js = jetstream(nc);
+    for (const e of events(20, 5)) await js.publish("few.0", JSON.stringify(e));
+    await js.publish("few.0", "{not json");
+    await nc.close();
+    writeFileSync(
+      join(dir, "few.yaml"),
+      pipelineYaml(
+        "few",
+        `{ nats: { servers: "${server.url}", stream: FEW, subjects: ["few.>"], bounded: true } }`,
+        "file: { path: out-few/results.jsonl }",
+        "{ nats: { stream: DEADFEW, subject: dead.few } }",
+      ),
+    );
+    // A $NATS_URL no server answers: a dead letter sent there, rather than to the source's server, would never arrive.
+    const before = process.env.NATS_URL;
+    process.env.NATS_URL = "nats://127.0.0.1:1";
+    try {
+      const spec = readPipeline(join(dir, "few.yaml"));
+      expect(spec.deadLetter).toMatchObject({ nats: { servers: [server.url] } });
+      await runPipeline(spec, { reset: true });
+    } finally {
+      if (before === undefined) delete process.env.NATS_URL;
+      else process.env.NATS_URL = before;
+    }
+    const dead = (await readStream(server.url, "DEADFEW")).map((l) => JSON.parse(l));
+    expect(dead.map((d) => d.reason)).toEqual([expect.stringMatching(/^not JSON: /)]);
+  }, 30_000);
+
   it("pauses while nats-server is stopped and restarted, then ends with every result exactly once", async () => {
     writeFileSync(
       join(dir, "restart.yaml"),

@@ -1,7 +1,7 @@
-// Tests of the event schema's parts: ISO times with real time-zone offsets only, reasons that quote
-// no value when privacy asks, and what a dead letter keeps of a refused event under privacy.
+// Tests of the event schema's parts: ISO times with real time-zone offsets only, and reasons that
+// quote no value when privacy asks.
 import { describe, expect, it } from "vitest";
-import { eventDecoder, minimisedEvent, parseIsoTimeMs, WITHHELD, type EventSchema } from "../../pipelines/schema.ts";
+import { eventDecoder, parseIsoTimeMs, type EventSchema } from "../../pipelines/schema.ts";
 
 const AT_UTC = Date.UTC(2024, 4, 20, 10, 0, 0);
 const MINUTE_MS = 60_000;
@@ -56,17 +56,5 @@ describe("eventDecoder's reasons", () => {
       'field "ts": timestamp is outside 1990-01-01..2100-01-01',
       'field "price": expected a number, got string',
     ]);
-  });
-});
-
-describe("minimisedEvent", () => {
-  const pseudonym = (id: string) => `p(${id})`;
-
-  it("keeps the declared fields that are kept, as decoded, pseudonymises ids and withholds what fails its check", () => {
-    const minimise = minimisedEvent(SCHEMA, { keep: ["user_id", "ts", "price"], pseudonymise: { fields: ["user_id"], pseudonym } });
-    expect(minimise({ user_id: "bob", ts: "bob@x.com", price: "12.5", page: "/secret", email: "bob@x.com" })).toEqual({ user_id: "p(bob)", ts: WITHHELD, price: 12.5 });
-    expect(minimise({ user_id: 42, ts: AT_UTC })).toEqual({ user_id: "p(42)", ts: AT_UTC });
-    expect(minimise({ user_id: ["bob"], ts: AT_UTC })).toEqual({ user_id: WITHHELD, ts: AT_UTC });
-    expect(minimise(["bob"])).toBe(WITHHELD);
   });
 });

@@ -8,7 +8,7 @@ import { GeneratorSource } from "../../simulator/generatorSource.ts";
 import { parseDurationMs } from "../../pipelines/durations.ts";
 import { readPipeline } from "../../pipelines/cli.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
-import type { GeneratorSpec } from "../../pipelines/validate.ts";
+import type { GeneratorSpec } from "../../pipelines/sections/source.ts";
 import { PROJECT_ROOT, removeTempDirs, tempDir } from "./pipelineFiles.ts";
 import { SHIPPED, shippedVariant, variantOutput, type Shipped } from "./shipped.ts";
 

@@ -1,6 +1,7 @@
 // Bad pipeline files: each kind of mistake is refused before anything runs, with the path of the bad
 // value and a message that says what was expected.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -12,7 +13,8 @@ import { celEnvironment, compileExpression } from "../../pipelines/expressions.t
 import { MAX_PIPELINE_BYTES, parsePipelineText } from "../../pipelines/load.ts";
 import { MAX_LOOKBACK_BUCKETS } from "../../pipelines/stages/aggregates.ts";
 import { MAX_SEQUENCE_STEPS } from "../../pipelines/stages/sequences.ts";
-import { MAX_OPEN_WINDOWS_PER_KEY, MAX_WINDOWS, MAX_WINDOWS_PER_EVENT, validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
+import { MAX_OPEN_WINDOWS_PER_KEY, MAX_WINDOWS, MAX_WINDOWS_PER_EVENT } from "../../pipelines/sections/windows.ts";
+import { validatePipeline, type PipelineSpec } from "../../pipelines/validate.ts";
 import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
 
 const NOTHING_TO_COMPUTE =
@@ -52,8 +54,9 @@ function pipelineText(change: (p: Raw) => void = () => {}): string {
   return stringify(p);
 }
 
+/** The spec of `text`, checked as a definition: its files (under /pipelines) need not exist. */
 function validate(text: string, env: NodeJS.ProcessEnv = {}): PipelineSpec {
-  return validatePipeline(parsePipelineText(text, FILE, env), FILE, BASE_DIR);
+  return validatePipeline(parsePipelineText(text, FILE, env), FILE, BASE_DIR, { checksFiles: false });
 }
 
 /** What the validator says about `text`: one `path: detail` message per mistake. */
@@ -578,6 +581,8 @@ describe("pipeline files on disk", () => {
   it("resolves relative paths against the pipeline file's folder, not the working directory", () => {
     const dir = tempDir();
     mkdirSync(join(dir, "pipelines"));
+    mkdirSync(join(dir, "data"));
+    writeFileSync(join(dir, "data/events.jsonl"), "");
     const file = join(dir, "pipelines", "clicks.yaml");
     writeFileSync(file, pipelineText((p) => (p.source.file.path = "../data/events.jsonl")));
     const spec = readPipeline(file, {});
@@ -586,6 +591,51 @@ describe("pipeline files on disk", () => {
     expect(spec.sinks).toEqual([{ sink: { file: { path: join(dir, "pipelines/out/results.jsonl") } } }]);
     expect(spec.state.dir).toBe(join(dir, "pipelines/state/clicks"));
     expect(spec.deadLetter).toEqual({ file: { path: join(dir, "pipelines/out/clicks.dead-letter.jsonl") } });
+  });
+
+  /** The mistakes readPipeline finds in `file`. */
+  function mistakesIn(file: string): Array<{ path: string; message: string }> {
+    try {
+      readPipeline(file, {});
+    } catch (error) {
+      if (!(error instanceof PipelineInvalid)) throw error;
+      return error.errors.map((e) => ({ path: e.path, message: e.message }));
+    }
+    throw new Error("the pipeline was accepted");
+  }
+
+  it("refuses a source file that does not exist, naming source.file.path and the file as resolved", () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "clicks.yaml"), pipelineText());
+    const events = join(dir, "events.jsonl");
+    expect(mistakesIn(join(dir, "clicks.yaml"))).toEqual([{ path: "source.file.path", message: `source.file.path: ${JSON.stringify(events)} does not exist` }]);
+    writeFileSync(events, "");
+    expect(readPipeline(join(dir, "clicks.yaml"), {}).source).toEqual({ file: { paths: [events], format: "jsonl" } });
+  });
+
+  it("refuses source files that are no regular files (a directory, a named pipe), each at its path", () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "events.jsonl"), "");
+    mkdirSync(join(dir, "folder"));
+    const fifo = spawnSync("mkfifo", [join(dir, "pipe")]);
+    expect(fifo.status, "mkfifo makes the named pipe").toBe(0);
+    writeFileSync(join(dir, "clicks.yaml"), pipelineText((p) => (p.source.file.path = ["./events.jsonl", "./folder", "./pipe", "./missing/events.jsonl"])));
+    const reason = "not a regular file: flusso reads a source file again from a recorded position after a restart";
+    expect(mistakesIn(join(dir, "clicks.yaml"))).toEqual([
+      { path: "source.file.path[1]", message: `source.file.path[1]: ${JSON.stringify(join(dir, "folder"))} is a directory, ${reason}` },
+      { path: "source.file.path[2]", message: `source.file.path[2]: ${JSON.stringify(join(dir, "pipe"))} is a named pipe, ${reason}` },
+      { path: "source.file.path[3]", message: `source.file.path[3]: ${JSON.stringify(join(dir, "missing/events.jsonl"))} does not exist` },
+    ]);
+  });
+
+  it("makes the CLI exit with code 2 on a missing source file, one line naming the path, before it creates a state dir or an output", () => {
+    const dir = tempDir();
+    const file = join(dir, "clicks.yaml");
+    writeFileSync(file, pipelineText());
+    const run = runCli(["run", file]);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toBe(`${file}: invalid pipeline\n  source.file.path: ${JSON.stringify(join(dir, "events.jsonl"))} does not exist\n`);
+    expect(readdirSync(dir)).toEqual(["clicks.yaml"]);
   });
 
   it("says that a missing pipeline file cannot be read", () => {
@@ -620,5 +670,166 @@ describe("names that would reach outside the data", () => {
   it("refuses a stage value named constructor, at its path", () => {
     const found = mistakes(pipelineText(() => {}) + "\nfeatures:\n  constructor: '1.0'\n");
     expect(found.map((m) => m.path)).toEqual(["features.constructor"]);
+  });
+});
+
+describe("NATS servers and subjects", () => {
+  const SOURCE_SERVER = "nats://10.0.0.7:4222";
+  const natsSource = (p: Raw, subjects = ["events.>"]) => (p.source = { nats: { servers: SOURCE_SERVER, stream: "EVENTS", subjects } });
+
+  /** Runs `check` with $NATS_URL set to `url` (unset for undefined), as it was afterwards. */
+  function withNatsUrl<T>(url: string | undefined, check: () => T): T {
+    const before = process.env.NATS_URL;
+    if (url === undefined) delete process.env.NATS_URL;
+    else process.env.NATS_URL = url;
+    try {
+      return check();
+    } finally {
+      if (before === undefined) delete process.env.NATS_URL;
+      else process.env.NATS_URL = before;
+    }
+  }
+
+  it("sends a NATS sink, late output or dead letter without servers to the source's servers", () => {
+    const spec = withNatsUrl("nats://elsewhere:4222", () =>
+      validate(
+        pipelineText((p) => {
+          natsSource(p);
+          p.sinks = [{ nats: { stream: "OUT", subject: "out.hourly" } }];
+          p.late = { nats: { stream: "LATE", subject: "late.events" } };
+          p.deadLetter = { nats: { stream: "DEAD", subject: "dead.events" } };
+        }),
+      ),
+    );
+    for (const sink of [spec.sinks[0].sink, spec.late!, spec.deadLetter]) expect(sink).toMatchObject({ nats: { servers: [SOURCE_SERVER] } });
+  });
+
+  it("sends a NATS sink without servers to $NATS_URL when the source is not NATS, else to nats://127.0.0.1:4222", () => {
+    const text = pipelineText((p) => (p.deadLetter = { nats: { stream: "DEAD", subject: "dead.events" } }));
+    expect(withNatsUrl("nats://a:4222, nats://b:4222", () => validate(text)).deadLetter).toMatchObject({ nats: { servers: ["nats://a:4222", "nats://b:4222"] } });
+    expect(withNatsUrl(undefined, () => validate(text)).deadLetter).toMatchObject({ nats: { servers: ["nats://127.0.0.1:4222"] } });
+  });
+
+  it("reads a NATS source without servers from $NATS_URL, and refuses a $NATS_URL that is no server URL at the path that uses it", () => {
+    const text = pipelineText((p) => (p.source = { nats: { stream: "EVENTS", subjects: ["events.>"] } }));
+    expect(withNatsUrl("nats://a:4222", () => validate(text)).source).toMatchObject({ nats: { servers: ["nats://a:4222"] } });
+    expect(withNatsUrl("http://a", () => mistakes(text))).toEqual([
+      {
+        path: "source.nats.servers",
+        message: 'source.nats.servers: is not given, so $NATS_URL is used, and it is no server URL like "nats://127.0.0.1:4222": "http://a"',
+      },
+    ]);
+  });
+
+  it("refuses a dead-letter subject among the subjects the source reads (events.dead under events.>), naming its path", () => {
+    const found = mistakesOf((p) => {
+      natsSource(p);
+      p.deadLetter = { nats: { stream: "DEAD", subject: "events.dead" } };
+    });
+    expect(found).toEqual([
+      {
+        path: "deadLetter.nats.subject",
+        message:
+          'deadLetter.nats.subject: "events.dead" is among the subjects the source reads ("events.>", source.nats.subjects[0]): the job would read its own outputs, and JetStream refuses the stream (subjects overlap); write to a subject outside them',
+      },
+    ]);
+  });
+
+  it("refuses a sink subject a source's * matches, even in the source's own stream", () => {
+    const found = mistakesOf((p) => {
+      natsSource(p, ["events.*"]);
+      p.sinks = [{ nats: { stream: "EVENTS", subject: "events.hourly" } }];
+    });
+    expect(found.map((m) => m.path)).toEqual(["sinks[0].nats.subject"]);
+  });
+
+  it("accepts a sink subject beside the source's: events.> does not hold events, nor a subject of another token count under *", () => {
+    expect(() =>
+      validate(
+        pipelineText((p) => {
+          natsSource(p, ["events.>", "clicks.*"]);
+          p.sinks = [{ nats: { stream: "OUT", subject: "events" } }, { nats: { stream: "OUT", subject: "clicks.a.b" } }];
+        }),
+      ),
+    ).not.toThrow();
+  });
+
+  it("does not compare subjects on servers that share nothing: another NATS system has other streams", () => {
+    expect(() =>
+      validate(
+        pipelineText((p) => {
+          natsSource(p);
+          p.deadLetter = { nats: { servers: "nats://10.0.0.8:4222", stream: "DEAD", subject: "events.dead" } };
+        }),
+      ),
+    ).not.toThrow();
+  });
+
+  it("takes localhost and 127.0.0.1, with or without the default port and scheme, for one server", () => {
+    const found = mistakesOf((p) => {
+      p.source = { nats: { servers: "nats://localhost:4222", stream: "EVENTS", subjects: ["events.>"] } };
+      p.deadLetter = { nats: { servers: "127.0.0.1:4222", stream: "DEAD", subject: "events.dead" } };
+    });
+    expect(found.map((m) => m.path)).toEqual(["deadLetter.nats.subject"]);
+  });
+
+  it("refuses one subject in two streams, naming the second sink", () => {
+    const found = mistakesOf((p) => {
+      p.sinks = [{ nats: { stream: "OUT", subject: "out.results" } }];
+      p.late = { nats: { stream: "LATE", subject: "out.results" } };
+    });
+    expect(found).toEqual([
+      {
+        path: "late.nats.subject",
+        message:
+          'late.nats.subject: "out.results" is already the subject of stream OUT (sinks[0].nats.subject): JetStream refuses a subject in two streams; write both to one stream, or use another subject',
+      },
+    ]);
+  });
+
+  it("accepts one subject written by two sinks of the same stream", () => {
+    expect(() =>
+      validate(
+        pipelineText((p) => {
+          p.sinks = [{ nats: { stream: "OUT", subject: "out.results" } }];
+          p.late = { nats: { stream: "OUT", subject: "out.results" } };
+        }),
+      ),
+    ).not.toThrow();
+  });
+
+  it("refuses source subjects that overlap one another, and subjects within JetStream's API", () => {
+    const found = mistakesOf((p) => {
+      natsSource(p, ["events.>", "events.3", "$JS.API.x"]);
+      p.deadLetter = { nats: { stream: "DEAD", subject: "$JS.API.STREAM.LIST" } };
+    });
+    expect(found).toEqual([
+      {
+        path: "source.nats.subjects[1]",
+        message: 'source.nats.subjects[1]: "events.3" overlaps "events.>" (source.nats.subjects[0]): JetStream refuses a stream whose subjects overlap',
+      },
+      { path: "source.nats.subjects[2]", message: 'source.nats.subjects[2]: "$JS.API.x" is within JetStream\'s API subjects ($JS.API.>), which no stream may take' },
+      {
+        path: "deadLetter.nats.subject",
+        message: 'deadLetter.nats.subject: "$JS.API.STREAM.LIST" is within JetStream\'s API subjects ($JS.API.>), which no stream may take',
+      },
+    ]);
+  });
+
+  it("makes the CLI exit with code 2 on a dead-letter subject the source reads, naming its path, before connecting to anything", () => {
+    const dir = tempDir();
+    const file = join(dir, "overlap.yaml");
+    writeFileSync(
+      file,
+      pipelineText((p) => {
+        p.source = { nats: { servers: "nats://127.0.0.1:1", stream: "EVENTS", subjects: ["events.>"] } };
+        p.deadLetter = { nats: { stream: "DEAD", subject: "events.dead" } };
+      }),
+    );
+    const run = runCli(["run", file]);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain(`${file}: invalid pipeline`);
+    expect(run.stderr).toContain('deadLetter.nats.subject: "events.dead" is among the subjects the source reads');
+    expect(run.stderr).not.toMatch(/cannot be reached|at .*\.ts:\d+/);
   });
 });

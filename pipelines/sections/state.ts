@@ -1,0 +1,49 @@
+// Reads `state:` (where the state dir is, how often it checkpoints, and the key it is encrypted
+// with); the checkpoint interval's default depends on the sinks.
+import type { Reader } from "../reader.ts";
+import type { SinkSpec } from "./sinks.ts";
+
+export type StateSpec = {
+  dir: string;
+  checkpointIntervalMs: number;
+  /** Read from the environment variable `state.encryptionKeyEnv` names. */
+  encryptionKey?: string;
+};
+
+/** Bytes of a state encryption key (LMDB's ChaCha8 key). */
+const STATE_KEY_BYTES = 32;
+
+/** Between checkpoints by default: each costs a flush and a commit, and recovery replays at most this much. */
+const CHECKPOINT_INTERVAL_MS = 10_000;
+/**
+ * Between checkpoints by default when a sink is NATS: its outputs leave only once the checkpoint
+ * that made them has committed, so this is most of their latency (the promise is 500 ms).
+ */
+const HOLDING_CHECKPOINT_INTERVAL_MS = 100;
+
+/** The state settings; `checkpointIntervalMs` is left unset when not given: its default depends on the sinks. */
+export function readState(r: Reader, value: unknown, name: string | undefined): (Omit<StateSpec, "checkpointIntervalMs"> & { checkpointIntervalMs?: number }) | undefined {
+  const s = value === undefined ? {} : r.object("state", value, ["dir", "checkpointInterval", "encryptionKeyEnv"]);
+  if (!s) return undefined;
+  const dir = s.dir === undefined ? r.path("state.dir", `./state/${name ?? "pipeline"}`) : r.path("state.dir", s.dir);
+  const checkpointIntervalMs = s.checkpointInterval === undefined ? undefined : r.duration("state.checkpointInterval", s.checkpointInterval, "2s", { positive: true });
+  const encryptionKey = s.encryptionKeyEnv === undefined ? undefined : readStateKey(r, s.encryptionKeyEnv);
+  if (dir === undefined || (s.checkpointInterval !== undefined && checkpointIntervalMs === undefined) || encryptionKey === null) return undefined;
+  return { dir, checkpointIntervalMs, ...(encryptionKey === undefined ? {} : { encryptionKey }) };
+}
+
+/** The checkpoint interval when `state.checkpointInterval` is not given: short when a sink holds its outputs until a checkpoint (NATS). */
+export function defaultCheckpointIntervalMs(sinks: ReadonlyArray<SinkSpec | undefined>): number {
+  return sinks.some((s) => s !== undefined && "nats" in s) ? HOLDING_CHECKPOINT_INTERVAL_MS : CHECKPOINT_INTERVAL_MS;
+}
+
+/** The state encryption key from the environment variable named at state.encryptionKeyEnv; null if refused. */
+function readStateKey(r: Reader, value: unknown): string | null {
+  const keyEnv = r.string("state.encryptionKeyEnv", value);
+  if (keyEnv === undefined) return null;
+  const key = process.env[keyEnv];
+  // LMDB's cipher takes exactly 32 bytes: a key of another length is refused rather than padded or cut.
+  if (key !== undefined && Buffer.byteLength(key) === STATE_KEY_BYTES) return key;
+  r.fail("state.encryptionKeyEnv", `the environment variable ${keyEnv} must hold the state encryption key, exactly ${STATE_KEY_BYTES} bytes (${key === undefined ? "it is not set" : `it has ${Buffer.byteLength(key)}`})`);
+  return null;
+}
