@@ -44,13 +44,15 @@ export function parsePipelineText(text: string, file: string, env: NodeJS.Proces
   try {
     const document = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
     if (document.errors.length > 0) {
-      throw new PipelineInvalid(
-        file,
-        document.errors.map((e) => {
-          const at = lines.linePos(e.pos[0]);
-          return new ConfigError("", `YAML syntax error at line ${at.line}, column ${at.col}: ${e.message.split("\n")[0]}`);
-        }),
-      );
+      // The parser goes on after the first error and reports what follows from it too (35 lines for
+      // one `${` in a `{ }` map): the first position is the mistake, the rest its echo.
+      const first = document.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
+      const at = lines.linePos(first.pos[0]);
+      const lineText = text.slice(lines.lineStarts[at.line - 1], lines.lineStarts[at.line] ?? text.length);
+      const hint = flowVariableHint(lineText);
+      throw new PipelineInvalid(file, [
+        new ConfigError("", `YAML syntax error at line ${at.line}, column ${at.col}: ${first.message.split("\n")[0]}${hint ? `; ${hint}` : ""}`),
+      ]);
     }
     raw = document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (error) {
@@ -66,6 +68,22 @@ export function parsePipelineText(text: string, file: string, env: NodeJS.Proces
   const value = substitute(raw, "", env, missing);
   if (missing.length > 0) throw new PipelineInvalid(file, missing);
   return value;
+}
+
+/**
+ * What to do when a line puts a plain `${...}` inside a flow collection (`{ servers: ${URL} }`): there
+ * `{` and `}` are YAML's own, so the value must be quoted. Undefined for any other line.
+ */
+function flowVariableHint(lineText: string): string | undefined {
+  const variableAt = lineText.indexOf("${");
+  if (variableAt < 0) return undefined;
+  const before = lineText.slice(0, variableAt).replaceAll("${", "");
+  const opened = (before.match(/[{[]/g) ?? []).length - (before.match(/[}\]]/g) ?? []).length;
+  if (opened <= 0) return undefined;
+  const end = closingBrace(lineText, variableAt + 2);
+  const value = lineText.slice(variableAt, end < 0 ? undefined : end + 1);
+  const key = /([A-Za-z_][\w-]*):\s*$/.exec(lineText.slice(0, variableAt))?.[1];
+  return `a plain \${...} cannot stand inside { } or [ ]: quote the value: ${key ? `${key}: ` : ""}"${value}"`;
 }
 
 const PROTOTYPE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
