@@ -10,7 +10,7 @@ import { readJsonLines, removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
 
-const FIXTURE = resolve(import.meta.dirname, "../fixtures/rees46-2019oct-head-4000.csv");
+const FIXTURE = resolve(import.meta.dirname, "../../data/rees46/events.csv");
 const HOUR_MS = 3_600_000;
 
 type HourlyResult = { window: string; key: string; start: number; end: number; events: number; views: number; carts: number; revenue: number };
