@@ -2,9 +2,11 @@
 // replaced from the environment in string values (never in the YAML text, so a value cannot inject
 // structure). Every problem, aliases that expand without bound included, is a PipelineInvalid.
 import { readFileSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { valueLimitViolation } from "../engine/valueLimits.ts";
 import { ConfigError, PipelineInvalid, quote } from "./errors.ts";
+import { validatePipeline, type PipelineSpec } from "./validate.ts";
 
 /** Bytes of a pipeline file: the shipped ones are under 10 KB; a megabyte is no hand-written pipeline. */
 export const MAX_PIPELINE_BYTES = 1 << 20;
@@ -20,6 +22,17 @@ const MAX_VARIABLE_NESTING = 8;
 
 const VARIABLE_START = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-|\})/y;
 
+/**
+ * Reads and validates a pipeline file: the spec `runPipeline` runs. Throws PipelineInvalid naming
+ * every bad value. `env`: where `${VAR}` in the file's values is read from (default process.env);
+ * relative paths in the file count from its folder.
+ */
+export function loadPipeline(file: string, env: NodeJS.ProcessEnv = process.env): PipelineSpec {
+  const path = resolve(file);
+  return validatePipeline(loadPipelineFile(path, env), path, dirname(path));
+}
+
+/** A pipeline file's YAML with `${VAR}` replaced, not yet validated. */
 export function loadPipelineFile(file: string, env: NodeJS.ProcessEnv = process.env): unknown {
   let text: string;
   try {
