@@ -87,6 +87,8 @@ function recount(rows: Array<Record<string, string>>): HourlyResult[] {
     if (row.event_type === "cart") w.carts++;
     if (row.event_type === "purchase") w.revenue += Number(row.price);
   }
+  // A sum is shown to 12 significant digits, without the noise of adding decimals in binary.
+  for (const w of windows.values()) w.revenue = Number(w.revenue.toPrecision(12));
   return sortResults([...windows.values()]);
 }
 
