@@ -2,9 +2,11 @@
 // replaced from the environment in string values (never in the YAML text, so a value cannot inject
 // structure). Every problem, aliases that expand without bound included, is a PipelineInvalid.
 import { readFileSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { valueLimitViolation } from "../engine/valueLimits.ts";
 import { ConfigError, PipelineInvalid, quote } from "./errors.ts";
+import { validatePipeline, type PipelineSpec } from "./validate.ts";
 
 /** Bytes of a pipeline file: the shipped ones are under 10 KB; a megabyte is no hand-written pipeline. */
 export const MAX_PIPELINE_BYTES = 1 << 20;
@@ -20,6 +22,17 @@ const MAX_VARIABLE_NESTING = 8;
 
 const VARIABLE_START = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-|\})/y;
 
+/**
+ * Reads and validates a pipeline file: the spec `runPipeline` runs. Throws PipelineInvalid naming
+ * every bad value. `env`: where `${VAR}` in the file's values is read from (default process.env);
+ * relative paths in the file count from its folder.
+ */
+export function loadPipeline(file: string, env: NodeJS.ProcessEnv = process.env): PipelineSpec {
+  const path = resolve(file);
+  return validatePipeline(loadPipelineFile(path, env), path, dirname(path));
+}
+
+/** A pipeline file's YAML with `${VAR}` replaced, not yet validated. */
 export function loadPipelineFile(file: string, env: NodeJS.ProcessEnv = process.env): unknown {
   let text: string;
   try {
@@ -44,13 +57,15 @@ export function parsePipelineText(text: string, file: string, env: NodeJS.Proces
   try {
     const document = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
     if (document.errors.length > 0) {
-      throw new PipelineInvalid(
-        file,
-        document.errors.map((e) => {
-          const at = lines.linePos(e.pos[0]);
-          return new ConfigError("", `YAML syntax error at line ${at.line}, column ${at.col}: ${e.message.split("\n")[0]}`);
-        }),
-      );
+      // The parser goes on after the first error and reports what follows from it too (35 lines for
+      // one `${` in a `{ }` map): the first position is the mistake, the rest its echo.
+      const first = document.errors.reduce((a, b) => (b.pos[0] < a.pos[0] ? b : a));
+      const at = lines.linePos(first.pos[0]);
+      const lineText = text.slice(lines.lineStarts[at.line - 1], lines.lineStarts[at.line] ?? text.length);
+      const hint = flowVariableHint(lineText);
+      throw new PipelineInvalid(file, [
+        new ConfigError("", `YAML syntax error at line ${at.line}, column ${at.col}: ${first.message.split("\n")[0]}${hint ? `; ${hint}` : ""}`),
+      ]);
     }
     raw = document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (error) {
@@ -66,6 +81,22 @@ export function parsePipelineText(text: string, file: string, env: NodeJS.Proces
   const value = substitute(raw, "", env, missing);
   if (missing.length > 0) throw new PipelineInvalid(file, missing);
   return value;
+}
+
+/**
+ * What to do when a line puts a plain `${...}` inside a flow collection (`{ servers: ${URL} }`): there
+ * `{` and `}` are YAML's own, so the value must be quoted. Undefined for any other line.
+ */
+function flowVariableHint(lineText: string): string | undefined {
+  const variableAt = lineText.indexOf("${");
+  if (variableAt < 0) return undefined;
+  const before = lineText.slice(0, variableAt).replaceAll("${", "");
+  const opened = (before.match(/[{[]/g) ?? []).length - (before.match(/[}\]]/g) ?? []).length;
+  if (opened <= 0) return undefined;
+  const end = closingBrace(lineText, variableAt + 2);
+  const value = lineText.slice(variableAt, end < 0 ? undefined : end + 1);
+  const key = /([A-Za-z_][\w-]*):\s*$/.exec(lineText.slice(0, variableAt))?.[1];
+  return `a plain \${...} cannot stand inside { } or [ ]: quote the value: ${key ? `${key}: ` : ""}"${value}"`;
 }
 
 const PROTOTYPE_KEYS = new Set(["__proto__", "constructor", "prototype"]);

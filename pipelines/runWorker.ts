@@ -4,9 +4,9 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
 import type { JobCounters, JobResult } from "../engine/job.ts";
-import { readPipeline } from "./cli.ts";
 import { runPipeline } from "./compile.ts";
 import { PipelineInvalid } from "./errors.ts";
+import { loadPipeline } from "./load.ts";
 
 /** What the main thread asks the job. */
 export type ToJob = { type: "stop" };
@@ -32,7 +32,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     if (message.type === "stop") stop.abort(new Error("stopped"));
   });
   try {
-    const result = await runPipeline(readPipeline(request.file), {
+    const result = await runPipeline(loadPipeline(request.file), {
       reset: request.reset,
       signal: stop.signal,
       onProgress: request.wantsProgress ? (counters) => tell({ type: "progress", counters: { ...counters } }) : undefined,

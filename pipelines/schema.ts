@@ -82,9 +82,24 @@ function coerceTimestamp(raw: unknown, unit: "ms" | "s", quote: Quote): unknown 
   else return new Invalid(`expected a timestamp, got ${typeOf(raw)}`);
   if (!Number.isFinite(ms)) return new Invalid(`expected a timestamp (epoch ${unit} or ISO-8601), got ${quote(raw) || `a ${typeOf(raw)} that is no timestamp`}`);
   if (ms < MIN_TIMESTAMP_MS || ms >= MAX_TIMESTAMP_MS) {
-    return new Invalid(`timestamp ${quote(raw) && `${quote(raw)} `}is outside 1990-01-01..2100-01-01`);
+    const isNumeric = typeof raw === "number" || !Number.isNaN(Number(raw));
+    return new Invalid(`timestamp ${quote(raw) && `${quote(raw)} `}is outside 1990-01-01..2100-01-01${isNumeric ? otherUnitHint(ms, unit, quote(raw) !== "") : ""}`);
   }
   return Math.floor(ms);
+}
+
+/**
+ * Epoch seconds read as milliseconds fall in January 1970, and milliseconds read as seconds tens of
+ * thousands of years ahead: when the other unit would put a numeric timestamp in range, say so.
+ * `quotesValues`: whether the reason may show the date, which is the value again.
+ */
+function otherUnitHint(ms: number, unit: "ms" | "s", quotesValues: boolean): string {
+  const other = unit === "ms" ? ms * 1000 : ms / 1000;
+  if (!(other >= MIN_TIMESTAMP_MS && other < MAX_TIMESTAMP_MS)) return "";
+  const date = quotesValues ? ` (${new Date(Math.floor(other)).toISOString()})` : "";
+  return unit === "ms"
+    ? `; as epoch seconds it would be inside${date}: declare the field with \`unit: s\``
+    : `; as epoch milliseconds it would be inside${date}: declare the field without \`unit: s\``;
 }
 
 /** The coercer of one field type: the value as the event keeps it, or Invalid. */

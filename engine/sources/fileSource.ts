@@ -1,4 +1,4 @@
-// Bounded file source: JSON lines, CSV or concatenated msgpack. Each file is a partition with its own
+// Bounded file source: JSON lines, CSV (csv-parse: quoted fields may span lines) or concatenated msgpack. Each file is a partition with its own
 // watermark; batches rotate over the partitions. The position is each file's byte offset and line
 // number plus whose turn it is, so a restored job reads exactly the batches an uninterrupted one would.
 import { statSync } from "node:fs";
@@ -7,7 +7,7 @@ import { DEFAULT_MAX_LINE_BYTES, MAX_COLLECTION_ENTRIES, valueLimitViolation } f
 import { decodeJson, textPreview, type Decoding } from "./decoding.ts";
 import { LineReader, type LinePosition } from "./lineReader.ts";
 import { MsgpackReader } from "./msgpackReader.ts";
-import { splitCsvLine } from "./csv.ts";
+import { CsvReader } from "./csvReader.ts";
 import type { Source, SourceBatch, SourceItem } from "./source.ts";
 
 export type FileFormat = "jsonl" | "csv" | "msgpack";
@@ -20,7 +20,7 @@ export type FileSourceOptions = {
   columns?: string[];
   /** CSV field delimiter. Default ",". */
   delimiter?: string;
-  /** Longer lines (msgpack: values) go to the dead-letter output, never held whole. Default 1 MiB. */
+  /** Longer lines (CSV: rows, which may span lines; msgpack: values) go to the dead-letter output, never held whole. Default 1 MiB. */
   maxLineBytes?: number;
 };
 
@@ -101,47 +101,59 @@ export class FileSource implements Source {
     }
     const maxLineBytes = this.options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
     if (this.options.format === "msgpack") return new MsgpackReader(path, partition, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
-    const lines = new LineReader(path, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
-    if (this.options.format === "jsonl") return lineItems(lines, partition, decodeJson);
-    const delimiter = this.options.delimiter ?? ",";
+    if (this.options.format === "jsonl") return lineItems(new LineReader(path, from ?? { offsetBytes: 0, lineNo: 0 }, maxLineBytes), partition, decodeJson);
+    const csvOptions = { delimiter: this.options.delimiter ?? ",", maxRecordBytes: maxLineBytes };
+    const rows = new CsvReader(path, from ?? { offsetBytes: 0, lineNo: 0 }, csvOptions);
     let columns = this.options.columns;
     if (!columns) {
-      columns = readCsvHeader(path, delimiter, maxLineBytes);
-      if (!from) lines.readLine(); // the header is no event
+      // The header is no event: read past it at the start; after a restore, read it from a reader of its own.
+      const headerReader = from ? new CsvReader(path, { offsetBytes: 0, lineNo: 0 }, csvOptions) : rows;
+      try {
+        columns = readCsvHeader(headerReader);
+      } finally {
+        if (headerReader !== rows) headerReader.close();
+      }
     }
-    return lineItems(lines, partition, csvParser(columns, delimiter));
+    return csvItems(rows, partition, columns);
   }
+}
+
+function readCsvHeader(reader: CsvReader): string[] {
+  const header = reader.readRecord();
+  if (header === undefined || header.problem !== undefined || header.fields.length === 0) throw new SourcePositionInvalid(reader.path, "CSV file has no readable header line");
+  return header.fields;
+}
+
+/** Each row of `rows` as a mapping of `columns`, or why it is none. */
+function csvItems(rows: CsvReader, partition: number, columns: string[]): PartitionReader {
+  // A row is a flat mapping of the columns: only a header of very many columns can be over the limits.
+  const isWide = columns.length > MAX_COLLECTION_ENTRIES;
+  return {
+    read(maxItems, into) {
+      for (let n = 0; n < maxItems; n++) {
+        const row = rows.readRecord(columns.length);
+        if (row === undefined) return false;
+        const origin = `${rows.path}:${row.lineNo}`;
+        if (row.problem !== undefined) {
+          into.push({ partition, error: row.problem, raw: row.raw, origin });
+          continue;
+        }
+        const value: Record<string, string> = {};
+        // An empty CSV field is an absent value, so optional fields behave as in JSON.
+        for (let c = 0; c < columns.length; c++) if (row.fields[c] !== "") value[columns[c]] = row.fields[c];
+        const violation = isWide ? valueLimitViolation(value) : undefined;
+        if (violation === undefined) into.push({ partition, value, at: row.lineNo });
+        else into.push({ partition, error: violation, raw: textPreview(row.fields.join(",")), origin });
+      }
+      return true;
+    },
+    position: () => rows.next,
+    close: () => rows.close(),
+  };
 }
 
 /** A line's value, or why it has none (`raw`: what the dead letter shows, default the whole line). */
 type LineParser = (text: string) => Decoding;
-
-function csvParser(columns: string[], delimiter: string): LineParser {
-  // A row is a flat mapping of the columns: only a header of very many columns can be over the limits.
-  const isWide = columns.length > MAX_COLLECTION_ENTRIES;
-  return (text) => {
-    const fields = splitCsvLine(text, delimiter);
-    if (!Array.isArray(fields)) return { error: `bad CSV: ${fields.error}` };
-    if (fields.length !== columns.length) return { error: `bad CSV: ${fields.length} fields, the header has ${columns.length}` };
-    const value: Record<string, string> = {};
-    // An empty CSV field is an absent value, so optional fields behave as in JSON.
-    for (let c = 0; c < columns.length; c++) if (fields[c] !== "") value[columns[c]] = fields[c];
-    const violation = isWide ? valueLimitViolation(value) : undefined;
-    return violation === undefined ? { value } : { error: violation, raw: textPreview(text) };
-  };
-}
-
-function readCsvHeader(path: string, delimiter: string, maxLineBytes: number): string[] {
-  const reader = new LineReader(path, { offsetBytes: 0, lineNo: 0 }, maxLineBytes);
-  try {
-    const header = reader.readLine(); // without a byte-order mark: the line reader skips it
-    const fields = header && header.problem === undefined ? splitCsvLine(header.text, delimiter) : undefined;
-    if (!Array.isArray(fields) || fields.length === 0) throw new SourcePositionInvalid(path, "CSV file has no readable header line");
-    return fields;
-  } finally {
-    reader.close();
-  }
-}
 
 function lineItems(lines: LineReader, partition: number, parse: LineParser): PartitionReader {
   return {

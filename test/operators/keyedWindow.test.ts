@@ -35,7 +35,8 @@ function expectedResult(name: string, key: string, startMs: number, endMs: numbe
     events: events.length,
     as: events.filter((e) => e.value.tag === "a").length,
     total: vs.reduce((a, b) => a + b, 0),
-    mean: vs.length ? vs.reduce((a, b) => a + b, 0) / vs.length : null,
+    // Results show sums and averages to 12 significant digits (test/operators/aggregations.test.ts).
+    mean: vs.length ? Number((vs.reduce((a, b) => a + b, 0) / vs.length).toPrecision(12)) : null,
     low: vs.length ? Math.min(...vs) : null,
     high: vs.length ? Math.max(...vs) : null,
     firstV: byTime[0]?.value.v ?? null,

@@ -58,3 +58,36 @@ describe("eventDecoder's reasons", () => {
     ]);
   });
 });
+
+describe("a numeric timestamp outside 1990..2100", () => {
+  // 2017-11-25T00:00:00Z in epoch seconds, as the Taobao data has it.
+  const SECONDS = 1511568000;
+  const schemaOf = (unit: "ms" | "s"): EventSchema => ({ user_id: SCHEMA.user_id, ts: { type: "timestamp", required: true, unit } });
+
+  it("says when it would be inside as epoch seconds, naming `unit: s`", () => {
+    const decode = eventDecoder(schemaOf("ms"), "user_id", "ts");
+    expect((decode({ user_id: "u1", ts: SECONDS }) as { error: string }).error).toBe(
+      'field "ts": timestamp 1511568000 is outside 1990-01-01..2100-01-01; as epoch seconds it would be inside (2017-11-25T00:00:00.000Z): declare the field with `unit: s`',
+    );
+    expect((decode({ user_id: "u1", ts: String(SECONDS) }) as { error: string }).error).toMatch(/; as epoch seconds it would be inside .*`unit: s`$/);
+  });
+
+  it("says when it would be inside as epoch milliseconds under `unit: s`", () => {
+    const decode = eventDecoder(schemaOf("s"), "user_id", "ts");
+    expect((decode({ user_id: "u1", ts: SECONDS * 1000 }) as { error: string }).error).toBe(
+      'field "ts": timestamp 1511568000000 is outside 1990-01-01..2100-01-01; as epoch milliseconds it would be inside (2017-11-25T00:00:00.000Z): declare the field without `unit: s`',
+    );
+  });
+
+  it("gives the hint without the value or its date when quotesValues is false", () => {
+    const decode = eventDecoder(schemaOf("ms"), "user_id", "ts", { quotesValues: false });
+    expect((decode({ user_id: "u1", ts: SECONDS }) as { error: string }).error).toBe(
+      'field "ts": timestamp is outside 1990-01-01..2100-01-01; as epoch seconds it would be inside: declare the field with `unit: s`',
+    );
+  });
+
+  it("gives no hint when neither unit would put it inside", () => {
+    const decode = eventDecoder(schemaOf("ms"), "user_id", "ts");
+    expect((decode({ user_id: "u1", ts: -5 }) as { error: string }).error).toBe('field "ts": timestamp -5 is outside 1990-01-01..2100-01-01');
+  });
+});

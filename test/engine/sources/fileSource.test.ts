@@ -4,7 +4,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pack } from "msgpackr";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FileSource, type FileFormat } from "../../../engine/sources/fileSource.ts";
 import type { SourceItem } from "../../../engine/sources/source.ts";
 import { mulberry32 } from "../../harness.ts";
@@ -251,5 +251,132 @@ describe("JSON lines and CSV", () => {
     const path = writeTemp("events.jsonl", "bob@example.com\n");
     const [item] = (await readAll(path, "jsonl")).items;
     expect(item).toMatchObject({ error: "not JSON: Unexpected token (not valid JSON)", raw: "bob@example.com" });
+  });
+});
+
+describe("CSV rows with quoted fields that span lines", () => {
+  const HEADER = "user_id,ts,note\r\n";
+
+  it("reads a field with line breaks, delimiters and quotes inside its quotes, named by the line it starts on", async () => {
+    const path = writeTemp("crm.csv", `${HEADER}u1,1,plain\r\nu2,2,"Called back.\r\nSays ""call Monday"", then\nwrites, twice"\r\nu3,3,"one line"\r\n`);
+    const source = new FileSource({ paths: [path], format: "csv" });
+    await source.open(undefined);
+    const { items } = source.nextBatch(10);
+    await source.close();
+    expect(valuesOf(items)).toEqual([
+      { user_id: "u1", ts: "1", note: "plain" },
+      { user_id: "u2", ts: "2", note: 'Called back.\r\nSays "call Monday", then\nwrites, twice' },
+      { user_id: "u3", ts: "3", note: "one line" },
+    ]);
+    expect(items.map((i) => (i.error === undefined ? source.originOf(0, i.at!) : i.origin))).toEqual([`${path}:2`, `${path}:3`, `${path}:6`]);
+  });
+
+  it("refuses only the line of a quote that never closes, and reads the rows below it", async () => {
+    const path = writeTemp("crm.csv", `${HEADER}u1,1,"never closed\r\nu2,2,fine\r\nu3,3,"quoted, fine"\r\nu4,4,"to the end\r\n`);
+    const { items } = await readAll(path, "csv");
+    expect(valuesOf(items)).toEqual([
+      { user_id: "u2", ts: "2", note: "fine" },
+      { user_id: "u3", ts: "3", note: "quoted, fine" },
+    ]);
+    expect(errorsOf(items).map((e) => [e.origin, e.error, e.raw])).toEqual([
+      [`${path}:2`, "bad CSV: unterminated quoted field", 'u1,1,"never closed'],
+      [`${path}:5`, "bad CSV: unterminated quoted field", 'u4,4,"to the end'],
+    ]);
+  });
+
+  it("refuses a quote inside an unquoted field or text after a closing quote, as RFC 4180 does, naming it", async () => {
+    const path = writeTemp("crm.csv", `${HEADER}u1,1,5" screen\nu2,2,"quoted" then more\nu3,3,"5"" screen"\n`);
+    const { items } = await readAll(path, "csv");
+    expect(valuesOf(items)).toEqual([{ user_id: "u3", ts: "3", note: '5" screen' }]);
+    expect(errorsOf(items).map((e) => [e.origin, e.error])).toEqual([
+      [`${path}:2`, "bad CSV: a quote inside an unquoted field"],
+      [`${path}:3`, "bad CSV: a closing quote followed by more than a delimiter or the line's end"],
+    ]);
+  });
+
+  it("refuses a row longer than maxLineBytes, a line or a quoted field over several, and reads on", async () => {
+    const long = "x".repeat(3000);
+    const path = writeTemp("crm.csv", `${HEADER}u1,1,${long}\nu2,2,"${"y\n".repeat(1500)}"\nu3,3,ok\n`);
+    const { items } = await readAll(path, "csv", { maxLineBytes: 1024 });
+    expect(valuesOf(items)).toEqual([{ user_id: "u3", ts: "3", note: "ok" }]);
+    const errors = errorsOf(items);
+    expect(errors[0]).toMatchObject({ origin: `${path}:2`, error: `line of ${3005} bytes is over the limit` });
+    expect(errors[0].raw.length).toBeLessThanOrEqual(200);
+    // The long quoted field: its first line is taken for an unclosed quote, the others for rows of one field.
+    expect(errors[1]).toMatchObject({ origin: `${path}:3`, error: "bad CSV: unterminated quoted field", raw: 'u2,2,"y' });
+    expect(errors.slice(2).every((e) => e.error === "bad CSV: 1 fields, the header has 3" || e.error === "bad CSV: unterminated quoted field")).toBe(true);
+  });
+
+  it("refuses a row spanning lines that is not UTF-8, saying where in the row", async () => {
+    const path = writeTemp("crm.csv", Buffer.concat([Buffer.from(`${HEADER}u1,1,"a\nb`), Buffer.from([0xff]), Buffer.from(`"\nu2,2,c\n`)]));
+    const { items } = await readAll(path, "csv");
+    expect(valuesOf(items)).toEqual([{ user_id: "u2", ts: "2", note: "c" }]);
+    expect(errorsOf(items).map((e) => [e.origin, e.error])).toEqual([[`${path}:2`, "not UTF-8: an invalid byte sequence at byte 9 of the row"]]);
+  });
+
+  it("skips a byte-order mark before the header, and resumes after the header's first row", async () => {
+    const path = writeTemp("crm.csv", `\uFEFF${HEADER}u1,1,"a\nb"\nu2,2,c\n`);
+    const first = await readAll(path, "csv", { batchSize: 1 });
+    expect(valuesOf(first.items)).toEqual([
+      { user_id: "u1", ts: "1", note: "a\nb" },
+      { user_id: "u2", ts: "2", note: "c" },
+    ]);
+    const restored = await readAll(path, "csv", { position: first.positionsAfterBatch[0] });
+    expect(valuesOf(restored.items)).toEqual([{ user_id: "u2", ts: "2", note: "c" }]);
+    expect(first.positionsAfterBatch[0]).toEqual({ partitions: [{ offsetBytes: Buffer.byteLength(`\uFEFF${HEADER}u1,1,"a\nb"\n`), lineNo: 3 }], turn: 0 });
+  });
+
+  describe("a CRM export of 3,000 rows: quoted notes over several lines, CRLF and LF, blank lines, stray quotes", () => {
+    const rnd = mulberry32(23);
+    const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
+    const rows: string[] = [];
+    const expected: Array<Record<string, string> | string> = [];
+    for (let i = 0; i < 3000; i++) {
+      const eol = pick(["\n", "\r\n"]);
+      const kind = rnd();
+      if (kind < 0.02) {
+        rows.push(eol); // a blank line: skipped
+      } else if (kind < 0.04) {
+        rows.push(`u${i},${i},"stray quote${eol}`);
+        expected.push("bad CSV: unterminated quoted field");
+      } else if (kind < 0.06) {
+        rows.push(`u${i},${i},${eol}`); // an empty field: an absent value
+        expected.push({ user_id: `u${i}`, ts: String(i) });
+      } else {
+        // Notes start with text: a quoted field that starts with a line break would close a stray
+        // quote above it into a row of the right length, which no reader can tell from a real one.
+        const note = Array.from({ length: 1 + Math.floor(rnd() * 4) }, () => pick(["call back", 'said "no"', "a, b", "é 中"])).join(pick(["\n", "\r\n", " "]));
+        const isQuoted = /[",\n]/.test(note) || rnd() < 0.3;
+        rows.push(`u${i},${i},${isQuoted ? `"${note.replaceAll('"', '""')}"` : note}${eol}`);
+        expected.push({ user_id: `u${i}`, ts: String(i), note });
+      }
+    }
+    let path: string;
+    let read: Read;
+
+    beforeAll(async () => {
+      path = writeTemp("crm.csv", HEADER + rows.join(""));
+      read = await readAll(path, "csv", { batchSize: 7 });
+    });
+
+    it("reads every row as written, and refuses each stray quote's line alone", () => {
+      expect(read.items.map((i) => (i.error === undefined ? i.value : i.error))).toEqual(expected);
+    });
+
+    it("reads, restored at any batch's position, exactly what the uninterrupted read gave after it", async () => {
+      for (let b = 0; b < read.positionsAfterBatch.length; b += 5) {
+        const restored = await readAll(path, "csv", { position: read.positionsAfterBatch[b], batchSize: 50 });
+        expect(restored.items).toEqual(read.items.slice(Math.min(read.items.length, (b + 1) * 7)));
+      }
+    });
+
+    it("names each row by the line it starts on", () => {
+      const lines = (HEADER + rows.join("")).split("\n");
+      for (const item of read.items.slice(0, 500)) {
+        if (item.error !== undefined) continue;
+        const v = item.value as Record<string, string>;
+        expect(lines[item.at! - 1].startsWith(`${v.user_id},${v.ts},`)).toBe(true);
+      }
+    });
   });
 });

@@ -1,0 +1,137 @@
+// The words of a `flusso` command line: which command, its file and its options, or one line saying
+// what is wrong with them (an unknown command or option, an option of another command, a missing value).
+
+export const COMMANDS = ["run", "publish"] as const;
+export type CommandName = (typeof COMMANDS)[number];
+
+type OptionSpec = {
+  /** `--name VALUE` (or `--name=VALUE`); otherwise a flag. */
+  takesValue: boolean;
+  /** The commands it applies to; any other refuses it. */
+  commands: readonly CommandName[];
+};
+
+/** Every option, with the commands that take it. `--help` and `--version` apply everywhere. */
+export const OPTIONS: Record<string, OptionSpec> = {
+  reset: { takesValue: false, commands: ["run"] },
+  quiet: { takesValue: false, commands: ["run", "publish"] },
+  servers: { takesValue: true, commands: ["publish"] },
+  stream: { takesValue: true, commands: ["publish"] },
+  subject: { takesValue: true, commands: ["publish"] },
+  partitions: { takesValue: true, commands: ["publish"] },
+  rate: { takesValue: true, commands: ["publish"] },
+  format: { takesValue: true, commands: ["publish"] },
+  key: { takesValue: true, commands: ["publish"] },
+  columns: { takesValue: true, commands: ["publish"] },
+  events: { takesValue: true, commands: ["publish"] },
+  seed: { takesValue: true, commands: ["publish"] },
+  stamp: { takesValue: true, commands: ["publish"] },
+};
+
+const GLOBAL_OPTIONS = ["help", "version"];
+
+export type CommandLine =
+  | { command: "help" }
+  | { command: "version" }
+  | { command: "run"; file: string; reset: boolean; quiet: boolean }
+  | { command: "publish"; input: string; values: Record<string, string>; quiet: boolean }
+  /** `message`: one line for the user; the usage follows it, and the exit code is 2. */
+  | { command: "mistake"; message: string };
+
+/** Reads `argv` (without `node` and the script). */
+export function parseCommandLine(argv: readonly string[]): CommandLine {
+  const positionals: string[] = [];
+  const flags = new Set<string>();
+  const values: Record<string, string> = {};
+  const given: string[] = [];
+  let isAfterDashes = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (isAfterDashes || !arg.startsWith("-") || arg === "-") {
+      positionals.push(arg);
+      continue;
+    }
+    if (arg === "--") {
+      isAfterDashes = true;
+      continue;
+    }
+    if (arg === "-h") {
+      flags.add("help");
+      continue;
+    }
+    if (!arg.startsWith("--")) return mistake(positionals[0], `unknown option ${arg}${suggestion(arg.replace(/^-+/, ""), optionNames(), "--")}`);
+    const equalsAt = arg.indexOf("=");
+    const name = arg.slice(2, equalsAt < 0 ? undefined : equalsAt);
+    if (GLOBAL_OPTIONS.includes(name)) {
+      flags.add(name);
+      continue;
+    }
+    const spec = OPTIONS[name];
+    if (spec === undefined) return mistake(positionals[0], `unknown option --${name}${suggestion(name, optionNames(), "--")}`);
+    given.push(name);
+    if (!spec.takesValue) {
+      if (equalsAt >= 0) return mistake(positionals[0], `--${name} takes no value`);
+      flags.add(name);
+      continue;
+    }
+    if (equalsAt >= 0) {
+      values[name] = arg.slice(equalsAt + 1);
+      continue;
+    }
+    const value = argv[i + 1];
+    if (value === undefined || value.startsWith("--")) return mistake(positionals[0], `--${name} needs a value`);
+    values[name] = value;
+    i++;
+  }
+  if (flags.has("help")) return { command: "help" };
+  if (flags.has("version")) return { command: "version" };
+  const [command, target, ...extra] = positionals;
+  if (command === undefined) return { command: "mistake", message: "flusso: which command? run or publish" };
+  if (!(COMMANDS as readonly string[]).includes(command)) {
+    return { command: "mistake", message: `flusso: unknown command ${JSON.stringify(command)}${suggestion(command, COMMANDS, "")}; the commands are ${COMMANDS.join(" and ")}` };
+  }
+  const name = command as CommandName;
+  for (const option of given) {
+    const takers = OPTIONS[option].commands;
+    if (!takers.includes(name)) return mistake(name, `--${option} is an option of flusso ${takers.join(" and ")}, not of ${name}`);
+  }
+  const what = name === "run" ? "a pipeline file" : "a file or generator";
+  if (target === undefined) return mistake(name, `${what} is missing`);
+  if (extra.length > 0) return mistake(name, `one ${name === "run" ? "pipeline file" : "input"} expected, got also ${extra.map((x) => JSON.stringify(x)).join(" ")}`);
+  const quiet = flags.has("quiet");
+  if (name === "run") return { command: "run", file: target, reset: flags.has("reset"), quiet };
+  return { command: "publish", input: target, values, quiet };
+}
+
+function mistake(command: string | undefined, text: string): CommandLine {
+  const isCommand = command !== undefined && (COMMANDS as readonly string[]).includes(command);
+  return { command: "mistake", message: `flusso${isCommand ? ` ${command}` : ""}: ${text}` };
+}
+
+function optionNames(): string[] {
+  return [...Object.keys(OPTIONS), ...GLOBAL_OPTIONS];
+}
+
+/** ` (did you mean --reset?)` for a word within two edits of a known one, else "". */
+function suggestion(word: string, known: readonly string[], prefix: string): string {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = editDistance(word, candidate);
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best === undefined ? "" : ` (did you mean ${prefix}${best}?)`;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}

@@ -1,0 +1,80 @@
+// The `flusso` command line as a user meets it: a mistyped command or option is named in one line of
+// flusso's own, followed by the usage, with exit code 2, before anything runs.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseCommandLine } from "../../pipelines/cliArgs.ts";
+import { PROJECT_ROOT, runCli } from "./pipelineFiles.ts";
+
+const VERSION = (JSON.parse(readFileSync(join(PROJECT_ROOT, "package.json"), "utf8")) as { version: string }).version;
+
+describe("flusso's command line", () => {
+  it("prints the package version for --version", () => {
+    const run = runCli(["--version"]);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toBe(`${VERSION}\n`);
+  });
+
+  it("says that an unknown command is unknown, lists the commands and exits 2", () => {
+    const run = runCli(["runn", "config/default.yaml"]);
+    expect(run.status).toBe(2);
+    const [first, second] = run.stderr.split("\n");
+    expect(first).toBe('flusso: unknown command "runn" (did you mean run?); the commands are run and publish');
+    expect(second).toMatch(/^usage: flusso run /);
+  });
+
+  it("refuses an option of another command, in its own words, before reading the pipeline", () => {
+    const run = runCli(["run", "config/default.yaml", "--rate", "5"]);
+    expect(run.status).toBe(2);
+    expect(run.stderr.split("\n")[0]).toBe("flusso run: --rate is an option of flusso publish, not of run");
+    expect(run.stderr).not.toMatch(/ERR_PARSE_ARGS|TypeError/);
+  });
+
+  it("names a mistyped option with its likely meaning and exits 2", () => {
+    const run = runCli(["run", "config/default.yaml", "--rest"]);
+    expect(run.status).toBe(2);
+    expect(run.stderr.split("\n")[0]).toBe("flusso run: unknown option --rest (did you mean --reset?)");
+    expect(run.stderr).toContain("usage: flusso run");
+  });
+});
+
+describe("parseCommandLine", () => {
+  it("reads a run with its flags", () => {
+    expect(parseCommandLine(["run", "p.yaml", "--reset"])).toEqual({ command: "run", file: "p.yaml", reset: true, quiet: false });
+  });
+
+  it("reads publish options as --name value and --name=value", () => {
+    expect(parseCommandLine(["publish", "generator", "--rate", "500", "--stream=EV", "--quiet"])).toEqual({
+      command: "publish",
+      input: "generator",
+      values: { rate: "500", stream: "EV" },
+      quiet: true,
+    });
+  });
+
+  it.each([
+    [["publish", "generator", "--reset"], "flusso publish: --reset is an option of flusso run, not of publish"],
+    [["publish", "generator", "--rate"], "flusso publish: --rate needs a value"],
+    [["publish", "generator", "--rate", "--quiet"], "flusso publish: --rate needs a value"],
+    [["run", "p.yaml", "--reset=yes"], "flusso run: --reset takes no value"],
+    [["run"], "flusso run: a pipeline file is missing"],
+    [["run", "a.yaml", "b.yaml"], 'flusso run: one pipeline file expected, got also "b.yaml"'],
+    [["publish", "generator", "--stremm", "X"], "flusso publish: unknown option --stremm (did you mean --stream?)"],
+    [["run", "p.yaml", "--frobnicate"], "flusso run: unknown option --frobnicate"],
+    [["run", "p.yaml", "-r"], "flusso run: unknown option -r"],
+    [[], "flusso: which command? run or publish"],
+    [["pubish", "x.csv"], 'flusso: unknown command "pubish" (did you mean publish?); the commands are run and publish'],
+  ])("refuses %j: %s", (argv, message) => {
+    expect(parseCommandLine(argv)).toEqual({ command: "mistake", message });
+  });
+
+  it("answers --help and --version wherever they stand", () => {
+    expect(parseCommandLine(["run", "--help"])).toEqual({ command: "help" });
+    expect(parseCommandLine(["-h"])).toEqual({ command: "help" });
+    expect(parseCommandLine(["--version"])).toEqual({ command: "version" });
+  });
+
+  it("takes what follows -- as a file, even when it starts with a dash", () => {
+    expect(parseCommandLine(["run", "--", "--odd.yaml"])).toEqual({ command: "run", file: "--odd.yaml", reset: false, quiet: false });
+  });
+});
