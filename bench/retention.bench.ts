@@ -25,7 +25,7 @@ type Results = { issue: string; pipeline: string; method: Record<string, string>
 
 const METHOD = {
   pipeline:
-    "config/retention.yaml loaded with readPipeline, compiled with jobOptions; only the state dir and the file sinks (and dead letters) moved to a temp dir, " +
+    "config/retention.yaml loaded with loadPipeline, compiled with jobOptions; only the state dir and the file sinks (and dead letters) moved to a temp dir, " +
     "outputs and sink routing as configured, checkpoints every 2 s (LMDB) as configured, --reset each run.",
   memorySource:
     "The config's generator settings (seed 42, 20k users, 0.25 events/s, 4 partitions) run ahead of time into an array of the raw event objects; " +

@@ -14,7 +14,7 @@ import { GeneratorSource } from "../simulator/generatorSource.ts";
 import type { Source, SourceBatch } from "../engine/sources/source.ts";
 import { StateStore, type Checkpointable } from "../engine/store.ts";
 import { TimerService } from "../engine/timers.ts";
-import { readPipeline } from "../pipelines/cli.ts";
+import { loadPipeline } from "../pipelines/load.ts";
 import { WAKE_UP_STEPS_COUNTER } from "../operators/behaviour.ts";
 import { jobOptions } from "../pipelines/compile.ts";
 import type { Event } from "../pipelines/schema.ts";
@@ -32,11 +32,11 @@ function redirected(sink: SinkSpec, outDir: string): SinkSpec {
 }
 
 /**
- * config/retention.yaml loaded as `flusso run` loads it (readPipeline), with the state dir and the
+ * config/retention.yaml loaded as `flusso run` loads it (loadPipeline), with the state dir and the
  * file sinks moved under `workDir`; `events` replaces the generator's event count when given.
  */
 export function retentionSpec(workDir: string, events?: number): PipelineSpec {
-  const spec = readPipeline(PIPELINE_FILE);
+  const spec = loadPipeline(PIPELINE_FILE);
   if (!("generator" in spec.source)) throw new Error(`${PIPELINE_FILE}: expected a generator source`);
   const outDir = join(workDir, "out");
   return {

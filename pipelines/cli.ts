@@ -40,8 +40,6 @@ export function flussoVersion(): string {
   return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 }
 
-/** The tests' name of `loadPipeline` (pipelines/load.ts), kept while other branches still use it. */
-export const readPipeline = loadPipeline;
 
 const ENGINE_COUNTERS = new Set(["read", "outputs", "late", "deadLettered", "checkpoints"]);
 

@@ -7,7 +7,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, wri
 import { dirname, join, relative, resolve } from "node:path";
 import { parse, stringify } from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { readPipeline } from "../pipelines/cli.ts";
+import { loadPipeline } from "../pipelines/load.ts";
 import { parseCommandLine } from "../pipelines/cliArgs.ts";
 import { runPipeline } from "../pipelines/compile.ts";
 import { PipelineInvalid } from "../pipelines/errors.ts";
@@ -118,7 +118,7 @@ describe("README.md's YAML examples", () => {
 
 describe("the shipped pipeline files", () => {
   it.each(shippedPipelineFiles())("%s loads and validates as shipped", (file) => {
-    expect(() => readPipeline(join(PROJECT_ROOT, file), {})).not.toThrow();
+    expect(() => loadPipeline(join(PROJECT_ROOT, file), {})).not.toThrow();
   });
 
   it.each([
@@ -155,7 +155,7 @@ describe("README.md's commands", () => {
       } else if (words[0] === "npx" && words[1] === "flusso") {
         const parsed = parseCommandLine(words.slice(2));
         expect(parsed.command, `${command}: ${JSON.stringify(parsed)}`).not.toBe("mistake");
-        if (parsed.command === "run") expect(() => readPipeline(join(PROJECT_ROOT, parsed.file), {})).not.toThrow();
+        if (parsed.command === "run") expect(() => loadPipeline(join(PROJECT_ROOT, parsed.file), {})).not.toThrow();
         if (parsed.command === "publish" && parsed.input !== "generator") expect(isInProject(parsed.input), command).toBe(true);
       } else {
         // `node --import tsx bench/x.ts`, `node bench/y.ts ...`: the files named exist.
@@ -235,7 +235,7 @@ describe("README.md's publishers, into the streams config/nats/*.yaml read", () 
     pipeline.state = { dir: join(dir, "state") };
     const file = join(dir, `${name}.yaml`);
     writeFileSync(file, stringify(pipeline).replaceAll("../../out/", `${dir}/out/`));
-    return runPipeline(readPipeline(file, { NATS_URL: server.url }), { reset: true });
+    return runPipeline(loadPipeline(file, { NATS_URL: server.url }), { reset: true });
   }
 
   it("the REES46 sample: every event read by config/nats/rees46.yaml, with the results of config/rees46.yaml", async () => {
@@ -246,7 +246,7 @@ describe("README.md's publishers, into the streams config/nats/*.yaml read", () 
     expect(result.counters).toMatchObject({ read: 4000, deadLettered: 0, late: 0 });
     const fromNats = (await readStream(server.url, "REES46_RESULTS")).map((body) => JSON.parse(body) as WindowResult);
     const fromFile = projectCopy("config/rees46.yaml");
-    await runPipeline(readPipeline(join(fromFile, "config/rees46.yaml"), {}), { reset: true });
+    await runPipeline(loadPipeline(join(fromFile, "config/rees46.yaml"), {}), { reset: true });
     expect(fromNats.sort(byWindow)).toEqual(readJsonLines<WindowResult>(join(fromFile, "out/rees46/results.jsonl")).sort(byWindow));
   });
 

@@ -6,7 +6,7 @@ import { isDeepStrictEqual } from "node:util";
 import { pack } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobResult } from "../../engine/job.ts";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { eventSchemaYaml, FILE_OUTPUTS, hourlyWindow, OUTPUT_FILES, windowPipelineYaml, type SchemaFields } from "../fixtures/pipelines.ts";
 import { readJsonLines, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
@@ -45,7 +45,7 @@ function pipelineYaml(source: string, fields: SchemaFields = {}): string {
 async function runIn(dir: string, source: string, fields: SchemaFields = {}): Promise<Run> {
   const file = join(dir, "pipeline.yaml");
   writeFileSync(file, pipelineYaml(source, fields));
-  const result = await runPipeline(readPipeline(file, {}), { reset: true });
+  const result = await runPipeline(loadPipeline(file, {}), { reset: true });
   return {
     result,
     results: readJsonLines(join(dir, OUTPUT_FILES.results)),

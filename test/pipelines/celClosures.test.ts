@@ -6,7 +6,7 @@ import type { Environment } from "@marcbachmann/cel-js";
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
 import { closureFor, type Evaluate } from "../../pipelines/celClosures.ts";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
 import { PROJECT_ROOT } from "./pipelineFiles.ts";
 
@@ -56,7 +56,7 @@ describe("the shipped pipelines", () => {
 
   it.each(files)("compiles every expression of %s to a closure", (file) => {
     compiledByReader.length = 0;
-    readPipeline(join(PROJECT_ROOT, "config", file), {});
+    loadPipeline(join(PROJECT_ROOT, "config", file), {});
     expect(compiledByReader.length).toBeGreaterThan(0);
     for (const { env: readerEnv, source } of compiledByReader) {
       const pipelineEnv = readerEnv as Environment;

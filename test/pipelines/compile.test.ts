@@ -3,7 +3,7 @@
 import { cpSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { fingerprint, runPipeline } from "../../pipelines/compile.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
@@ -40,7 +40,7 @@ function project(): string {
 
 /** Runs the project's pipeline to the end, or (`isStoppedEarly`) for one batch of 50 and a checkpoint. */
 function run(dir: string, env: NodeJS.ProcessEnv = {}, isStoppedEarly = false) {
-  const spec = readPipeline(join(dir, "pipeline.yaml"), env);
+  const spec = loadPipeline(join(dir, "pipeline.yaml"), env);
   return runPipeline(spec, isStoppedEarly ? { batchSize: 50, signal: AbortSignal.abort() } : { batchSize: 50 });
 }
 
@@ -77,7 +77,7 @@ describe("the state fingerprint", () => {
     const dir = project();
     const of = (text: string, env: NodeJS.ProcessEnv = {}) => {
       writeFileSync(join(dir, "pipeline.yaml"), text);
-      return fingerprint(readPipeline(join(dir, "pipeline.yaml"), env));
+      return fingerprint(loadPipeline(join(dir, "pipeline.yaml"), env));
     };
     expect(of(PIPELINE.replace("checkpointInterval: 1h", "checkpointInterval: 2s"), { STATE_DIR: "/elsewhere/state" })).toBe(of(PIPELINE));
     /** The pipeline reading from and writing to NATS, with these servers and options. */
@@ -92,7 +92,7 @@ describe("the state fingerprint", () => {
 
   it("tells apart pipelines that compute differently or read other files", () => {
     const dir = project();
-    const of = () => fingerprint(readPipeline(join(dir, "pipeline.yaml"), {}));
+    const of = () => fingerprint(loadPipeline(join(dir, "pipeline.yaml"), {}));
     const expected = of();
     writeFileSync(join(dir, "pipeline.yaml"), PIPELINE.replace("size: 15m", "size: 30m"));
     expect(of()).not.toBe(expected);

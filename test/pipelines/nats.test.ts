@@ -11,7 +11,7 @@ import { unpack } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
 import { partitionOf } from "../../engine/partitioning.ts";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { eventSchemaYaml, SESSION_DURATION, windowPipelineYaml } from "../fixtures/pipelines.ts";
 import { firstMessageIn, messagesIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
@@ -106,7 +106,7 @@ describe("NATS JetStream in and out", () => {
       join(dir, "file.yaml"),
       pipelineYaml("file", "{ file: { path: events.jsonl, format: jsonl } }", "file: { path: out-file/results.jsonl }", "{ file: { path: out-file/dead.jsonl } }"),
     );
-    const result = await runPipeline(readPipeline(join(dir, "file.yaml")), { reset: true });
+    const result = await runPipeline(loadPipeline(join(dir, "file.yaml")), { reset: true });
     expect(result.counters.late).toBe(0);
     expected = sorted(readFileSync(join(dir, "out-file/results.jsonl"), "utf8").trim().split("\n"));
     expect(expected.length).toBeGreaterThan(1000);
@@ -123,7 +123,7 @@ describe("NATS JetStream in and out", () => {
       join(dir, "nats.yaml"),
       pipelineYaml("nats", natsSource(), `nats: { servers: "${server.url}", stream: OUT, subject: out.results }`, `{ nats: { servers: "${server.url}", stream: DEAD, subject: dead.events } }`),
     );
-    const result = await runPipeline(readPipeline(join(dir, "nats.yaml")), { reset: true });
+    const result = await runPipeline(loadPipeline(join(dir, "nats.yaml")), { reset: true });
     expect(result.isComplete).toBe(true);
     expect(result.counters.read).toBe(all.length + BAD.length);
     expect(sorted(await readStream(server.url, "OUT"))).toEqual(expected);
@@ -159,7 +159,7 @@ describe("NATS JetStream in and out", () => {
     const before = process.env.NATS_URL;
     process.env.NATS_URL = "nats://127.0.0.1:1";
     try {
-      const spec = readPipeline(join(dir, "few.yaml"));
+      const spec = loadPipeline(join(dir, "few.yaml"));
       expect(spec.deadLetter).toMatchObject({ nats: { servers: [server.url] } });
       await runPipeline(spec, { reset: true });
     } finally {
@@ -299,7 +299,7 @@ describe("NATS JetStream in and out", () => {
         `{ file: { path: out-msgpack/dead.jsonl } }`,
       ),
     );
-    const result = await runPipeline(readPipeline(join(dir, "msgpack.yaml")), { reset: true });
+    const result = await runPipeline(loadPipeline(join(dir, "msgpack.yaml")), { reset: true });
     expect(result.counters.deadLettered).toBe(0);
     const nc = await connect({ servers: server.url });
     const consumer = await jetstream(nc).consumers.get("OUTMP", { deliver_policy: DeliverPolicy.All });

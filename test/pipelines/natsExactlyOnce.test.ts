@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { messagesIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { removeTempDirs, readJsonLines, tempDir } from "./pipelineFiles.ts";
 
@@ -101,12 +101,12 @@ sinks:
 deadLetter: { file: { path: out/dead.jsonl } }
 `;
     writeFileSync(join(dir, "file.yaml"), pipeline("file: { path: out/triggers.jsonl }").replace("equal-bodies", "equal-bodies-file"));
-    await runPipeline(readPipeline(join(dir, "file.yaml")));
+    await runPipeline(loadPipeline(join(dir, "file.yaml")));
     const expected = readJsonLines(join(dir, "out/triggers.jsonl"));
     expect(expected.length).toBeGreaterThan(100);
     expect(new Set(expected.map((t) => JSON.stringify(t))).size).toBe(1); // every body the same
     writeFileSync(join(dir, "nats.yaml"), pipeline(`nats: { servers: "${server.url}", stream: EQUAL, subject: equal.out }`));
-    await runPipeline(readPipeline(join(dir, "nats.yaml")));
+    await runPipeline(loadPipeline(join(dir, "nats.yaml")));
     expect((await readStream(server.url, "EQUAL")).length).toBe(expected.length);
   });
 
@@ -189,7 +189,7 @@ sinks:
 deadLetter: { file: { path: out-${name}/dead.jsonl } }
 `;
     writeFileSync(join(dir, "reference.yaml"), pipeline("reference", "file: { path: out-reference/results.jsonl }"));
-    await runPipeline(readPipeline(join(dir, "reference.yaml")));
+    await runPipeline(loadPipeline(join(dir, "reference.yaml")));
     const expected = readJsonLines(join(dir, "out-reference/results.jsonl")).map((r) => JSON.stringify(r)).sort();
     const file = join(dir, "downtime.yaml");
     writeFileSync(file, pipeline("downtime", natsSink("DOWNTIME_OUT", ", duplicateWindow: 5s")));
@@ -220,25 +220,25 @@ deadLetter: { file: { path: out/dead.jsonl } }
     const dir = tempDir("flusso-recreated-");
     await publishTo("REMADE", () => "0", events(100, 24));
     const file = pipelineOn(dir, "REMADE", "{ file: { path: out/results.jsonl } }");
-    await runPipeline(readPipeline(file));
+    await runPipeline(loadPipeline(file));
     const nc = await connect({ servers: server.url });
     await (await jetstreamManager(nc)).streams.delete("REMADE");
     await nc.close();
     await publishTo("REMADE", () => "0", events(150, 25));
-    await expect(runPipeline(readPipeline(file))).rejects.toThrow(/nats:REMADE: the stream was deleted and made again since the last checkpoint .* its sequence 100 means nothing in the new one/);
+    await expect(runPipeline(loadPipeline(file))).rejects.toThrow(/nats:REMADE: the stream was deleted and made again since the last checkpoint .* its sequence 100 means nothing in the new one/);
   });
 
   it("refuses a source stream whose unread messages were removed", async () => {
     const dir = tempDir("flusso-purged-");
     await publishTo("PURGED", () => "0", events(100, 26));
     const file = pipelineOn(dir, "PURGED", "{ file: { path: out/results.jsonl } }");
-    await runPipeline(readPipeline(file));
+    await runPipeline(loadPipeline(file));
     const nc = await connect({ servers: server.url });
     const js = jetstream(nc);
     for (const e of events(50, 27)) await js.publish("purged.0", JSON.stringify(e));
     await (await jetstreamManager(nc)).streams.purge("PURGED");
     await nc.close();
-    await expect(runPipeline(readPipeline(file))).rejects.toThrow(/messages 101\.\.150 were removed from the stream .* before the job read them/);
+    await expect(runPipeline(loadPipeline(file))).rejects.toThrow(/messages 101\.\.150 were removed from the stream .* before the job read them/);
   });
 
   it("fails with the reason when its output stream is deleted while it runs, instead of stalling", async () => {

@@ -17,7 +17,7 @@ vi.mock("node:crypto", async (importOriginal) => {
   return { ...crypto, default: { ...crypto, createHmac }, createHmac };
 });
 
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { PseudonymKeyInvalid } from "../../pipelines/errors.ts";
 import { minimisedEvent, pseudonymiser, WITHHELD } from "../../pipelines/privacy.ts";
@@ -59,7 +59,7 @@ describe("privacy", () => {
   it("writes no real id anywhere: outputs carry the keyed pseudonym, dead letters withhold the raw text", async () => {
     process.env.FLUSSO_TEST_PSEUDONYM_KEY = KEY;
     const dir = tempDir("flusso-privacy-");
-    const spec = readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_PSEUDONYM_KEY }"));
+    const spec = loadPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_PSEUDONYM_KEY }"));
     await runPipeline(spec, { reset: true });
     const results = readFileSync(join(dir, "out/results.jsonl"), "utf8");
     const dead = readFileSync(join(dir, "out/dead.jsonl"), "utf8");
@@ -77,7 +77,7 @@ describe("privacy", () => {
     const dir = tempDir("flusso-privacy-");
     const file = pipelineFile(dir, privacy);
     writeFileSync(join(dir, "events.jsonl"), events.map((e) => (typeof e === "string" ? e : JSON.stringify(e))).join("\n") + "\n");
-    await runPipeline(readPipeline(file), { reset: true });
+    await runPipeline(loadPipeline(file), { reset: true });
     const text = readFileSync(join(dir, "out/dead.jsonl"), "utf8");
     return { text, deadLetters: text.trim().split("\n").map((l) => JSON.parse(l)) };
   }
@@ -125,9 +125,9 @@ describe("privacy", () => {
   it("refuses a key that is missing or shorter than 16 bytes, naming privacy.pseudonymise.keyEnv", () => {
     const dir = tempDir("flusso-privacy-");
     delete process.env.FLUSSO_TEST_NO_KEY;
-    expect(() => readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_NO_KEY }"))).toThrow(/privacy\.pseudonymise\.keyEnv: the environment variable FLUSSO_TEST_NO_KEY must hold/);
+    expect(() => loadPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_NO_KEY }"))).toThrow(/privacy\.pseudonymise\.keyEnv: the environment variable FLUSSO_TEST_NO_KEY must hold/);
     process.env.FLUSSO_TEST_SHORT_KEY = "short";
-    expect(() => readPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_SHORT_KEY }"))).toThrow(/it is shorter/);
+    expect(() => loadPipeline(pipelineFile(dir, "  pseudonymise: { keyEnv: FLUSSO_TEST_SHORT_KEY }"))).toThrow(/it is shorter/);
   });
 
   it("encrypts the state at rest with the key from state.encryptionKeyEnv, and refuses the dir without that key", async () => {
@@ -135,12 +135,12 @@ describe("privacy", () => {
     const isReadable = (stateDir: string) =>
       readdirSync(stateDir).some((f) => /alice|whitepaper/.test(readFileSync(join(stateDir, f)).toString("latin1")));
     const plainDir = tempDir("flusso-privacy-");
-    await runPipeline(readPipeline(pipelineFile(plainDir, "  keep: used", "state: { dir: state }\n")), { reset: true });
+    await runPipeline(loadPipeline(pipelineFile(plainDir, "  keep: used", "state: { dir: state }\n")), { reset: true });
     expect(isReadable(join(plainDir, "state"))).toBe(true);
 
     process.env.FLUSSO_TEST_STATE_KEY = "k".repeat(32);
     const dir = tempDir("flusso-privacy-");
-    const encrypted = (keyEnv: string) => readPipeline(pipelineFile(dir, "  keep: used", `state: { dir: state, encryptionKeyEnv: ${keyEnv} }\n`));
+    const encrypted = (keyEnv: string) => loadPipeline(pipelineFile(dir, "  keep: used", `state: { dir: state, encryptionKeyEnv: ${keyEnv} }\n`));
     const first = await runPipeline(encrypted("FLUSSO_TEST_STATE_KEY"), { reset: true });
     expect(first.counters.checkpoints).toBeGreaterThan(0);
     expect(isReadable(join(dir, "state"))).toBe(false);
@@ -148,12 +148,12 @@ describe("privacy", () => {
     expect((await runPipeline(encrypted("FLUSSO_TEST_STATE_KEY"))).restoredFromCheckpoint).toBe(first.counters.checkpoints);
     process.env.FLUSSO_TEST_OTHER_KEY = "o".repeat(32);
     await expect(runPipeline(encrypted("FLUSSO_TEST_OTHER_KEY"))).rejects.toThrow(/ cannot be read with the encryption key given/);
-    await expect(runPipeline(readPipeline(pipelineFile(dir, "  keep: used", "state: { dir: state }\n")))).rejects.toThrow(/ without an encryption key/);
+    await expect(runPipeline(loadPipeline(pipelineFile(dir, "  keep: used", "state: { dir: state }\n")))).rejects.toThrow(/ without an encryption key/);
   });
 
   it("refuses a state key that is missing or not 32 bytes, naming state.encryptionKeyEnv", () => {
     const dir = tempDir("flusso-privacy-");
-    const withKey = (keyEnv: string) => () => readPipeline(pipelineFile(dir, "  keep: used", `state: { encryptionKeyEnv: ${keyEnv} }\n`));
+    const withKey = (keyEnv: string) => () => loadPipeline(pipelineFile(dir, "  keep: used", `state: { encryptionKeyEnv: ${keyEnv} }\n`));
     delete process.env.FLUSSO_TEST_NO_STATE_KEY;
     expect(withKey("FLUSSO_TEST_NO_STATE_KEY")).toThrow(/state\.encryptionKeyEnv: the environment variable FLUSSO_TEST_NO_STATE_KEY must hold the state encryption key, exactly 32 bytes \(it is not set\)/);
     process.env.FLUSSO_TEST_LONG_STATE_KEY = "k".repeat(33);
@@ -172,7 +172,7 @@ describe("privacy", () => {
         { user_id: "alice", timestamp: T0 + 2000, event_type: "whitepaper_download", page: "/whitepaper/b" },
       ].map((e) => JSON.stringify(e)).join("\n") + "\n",
     );
-    const spec = readPipeline(file);
+    const spec = loadPipeline(file);
     // The fields the erasure condition reads are kept with `keep: used`.
     expect(spec.privacy!.keep).toContain("referrer");
     const result = await runPipeline(spec, { reset: true });
@@ -191,7 +191,7 @@ describe("privacy", () => {
     const withSinks = (text: string, erase = "") => {
       const yaml = readFileSync(file, "utf8").replace(/sinks:\n  - file: \{ path: out\/results.jsonl \}\n/, text);
       writeFileSync(join(dir, "other.yaml"), erase ? yaml.replace(/  erase: .*\n/, `  erase: ${erase}\n`) : yaml);
-      return () => readPipeline(join(dir, "other.yaml"));
+      return () => loadPipeline(join(dir, "other.yaml"));
     };
     expect(withSinks("sinks:\n  - file: { path: out/results.jsonl }\n    outputs: [alert]\n")).toThrow(/privacy\.erase: no sink takes "erasure" outputs/);
     expect(withSinks("sinks:\n  - file: { path: out/results.jsonl }\n", "{ when: 'user == \"x\"' }")).toThrow(/privacy\.erase\.when: CEL type error/);
@@ -200,7 +200,7 @@ describe("privacy", () => {
 
   it("keeps only the fields some stage reads with keep: used (a score matches on event_type and shows the page)", () => {
     const dir = tempDir("flusso-privacy-");
-    const spec = readPipeline(pipelineFile(dir, "  keep: used"));
+    const spec = loadPipeline(pipelineFile(dir, "  keep: used"));
     expect(new Set(spec.privacy!.keep)).toEqual(new Set(["user_id", "timestamp", "event_type", "page"]));
   });
 

@@ -4,7 +4,7 @@ import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobResult } from "../../engine/job.ts";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { FILE_OUTPUTS, hourlyWindow, OUTPUT_FILES, windowPipelineYaml } from "../fixtures/pipelines.ts";
 import { readJsonLines, removeTempDirs, tempDir } from "./pipelineFiles.ts";
@@ -108,7 +108,7 @@ describe("per-user hourly counts over 4,000 REES46 events", () => {
   beforeAll(async () => {
     const dir = tempDir();
     writeFileSync(join(dir, "pipeline.yaml"), pipelineYaml());
-    result = await runPipeline(readPipeline(join(dir, "pipeline.yaml"), {}), { reset: true });
+    result = await runPipeline(loadPipeline(join(dir, "pipeline.yaml"), {}), { reset: true });
     results = readJsonLines<HourlyResult>(join(dir, OUTPUT_FILES.results));
     deadLetters = readJsonLines(join(dir, OUTPUT_FILES.deadLetter));
     late = readJsonLines(join(dir, OUTPUT_FILES.late));

@@ -1,7 +1,7 @@
 // Golden scenarios of the shipped pipelines: each config/<name>.yaml run over a few hand-written
 // events, with every output worked out by hand from BEHAVIOUR.md's rules as the file states them.
 import { afterAll, describe, expect, it } from "vitest";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 import { shippedVariant, variantOutput, type Shipped, type VariantOptions } from "./shipped.ts";
@@ -17,7 +17,7 @@ afterAll(removeTempDirs);
 
 async function runVariant(name: Shipped, options: VariantOptions): Promise<string> {
   const dir = tempDir(`flusso-golden-${name}-`);
-  const result = await runPipeline(readPipeline(shippedVariant(name, dir, options)), { reset: true });
+  const result = await runPipeline(loadPipeline(shippedVariant(name, dir, options)), { reset: true });
   expect(result.counters.deadLettered).toBe(0);
   return dir;
 }

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { GeneratorSource } from "../../simulator/generatorSource.ts";
 import { parseDurationMs } from "../../pipelines/durations.ts";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import type { GeneratorSpec } from "../../pipelines/sections/source.ts";
 import { PROJECT_ROOT, removeTempDirs, tempDir } from "./pipelineFiles.ts";
@@ -20,7 +20,7 @@ type Sent = { user_id: string; trigger: string; rule: string; canali: string[]; 
 
 /** Every user's channels with consent in at least one of their generated events. */
 async function everConsented(name: Shipped): Promise<Map<string, Set<string>>> {
-  const spec = readPipeline(join(PROJECT_ROOT, "config", `${name}.yaml`));
+  const spec = loadPipeline(join(PROJECT_ROOT, "config", `${name}.yaml`));
   const generator = new GeneratorSource({ ...(spec.source as { generator: GeneratorSpec }).generator, users: USERS, events: EVENTS });
   await generator.open(undefined);
   const consented = new Map<string, Set<string>>();
@@ -61,7 +61,7 @@ describe.each(SHIPPED)("config/%s.yaml over generated data", (name) => {
         if (name === "retention") p.sinks.find((s: Obj) => s.outputs.includes("clusters")).outputs.push("cluster");
       },
     });
-    const result = await runPipeline(readPipeline(file), { reset: true });
+    const result = await runPipeline(loadPipeline(file), { reset: true });
     expect(result.isComplete).toBe(true);
     sent = variantOutput<Sent>(dir, "triggers.jsonl");
   }, 120_000);

@@ -5,7 +5,7 @@ import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { readPipeline } from "../../pipelines/cli.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
 import { MAX_STATE_DATABASES } from "../../engine/storeLimits.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
@@ -91,7 +91,7 @@ describe("a valid pipeline", () => {
   });
 
   it("accepts config/default.yaml", () => {
-    expect(readPipeline(join(PROJECT_ROOT, "config/default.yaml"), {}).name).toBe("default");
+    expect(loadPipeline(join(PROJECT_ROOT, "config/default.yaml"), {}).name).toBe("default");
   });
 });
 
@@ -163,7 +163,7 @@ describe("YAML", () => {
     const file = join(tempDir(), "big.yaml");
     const text = `${pipelineText()}\n# ${"x".repeat(MAX_PIPELINE_BYTES)}\n`;
     writeFileSync(file, text);
-    expect(() => readPipeline(file, {})).toThrow(`the pipeline file has ${Buffer.byteLength(text)} bytes, over the limit of ${MAX_PIPELINE_BYTES}`);
+    expect(() => loadPipeline(file, {})).toThrow(`the pipeline file has ${Buffer.byteLength(text)} bytes, over the limit of ${MAX_PIPELINE_BYTES}`);
   });
 });
 
@@ -344,7 +344,7 @@ describe("settings that would explode", () => {
       Object.assign(p, { aggregates: { spent: { sum: "price", over: "1d" } }, quantiles: { metrics: ["spent"], every: "1h" }, clusters: { k: 2, features: ["spent"], every: "30m" } });
     });
     writeFileSync(join(dir, "clicks.yaml"), text);
-    const result = await runPipeline(readPipeline(join(dir, "clicks.yaml"), {}));
+    const result = await runPipeline(loadPipeline(join(dir, "clicks.yaml"), {}));
     expect(MAX_WINDOWS).toBeLessThan(MAX_STATE_DATABASES);
     expect(result.isComplete).toBe(true);
   });
@@ -585,7 +585,7 @@ describe("pipeline files on disk", () => {
     writeFileSync(join(dir, "data/events.jsonl"), "");
     const file = join(dir, "pipelines", "clicks.yaml");
     writeFileSync(file, pipelineText((p) => (p.source.file.path = "../data/events.jsonl")));
-    const spec = readPipeline(file, {});
+    const spec = loadPipeline(file, {});
     expect(spec.baseDir).toBe(join(dir, "pipelines"));
     expect(spec.source).toEqual({ file: { paths: [join(dir, "data/events.jsonl")], format: "jsonl" } });
     expect(spec.sinks).toEqual([{ sink: { file: { path: join(dir, "pipelines/out/results.jsonl") } } }]);
@@ -593,10 +593,10 @@ describe("pipeline files on disk", () => {
     expect(spec.deadLetter).toEqual({ file: { path: join(dir, "pipelines/out/clicks.dead-letter.jsonl") } });
   });
 
-  /** The mistakes readPipeline finds in `file`. */
+  /** The mistakes loadPipeline finds in `file`. */
   function mistakesIn(file: string): Array<{ path: string; message: string }> {
     try {
-      readPipeline(file, {});
+      loadPipeline(file, {});
     } catch (error) {
       if (!(error instanceof PipelineInvalid)) throw error;
       return error.errors.map((e) => ({ path: e.path, message: e.message }));
@@ -610,7 +610,7 @@ describe("pipeline files on disk", () => {
     const events = join(dir, "events.jsonl");
     expect(mistakesIn(join(dir, "clicks.yaml"))).toEqual([{ path: "source.file.path", message: `source.file.path: ${JSON.stringify(events)} does not exist` }]);
     writeFileSync(events, "");
-    expect(readPipeline(join(dir, "clicks.yaml"), {}).source).toEqual({ file: { paths: [events], format: "jsonl" } });
+    expect(loadPipeline(join(dir, "clicks.yaml"), {}).source).toEqual({ file: { paths: [events], format: "jsonl" } });
   });
 
   it("refuses source files that are no regular files (a directory, a named pipe), each at its path", () => {
@@ -640,7 +640,7 @@ describe("pipeline files on disk", () => {
 
   it("says that a missing pipeline file cannot be read", () => {
     const file = join(tempDir(), "missing.yaml");
-    expect(() => readPipeline(file, {})).toThrow(/cannot read the pipeline file/);
+    expect(() => loadPipeline(file, {})).toThrow(/cannot read the pipeline file/);
   });
 
   it("makes the CLI exit with code 2, printing the file and each bad path on stderr", () => {
