@@ -42,6 +42,16 @@ export type JobOptions<E> = {
   newWatermarkGenerator(): WatermarkGenerator;
   /** Processing time without events after which a partition stops holding the watermark back. 0 = never. */
   idlenessMs: number;
+  /** With every partition idle, event time follows the processing-time clock (live sources). Default false. */
+  advancesWhenIdle?: boolean;
+  /**
+   * At the end of a bounded source, `drain` (the default): event time jumps to the end of time, so
+   * every window and timer fires. `stop`: event time first reaches the input's horizon (its newest
+   * event plus the out-of-orderness bound) and only then the end of time, so an operator that must
+   * not act on deadlines beyond the input (per-key wake-ups of a replay) can stop at the horizon
+   * while windows still all fire.
+   */
+  atEnd?: "drain" | "stop";
   stateDir: string;
   /** 32 bytes: the state dir is encrypted at rest with it. Default: not encrypted. */
   stateEncryptionKey?: string;
@@ -138,6 +148,7 @@ class Job<E> {
       partitions: options.source.partitions,
       newGenerator: options.newWatermarkGenerator,
       idlenessMs: options.idlenessMs,
+      advancesWhenIdle: options.advancesWhenIdle,
       nowMs: this.nowMs,
     });
   }
@@ -209,6 +220,10 @@ class Job<E> {
       const nowMs = this.nowMs();
       for (const item of batch.items) this.push(item, nowMs);
       for (const p of batch.finishedPartitions ?? []) this.tracker.finish(p);
+      if (batch.isDone && this.options.atEnd === "stop") {
+        const horizonMs = this.tracker.reachHorizon();
+        if (horizonMs !== undefined) this.events$.next(watermark(horizonMs));
+      }
       const watermarkMs = batch.isDone ? this.tracker.end() : this.tracker.poll();
       if (watermarkMs !== undefined) this.events$.next(watermark(watermarkMs));
       this.processingTime$.next(nowMs);

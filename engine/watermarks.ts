@@ -9,6 +9,10 @@ export type WatermarkGenerator = {
   onEvent(timeMs: number): void;
   /** The watermark this partition can promise now, or -Infinity before its first event. */
   onPeriodicEmit(): number;
+  /** The watermark it would promise were its newest event at `timeMs` (event time following a clock). */
+  watermarkAt(timeMs: number): number;
+  /** The latest time an event of this partition could still have had: its newest plus the bound; -Infinity before its first. */
+  horizonMs(): number;
   snapshot(): number;
   restore(snapshot: number): void;
 };
@@ -21,6 +25,8 @@ export function boundedOutOfOrderness(maxOutOfOrdernessMs: number): WatermarkGen
       if (timeMs > maxTimeMs) maxTimeMs = timeMs;
     },
     onPeriodicEmit: () => maxTimeMs - maxOutOfOrdernessMs - 1,
+    watermarkAt: (timeMs) => timeMs - maxOutOfOrdernessMs - 1,
+    horizonMs: () => maxTimeMs + maxOutOfOrdernessMs,
     snapshot: () => maxTimeMs,
     restore(snapshot) {
       maxTimeMs = snapshot;
@@ -47,6 +53,12 @@ export type WatermarkTrackerOptions = {
   newGenerator: () => WatermarkGenerator;
   /** Processing time without events after which a partition stops holding the watermark back; 0 = never. */
   idlenessMs: number;
+  /**
+   * When every partition is idle, event time follows the processing-time clock (as a partition whose
+   * newest event is now would promise), so deadlines fire and windows close in a quiet period.
+   * For live sources whose event times are wall-clock times. Default false: event time stands still.
+   */
+  advancesWhenIdle?: boolean;
   /** Processing-time clock, injectable for tests. Default: Date.now. */
   nowMs?: () => number;
 };
@@ -57,6 +69,7 @@ export type WatermarkTrackerSnapshot = { watermarkMs: number; partitions: number
  * The pipeline watermark: the minimum over active partitions of their own watermarks. An idle
  * partition (no events for `idlenessMs`) or a finished one is left out; when an idle partition
  * resumes it holds the watermark back again, but the watermark already emitted never regresses.
+ * With every partition idle, event time stands still, or follows the clock (`advancesWhenIdle`).
  */
 export class WatermarkTracker {
   private readonly generators: WatermarkGenerator[];
@@ -100,9 +113,33 @@ export class WatermarkTracker {
       const partitionMs = this.generators[p].onPeriodicEmit();
       if (partitionMs < minMs) minMs = partitionMs;
     }
-    // With every partition idle, event time stands still rather than jumping ahead.
-    if (active === 0 || minMs === Infinity || minMs <= this.currentMs) return undefined;
+    // With every partition idle, event time stands still rather than jumping ahead, unless asked to follow the clock.
+    if (active === 0 && this.options.advancesWhenIdle && this.isAnyUnfinished()) minMs = this.generators[0].watermarkAt(now);
+    else if (active === 0) return undefined;
+    if (minMs === Infinity || minMs <= this.currentMs) return undefined;
     this.currentMs = advanceWatermark(this.currentMs, minMs);
+    return this.currentMs;
+  }
+
+  /**
+   * The latest event time the input could have held: the newest event of any partition plus the
+   * bound. Where a bounded input's event time ends, for operators that stop there.
+   */
+  horizonMs(): number {
+    let horizonMs = -Infinity;
+    for (const generator of this.generators) horizonMs = Math.max(horizonMs, generator.horizonMs());
+    return horizonMs;
+  }
+
+  private isAnyUnfinished(): boolean {
+    return this.finished.some((isFinished) => !isFinished);
+  }
+
+  /** Moves the watermark to `horizonMs()` when that is ahead; returns it when it moved. */
+  reachHorizon(): number | undefined {
+    const horizonMs = this.horizonMs();
+    if (!Number.isFinite(horizonMs) || horizonMs <= this.currentMs) return undefined;
+    this.currentMs = advanceWatermark(this.currentMs, horizonMs);
     return this.currentMs;
   }
 

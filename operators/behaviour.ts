@@ -1,8 +1,7 @@
 // The behaviour operator: runs a pipeline's stages (dedup, aggregates, features, scores, phases,
 // segments, triggers, ...) in order for every step of a user, an event or a wake-up, and sends
 // what they produce downstream as `{ kind, body }` records routed to sinks by kind.
-import type { StreamRecord } from "../engine/elements.ts";
-import type { KindedOutput } from "../engine/elements.ts";
+import { END_OF_TIME, type KindedOutput, type StreamRecord } from "../engine/elements.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { KeyedSlots } from "../engine/keyedSlots.ts";
 import type { TimerService } from "../engine/timers.ts";
@@ -35,6 +34,13 @@ export type BehaviourOptions = {
    * what was erased. Default: no event erases.
    */
   erasesWhen?: (vars: Record<string, unknown>) => unknown;
+  /**
+   * Whether the end of a bounded input (the watermark at the end of time) wakes every user with a
+   * pending deadline. False: event time ends at the input's horizon, which the job reaches first
+   * (its `atEnd: stop`), and a replay ends with each user's state as of the last event, not with
+   * messages dated after it. Default true.
+   */
+  drainsAtEnd?: boolean;
 };
 
 /** The output kind of the audit record of an erasure on request. */
@@ -95,6 +101,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   private readonly emitErasure: (user: string, timeMs: number, body: ErasureRecord) => void;
   private readonly blankVars: Record<string, unknown>;
   private readonly eventFields: readonly string[] | undefined;
+  private readonly drainsAtEnd: boolean;
 
   constructor(options: BehaviourOptions, ctx: OperatorContext) {
     const names = new Set<string>();
@@ -110,6 +117,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     this.rebuildWakeUps();
     this.blankVars = Object.fromEntries(["user", "now", ...(options.varNames ?? [])].map((name) => [name, undefined]));
     this.eventFields = options.eventFields;
+    this.drainsAtEnd = options.drainsAtEnd ?? true;
     const wanted = options.wantedOutputs && new Set(options.wantedOutputs);
     const wants = (kind: string) => wanted === undefined || wanted.has(kind);
     const emit: StageOutput["emit"] = (kind, user, timeMs, body) => {
@@ -154,6 +162,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   }
 
   onWatermark(watermarkMs: number, out: Output<BehaviourOutput>): void {
+    if (watermarkMs === END_OF_TIME && !this.drainsAtEnd) return;
     this.downstream = out;
     for (let i = 0; i < this.stages.length; i++) this.stages[i].onWatermark?.(watermarkMs, this.stageOutputs[i]);
     this.wakeUpTo(watermarkMs);

@@ -20,7 +20,7 @@ import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
 import { jobPrivacy } from "./privacy.ts";
 import { eventDecoder, type Event } from "./schema.ts";
 import type { SinkSpec } from "./sections/sinks.ts";
-import type { SourceSpec } from "./sections/source.ts";
+import { DEFAULT_AT_END, type SourceSpec } from "./sections/source.ts";
 import type { AggregateDef } from "./sections/windows.ts";
 import type { PipelineSpec } from "./validate.ts";
 
@@ -113,6 +113,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
   const connection: Connection = { signal: run.signal, log: run.log };
   const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection);
   const { log, ...jobRun } = run;
+  const atEnd = spec.source.atEnd ?? DEFAULT_AT_END;
   return {
     ...jobRun,
     fingerprint: fingerprint(spec),
@@ -120,6 +121,9 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
     decode: eventDecoder(spec.schema, spec.key, spec.time, privacy.decoder),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
+    advancesWhenIdle: spec.watermark.advancesWhenIdle,
+    // Only the behaviour stages stop at the horizon; windows alone fire at the end of time in one step, as they always did.
+    atEnd: spec.behaviour ? atEnd : "drain",
     stateDir: spec.state.dir,
     stateEncryptionKey: spec.state.encryptionKey,
     keyChecks: privacy.keyChecks,
@@ -135,7 +139,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
           map((e): Element<BehaviourOutput> => (e.kind === "record" ? record(e.key, e.time, { kind: WINDOW_OUTPUT, body: e.value }) : e)),
         ),
       );
-      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec) })))] : [];
+      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec), drainsAtEnd: atEnd === "drain" })))] : [];
       const routes = spec.sinks.map((s, i) => ({ name: `sinks[${i}]`, sink: buildSink(s.sink, spec.name, connection), kinds: s.outputs }));
       graph.routeTo(merge(...windowResults, ...behaviourResults), routes);
       if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name, connection), "late");

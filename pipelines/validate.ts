@@ -70,7 +70,8 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   const schema = top.schema === undefined ? undefined : readSchema(r, top.schema);
   const key = top.key === undefined ? undefined : readField(r, "key", top.key, schema, ["string"]);
   const time = top.time === undefined ? undefined : readField(r, "time", top.time, schema, ["timestamp"]);
-  const watermark = readWatermark(r, top.watermark);
+  const isLive = source !== undefined && "nats" in source && !source.nats.bounded;
+  const watermark = readWatermark(r, top.watermark, isLive);
   const state = readState(r, top.state, name);
   const fields = schema && Object.fromEntries(Object.entries(schema).map(([f, s]) => [f, CEL_TYPE[s.type]]));
   const env = fields && celEnvironment(fields);
@@ -84,7 +85,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   const { sinks, late, deadLetter } = readSinks(r, top, name, outputKinds, source);
   if (behaviour?.erasesWhen) checkErasureRouted(r, sinks);
   if (state && state.checkpointIntervalMs === undefined) {
-    state.checkpointIntervalMs = defaultCheckpointIntervalMs([...(sinks ?? []).map((s) => s?.sink), late, deadLetter]);
+    state.checkpointIntervalMs = defaultCheckpointIntervalMs([...(sinks ?? []).map((s) => s?.sink), late, deadLetter], isLive);
   }
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {

@@ -73,7 +73,7 @@ function collect(run: { outputs: Array<{ key: string; time: number; value: Behav
 }
 
 /** Operator options besides the stages (an erasure condition), for the runs below. */
-export type RunOptions = Pick<BehaviourOptions, "erasesWhen">;
+export type RunOptions = Pick<BehaviourOptions, "erasesWhen" | "drainsAtEnd">;
 
 export async function runStages(stages: StageDefinition[], elements: Element<EventFields>[], options: RunOptions = {}): Promise<BehaviourRun> {
   return collect(await runOperator(behaviour({ name: "test", stages, ...options }), elements));

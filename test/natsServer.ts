@@ -126,3 +126,19 @@ export async function messagesIn(url: string, stream: string, count: number, lim
     await nc.close();
   }
 }
+
+/** Waits (`limitMs` at most) until `stream` exists (a job has set up its sink); says whether it does. */
+export async function streamExists(url: string, stream: string, limitMs = 20_000): Promise<boolean> {
+  const nc = await connect({ servers: url });
+  const jsm = await jetstreamManager(nc);
+  const deadline = Date.now() + limitMs;
+  try {
+    while (Date.now() < deadline) {
+      if ((await jsm.streams.info(stream).catch(() => undefined)) !== undefined) return true;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return false;
+  } finally {
+    await nc.close();
+  }
+}

@@ -16,7 +16,21 @@ export type NatsSourceSpec = Required<Omit<NatsSourceOptions, "pollMs" | "signal
 /** The generator as read: its options but the share of duplicates (the simulator's own), every default filled in. */
 export type GeneratorSpec = Required<Omit<GeneratorOptions, "duplicateFraction">>;
 
-export type SourceSpec = { file: FileSourceOptions } | { generator: GeneratorSpec } | { nats: NatsSourceSpec };
+/**
+ * What happens at the end of a bounded source: `stop` (the default) ends event time at the input's
+ * horizon for the behaviour stages (no wake-up after the last event plus the bound fires), `drain`
+ * fires every pending wake-up. Windows fire either way.
+ */
+export type AtEnd = "stop" | "drain";
+
+export const DEFAULT_AT_END: AtEnd = "stop";
+
+type SourceKindSpec = { file: FileSourceOptions } | { generator: GeneratorSpec } | { nats: NatsSourceSpec };
+
+/** A source, and what happens at its end (`atEnd`, default "stop"). */
+export type SourceSpec = SourceKindSpec & { atEnd?: AtEnd };
+
+const SOURCE_KINDS = ["file", "generator", "nats"] as const;
 
 /** Messages the NATS source may hold for the job, in memory: 10x the default, tens of MB of events. */
 const MAX_BUFFER_MESSAGES = 100_000;
@@ -26,7 +40,16 @@ const MAX_PARTITIONS = 1024;
 
 /** `checksFiles`: whether source files must exist and be readable now (see ValidateOptions). */
 export function readSource(r: Reader, value: unknown, checksFiles: boolean): SourceSpec | undefined {
-  const picked = r.oneOf("source", value, ["file", "generator", "nats"]);
+  const s = r.object("source", value, [...SOURCE_KINDS, "atEnd"]);
+  if (!s) return undefined;
+  const { atEnd: atEndValue, ...kinds } = s;
+  const atEnd = atEndValue === undefined ? undefined : r.choice("source.atEnd", atEndValue, ["stop", "drain"] as const);
+  const read = readSourceKind(r, kinds, checksFiles);
+  return read && (atEnd === undefined ? read : { ...read, atEnd });
+}
+
+function readSourceKind(r: Reader, value: unknown, checksFiles: boolean): SourceKindSpec | undefined {
+  const picked = r.oneOf("source", value, SOURCE_KINDS);
   if (!picked) return undefined;
   const [kind, body] = picked;
   if (kind === "generator") return readGenerator(r, body ?? {});

@@ -20,6 +20,11 @@ const CHECKPOINT_INTERVAL_MS = 10_000;
  * that made them has committed, so this is most of their latency (the promise is 500 ms).
  */
 const HOLDING_CHECKPOINT_INTERVAL_MS = 100;
+/**
+ * Between checkpoints by default when the source is live (unbounded): a file sink's lines become
+ * visible when their checkpoint commits, so this is how late a tailing reader sees them.
+ */
+const LIVE_CHECKPOINT_INTERVAL_MS = 1_000;
 
 /** The state settings; `checkpointIntervalMs` is left unset when not given: its default depends on the sinks. */
 export function readState(r: Reader, value: unknown, name: string | undefined): (Omit<StateSpec, "checkpointIntervalMs"> & { checkpointIntervalMs?: number }) | undefined {
@@ -32,9 +37,14 @@ export function readState(r: Reader, value: unknown, name: string | undefined): 
   return { dir, checkpointIntervalMs, ...(encryptionKey === undefined ? {} : { encryptionKey }) };
 }
 
-/** The checkpoint interval when `state.checkpointInterval` is not given: short when a sink holds its outputs until a checkpoint (NATS). */
-export function defaultCheckpointIntervalMs(sinks: ReadonlyArray<SinkSpec | undefined>): number {
-  return sinks.some((s) => s !== undefined && "nats" in s) ? HOLDING_CHECKPOINT_INTERVAL_MS : CHECKPOINT_INTERVAL_MS;
+/**
+ * The checkpoint interval when `state.checkpointInterval` is not given. Every sink shows outputs only
+ * once their checkpoint commits: short with a NATS sink (latency), short enough with a live source
+ * that files are seen within a second, long for a bounded input (everything is there at its end).
+ */
+export function defaultCheckpointIntervalMs(sinks: ReadonlyArray<SinkSpec | undefined>, isLive: boolean): number {
+  if (sinks.some((s) => s !== undefined && "nats" in s)) return HOLDING_CHECKPOINT_INTERVAL_MS;
+  return isLive ? LIVE_CHECKPOINT_INTERVAL_MS : CHECKPOINT_INTERVAL_MS;
 }
 
 /** The state encryption key from the environment variable named at state.encryptionKeyEnv; null if refused. */

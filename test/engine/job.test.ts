@@ -4,11 +4,12 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { record } from "../../engine/elements.ts";
+import { END_OF_TIME, record } from "../../engine/elements.ts";
 import { StateMismatch } from "../../engine/errors.ts";
 import { runJob, type JobOptions } from "../../engine/job.ts";
 import type { OperatorDefinition } from "../../engine/operator.ts";
 import type { Sink } from "../../engine/sinks/sink.ts";
+import type { Source, SourceItem } from "../../engine/sources/source.ts";
 import { boundedOutOfOrderness } from "../../engine/watermarks.ts";
 import { MemorySource } from "../../bench/memorySource.ts";
 
@@ -177,6 +178,65 @@ describe("job", () => {
     });
     expect(result.isComplete).toBe(true);
     expect(dead.lines).toEqual([{ reason: "no time", origin: undefined, partition: 0, raw: expect.stringMatching(/^\(withheld: it cannot be encoded: Converting circular structure/) }]);
+  });
+
+  it("fires an event-time timer in a quiet period when event time follows the clock, and not otherwise", async () => {
+    /** A live source: one event, then empty batches (nothing arrives), for ever. */
+    const live = (): Source => {
+      let isSent = false;
+      return {
+        description: "live",
+        partitions: 1,
+        open: async () => {},
+        nextBatch: () => {
+          const items: SourceItem[] = isSent ? [] : [{ partition: 0, value: { user: "a", t: 1_000 } }];
+          isSent = true;
+          return { items, isDone: false };
+        },
+        position: () => 0,
+        close: async () => {},
+      };
+    };
+    const run = async (advancesWhenIdle: boolean) => {
+      const sink = new ListSink();
+      const stop = new AbortController();
+      const clock = { nowMs: 1_000 };
+      await runJob({
+        ...options(mkdtempSync(join(tmpdir(), "flusso-job-")), [], sink, clock),
+        source: live(),
+        idlenessMs: 500,
+        advancesWhenIdle,
+        signal: stop.signal,
+        // Event times are the clock's: each look at it is 300 ms later. Stop after 20 looks.
+        nowMs: () => {
+          clock.nowMs += 300;
+          if (clock.nowMs > 7_000) stop.abort();
+          return clock.nowMs;
+        },
+      });
+      return sink.lines.filter((l) => (l as { kind: string }).kind === "quiet");
+    };
+    expect(await run(true)).toEqual([{ kind: "quiet", key: "a", at: 1_100, count: 1 }]);
+    expect(await run(false)).toEqual([]);
+  });
+
+  it("reaches the input's horizon before the end of time when it stops at the end", async () => {
+    const seen: number[] = [];
+    const watermarks: OperatorDefinition<Ev, object> = {
+      name: "watermarks",
+      build: () => ({ onRecord() {}, onWatermark: (watermarkMs) => void seen.push(watermarkMs) }),
+    };
+    const sink = new ListSink();
+    await runJob({
+      ...options(mkdtempSync(join(tmpdir(), "flusso-job-")), EVENTS, sink, { nowMs: 0 }),
+      newWatermarkGenerator: () => boundedOutOfOrderness(50),
+      atEnd: "stop",
+      build(events$, graph) {
+        graph.sinkTo("out", sink, events$.pipe(graph.operator(watermarks)) as never);
+      },
+    });
+    // The newest event (300) plus the bound (50), then the end of time.
+    expect(seen.slice(-2)).toEqual([350, END_OF_TIME]);
   });
 });
 

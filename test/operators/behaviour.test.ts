@@ -70,6 +70,19 @@ describe("behaviour", () => {
     ]);
   });
 
+  it("wakes nobody at the end of the input when it stops there: the state ends as of the input's horizon", async () => {
+    // The job reaches the horizon (the newest event plus the bound) before the end of time.
+    const elements = [ev("u1", T0, { wake_at: T0 + MINUTE_MS }), ev("u2", T0 + 5, { wake_at: T0 + 10 * MINUTE_MS }), wm(T0 + 2 * MINUTE_MS), wm(END_OF_TIME)];
+    const stopping = await runStages([probe("a")], elements, { drainsAtEnd: false });
+    expect(stepsOf(stopping.outputs, "a")).toEqual([
+      ["u1", 0, true],
+      ["u2", 5, true],
+      ["u1", MINUTE_MS, false],
+    ]);
+    const draining = await runStages([probe("a")], elements);
+    expect(stepsOf(draining.outputs, "a")).toEqual([...stepsOf(stopping.outputs, "a"), ["u2", 10 * MINUTE_MS, false]]);
+  });
+
   it("wakes a user once when two stages ask for the same time", async () => {
     const run = await runStages([probe("a"), probe("b")], [ev("u1", T0, { wake_at: T0 + MINUTE_MS }), wm(T0 + MINUTE_MS)]);
     expect(stepsOf(run.outputs, "a")).toEqual([

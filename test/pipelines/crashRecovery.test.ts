@@ -1,5 +1,6 @@
 // The CLI killed with SIGKILL at random points and restarted on the same state dir ends with output
-// files identical to an uninterrupted run: nothing lost, nothing duplicated.
+// files identical to an uninterrupted run: nothing lost, nothing duplicated; and a reader tailing an
+// output meanwhile only ever sees a prefix of the final file.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -98,6 +99,18 @@ describe("crash recovery through the CLI", () => {
 
     const crashed = writePipeline(dir, files, "crashed");
     const resultsPath = join(dir, "out-crashed", "results.jsonl");
+    // A reader tailing the results while the job is killed and restarted: it must only ever see a
+    // prefix of the final file, never a line that recovery takes back.
+    const reads = { count: 0, growing: 0, notPrefix: [] as number[] };
+    let lastReadBytes = 0;
+    const reader = setInterval(() => {
+      if (!existsSync(resultsPath)) return;
+      const seen = readFileSync(resultsPath, "utf8");
+      reads.count++;
+      if (seen.length > lastReadBytes) reads.growing++;
+      if (!expected.results.startsWith(seen) || seen.length < lastReadBytes) reads.notPrefix.push(seen.length);
+      lastReadBytes = seen.length;
+    }, 5);
     const rnd = mulberry32(99);
     let kills = 0;
     for (let attempt = 0; attempt < 40; attempt++) {
@@ -114,7 +127,10 @@ describe("crash recovery through the CLI", () => {
       expect(run.code, run.stderr).toBe(0);
       break;
     }
+    clearInterval(reader);
     expect(kills).toBeGreaterThanOrEqual(3);
+    expect(reads.notPrefix, "reads that were no prefix of the final file (their lengths)").toEqual([]);
+    expect(reads.growing).toBeGreaterThan(5);
     const actual = outputs(dir, "crashed");
     expect(actual.results).toBe(expected.results);
     expect(actual.late).toBe(expected.late);

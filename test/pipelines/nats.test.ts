@@ -14,7 +14,7 @@ import { partitionOf } from "../../engine/partitioning.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { eventSchemaYaml, SESSION_DURATION, windowPipelineYaml } from "../fixtures/pipelines.ts";
-import { firstMessageIn, messagesIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
+import { firstMessageIn, messagesIn, readStream, startNatsServer, streamExists, type NatsServer } from "../natsServer.ts";
 import { startNetProxy } from "../netProxy.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
@@ -246,8 +246,11 @@ describe("NATS JetStream in and out", () => {
       let stderr = "";
       child.stderr.on("data", (d) => (stderr += d));
       const exited = new Promise<number | null>((done) => child.on("exit", done));
-      await firstMessageIn(server.url, "OUT6");
+      // Cut off as soon as the sink has set up its stream: from then on nothing it holds can be
+      // delivered, so the job cannot finish; a second later it holds results, and the stop comes.
+      expect(await streamExists(server.url, "OUT6"), stderr).toBe(true);
       proxy.blackhole();
+      await new Promise((r) => setTimeout(r, 1_000));
       child.kill("SIGTERM");
       expect(await exited, stderr).toBe(130);
       expect(stderr).toMatch(/not stopped within 1\.5 s: stopping now, after its last checkpoint \(\d+\), which is durable/);

@@ -9,7 +9,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
-import { messagesIn, readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
+import { messagesIn, readStream, startNatsServer, streamExists, type NatsServer } from "../natsServer.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { removeTempDirs, readJsonLines, tempDir } from "./pipelineFiles.ts";
@@ -307,5 +307,66 @@ deadLetter: { file: { path: out/dead.jsonl } }
     clearTimeout(limit);
     expect(stderr).toMatch(/^stopped: \d+ events/m);
     expect(stderr).not.toMatch(/stopping now/);
+  });
+});
+
+describe("a live NATS source going quiet", () => {
+  it("fires 'cart and no purchase within 2 s' on time after one event and silence, when event time follows the clock", async () => {
+    const dir = tempDir("flusso-quiet-");
+    const pipelineFor = (name: string, advanceWhenIdle: boolean) => {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(
+        file,
+        `name: ${name}
+source: ${natsSource(name.toUpperCase(), 1, false)}
+${SCHEMA}watermark: { idleness: 300ms, advanceWhenIdle: ${advanceWhenIdle} }
+state: { dir: state-${name} }
+sequences:
+  abandoned:
+    steps:
+      - { name: cart, when: 'event_type == "add_to_cart"' }
+      - { name: purchase, when: 'event_type == "purchase"', within: 2s, absent: true }
+triggers:
+  rules:
+    cart_recovery: { on: { sequence: abandoned }, message: "ancora nel carrello", channels: [email] }
+sinks:
+  - { nats: { servers: "${server.url}", stream: ${name.toUpperCase()}_OUT, subject: out.${name} }, outputs: [trigger] }
+deadLetter: { file: { path: out-${name}/dead.jsonl } }
+`,
+      );
+      return file;
+    };
+    const start = (file: string) => {
+      const child = spawn(process.execPath, [CLI, "run", file, "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += d));
+      return { child, stderr: () => stderr, exited: new Promise<number | null>((done) => child.on("exit", (code) => done(code))) };
+    };
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    for (const stream of ["FOLLOWS", "STANDS"]) await jsm.streams.add({ name: stream, subjects: [`${stream.toLowerCase()}.>`] });
+    const follows = start(pipelineFor("follows", true));
+    const stands = start(pipelineFor("stands", false));
+    try {
+      // Both jobs listening: each has made its output stream.
+      expect(await streamExists(server.url, "FOLLOWS_OUT")).toBe(true);
+      expect(await streamExists(server.url, "STANDS_OUT")).toBe(true);
+      const cartAtMs = Date.now();
+      const js = jetstream(nc);
+      for (const stream of ["follows", "stands"]) await js.publish(`${stream}.0`, JSON.stringify({ user_id: "u1", timestamp: cartAtMs, event_type: "add_to_cart" }));
+      // Then nothing more arrives: the deadline passes in the quiet.
+      expect(await messagesIn(server.url, "FOLLOWS_OUT", 1, 20_000), follows.stderr()).toBe(true);
+      const arrivedAtMs = Date.now();
+      expect(arrivedAtMs).toBeGreaterThanOrEqual(cartAtMs + 2_000); // not before the deadline
+      await new Promise((r) => setTimeout(r, 1_500));
+      // Without advanceWhenIdle the watermark waits for the next event: nothing yet.
+      expect((await jsm.streams.info("STANDS_OUT")).state.messages).toBe(0);
+      expect((await readStream(server.url, "FOLLOWS_OUT")).length).toBe(1);
+    } finally {
+      follows.child.kill("SIGTERM");
+      stands.child.kill("SIGTERM");
+      await Promise.all([follows.exited, stands.exited]);
+      await nc.close();
+    }
   });
 });

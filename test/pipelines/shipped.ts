@@ -17,6 +17,8 @@ export type VariantOptions = {
   /** Hand-written events, written to a JSON-lines file that replaces the generator. */
   events?: object[];
   checkpointInterval?: string;
+  /** What happens at the end of the input (the source's `atEnd`); default: as the shipped file says. */
+  atEnd?: "stop" | "drain";
   /** A last change to the parsed file (e.g. a template that adds the user id). */
   edit?: (pipeline: Obj) => void;
 };
@@ -32,6 +34,7 @@ export function shippedVariant(name: Shipped, dir: string, options: VariantOptio
     if (options.users !== undefined) pipeline.source.generator.users = options.users;
     if (options.eventCount !== undefined) pipeline.source.generator.events = options.eventCount;
   }
+  if (options.atEnd !== undefined) pipeline.source.atEnd = options.atEnd;
   pipeline.state = { ...pipeline.state, dir: join(dir, "state") };
   if (options.checkpointInterval) pipeline.state.checkpointInterval = options.checkpointInterval;
   for (const sink of pipeline.sinks as Obj[]) sink.file.path = join(dir, "out", basename(sink.file.path));

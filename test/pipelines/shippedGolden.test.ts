@@ -15,9 +15,13 @@ const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z")
 
 afterAll(removeTempDirs);
 
+/**
+ * Runs a scenario of hand-written events. Each scenario is worked out to its last deadline, some of
+ * which fall after its last event: the input drains at its end (`atEnd: drain`) so they fire.
+ */
 async function runVariant(name: Shipped, options: VariantOptions): Promise<string> {
   const dir = tempDir(`flusso-golden-${name}-`);
-  const result = await runPipeline(loadPipeline(shippedVariant(name, dir, options)), { reset: true });
+  const result = await runPipeline(loadPipeline(shippedVariant(name, dir, { atEnd: "drain", ...options })), { reset: true });
   expect(result.counters.deadLettered).toBe(0);
   return dir;
 }

@@ -1,7 +1,8 @@
-// The file sink's part in exactly once: recovery cuts the file back to the length the checkpoint
-// committed (and refuses one that lost bytes), and flush returns the length it made durable.
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+// The file sink's part in exactly once: the named file only ever holds committed lines (they wait in
+// a part file until their checkpoint commits), recovery completes an append a crash interrupted and
+// drops what no checkpoint covered, and a file that lost committed bytes is refused.
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { SinkPositionLost } from "../../../engine/errors.ts";
 import { FileSink } from "../../../engine/sinks/fileSink.ts";
@@ -10,6 +11,8 @@ import { removeTempDirs, tempDir } from "../../pipelines/pipelineFiles.ts";
 
 afterAll(removeTempDirs);
 
+type Position = { committedBytes: number; partNo: number };
+
 /** A sink on `path` put back at `position`. */
 async function recovered(path: string, position: unknown): Promise<FileSink> {
   const sink = new FileSink(path);
@@ -17,89 +20,129 @@ async function recovered(path: string, position: unknown): Promise<FileSink> {
   return sink;
 }
 
-const lines = (path: string) => readFileSync(path, "utf8").split("\n").filter((l) => l !== "");
+/** A cut for checkpoint `checkpointId`: what the checkpoint records of the sink. */
+async function cut(sink: FileSink, checkpointId: number): Promise<Position> {
+  const position = (await sink.flush()) as Position;
+  sink.hold(checkpointId);
+  return position;
+}
 
-describe("FileSink recovery", () => {
-  it("cuts what was written after the last checkpoint, and writes on from the committed length", async () => {
+const text = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "");
+const lineOf = (n: number) => `${JSON.stringify({ n })}\n`;
+
+describe("FileSink", () => {
+  it("shows a line in the named file only once the checkpoint holding it has committed", async () => {
+    const path = join(tempDir(), "out", "results.jsonl");
+    const sink = await recovered(path, undefined);
+    sink.write({ n: 1 });
+    sink.write({ n: 2 });
+    await cut(sink, 1);
+    expect(text(path)).toBe("");
+    sink.release(1);
+    expect(text(path)).toBe(lineOf(1) + lineOf(2));
+    expect(sink.deliveredThrough()).toBe(1);
+    await sink.close();
+  });
+
+  it("drops on recovery what no committed checkpoint covers, and writes on from there", async () => {
     const path = join(tempDir(), "out", "results.jsonl");
     const first = await recovered(path, undefined);
     first.write({ n: 1 });
+    const committed = await cut(first, 1);
+    first.release(1);
     first.write({ n: 2 });
-    const committed = await first.flush();
-    // Written after the checkpoint, then a crash: longer than what the restored job writes again,
-    // so a sink that only wrote over it would leave its tail behind.
-    first.write({ n: 3, note: "x".repeat(100) });
-    first.write({ n: 4 });
+    await cut(first, 2); // checkpoint 2 never commits: the crash comes first
+    first.write({ n: 3 });
     await first.close();
-    expect(statSync(path).size).toBeGreaterThan(committed as number);
 
     const restored = await recovered(path, committed);
-    expect(statSync(path).size).toBe(committed);
-    restored.write({ n: 3 });
-    expect(await restored.flush()).toBe((committed as number) + Buffer.byteLength('{"n":3}\n'));
+    expect(text(path)).toBe(lineOf(1));
+    expect(readdirSync(dirname(path)).filter((f) => f.includes(".part-"))).toEqual([]);
+    restored.write({ n: 2 });
+    const next = await cut(restored, 2);
+    restored.release(2);
+    expect(next.committedBytes).toBe(Buffer.byteLength(lineOf(1) + lineOf(2)));
+    expect(text(path)).toBe(lineOf(1) + lineOf(2));
     await restored.close();
-    expect(lines(path)).toEqual(['{"n":1}', '{"n":2}', '{"n":3}']);
   });
 
-  it("refuses a file shorter than its checkpoint with SinkPositionLost, naming the path and both lengths", async () => {
+  it("completes on recovery the append of a committed checkpoint that a crash interrupted", async () => {
+    const path = join(tempDir(), "out", "results.jsonl");
+    const first = await recovered(path, undefined);
+    first.write({ n: 1 });
+    first.release((await cut(first, 1), 1));
+    for (let n = 2; n <= 5; n++) first.write({ n });
+    const committed = await cut(first, 2);
+    // Checkpoint 2 committed; its append stopped half way (the crash), leaving the named file short.
+    writeFileSync(path, lineOf(1) + lineOf(2) + lineOf(3).slice(0, 4));
+    await first.close();
+
+    const restored = await recovered(path, committed);
+    expect(text(path)).toBe([1, 2, 3, 4, 5].map(lineOf).join(""));
+    expect(statSync(path).size).toBe(committed.committedBytes);
+    await restored.close();
+  });
+
+  it("refuses a named file that lost committed bytes its part file cannot give back, naming the path and both lengths", async () => {
+    const path = join(tempDir(), "out", "results.jsonl");
+    const first = await recovered(path, undefined);
+    first.write({ n: 1 });
+    first.release((await cut(first, 1), 1));
+    await first.close();
+    const committed = { committedBytes: statSync(path).size, partNo: 1 };
+    writeFileSync(path, "{");
+    const restoring = recovered(path, committed);
+    await expect(restoring).rejects.toThrow(SinkPositionLost);
+    await expect(recovered(path, committed)).rejects.toThrow(`${path} has 1 bytes but the checkpoint committed ${committed.committedBytes}`);
+  });
+
+  it("cuts back a named file that grew past its committed length outside flusso", async () => {
     const path = join(tempDir(), "results.jsonl");
-    writeFileSync(path, '{"n":1}\n');
-    const error = await new FileSink(path).recover(100).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(SinkPositionLost);
-    expect(error).toMatchObject({ path, committedBytes: 100, actualBytes: 8 });
-    expect((error as Error).message).toBe(`${path} has 8 bytes but the checkpoint committed 100; the output was truncated or replaced outside flusso`);
-    expect(readFileSync(path, "utf8")).toBe('{"n":1}\n'); // refused, not cut
+    writeFileSync(path, lineOf(1) + "appended by hand\n");
+    const sink = await recovered(path, { committedBytes: Buffer.byteLength(lineOf(1)), partNo: 4 });
+    expect(text(path)).toBe(lineOf(1));
+    await sink.close();
+  });
+
+  it("reads a position written before part files (a plain length) as the committed length", async () => {
+    const path = join(tempDir(), "results.jsonl");
+    writeFileSync(path, lineOf(1) + lineOf(2));
+    const sink = await recovered(path, Buffer.byteLength(lineOf(1)));
+    expect(text(path)).toBe(lineOf(1));
+    await sink.close();
   });
 
   it.each([
-    ["a committed position of 0", 0],
+    ["a committed position of 0", { committedBytes: 0, partNo: 0 }],
     ["no committed position", undefined],
   ])("starts an empty file, its folder made, where none exists and there is %s", async (_name, position) => {
     const path = join(tempDir(), "new", "folder", "results.jsonl");
     const sink = await recovered(path, position);
-    expect(existsSync(path)).toBe(true);
     expect(statSync(path).size).toBe(0);
-    sink.write({ n: 1 });
-    expect(await sink.flush()).toBe(8);
     await sink.close();
-    expect(readFileSync(path, "utf8")).toBe('{"n":1}\n');
+    expect(readdirSync(dirname(path))).toEqual(["results.jsonl"]); // a clean close leaves no part file
   });
-});
 
-describe("FileSink writing", () => {
-  it("returns from flush the length in bytes it made durable, multi-byte characters counted as bytes", async () => {
+  it("counts bytes, not characters, in the committed length", async () => {
     const path = join(tempDir(), "results.jsonl");
     const sink = await recovered(path, undefined);
-    expect(await sink.flush()).toBe(0);
-    sink.write({ user: "zoë", city: "東京" });
-    const afterOne = await sink.flush();
-    expect(afterOne).toBe(statSync(path).size);
-    expect(afterOne).toBe(Buffer.byteLength('{"user":"zoë","city":"東京"}\n'));
-    sink.write({ emoji: "😀" });
-    expect(await sink.flush()).toBe(statSync(path).size);
+    sink.write({ name: "Zoë", price: "12€" });
+    const position = await cut(sink, 1);
+    expect(position.committedBytes).toBe(Buffer.byteLength('{"name":"Zoë","price":"12€"}\n'));
     await sink.close();
   });
 
-  it("writes what it buffers once past the flush threshold, before any flush, in the order written", async () => {
-    const path = join(tempDir(), "results.jsonl");
+  it("writes what it buffers past the flush threshold to the part file, in the order written", async () => {
+    const dir = tempDir();
+    const path = join(dir, "results.jsonl");
     const sink = await recovered(path, undefined);
     const rnd = mulberry32(3);
-    // ~600 KiB of lines of random lengths: past the 256 KiB threshold twice.
-    const values = Array.from({ length: 3000 }, (_, i) => ({ i, pad: "p".repeat(Math.floor(rnd() * 400)) }));
-    values.slice(0, 10).forEach((v) => sink.write(v));
-    expect(statSync(path).size).toBe(0); // below the threshold: held
-    values.slice(10).forEach((v) => sink.write(v));
-    const writtenBeforeFlush = statSync(path).size;
-    expect(writtenBeforeFlush).toBeGreaterThan(256 * 1024);
-    // Whole lines, the oldest first: what is written before a flush is a prefix of the values.
-    const prefix = lines(path).map((l) => JSON.parse(l));
-    expect(prefix).toEqual(values.slice(0, prefix.length));
-    const total = await sink.flush();
+    const written = Array.from({ length: 3000 }, (_, n) => ({ n, pad: "x".repeat(Math.floor(rnd() * 300)) }));
+    for (const value of written) sink.write(value);
+    expect(statSync(`${path}.part`).size).toBeGreaterThan(0); // before any flush
+    sink.release((await cut(sink, 1), 1));
+    expect(text(path)).toBe(written.map((v) => `${JSON.stringify(v)}\n`).join(""));
     await sink.close();
-    expect(total).toBeGreaterThan(writtenBeforeFlush);
-    expect(lines(path).map((l) => JSON.parse(l))).toEqual(values);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
