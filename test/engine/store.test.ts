@@ -14,7 +14,7 @@ import { TimerService } from "../../engine/timers.ts";
 const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
 
 function meta(checkpointId: number): CheckpointMeta {
-  return { fingerprint: "f", sourcePosition: checkpointId * 10, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 };
+  return { shape: "f", sourcePosition: checkpointId * 10, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 };
 }
 
 describe("state store", () => {
@@ -157,7 +157,7 @@ describe("damaged state", () => {
   it("refuses checkpoint metadata with a flipped bit", async () => {
     const dir = mkdtempSync(join(tmpdir(), "flusso-damaged-"));
     const store = new StateStore(dir);
-    await store.commit({ ...meta(1), fingerprint: "fingerprint-marker" });
+    await store.commit({ ...meta(1), shape: "fingerprint-marker" });
     await store.close();
     flipBitIn(dir, "fingerprint-marker");
     expect(() => new StateStore(dir)).toThrow(/the checkpoint metadata fails its checksum/);
