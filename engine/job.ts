@@ -242,7 +242,11 @@ class Job<E> {
     const progressIntervalMs = this.options.progressIntervalMs ?? 500;
     let lastCheckpointAtMs = this.nowMs();
     let lastProgressAtMs = lastCheckpointAtMs;
-    if (this.tracker.watermarkMs === END_OF_TIME) return true; // restored after the end
+    if (this.tracker.watermarkMs === END_OF_TIME) {
+      // Restored after the end: nothing to read, but what this run changed (stages reset or gone, a new shape) is kept.
+      await this.checkpoint(true);
+      return true;
+    }
     // Operators judge lateness by the watermark: a restored job must start from the one it had.
     if (this.tracker.watermarkMs > -Infinity) this.events$.next(watermark(this.tracker.watermarkMs));
     for (;;) {

@@ -119,6 +119,6 @@ function wantedOutputs(spec: PipelineSpec): string[] | undefined {
   return spec.sinks.flatMap((s) => s.outputs!);
 }
 
-export function runPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
+export async function runPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
   return runJob(jobOptions(spec, run));
 }
