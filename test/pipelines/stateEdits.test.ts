@@ -3,6 +3,7 @@
 // lookbacks carried over), stages and windows added start empty and removed ones are dropped, sinks
 // keep their own positions wherever they move, and a change to what the state means is refused
 // naming the stage and the change, with --reset-stage as the way forward.
+import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -12,7 +13,7 @@ import { ResetStageUnknown } from "../../pipelines/errors.ts";
 import { inspectState } from "../../pipelines/inspect.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
-import { removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
+import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
 import { shippedVariant, variantOutputs, type Shipped, type VariantOptions } from "./shipped.ts";
 
 afterAll(removeTempDirs);
@@ -273,5 +274,25 @@ describe("flusso state", () => {
     const values = JSON.parse(out.slice(out.indexOf(`key ${alerted}:\n`) + `key ${alerted}:\n`.length));
     expect(Object.keys(values.stages)).toEqual(["dedup", "scores", "triggers"]);
     expect(values.stages.scores.scores[0].alertsFired).toBe(1);
+  }, 60_000);
+
+  it("reads the last checkpoint beside a running job, which holds the lock", async () => {
+    const dir = tempDir("flusso-edits-beside-");
+    const file = shippedVariant("retention", dir, { users: 5000, eventCount: 150_000, checkpointInterval: "100ms" });
+    const job = spawn(process.execPath, [join(PROJECT_ROOT, "bin/flusso.js"), "run", file, "--quiet"], { stdio: "ignore" });
+    const ended = new Promise<number | null>((done) => job.on("exit", done));
+    let printed = "";
+    let isRunning = true;
+    void ended.then(() => (isRunning = false));
+    for (let i = 0; i < 100 && !/^checkpoint \d+/m.test(printed); i++) {
+      await new Promise((wait) => setTimeout(wait, 100));
+      printed = runCli(["state", file]).stdout;
+    }
+    const wasRunning = isRunning;
+    job.kill("SIGTERM");
+    await ended;
+    expect(printed).toMatch(/^checkpoint \d+, taken/m);
+    expect(printed).toMatch(/^ {2}segments: \d+ users/m);
+    expect(wasRunning).toBe(true);
   }, 60_000);
 });
