@@ -146,7 +146,6 @@ function relayout(scores: Score[], old: StateShape, now: StateShape): (states: U
       st.counts = pickParts(st.counts, eventsFrom[i], () => 0);
       st.rulesHeld &= (2 ** score.rules.length - 1) | 0;
       st.alertsFired &= (2 ** score.alerts.length - 1) | 0;
-      if (st.drivers.length > score.driverCount) st.drivers.splice(0, st.drivers.length - score.driverCount);
       return st;
     });
     return next.every((st) => st === null) ? undefined : next;
@@ -304,7 +303,7 @@ function addDriver(score: Score, st: ScoreState, driver: Driver): void {
   let at = drivers.length;
   while (at > 0 && drivers[at - 1].time > driver.time) at--;
   drivers.splice(at, 0, driver);
-  if (drivers.length > score.driverCount) drivers.shift();
+  while (drivers.length > score.driverCount) drivers.shift(); // more than one after `drivers` was lowered between runs
 }
 
 function writeVars(score: Score, st: ScoreState | null, vars: Vars): void {
@@ -339,7 +338,8 @@ function fire(score: Score, st: ScoreState, value: number, view: UserView, out: 
     if ((st.alertsFired & (1 << i)) !== 0 || value < alert.threshold) continue;
     st.alertsFired |= 1 << i;
     isFired = true;
-    const drivers = st.drivers.slice();
+    // At most driverCount, also when it was lowered between runs.
+    const drivers = score.driverCount === 0 ? [] : st.drivers.slice(-score.driverCount);
     const body: ScoreAlertRecord = { output: ALERT_OUTPUT, user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
     out.emit(ALERT_OUTPUT, view.user, view.timeMs, body);
     out.count("score_alerts");
