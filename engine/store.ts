@@ -162,12 +162,15 @@ export class StateStore {
    * The log of a state since its base, oldest first: replaying it, a later pair for a key replaces
    * an earlier one and a null value deletes the key. Streamed, so a large state is never held twice.
    */
-  *restored(name: string): Iterable<[unknown, unknown]> {
+  restored(name: string): Iterable<[unknown, unknown]> {
     if (this.fresh.some((f) => f === name || (f.endsWith("/") && name.startsWith(f)))) {
       if (this.logs.has(name)) this.toReplace.add(name);
-      return;
+      return [];
     }
-    if (!this.logs.has(name)) return;
+    return this.logs.has(name) ? this.replayed(name) : [];
+  }
+
+  private *replayed(name: string): Iterable<[unknown, unknown]> {
     const info = this.logInfo(name);
     for (const { key, value } of this.stateDatabase(name).getRange({ start: [info.baseCheckpointId] })) {
       yield* this.checked(value as Buffer, `state "${name}" at ${JSON.stringify(key)}`) as Array<[unknown, unknown]>;
