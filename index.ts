@@ -7,6 +7,6 @@
 export { loadPipeline } from "./pipelines/load.ts";
 export { runPipeline, type RunOptions } from "./pipelines/compile.ts";
 export type { PipelineSpec } from "./pipelines/validate.ts";
-export { ConfigError, PipelineInvalid } from "./pipelines/errors.ts";
+export { ConfigError, PipelineInvalid, ResetStageUnknown } from "./pipelines/errors.ts";
 export { EngineError } from "./engine/errors.ts";
 export type { CheckpointInfo, DeadLetter, JobCounters, JobResult } from "./engine/job.ts";

@@ -38,7 +38,7 @@ function row(measure: string, medianText: string, runs: number[] | string, targe
 }
 
 function checkpointMeta(checkpointId: number): CheckpointMeta {
-  return { fingerprint: "bench", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: Date.now() };
+  return { shape: "bench", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: Date.now() };
 }
 
 /** Benchmarks 1 and 2, interleaved run by run so that both see the same machine load. */

@@ -23,7 +23,7 @@ export async function runEngine(events: readonly BenchEvent[], stateDir: string)
   const checkpoints: CheckpointInfo[] = [];
   const startedAtMs = performance.now();
   const result = await runJob<BenchEvent>({
-    fingerprint: "bench-keyed-count",
+    shape: "bench-keyed-count",
     source: new MemorySource(events),
     decode: (value) => {
       const e = value as BenchEvent;

@@ -16,13 +16,17 @@ export class WatermarkRegression extends EngineError {
   }
 }
 
-/** The state directory holds a checkpoint of a different pipeline definition. */
+/**
+ * The state directory holds state this job cannot resume: of another pipeline, or of one changed in
+ * what its state means. `changes`: one line each; `wayOut`: what to do instead.
+ */
 export class StateMismatch extends EngineError {
-  constructor(readonly dir: string, readonly expected: string, readonly found: string) {
-    super(
-      `${dir} holds a checkpoint of another pipeline definition ` +
-        `(fingerprint ${found}, this pipeline is ${expected}); use a fresh state dir or run with --reset`,
-    );
+  constructor(
+    readonly dir: string,
+    readonly changes: readonly string[],
+    readonly wayOut = "use a fresh state dir or run with --reset",
+  ) {
+    super(`${dir} holds state this pipeline cannot resume:\n${changes.map((change) => `  - ${change}\n`).join("")}${wayOut}`);
   }
 }
 

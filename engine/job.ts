@@ -21,6 +21,8 @@ export type SinkRoute = { name: string; sink: Sink; kinds?: readonly string[] };
 
 /** What a pipeline's graph is built with. */
 export type GraphBuilder = {
+  /** The shape the restored state was written under (see JobOptions.acceptState); undefined: nothing was restored. */
+  readonly restoredShape: unknown;
   /** Builds an operator from its definition, with its state restored, as an RxJS operator. */
   operator<I, O>(definition: OperatorDefinition<I, O>): OperatorFunction<Element<I>, Element<O>>;
   /** Writes the records of `stream` to `sink`; the sink's position is part of every checkpoint. */
@@ -34,9 +36,26 @@ export type GraphBuilder = {
   sideTo(tag: string, sinkName: string, sink: Sink, counter: string, shape?: (value: unknown) => object): void;
 };
 
+/** How a job resumes the state of a checkpoint (see JobOptions.acceptState). */
+export type Resumption = {
+  /** The shape the state was written under, as the operators are told (GraphBuilder.restoredShape). */
+  restoredShape: unknown;
+  /** States (names, or prefixes ending in "/") that start empty whatever the checkpoint holds. */
+  freshStates?: readonly string[];
+};
+
 export type JobOptions<E> = {
-  /** Identifies the pipeline definition; a state dir of another definition is refused. */
-  fingerprint: string;
+  /**
+   * What the state holds and what its layout and meaning depend on (JSON), stored with every
+   * checkpoint: what `acceptState` compares a restored checkpoint's with.
+   */
+  shape: unknown;
+  /**
+   * Decides, before anything is built, whether the last checkpoint's state can be resumed, and
+   * how: throws (a StateMismatch) to refuse it. Default: resumed as is when its shape equals
+   * `shape`, refused otherwise.
+   */
+  acceptState?(meta: CheckpointMeta): Resumption;
   source: Source;
   decode(value: unknown, partition: number): Decoded<E>;
   newWatermarkGenerator(): WatermarkGenerator;
@@ -64,6 +83,8 @@ export type JobOptions<E> = {
   checkpointIntervalMs: number;
   /** Where undecodable and invalid items go, with their reason. */
   deadLetter: Sink;
+  /** The dead-letter sink's name in checkpoints (its position, its held outputs). Default "deadLetter". */
+  deadLetterName?: string;
   /**
    * Reshapes the dead letter of an item that could not be read or decoded before it is written (for
    * privacy: its raw text withheld, its event minimised). Late events and events an operator failed
@@ -102,6 +123,15 @@ export type JobCounters = {
   checkpoints: number;
   [counter: string]: number;
 };
+
+/** Whether two JSON values are equal, whatever the order of their objects' keys. */
+function isDeepEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== "object" || typeof b !== "object" || Array.isArray(a) !== Array.isArray(b)) return false;
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((k) => isDeepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
 
 /** The dead-letter reason of an event an operator failed on: the job goes on without it. */
 export const OPERATOR_FAILURE_REASON = "an operator failed on this event";
@@ -155,8 +185,9 @@ class Job<E> {
 
   /**
    * 1. locks the state dir (resetting it if asked), reads the last checkpoint and refuses one of
-   *    another pipeline or written under other keys;
-   * 2. builds the graph, which restores every operator's state and timers;
+   *    another pipeline (acceptState) or written under other keys;
+   * 2. builds the graph, which restores every operator's state and timers (those the checkpoint
+   *    has of operators no longer in the graph go with the next checkpoint);
    * 3. puts sinks back at their committed positions (holding sinks deliver what they held) and the
    *    source after its recorded position;
    * 4. runs batches until the source ends or a stop is asked, checkpointing at cuts;
@@ -169,17 +200,18 @@ class Job<E> {
       this.lock = await lockStateDir(this.options.stateDir, { reset: this.options.reset });
       this.store = new StateStore(this.options.stateDir, undefined, { encryptionKey: this.options.stateEncryptionKey });
       const meta = this.store.readMeta();
-      if (meta && meta.fingerprint !== this.options.fingerprint) {
-        throw new StateMismatch(this.options.stateDir, this.options.fingerprint, meta.fingerprint);
-      }
+      const resumption = meta && this.accept(meta);
       for (const [what, check] of Object.entries(this.options.keyChecks ?? {})) {
         const stored = meta?.keyChecks?.[what];
         if (stored !== undefined && stored !== check) throw new StateKeyChanged(this.options.stateDir, what);
       }
       this.runId = meta?.runId ?? randomBytes(6).toString("base64url");
+      this.store.startFresh(resumption?.freshStates ?? []);
       // 2.
-      this.addSink("deadLetter", this.options.deadLetter);
-      this.options.build(this.events$, this.graphBuilder());
+      this.addSink(this.options.deadLetterName ?? "deadLetter", this.options.deadLetter);
+      this.options.build(this.events$, this.graphBuilder(resumption?.restoredShape));
+      // What the job no longer has (a window or a sink removed) goes with the next checkpoint.
+      this.store.forgetUnused(this.sinks.map(({ name }) => name));
       // 3.
       for (const { name, sink } of this.sinks) {
         await sink.recover(meta?.sinkPositions[name], { sinkName: name, runId: this.runId, held: this.store.heldOutputs(name) });
@@ -207,12 +239,25 @@ class Job<E> {
     }
   }
 
+  /** How the checkpoint's state is resumed, or StateMismatch: acceptState's decision, or equal shapes. */
+  private accept(meta: CheckpointMeta): Resumption {
+    if (this.options.acceptState) return this.options.acceptState(meta);
+    if (!isDeepEqual(meta.shape, this.options.shape)) {
+      throw new StateMismatch(this.options.stateDir, [meta.shape === undefined ? "it was written by an older flusso, which recorded no state shape" : "it was written by a job of another shape"]);
+    }
+    return { restoredShape: meta.shape };
+  }
+
   private async loop(): Promise<boolean> {
     const { source, batchSize = 1000, checkpointIntervalMs, signal } = this.options;
     const progressIntervalMs = this.options.progressIntervalMs ?? 500;
     let lastCheckpointAtMs = this.nowMs();
     let lastProgressAtMs = lastCheckpointAtMs;
-    if (this.tracker.watermarkMs === END_OF_TIME) return true; // restored after the end
+    if (this.tracker.watermarkMs === END_OF_TIME) {
+      // Restored after the end: nothing to read, but what this run changed (stages reset or gone, a new shape) is kept.
+      await this.checkpoint(true);
+      return true;
+    }
     // Operators judge lateness by the watermark: a restored job must start from the one it had.
     if (this.tracker.watermarkMs > -Infinity) this.events$.next(watermark(this.tracker.watermarkMs));
     for (;;) {
@@ -310,7 +355,7 @@ class Job<E> {
     const holding = this.sinks.filter(({ sink }) => sink.hold !== undefined);
     for (const { name, sink } of holding) holds.push({ sink: name, held: sink.hold!(checkpointId), deliveredThrough: sink.deliveredThrough!() });
     const meta: CheckpointMeta = {
-      fingerprint: this.options.fingerprint,
+      shape: this.options.shape,
       runId: this.runId,
       keyChecks: this.options.keyChecks,
       sourcePosition: this.options.source.position(),
@@ -332,8 +377,9 @@ class Job<E> {
     }
   }
 
-  private graphBuilder(): GraphBuilder {
+  private graphBuilder(restoredShape: unknown): GraphBuilder {
     return {
+      restoredShape,
       operator: (definition) => {
         const count = (counter: string, by: number) => (this.counters[counter] = (this.counters[counter] ?? 0) + by);
         const logic = definition.build(storeOperatorContext(this.store, definition.name, (tag, value) => this.side(tag).next(value), count));

@@ -5,15 +5,19 @@ import type { OperatorContext } from "./operator.ts";
 import type { Checkpointable, StateStore } from "./store.ts";
 import { TimerService } from "./timers.ts";
 
+/** The name in the store of an operator's state: `<operator>/<state>`. */
+export function stateName(operatorName: string, name: string): string {
+  return `${operatorName}/${name}`;
+}
+
 export function storeOperatorContext(
   store: StateStore,
   operatorName: string,
   side: OperatorContext["side"],
   count: OperatorContext["count"] = () => {},
 ): OperatorContext {
-  const stateName = (name: string) => `${operatorName}/${name}`;
   const restoredAndRegistered = <T extends Checkpointable>(build: (name: string, restored: Iterable<[unknown, unknown]>) => T, name: string): T => {
-    const member = build(stateName(name), store.restored(stateName(name)));
+    const member = build(stateName(operatorName, name), store.restored(stateName(operatorName, name)));
     store.register(member);
     return member;
   };
@@ -22,7 +26,7 @@ export function storeOperatorContext(
     mapState: (name, options) => restoredAndRegistered((n, restored) => new KeyedMapState(n, options, restored), name),
     eventTimers: (name, options) =>
       options?.isCheckpointed === false
-        ? new TimerService(stateName(`event-timers/${name}`), [], { isCheckpointed: false })
+        ? new TimerService(stateName(operatorName, `event-timers/${name}`), [], { isCheckpointed: false })
         : restoredAndRegistered((n, restored) => new TimerService(n, restored), `event-timers/${name}`),
     processingTimers: (name) => restoredAndRegistered((n, restored) => new TimerService(n, restored), `processing-timers/${name}`),
     side,

@@ -29,7 +29,11 @@ export type Checkpointable = {
 };
 
 export type CheckpointMeta = {
-  fingerprint: string;
+  /**
+   * What the state holds and depends on, as the job describes it (JSON; see JobOptions.shape).
+   * Undefined in a checkpoint of a flusso that described its state by a fingerprint only.
+   */
+  shape: unknown;
   /** Names this state's life: made when the state dir is first used, kept across restarts, new after a reset. */
   runId?: string;
   /** Keyed check values of secrets the state depends on (never the secrets), by what they check. */
@@ -86,25 +90,33 @@ export class StateStore {
   private readonly members: Checkpointable[] = [];
   private readonly logs = new Map<string, LogInfo>();
   private readonly meta: StoredMeta | undefined;
+  /** States (names, or prefixes ending in "/") that start empty: not restored, their log replaced at the next commit. */
+  private fresh: readonly string[] = [];
+  /** States started empty whose log the next commit replaces. */
+  private readonly toReplace = new Set<string>();
+  /** Set by forgetUnused: the sinks whose held outputs the next commit keeps (every other sink's go). */
+  private keptSinks: ReadonlySet<string> | undefined;
 
   /**
    * `encryptionKey` (32 bytes): the state is encrypted at rest (LMDB's ChaCha8), and a dir written
-   * with another key, or without one, is refused as unreadable.
+   * with another key, or without one, is refused as unreadable. `readOnly`: to look at the last
+   * checkpoint, beside a job that may be writing the next (LMDB's readers see committed
+   * transactions only); nothing can be committed.
    */
   constructor(
     readonly dir: string,
     private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
-    { encryptionKey }: { encryptionKey?: string } = {},
+    { encryptionKey, readOnly = false }: { encryptionKey?: string; readOnly?: boolean } = {},
   ) {
     try {
-      mkdirSync(dir, { recursive: true });
-      accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+      if (!readOnly) mkdirSync(dir, { recursive: true });
+      accessSync(dir, constants.R_OK | (readOnly ? 0 : constants.W_OK) | constants.X_OK);
     } catch (error) {
       throw new StateDirUnusable(dir, error);
     }
     checkDataFile(dir);
     try {
-      this.root = open({ path: dir, maxDbs: MAX_STATE_DATABASES, compression: false, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
+      this.root = open({ path: dir, maxDbs: MAX_STATE_DATABASES, compression: false, readOnly, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
     } catch (error) {
       throw openFailure(dir, encryptionKey !== undefined, error);
     }
@@ -124,11 +136,41 @@ export class StateStore {
     return meta;
   }
 
+  /** The names of the states the last checkpoint holds. */
+  stateNames(): string[] {
+    return [...this.logs.keys()];
+  }
+
+  /**
+   * Has the states named in `states` (or under a prefix ending in "/" there) start empty, whatever
+   * the checkpoint holds: nothing of them is restored, and the next commit replaces their log.
+   */
+  startFresh(states: readonly string[]): void {
+    this.fresh = states;
+  }
+
+  /**
+   * Has the next commit forget what the job no longer uses: the states no one registered (an
+   * operator or a state gone from the job) and the outputs held for sinks other than `sinks`.
+   * Called once every state is registered.
+   */
+  forgetUnused(sinks: readonly string[]): void {
+    this.keptSinks = new Set(sinks);
+  }
+
   /**
    * The log of a state since its base, oldest first: replaying it, a later pair for a key replaces
    * an earlier one and a null value deletes the key. Streamed, so a large state is never held twice.
    */
-  *restored(name: string): Iterable<[unknown, unknown]> {
+  restored(name: string): Iterable<[unknown, unknown]> {
+    if (this.fresh.some((f) => f === name || (f.endsWith("/") && name.startsWith(f)))) {
+      if (this.logs.has(name)) this.toReplace.add(name);
+      return [];
+    }
+    return this.logs.has(name) ? this.replayed(name) : [];
+  }
+
+  private *replayed(name: string): Iterable<[unknown, unknown]> {
     const info = this.logInfo(name);
     for (const { key, value } of this.stateDatabase(name).getRange({ start: [info.baseCheckpointId] })) {
       yield* this.checked(value as Buffer, `state "${name}" at ${JSON.stringify(key)}`) as Array<[unknown, unknown]>;
@@ -171,7 +213,8 @@ export class StateStore {
       const info = { ...this.logInfo(member.name) };
       const delta = member.takeDelta();
       const changed = delta.puts.length + delta.deletes.length;
-      const isSnapshotAsked = member.takeSnapshotRequest?.() === true;
+      const isStartedFresh = this.toReplace.delete(member.name);
+      const isSnapshotAsked = member.takeSnapshotRequest?.() === true || isStartedFresh;
       const isCompaction = isSnapshotAsked || info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries);
       const pairs: Array<[unknown, unknown]> = isCompaction
         ? member.snapshotAll()
@@ -187,6 +230,11 @@ export class StateStore {
       this.logs.set(member.name, info);
       return { db: this.stateDatabase(member.name), name: member.name, info, chunks, isCompaction };
     });
+    // States no one registered since forgetUnused: their entries go with this commit.
+    const unused = this.keptSinks === undefined ? [] : [...this.logs.keys()].filter((name) => !this.members.some((m) => m.name === name));
+    for (const name of unused) this.logs.delete(name);
+    const keptSinks = this.keptSinks;
+    this.keptSinks = undefined;
     const storedMeta = withChecksum(pack({ ...meta, logs: Object.fromEntries(this.logs) } satisfies StoredMeta));
     const held = holds.map(({ sink, held, deliveredThrough }) => ({ sink, deliveredThrough, bytes: held === undefined ? undefined : withChecksum(pack(held)) }));
     const snapshotMs = performance.now() - startedAtMs;
@@ -197,6 +245,11 @@ export class StateStore {
         if (isCompaction) for (const key of db.getKeys({ end: [meta.checkpointId] })) db.remove(key);
         chunks.forEach((chunk, n) => db.put([meta.checkpointId, n], chunk));
       }
+      for (const name of unused) {
+        const db = this.stateDatabase(name);
+        for (const key of db.getKeys()) db.remove(key);
+      }
+      if (keptSinks !== undefined) for (const key of outbox.getKeys()) if (!keptSinks.has((key as [string, number])[0])) outbox.remove(key);
       for (const { sink, deliveredThrough, bytes } of held) {
         for (const key of outbox.getKeys({ start: [sink], end: [sink, deliveredThrough + 1] })) outbox.remove(key);
         if (bytes !== undefined) outbox.put([sink, meta.checkpointId], bytes);
@@ -220,7 +273,7 @@ export class StateStore {
     if (bytes !== undefined) return this.checked(bytes, "the checkpoint metadata") as StoredMeta;
     // Written by a flusso that laid state out otherwise: refused as another pipeline's would be.
     if (metaDb.get(OLD_META_KEY) !== undefined) {
-      return { fingerprint: "(state layout 1, an older flusso)", sourcePosition: undefined, sinkPositions: {}, watermarks: undefined, counters: {}, checkpointId: 0, takenAtMs: 0, logs: {} };
+      return { shape: undefined, sourcePosition: undefined, sinkPositions: {}, watermarks: undefined, counters: {}, checkpointId: 0, takenAtMs: 0, logs: {} };
     }
     return undefined;
   }

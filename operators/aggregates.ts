@@ -11,6 +11,7 @@
 // error of at most ~4% (7d: 6h, 1d: 1h, 30m: 1m), and round units put the expiries of different
 // lookbacks on a shared grid, where they coincide more often and share wake-ups.
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type RollingKind = "count" | "sum" | "avg" | "min" | "max" | "distinct" | "ratio" | "last" | "since";
 
@@ -53,9 +54,32 @@ export function defaultResolutionMs(overMs: number): number {
   return best;
 }
 
+/**
+ * The state's shape: per aggregate (by name), its kind and its buckets (lookback and resolution);
+ * conditions and values may change, the counts kept so far stay.
+ */
+function stateShape(specs: RollingAggregateSpec[]): StateShape {
+  return {
+    parts: specs.map((spec): [string, StateShape] => {
+      const buckets = spec.overMs === undefined ? {} : { overMs: spec.overMs, resolutionMs: spec.resolutionMs ?? defaultResolutionMs(spec.overMs) };
+      return [spec.name, { layout: { kind: spec.kind, ...buckets } }];
+    }),
+  };
+}
+
 export function aggregates(options: AggregatesOptions): StageDefinition {
   const name = options.name ?? "aggregates";
-  return { name, build: (ctx) => new AggregatesLogic(options.aggregates, ctx.userState<UserAggregates>("users")) };
+  const shape = stateShape(options.aggregates);
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const users = ctx.userState<UserAggregates>("users");
+      const logic = new AggregatesLogic(options.aggregates, users);
+      if (ctx.restoredShape) relayoutAll(users, logic.relayout(partsFrom(ctx.restoredShape, shape)));
+      return logic;
+    },
+  };
 }
 
 /**
@@ -211,6 +235,19 @@ class AggregatesLogic implements StageLogic {
   pendingWake(user: string): number | undefined {
     const state = this.users.get(user);
     return state === undefined || state.armedMs === NEVER ? undefined : state.armedMs;
+  }
+
+  /**
+   * A user's aggregates restored under other aggregates, laid out as `from` says (see partsFrom):
+   * an added one starts empty; undefined when nothing is left. The wake-up pending stays: it only
+   * steps the user, who then asks for the next expiry.
+   */
+  relayout(from: Array<number | undefined>): (state: UserAggregates) => UserAggregates | undefined {
+    return (state) => {
+      state.slots = pickParts(state.slots, from, (i) => emptySlot(this.aggregates[i]));
+      state.nextExpiryMs = this.nextExpiry(state.slots);
+      return this.isEmpty(state) ? undefined : state;
+    };
   }
 
   private holds(condition: number, vars: Record<string, unknown>): boolean {

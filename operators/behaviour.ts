@@ -6,6 +6,7 @@ import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from 
 import { KeyedSlots } from "../engine/keyedSlots.ts";
 import type { TimerService } from "../engine/timers.ts";
 import type { EventFields, StageContext, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { isSameLayout, type StateShape } from "./stateShape.ts";
 
 /** One output of a stage: its kind ("features", "trigger", ...) and the object the sinks write. */
 export type BehaviourOutput = KindedOutput;
@@ -41,6 +42,13 @@ export type BehaviourOptions = {
    * messages dated after it. Default true.
    */
   drainsAtEnd?: boolean;
+  /**
+   * The shapes the restored state was written under, by stage (see StageDefinition.stateShape): a
+   * stage not in it starts empty (it is new, or reset), one whose parts moved lays its values out
+   * anew. Default: every stage's state is as its own shape says. (What a stage keeps apart from its
+   * users, in `valueState`, starts empty when the job's `freshStates` name it.)
+   */
+  restoredShapes?: Readonly<Record<string, StateShape>>;
 };
 
 /** The output kind of the audit record of an erasure on request. */
@@ -61,14 +69,26 @@ export type ErasureRecord = {
 /** The job counter of users erased on request. */
 export const ERASURES_COUNTER = "erasures";
 
-export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFields, BehaviourOutput> {
-  return { name: `behaviour/${options.name}`, build: (ctx) => new BehaviourLogic(options, ctx) };
+/** The operator's state of every stage's per-user values (one record per user), and of their slot names. */
+export const USER_RECORDS_STATE = "users";
+export const SLOT_NAMES_STATE = "slot-names";
+
+export function behaviourOperatorName(pipeline: string): string {
+  return `behaviour/${pipeline}`;
 }
 
-/** A context whose state names are prefixed with the stage's, so stages cannot collide. */
-function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string): StageContext {
+export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFields, BehaviourOutput> {
+  return { name: behaviourOperatorName(options.name), build: (ctx) => new BehaviourLogic(options, ctx) };
+}
+
+/**
+ * A context whose state names are prefixed with the stage's, so stages cannot collide. `isFresh`:
+ * the stage's user values start empty; `restoredShape`: they were written under another layout.
+ */
+function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string, isFresh: boolean, restoredShape: StateShape | undefined): StageContext {
   return {
-    userState: (name) => records.slot(`${stage}/${name}`),
+    restoredShape,
+    userState: (name) => records.slot(`${stage}/${name}`, { isFresh }),
     valueState: (name, options) => ctx.valueState(`${stage}/${name}`, options),
     mapState: (name, options) => ctx.mapState(`${stage}/${name}`, options),
     eventTimers: (name, options) => ctx.eventTimers(`${stage}/${name}`, options),
@@ -109,8 +129,16 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       if (names.has(s.name)) throw new Error(`two behaviour stages are named "${s.name}"`);
       names.add(s.name);
     }
-    this.records = new KeyedSlots(ctx.valueState<unknown[]>("users"));
-    this.stages = options.stages.map((s) => s.build(stageContext(ctx, this.records, s.name)));
+    this.records = new KeyedSlots(ctx.valueState<unknown[]>(USER_RECORDS_STATE), ctx.valueState<string[]>(SLOT_NAMES_STATE));
+    const restored = options.restoredShapes;
+    this.stages = options.stages.map((s) => {
+      const restoredShape = restored?.[s.name];
+      const isFresh = restored !== undefined && restoredShape === undefined;
+      const isRelaidOut = restoredShape !== undefined && !isSameLayout(restoredShape, s.stateShape ?? {});
+      return s.build(stageContext(ctx, this.records, s.name, isFresh, isRelaidOut ? restoredShape : undefined));
+    });
+    // The values of stages gone from the pipeline go with their slots (their wake-ups are not rebuilt).
+    this.records.seal();
     this.stageNames = options.stages.map((s) => s.name);
     this.erasesWhen = options.erasesWhen;
     this.wakeUps = options.stages.map((s) => ctx.eventTimers(`wake-ups/${s.name}`, { isCheckpointed: false }));
@@ -143,7 +171,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     this.nextDueMs = this.wakingTimers.map(() => Infinity);
   }
 
-  /** After a restart: every user's pending wake-up of every stage, as its state says. */
+  /** After a restart: every user's pending wake-up of every stage, as its state says (a stage reset or gone has none). */
   private rebuildWakeUps(): void {
     const keeping = this.stages.flatMap((stage, i) => (stage.pendingWake === undefined ? [] : [i]));
     if (keeping.length === 0) return;

@@ -58,6 +58,7 @@ export type ClustersOptions = {
 };
 
 export const DEFAULT_CLUSTER_VAR = "cluster";
+const DEFAULT_K = 5;
 
 /** The output kinds of a user's cluster change, of a run, and of a cohort's retention. */
 export const CLUSTER_OUTPUT = "cluster";
@@ -124,6 +125,8 @@ export function clusters(options: ClustersOptions): StageDefinition {
   const name = options.name ?? "clusters";
   return {
     name,
+    // Users' vectors, the model's scaling and centroids are laid out by the features, in order, and k.
+    stateShape: { layout: { features: options.features, k: options.k ?? DEFAULT_K } },
     build: (ctx) =>
       new ClustersLogic(options, ctx.userState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts")),
   };
@@ -157,7 +160,7 @@ class ClustersLogic implements StageLogic {
   ) {
     this.variable = options.variable ?? DEFAULT_CLUSTER_VAR;
     this.features = options.features;
-    this.k = options.k ?? 5;
+    this.k = options.k ?? DEFAULT_K;
     this.everyMs = options.everyMs ?? 30 * MINUTE_MS;
     this.activeWithinMs = options.activeWithinMs ?? 30 * MINUTE_MS;
     this.seed = options.seed ?? 42;

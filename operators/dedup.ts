@@ -27,7 +27,9 @@ export const DUPLICATES_COUNTER = "duplicates";
 
 export function dedup(options: DedupOptions = {}): StageDefinition {
   const name = options.name ?? "dedup";
-  return { name, build: (ctx) => new DedupLogic(options.fields ?? DEFAULT_DEDUP_FIELDS, options.withinMs ?? DEFAULT_WITHIN_MS, ctx.userState<unknown[]>("kept")) };
+  const fields = options.fields ?? DEFAULT_DEDUP_FIELDS;
+  // Signatures are laid out by the fields compared; how long they are kept may change.
+  return { name, stateShape: { layout: { fields } }, build: (ctx) => new DedupLogic(fields, options.withinMs ?? DEFAULT_WITHIN_MS, ctx.userState<unknown[]>("kept")) };
 }
 
 type KeptState = {

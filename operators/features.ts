@@ -1,6 +1,7 @@
 // Derived features: formulas over a user's aggregates (and earlier features), evaluated on every
 // step, written into the view, and emitted as one feature vector when any of them changes.
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type FeatureSpec = {
   name: string;
@@ -22,7 +23,18 @@ export type FeatureVector = { output: typeof FEATURES_OUTPUT; user_id: string; t
 
 export function features(options: FeaturesOptions): StageDefinition {
   const name = options.name ?? "features";
-  return { name, build: (ctx) => new FeaturesLogic(options, ctx.userState<Array<number | null>>("last")) };
+  // The last vector emitted, a value per feature by name (to tell a change).
+  const shape: StateShape = { parts: options.features.map((f): [string, StateShape] => [f.name, {}]) };
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const last = ctx.userState<Array<number | null>>("last");
+      const from = partsFrom(ctx.restoredShape, shape);
+      if (ctx.restoredShape) relayoutAll(last, (vector) => pickParts(vector, from, () => null));
+      return new FeaturesLogic(options, last);
+    },
+  };
 }
 
 class FeaturesLogic implements StageLogic {

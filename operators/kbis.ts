@@ -1,6 +1,7 @@
 // KBI labels: per user, ordered threshold rules give each KBI a label ("active", "occasional", ...),
 // re-evaluated on every step, written into the view and emitted when a label changes.
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type KbiRule = {
   label: string;
@@ -34,7 +35,18 @@ type Labels = Array<string | null>;
 
 export function kbis(options: KbisOptions): StageDefinition {
   const name = options.name ?? "kbis";
-  return { name, build: (ctx) => new KbisLogic(options.kbis, ctx.userState<Labels>("labels")) };
+  // A label per KBI, by name; its rules may change (a label no rule gives any more changes at the next step).
+  const shape: StateShape = { parts: options.kbis.map((k): [string, StateShape] => [k.name, {}]) };
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const labels = ctx.userState<Labels>("labels");
+      const from = partsFrom(ctx.restoredShape, shape);
+      if (ctx.restoredShape) relayoutAll(labels, (current) => pickParts(current, from, () => null));
+      return new KbisLogic(options.kbis, labels);
+    },
+  };
 }
 
 class KbisLogic implements StageLogic {

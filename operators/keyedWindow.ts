@@ -5,7 +5,8 @@
 import type { StreamRecord } from "../engine/elements.ts";
 import type { KeyedStateOptions } from "../engine/keyedState.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
-import { accumulator, type Accumulator, type AggregateSpec } from "./aggregations.ts";
+import { accumulator, type Accumulator, type AggregateKind, type AggregateSpec } from "./aggregations.ts";
+import { isSameLayout, partsFrom, type StateShape } from "./stateShape.ts";
 import { assignWindows, sessionsMeet, type WindowAssigner } from "./windowAssigners.ts";
 
 export type KeyedWindowOptions<E> = {
@@ -15,6 +16,12 @@ export type KeyedWindowOptions<E> = {
   /** How long after its end a window still takes events, firing again for each. Default DEFAULT_ALLOWED_LATENESS_MS. */
   allowedLatenessMs?: number;
   aggregates: AggregateSpec<E>[];
+  /**
+   * The shape the restored state was written under (see windowStateShape), when it may differ from
+   * this definition's: aggregates added since start empty in the windows already open, those gone
+   * are dropped. Default: the state is as this definition's shape says.
+   */
+  restoredShape?: StateShape;
 };
 
 /** A window result: `{window, key, start, end, ...aggregates}`. */
@@ -43,16 +50,37 @@ export const LATE = "late";
 /** The output kind of window results, for sinks that pick kinds with `outputs:`. */
 export const WINDOW_OUTPUT = "window";
 
+/** The operator's name, and its state's, for a window called `name`. */
+export function windowOperatorName(name: string): string {
+  return `window/${name}`;
+}
+export const WINDOW_STATE = "windows";
+
 export function keyedWindow<E>(options: KeyedWindowOptions<E>): OperatorDefinition<E, WindowResult> {
-  return { name: `window/${options.name}`, build: (ctx) => new KeyedWindowLogic(options, ctx) };
+  return { name: windowOperatorName(options.name), build: (ctx) => new KeyedWindowLogic(options, ctx) };
 }
 
-/** How slots are stored: as they are, unless an accumulator (distinct) needs converting. */
-export function slotCodec<E>(accumulators: Accumulator<E>[]): KeyedStateOptions<Slot[], Slot[]> {
-  if (accumulators.every((a) => !a.needsCodec)) return {};
-  const convert = (slots: Slot[], how: "encode" | "decode") =>
-    slots.map((slot) => slot.map((x, i) => (i < ACC ? x : accumulators[i - ACC][how](x))));
-  return { encode: (slots) => convert(slots, "encode"), decode: (stored) => convert(stored, "decode") };
+/**
+ * What a window's state depends on (see StateShape): its assigner (the windows a key holds) and, by
+ * name, each aggregate's kind (the accumulator kept per window); conditions, values and the allowed
+ * lateness may change.
+ */
+export function windowStateShape(options: { assigner: WindowAssigner; aggregates: ReadonlyArray<{ name: string; kind: AggregateKind }> }): StateShape {
+  return {
+    layout: { ...options.assigner },
+    parts: options.aggregates.map((a): [string, StateShape] => [a.name, { layout: { kind: a.kind } }]),
+  };
+}
+
+/**
+ * How slots are stored: as they are, unless an accumulator (distinct) needs converting. `restored`:
+ * the accumulators the stored slots were written with, when other than `accumulators`.
+ */
+export function slotCodec<E>(accumulators: Accumulator<E>[], restored: Accumulator<E>[] = accumulators): KeyedStateOptions<Slot[], Slot[]> {
+  if (accumulators.every((a) => !a.needsCodec) && restored.every((a) => !a.needsCodec)) return {};
+  const convert = (slots: Slot[], how: "encode" | "decode", by: Accumulator<E>[]) =>
+    slots.map((slot) => slot.map((x, i) => (i < ACC ? x : by[i - ACC][how](x))));
+  return { encode: (slots) => convert(slots, "encode", accumulators), decode: (stored) => convert(stored, "decode", restored) };
 }
 
 class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
@@ -70,10 +98,23 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     this.accumulators = options.aggregates.map(accumulator);
     this.lateMs = options.allowedLatenessMs ?? DEFAULT_ALLOWED_LATENESS_MS;
     this.isSession = options.assigner.type === "session";
-    this.slots = ctx.valueState<Slot[]>("windows", slotCodec(this.accumulators));
+    const shape = windowStateShape(options);
+    const restored = options.restoredShape !== undefined && !isSameLayout(options.restoredShape, shape) ? options.restoredShape : undefined;
+    // Stored slots are read with the accumulators they were written with, then laid out anew.
+    const restoredAccumulators = restored?.parts?.map(([name, part]) => accumulator<E>({ name, kind: (part.layout as { kind: AggregateKind }).kind }));
+    this.slots = ctx.valueState<Slot[]>(WINDOW_STATE, slotCodec(this.accumulators, restoredAccumulators));
+    if (restored !== undefined) this.relayout(partsFrom(restored, shape));
     // Every pending timer follows from a window's state, so checkpoints need not store them.
-    this.timers = ctx.eventTimers("windows", { isCheckpointed: false });
+    this.timers = ctx.eventTimers(WINDOW_STATE, { isCheckpointed: false });
     for (const key of this.slots.keys()) for (const slot of this.slots.get(key)!) this.rearm(key, slot);
+  }
+
+  /** Lays every open window's accumulators out as `from` says (see partsFrom): an added one starts empty. */
+  private relayout(from: Array<number | undefined>): void {
+    for (const [key, slots] of [...this.slots.entries()]) {
+      const next = slots.map((slot) => [...slot.slice(0, ACC), ...from.map((j, i) => (j === undefined ? this.accumulators[i].init() : slot[ACC + j]))]);
+      this.slots.set(key, next);
+    }
   }
 
   /** The timers a restored window had pending: its end until it fired, then its purge; a session's armed one. */

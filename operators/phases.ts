@@ -1,6 +1,7 @@
 // Journey phases: a per-user phase machine (awareness, consideration, conversion, retention,
 // re-engagement) moved by events and by event-time timers, with timed windows that only signal.
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 /** What a timer or window counts from. */
 export type PhaseClock = "last_event" | "entered";
@@ -95,7 +96,23 @@ type UserPhase = {
  */
 export function phases(options: PhasesOptions): StageDefinition {
   const name = options.name ?? "phases";
-  return { name, build: (ctx) => new PhasesLogic(options, ctx.userState<UserPhase>("users")) };
+  // A user is in one of the phases, by name: the set of phases is the layout. Per window (by name),
+  // the clock it last fired for. Transitions, timers and delays may change: a deadline already
+  // pending is then kept until the user's next step.
+  const shape: StateShape = {
+    layout: { phases: [...options.phases].sort() },
+    parts: (options.windows ?? []).map((w): [string, StateShape] => [w.name, {}]),
+  };
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const users = ctx.userState<UserPhase>("users");
+      const from = partsFrom(ctx.restoredShape, shape);
+      if (ctx.restoredShape) relayoutAll(users, (state) => ({ ...state, windowFiredForMs: pickParts(state.windowFiredForMs, from, () => null) }));
+      return new PhasesLogic(options, users);
+    },
+  };
 }
 
 type UserStates = { get(key: string): UserPhase | undefined; set(key: string, value: UserPhase): void };

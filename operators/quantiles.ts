@@ -1,6 +1,7 @@
 // Quantiles across users: a t-digest per metric of every user's latest value, rebuilt once per period
 // of event time, checkpointed, read by `quantile("metric", q)` in expressions and optionally reported.
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 import { digestOf, lookupOf, quantileAt, quantileOf, type Digest, type DigestLookup } from "./tdigest.ts";
 
 export type QuantilesOptions = {
@@ -56,10 +57,21 @@ const HOUR_MS = 3_600_000;
 
 export function quantiles(options: QuantilesOptions): StageDefinition {
   const name = options.name ?? "quantiles";
+  // Per metric, by name: each user's latest value, and the digest of the last rebuild.
+  const shape: StateShape = { parts: options.metrics.map((m): [string, StateShape] => [m, {}]) };
   return {
     name,
+    stateShape: shape,
     build: (ctx) => {
-      const logic = new QuantilesLogic(options, ctx.userState<Array<number | null>>("values"), ctx.valueState<DigestsState>("digests"));
+      const values = ctx.userState<Array<number | null>>("values");
+      const digests = ctx.valueState<DigestsState>("digests");
+      if (ctx.restoredShape) {
+        const from = partsFrom(ctx.restoredShape, shape);
+        relayoutAll(values, (latest) => pickParts(latest, from, () => null));
+        const state = digests.get(ALL_USERS);
+        if (state !== undefined) digests.set(ALL_USERS, { ...state, digests: pickParts(state.digests, from, () => null) });
+      }
+      const logic = new QuantilesLogic(options, values, digests);
       if (options.publishTo) options.publishTo.quantile = (metric, q) => logic.quantile(metric, q);
       return logic;
     },

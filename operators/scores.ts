@@ -2,6 +2,7 @@
 // a recency boost and rules on top, computed lazily at each step, with threshold alerts.
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partOf, partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 type Vars = Record<string, unknown>;
 
@@ -108,9 +109,47 @@ type ScoreState = {
 /** A user's states, one per score in configured order (null before the score's first weighted event). */
 type UserScores = Array<ScoreState | null>;
 
+/**
+ * The state's shape: per score (by name), its weighted events (by name), whose counts it keeps.
+ * Rules and alerts are known by their place in the list: a bit each, kept for those still there.
+ */
+function stateShape(specs: ScoreSpec[]): StateShape {
+  return { parts: specs.map((spec): [string, StateShape] => [spec.name, { parts: spec.events.map((e): [string, StateShape] => [e.name, {}]) }]) };
+}
+
 export function scores(options: ScoresOptions): StageDefinition {
   const name = options.name ?? "scores";
-  return { name, build: (ctx) => new ScoresLogic(options.scores.map(withDefaults), ctx.userState<UserScores>("scores")) };
+  const shape = stateShape(options.scores);
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const state = ctx.userState<UserScores>("scores");
+      const prepared = options.scores.map(withDefaults);
+      if (ctx.restoredShape) relayoutAll(state, relayout(prepared, ctx.restoredShape, shape));
+      return new ScoresLogic(prepared, state);
+    },
+  };
+}
+
+/**
+ * A user's scores restored under other scores, laid out by name: a score added starts with none,
+ * the counts of its weighted events follow their names, rules and alerts no longer there lose their bit.
+ */
+function relayout(scores: Score[], old: StateShape, now: StateShape): (states: UserScores) => UserScores | undefined {
+  const from = partsFrom(old, now);
+  const eventsFrom = now.parts!.map(([name, shape]) => partsFrom(partOf(old, name), shape));
+  return (states) => {
+    const next = pickParts(states, from, () => null).map((st, i) => {
+      if (st === null) return null;
+      const score = scores[i];
+      st.counts = pickParts(st.counts, eventsFrom[i], () => 0);
+      st.rulesHeld &= (2 ** score.rules.length - 1) | 0;
+      st.alertsFired &= (2 ** score.alerts.length - 1) | 0;
+      return st;
+    });
+    return next.every((st) => st === null) ? undefined : next;
+  };
 }
 
 /** A spec with its defaults filled in and its decay as a rate. */
@@ -264,7 +303,7 @@ function addDriver(score: Score, st: ScoreState, driver: Driver): void {
   let at = drivers.length;
   while (at > 0 && drivers[at - 1].time > driver.time) at--;
   drivers.splice(at, 0, driver);
-  if (drivers.length > score.driverCount) drivers.shift();
+  while (drivers.length > score.driverCount) drivers.shift(); // more than one after `drivers` was lowered between runs
 }
 
 function writeVars(score: Score, st: ScoreState | null, vars: Vars): void {
@@ -299,7 +338,8 @@ function fire(score: Score, st: ScoreState, value: number, view: UserView, out: 
     if ((st.alertsFired & (1 << i)) !== 0 || value < alert.threshold) continue;
     st.alertsFired |= 1 << i;
     isFired = true;
-    const drivers = st.drivers.slice();
+    // At most driverCount, also when it was lowered between runs.
+    const drivers = score.driverCount === 0 ? [] : st.drivers.slice(-score.driverCount);
     const body: ScoreAlertRecord = { output: ALERT_OUTPUT, user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
     out.emit(ALERT_OUTPUT, view.user, view.timeMs, body);
     out.count("score_alerts");

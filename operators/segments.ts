@@ -2,6 +2,7 @@
 // group's default) and of non-exclusive tags, re-decided on every step; entering and leaving are outputs.
 import type { SlotState } from "../engine/keyedSlots.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partOf, relayoutAll, type StateShape } from "./stateShape.ts";
 
 /** A rule over the view's variables; only `true` holds (undefined = missing data = does not hold). */
 export type Condition = (vars: Record<string, unknown>) => unknown;
@@ -76,7 +77,56 @@ type RunningGroup = {
 export function segments(options: SegmentsOptions): StageDefinition {
   const name = options.name ?? "segments";
   if ((options.tags?.length ?? 0) > MAX_TAGS) throw new Error(`segments: at most ${MAX_TAGS} tags, got ${options.tags!.length}`);
-  return { name, build: (ctx) => new SegmentsLogic(options, ctx.userState<Membership>("membership")) };
+  const shape = stateShape(options);
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const membership = ctx.userState<Membership>("membership");
+      if (ctx.restoredShape) relayoutAll(membership, relayout(ctx.restoredShape, shape));
+      return new SegmentsLogic(options, membership);
+    },
+  };
+}
+
+/** The part of the shape that holds the tags (not a group name: those are variable names). */
+const TAGS_PART = "(tags)";
+
+/**
+ * The state's shape: per group (by name), the segment a user is in, known by its place among the
+ * group's segments (by name, the default last); the tags a user holds, by name. Rules may change.
+ */
+function stateShape(options: SegmentsOptions): StateShape {
+  const named = (names: string[]) => ({ parts: names.map((n): [string, StateShape] => [n, {}]) });
+  const groups = options.groups.map((g): [string, StateShape] => [g.name, named([...g.rules.map((r) => r.name), g.defaultSegment])]);
+  return { parts: [...groups, [TAGS_PART, named((options.tags ?? []).map((t) => t.name))]] };
+}
+
+/**
+ * A user's membership restored under other groups, segments or tags, translated by name: a segment
+ * gone leaves the user in none (the next step enters the one that holds, with no exit of a segment
+ * that no longer exists), a new group starts with none, a tag gone is no longer held.
+ */
+function relayout(old: StateShape, now: StateShape): (membership: Membership) => Membership {
+  const namesOf = (shape: StateShape | undefined) => (shape?.parts ?? []).map(([name]) => name);
+  const oldGroups = namesOf(old).filter((name) => name !== TAGS_PART);
+  const groups = namesOf(now).filter((name) => name !== TAGS_PART);
+  const oldTags = namesOf(partOf(old, TAGS_PART));
+  const tags = namesOf(partOf(now, TAGS_PART));
+  return (membership) => {
+    const next = groups.map((group) => {
+      const g = oldGroups.indexOf(group);
+      const was = g < 0 ? -1 : membership[g];
+      return was < 0 ? -1 : namesOf(partOf(now, group)).indexOf(namesOf(partOf(old, group))[was]);
+    });
+    let mask = 0;
+    tags.forEach((tag, i) => {
+      const t = oldTags.indexOf(tag);
+      if (t >= 0 && hasBit(membership[oldGroups.length], t)) mask += BITS[i];
+    });
+    next.push(mask);
+    return next;
+  };
 }
 
 class SegmentsLogic implements StageLogic {

@@ -2,6 +2,7 @@
 // "pricing page, then a demo request within 7 d"); a completed pattern is an output and a signal.
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { partsFrom, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type SequenceStep = {
   /** Names the step in the output's `matched` list. */
@@ -74,7 +75,51 @@ type UserSequences = {
  */
 export function sequences(options: SequencesOptions): StageDefinition {
   const name = options.name ?? "sequences";
-  return { name, build: (ctx) => new SequencesLogic(options.sequences, ctx.userState<UserSequences>("users")) };
+  const shape = stateShape(options.sequences);
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const users = ctx.userState<UserSequences>("users");
+      if (ctx.restoredShape) relayoutAll(users, relayout(ctx.restoredShape, shape));
+      return new SequencesLogic(options.sequences, users);
+    },
+  };
+}
+
+/**
+ * The state's shape: per sequence (by name), its steps, since a partial match is kept by the step
+ * it waits for; the steps' conditions and time limits may change.
+ */
+function stateShape(specs: SequenceSpec[]): StateShape {
+  return {
+    parts: specs.map((spec): [string, StateShape] => [spec.name, { layout: { steps: spec.steps.map((step) => (step.isAbsent ? `${step.name} (absent)` : step.name)) } }]),
+  };
+}
+
+/** A user's matches restored under other sequences, laid out by sequence name; undefined when none is left. */
+function relayout(old: StateShape, now: StateShape): (state: UserSequences) => UserSequences | undefined {
+  const from = partsFrom(old, now);
+  /** Per sequence, its first slot and how many (one per step after the first). */
+  const slotsOf = (shape: StateShape) => {
+    let first = 0;
+    return (shape.parts ?? []).map(([, part]) => {
+      const count = (part.layout as { steps: string[] }).steps.length - 1;
+      first += count;
+      return [first - count, count] as const;
+    });
+  };
+  const oldSlots = slotsOf(old);
+  const newSlots = slotsOf(now);
+  return (state) => {
+    const runs: Array<Run | null> = [];
+    from.forEach((j, i) => {
+      for (let k = 0; k < newSlots[i][1]; k++) runs.push(j === undefined ? null : state.runs[oldSlots[j][0] + k]);
+    });
+    const matchedAtMs = from.map((j) => (j === undefined ? null : state.matchedAtMs[j]));
+    if (runs.every((run) => run === null) && matchedAtMs.every((t) => t === null)) return undefined;
+    return { runs, matchedAtMs, wakeMs: state.wakeMs };
+  };
 }
 
 type UserStates = {

@@ -51,7 +51,9 @@ export type SessionRecord = {
 
 export function sessions(options: SessionsOptions = {}): StageDefinition {
   const name = options.name ?? "sessions";
-  return { name, build: (ctx) => new SessionsLogic(options.gapMs ?? DEFAULT_GAP_MS, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
+  const gapMs = options.gapMs ?? DEFAULT_GAP_MS;
+  // Open sessions are at least a gap apart, and each waits for its close at its last event + gap.
+  return { name, stateShape: { layout: { gapMs } }, build: (ctx) => new SessionsLogic(gapMs, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
 }
 
 type OpenState = {

@@ -2,6 +2,7 @@
 // phases, segments, triggers, ...) that the behaviour operator runs in order for every step of a user.
 import type { SlotState } from "../engine/keyedSlots.ts";
 import type { OperatorContext } from "../engine/operator.ts";
+import type { StateShape } from "./stateShape.ts";
 
 /** An event as decoded from the source: field name to value. */
 export type EventFields = Readonly<Record<string, unknown>>;
@@ -91,11 +92,24 @@ export type StageContext = OperatorContext & {
    * need to mark it). Use `valueState` for values not keyed by user (a model, cohorts).
    */
   userState<V>(name: string): SlotState<V>;
+  /**
+   * The shape the restored state was written under (see StageDefinition.stateShape); undefined when
+   * it is this stage's own, or the stage starts empty (new, or reset). Parts added, removed or
+   * reordered since (the restart has refused any other change) are laid out anew as the stage builds.
+   */
+  restoredShape?: StateShape;
 };
 
 /** What config describes; `build` makes the running stage, its state restored from the context. */
 export type StageDefinition = {
   /** Unique in the pipeline; names the stage's state. */
   readonly name: string;
+  /**
+   * What the layout and meaning of the stage's state depend on, and nothing else: stored with every
+   * checkpoint and compared at a restart, where an edit that leaves it alone keeps the state and one
+   * that changes it is refused (see StateShape). Messages, templates, thresholds and conditions
+   * change only outputs: no part of it. Default {}: nothing configurable shapes the state.
+   */
+  readonly stateShape?: StateShape;
   build(ctx: StageContext): StageLogic;
 };

@@ -5,6 +5,7 @@ import { isoSecondsUtc, renderTemplate, seedBody, type TriggerFacts, type Trigge
 import { isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
+import { relayoutAll, type StateShape } from "./stateShape.ts";
 
 type Vars = Record<string, unknown>;
 type Condition = (vars: Vars) => unknown;
@@ -92,7 +93,38 @@ type UserState = {
 
 export function triggers(options: TriggersOptions): StageDefinition {
   const name = options.name ?? "triggers";
-  return { name, build: (ctx) => new TriggersLogic(options, ctx.userState<UserState>("users")) };
+  // Cooldowns and waiting messages are kept by rule name; zones, consent and caps by user and channel.
+  const shape: StateShape = { parts: options.rules.map((rule): [string, StateShape] => [rule.name, {}]) };
+  return {
+    name,
+    stateShape: shape,
+    build: (ctx) => {
+      const users = ctx.userState<UserState>("users");
+      if (ctx.restoredShape) relayoutAll(users, forgetRulesGone(new Set(options.rules.map((rule) => rule.name))));
+      return new TriggersLogic(options, users);
+    },
+  };
+}
+
+/**
+ * A user's state restored under other rules: the cooldowns and waiting messages of rules no longer
+ * there (removed, or renamed: a renamed rule starts with no cooldown) are dropped, and the pending
+ * wake-up moves to the first message still waiting. Caps count a channel's messages whichever rule
+ * sent them: they stay.
+ */
+function forgetRulesGone(rules: ReadonlySet<string>): (state: UserState) => UserState {
+  return (state) => {
+    if (state.firedMs !== undefined) {
+      state.firedMs = Object.fromEntries(Object.entries(state.firedMs).filter(([ruleChannel]) => rules.has(ruleChannel.slice(0, ruleChannel.lastIndexOf("/")))));
+    }
+    if (state.pending !== undefined) {
+      const pending = state.pending.filter((message) => rules.has(message.rule));
+      state.pending = pending.length === 0 ? undefined : pending;
+      if (pending.length === 0) delete state.wakeMs;
+      else state.wakeMs = pending[0].atMs;
+    }
+    return state;
+  };
 }
 
 class TriggersLogic implements StageLogic {

@@ -1,24 +1,33 @@
-// The `flusso` command line: `flusso run <pipeline.yaml> [--reset]`. A bad pipeline or command line
-// exits with 2 before anything runs; a run (on a worker thread) prints progress on a terminal and a
-// one-line summary at the end. Exit codes: 0 done or stopped, 1 failed, 2 bad pipeline or command
-// line, 130 stopped at once.
+// The `flusso` command line: `flusso run <pipeline.yaml> [--reset]`, `flusso state <pipeline.yaml>`.
+// A bad pipeline or command line exits with 2 before anything runs, and so does a state dir the
+// pipeline cannot resume (its state changed shape); a run (on a worker thread) prints progress on a
+// terminal and a one-line summary at the end. Exit codes: 0 done or stopped, 1 failed, 2 bad pipeline,
+// command line or state refused, 130 stopped at once.
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Worker } from "node:worker_threads";
+import { EngineError } from "../engine/errors.ts";
 import type { JobCounters, JobResult } from "../engine/job.ts";
 import { parseCommandLine } from "./cliArgs.ts";
-import { PipelineInvalid } from "./errors.ts";
+import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
+import { formatStateReport, inspectState } from "./inspect.ts";
 import { loadPipeline } from "./load.ts";
+import { resolveResets } from "./stateShape.ts";
+import type { PipelineSpec } from "./validate.ts";
 import { publish, type PublishOptions } from "./publish.ts";
 import type { FromJob, JobRequest, ToJob } from "./runWorker.ts";
 
-const USAGE = `usage: flusso run <pipeline.yaml> [--reset] [--quiet]
+const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME ...] [--quiet]
+       flusso state <pipeline.yaml> [--key K]
        flusso publish <file.jsonl|file.csv|file.msgpack|generator> [options]
        flusso --version | --help
 
   run      runs a pipeline until its source ends (or Ctrl-C: a last checkpoint, then exit)
     --reset        forgets the state dir's checkpoint and starts from the beginning
+    --reset-stage NAME  rebuilds that stage or window from empty and keeps the rest (repeatable)
     --quiet        no progress line and no summary
+  state    prints what the state dir holds, without running (beside a running job too)
+    --key K        also that key's values, per window and stage (JSON)
   publish  sends events to JetStream, <subject>.<partition> by a hash of their key
     --servers URL  default $NATS_URL or nats://127.0.0.1:4222
     --stream NAME  default EVENTS (created if missing, subjects <subject>.>)
@@ -32,7 +41,7 @@ const USAGE = `usage: flusso run <pipeline.yaml> [--reset] [--quiet]
     --stamp FIELD  adds the publish time (epoch ms) to every event
     --quiet        no progress and no summary`;
 
-/** A bad pipeline file or a bad command line: nothing ran. */
+/** A bad pipeline file or a bad command line, or a state the pipeline cannot resume: nothing ran. */
 export const EXIT_BAD_PIPELINE = 2;
 
 /** The version in package.json. */
@@ -138,15 +147,40 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT_BAD_PIPELINE;
     case "publish":
       return publishCommand(line.input, line.values, line.quiet);
-    case "run":
+    case "run": {
+      const spec = loadOrSay(line.file);
+      if (spec === undefined) return EXIT_BAD_PIPELINE;
       try {
-        loadPipeline(line.file);
+        resolveResets(spec, line.resetStages ?? []);
       } catch (error) {
-        if (!(error instanceof PipelineInvalid)) throw error;
-        process.stderr.write(`${error.message}\n`);
+        if (!(error instanceof ResetStageUnknown)) throw error;
+        process.stderr.write(`flusso run: ${error.message}\n`);
         return EXIT_BAD_PIPELINE;
       }
-      return runCommand(resolve(line.file), line.reset, line.quiet);
+      return runCommand(resolve(line.file), line.reset, line.resetStages ?? [], line.quiet);
+    }
+    case "state": {
+      const spec = loadOrSay(line.file);
+      if (spec === undefined) return EXIT_BAD_PIPELINE;
+      try {
+        process.stdout.write(`${formatStateReport(await inspectState(spec, { key: line.key }))}\n`);
+        return 0;
+      } catch (error) {
+        process.stderr.write(`flusso state: ${error instanceof EngineError ? String(error) : String((error as Error)?.stack ?? error)}\n`);
+        return 1;
+      }
+    }
+  }
+}
+
+/** The pipeline, or undefined after saying what is wrong with it. */
+function loadOrSay(file: string): PipelineSpec | undefined {
+  try {
+    return loadPipeline(file);
+  } catch (error) {
+    if (!(error instanceof PipelineInvalid)) throw error;
+    process.stderr.write(`${error.message}\n`);
+    return undefined;
   }
 }
 
@@ -156,10 +190,10 @@ export async function main(argv: string[]): Promise<number> {
  * to stop at its next cut after a last checkpoint; a second one, or the timeout, ends the process at
  * once with 130: as safe as a crash, since the next run resumes from the last durable checkpoint.
  */
-function runCommand(file: string, reset: boolean, quiet: boolean): Promise<number> {
+function runCommand(file: string, reset: boolean, resetStages: string[], quiet: boolean): Promise<number> {
   const showProgress = !quiet && process.stderr.isTTY;
   const startedAtMs = Date.now();
-  const request: JobRequest = { file, reset, wantsProgress: showProgress };
+  const request: JobRequest = { file, reset, resetStages, wantsProgress: showProgress };
   const worker = new Worker(new URL("../bin/flusso-job.js", import.meta.url), { workerData: request });
   let finalCheckpoint: number | undefined;
   let isStopAsked = false;
@@ -206,7 +240,7 @@ function runCommand(file: string, reset: boolean, quiet: boolean): Promise<numbe
         case "failed":
           if (showProgress) process.stderr.write("\r\x1b[K");
           process.stderr.write(`flusso: ${message.text}\n`);
-          exitCode = 1;
+          exitCode = message.isRefused ? EXIT_BAD_PIPELINE : 1;
       }
     });
     worker.on("error", (error) => {

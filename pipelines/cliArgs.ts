@@ -1,7 +1,7 @@
 // The words of a `flusso` command line: which command, its file and its options, or one line saying
 // what is wrong with them (an unknown command or option, an option of another command, a missing value).
 
-export const COMMANDS = ["run", "publish"] as const;
+export const COMMANDS = ["run", "publish", "state"] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 type OptionSpec = {
@@ -9,11 +9,14 @@ type OptionSpec = {
   takesValue: boolean;
   /** The commands it applies to; any other refuses it. */
   commands: readonly CommandName[];
+  /** May be given more than once (each value kept, in order); otherwise the last one counts. */
+  isRepeatable?: boolean;
 };
 
 /** Every option, with the commands that take it. `--help` and `--version` apply everywhere. */
 export const OPTIONS: Record<string, OptionSpec> = {
   reset: { takesValue: false, commands: ["run"] },
+  "reset-stage": { takesValue: true, commands: ["run"], isRepeatable: true },
   quiet: { takesValue: false, commands: ["run", "publish"] },
   servers: { takesValue: true, commands: ["publish"] },
   stream: { takesValue: true, commands: ["publish"] },
@@ -21,7 +24,7 @@ export const OPTIONS: Record<string, OptionSpec> = {
   partitions: { takesValue: true, commands: ["publish"] },
   rate: { takesValue: true, commands: ["publish"] },
   format: { takesValue: true, commands: ["publish"] },
-  key: { takesValue: true, commands: ["publish"] },
+  key: { takesValue: true, commands: ["publish", "state"] },
   columns: { takesValue: true, commands: ["publish"] },
   events: { takesValue: true, commands: ["publish"] },
   seed: { takesValue: true, commands: ["publish"] },
@@ -33,7 +36,9 @@ const GLOBAL_OPTIONS = ["help", "version"];
 export type CommandLine =
   | { command: "help" }
   | { command: "version" }
-  | { command: "run"; file: string; reset: boolean; quiet: boolean }
+  /** `resetStages`: only when `--reset-stage` was given. */
+  | { command: "run"; file: string; reset: boolean; quiet: boolean; resetStages?: string[] }
+  | { command: "state"; file: string; key?: string }
   | { command: "publish"; input: string; values: Record<string, string>; quiet: boolean }
   /** `message`: one line for the user; the usage follows it, and the exit code is 2. */
   | { command: "mistake"; message: string };
@@ -43,6 +48,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   const positionals: string[] = [];
   const flags = new Set<string>();
   const values: Record<string, string> = {};
+  const lists: Record<string, string[]> = {};
   const given: string[] = [];
   let isAfterDashes = false;
   for (let i = 0; i < argv.length; i++) {
@@ -74,32 +80,38 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       flags.add(name);
       continue;
     }
-    if (equalsAt >= 0) {
-      values[name] = arg.slice(equalsAt + 1);
-      continue;
+    let value: string | undefined;
+    if (equalsAt >= 0) value = arg.slice(equalsAt + 1);
+    else {
+      value = argv[i + 1];
+      if (value === undefined || value.startsWith("--")) return mistake(positionals[0], `--${name} needs a value`);
+      i++;
     }
-    const value = argv[i + 1];
-    if (value === undefined || value.startsWith("--")) return mistake(positionals[0], `--${name} needs a value`);
     values[name] = value;
-    i++;
+    if (spec.isRepeatable) (lists[name] ??= []).push(value);
   }
   if (flags.has("help")) return { command: "help" };
   if (flags.has("version")) return { command: "version" };
   const [command, target, ...extra] = positionals;
-  if (command === undefined) return { command: "mistake", message: "flusso: which command? run or publish" };
+  const commandList = (last: string) => `${COMMANDS.slice(0, -1).join(", ")} ${last} ${COMMANDS.at(-1)}`;
+  if (command === undefined) return { command: "mistake", message: `flusso: which command? ${commandList("or")}` };
   if (!(COMMANDS as readonly string[]).includes(command)) {
-    return { command: "mistake", message: `flusso: unknown command ${JSON.stringify(command)}${suggestion(command, COMMANDS, "")}; the commands are ${COMMANDS.join(" and ")}` };
+    return { command: "mistake", message: `flusso: unknown command ${JSON.stringify(command)}${suggestion(command, COMMANDS, "")}; the commands are ${commandList("and")}` };
   }
   const name = command as CommandName;
   for (const option of given) {
     const takers = OPTIONS[option].commands;
     if (!takers.includes(name)) return mistake(name, `--${option} is an option of flusso ${takers.join(" and ")}, not of ${name}`);
   }
-  const what = name === "run" ? "a pipeline file" : "a file or generator";
+  const what = name === "publish" ? "a file or generator" : "a pipeline file";
   if (target === undefined) return mistake(name, `${what} is missing`);
-  if (extra.length > 0) return mistake(name, `one ${name === "run" ? "pipeline file" : "input"} expected, got also ${extra.map((x) => JSON.stringify(x)).join(" ")}`);
+  if (extra.length > 0) return mistake(name, `one ${name === "publish" ? "input" : "pipeline file"} expected, got also ${extra.map((x) => JSON.stringify(x)).join(" ")}`);
   const quiet = flags.has("quiet");
-  if (name === "run") return { command: "run", file: target, reset: flags.has("reset"), quiet };
+  if (name === "run") {
+    const resetStages = lists["reset-stage"];
+    return { command: "run", file: target, reset: flags.has("reset"), quiet, ...(resetStages ? { resetStages } : {}) };
+  }
+  if (name === "state") return { command: "state", file: target, ...(values.key === undefined ? {} : { key: values.key }) };
   return { command: "publish", input: target, values, quiet };
 }
 

@@ -1,7 +1,5 @@
 // Turns a validated PipelineSpec into a runnable job: source, decoder, watermarks, the operator
 // graph and its sinks. The only place where configuration meets the engine.
-import { createHash } from "node:crypto";
-import { relative, sep } from "node:path";
 import { map, merge } from "rxjs";
 import { record, type Element } from "../engine/elements.ts";
 import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
@@ -19,14 +17,21 @@ import { keyedWindow, LATE, WINDOW_OUTPUT } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
 import { jobPrivacy } from "./privacy.ts";
 import { eventDecoder, type Event } from "./schema.ts";
+import { pipelineShape, resolveResets, resumeState, sinkIdentity, sinkNames, type PipelineShape } from "./stateShape.ts";
 import type { SinkSpec } from "./sections/sinks.ts";
 import { DEFAULT_AT_END, type SourceSpec } from "./sections/source.ts";
 import type { AggregateDef } from "./sections/windows.ts";
+import { partOf } from "../operators/stateShape.ts";
 import type { PipelineSpec } from "./validate.ts";
 
 export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "signal" | "batchSize" | "progressIntervalMs"> & {
   /** Told what the job is waiting for (a NATS server out of reach), as lines for a person. */
   log?(message: string): void;
+  /**
+   * Stages (by section name) and windows (by name) rebuilt from empty, the rest of the state kept:
+   * their values and wake-ups are dropped. An unknown name throws ResetStageUnknown. Default none.
+   */
+  resetStages?: readonly string[];
 };
 
 /** What sources and sinks that talk to servers are given: a stop ends their waits, and they say what they wait for. */
@@ -44,59 +49,6 @@ export function buildSink(spec: SinkSpec, pipeline: string, connection: Connecti
   return new FileSink(spec.file.path);
 }
 
-/**
- * How the behaviour operator lays its state out. A state dir written under another layout is
- * refused (as a changed pipeline is) rather than read wrongly. 2: one record per user.
- */
-const BEHAVIOUR_STATE_LAYOUT = 2;
-
-/**
- * Identifies what the state dir holds: what the job computes, and nothing of where it runs, so a
- * state dir can be moved and a project folder copied with its state. Left out: the state settings
- * (dir, checkpoint interval, encryption key), NATS servers, buffer and duplicate window; file paths
- * count relative to the pipeline file's folder.
- */
-export function fingerprint(spec: PipelineSpec): string {
-  const { state: _state, file: _file, baseDir, behaviour, source, sinks, late, deadLetter, ...rest } = spec;
-  const stateLayout = behaviour && BEHAVIOUR_STATE_LAYOUT;
-  const placeless = {
-    ...rest,
-    source: placelessSource(source, baseDir),
-    sinks: sinks.map((s) => ({ ...s, sink: placelessSink(s.sink, baseDir) })),
-    late: late && placelessSink(late, baseDir),
-    deadLetter: placelessSink(deadLetter, baseDir),
-    behaviour: behaviour?.source,
-    stateLayout,
-  };
-  const normal = JSON.stringify(placeless, (_key, value) => (value && typeof value === "object" && "evaluate" in value ? value.source : value));
-  return createHash("sha256").update(normal).digest("hex").slice(0, 16);
-}
-
-/** A source as the fingerprint sees it: file paths relative to `baseDir`, no NATS servers or buffer. */
-function placelessSource(source: SourceSpec, baseDir: string): unknown {
-  if ("file" in source) return { file: { ...source.file, paths: source.file.paths.map((p) => relativePath(baseDir, p)) } };
-  if ("nats" in source) {
-    const { servers: _servers, bufferMessages: _bufferMessages, ...nats } = source.nats;
-    return { nats };
-  }
-  return source;
-}
-
-/** A sink as the fingerprint sees it: a file path relative to `baseDir`, no NATS servers or duplicate window. */
-function placelessSink(sink: SinkSpec, baseDir: string): unknown {
-  if ("file" in sink) return { file: { path: relativePath(baseDir, sink.file.path) } };
-  if ("nats" in sink) {
-    const { servers: _servers, duplicateWindowMs: _duplicateWindowMs, ...nats } = sink.nats;
-    return { nats };
-  }
-  return sink;
-}
-
-/** `path` from `baseDir`, with / separators: the same on every machine the folder is copied to. */
-function relativePath(baseDir: string, path: string): string {
-  return relative(baseDir, path).split(sep).join("/");
-}
-
 function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
   const where = def.where;
   return {
@@ -111,12 +63,20 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
   const privacy = jobPrivacy(spec.schema, spec.privacy);
   const connection: Connection = { signal: run.signal, log: run.log };
+  const { log, resetStages, ...jobRun } = run;
+  const resets = resolveResets(spec, resetStages ?? []);
+  // As a checkpoint stores it and gives it back: plain JSON.
+  const shape = JSON.parse(JSON.stringify(pipelineShape(spec))) as PipelineShape;
+  // Sinks are named by what they write: a position follows its file wherever the sink moves in the list.
+  const named = sinkNames([spec.deadLetter, ...spec.sinks.map((s) => s.sink), ...(spec.late ? [spec.late] : [])].map((s) => sinkIdentity(s, spec.baseDir)));
+  const [deadLetterName, ...routeNames] = named.slice(0, spec.sinks.length + 1);
+  const lateName = spec.late ? named.at(-1)! : deadLetterName;
   const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection);
-  const { log, ...jobRun } = run;
   const atEnd = spec.source.atEnd ?? DEFAULT_AT_END;
   return {
     ...jobRun,
-    fingerprint: fingerprint(spec),
+    shape,
+    acceptState: (meta) => resumeState(spec, shape, meta, resets),
     source: buildSource(spec.source, connection),
     decode: eventDecoder(spec.schema, spec.key, spec.time, privacy.decoder),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
@@ -129,21 +89,30 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
     keyChecks: privacy.keyChecks,
     checkpointIntervalMs: spec.state.checkpointIntervalMs,
     deadLetter: deadLetterSink,
+    deadLetterName,
     shapeRefused: privacy.shapeRefused,
     build(events, graph) {
+      const restored = graph.restoredShape as PipelineShape | undefined;
       const windowResults = spec.windows.map((w) =>
         events.pipe(
           graph.operator(
-            keyedWindow<Event>({ name: w.name, assigner: w.assigner, allowedLatenessMs: w.allowedLatenessMs, aggregates: w.aggregates.map(aggregateSpec) }),
+            keyedWindow<Event>({
+              name: w.name,
+              assigner: w.assigner,
+              allowedLatenessMs: w.allowedLatenessMs,
+              aggregates: w.aggregates.map(aggregateSpec),
+              restoredShape: restored && partOf({ parts: restored.windows }, w.name),
+            }),
           ),
           map((e): Element<BehaviourOutput> => (e.kind === "record" ? record(e.key, e.time, { kind: WINDOW_OUTPUT, body: e.value }) : e)),
         ),
       );
-      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec), drainsAtEnd: atEnd === "drain" })))] : [];
-      const routes = spec.sinks.map((s, i) => ({ name: `sinks[${i}]`, sink: buildSink(s.sink, spec.name, connection), kinds: s.outputs }));
+      const restoredShapes = restored && Object.fromEntries(restored.stages);
+      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec), restoredShapes, drainsAtEnd: atEnd === "drain" })))] : [];
+      const routes = spec.sinks.map((s, i) => ({ name: routeNames[i], sink: buildSink(s.sink, spec.name, connection), kinds: s.outputs }));
       graph.routeTo(merge(...windowResults, ...behaviourResults), routes);
-      if (spec.late) graph.sideTo(LATE, "late", buildSink(spec.late, spec.name, connection), "late");
-      else graph.sideTo(LATE, "deadLetter", deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
+      if (spec.late) graph.sideTo(LATE, lateName, buildSink(spec.late, spec.name, connection), "late");
+      else graph.sideTo(LATE, deadLetterName, deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
   };
 }
@@ -154,6 +123,6 @@ function wantedOutputs(spec: PipelineSpec): string[] | undefined {
   return spec.sinks.flatMap((s) => s.outputs!);
 }
 
-export function runPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
+export async function runPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
   return runJob(jobOptions(spec, run));
 }

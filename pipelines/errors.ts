@@ -50,3 +50,15 @@ export function quote(text: string): string {
   if (text.length <= QUOTED_CHARS) return JSON.stringify(text);
   return `${JSON.stringify(text.slice(0, QUOTED_CHARS - 3))}... (${text.length} characters)`;
 }
+
+/** `--reset-stage` names no stage or window of the pipeline (or one of each): nothing ran. */
+export class ResetStageUnknown extends Error {
+  constructor(
+    readonly stage: string,
+    readonly detail: string,
+    readonly known: readonly string[],
+  ) {
+    super(`--reset-stage ${stage}: ${detail}; ${known.length === 0 ? "it has none" : `its stages and windows are ${known.join(", ")}`}`);
+    this.name = "ResetStageUnknown";
+  }
+}

@@ -2,10 +2,10 @@
 // stays free to honour signals and the stop timeout whatever the job is doing (a long step, a
 // blocking read). Messages to and from the main thread are the types below.
 import { parentPort, workerData } from "node:worker_threads";
-import { EngineError } from "../engine/errors.ts";
+import { EngineError, StateMismatch } from "../engine/errors.ts";
 import type { JobCounters, JobResult } from "../engine/job.ts";
 import { runPipeline } from "./compile.ts";
-import { PipelineInvalid } from "./errors.ts";
+import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { loadPipeline } from "./load.ts";
 
 /** What the main thread asks the job. */
@@ -17,12 +17,12 @@ export type FromJob =
   | { type: "log"; line: string }
   | { type: "final-checkpoint"; checkpointId: number }
   | { type: "done"; result: JobResult }
-  /** `text`: the error as a person should read it. */
-  | { type: "failed"; text: string }
+  /** `text`: the error as a person should read it; `isRefused`: the state dir was refused before anything ran (exit 2). */
+  | { type: "failed"; text: string; isRefused: boolean }
   /** A stop cut short a wait before the job could start (a server out of reach): nothing ran. */
   | { type: "stopped-waiting" };
 
-export type JobRequest = { file: string; reset: boolean; wantsProgress: boolean };
+export type JobRequest = { file: string; reset: boolean; resetStages: string[]; wantsProgress: boolean };
 
 
 async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request: JobRequest): Promise<void> {
@@ -34,6 +34,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
   try {
     const result = await runPipeline(loadPipeline(request.file), {
       reset: request.reset,
+      resetStages: request.resetStages,
       signal: stop.signal,
       onProgress: request.wantsProgress ? (counters) => tell({ type: "progress", counters: { ...counters } }) : undefined,
       onFinalCheckpoint: (checkpointId) => tell({ type: "final-checkpoint", checkpointId }),
@@ -46,8 +47,9 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
       return;
     }
     // The engine's and the pipeline's own errors say all a user needs; anything else is a bug, shown with its stack.
-    const isExplained = error instanceof EngineError || error instanceof PipelineInvalid;
-    tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error) });
+    const isExplained = error instanceof EngineError || error instanceof PipelineInvalid || error instanceof ResetStageUnknown;
+    const isRefused = error instanceof StateMismatch || error instanceof ResetStageUnknown;
+    tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error), isRefused });
   } finally {
     port.close();
   }

@@ -7,7 +7,7 @@ import { readBehaviour } from "./behaviour.ts";
 import { PipelineInvalid } from "./errors.ts";
 import { celEnvironment } from "./expressions.ts";
 import { checkErasureRouted, readPrivacy, type PrivacySpec } from "./privacy.ts";
-import { NAME, Reader, type Obj } from "./reader.ts";
+import { NAME, Reader } from "./reader.ts";
 import { CEL_TYPE, type EventSchema } from "./schema.ts";
 import { readField, readSchema } from "./sections/schema.ts";
 import { readSinks, type RoutedSinkSpec, type SinkSpec } from "./sections/sinks.ts";
@@ -36,8 +36,6 @@ export type PipelineSpec = {
     outputs: string[];
     varNames: string[];
     eventFields: string[];
-    /** The behaviour sections as written (the fingerprint's part). */
-    source: Record<string, unknown>;
     /** `privacy.erase.when`: an event it holds for erases its user. */
     erasesWhen?: (vars: Record<string, unknown>) => unknown;
   };
@@ -105,16 +103,10 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
       varNames: behaviour.scope.names(),
       eventFields: behaviour.scope.fields(),
       erasesWhen: behaviour.erasesWhen,
-      source: behaviourSource(top),
     },
     privacy,
     sinks: sinks as RoutedSinkSpec[],
     late,
     deadLetter: deadLetter!,
   };
-}
-
-/** The behaviour sections as written, for the fingerprint (stage definitions hold compiled closures). */
-function behaviourSource(top: Obj): Record<string, unknown> {
-  return Object.fromEntries(STAGE_SECTION_NAMES.filter((s) => top[s] !== undefined).map((s) => [s, top[s]]));
 }

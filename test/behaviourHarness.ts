@@ -117,7 +117,7 @@ export async function runStagesCheckpointed(
       if (elements[i].kind === "watermark") lastWatermark = elements[i];
       if (!commitAfter(i)) continue;
       checkpointId++;
-      commits.push(store.commit({ fingerprint: "t", sourcePosition: i, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 }));
+      commits.push(store.commit({ shape: "t", sourcePosition: i, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 }));
     }
     input.complete();
     for (const e of await life) if (e.kind === "record") outputs.push({ kind: e.value.kind, key: e.key, time: e.time, body: e.value.body as Record<string, unknown> });

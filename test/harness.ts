@@ -77,7 +77,7 @@ export async function runWithRestart<I, O>(definition: OperatorDefinition<I, O>,
   const first = new StateStore(dir);
   const ctx1 = storeOperatorContext(first, definition.name, (tag, value) => (sides[tag] ??= []).push(value), count);
   collect(await lastValueFrom(from(before).pipe(operate(definition.build(ctx1), ctx1.side), toArray()), { defaultValue: [] }));
-  await first.commit({ fingerprint: "t", sourcePosition: cut, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: 1, takenAtMs: 0 });
+  await first.commit({ shape: "t", sourcePosition: cut, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: 1, takenAtMs: 0 });
   await first.close();
   const lastWatermark = before.filter((e) => e.kind === "watermark").at(-1);
   const second = new StateStore(dir);

@@ -5,7 +5,7 @@ import type { HeldOutputs } from "../store.ts";
 
 /** What recovery hands a sink besides its committed position. */
 export type SinkRecovery = {
-  /** The sink's name in the job ("sinks[0]", "deadLetter"): part of the identity of its outputs. */
+  /** The sink's name in the job (what it writes: "file:out/alerts.jsonl", "nats:OUT/out.hourly"): part of the identity of its outputs. */
   sinkName: string;
   /** Names the state's life (new after a reset): part of every output identity a sink makes. */
   runId: string;

@@ -100,7 +100,6 @@ function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
     g[field] === undefined ? GENERATOR_DEFAULTS[option] : r.duration(`${path}.${field}`, g[field], "2s");
   const startMs = g.start === undefined ? GENERATOR_DEFAULTS.startMs : Date.parse(String(g.start));
   if (!Number.isFinite(startMs)) r.fail(`${path}.start`, `expected an ISO-8601 time like "2024-05-20T00:00:00Z", got ${describe(g.start)}`);
-  // In the fingerprint's order: a spec written in another order would refuse existing state dirs.
   const spec = {
     seed: num("seed"),
     users: num("users"),

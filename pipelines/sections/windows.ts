@@ -7,11 +7,11 @@ import type { WindowAssigner } from "../../operators/windowAssigners.ts";
 import { compileExpression, type Compiled } from "../expressions.ts";
 import { describe, NAME, type Obj, type Reader } from "../reader.ts";
 
-/** An aggregate as read: the operator's, with its expressions compiled (their source is what the fingerprint sees). */
+/** An aggregate as read: the operator's, with its expressions compiled. */
 export type AggregateDef = Omit<AggregateSpec<unknown>, "value" | "where"> & { value?: Compiled; where?: Compiled };
 
 /** A window as read: the operator's options, every default filled in, with its aggregates as read. */
-export type WindowSpec = Required<Omit<KeyedWindowOptions<unknown>, "aggregates">> & { aggregates: AggregateDef[] };
+export type WindowSpec = Required<Omit<KeyedWindowOptions<unknown>, "aggregates" | "restoredShape">> & { aggregates: AggregateDef[] };
 
 /**
  * Windows in one pipeline. Each is an operator that sees every event and keeps one named state in

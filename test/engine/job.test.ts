@@ -60,7 +60,7 @@ function options(dir: string, events: Ev[], sink: ListSink, clock: { nowMs: numb
   const controller = new AbortController();
   let batches = 0;
   return {
-    fingerprint: "reminders-v1",
+    shape: "reminders-v1",
     source: new MemorySource(events),
     decode: (v) => record((v as Ev).user, (v as Ev).t, v as Ev),
     newWatermarkGenerator: () => boundedOutOfOrderness(0),
@@ -128,7 +128,7 @@ describe("job", () => {
   it("refuses a state dir written by another pipeline definition", async () => {
     const dir = mkdtempSync(join(tmpdir(), "flusso-job-"));
     await runJob(options(dir, EVENTS, new ListSink(), { nowMs: 0 }));
-    const other = { ...options(dir, EVENTS, new ListSink(), { nowMs: 0 }), fingerprint: "something-else" };
+    const other = { ...options(dir, EVENTS, new ListSink(), { nowMs: 0 }), shape: "something-else" };
     await expect(runJob(other)).rejects.toThrow(StateMismatch);
   });
 

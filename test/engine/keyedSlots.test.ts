@@ -67,3 +67,57 @@ describe("KeyedSlots", () => {
     expect(() => slots.slot("a")).toThrow(/two slots are named "a"/);
   });
 });
+
+describe("KeyedSlots with their names stored", () => {
+  /** A first build with slots `a` and `b`, two users, and what a checkpoint of it restores. */
+  function restoredAfterFirstBuild() {
+    const records = new KeyedValueState<unknown[]>("users");
+    const names = new KeyedValueState<string[]>("slot-names");
+    const slots = new KeyedSlots(records, names);
+    const [a, b] = [slots.slot<number>("a"), slots.slot<string>("b")];
+    slots.seal();
+    a.set("u1", 1);
+    b.set("u1", "x");
+    b.set("u2", "y");
+    const restore = () => {
+      const restoredRecords = new KeyedValueState<unknown[]>("users", {}, records.snapshotAll());
+      const restoredNames = new KeyedValueState<string[]>("slot-names", {}, names.snapshotAll());
+      return { records: restoredRecords, names: restoredNames, slots: new KeyedSlots(restoredRecords, restoredNames) };
+    };
+    return restore();
+  }
+
+  it("finds each slot's values by name when slots are added before it", () => {
+    const { slots, names } = restoredAfterFirstBuild();
+    const added = slots.slot<number>("new");
+    const b = slots.slot<string>("b");
+    const a = slots.slot<number>("a");
+    expect(slots.seal()).toEqual([]);
+    expect([a.get("u1"), b.get("u1"), b.get("u2"), added.get("u1")]).toEqual([1, "x", "y", undefined]);
+    expect([a.size, b.size, added.size]).toEqual([1, 2, 0]);
+    // Added at the end of the records, which stay as they were.
+    expect(names.get("names")).toEqual(["a", "b", "new"]);
+  });
+
+  it("drops the values of a slot no part asks for, and the records left empty, from the next checkpoint on", () => {
+    const { slots, records, names } = restoredAfterFirstBuild();
+    const a = slots.slot<number>("a");
+    expect(slots.seal()).toEqual(["b"]);
+    expect(a.get("u1")).toBe(1);
+    expect(records.get("u1")).toEqual([1]);
+    expect(records.get("u2")).toBeUndefined();
+    expect(names.get("names")).toEqual(["a"]);
+    expect(records.takeSnapshotRequest()).toBe(true);
+    expect(slots.valuesOf("u1")).toEqual({ a: 1 });
+  });
+
+  it("empties a slot asked for fresh, keeping the others", () => {
+    const { slots, records } = restoredAfterFirstBuild();
+    const b = slots.slot<string>("b", { isFresh: true });
+    const a = slots.slot<number>("a");
+    slots.seal();
+    expect([a.get("u1"), b.get("u1"), b.get("u2"), b.size]).toEqual([1, undefined, undefined, 0]);
+    expect(records.get("u2")).toBeUndefined();
+    expect(records.takeSnapshotRequest()).toBe(true);
+  });
+});

@@ -5,6 +5,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, statSync, truncateSync
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import fc from "fast-check";
+import { open } from "lmdb";
 import { describe, expect, it } from "vitest";
 import { KeyedValueState } from "../../engine/keyedState.ts";
 import { StateCorrupt, StateDirUnusable } from "../../engine/errors.ts";
@@ -14,7 +15,7 @@ import { TimerService } from "../../engine/timers.ts";
 const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
 
 function meta(checkpointId: number): CheckpointMeta {
-  return { fingerprint: "f", sourcePosition: checkpointId * 10, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 };
+  return { shape: "f", sourcePosition: checkpointId * 10, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 };
 }
 
 describe("state store", () => {
@@ -157,7 +158,7 @@ describe("damaged state", () => {
   it("refuses checkpoint metadata with a flipped bit", async () => {
     const dir = mkdtempSync(join(tmpdir(), "flusso-damaged-"));
     const store = new StateStore(dir);
-    await store.commit({ ...meta(1), fingerprint: "fingerprint-marker" });
+    await store.commit({ ...meta(1), shape: "fingerprint-marker" });
     await store.close();
     flipBitIn(dir, "fingerprint-marker");
     expect(() => new StateStore(dir)).toThrow(/the checkpoint metadata fails its checksum/);
@@ -202,5 +203,42 @@ describe("damaged state", () => {
     expect(reopened.heldOutputs("sinks[0]")).toEqual([{ checkpointId: 2, held: ["c"] }]);
     expect(reopened.heldOutputs("deadLetter")).toEqual([{ checkpointId: 2, held: ["d"] }]);
     await reopened.close();
+  });
+
+  it("starts the states asked fresh empty, and forgets with the next commit the states and held outputs no one uses", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-fresh-"));
+    const first = new StateStore(dir);
+    const [kept, reset, gone] = ["op/kept", "op/stage/reset", "gone/values"].map((name) => new KeyedValueState<number>(name));
+    for (const state of [kept, reset, gone]) {
+      state.set("k", 1);
+      first.register(state);
+    }
+    await first.commit(meta(1), [{ sink: "file:a", held: ["a"], deliveredThrough: 0 }, { sink: "nats:B/b", held: ["b"], deliveredThrough: 0 }]);
+    await first.close();
+
+    const second = new StateStore(dir);
+    second.startFresh(["op/stage/"]);
+    const restoredKept = new KeyedValueState<number>("op/kept", {}, second.restored("op/kept"));
+    const restoredReset = new KeyedValueState<number>("op/stage/reset", {}, second.restored("op/stage/reset"));
+    expect([restoredKept.get("k"), restoredReset.get("k")]).toEqual([1, undefined]);
+    restoredReset.set("k2", 2);
+    second.register(restoredKept);
+    second.register(restoredReset);
+    second.forgetUnused(["file:a"]);
+    await second.commit(meta(2), []);
+    await second.close();
+
+    const third = new StateStore(dir);
+    expect(third.stateNames().sort()).toEqual(["op/kept", "op/stage/reset"]);
+    // Its old entries were replaced, not added to: only what the new life wrote.
+    expect([...third.restored("op/stage/reset")]).toEqual([["k2", 2]]);
+    expect([...third.restored("gone/values")]).toEqual([]);
+    expect(third.heldOutputs("file:a")).toEqual([{ checkpointId: 1, held: ["a"] }]);
+    expect(third.heldOutputs("nats:B/b")).toEqual([]);
+    await third.close();
+    // Gone from the file, not only from the checkpoint's list.
+    const raw = open({ path: dir, maxDbs: 8 });
+    expect([raw.openDB({ name: "gone/values", encoding: "binary" }).getKeysCount(), raw.openDB({ name: "op/stage/reset", encoding: "binary" }).getKeysCount()]).toEqual([0, 1]);
+    await raw.close();
   });
 });

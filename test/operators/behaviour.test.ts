@@ -166,7 +166,7 @@ sequences:
     const logic = definition.build(ctx);
     const out = { emit: () => {}, side: () => {} };
     let checkpointId = 0;
-    const checkpoint = () => store.commit({ fingerprint: "t", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: ++checkpointId, takenAtMs: 0 });
+    const checkpoint = () => store.commit({ shape: "t", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: ++checkpointId, takenAtMs: 0 });
     logic.onRecord(ev("u1", T0, { wake_at: T0 + MINUTE_MS }) as StreamRecord<EventFields>, out);
     logic.onRecord(ev("u2", T0, { wake_at: T0 + MINUTE_MS }) as StreamRecord<EventFields>, out);
     await checkpoint();

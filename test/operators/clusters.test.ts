@@ -427,7 +427,7 @@ async function runWithTwoCheckpoints(stages: StageDefinition[], elements: Elemen
       if (e.kind === "record") outputs.push({ kind: e.value.kind, key: e.key, time: e.time, body: e.value.body as Record<string, unknown> });
     }
   };
-  const meta = (checkpointId: number) => ({ fingerprint: "t", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 });
+  const meta = (checkpointId: number) => ({ shape: "t", sourcePosition: 0, sinkPositions: {}, watermarks: null, counters: {}, checkpointId, takenAtMs: 0 });
   const first = new StateStore(dir);
   const logic = definition.build(storeOperatorContext(first, definition.name, () => {}, count));
   await feed(logic, elements.slice(0, firstCut));

@@ -54,7 +54,7 @@ async function runRestartingAfterEach(stages: StageDefinition[], elements: Eleme
     for (const e of await lastValueFrom(from(input).pipe(operate(definition.build(ctx), ctx.side), toArray()))) {
       if (e.kind === "record") outputs.push({ kind: e.value.kind, key: e.key, time: e.time, body: e.value.body as Record<string, unknown> });
     }
-    await store.commit({ fingerprint: "t", sourcePosition: i + 1, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: i + 1, takenAtMs: 0 });
+    await store.commit({ shape: "t", sourcePosition: i + 1, sinkPositions: {}, watermarks: null, counters: {}, checkpointId: i + 1, takenAtMs: 0 });
     await store.close();
     if (elements[i].kind === "watermark") lastWatermark = elements[i];
   }

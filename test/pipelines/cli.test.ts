@@ -19,7 +19,7 @@ describe("flusso's command line", () => {
     const run = runCli(["runn", "config/default.yaml"]);
     expect(run.status).toBe(2);
     const [first, second] = run.stderr.split("\n");
-    expect(first).toBe('flusso: unknown command "runn" (did you mean run?); the commands are run and publish');
+    expect(first).toBe('flusso: unknown command "runn" (did you mean run?); the commands are run, publish and state');
     expect(second).toMatch(/^usage: flusso run /);
   });
 
@@ -43,6 +43,21 @@ describe("parseCommandLine", () => {
     expect(parseCommandLine(["run", "p.yaml", "--reset"])).toEqual({ command: "run", file: "p.yaml", reset: true, quiet: false });
   });
 
+  it("reads --reset-stage as often as it is given, in order", () => {
+    expect(parseCommandLine(["run", "p.yaml", "--reset-stage", "scores", "--reset-stage=window:sessions"])).toEqual({
+      command: "run",
+      file: "p.yaml",
+      reset: false,
+      quiet: false,
+      resetStages: ["scores", "window:sessions"],
+    });
+  });
+
+  it("reads a state command with its key", () => {
+    expect(parseCommandLine(["state", "p.yaml", "--key", "u1"])).toEqual({ command: "state", file: "p.yaml", key: "u1" });
+    expect(parseCommandLine(["state", "p.yaml"])).toEqual({ command: "state", file: "p.yaml" });
+  });
+
   it("reads publish options as --name value and --name=value", () => {
     expect(parseCommandLine(["publish", "generator", "--rate", "500", "--stream=EV", "--quiet"])).toEqual({
       command: "publish",
@@ -62,8 +77,11 @@ describe("parseCommandLine", () => {
     [["publish", "generator", "--stremm", "X"], "flusso publish: unknown option --stremm (did you mean --stream?)"],
     [["run", "p.yaml", "--frobnicate"], "flusso run: unknown option --frobnicate"],
     [["run", "p.yaml", "-r"], "flusso run: unknown option -r"],
-    [[], "flusso: which command? run or publish"],
-    [["pubish", "x.csv"], 'flusso: unknown command "pubish" (did you mean publish?); the commands are run and publish'],
+    [[], "flusso: which command? run, publish or state"],
+    [["pubish", "x.csv"], 'flusso: unknown command "pubish" (did you mean publish?); the commands are run, publish and state'],
+    [["run", "p.yaml", "--reset-stage"], "flusso run: --reset-stage needs a value"],
+    [["state", "p.yaml", "--reset-stage", "scores"], "flusso state: --reset-stage is an option of flusso run, not of state"],
+    [["state"], "flusso state: a pipeline file is missing"],
   ])("refuses %j: %s", (argv, message) => {
     expect(parseCommandLine(argv)).toEqual({ command: "mistake", message });
   });

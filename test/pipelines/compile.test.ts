@@ -1,10 +1,11 @@
-// The state fingerprint names what a job computes, not where it runs: a project folder copied
+// The state's shape names what a job computes, not where it runs: a project folder copied
 // elsewhere with its data and state, or a state dir moved, resumes from its checkpoint.
 import { cpSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadPipeline } from "../../pipelines/load.ts";
-import { fingerprint, runPipeline } from "../../pipelines/compile.ts";
+import { runPipeline } from "../../pipelines/compile.ts";
+import { pipelineShape } from "../../pipelines/stateShape.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
@@ -46,7 +47,7 @@ function run(dir: string, env: NodeJS.ProcessEnv = {}, isStoppedEarly = false) {
 
 const results = (dir: string) => readFileSync(join(dir, "out", "results.jsonl"), "utf8");
 
-describe("the state fingerprint", () => {
+describe("the state's shape", () => {
   it("lets a project folder copied elsewhere with its data and state resume from its checkpoint", async () => {
     const reference = project();
     expect((await run(reference)).isComplete).toBe(true);
@@ -77,27 +78,27 @@ describe("the state fingerprint", () => {
     const dir = project();
     const of = (text: string, env: NodeJS.ProcessEnv = {}) => {
       writeFileSync(join(dir, "pipeline.yaml"), text);
-      return fingerprint(loadPipeline(join(dir, "pipeline.yaml"), env));
+      return pipelineShape(loadPipeline(join(dir, "pipeline.yaml"), env));
     };
-    expect(of(PIPELINE.replace("checkpointInterval: 1h", "checkpointInterval: 2s"), { STATE_DIR: "/elsewhere/state" })).toBe(of(PIPELINE));
+    expect(of(PIPELINE.replace("checkpointInterval: 1h", "checkpointInterval: 2s"), { STATE_DIR: "/elsewhere/state" })).toEqual(of(PIPELINE));
     /** The pipeline reading from and writing to NATS, with these servers and options. */
     const throughNats = (servers: string, sourceOptions: string, sinkOptions: string) =>
       PIPELINE.replace("checkpointInterval: 1h", "checkpointInterval: 1s")
         .replace(/ {2}file: \{ path: \.\/data.*\n/, `  nats: { servers: "${servers}", stream: E, subjects: ["e.>"]${sourceOptions} }\n`)
         .replace("  - file: { path: ./out/results.jsonl }", `  - nats: { servers: "${servers}", stream: O, subject: out.q${sinkOptions} }`);
     const expected = of(throughNats("nats://a:4222", "", ""));
-    expect(of(throughNats("nats://b:4222,nats://c:4222", ", bufferMessages: 5", ", duplicateWindow: 10m"))).toBe(expected);
-    expect(of(throughNats("nats://a:4222", ", partitions: 2", ""))).not.toBe(expected);
+    expect(of(throughNats("nats://b:4222,nats://c:4222", ", bufferMessages: 5", ", duplicateWindow: 10m"))).toEqual(expected);
+    expect(of(throughNats("nats://a:4222", ", partitions: 2", ""))).not.toEqual(expected);
   });
 
   it("tells apart pipelines that compute differently or read other files", () => {
     const dir = project();
-    const of = () => fingerprint(loadPipeline(join(dir, "pipeline.yaml"), {}));
+    const of = () => pipelineShape(loadPipeline(join(dir, "pipeline.yaml"), {}));
     const expected = of();
     writeFileSync(join(dir, "pipeline.yaml"), PIPELINE.replace("size: 15m", "size: 30m"));
-    expect(of()).not.toBe(expected);
+    expect(of()).not.toEqual(expected);
     writeFileSync(join(dir, "data", "other.jsonl"), "");
     writeFileSync(join(dir, "pipeline.yaml"), PIPELINE.replace("./data/events.jsonl", "./data/other.jsonl"));
-    expect(of()).not.toBe(expected);
+    expect(of()).not.toEqual(expected);
   });
 });

@@ -191,10 +191,11 @@ describe("errors", () => {
   it("names an error once: StateMismatch, not StateMismatch: StateMismatch", () => {
     const dir = tempDir("flusso-names-");
     writeFileSync(join(dir, "events.jsonl"), eventLines(20));
+    writeFileSync(join(dir, "other.jsonl"), eventLines(20));
     expect(runCli(["run", pipeline(dir), "--quiet"]).status).toBe(0);
-    const changed = runCli(["run", pipeline(dir, { extra: "watermark: { maxOutOfOrderness: 1s }\n" })]);
-    expect(changed.status).toBe(1);
-    expect(changed.stderr).toMatch(/^flusso: StateMismatch: .* holds a checkpoint of another pipeline definition/);
+    const changed = runCli(["run", pipeline(dir, { source: "other.jsonl" })]);
+    expect(changed.status).toBe(2);
+    expect(changed.stderr).toMatch(/^flusso: StateMismatch: .* holds state this pipeline cannot resume:\n {2}- source: /);
     expect(changed.stderr.match(/StateMismatch/g)).toHaveLength(1);
     expect(changed.stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
