@@ -17,6 +17,7 @@ import {
   unstandardise,
   type Standardisation,
 } from "./clusterMath.ts";
+import { isoTime } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 const MINUTE_MS = 60_000;
@@ -65,12 +66,13 @@ export const CLUSTERS_OUTPUT = "clusters";
 export const CLUSTER_RETENTION_OUTPUT = "cluster_retention";
 
 /** "cluster": a user's cluster name changed (previous null: the user's first). */
-export type ClusterChange = { output: typeof CLUSTER_OUTPUT; user_id: string; time: number; cluster: string; previous: string | null };
+export type ClusterChange = { output: typeof CLUSTER_OUTPUT; user_id: string; time: string; time_ms: number; cluster: string; previous: string | null };
 
 /** "clusters": one per run, the clusters in slot order: members' mean raw values, the centroid's z-scores. */
 export type ClustersRun = {
   output: typeof CLUSTERS_OUTPUT;
-  time: number;
+  time: string;
+  time_ms: number;
   run: number;
   users: number;
   centroids: Array<{ name: string; size: number; mean: Record<string, number>; z: Record<string, number> }>;
@@ -79,7 +81,8 @@ export type ClustersRun = {
 /** "cluster_retention": one per cohort, once its measuring day is over. */
 export type ClusterRetention = {
   output: typeof CLUSTER_RETENTION_OUTPUT;
-  time: number;
+  time: string;
+  time_ms: number;
   /** The cohort's UTC day, "2024-05-20". */
   cohort_day: string;
   cluster: string;
@@ -181,7 +184,7 @@ class ClustersLogic implements StageLogic {
     const label = entry.slot < 0 ? null : this.model.names[entry.slot];
     // A user once assigned always has a slot: the label only goes from null to names and between names.
     if (label !== null && label !== entry.label) {
-      const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: view.user, time: view.timeMs, cluster: label, previous: entry.label };
+      const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs, cluster: label, previous: entry.label };
       out.emit(CLUSTER_OUTPUT, view.user, view.timeMs, change);
       entry.label = label;
       isChanged = true;
@@ -350,7 +353,8 @@ class ClustersLogic implements StageLogic {
   private describeRun(timeMs: number, users: number, centroids: number[][], means: number[][], sizes: number[]): ClustersRun {
     return {
       output: CLUSTERS_OUTPUT,
-      time: timeMs,
+      time: isoTime(timeMs),
+      time_ms: timeMs,
       run: this.model.run,
       users,
       centroids: centroids.map((z, slot) => ({
@@ -369,7 +373,7 @@ class ClustersLogic implements StageLogic {
     entry.run = this.model.run;
     const label = this.model.names[slot];
     if (label === entry.label) return;
-    const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: user, time: timeMs, cluster: label, previous: entry.label };
+    const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: user, time: isoTime(timeMs), time_ms: timeMs, cluster: label, previous: entry.label };
     out.emit(CLUSTER_OUTPUT, user, timeMs, change);
     entry.label = label;
   }
@@ -406,7 +410,8 @@ class ClustersLogic implements StageLogic {
       const timeMs = dayMs + afterMs + DAY_MS;
       const report: ClusterRetention = {
         output: CLUSTER_RETENTION_OUTPUT,
-        time: timeMs,
+        time: isoTime(timeMs),
+        time_ms: timeMs,
         cohort_day: new Date(dayMs).toISOString().slice(0, 10),
         cluster,
         users,

@@ -1,5 +1,6 @@
 // Quantiles across users: a t-digest per metric of every user's latest value, rebuilt once per period
 // of event time, checkpointed, read by `quantile("metric", q)` in expressions and optionally reported.
+import { isoTime } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { digestOf, lookupOf, quantileAt, quantileOf, type Digest, type DigestLookup } from "./tdigest.ts";
 
@@ -30,7 +31,8 @@ export const QUANTILES_OUTPUT = "quantiles";
 /** The "quantiles" output, one per metric at each rebuild. */
 export type QuantilesReport = {
   output: typeof QUANTILES_OUTPUT;
-  time: number;
+  time: string;
+  time_ms: number;
   metric: string;
   count: number;
   p50: number;
@@ -167,7 +169,7 @@ class QuantilesLogic implements StageLogic {
       const digest = this.state.digests[i];
       if (digest === null) continue;
       const q = (p: number) => quantileOf(digest, p)!;
-      const body: QuantilesReport = { output: QUANTILES_OUTPUT, time: timeMs, metric: this.metrics[i], count: digest.count, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: digest.min, max: digest.max };
+      const body: QuantilesReport = { output: QUANTILES_OUTPUT, time: isoTime(timeMs), time_ms: timeMs, metric: this.metrics[i], count: digest.count, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: digest.min, max: digest.max };
       out.emit(QUANTILES_OUTPUT, this.metrics[i], timeMs, body);
     }
   }

@@ -1,6 +1,7 @@
 // Decayed scores: per user, points from weighted events decaying exponentially in event time,
 // a recency boost and rules on top, computed lazily at each step, with threshold alerts.
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
+import { isoTime } from "./outputFormat.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 type Vars = Record<string, unknown>;
@@ -60,8 +61,11 @@ export type ScoresOptions = {
   scores: ScoreSpec[];
 };
 
-/** A weighted event as an alert lists it: what the user did and the points it added (undecayed). */
+/** A weighted event as the state keeps it: what the user did, when (ms) and the points it added (undecayed). */
 export type Driver = { type: string | null; page: string | null; time: number; points: number };
+
+/** A weighted event as an alert lists it: its time as ISO-8601 and epoch ms. */
+export type ReportedDriver = { type: string | null; page: string | null; time: string; time_ms: number; points: number };
 
 /** The output kind of a score alert. */
 export const ALERT_OUTPUT = "alert";
@@ -70,12 +74,13 @@ export const ALERT_OUTPUT = "alert";
 export type ScoreAlertRecord = {
   output: typeof ALERT_OUTPUT;
   user_id: string;
-  time: number;
+  time: string;
+  time_ms: number;
   score: string;
   value: number;
   threshold: number;
   message: string;
-  drivers: Driver[];
+  drivers: ReportedDriver[];
 };
 
 /** Half-life of a decay stated as a fraction `lose` lost per period: P * ln 2 / -ln(1 - p). */
@@ -300,10 +305,11 @@ function fire(score: Score, st: ScoreState, value: number, view: UserView, out: 
     st.alertsFired |= 1 << i;
     isFired = true;
     const drivers = st.drivers.slice();
-    const body: ScoreAlertRecord = { output: ALERT_OUTPUT, user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
+    const reported = drivers.map((d): ReportedDriver => ({ type: d.type, page: d.page, time: isoTime(d.time), time_ms: d.time, points: d.points }));
+    const body: ScoreAlertRecord = { output: ALERT_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers: reported };
     out.emit(ALERT_OUTPUT, view.user, view.timeMs, body);
     out.count("score_alerts");
-    const signal: Signal = { kind: "alert", name: score.name, timeMs: view.timeMs, detail: { value, threshold: alert.threshold, message: alert.message, drivers } };
+    const signal: Signal = { kind: "alert", name: score.name, timeMs: view.timeMs, detail: { value, threshold: alert.threshold, message: alert.message, drivers: reported } };
     view.signals.push(signal);
   }
   return isFired;

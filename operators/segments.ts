@@ -1,5 +1,6 @@
 // Segments: per-user membership of exclusive segment groups (the first rule that holds wins, else the
 // group's default) and of non-exclusive tags, re-decided on every step; entering and leaving are outputs.
+import { isoTime } from "./outputFormat.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
@@ -46,7 +47,8 @@ export const SEGMENT_OUTPUT = "segment";
 export type SegmentChange = {
   output: typeof SEGMENT_OUTPUT;
   user_id: string;
-  time: number;
+  time: string;
+  time_ms: number;
   group: string;
   segment: string;
   change: "enter" | "exit";
@@ -150,7 +152,7 @@ class SegmentsLogic implements StageLogic {
   }
 
   private change(view: UserView, out: StageOutput, group: string, segment: string, change: "enter" | "exit", detail: Readonly<Record<string, unknown>>): void {
-    const body: SegmentChange = { output: SEGMENT_OUTPUT, user_id: view.user, time: view.timeMs, group, segment, change };
+    const body: SegmentChange = { output: SEGMENT_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs, group, segment, change };
     out.emit(SEGMENT_OUTPUT, view.user, view.timeMs, body);
     view.signals.push({ kind: change === "enter" ? "segment_enter" : "segment_exit", name: segment, timeMs: view.timeMs, detail });
   }

@@ -17,6 +17,7 @@ import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
 import { keyedWindow, LATE, WINDOW_OUTPUT } from "../operators/keyedWindow.ts";
 import { behaviour, type BehaviourOutput } from "../operators/behaviour.ts";
+import { isoTime } from "../operators/outputFormat.ts";
 import { jobPrivacy } from "./privacy.ts";
 import { eventDecoder, type Event } from "./schema.ts";
 import type { SinkSpec } from "./sections/sinks.ts";
@@ -111,7 +112,7 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
   const privacy = jobPrivacy(spec.schema, spec.privacy);
   const connection: Connection = { signal: run.signal, log: run.log };
-  const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection);
+  const deadLetterSink = withTimesShown(buildSink(spec.deadLetter, spec.name, connection));
   const { log, ...jobRun } = run;
   return {
     ...jobRun,
@@ -142,6 +143,44 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
       else graph.sideTo(LATE, "deadLetter", deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
   };
+}
+
+/**
+ * The dead-letter sink, writing the epoch-ms `time` of a dead letter (an event an operator failed
+ * on: the job writes `{ reason, key, time, event }`) as every output shows times: ISO-8601 `time`
+ * with `time_ms` beside it. Everything else is the sink's own.
+ */
+function withTimesShown(sink: Sink): Sink {
+  const shown: Sink = {
+    get description() {
+      return sink.description;
+    },
+    recover: (position, recovery) => sink.recover(position, recovery),
+    write: (value) => sink.write(timeShown(value)),
+    flush: () => sink.flush(),
+    close: () => sink.close(),
+  };
+  if (sink.hold) {
+    shown.hold = (checkpointId) => sink.hold!(checkpointId);
+    shown.release = (checkpointId) => sink.release!(checkpointId);
+    shown.deliveredThrough = () => sink.deliveredThrough!();
+    shown.delivered = () => sink.delivered!();
+  }
+  return shown;
+}
+
+function timeShown(value: object): object {
+  const time = (value as { time?: unknown }).time;
+  if (typeof time !== "number") return value;
+  const shown: Record<string, unknown> = {};
+  for (const [field, v] of Object.entries(value)) {
+    if (field !== "time") shown[field] = v;
+    else {
+      shown.time = isoTime(time);
+      shown.time_ms = time;
+    }
+  }
+  return shown;
 }
 
 /** The output kinds some sink takes; undefined when one takes them all. */

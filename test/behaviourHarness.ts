@@ -35,6 +35,9 @@ export function ev(user: string, timeMs: number, fields: Record<string, unknown>
 
 export const wm = (timeMs: number): Element<EventFields> => watermark(timeMs);
 
+/** An output's time as outputs show it: ISO-8601 and epoch ms, `{ time, time_ms }`. */
+export const outputTime = (timeMs: number): { time: string; time_ms: number } => ({ time: new Date(timeMs).toISOString(), time_ms: timeMs });
+
 /**
  * A stage that asks for a wake-up at the time an event's field `timeOf` names holds (or that
  * `timeOf` gives for the step's event), as an expiring aggregate would. It keeps the times asked

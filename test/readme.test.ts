@@ -186,8 +186,8 @@ function projectCopy(file: string): string {
   return dir;
 }
 
-type WindowResult = { window: string; key: string; start: number };
-const byWindow = (a: WindowResult, b: WindowResult) => a.window.localeCompare(b.window) || a.key.localeCompare(b.key) || a.start - b.start;
+type WindowResult = { window: string; key: string; start_ms: number };
+const byWindow = (a: WindowResult, b: WindowResult) => a.window.localeCompare(b.window) || a.key.localeCompare(b.key) || a.start_ms - b.start_ms;
 
 describe("npx flusso run config/rees46.yaml", () => {
   let dir: string;

@@ -12,7 +12,7 @@ import { matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
 import { clusters, type ClustersRun } from "../../operators/clusters.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput } from "../../operators/stage.ts";
 import { stageContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 /** Writes down the cluster var as every step leaves it: a "seen" output per step. */
 const probe: StageDefinition = {
@@ -76,7 +76,7 @@ describe("clusters", () => {
     const run = await runStages(pipeline(), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS)]);
     const [summary] = bodies(run, "clusters");
     const byName = Object.fromEntries((summary.centroids as Array<{ name: string }>).map((c) => [c.name, c]));
-    expect(summary).toMatchObject({ output: "clusters", time: T0 + 30 * MINUTE_MS, run: 1, users: 6 });
+    expect(summary).toMatchObject({ output: "clusters", ...outputTime(T0 + 30 * MINUTE_MS), run: 1, users: 6 });
     expect(byName).toEqual({
       fedele: {
         name: "fedele",
@@ -95,7 +95,7 @@ describe("clusters", () => {
       ["i1", "i2", "i3", "l1", "l2", "l3"].map((user) => ({
         output: "cluster",
         user_id: user,
-        time: T0 + 30 * MINUTE_MS,
+        ...outputTime(T0 + 30 * MINUTE_MS),
         cluster: user.startsWith("l") ? "fedele" : "occasionale_interessato",
         previous: null,
       })),
@@ -110,7 +110,7 @@ describe("clusters", () => {
       wm(T0 + 60 * MINUTE_MS),
     ]);
     const runs = bodies(run, "clusters");
-    expect(runs.map((r) => [r.run, r.time, r.users])).toEqual([
+    expect(runs.map((r) => [r.run, r.time_ms, r.users])).toEqual([
       [1, T0 + 30 * MINUTE_MS, 6],
       [2, T0 + 60 * MINUTE_MS, 6],
     ]);
@@ -136,7 +136,7 @@ describe("clusters", () => {
       at("l1", T0 + 36 * MINUTE_MS, 0.4, 5.5),
     ]);
     expect(bodies(run, "cluster").slice(6)).toEqual([
-      { output: "cluster", user_id: "l1", time: T0 + 36 * MINUTE_MS, cluster: "occasionale_interessato", previous: "fedele" },
+      { output: "cluster", user_id: "l1", ...outputTime(T0 + 36 * MINUTE_MS), cluster: "occasionale_interessato", previous: "fedele" },
     ]);
     expect(bodies(run, "seen").slice(6)).toEqual([{ cluster: "fedele" }, { cluster: "occasionale_interessato" }]);
   });
@@ -146,7 +146,7 @@ describe("clusters", () => {
     // interested one (0.2, 6.0) 4.8 raw frequency + 0.5 interest; but frequency spreads less
     // (std 2.40 vs 3.00): in z-scores the loyal centroid is the nearer.
     const run = await runStages(pipeline(), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS), at("both", T0 + 35 * MINUTE_MS, 5.0, 5.5)]);
-    expect(bodies(run, "cluster").slice(6)).toEqual([{ output: "cluster", user_id: "both", time: T0 + 35 * MINUTE_MS, cluster: "fedele", previous: null }]);
+    expect(bodies(run, "cluster").slice(6)).toEqual([{ output: "cluster", user_id: "both", ...outputTime(T0 + 35 * MINUTE_MS), cluster: "fedele", previous: null }]);
   });
 
   it("keeps labels by slot across runs on different data: centroids are matched to the previous run's", async () => {
@@ -196,8 +196,8 @@ describe("clusters", () => {
     expect(bodies(run, "clusters").map((b) => b.run)).toEqual([1]);
     expect(run.counts.cluster_runs_skipped).toBe(1);
     expect(bodies(run, "cluster").slice(6)).toEqual([
-      { output: "cluster", user_id: "new", time: T0 + 70 * MINUTE_MS, cluster: "occasionale_interessato", previous: null },
-      { output: "cluster", user_id: "l2", time: T0 + 95 * MINUTE_MS, cluster: "occasionale_interessato", previous: "fedele" },
+      { output: "cluster", user_id: "new", ...outputTime(T0 + 70 * MINUTE_MS), cluster: "occasionale_interessato", previous: null },
+      { output: "cluster", user_id: "l2", ...outputTime(T0 + 95 * MINUTE_MS), cluster: "occasionale_interessato", previous: "fedele" },
     ]);
   });
 
@@ -229,7 +229,7 @@ describe("clusters", () => {
       ...blobEvents(T0 + 260 * MINUTE_MS),
       wm(END_OF_TIME),
     ]);
-    expect(bodies(run, "clusters").map((b) => [b.run, b.time])).toEqual([
+    expect(bodies(run, "clusters").map((b) => [b.run, b.time_ms])).toEqual([
       [1, T0 + 30 * MINUTE_MS],
       [2, T0 + 240 * MINUTE_MS],
       [3, T0 + 270 * MINUTE_MS],
@@ -268,8 +268,8 @@ describe("clusters", () => {
       wm(END_OF_TIME),
     ]);
     expect(bodies(run, "cluster_retention")).toEqual([
-      { output: "cluster_retention", time: T0 + 3 * DAY_MS, cohort_day: "2024-05-20", cluster: "fedele", users: 3, retained: 1, rate: 1 / 3 },
-      { output: "cluster_retention", time: T0 + 3 * DAY_MS, cohort_day: "2024-05-20", cluster: "occasionale_interessato", users: 3, retained: 2, rate: 2 / 3 },
+      { output: "cluster_retention", ...outputTime(T0 + 3 * DAY_MS), cohort_day: "2024-05-20", cluster: "fedele", users: 3, retained: 1, rate: 1 / 3 },
+      { output: "cluster_retention", ...outputTime(T0 + 3 * DAY_MS), cohort_day: "2024-05-20", cluster: "occasionale_interessato", users: 3, retained: 2, rate: 2 / 3 },
     ]);
     // Day 1 (fedele), day 2 (fedele, occasionale_interessato), day 3 (occasionale_interessato):
     // never measured, so never reported.
@@ -330,8 +330,8 @@ describe("clusters", () => {
     ];
     const whole = await runStages(stages, elements);
     expect(bodies(whole, "cluster").slice(6)).toEqual([
-      { output: "cluster", user_id: "l1", time: T0 + 95 * MINUTE_MS, cluster: "occasionale_interessato", previous: "fedele" },
-      { output: "cluster", user_id: "l1", time: T0 + 101 * MINUTE_MS, cluster: "fedele", previous: "occasionale_interessato" },
+      { output: "cluster", user_id: "l1", ...outputTime(T0 + 95 * MINUTE_MS), cluster: "occasionale_interessato", previous: "fedele" },
+      { output: "cluster", user_id: "l1", ...outputTime(T0 + 101 * MINUTE_MS), cluster: "fedele", previous: "occasionale_interessato" },
     ]);
     const restarted = await runWithTwoCheckpoints(stages, elements, 8, 9);
     expect(restarted.outputs).toEqual(whole.outputs);

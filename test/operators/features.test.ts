@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { ev, runStages, stagesFromYaml, T0, wm } from "../behaviourHarness.ts";
+import { ev, runStages, stagesFromYaml, T0, wm, outputTime } from "../behaviourHarness.ts";
 
 describe("features", () => {
   it("evaluates the formulas on every event and emits the vector when it changes", async () => {
@@ -16,8 +16,8 @@ features:
       wm(T0 + 5000),
     ]);
     expect(run.byKind("features").map((o) => o.body)).toEqual([
-      { output: "features", user_id: "u1", time: T0, depth: 3, long_visit: 0 },
-      { output: "features", user_id: "u1", time: T0 + 2000, depth: 8, long_visit: 1 },
+      { output: "features", user_id: "u1", ...outputTime(T0), depth: 3, long_visit: 0 },
+      { output: "features", user_id: "u1", ...outputTime(T0 + 2000), depth: 8, long_visit: 1 },
     ]);
   });
 

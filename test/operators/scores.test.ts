@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { halfLifeFromFactorMs, halfLifeFromLossMs } from "../../operators/scores.ts";
 import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 const FIELDS = { ...TEST_FIELDS, wake_at: "double" };
 
@@ -104,17 +104,17 @@ describe("decayed scores", () => {
     expect({ ...alerts[0].body, value: 0 }).toEqual({
       output: "alert",
       user_id: "u1",
-      time: T0 + 4 * HOUR_MS,
+      ...outputTime(T0 + 4 * HOUR_MS),
       score: "lead_score",
       value: 0,
       threshold: 80,
       message: "send a demo now, follow up within 2 hours",
       drivers: [
-        { type: "page_view", page: "/pricing", time: T0, points: 10 },
-        { type: "page_view", page: "/pricing", time: T0 + HOUR_MS, points: 10 },
-        { type: "whitepaper_download", page: "/resources/report", time: T0 + 2 * HOUR_MS, points: 25 },
-        { type: "video_view", page: "/video", time: T0 + 3 * HOUR_MS, points: 5 },
-        { type: "demo_call", page: "/demo", time: T0 + 4 * HOUR_MS, points: 0 },
+        { type: "page_view", page: "/pricing", ...outputTime(T0), points: 10 },
+        { type: "page_view", page: "/pricing", ...outputTime(T0 + HOUR_MS), points: 10 },
+        { type: "whitepaper_download", page: "/resources/report", ...outputTime(T0 + 2 * HOUR_MS), points: 25 },
+        { type: "video_view", page: "/video", ...outputTime(T0 + 3 * HOUR_MS), points: 5 },
+        { type: "demo_call", page: "/demo", ...outputTime(T0 + 4 * HOUR_MS), points: 0 },
       ],
     });
     expect(run.counts.score_alerts).toBe(1);
@@ -132,14 +132,14 @@ describe("decayed scores", () => {
       {
         output: "alert",
         user_id: "u1",
-        time: T0 + 2,
+        ...outputTime(T0 + 2),
         score: "s",
         value: 90,
         threshold: 80,
         message: "s reached 80",
         drivers: [
-          { type: "a", page: "/", time: T0 + 1, points: 30 },
-          { type: "a", page: "/", time: T0 + 2, points: 30 },
+          { type: "a", page: "/", ...outputTime(T0 + 1), points: 30 },
+          { type: "a", page: "/", ...outputTime(T0 + 2), points: 30 },
         ],
       },
     ]);

@@ -5,7 +5,7 @@ import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
 import { namesNeeded } from "../../pipelines/celNeeds.ts";
 import { stageContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 /** What the hand-built "facts" stage keeps per user: the last value of each of these event fields. */
 const REMEMBERED = ["avg_order_90d", "last_purchase_ms", "email_opens_5d", "cta_clicks_5d", "demo_visits_5d"];
@@ -73,7 +73,7 @@ function pipeline(yaml: string): StageDefinition[] {
 const seg = (user: string, time: number, group: string, segment: string, change: "enter" | "exit") => ({
   output: "segment",
   user_id: user,
-  time,
+  ...outputTime(time),
   group,
   segment,
   change,

@@ -166,9 +166,9 @@ deadLetter: { file: { path: out/dead.jsonl } }
     }
     await nc.close();
     expect(kills).toBeGreaterThanOrEqual(3);
-    const results = (await readStream(server.url, "DISORDER_OUT")).map((l) => JSON.parse(l) as { key: string; start: number; events: number });
+    const results = (await readStream(server.url, "DISORDER_OUT")).map((l) => JSON.parse(l) as { key: string; start_ms: number; events: number });
     const late = await readStream(server.url, "DISORDER_LATE");
-    const windows = results.map((r) => `${r.key}@${r.start}`);
+    const windows = results.map((r) => `${r.key}@${r.start_ms}`);
     expect(windows.length - new Set(windows).size, "windows published more than once").toBe(0);
     expect(results.reduce((sum, r) => sum + r.events, 0) + late.length, "events counted once: in a window or late").toBe(all.length);
     expect(late.length).toBeGreaterThan(0);

@@ -11,7 +11,10 @@ const DAY_MS = 24 * HOUR_MS;
 const MINUTE_MS = 60_000;
 /** Monday 2024-05-20 09:00 UTC (11:00 in Rome). */
 const T0 = Date.UTC(2024, 4, 20, 9);
+/** To the second, as the seed's `timestamp_trigger` has it. */
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+/** To the millisecond, as every output's ISO times are. */
+const isoMs = (ms: number) => new Date(ms).toISOString();
 
 afterAll(removeTempDirs);
 
@@ -67,15 +70,15 @@ describe("config/lead-scoring.yaml", () => {
     // ~95: the second crossing is at the whitepaper, an hour before the demo call.
     const secondAt = T0 + 10 * DAY_MS + 2 * HOUR_MS;
     expect(alerts).toHaveLength(2);
-    expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: firstAt, score: "lead_score", threshold: 80 });
+    expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: isoMs(firstAt), time_ms: firstAt, score: "lead_score", threshold: 80 });
     expect(alerts[0].value).toBeCloseTo(firstScore, 9);
-    expect(alerts[0].drivers.map((d: Fields) => [d.type, d.page, d.time, d.points])).toEqual([
+    expect(alerts[0].drivers.map((d: Fields) => [d.type, d.page, d.time_ms, d.points])).toEqual([
       ["page_view", "/pricing", T0, 10],
       ["page_view", "/pricing", T0 + HOUR_MS, 10],
       ["whitepaper_download", "/whitepaper/report-prezzi-2024", T0 + 2 * HOUR_MS, 25],
       ["demo_call", "/demo", firstAt, 0],
     ]);
-    expect(alerts[1]).toMatchObject({ user_id: "L1", time: secondAt });
+    expect(alerts[1]).toMatchObject({ user_id: "L1", time_ms: secondAt });
     expect(alerts[1].value).toBeGreaterThanOrEqual(80);
     expect(alerts[1].value).toBeLessThan(100);
     expect(triggers).toEqual(
@@ -83,7 +86,7 @@ describe("config/lead-scoring.yaml", () => {
         segmento: "lead_caldo",
         trigger: "avviso_commerciale",
         messaggio: "Lead caldo: proponi una demo ora, ricontatta entro 2 ore",
-        timestamp_trigger: iso(a.time),
+        timestamp_trigger: iso(a.time_ms),
         canali: ["crm"],
         user_id: "L1",
         lead_score: a.value,
@@ -147,12 +150,13 @@ describe("config/retention.yaml", () => {
       {
         output: "erasure",
         user_id: "R4",
-        time: T0 + 5 * MINUTE_MS,
+        time: isoMs(T0 + 5 * MINUTE_MS),
+        time_ms: T0 + 5 * MINUTE_MS,
         stages: ["dedup", "sessions", "aggregates", "kbis", "sequences", "phases", "clusters", "segments", "triggers"],
         wake_ups_withdrawn: 4,
       },
     ]);
-    const segments = variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time), o.change, o.segment]);
+    const segments = variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time_ms), o.change, o.segment]);
     // R4's memberships end with it, silently: an erasure is not an exit.
     expect(segments.filter(([user]) => user === "R4").map(([, time]) => time)).toEqual([iso(T0), iso(T0 + MINUTE_MS), iso(T0 + MINUTE_MS)]);
     expect(segments.filter(([user]) => user === "R2")).toEqual([
@@ -185,7 +189,7 @@ describe("config/journey.yaml", () => {
       edit: (p) => (p.triggers.template = { ...SEED_TEMPLATE, user_id: "user", sent_at: "trigger.sentAt" }),
     });
     const cartAt = T0 + 2 * MINUTE_MS;
-    expect(variantOutput(dir, "phases.jsonl").map((o) => [o.user_id, iso(o.time), o.output, o.phase, o.output === "phase" ? o.previous : o.window])).toEqual([
+    expect(variantOutput(dir, "phases.jsonl").map((o) => [o.user_id, iso(o.time_ms), o.output, o.phase, o.output === "phase" ? o.previous : o.window])).toEqual([
       ["J1", iso(T0), "phase", "awareness", null],
       ["J1", iso(cartAt), "phase", "conversion", "awareness"],
       ["J2", iso(T0), "phase", "awareness", null],
@@ -202,11 +206,12 @@ describe("config/journey.yaml", () => {
       {
         output: "sequence",
         user_id: "J1",
-        time: cartAt + HOUR_MS,
+        time: isoMs(cartAt + HOUR_MS),
+        time_ms: cartAt + HOUR_MS,
         sequence: "quick_cart_abandoned",
         matched: [
-          { step: "home", time: T0, event_type: "view_home", page: "/" },
-          { step: "cart", time: cartAt, event_type: "add_to_cart", page: "/prodotti/zaino" },
+          { step: "home", time: isoMs(T0), time_ms: T0, event_type: "view_home", page: "/" },
+          { step: "cart", time: isoMs(cartAt), time_ms: cartAt, event_type: "add_to_cart", page: "/prodotti/zaino" },
         ],
       },
     ]);
@@ -252,7 +257,7 @@ describe("config/segments.yaml", () => {
     // Lookbacks of 30 days and more keep day buckets: an event leaves at the end of its day + 30 d.
     const day30 = "2024-06-20T00:00:00Z";
     const day60 = "2024-07-20T00:00:00Z";
-    expect(variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time), o.group, o.change, o.segment])).toEqual([
+    expect(variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time_ms), o.group, o.change, o.segment])).toEqual([
       ["S1", iso(T0), "value", "enter", "vip"],
       ["S1", iso(T0), "interest", "enter", "generico"],
       ["S2", iso(T0), "value", "enter", "nuovo_cliente"],
