@@ -4,7 +4,7 @@ import { cpSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadPipeline } from "../../pipelines/load.ts";
-import { fingerprint, runPipeline } from "../../pipelines/compile.ts";
+import { fingerprint, jobOptions, runPipeline } from "../../pipelines/compile.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
@@ -99,5 +99,23 @@ describe("the state fingerprint", () => {
     writeFileSync(join(dir, "data", "other.jsonl"), "");
     writeFileSync(join(dir, "pipeline.yaml"), PIPELINE.replace("./data/events.jsonl", "./data/other.jsonl"));
     expect(of()).not.toBe(expected);
+  });
+});
+
+describe("the dead-letter output", () => {
+  it("shows the time of an event an operator failed on as every output does: ISO-8601 and time_ms", async () => {
+    const dir = project();
+    const options = jobOptions(loadPipeline(join(dir, "pipeline.yaml"), {}));
+    const sink = options.deadLetter;
+    await sink.recover(undefined, { sinkName: "deadLetter", runId: "test", held: [] });
+    // What the job writes for an event an operator threw on (engine/job.ts), and for a bad line.
+    sink.write({ reason: "an operator failed on this event: x: boom", key: "u1", time: 1_716_163_200_250, event: { user_id: "u1" } });
+    sink.write({ reason: "bad JSON", origin: "events.jsonl:3", partition: 0, raw: "{" });
+    await sink.flush();
+    await sink.close();
+    expect(readFileSync(join(dir, "out", "dead.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))).toEqual([
+      { reason: "an operator failed on this event: x: boom", key: "u1", time: "2024-05-20T00:00:00.250Z", time_ms: 1_716_163_200_250, event: { user_id: "u1" } },
+      { reason: "bad JSON", origin: "events.jsonl:3", partition: 0, raw: "{" },
+    ]);
   });
 });

@@ -291,7 +291,7 @@ describe("windows", () => {
     expect(found).toEqual([{ path: "windows[1].name", message: 'windows[1].name: "hourly" names another window already' }]);
   });
 
-  it.each(["start", "end", "key", "window"])("refuses an aggregate named %s, a field of every result", (name) => {
+  it.each(["start", "start_ms", "end", "end_ms", "key", "window"])("refuses an aggregate named %s, a field of every result", (name) => {
     expect(aggregateMistakes({ [name]: "count" })).toEqual([
       {
         path: `windows[0].aggregate.${name}`,
