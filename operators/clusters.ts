@@ -17,7 +17,7 @@ import {
   unstandardise,
   type Standardisation,
 } from "./clusterMath.ts";
-import { isoTime } from "./outputFormat.ts";
+import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 const MINUTE_MS = 60_000;
@@ -56,6 +56,8 @@ export type ClustersOptions = {
    * null: no report. Default 7 days.
    */
   retentionAfterMs?: number | null;
+  /** Significant digits of centroids (means and z-scores) and retention rates in outputs. Default DEFAULT_OUTPUT_DIGITS. */
+  digits?: number;
 };
 
 export const DEFAULT_CLUSTER_VAR = "cluster";
@@ -142,6 +144,7 @@ class ClustersLogic implements StageLogic {
   private readonly maxIterations: number;
   private readonly rules: ClusterNameRule[];
   private readonly retentionAfterMs: number | null;
+  private readonly digits: number;
   /** A copy of the "model" state under ALL, read once at build: every change is written back. */
   private model: Model;
   /** The vector of the current step, reused: no array per step. */
@@ -167,6 +170,7 @@ class ClustersLogic implements StageLogic {
     this.maxIterations = options.maxIterations ?? 100;
     this.rules = options.names ?? [];
     this.retentionAfterMs = options.retentionAfterMs === undefined ? 7 * DAY_MS : options.retentionAfterMs;
+    this.digits = options.digits ?? DEFAULT_OUTPUT_DIGITS;
     this.model = modelState.get(ALL) ?? { run: 0, boundaryMs: null, means: [], stds: [], centroids: [], names: [], reportedDayMs: null };
     this.scratch = new Array<number>(this.features.length).fill(0);
   }
@@ -360,8 +364,8 @@ class ClustersLogic implements StageLogic {
       centroids: centroids.map((z, slot) => ({
         name: this.model.names[slot],
         size: sizes[slot],
-        mean: this.byFeature(means[slot]),
-        z: this.byFeature(z),
+        mean: this.byFeature(means[slot], this.digits),
+        z: this.byFeature(z, this.digits),
       })),
     };
   }
@@ -378,9 +382,10 @@ class ClustersLogic implements StageLogic {
     entry.label = label;
   }
 
-  private byFeature(values: number[]): Record<string, number> {
+  /** `values` by feature name; with `digits`, rounded for an output. */
+  private byFeature(values: number[], digits?: number): Record<string, number> {
     const record: Record<string, number> = {};
-    for (let i = 0; i < this.features.length; i++) record[this.features[i]] = values[i];
+    for (let i = 0; i < this.features.length; i++) record[this.features[i]] = digits === undefined ? values[i] : toDigits(values[i], digits);
     return record;
   }
 
@@ -416,7 +421,7 @@ class ClustersLogic implements StageLogic {
         cluster,
         users,
         retained,
-        rate: retained / users,
+        rate: toDigits(retained / users, this.digits),
       };
       out.emit(CLUSTER_RETENTION_OUTPUT, ALL, timeMs, report);
       this.cohorts.delete(cohortKey(dayMs, cluster));

@@ -41,7 +41,7 @@ const MAX_ITERATIONS = 1_000;
  * Features are numeric values of the schema or of earlier stages. A cluster no rule names (or
  * whose name a bigger cluster took) is `cluster_<slot>`.
  */
-export const readClusters: StageReader = (r, path, value, scope) => {
+export const readClusters: StageReader = (r, path, value, scope, context) => {
   const errorsBefore = r.errors.length;
   const obj = r.object(path, value, FIELDS, ["features"]);
   if (!obj) return undefined;
@@ -58,7 +58,7 @@ export const readClusters: StageReader = (r, path, value, scope) => {
   // Declared last: the features and rules cannot refer to the cluster itself.
   if (variable !== undefined) scope.declare(r, obj.name === undefined ? path : at("name"), variable, "string");
   if (r.errors.length > errorsBefore) return undefined;
-  const definition = clusters({ variable, features, k, everyMs, activeWithinMs, seed, maxIterations, names, retentionAfterMs });
+  const definition = clusters({ variable, features, k, everyMs, activeWithinMs, seed, maxIterations, names, retentionAfterMs, digits: context.digits });
   return { definition, outputs: retentionAfterMs === null ? [CLUSTER_OUTPUT, CLUSTERS_OUTPUT] : [CLUSTER_OUTPUT, CLUSTERS_OUTPUT, CLUSTER_RETENTION_OUTPUT] };
 };
 

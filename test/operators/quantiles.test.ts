@@ -178,6 +178,19 @@ quantiles: { metrics: [depth, scroll, spent], every: 30m, report: true }
     ]);
   });
 
+  it("reports quantiles to outputs.digits significant digits", async () => {
+    const stages = stagesFromYaml(`
+features: { depth: 'session_duration_sec / 3.0' }
+quantiles: { metrics: [depth], every: 30m, report: true }
+outputs: { digits: 3 }
+`);
+    const run = await runStages(stages, [ev("u1", T0, { session_duration_sec: 10 }), ev("u2", T0, { session_duration_sec: 20 }), wm(T0 + HOUR_MS)]);
+    // 10/3 and 20/3: the median 5, min 3.33, max 6.67.
+    expect(run.byKind("quantiles").map((o) => o.body)).toEqual([
+      { output: "quantiles", ...outputTime(T0 + 30 * MINUTE_MS), metric: "depth", count: 2, p50: 5, p90: 6.67, p99: 6.67, min: 3.33, max: 6.67 },
+    ]);
+  });
+
   it("emits nothing without report, while quantile() still works", async () => {
     const stages = stagesFromYaml(PIPELINE.replace("report: 1h", "every: 1h"));
     const run = await runStages(stages, [...tenUsers(T0), wm(T0 + HOUR_MS), visit("u10", T0 + HOUR_MS + 1, 10)]);

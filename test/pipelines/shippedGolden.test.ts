@@ -71,16 +71,31 @@ describe("config/lead-scoring.yaml", () => {
     const secondAt = T0 + 10 * DAY_MS + 2 * HOUR_MS;
     expect(alerts).toHaveLength(2);
     expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: isoMs(firstAt), time_ms: firstAt, score: "lead_score", threshold: 80 });
-    expect(alerts[0].value).toBeCloseTo(firstScore, 9);
-    expect(alerts[0].drivers.map((d: Fields) => [d.type, d.page, d.time_ms, d.points])).toEqual([
-      ["page_view", "/pricing", T0, 10],
-      ["page_view", "/pricing", T0 + HOUR_MS, 10],
-      ["whitepaper_download", "/whitepaper/report-prezzi-2024", T0 + 2 * HOUR_MS, 25],
-      ["demo_call", "/demo", firstAt, 0],
+    // Scores and their parts are shown to 6 significant digits (outputs.digits).
+    const six = (x: number) => Number(x.toPrecision(6));
+    expect(alerts[0].value).toBe(six(firstScore));
+    const shown = (ms: number) => ({ time: isoMs(ms), time_ms: ms });
+    // What drove it, adding up to the value: each weighted event's points decayed to the demo
+    // call, the 30% boost, and the three rules that hold, by name.
+    expect(alerts[0].drivers).toEqual([
+      { driver: "event", type: "page_view", page: "/pricing", ...shown(T0), earned: 10, points: six(decayed(10, 3 * HOUR_MS)) },
+      { driver: "event", type: "page_view", page: "/pricing", ...shown(T0 + HOUR_MS), earned: 10, points: six(decayed(10, 2 * HOUR_MS)) },
+      { driver: "event", type: "whitepaper_download", page: "/whitepaper/report-prezzi-2024", ...shown(T0 + 2 * HOUR_MS), earned: 25, points: six(decayed(25, HOUR_MS)) },
+      { driver: "event", type: "demo_call", page: "/demo", ...shown(firstAt), earned: 0, points: 0 },
+      { driver: "boost", factor: 1.3, points: six(0.3 * firstPoints) },
+      { driver: "rule", rule: "pricing_and_whitepaper", points: 15 },
+      { driver: "rule", rule: "demo_call", points: 40 },
+      { driver: "rule", rule: "recent_demo_call", points: 10 },
     ]);
     expect(alerts[1]).toMatchObject({ user_id: "L1", time_ms: secondAt });
     expect(alerts[1].value).toBeGreaterThanOrEqual(80);
     expect(alerts[1].value).toBeLessThan(100);
+    // The 5 latest weighted events are listed; the two first pricing visits are summed up as
+    // earlier events. The demo-call rules no longer hold (the latest event is a whitepaper).
+    expect(alerts[1].drivers.map((d: Fields) => d.rule ?? d.driver)).toEqual(["event", "event", "event", "event", "event", "earlier_events", "boost", "pricing_and_whitepaper"]);
+    expect(alerts[1].drivers[5].points).toBe(six(decayed(10, 10 * DAY_MS + 2 * HOUR_MS) + decayed(10, 10 * DAY_MS + HOUR_MS)));
+    // Each part rounded on its own: they add up to the value to within their rounding (exactly, before it: test/operators/scores.test.ts).
+    for (const alert of alerts) expect(alert.drivers.reduce((sum: number, d: Fields) => sum + (d.points as number), 0)).toBeCloseTo(alert.value, 2);
     expect(triggers).toEqual(
       alerts.map((a) => ({
         segmento: "lead_caldo",
@@ -89,7 +104,7 @@ describe("config/lead-scoring.yaml", () => {
         timestamp_trigger: iso(a.time_ms),
         canali: ["crm"],
         user_id: "L1",
-        lead_score: a.value,
+        lead_score: expect.closeTo(a.value, 3),
       })),
     );
   });
