@@ -6,6 +6,7 @@ import { END_OF_TIME } from "../engine/elements.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
 import type { KeyedValueState } from "../engine/keyedState.ts";
 import {
+  describedNames,
   hasDistinctPoints,
   kmeansPlusPlus,
   matchCentroids,
@@ -48,7 +49,10 @@ export type ClustersOptions = {
   seed?: number;
   /** Upper bound of k-means iterations per run. Default 100. */
   maxIterations?: number;
-  /** Naming rules in priority order; clusters no rule names are `cluster_<slot>`. Default none. */
+  /**
+   * Naming rules in priority order; a cluster no rule names is named after the feature its
+   * centroid stands out on (`high_visit_frequency`, `low_p_exit`: see describedNames). Default none.
+   */
   names?: ClusterNameRule[];
   /**
    * Cohort retention: a user joins the cohort (UTC day, cluster) at their first event of the day,
@@ -339,7 +343,8 @@ class ClustersLogic implements StageLogic {
     const slots = points.map((z) => nearestPoint(z, centroids));
     const sizes = new Array<number>(this.k).fill(0);
     for (const slot of slots) sizes[slot]++;
-    const names = nameClusters(centroids.map((c) => this.holdingRules(c)), sizes, previous.names);
+    const candidates = centroids.map((c, slot) => [...this.holdingRules(c), ...describedNames(c, this.features, previous.names[slot])]);
+    const names = nameClusters(candidates, sizes, previous.names);
     // 5.
     this.model = { ...previous, run: previous.run + 1, means: scaling.means, stds: scaling.stds, centroids, names };
     this.modelState.set(ALL, this.model);

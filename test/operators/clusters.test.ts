@@ -8,7 +8,7 @@ import { operate, type OperatorLogic } from "../../engine/operator.ts";
 import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
-import { matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
+import { describedNames, matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
 import { clusters, type ClustersRun } from "../../operators/clusters.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput } from "../../operators/stage.ts";
 import { stageContext } from "../harness.ts";
@@ -153,7 +153,7 @@ describe("clusters", () => {
   });
 
   it("keeps labels by slot across runs on different data: centroids are matched to the previous run's", async () => {
-    // No naming rules: the labels are the slots themselves (cluster_0, cluster_1). With seed 42 the
+    // No naming rules: the labels come from the centroids (high_/low_recent_interest). With seed 42 the
     // first k-means++ seed is the 4th of 6 users (l1) in the first run and the 7th of 10 (i7) in the
     // second, so k-means lists the groups in the other order: only matching keeps the slots.
     const grown: Array<[string, number, number]> = [...BLOBS, ["i4", 0.15, 6.05], ["i5", 0.25, 5.95], ["i6", 0.2, 5.9], ["i7", 0.2, 6.1]];
@@ -244,7 +244,7 @@ describe("clusters", () => {
     expect(bodies(run, "clusters").map((b) => b.run)).toEqual([1]);
   });
 
-  it("never gives two clusters the same name: the larger keeps it, the other falls back to cluster_<slot>", async () => {
+  it("never gives two clusters the same name: the larger keeps it, the other is named after its centroid", async () => {
     const run = await runStages(pipeline(`  names:\n    - { name: tutti, when: 'visit_frequency > -100.0' }`), [
       ...blobEvents(T0 + MINUTE_MS, BLOBS.slice(0, 5)),
       wm(T0 + 30 * MINUTE_MS),
@@ -253,7 +253,31 @@ describe("clusters", () => {
     const bigger = centroids.findIndex((c) => c.size === 3);
     expect(centroids.map((c) => c.size).sort()).toEqual([2, 3]);
     expect(centroids[bigger].name).toBe("tutti");
-    expect(centroids[1 - bigger].name).toBe(`cluster_${1 - bigger}`);
+    // The interested users (rare visits, high interest) stand out most on their interest.
+    expect(centroids[1 - bigger].name).toBe("high_recent_interest");
+  });
+
+  it("names clusters no rule names after the feature their centroid stands out on, high_ or low_", async () => {
+    const run = await runStages(pipeline(""), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS)]);
+    const [summary] = bodies(run, "clusters");
+    // z-scores ±0.9994 for the frequency and ±0.9996 for the interest: the interest stands out.
+    expect((summary.centroids as Array<{ name: string; mean: Record<string, number> }>).map((c) => [c.name, c.mean.visit_frequency > 2.5 ? "loyal" : "interested"]).sort()).toEqual([
+      ["high_recent_interest", "interested"],
+      ["low_recent_interest", "loyal"],
+    ]);
+    expect(new Set(bodies(run, "cluster").map((b) => b.cluster))).toEqual(new Set(["high_recent_interest", "low_recent_interest"]));
+  });
+
+  it("keeps a centroid's name from run to run while its feature points the same way, though another now stands out more", async () => {
+    // Second run: the loyal users visit far more often, and differ in interest; their centroid now stands out on frequency
+    // (high_visit_frequency), but its interest is still below the mean: it stays low_recent_interest.
+    const busier: Array<[string, number, number]> = [["l1", 20, -3], ["l2", 21, 3], ["l3", 22, 0], ["i1", 0.1, 5.9], ["i2", 0.2, 6.0], ["i3", 0.3, 6.1], ["i4", 0.2, 6.0]];
+    const run = await runStages(pipeline(""), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS), ...blobEvents(T0 + 40 * MINUTE_MS, busier), wm(T0 + 60 * MINUTE_MS)]);
+    const runs = bodies(run, "clusters") as unknown as ClustersRun[];
+    const loyal = (r: ClustersRun) => r.centroids.find((c) => c.mean.visit_frequency > 2.5)!;
+    expect(loyal(runs[0]).name).toBe("low_recent_interest");
+    expect(Math.abs(loyal(runs[1]).z.visit_frequency)).toBeGreaterThan(Math.abs(loyal(runs[1]).z.recent_interest));
+    expect(loyal(runs[1]).name).toBe("low_recent_interest");
   });
 
   it("reports daily cohorts per cluster with the share of users active again on the day `after` later", async () => {
@@ -385,12 +409,14 @@ clusters:
   retention: { after: 2h }
   names:
     - { name: cluster_3, when: 'a > 0.0' }
+    - { name: high_a, when: 'a > 0.0' }
 `).join("\n");
     expect(message).toContain("clusters.colour: unknown field");
     expect(message).toContain("clusters.k: expected a number from 2 to 16, got 1");
     expect(message).toContain('clusters.every: expected a duration like "30m", got "soon"');
     expect(message).toContain("clusters.retention.after: expected at least a day");
     expect(message).toContain('clusters.names[0].name: "cluster_3" is reserved');
+    expect(message).toContain('clusters.names[1].name: "high_a" is reserved for clusters no rule names, named after their centroid');
   });
 
   it("declares its var for later sections, refusing a name already taken", () => {
@@ -405,6 +431,21 @@ describe("cluster maths", () => {
     expect(matchCentroids([[1], [8]], [[0], [-1]])).toEqual([1, 0]);
     expect(matchCentroids([[0], [-1]], [[0], [-1]])).toEqual([0, 1]);
     expect(matchCentroids([[5, 5], [0, 0], [9, 0]], [[0, 1], [9, 1], [5, 4]])).toEqual([2, 0, 1]);
+  });
+
+  it("names a centroid by its features, the one that stands out most first, keeping the previous name while it still holds", () => {
+    const features = ["p_exit", "visit_frequency", "recent_interest"];
+    expect(describedNames([0.4, -1.5, 0], features, undefined)).toEqual(["low_visit_frequency", "high_p_exit"]);
+    expect(describedNames([0.4, -1.5, 0], features, "high_p_exit")).toEqual(["high_p_exit", "low_visit_frequency"]);
+    // A previous name that would now say the opposite is not kept.
+    expect(describedNames([-0.4, -1.5, 0], features, "high_p_exit")).toEqual(["low_visit_frequency", "low_p_exit"]);
+    expect(describedNames([0, 0, 0], features, undefined)).toEqual([]);
+  });
+
+  it("gives two clusters that stand out on the same feature different names: the larger takes it, the other its next", () => {
+    const features = ["visit_frequency", "recent_interest"];
+    const candidates = [describedNames([2, 0.5], features, undefined), describedNames([1.5, -0.2], features, undefined)];
+    expect(nameClusters(candidates, [10, 20], ["", ""])).toEqual(["high_recent_interest", "high_visit_frequency"]);
   });
 
   it("gives a contested name to the cluster that had it, then to the larger, the loser trying its next rule", () => {
