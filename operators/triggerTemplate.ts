@@ -17,7 +17,7 @@ export type TriggerFacts = {
   message: string;
   /** The "segmento" value. */
   segment: string;
-  /** Event time of the signal that fired the rule, and the same as "2024-05-20T10:30:00Z" (the seed's format). */
+  /** Event time of the signal that fired the rule, and the same as ISO-8601, "2024-05-20T10:30:00.000Z". */
   timeMs: number;
   time: string;
   /**
@@ -43,7 +43,7 @@ export type SeedBody = {
   canali: string[];
   /** 0 for a rule's first message; n for its n-th follow-up (on the channel in `canali`). */
   follow_up: number;
-  /** The signal's event time: the behaviour that caused the message (the seed's format, to the second). */
+  /** The signal's event time: when the behaviour that caused the message happened. */
   timestamp_trigger: string;
   timestamp_trigger_ms: number;
   /** When the message is meant to be sent, in the user's zone. */
@@ -93,12 +93,6 @@ export function triggerBody(recipientField: string, user: string, facts: Trigger
   scope.trigger = facts;
   for (const field of template.fields) body[field.key] = jsonValue(field.value(scope));
   return body;
-}
-
-/** ISO-8601 UTC to the second, "2024-05-20T10:30:00Z", as the seed shape has it. */
-export function isoSecondsUtc(timeMs: number): string {
-  const clamped = Math.max(-8.64e15, Math.min(8.64e15, timeMs));
-  return new Date(clamped - (((clamped % 1000) + 1000) % 1000)).toISOString().replace(".000Z", "Z");
 }
 
 /**

@@ -3,7 +3,8 @@
 // held through the user's quiet hours, with follow-ups at local times that a conversion cancels.
 // Every message names its recipient and carries an id derived from what it is, never from a count.
 import { createHash } from "node:crypto";
-import { isoSecondsUtc, triggerBody, type TriggerFacts, type TriggerTemplate } from "./triggerTemplate.ts";
+import { isoTime } from "./outputFormat.ts";
+import { triggerBody, type TriggerFacts, type TriggerTemplate } from "./triggerTemplate.ts";
 import { isoInZone, isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
@@ -309,7 +310,7 @@ class TriggersLogic implements StageLogic {
       message: rule.message,
       segment: message.segment,
       timeMs: message.triggerMs,
-      time: isoSecondsUtc(message.triggerMs),
+      time: isoTime(message.triggerMs),
       sendAtMs: message.atMs,
       sendAt: isoInZone(this.zoneOf(state), message.atMs),
       channels,

@@ -54,7 +54,9 @@ export const readScores: StageReader = (r, path, value, scope, context) => {
     const spec = readScore(r, joinPath(path, name), name, entry, scope);
     if (spec) specs.push(spec);
   }
-  return { definition: scores({ scores: specs, digits: context.digits }), outputs: [ALERT_OUTPUT] };
+  // Only a score with an alert writes "alert" outputs: a sink cannot ask for them otherwise.
+  const outputs = specs.some((spec) => (spec.alerts?.length ?? 0) > 0) ? [ALERT_OUTPUT] : [];
+  return { definition: scores({ scores: specs, digits: context.digits }), outputs };
 };
 
 function readScore(r: Reader, path: string, name: string, value: unknown, scope: Scope): ScoreSpec | undefined {

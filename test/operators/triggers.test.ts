@@ -115,7 +115,7 @@ triggers:
           messaggio: MESSAGE,
           canali: ["email", "push"],
           follow_up: 0,
-          timestamp_trigger: "2024-05-20T10:30:00Z",
+          timestamp_trigger: "2024-05-20T10:30:00.000Z",
           timestamp_trigger_ms: at,
           // No zone known: UTC.
           send_at: "2024-05-20T10:30:00.000Z",
@@ -125,7 +125,7 @@ triggers:
     ]);
     expect(JSON.stringify(run.outputs[0].body)).toBe(
       `{"user_id":"u1","message_id":"${id}","rule":"retargeting","segmento":"occasionale_interessato","trigger":"email_retargeting","messaggio":"${MESSAGE}","canali":["email","push"],"follow_up":0,` +
-        `"timestamp_trigger":"2024-05-20T10:30:00Z","timestamp_trigger_ms":${at},"send_at":"2024-05-20T10:30:00.000Z","send_at_ms":${at}}`,
+        `"timestamp_trigger":"2024-05-20T10:30:00.000Z","timestamp_trigger_ms":${at},"send_at":"2024-05-20T10:30:00.000Z","send_at_ms":${at}}`,
     );
   });
 
@@ -153,8 +153,8 @@ triggers:
       signal("u1", T0 + 4, "segment_enter:vip", { props: { vip_ok: true } }),
     ]);
     expect(run.outputs.map((o) => [o.time - T0, o.body.rule, o.body.segmento, o.body.trigger, o.body.messaggio, o.body.timestamp_trigger, o.body.canali])).toEqual([
-      [0, "lead", "caldo", "lead", "chiama", "2024-05-20T00:00:00Z", ["crm"]],
-      [4, "vip", "nessuno", "vip", "benvenuto", "2024-05-20T00:00:00Z", ["email"]],
+      [0, "lead", "caldo", "lead", "chiama", "2024-05-20T00:00:00.000Z", ["crm"]],
+      [4, "vip", "nessuno", "vip", "benvenuto", "2024-05-20T00:00:00.004Z", ["email"]],
     ]);
   });
 
@@ -207,7 +207,7 @@ triggers:
       wm(romeMs(1, 8)),
     ]);
     expect(later.outputs.map((o) => [o.time, o.body.timestamp_trigger, o.body.canali])).toEqual([
-      [Date.UTC(2024, 4, 21, 6), "2024-05-20T20:30:00Z", ["email", "push"]],
+      [Date.UTC(2024, 4, 21, 6), "2024-05-20T20:30:00.000Z", ["email", "push"]],
     ]);
     expect(later.counts.triggers_deferred).toBe(1);
   });
@@ -246,7 +246,7 @@ triggers:
       signal("u1", romeMs(0, 23), "sequence:cart_abandoned"),
       wm(END_OF_TIME),
     ]);
-    expect(run.outputs.map((o) => [o.time, o.body.timestamp_trigger])).toEqual([[romeMs(1, 8), "2024-05-20T20:00:00Z"]]);
+    expect(run.outputs.map((o) => [o.time, o.body.timestamp_trigger])).toEqual([[romeMs(1, 8), "2024-05-20T20:00:00.000Z"]]);
     expect(run.counts.triggers_coalesced).toBe(1);
   });
 
@@ -336,7 +336,7 @@ triggers:
       messaggio: MESSAGE,
       canali,
       follow_up: followUp,
-      timestamp_trigger: "2024-05-20T06:30:00Z",
+      timestamp_trigger: "2024-05-20T06:30:00.000Z",
       timestamp_trigger_ms: romeMs(0, 8, 30),
       send_at: sendAt,
       send_at_ms: Date.parse(sendAt),
@@ -454,7 +454,7 @@ triggers:
       message_id: id(0),
       pagina: "sequence:cart_abandoned",
       canali: ["email"],
-      quando: "2024-05-20T22:00:00Z",
+      quando: "2024-05-20T22:00:00.000Z",
       ms: T0 + 22 * HOUR_MS,
       invio: "2024-05-21T08:00:00.000Z",
       seguito: false,
@@ -625,16 +625,16 @@ triggers:
     ];
     const whole = await runStages(stages, elements);
     expect(whole.outputs.map((o) => [o.key, o.time, o.body.timestamp_trigger, o.body.canali])).toEqual([
-      ["u1", romeMs(1, 8), "2024-05-20T20:30:00Z", ["email", "push"]],
-      ["u2", romeMs(1, 8), "2024-05-20T20:45:00Z", ["email"]],
-      ["u1", romeMs(1, 9), "2024-05-20T20:30:00Z", ["email"]],
-      ["u2", romeMs(1, 9), "2024-05-20T20:45:00Z", ["email"]],
+      ["u1", romeMs(1, 8), "2024-05-20T20:30:00.000Z", ["email", "push"]],
+      ["u2", romeMs(1, 8), "2024-05-20T20:45:00.000Z", ["email"]],
+      ["u1", romeMs(1, 9), "2024-05-20T20:30:00.000Z", ["email"]],
+      ["u2", romeMs(1, 9), "2024-05-20T20:45:00.000Z", ["email"]],
       // u2 bought: its push and SMS are cancelled. u1's trigger at 12:00 is in its cooldown.
-      ["u1", romeMs(1, 11), "2024-05-20T20:30:00Z", ["push"]],
-      ["u1", romeMs(1, 15), "2024-05-20T20:30:00Z", ["sms"]],
-      ["u1", romeMs(2, 9), "2024-05-22T07:00:00Z", ["email", "push"]],
+      ["u1", romeMs(1, 11), "2024-05-20T20:30:00.000Z", ["push"]],
+      ["u1", romeMs(1, 15), "2024-05-20T20:30:00.000Z", ["sms"]],
+      ["u1", romeMs(2, 9), "2024-05-22T07:00:00.000Z", ["email", "push"]],
       // A fourth email and a fourth push in a week: the cap stops the 09:00 and 11:00 follow-ups.
-      ["u1", romeMs(3, 15), "2024-05-22T07:00:00Z", ["sms"]],
+      ["u1", romeMs(3, 15), "2024-05-22T07:00:00.000Z", ["sms"]],
     ]);
     for (let cut = 0; cut <= elements.length; cut++) {
       const restarted = await runStagesWithRestart(stages, elements, cut);

@@ -7,6 +7,7 @@ import { loadPipeline } from "../../pipelines/load.ts";
 import { fingerprint, jobOptions, runPipeline } from "../../pipelines/compile.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+import { schemaErrors } from "../outputSchemas.ts";
 
 afterAll(removeTempDirs);
 
@@ -113,7 +114,9 @@ describe("the dead-letter output", () => {
     sink.write({ reason: "bad JSON", origin: "events.jsonl:3", partition: 0, raw: "{" });
     await sink.flush();
     await sink.close();
-    expect(readFileSync(join(dir, "out", "dead.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))).toEqual([
+    const lines = readFileSync(join(dir, "out", "dead.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as unknown);
+    for (const line of lines) expect(schemaErrors("dead_letter", line)).toEqual([]);
+    expect(lines).toEqual([
       { reason: "an operator failed on this event: x: boom", key: "u1", time: "2024-05-20T00:00:00.250Z", time_ms: 1_716_163_200_250, event: { user_id: "u1" } },
       { reason: "bad JSON", origin: "events.jsonl:3", partition: 0, raw: "{" },
     ]);

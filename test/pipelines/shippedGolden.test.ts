@@ -12,10 +12,8 @@ const DAY_MS = 24 * HOUR_MS;
 const MINUTE_MS = 60_000;
 /** Monday 2024-05-20 09:00 UTC (11:00 in Rome). */
 const T0 = Date.UTC(2024, 4, 20, 9);
-/** To the second, as the seed's `timestamp_trigger` has it. */
-const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
-/** To the millisecond, as every output's ISO times are. */
-const isoMs = (ms: number) => new Date(ms).toISOString();
+/** ISO-8601 to the millisecond, as every output's times are. */
+const iso = (ms: number) => new Date(ms).toISOString();
 
 afterAll(removeTempDirs);
 
@@ -71,11 +69,11 @@ describe("config/lead-scoring.yaml", () => {
     // ~95: the second crossing is at the whitepaper, an hour before the demo call.
     const secondAt = T0 + 10 * DAY_MS + 2 * HOUR_MS;
     expect(alerts).toHaveLength(2);
-    expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: isoMs(firstAt), time_ms: firstAt, score: "lead_score", threshold: 80 });
+    expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: iso(firstAt), time_ms: firstAt, score: "lead_score", threshold: 80 });
     // Scores and their parts are shown to 6 significant digits (outputs.digits).
     const six = (x: number) => Number(x.toPrecision(6));
     expect(alerts[0].value).toBe(six(firstScore));
-    const shown = (ms: number) => ({ time: isoMs(ms), time_ms: ms });
+    const shown = (ms: number) => ({ time: iso(ms), time_ms: ms });
     // What drove it, adding up to the value: each weighted event's points decayed to the demo
     // call, the 30% boost, and the three rules that hold, by name.
     expect(alerts[0].drivers).toEqual([
@@ -178,7 +176,7 @@ describe("config/retention.yaml", () => {
       {
         output: "erasure",
         user_id: "R4",
-        time: isoMs(T0 + 5 * MINUTE_MS),
+        time: iso(T0 + 5 * MINUTE_MS),
         time_ms: T0 + 5 * MINUTE_MS,
         stages: ["dedup", "sessions", "aggregates", "kbis", "sequences", "phases", "clusters", "segments", "triggers"],
         wake_ups_withdrawn: 4,
@@ -198,8 +196,8 @@ describe("config/retention.yaml", () => {
       ["R2", iso(T0 + 30 * MINUTE_MS), "enter", "vip", "carrello_abbandonato"],
       // VIP needs an order in the last 30 days: when the order leaves the lookback (its day's
       // bucket, 30 days on), re-engagement (7 days without activity) is what holds.
-      ["R2", "2024-06-20T00:00:00Z", "exit", "vip", "dormiente"],
-      ["R2", "2024-06-20T00:00:00Z", "enter", "dormiente", "vip"],
+      ["R2", "2024-06-20T00:00:00.000Z", "exit", "vip", "dormiente"],
+      ["R2", "2024-06-20T00:00:00.000Z", "enter", "dormiente", "vip"],
     ]);
   });
 });
@@ -232,12 +230,12 @@ describe("config/journey.yaml", () => {
       {
         output: "sequence",
         user_id: "J1",
-        time: isoMs(cartAt + HOUR_MS),
+        time: iso(cartAt + HOUR_MS),
         time_ms: cartAt + HOUR_MS,
         sequence: "quick_cart_abandoned",
         matched: [
-          { step: "home", time: isoMs(T0), time_ms: T0, event_type: "view_home", page: "/" },
-          { step: "cart", time: isoMs(cartAt), time_ms: cartAt, event_type: "add_to_cart", page: "/prodotti/zaino" },
+          { step: "home", time: iso(T0), time_ms: T0, event_type: "view_home", page: "/" },
+          { step: "cart", time: iso(cartAt), time_ms: cartAt, event_type: "add_to_cart", page: "/prodotti/zaino" },
         ],
       },
     ]);
@@ -285,8 +283,8 @@ describe("config/segments.yaml", () => {
     ];
     const dir = await runVariant("segments", { events });
     // Lookbacks of 30 days and more keep day buckets: an event leaves at the end of its day + 30 d.
-    const day30 = "2024-06-20T00:00:00Z";
-    const day60 = "2024-07-20T00:00:00Z";
+    const day30 = "2024-06-20T00:00:00.000Z";
+    const day60 = "2024-07-20T00:00:00.000Z";
     expect(variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time_ms), o.group, o.change, o.segment])).toEqual([
       ["S1", iso(T0), "value", "enter", "vip"],
       ["S1", iso(T0), "interest", "enter", "generico"],
@@ -299,8 +297,8 @@ describe("config/segments.yaml", () => {
       ["S3", iso(T0 + 3 * HOUR_MS), "interest", "exit", "visitato_prezzi"],
       ["S3", iso(T0 + 3 * HOUR_MS), "interest", "enter", "prezzi_approfondito"],
       // The email open leaves the 5-day lookback (hour buckets): no longer a hot lead.
-      ["S2", "2024-05-25T10:00:00Z", "interest", "exit", "lead_caldo"],
-      ["S2", "2024-05-25T10:00:00Z", "interest", "enter", "generico"],
+      ["S2", "2024-05-25T10:00:00.000Z", "interest", "exit", "lead_caldo"],
+      ["S2", "2024-05-25T10:00:00.000Z", "interest", "enter", "generico"],
       // No purchase in 30 days: no longer VIP, still a customer.
       ["S1", day30, "value", "exit", "vip"],
       ["S1", day30, "value", "enter", "cliente"],
@@ -311,8 +309,8 @@ describe("config/segments.yaml", () => {
       ["S1", day60, "value", "enter", "perso"],
       ["S3", day60, "value", "exit", "nuovo_cliente"],
       ["S3", day60, "value", "enter", "perso"],
-      ["S2", "2024-07-21T00:00:00Z", "value", "exit", "nuovo_cliente"],
-      ["S2", "2024-07-21T00:00:00Z", "value", "enter", "perso"],
+      ["S2", "2024-07-21T00:00:00.000Z", "value", "exit", "nuovo_cliente"],
+      ["S2", "2024-07-21T00:00:00.000Z", "value", "enter", "perso"],
     ]);
     const triggers = variantOutput(dir, "triggers.jsonl");
     expect(triggers.map((t) => [t.user_id, t.rule, t.trigger, t.segmento, t.timestamp_trigger, t.canali, t.send_at])).toEqual([
@@ -322,7 +320,7 @@ describe("config/segments.yaml", () => {
       // Midnight UTC is 02:00 in Rome, in quiet hours: the win-back waits for 08:00.
       ["S1", "win_back", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T08:00:00.000+02:00"],
       ["S3", "win_back", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T08:00:00.000+02:00"],
-      ["S2", "win_back", "riattivazione", "perso", "2024-07-21T00:00:00Z", ["email", "sms"], "2024-07-21T08:00:00.000+02:00"],
+      ["S2", "win_back", "riattivazione", "perso", "2024-07-21T00:00:00.000Z", ["email", "sms"], "2024-07-21T08:00:00.000+02:00"],
     ]);
     for (const t of triggers) expect(t).toMatchObject({ message_id: messageId("segments", t.rule, t.user_id, t.timestamp_trigger_ms, 0), follow_up: 0 });
   });
