@@ -7,8 +7,15 @@ import { mulberry32 } from "../engine/random.ts";
 export type Standardisation = { means: number[]; stds: number[] };
 
 /**
- * Population mean and standard deviation per feature. A feature with no spread gets std 1 (as
- * scikit-learn does): every z of it is 0 in the run, and finite for the vectors that come later.
+ * A spread this small against the mean is rounding, not data: 35 users all at 1/7 average to a
+ * mean one unit in the last place off, and would each be one "standard deviation" from it.
+ */
+const NO_SPREAD = 1e-9;
+
+/**
+ * Population mean and standard deviation per feature. A feature with no spread (to rounding) gets
+ * std 1 (as scikit-learn does) and its value as the mean: every z of it is 0 in the run, and
+ * finite for the vectors that come later.
  */
 export function standardisation(vectors: ReadonlyArray<ReadonlyArray<number>>): Standardisation {
   const dims = vectors[0].length;
@@ -24,7 +31,12 @@ export function standardisation(vectors: ReadonlyArray<ReadonlyArray<number>>): 
   }
   for (let d = 0; d < dims; d++) {
     const std = Math.sqrt(stds[d] / vectors.length);
-    stds[d] = std > 0 ? std : 1;
+    if (std > NO_SPREAD * Math.max(1, Math.abs(means[d]))) stds[d] = std;
+    else {
+      // The values are one: take it as the mean, so that their z is exactly 0.
+      stds[d] = 1;
+      means[d] = vectors[0][d];
+    }
   }
   return { means, stds };
 }

@@ -8,7 +8,7 @@ import { operate, type OperatorLogic } from "../../engine/operator.ts";
 import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
-import { describedNames, matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
+import { describedNames, matchCentroids, nameClusters, standardisation, standardise } from "../../operators/clusterMath.ts";
 import { clusters, type ClustersRun } from "../../operators/clusters.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput } from "../../operators/stage.ts";
 import { stageContext } from "../harness.ts";
@@ -431,6 +431,17 @@ describe("cluster maths", () => {
     expect(matchCentroids([[1], [8]], [[0], [-1]])).toEqual([1, 0]);
     expect(matchCentroids([[0], [-1]], [[0], [-1]])).toEqual([0, 1]);
     expect(matchCentroids([[5, 5], [0, 0], [9, 0]], [[0, 1], [9, 1], [5, 4]])).toEqual([2, 0, 1]);
+  });
+
+  it("gives a feature whose values differ by rounding only no spread: z 0, not ±1", () => {
+    // 35 users at 1/7 visits a day average to a mean a unit in the last place off 1/7.
+    const vectors = Array.from({ length: 35 }, (_, i) => [1 / 7, i]);
+    const scaling = standardisation(vectors);
+    expect(vectors.reduce((sum, v) => sum + v[0], 0) / 35).not.toBe(1 / 7);
+    expect(scaling.stds[0]).toBe(1);
+    expect(standardise([1 / 7, 0], scaling)[0]).toBe(0);
+    expect(standardise([2 / 7, 0], scaling)[0]).toBeCloseTo(1 / 7, 12);
+    expect(scaling.stds[1]).toBeCloseTo(Math.sqrt((35 * 35 - 1) / 12), 9);
   });
 
   it("names a centroid by its features, the one that stands out most first, keeping the previous name while it still holds", () => {
