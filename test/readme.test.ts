@@ -1,7 +1,8 @@
 // The README as a new user meets it on a fresh clone: every YAML example and every shipped pipeline file
 // loads and validates, every command names a script, a file or a pipeline the clone has and parses as
 // flusso reads it, and the commands that need no setup beyond a nats-server run: the REES46 sample through
-// config/rees46.yaml, and the README's publishers into the streams config/nats/*.yaml read.
+// config/rees46.yaml, and the README's publishers into the streams config/nats/*.yaml read. Its output
+// reference shows a line of every output kind, each valid against its kind's schema.
 import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
@@ -14,6 +15,7 @@ import { PipelineInvalid } from "../pipelines/errors.ts";
 import { parsePipelineText } from "../pipelines/load.ts";
 import { validatePipeline } from "../pipelines/validate.ts";
 import { readStream, startNatsServer, type NatsServer } from "./natsServer.ts";
+import { OUTPUT_KINDS, schemaErrors, timePairMismatches } from "./outputSchemas.ts";
 import { PROJECT_ROOT, readJsonLines, removeTempDirs, tempDir } from "./pipelines/pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -113,6 +115,21 @@ describe("README.md's YAML examples", () => {
     // whole pipelines, it must validate in at least one (it may use values another section declares).
     const tries = hosts.map((host) => ({ host: host.name, mistakes: mistakesOf(merged(host.raw, raw)) }));
     expect(tries.some((t) => t.mistakes.length === 0), JSON.stringify(tries, null, 1)).toBe(true);
+  });
+});
+
+describe("README.md's output reference", () => {
+  const section = README.slice(README.indexOf("#### Output reference"), README.indexOf("### Shipped pipelines"));
+  const shown = [...section.matchAll(/^\*\*`([a-z_]+)`\*\*.*\n```json\n(.*)\n```$/gm)].map((m) => ({ kind: m[1], line: m[2] }));
+
+  it("shows one line of every output kind", () => {
+    expect(shown.map((s) => s.kind).sort()).toEqual([...OUTPUT_KINDS].sort());
+  });
+
+  it.each(shown.map((s) => [s.kind, s.line]))("shows a %s line that is valid against its schema", (kind, line) => {
+    const value = JSON.parse(line) as unknown;
+    expect(schemaErrors(kind, value)).toEqual([]);
+    expect(timePairMismatches(value)).toEqual([]);
   });
 });
 
