@@ -81,8 +81,9 @@ export function resultRows(path: string): string[] {
   const rows: string[] = [];
   for (const line of readFileSync(path, "utf8").split("\n")) {
     if (line === "") continue;
-    const r = JSON.parse(line) as { key: string; start: number; events: number; duration: number };
-    rows.push(`${r.key},${r.start},${r.events},${r.duration}`);
+    // flusso's results carry the start as ISO-8601 and `start_ms`; the plain script's as epoch ms.
+    const r = JSON.parse(line) as { key: string; start: number | string; start_ms?: number; events: number; duration: number };
+    rows.push(`${r.key},${r.start_ms ?? r.start},${r.events},${r.duration}`);
   }
   return rows.sort();
 }

@@ -269,7 +269,7 @@ function parseSummary(stderr: string): EngineSummary | undefined {
   return { read: +m[1], elapsedMs: +m[2] * 1000, ratePerSecond: +m[3], outputs: +m[4], late: +m[5], deadLettered: +m[6] };
 }
 
-type WindowResult = { key: string; start: number; end: number; events: number; last_published: number };
+type WindowResult = { key: string; start_ms: number; end_ms: number; events: number; last_published: number };
 
 export type EngineRun = {
   label: string;
@@ -369,16 +369,16 @@ export async function runEngine(nats: BenchNats, dir: string, label: string, rat
   for (const { atMs, result } of received) {
     eventsCovered += result.events;
     if (Number.isNaN(caughtUpAtMs) && eventsCovered >= published.published) caughtUpAtMs = atMs;
-    if (result.end > lastStampMs) {
+    if (result.end_ms > lastStampMs) {
       closedByMarker++;
       continue;
     }
     latencies.push(atMs - result.last_published);
-    closeWaits.push(result.end - result.last_published);
-    afterCloses.push(atMs - result.end);
-    const second = bySecond.get(result.end);
+    closeWaits.push(result.end_ms - result.last_published);
+    afterCloses.push(atMs - result.end_ms);
+    const second = bySecond.get(result.end_ms);
     if (second) second.lastAtMs = atMs;
-    else bySecond.set(result.end, { firstAtMs: atMs, lastAtMs: atMs });
+    else bySecond.set(result.end_ms, { firstAtMs: atMs, lastAtMs: atMs });
   }
   const seconds = [...bySecond.entries()];
   const latencySlopeMsPerS = slope(
@@ -438,7 +438,7 @@ export async function runEngineBacklog(nats: BenchNats, dir: string, stream: str
 // 2b. Through the engine, per event (BENCH_PIPELINE=per-event)
 
 /** A features output: `newest_published_ms` is the stamp of the user's newest event (through `last`). */
-type FeaturesOutput = { output: string; user_id: string; time: number; events_per_min: number | null; [PUBLISHED_FEATURE]: number | null };
+type FeaturesOutput = { output: string; user_id: string; time_ms: number; events_per_min: number | null; [PUBLISHED_FEATURE]: number | null };
 
 export type PerEventRun = {
   label: string;
@@ -510,7 +510,7 @@ export async function runEnginePerEvent(nats: BenchNats, dir: string, label: str
     if (out.user_id.startsWith(MARKER_USER)) {
       otherOutputs++;
       if (++markersSeen === PARTITIONS) lastMarkerAtMs = receivedAtMs;
-    } else if (out.output === "features" && stamp !== null && out.time === stamp) {
+    } else if (out.output === "features" && stamp !== null && out.time_ms === stamp) {
       atMs.push(receivedAtMs);
       stampMs.push(stamp);
     } else {

@@ -133,6 +133,9 @@ function isDeepEqual(a: unknown, b: unknown): boolean {
   return keys.every((k) => isDeepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
+/** The largest epoch ms a Date holds (100,000,000 days either side of 1970). */
+const MAX_DATE_MS = 8.64e15;
+
 /** The dead-letter reason of an event an operator failed on: the job goes on without it. */
 export const OPERATOR_FAILURE_REASON = "an operator failed on this event";
 
@@ -328,7 +331,9 @@ class Job<E> {
   /** An event an operator threw on is dead-lettered, and the job goes on with the next one. */
   private onRecordFailure(operator: string, rec: StreamRecord<unknown>, error: unknown): void {
     const message = String((error as Error)?.message ?? error).split("\n")[0].slice(0, 500);
-    this.deadLetter({ reason: `${OPERATOR_FAILURE_REASON}: ${operator}: ${message}`, key: rec.key, time: rec.time, event: rec.value });
+    // Times as every output shows them: ISO-8601, with the epoch ms beside (a time no date can hold has none).
+    const iso = Math.abs(rec.time) <= MAX_DATE_MS ? new Date(rec.time).toISOString() : null;
+    this.deadLetter({ reason: `${OPERATOR_FAILURE_REASON}: ${operator}: ${message}`, key: rec.key, time: iso, time_ms: rec.time, event: rec.value });
   }
 
   /**

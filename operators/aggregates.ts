@@ -10,6 +10,7 @@
 // largest round unit (1s, 5s, 15s, 1m, 5m, 15m, 1h, 6h, 1d) at most 1/24 of the lookback: an edge
 // error of at most ~4% (7d: 6h, 1d: 1h, 30m: 1m), and round units put the expiries of different
 // lookbacks on a shared grid, where they coincide more often and share wake-ups.
+import { withoutNoise } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
@@ -465,9 +466,13 @@ function recomputeTotals(a: Prepared, slot: number[]): void {
 function valueOf(kind: Kind, slot: unknown[], nowMs: number): unknown {
   switch (kind) {
     case Kind.Count:
-    case Kind.Sum:
       return slot[0];
+    // Sums and averages of decimals without the noise of adding them (2341.7, not 2341.7000000000003),
+    // so that `avg_order_30d > 200.0` means what it says; the slot keeps the unrounded sum.
+    case Kind.Sum:
+      return withoutNoise(slot[0] as number);
     case Kind.Avg:
+      return (slot[1] as number) > 0 ? withoutNoise((slot[0] as number) / (slot[1] as number)) : undefined;
     case Kind.Ratio:
       return (slot[1] as number) > 0 ? (slot[0] as number) / (slot[1] as number) : undefined;
     case Kind.Min:

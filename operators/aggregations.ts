@@ -1,5 +1,6 @@
 // Accumulators of window aggregates: how each kind starts, takes a value, merges (for sessions),
 // is stored in a checkpoint and turns into its result.
+import { withoutNoise } from "./outputFormat.ts";
 
 export type AggregateKind = "count" | "sum" | "avg" | "min" | "max" | "first" | "last" | "distinct";
 
@@ -32,23 +33,6 @@ type Timed = [timeMs: number, value: unknown] | null;
 type Numeric = (a: number, b: number) => number;
 
 const identity = (x: unknown) => x;
-
-/** Significant digits a sum or an average keeps in its result. */
-export const RESULT_SIGNIFICANT_DIGITS = 12;
-const ROUNDED_BELOW = 10 ** RESULT_SIGNIFICANT_DIGITS;
-
-/**
- * A sum or an average as a result shows it: rounded to 12 significant digits, so the binary noise of
- * adding decimals (`2341.7000000000003`) goes and the decimals the inputs carried stay. A double holds
- * 15-16 significant digits, and each addition can cost half a unit in the last one: 12 leave room for
- * thousands of additions before the noise reaches a digit shown, and keep every digit of amounts up to
- * 999,999,999.999 or durations to the microsecond over 11 days. Values of 10^12 and more, where 12
- * digits would not reach the units, are left as they are; so is the sum kept in state, and the
- * rounding applies to each result from it.
- */
-export function roundedResult(x: number): number {
-  return Math.abs(x) < ROUNDED_BELOW ? Number(x.toPrecision(RESULT_SIGNIFICANT_DIGITS)) : x;
-}
 
 function numeric(kind: "sum" | "min" | "max"): { init: () => number | null; pick: Numeric } {
   if (kind === "sum") return { init: () => 0, pick: (a, b) => a + b };
@@ -88,8 +72,9 @@ export function accumulator<E>(spec: AggregateSpec<E>): Accumulator<E> {
           return slot === null ? x : pick(slot as number, x);
         },
         merge: (a, b) => (a === null ? b : b === null ? a : pick(a as number, b as number)),
-        // min and max are inputs themselves; a sum adds, and shows the noise of adding.
-        result: spec.kind === "sum" ? (s) => roundedResult(s as number) : identity,
+        // min and max are inputs themselves; a sum adds, and shows the noise of adding (shown to
+        // 12 significant digits, see outputFormat.ts; the state keeps the unrounded sum).
+        result: spec.kind === "sum" ? (s) => withoutNoise(s as number) : identity,
       };
     }
     case "avg":
@@ -106,7 +91,7 @@ export function accumulator<E>(spec: AggregateSpec<E>): Accumulator<E> {
           return s;
         },
         merge: (a, b) => [(a as number[])[0] + (b as number[])[0], (a as number[])[1] + (b as number[])[1]],
-        result: (s) => ((s as number[])[1] === 0 ? null : roundedResult((s as number[])[0] / (s as number[])[1])),
+        result: (s) => ((s as number[])[1] === 0 ? null : withoutNoise((s as number[])[0] / (s as number[])[1])),
       };
     case "first":
     case "last": {

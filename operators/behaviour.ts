@@ -2,6 +2,7 @@
 // segments, triggers, ...) in order for every step of a user, an event or a wake-up, and sends
 // what they produce downstream as `{ kind, body }` records routed to sinks by kind.
 import { END_OF_TIME, type KindedOutput, type StreamRecord } from "../engine/elements.ts";
+import { isoTime } from "./outputFormat.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { KeyedSlots } from "../engine/keyedSlots.ts";
 import type { TimerService } from "../engine/timers.ts";
@@ -59,7 +60,8 @@ export type ErasureRecord = {
   output: typeof ERASURE_OUTPUT;
   user_id: string;
   /** Event time of the request. */
-  time: number;
+  time: string;
+  time_ms: number;
   /** The stages that held values or wake-ups of the user (in stage order); empty: nothing was held. */
   stages: string[];
   /** Wake-ups withdrawn, of every stage. */
@@ -245,7 +247,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     for (const slot of this.records.erase(user)) held.add(slot.slice(0, slot.indexOf("/")));
     // 4.
     const stages = this.stageNames.filter((name) => held.has(name));
-    const body: ErasureRecord = { output: ERASURE_OUTPUT, user_id: user, time: timeMs, stages, wake_ups_withdrawn: withdrawn };
+    const body: ErasureRecord = { output: ERASURE_OUTPUT, user_id: user, time: isoTime(timeMs), time_ms: timeMs, stages, wake_ups_withdrawn: withdrawn };
     this.emitErasure(user, timeMs, body);
   }
 

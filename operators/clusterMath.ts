@@ -1,13 +1,21 @@
 // Arithmetic of the clusters stage: standardising feature vectors, nearest centroids, matching a
-// run's centroids to the previous run's so labels survive re-runs, and naming clusters by rules.
+// run's centroids to the previous run's so labels survive re-runs, and naming clusters by rules
+// or, failing a rule, by the feature their centroid stands out on.
 import { mulberry32 } from "../engine/random.ts";
 
 /** Per-feature mean and spread of one run's vectors: z = (x - mean) / std. */
 export type Standardisation = { means: number[]; stds: number[] };
 
 /**
- * Population mean and standard deviation per feature. A feature with no spread gets std 1 (as
- * scikit-learn does): every z of it is 0 in the run, and finite for the vectors that come later.
+ * A spread this small against the mean is rounding, not data: 35 users all at 1/7 average to a
+ * mean one unit in the last place off, and would each be one "standard deviation" from it.
+ */
+const NO_SPREAD = 1e-9;
+
+/**
+ * Population mean and standard deviation per feature. A feature with no spread (to rounding) gets
+ * std 1 (as scikit-learn does) and its value as the mean: every z of it is 0 in the run, and
+ * finite for the vectors that come later.
  */
 export function standardisation(vectors: ReadonlyArray<ReadonlyArray<number>>): Standardisation {
   const dims = vectors[0].length;
@@ -23,7 +31,12 @@ export function standardisation(vectors: ReadonlyArray<ReadonlyArray<number>>): 
   }
   for (let d = 0; d < dims; d++) {
     const std = Math.sqrt(stds[d] / vectors.length);
-    stds[d] = std > 0 ? std : 1;
+    if (std > NO_SPREAD * Math.max(1, Math.abs(means[d]))) stds[d] = std;
+    else {
+      // The values are one: take it as the mean, so that their z is exactly 0.
+      stds[d] = 1;
+      means[d] = vectors[0][d];
+    }
   }
   return { means, stds };
 }
@@ -194,14 +207,36 @@ function popcount(bits: number): number {
   return count;
 }
 
-/** The name a cluster gets when no rule names it: `cluster_<slot>`. */
+/** The name a cluster gets when neither a rule nor its centroid (describedNames) names it: `cluster_<slot>`. */
 export function fallbackName(slot: number): string {
   return `cluster_${slot}`;
 }
 
+/** A name describedNames can give: rules may not take these, so a rule's name always means its rule. */
+export function isDescribedName(name: string, features: readonly string[]): boolean {
+  const match = /^(high|low)_(.+)$/.exec(name);
+  return match !== null && features.includes(match[2]);
+}
+
 /**
- * Names the clusters so that no two share a name. `candidates[slot]`: the names of the rules that
- * hold for the slot's centroid, in rule order. In rounds:
+ * Names for a cluster no rule names, read off its centroid's z-scores: `high_<feature>` or
+ * `low_<feature>` for each feature the centroid is off the mean on, the one that stands out most
+ * first (ties in feature order). The name the cluster had before (`previous`) comes first while
+ * its feature still points the same way: a cluster keeps its name from run to run unless it
+ * would now say the opposite of the centroid.
+ */
+export function describedNames(z: readonly number[], features: readonly string[], previous: string | undefined): string[] {
+  const order = features.map((_, d) => d).filter((d) => Number.isFinite(z[d]) && z[d] !== 0);
+  order.sort((a, b) => Math.abs(z[b]) - Math.abs(z[a]) || a - b);
+  const names = order.map((d) => `${z[d] > 0 ? "high" : "low"}_${features[d]}`);
+  const kept = previous === undefined ? -1 : names.indexOf(previous);
+  if (kept > 0) names.unshift(...names.splice(kept, 1));
+  return names;
+}
+
+/**
+ * Names the clusters so that no two share a name. `candidates[slot]`: the names the slot may take,
+ * in its order of preference (the rules that hold for its centroid, then describedNames). In rounds:
  * 1. every unnamed slot proposes its first candidate no slot has taken yet;
  * 2. a name proposed by several goes to the slot that had it in the previous run, else to the
  *    larger cluster, else to the lower slot; the others try their next candidate in the next round;

@@ -6,6 +6,7 @@ import { END_OF_TIME } from "../engine/elements.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
 import type { KeyedValueState } from "../engine/keyedState.ts";
 import {
+  describedNames,
   hasDistinctPoints,
   kmeansPlusPlus,
   matchCentroids,
@@ -17,6 +18,7 @@ import {
   unstandardise,
   type Standardisation,
 } from "./clusterMath.ts";
+import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 const MINUTE_MS = 60_000;
@@ -47,7 +49,10 @@ export type ClustersOptions = {
   seed?: number;
   /** Upper bound of k-means iterations per run. Default 100. */
   maxIterations?: number;
-  /** Naming rules in priority order; clusters no rule names are `cluster_<slot>`. Default none. */
+  /**
+   * Naming rules in priority order; a cluster no rule names is named after the feature its
+   * centroid stands out on (`high_visit_frequency`, `low_p_exit`: see describedNames). Default none.
+   */
   names?: ClusterNameRule[];
   /**
    * Cohort retention: a user joins the cohort (UTC day, cluster) at their first event of the day,
@@ -55,6 +60,8 @@ export type ClustersOptions = {
    * null: no report. Default 7 days.
    */
   retentionAfterMs?: number | null;
+  /** Significant digits of centroids (means and z-scores) and retention rates in outputs. Default DEFAULT_OUTPUT_DIGITS. */
+  digits?: number;
 };
 
 export const DEFAULT_CLUSTER_VAR = "cluster";
@@ -66,12 +73,13 @@ export const CLUSTERS_OUTPUT = "clusters";
 export const CLUSTER_RETENTION_OUTPUT = "cluster_retention";
 
 /** "cluster": a user's cluster name changed (previous null: the user's first). */
-export type ClusterChange = { output: typeof CLUSTER_OUTPUT; user_id: string; time: number; cluster: string; previous: string | null };
+export type ClusterChange = { output: typeof CLUSTER_OUTPUT; user_id: string; time: string; time_ms: number; cluster: string; previous: string | null };
 
 /** "clusters": one per run, the clusters in slot order: members' mean raw values, the centroid's z-scores. */
 export type ClustersRun = {
   output: typeof CLUSTERS_OUTPUT;
-  time: number;
+  time: string;
+  time_ms: number;
   run: number;
   users: number;
   centroids: Array<{ name: string; size: number; mean: Record<string, number>; z: Record<string, number> }>;
@@ -80,7 +88,8 @@ export type ClustersRun = {
 /** "cluster_retention": one per cohort, once its measuring day is over. */
 export type ClusterRetention = {
   output: typeof CLUSTER_RETENTION_OUTPUT;
-  time: number;
+  time: string;
+  time_ms: number;
   /** The cohort's UTC day, "2024-05-20". */
   cohort_day: string;
   cluster: string;
@@ -142,6 +151,7 @@ class ClustersLogic implements StageLogic {
   private readonly maxIterations: number;
   private readonly rules: ClusterNameRule[];
   private readonly retentionAfterMs: number | null;
+  private readonly digits: number;
   /** A copy of the "model" state under ALL, read once at build: every change is written back. */
   private model: Model;
   /** The vector of the current step, reused: no array per step. */
@@ -167,6 +177,7 @@ class ClustersLogic implements StageLogic {
     this.maxIterations = options.maxIterations ?? 100;
     this.rules = options.names ?? [];
     this.retentionAfterMs = options.retentionAfterMs === undefined ? 7 * DAY_MS : options.retentionAfterMs;
+    this.digits = options.digits ?? DEFAULT_OUTPUT_DIGITS;
     this.model = modelState.get(ALL) ?? { run: 0, boundaryMs: null, means: [], stds: [], centroids: [], names: [], reportedDayMs: null };
     this.scratch = new Array<number>(this.features.length).fill(0);
   }
@@ -184,7 +195,7 @@ class ClustersLogic implements StageLogic {
     const label = entry.slot < 0 ? null : this.model.names[entry.slot];
     // A user once assigned always has a slot: the label only goes from null to names and between names.
     if (label !== null && label !== entry.label) {
-      const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: view.user, time: view.timeMs, cluster: label, previous: entry.label };
+      const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs, cluster: label, previous: entry.label };
       out.emit(CLUSTER_OUTPUT, view.user, view.timeMs, change);
       entry.label = label;
       isChanged = true;
@@ -335,7 +346,8 @@ class ClustersLogic implements StageLogic {
     const slots = points.map((z) => nearestPoint(z, centroids));
     const sizes = new Array<number>(this.k).fill(0);
     for (const slot of slots) sizes[slot]++;
-    const names = nameClusters(centroids.map((c) => this.holdingRules(c)), sizes, previous.names);
+    const candidates = centroids.map((c, slot) => [...this.holdingRules(c), ...describedNames(c, this.features, previous.names[slot])]);
+    const names = nameClusters(candidates, sizes, previous.names);
     // 5.
     this.model = { ...previous, run: previous.run + 1, means: scaling.means, stds: scaling.stds, centroids, names };
     this.modelState.set(ALL, this.model);
@@ -353,14 +365,15 @@ class ClustersLogic implements StageLogic {
   private describeRun(timeMs: number, users: number, centroids: number[][], means: number[][], sizes: number[]): ClustersRun {
     return {
       output: CLUSTERS_OUTPUT,
-      time: timeMs,
+      time: isoTime(timeMs),
+      time_ms: timeMs,
       run: this.model.run,
       users,
       centroids: centroids.map((z, slot) => ({
         name: this.model.names[slot],
         size: sizes[slot],
-        mean: this.byFeature(means[slot]),
-        z: this.byFeature(z),
+        mean: this.byFeature(means[slot], this.digits),
+        z: this.byFeature(z, this.digits),
       })),
     };
   }
@@ -372,14 +385,15 @@ class ClustersLogic implements StageLogic {
     entry.run = this.model.run;
     const label = this.model.names[slot];
     if (label === entry.label) return;
-    const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: user, time: timeMs, cluster: label, previous: entry.label };
+    const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: user, time: isoTime(timeMs), time_ms: timeMs, cluster: label, previous: entry.label };
     out.emit(CLUSTER_OUTPUT, user, timeMs, change);
     entry.label = label;
   }
 
-  private byFeature(values: number[]): Record<string, number> {
+  /** `values` by feature name; with `digits`, rounded for an output. */
+  private byFeature(values: number[], digits?: number): Record<string, number> {
     const record: Record<string, number> = {};
-    for (let i = 0; i < this.features.length; i++) record[this.features[i]] = values[i];
+    for (let i = 0; i < this.features.length; i++) record[this.features[i]] = digits === undefined ? values[i] : toDigits(values[i], digits);
     return record;
   }
 
@@ -409,12 +423,13 @@ class ClustersLogic implements StageLogic {
       const timeMs = dayMs + afterMs + DAY_MS;
       const report: ClusterRetention = {
         output: CLUSTER_RETENTION_OUTPUT,
-        time: timeMs,
+        time: isoTime(timeMs),
+        time_ms: timeMs,
         cohort_day: new Date(dayMs).toISOString().slice(0, 10),
         cluster,
         users,
         retained,
-        rate: retained / users,
+        rate: toDigits(retained / users, this.digits),
       };
       out.emit(CLUSTER_RETENTION_OUTPUT, ALL, timeMs, report);
       this.cohorts.delete(cohortKey(dayMs, cluster));

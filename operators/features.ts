@@ -1,5 +1,6 @@
 // Derived features: formulas over a user's aggregates (and earlier features), evaluated on every
 // step, written into the view, and emitted as one feature vector when any of them changes.
+import { isoTime, withoutNoise } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
@@ -19,7 +20,10 @@ export type FeaturesOptions = {
 export const FEATURES_OUTPUT = "features";
 
 /** The "features" output: `{ output, user_id, time, <feature>: number | null, ... }`. */
-export type FeatureVector = { output: typeof FEATURES_OUTPUT; user_id: string; time: number; [feature: string]: unknown };
+export type FeatureVector = { output: typeof FEATURES_OUTPUT; user_id: string; time: string; time_ms: number; [feature: string]: unknown };
+
+/** The fields of every feature vector: features cannot be named so. */
+export const FEATURE_VECTOR_FIELDS: readonly string[] = ["output", "user_id", "time", "time_ms"];
 
 export function features(options: FeaturesOptions): StageDefinition {
   const name = options.name ?? "features";
@@ -57,8 +61,9 @@ class FeaturesLogic implements StageLogic {
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, vector)) return;
     this.last.set(view.user, vector);
-    const body: FeatureVector = { output: FEATURES_OUTPUT, user_id: view.user, time: view.timeMs };
-    for (let i = 0; i < specs.length; i++) body[specs[i].name] = vector[i];
+    const body: FeatureVector = { output: FEATURES_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs };
+    // Shown without the noise of decimal arithmetic (1 - 0.7 is 0.30000000000000004); the view keeps the value.
+    for (let i = 0; i < specs.length; i++) body[specs[i].name] = vector[i] === null ? null : withoutNoise(vector[i]!);
     out.emit(FEATURES_OUTPUT, view.user, view.timeMs, body);
   }
 }

@@ -1,5 +1,6 @@
 // KBI labels: per user, ordered threshold rules give each KBI a label ("active", "occasional", ...),
 // re-evaluated on every step, written into the view and emitted when a label changes.
+import { isoTime } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
@@ -28,7 +29,7 @@ export type KbisOptions = {
 export const KBI_OUTPUT = "kbi";
 
 /** The "kbi" output, one per label change: `previous` is null on a user's first label. */
-export type KbiChange = { output: typeof KBI_OUTPUT; user_id: string; time: number; kbi: string; label: string | null; previous: string | null };
+export type KbiChange = { output: typeof KBI_OUTPUT; user_id: string; time: string; time_ms: number; kbi: string; label: string | null; previous: string | null };
 
 /** The labels of one user, one per KBI in configured order. */
 type Labels = Array<string | null>;
@@ -73,7 +74,7 @@ class KbisLogic implements StageLogic {
         this.labels.set(view.user, current);
       } else this.labels.touch(view.user);
       current[i] = label;
-      const body: KbiChange = { output: KBI_OUTPUT, user_id: view.user, time: view.timeMs, kbi: specs[i].name, label, previous };
+      const body: KbiChange = { output: KBI_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs, kbi: specs[i].name, label, previous };
       out.emit(KBI_OUTPUT, view.user, view.timeMs, body);
     }
   }

@@ -7,6 +7,7 @@ import type { KeyedStateOptions } from "../engine/keyedState.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { accumulator, type Accumulator, type AggregateKind, type AggregateSpec } from "./aggregations.ts";
 import { isSameLayout, partsFrom, type StateShape } from "./stateShape.ts";
+import { isoTime } from "./outputFormat.ts";
 import { assignWindows, sessionsMeet, type WindowAssigner } from "./windowAssigners.ts";
 
 export type KeyedWindowOptions<E> = {
@@ -24,11 +25,25 @@ export type KeyedWindowOptions<E> = {
   restoredShape?: StateShape;
 };
 
-/** A window result: `{window, key, start, end, ...aggregates}`. */
-export type WindowResult = { window: string; key: string; start: number; end: number; [aggregate: string]: unknown };
+/** A window result: `{window, key, start, start_ms, end, end_ms, ...aggregates}` (end exclusive; ISO-8601 and epoch ms). */
+export type WindowResult = { window: string; key: string; start: string; start_ms: number; end: string; end_ms: number; [aggregate: string]: unknown };
+
+/** The fields of every window result: aggregates cannot be named so. */
+export const WINDOW_RESULT_FIELDS: readonly string[] = ["window", "key", "start", "start_ms", "end", "end_ms"];
 
 /** What the late output receives for an event no window of this definition can take any more. */
-export type LateEvent = { window: string; key: string; time: number; watermark: number; lateByMs: number; event: unknown };
+export type LateEvent = {
+  window: string;
+  key: string;
+  /** The event's time. */
+  time: string;
+  time_ms: number;
+  /** The watermark it came behind. */
+  watermark: string;
+  watermark_ms: number;
+  late_by_ms: number;
+  event: unknown;
+};
 
 /**
  * One window of one key as a flat array: `[startMs, endMs, hasFired (0|1), armedAtMs, ...accumulators]`.
@@ -134,9 +149,11 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
       const late: LateEvent = {
         window: this.options.name,
         key: rec.key,
-        time: rec.time,
-        watermark: this.watermarkMs,
-        lateByMs: this.watermarkMs - rec.time,
+        time: isoTime(rec.time),
+        time_ms: rec.time,
+        watermark: isoTime(this.watermarkMs),
+        watermark_ms: this.watermarkMs,
+        late_by_ms: this.watermarkMs - rec.time,
         event: rec.value,
       };
       out.side(LATE, late);
@@ -263,7 +280,9 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
 
   private fire(key: string, slot: Slot, out: Output<WindowResult>): void {
     slot[FIRED] = 1;
-    const result: WindowResult = { window: this.options.name, key, start: slot[START] as number, end: slot[END] as number };
+    const startMs = slot[START] as number;
+    const endMs = slot[END] as number;
+    const result: WindowResult = { window: this.options.name, key, start: isoTime(startMs), start_ms: startMs, end: isoTime(endMs), end_ms: endMs };
     for (let i = 0; i < this.accumulators.length; i++) result[this.accumulators[i].name] = this.accumulators[i].result(slot[ACC + i]);
     out.emit(key, (slot[END] as number) - 1, result);
   }

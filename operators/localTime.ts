@@ -1,6 +1,7 @@
 // Wall-clock time in a user's own time zone (an IANA name like "Europe/Rome" or an offset like
 // "+02:00"): the time of day of an instant, and the next instant a given local time comes round.
 // Built on Intl.DateTimeFormat, one formatter per zone, so daylight-saving changes come for free.
+import { isoTime } from "./outputFormat.ts";
 
 const DAY_MS = 86_400_000;
 const MINUTE_MS = 60_000;
@@ -125,6 +126,23 @@ function intlOffsetMs(format: Intl.DateTimeFormat, utcMs: number): number {
   }
   // The formatter drops milliseconds: compare with the instant truncated to its second.
   return Date.UTC(year, month - 1, day, hour, minute, second) - (at - modulo(at, 1000));
+}
+
+/**
+ * An instant as ISO-8601 in the zone's wall-clock time, to the millisecond, with the zone's offset
+ * at that instant: "2024-05-20T09:00:00.000+02:00". UTC itself (no zone known) is "...Z"; so is an
+ * offset that is not a whole minute (local mean time before 1900), which ISO-8601 cannot write.
+ */
+export function isoInZone(zone: TimeZone, utcMs: number): string {
+  const offsetMs = zone === UTC ? 0 : zone.offsetMs(utcMs);
+  if (zone === UTC || offsetMs % MINUTE_MS !== 0) return isoTime(utcMs);
+  const minutes = Math.abs(offsetMs / MINUTE_MS);
+  const offset = `${offsetMs < 0 ? "-" : "+"}${twoDigits(Math.floor(minutes / 60))}:${twoDigits(minutes % 60)}`;
+  return isoTime(utcMs + offsetMs).slice(0, -1) + offset;
+}
+
+function twoDigits(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
 }
 
 /** Parses "HH:MM" (00:00 to 23:59) into ms after local midnight; undefined if it is not one. */

@@ -1,5 +1,6 @@
 // Journey phases: a per-user phase machine (awareness, consideration, conversion, retention,
 // re-engagement) moved by events and by event-time timers, with timed windows that only signal.
+import { isoTime } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
@@ -61,10 +62,10 @@ export const PHASE_OUTPUT = "phase";
 export const PHASE_WINDOW_OUTPUT = "phase_window";
 
 /** The "phase" output; `previous` is null for a user's first phase. */
-export type PhaseChange = { output: typeof PHASE_OUTPUT; user_id: string; time: number; phase: string; previous: string | null };
+export type PhaseChange = { output: typeof PHASE_OUTPUT; user_id: string; time: string; time_ms: number; phase: string; previous: string | null };
 
 /** The "phase_window" output: a window of `phase` came due. */
-export type PhaseWindowDue = { output: typeof PHASE_WINDOW_OUTPUT; user_id: string; time: number; phase: string; window: string };
+export type PhaseWindowDue = { output: typeof PHASE_WINDOW_OUTPUT; user_id: string; time: string; time_ms: number; phase: string; window: string };
 
 /** A user's state: plain values, so it checkpoints as is. */
 type UserPhase = {
@@ -207,7 +208,7 @@ class PhasesLogic implements StageLogic {
       if (due.window >= 0) {
         const window = this.windows[due.window];
         state.windowFiredForMs[due.window] = clockMs(state, window.since);
-        const body: PhaseWindowDue = { output: PHASE_WINDOW_OUTPUT, user_id: view.user, time: due.timeMs, phase: state.phase, window: window.name };
+        const body: PhaseWindowDue = { output: PHASE_WINDOW_OUTPUT, user_id: view.user, time: isoTime(due.timeMs), time_ms: due.timeMs, phase: state.phase, window: window.name };
         out.emit(PHASE_WINDOW_OUTPUT, view.user, due.timeMs, body);
         view.signals.push({ kind: "phase", name: window.name, timeMs: due.timeMs, detail: { phase: state.phase, window: window.name } });
       } else {
@@ -252,7 +253,7 @@ class PhasesLogic implements StageLogic {
   }
 
   private change(view: UserView, out: StageOutput, previous: string | null, phase: string, timeMs: number): void {
-    const body: PhaseChange = { output: PHASE_OUTPUT, user_id: view.user, time: timeMs, phase, previous };
+    const body: PhaseChange = { output: PHASE_OUTPUT, user_id: view.user, time: isoTime(timeMs), time_ms: timeMs, phase, previous };
     out.emit(PHASE_OUTPUT, view.user, timeMs, body);
     view.signals.push({ kind: "phase", name: phase, timeMs, detail: { previous } });
   }

@@ -1,5 +1,6 @@
 // Quantiles across users: a t-digest per metric of every user's latest value, rebuilt once per period
 // of event time, checkpointed, read by `quantile("metric", q)` in expressions and optionally reported.
+import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 import { digestOf, lookupOf, quantileAt, quantileOf, type Digest, type DigestLookup } from "./tdigest.ts";
@@ -17,6 +18,8 @@ export type QuantilesOptions = {
   report?: boolean;
   /** Where `quantile(metric, q)` is published for other stages' expressions. Default: not published. */
   publishTo?: PublishedQuantiles;
+  /** Significant digits of the reported quantiles, min and max. Default DEFAULT_OUTPUT_DIGITS. */
+  digits?: number;
 };
 
 /**
@@ -31,7 +34,8 @@ export const QUANTILES_OUTPUT = "quantiles";
 /** The "quantiles" output, one per metric at each rebuild. */
 export type QuantilesReport = {
   output: typeof QUANTILES_OUTPUT;
-  time: number;
+  time: string;
+  time_ms: number;
   metric: string;
   count: number;
   p50: number;
@@ -178,8 +182,20 @@ class QuantilesLogic implements StageLogic {
     for (let i = 0; i < this.metrics.length; i++) {
       const digest = this.state.digests[i];
       if (digest === null) continue;
-      const q = (p: number) => quantileOf(digest, p)!;
-      const body: QuantilesReport = { output: QUANTILES_OUTPUT, time: timeMs, metric: this.metrics[i], count: digest.count, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: digest.min, max: digest.max };
+      const digits = this.options.digits ?? DEFAULT_OUTPUT_DIGITS;
+      const q = (p: number) => toDigits(quantileOf(digest, p)!, digits);
+      const body: QuantilesReport = {
+        output: QUANTILES_OUTPUT,
+        time: isoTime(timeMs),
+        time_ms: timeMs,
+        metric: this.metrics[i],
+        count: digest.count,
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        min: toDigits(digest.min, digits),
+        max: toDigits(digest.max, digits),
+      };
       out.emit(QUANTILES_OUTPUT, this.metrics[i], timeMs, body);
     }
   }

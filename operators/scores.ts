@@ -1,6 +1,7 @@
 // Decayed scores: per user, points from weighted events decaying exponentially in event time,
 // a recency boost and rules on top, computed lazily at each step, with threshold alerts.
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
+import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partOf, partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
@@ -27,6 +28,8 @@ export type WeightedEvent = {
  * including it); the points then decay with the score from the user's latest weighted event.
  */
 export type ScoreRule = {
+  /** Names the rule in an alert's drivers. Default `rules[<index>]`. */
+  name?: string;
   /** Condition over the view (this score's counts and last type included). Default: always. */
   when?: (vars: Vars) => unknown;
   /** Holds only while the latest weighted event is younger than this. Default: no limit. */
@@ -51,7 +54,7 @@ export type ScoreSpec = {
   rules?: ScoreRule[];
   /** At most 30. Default none. */
   alerts?: ScoreAlert[];
-  /** How many of the latest weighted events an alert lists as its drivers. Default 5. */
+  /** How many of the latest weighted events an alert lists among its drivers (the rest in one sum). Default 5. */
   driverCount?: number;
 };
 
@@ -59,10 +62,30 @@ export type ScoresOptions = {
   /** Names the stage's state. Default "scores". */
   name?: string;
   scores: ScoreSpec[];
+  /** Significant digits of the values and points an alert shows. Default DEFAULT_OUTPUT_DIGITS. */
+  digits?: number;
 };
 
-/** A weighted event as an alert lists it: what the user did and the points it added (undecayed). */
+/** A weighted event as the state keeps it: what the user did, when (ms) and the points it added (undecayed). */
 export type Driver = { type: string | null; page: string | null; time: number; points: number };
+
+/**
+ * A share of the score as an alert explains it; the `points` of an alert's drivers add up to its
+ * value (the score is `(P x boost + rules) x decay`, P the weighted events' points decayed to the
+ * latest weighted event):
+ * - `event`: one of the latest weighted events: the points it `earned`, and what is left of them
+ *   at the latest weighted event (`points`);
+ * - `earlier_events`: what is left of the weighted events not listed (older ones);
+ * - `boost`: what the boost `factor` adds to P while the latest weighted event is recent;
+ * - `rule`: the points of a rule that holds, by the rule's name;
+ * - `decay`: what the score has lost since the latest weighted event (negative).
+ */
+export type ScoreDriver =
+  | { driver: "event"; type: string | null; page: string | null; time: string; time_ms: number; earned: number; points: number }
+  | { driver: "earlier_events"; points: number }
+  | { driver: "boost"; factor: number; points: number }
+  | { driver: "rule"; rule: string; points: number }
+  | { driver: "decay"; points: number };
 
 /** The output kind of a score alert. */
 export const ALERT_OUTPUT = "alert";
@@ -71,12 +94,13 @@ export const ALERT_OUTPUT = "alert";
 export type ScoreAlertRecord = {
   output: typeof ALERT_OUTPUT;
   user_id: string;
-  time: number;
+  time: string;
+  time_ms: number;
   score: string;
   value: number;
   threshold: number;
   message: string;
-  drivers: Driver[];
+  drivers: ScoreDriver[];
 };
 
 /** Half-life of a decay stated as a fraction `lose` lost per period: P * ln 2 / -ln(1 - p). */
@@ -127,7 +151,7 @@ export function scores(options: ScoresOptions): StageDefinition {
       const state = ctx.userState<UserScores>("scores");
       const prepared = options.scores.map(withDefaults);
       if (ctx.restoredShape) relayoutAll(state, relayout(prepared, ctx.restoredShape, shape));
-      return new ScoresLogic(prepared, state);
+      return new ScoresLogic(prepared, state, options.digits ?? DEFAULT_OUTPUT_DIGITS);
     },
   };
 }
@@ -154,6 +178,8 @@ function relayout(scores: Score[], old: StateShape, now: StateShape): (states: U
 
 /** A spec with its defaults filled in and its decay as a rate. */
 type Score = Required<Omit<ScoreSpec, "halfLifeMs" | "boost">> & {
+  /** Each rule's name, as alerts show it. */
+  ruleNames: string[];
   decayPerMs: number;
   boostFactor: number;
   boostWithinMs: number;
@@ -167,6 +193,7 @@ function withDefaults(spec: ScoreSpec): Score {
     events: spec.events,
     lastTypeVar: spec.lastTypeVar,
     rules: spec.rules ?? [],
+    ruleNames: (spec.rules ?? []).map((rule, i) => rule.name ?? `rules[${i}]`),
     alerts: spec.alerts ?? [],
     driverCount: spec.driverCount ?? 5,
     decayPerMs: halfLifeMs === Infinity ? 0 : Math.LN2 / halfLifeMs,
@@ -182,6 +209,7 @@ class ScoresLogic implements StageLogic {
   constructor(
     private readonly scores: Score[],
     private readonly state: { get(key: string): UserScores | undefined; set(key: string, value: UserScores): void; touch(key: string): void },
+    private readonly digits: number,
   ) {
     this.unusedCounts = scores.map(() => undefined);
   }
@@ -226,7 +254,7 @@ class ScoresLogic implements StageLogic {
       // 4.
       if (st !== null && score.alerts.length > 0) {
         if (st.alertsFired !== 0 && rearm(score, st, value)) isChanged = true;
-        if (fire(score, st, value, view, out)) isChanged = true;
+        if (fire(score, st, value, view, out, this.digits)) isChanged = true;
       }
     }
     if (isChanged && states !== undefined) this.state.touch(view.user);
@@ -331,22 +359,80 @@ function rearm(score: Score, st: ScoreState, value: number): boolean {
 }
 
 /** Fires every armed alert whose threshold `value` has reached; whether any did. */
-function fire(score: Score, st: ScoreState, value: number, view: UserView, out: StageOutput): boolean {
+function fire(score: Score, st: ScoreState, value: number, view: UserView, out: StageOutput, digits: number): boolean {
   let isFired = false;
   for (let i = 0; i < score.alerts.length; i++) {
     const alert = score.alerts[i];
     if ((st.alertsFired & (1 << i)) !== 0 || value < alert.threshold) continue;
     st.alertsFired |= 1 << i;
     isFired = true;
-    // At most driverCount, also when it was lowered between runs.
-    const drivers = score.driverCount === 0 ? [] : st.drivers.slice(-score.driverCount);
-    const body: ScoreAlertRecord = { output: ALERT_OUTPUT, user_id: view.user, time: view.timeMs, score: score.name, value, threshold: alert.threshold, message: alert.message, drivers };
+    const drivers = explain(score, st, view.timeMs).map((d) => roundedDriver(d, digits));
+    const body: ScoreAlertRecord = {
+      output: ALERT_OUTPUT,
+      user_id: view.user,
+      time: isoTime(view.timeMs),
+      time_ms: view.timeMs,
+      score: score.name,
+      value: toDigits(value, digits),
+      threshold: alert.threshold,
+      message: alert.message,
+      drivers,
+    };
     out.emit(ALERT_OUTPUT, view.user, view.timeMs, body);
     out.count("score_alerts");
     const signal: Signal = { kind: "alert", name: score.name, timeMs: view.timeMs, detail: { value, threshold: alert.threshold, message: alert.message, drivers } };
     view.signals.push(signal);
   }
   return isFired;
+}
+
+/** Below this share of P, what the listed events leave unexplained is rounding, not older events. */
+const RESIDUE = 1e-9;
+
+/**
+ * The score at `timeMs` taken apart (see ScoreDriver): the listed events' points decayed to the
+ * latest weighted event, the rest of P, the boost, the rules that hold and the decay since; their
+ * points add up to valueAt(score, st, timeMs), unrounded.
+ */
+function explain(score: Score, st: ScoreState, timeMs: number): ScoreDriver[] {
+  const drivers: ScoreDriver[] = [];
+  const ageMs = timeMs > st.lastAtMs ? timeMs - st.lastAtMs : 0;
+  let listed = 0;
+  // At most driverCount, also when it was lowered between runs: the rest count as earlier events.
+  for (const d of score.driverCount === 0 ? [] : st.drivers.slice(-score.driverCount)) {
+    const points = d.points * decay(score, st.lastAtMs - d.time);
+    listed += points;
+    drivers.push({ driver: "event", type: d.type, page: d.page, time: isoTime(d.time), time_ms: d.time, earned: d.points, points });
+  }
+  const earlier = st.points - listed;
+  if (Math.abs(earlier) > RESIDUE * Math.max(1, Math.abs(st.points))) drivers.push({ driver: "earlier_events", points: earlier });
+  let beforeDecay = st.points;
+  if (ageMs < score.boostWithinMs && score.boostFactor !== 1) {
+    const boost = st.points * (score.boostFactor - 1);
+    drivers.push({ driver: "boost", factor: score.boostFactor, points: boost });
+    beforeDecay += boost;
+  }
+  const rules = score.rules;
+  for (let i = 0; i < rules.length; i++) {
+    if ((st.rulesHeld & (1 << i)) === 0 || (rules[i].withinMs !== undefined && ageMs >= rules[i].withinMs!)) continue;
+    drivers.push({ driver: "rule", rule: score.ruleNames[i], points: rules[i].points });
+    beforeDecay += rules[i].points;
+  }
+  if (ageMs > 0 && score.decayPerMs !== 0) drivers.push({ driver: "decay", points: beforeDecay * (decay(score, ageMs) - 1) });
+  return drivers;
+}
+
+/** A driver as the output shows it: its numbers to `digits` significant digits. */
+function roundedDriver(d: ScoreDriver, digits: number): ScoreDriver {
+  const points = toDigits(d.points, digits);
+  switch (d.driver) {
+    case "event":
+      return { ...d, earned: toDigits(d.earned, digits), points };
+    case "boost":
+      return { ...d, factor: toDigits(d.factor, digits), points };
+    default:
+      return { ...d, points };
+  }
 }
 
 function stringOrNull(value: unknown): string | null {

@@ -1,5 +1,6 @@
 // Segments: per-user membership of exclusive segment groups (the first rule that holds wins, else the
 // group's default) and of non-exclusive tags, re-decided on every step; entering and leaving are outputs.
+import { isoTime } from "./outputFormat.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partOf, relayoutAll, type StateShape } from "./stateShape.ts";
@@ -43,15 +44,20 @@ export const DEFAULT_TAGS_VAR = "tags";
 /** The output kind of a segment entry or exit. */
 export const SEGMENT_OUTPUT = "segment";
 
-/** The "segment" output, one per change: a move within a group is an exit, then an enter. */
+/**
+ * The "segment" output, one per change: a move within a group is an exit, then an enter. An enter
+ * says where the user came from (`previous`: the group's segment left in the same step; null the
+ * first time, and for a tag), an exit where the user goes (`next`: the segment entered instead;
+ * null for a tag).
+ */
 export type SegmentChange = {
   output: typeof SEGMENT_OUTPUT;
   user_id: string;
-  time: number;
+  time: string;
+  time_ms: number;
   group: string;
   segment: string;
-  change: "enter" | "exit";
-};
+} & ({ change: "enter"; previous: string | null } | { change: "exit"; next: string | null });
 
 /** Tags are kept as a bit mask in a double: exact up to 2^53. */
 export const MAX_TAGS = 52;
@@ -165,8 +171,9 @@ class SegmentsLogic implements StageLogic {
       vars[group.name] = group.segments[index];
       const was = membership[g];
       if (index === was) continue;
-      if (was >= 0) this.change(view, out, group.name, group.segments[was], "exit", group.detail);
-      this.change(view, out, group.name, group.segments[index], "enter", group.detail);
+      const left = was >= 0 ? group.segments[was] : null;
+      if (left !== null) this.change(view, out, group.name, left, "exit", group.segments[index], group.detail);
+      this.change(view, out, group.name, group.segments[index], "enter", left, group.detail);
       membership[g] = index;
       hasChanged = true;
     }
@@ -195,12 +202,17 @@ class SegmentsLogic implements StageLogic {
     for (let i = 0; i < this.tags.length; i++) {
       const had = hasBit(wasMask, i);
       if (had === hasBit(mask, i)) continue;
-      this.change(view, out, this.tagsVar, this.tags[i].name, had ? "exit" : "enter", this.tagsDetail);
+      this.change(view, out, this.tagsVar, this.tags[i].name, had ? "exit" : "enter", null, this.tagsDetail);
     }
   }
 
-  private change(view: UserView, out: StageOutput, group: string, segment: string, change: "enter" | "exit", detail: Readonly<Record<string, unknown>>): void {
-    const body: SegmentChange = { output: SEGMENT_OUTPUT, user_id: view.user, time: view.timeMs, group, segment, change };
+  /** One output and signal; `other`: for an enter the segment left, for an exit the one entered (null: none, or a tag). */
+  private change(view: UserView, out: StageOutput, group: string, segment: string, change: "enter" | "exit", other: string | null, detail: Readonly<Record<string, unknown>>): void {
+    const time = isoTime(view.timeMs);
+    const body: SegmentChange =
+      change === "enter"
+        ? { output: SEGMENT_OUTPUT, user_id: view.user, time, time_ms: view.timeMs, group, segment, change, previous: other }
+        : { output: SEGMENT_OUTPUT, user_id: view.user, time, time_ms: view.timeMs, group, segment, change, next: other };
     out.emit(SEGMENT_OUTPUT, view.user, view.timeMs, body);
     view.signals.push({ kind: change === "enter" ? "segment_enter" : "segment_exit", name: segment, timeMs: view.timeMs, detail });
   }

@@ -1,5 +1,6 @@
 // Sequences, a small CEP per user: named patterns of steps ("cart, then no purchase within 2 h",
 // "pricing page, then a demo request within 7 d"); a completed pattern is an output and a signal.
+import { isoTime } from "./outputFormat.ts";
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partsFrom, relayoutAll, type StateShape } from "./stateShape.ts";
@@ -33,14 +34,17 @@ export type SequencesOptions = {
   sequences: SequenceSpec[];
 };
 
-/** One matched step as reported: which step, when, and what the event was (its EVENT_TYPE_FIELD and PAGE_FIELD). */
+/** One matched step as kept: which step, when (ms), and what the event was (its EVENT_TYPE_FIELD and PAGE_FIELD). */
 export type MatchedStep = { step: string; time: number; event_type: unknown; page: unknown };
+
+/** One matched step as the output shows it: its time as ISO-8601 and epoch ms. */
+export type ReportedStep = { step: string; time: string; time_ms: number; event_type: unknown; page: unknown };
 
 /** The output kind of a completed sequence. */
 export const SEQUENCE_OUTPUT = "sequence";
 
 /** The "sequence" output. For an absence, `time` is the deadline that passed. */
-export type SequenceMatch = { output: typeof SEQUENCE_OUTPUT; user_id: string; time: number; sequence: string; matched: MatchedStep[] };
+export type SequenceMatch = { output: typeof SEQUENCE_OUTPUT; user_id: string; time: string; time_ms: number; sequence: string; matched: ReportedStep[] };
 
 /** A partial match: the steps matched so far, and until when the next one may come. */
 type Run = {
@@ -250,7 +254,8 @@ class SequencesLogic implements StageLogic {
   private complete(view: UserView, out: StageOutput, state: UserSequences, s: number, matched: MatchedStep[], timeMs: number): void {
     const spec = this.specs[s];
     if (spec.matchedAtVar !== undefined) state.matchedAtMs[s] = timeMs;
-    const body: SequenceMatch = { output: SEQUENCE_OUTPUT, user_id: view.user, time: timeMs, sequence: spec.name, matched };
+    const reported = matched.map((m): ReportedStep => ({ step: m.step, time: isoTime(m.time), time_ms: m.time, event_type: m.event_type, page: m.page }));
+    const body: SequenceMatch = { output: SEQUENCE_OUTPUT, user_id: view.user, time: isoTime(timeMs), time_ms: timeMs, sequence: spec.name, matched: reported };
     out.emit(SEQUENCE_OUTPUT, view.user, timeMs, body);
     view.signals.push({ kind: "sequence", name: spec.name, timeMs, detail: { matched } });
   }

@@ -1,6 +1,7 @@
 // User sessions: a user's events with less than `gapMs` between consecutive ones form a session;
 // the stage writes the current session's figures into the view and emits each session when the
 // watermark passes its last event + gap.
+import { isoTime, withoutNoise } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 export type SessionsOptions = {
@@ -39,10 +40,15 @@ export const SESSION_OUTPUT = "session";
 export type SessionRecord = {
   output: typeof SESSION_OUTPUT;
   user_id: string;
-  /** The session's end: its last event's time (ms). */
-  time: number;
-  start: number;
-  end: number;
+  /** The session's end: its last event's time. */
+  time: string;
+  time_ms: number;
+  /** Its first event's time. */
+  start: string;
+  start_ms: number;
+  /** Its last event's time, as `time`. */
+  end: string;
+  end_ms: number;
   pages: number;
   duration_sec: number;
   avg_gap_sec: number;
@@ -245,12 +251,15 @@ function emitSession(user: string, state: number[], at: number, closeMs: number,
   const body: SessionRecord = {
     output: SESSION_OUTPUT,
     user_id: user,
-    time: endMs,
-    start: startMs,
-    end: endMs,
+    time: isoTime(endMs),
+    time_ms: endMs,
+    start: isoTime(startMs),
+    start_ms: startMs,
+    end: isoTime(endMs),
+    end_ms: endMs,
     pages: state[at + PAGES],
     duration_sec: (endMs - startMs) / 1000,
-    avg_gap_sec: avgGapSec(state, at),
+    avg_gap_sec: withoutNoise(avgGapSec(state, at)),
     max_gap_sec: state[at + MAX_GAP] / 1000,
   };
   out.emit(SESSION_OUTPUT, user, closeMs, body);

@@ -1,8 +1,11 @@
 // Triggers: marketing messages fired by earlier stages' signals (segment entry, sequence match,
 // score alert, phase change), sent per channel within consent, cooldowns and frequency caps,
 // held through the user's quiet hours, with follow-ups at local times that a conversion cancels.
-import { isoSecondsUtc, renderTemplate, seedBody, type TriggerFacts, type TriggerTemplate } from "./triggerTemplate.ts";
-import { isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
+// Every message names its recipient and carries an id derived from what it is, never from a count.
+import { createHash } from "node:crypto";
+import { isoTime } from "./outputFormat.ts";
+import { triggerBody, type TriggerFacts, type TriggerTemplate } from "./triggerTemplate.ts";
+import { isoInZone, isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
 import { relayoutAll, type StateShape } from "./stateShape.ts";
@@ -12,6 +15,12 @@ type Condition = (vars: Vars) => unknown;
 
 /** The output kind of a message sent. */
 export const TRIGGER_OUTPUT = "trigger";
+
+/** The "segmento" of a message when nothing else says one (see TriggersOptions.defaultSegment). */
+export const DEFAULT_SEGMENT = "nuovo_cliente";
+
+/** Where a message names its recipient when no key field is given. */
+export const DEFAULT_RECIPIENT_FIELD = "user_id";
 
 /** A message sent later on one channel, in the user's local time. */
 export type FollowUp = {
@@ -55,10 +64,21 @@ export type TriggersOptions = {
   quietHours?: { fromMs: number; toMs: number };
   /** True on an event by which the user converts: their pending messages are cancelled. Default: none. */
   converts?: Condition;
-  /** The "segmento" value (a string). Default: the segment entered for segment signals, else "". */
+  /**
+   * The "segmento" value (a string). Default, and where it gives none or "": the segment entered
+   * for a segment signal, else the user's current segment (`currentSegment`), else `defaultSegment`.
+   */
   segment?: Condition;
+  /** The user's current segment (a string), e.g. the first segment group's var. Default: none. */
+  currentSegment?: Condition;
+  /** The "segmento" when nothing else gives one. Default DEFAULT_SEGMENT. */
+  defaultSegment?: string;
   /** The body of a message. Default: the seed shape (see triggerTemplate.ts). */
   template?: TriggerTemplate;
+  /** The field a message names its recipient under: the pipeline's key field. Default DEFAULT_RECIPIENT_FIELD. */
+  recipientField?: string;
+  /** Part of every message id: the pipeline's name, so two pipelines' messages never share one. Default "". */
+  pipeline?: string;
 };
 
 /** A message waiting for its time: held through quiet hours, or a follow-up. Plain data for checkpoints. */
@@ -71,6 +91,10 @@ type Pending = {
   segment: string;
   channels: string[];
   isFollowUp: boolean;
+  /** Which follow-up (from 1, in the rule's order); absent for a first message (and in state written before it was kept). */
+  followUp?: number;
+  /** Firings of the rule for the user at the same signal time before this one (absent: none). Part of the id. */
+  occurrence?: number;
   /** The values the template reads, as they were when the rule fired. */
   vars: Vars;
 };
@@ -87,6 +111,11 @@ type UserState = {
   sentMs?: Record<string, number[]>;
   /** Messages waiting, earliest first. */
   pending?: Pending[];
+  /**
+   * rule -> [signal time, occurrence] of its latest firing: a rule fired twice for the same signal
+   * time (events in the same millisecond) gives its messages different ids.
+   */
+  firings?: Record<string, [number, number]>;
   /** The one wake-up pending, at the first waiting message (absent: none). */
   wakeMs?: number;
 };
@@ -134,6 +163,7 @@ class TriggersLogic implements StageLogic {
   private readonly channels: string[];
   /** Send times older than this no cap looks at. 0: no rule has a cap, none are kept. */
   private readonly capWindowMs: number;
+  private readonly recipientField: string;
 
   constructor(
     private readonly options: TriggersOptions,
@@ -151,6 +181,7 @@ class TriggersLogic implements StageLogic {
     }
     this.channels = [...channels];
     this.capWindowMs = capWindowMs;
+    this.recipientField = options.recipientField ?? DEFAULT_RECIPIENT_FIELD;
   }
 
   /**
@@ -260,9 +291,11 @@ class TriggersLogic implements StageLogic {
     if (rule.when !== undefined && rule.when(view.vars) !== true) return;
     const segment = this.segmentOf(signal, view.vars);
     const atMs = this.afterQuietHours(this.zoneOf(state), view.timeMs);
+    const occurrence = this.occurrence(state, rule, signal.timeMs);
+    const first: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels: rule.channels, isFollowUp: false, vars: view.vars };
+    if (occurrence > 0) first.occurrence = occurrence;
     if (atMs === view.timeMs) {
-      const now: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels: rule.channels, isFollowUp: false, vars: view.vars };
-      this.send(view.user, state, now, out, true);
+      this.send(view.user, state, first, out, true);
       return;
     }
     // One first message per rule waits at a time: the morning should not bring a burst of copies.
@@ -270,9 +303,18 @@ class TriggersLogic implements StageLogic {
       out.count("triggers_coalesced");
       return;
     }
-    const waiting: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels: rule.channels, isFollowUp: false, vars: this.kept(view.vars) };
-    this.schedule(state, waiting);
+    first.vars = this.kept(view.vars);
+    this.schedule(state, first);
     out.count("triggers_deferred");
+  }
+
+  /** How many times the rule fired for the user at this signal time before (0 nearly always), counting this firing. */
+  private occurrence(state: UserState, rule: TriggerRule, signalMs: number): number {
+    const firings = (state.firings ??= {});
+    const latest = firings[rule.name];
+    const occurrence = latest !== undefined && latest[0] === signalMs ? latest[1] + 1 : 0;
+    firings[rule.name] = [signalMs, occurrence];
+    return occurrence;
   }
 
   /**
@@ -292,20 +334,22 @@ class TriggersLogic implements StageLogic {
       return;
     }
     this.recordSent(rule, state, message, channels);
+    const followUpNumber = message.isFollowUp ? (message.followUp ?? this.followUpNumberOf(rule, message)) : 0;
     const facts: TriggerFacts = {
+      id: messageId(this.options.pipeline ?? "", rule.name, user, message.triggerMs, followUpNumber, message.occurrence ?? 0),
       rule: rule.name,
       name: rule.trigger ?? rule.name,
       message: rule.message,
       segment: message.segment,
       timeMs: message.triggerMs,
-      time: isoSecondsUtc(message.triggerMs),
-      sentAtMs: message.atMs,
-      sentAt: isoSecondsUtc(message.atMs),
+      time: isoTime(message.triggerMs),
+      sendAtMs: message.atMs,
+      sendAt: isoInZone(this.zoneOf(state), message.atMs),
       channels,
       followUp: message.isFollowUp,
+      followUpNumber,
     };
-    const template = this.options.template;
-    const body = template === undefined ? seedBody(facts) : renderTemplate(template, message.vars, facts);
+    const body = triggerBody(this.recipientField, user, facts, this.options.template, message.vars);
     out.emit(TRIGGER_OUTPUT, user, message.atMs, body);
     out.count("triggers_sent");
     if (message.isFollowUp || rule.followUps === undefined || rule.followUps.length === 0) return;
@@ -359,14 +403,16 @@ class TriggersLogic implements StageLogic {
     for (let i = pending.length - 1; i >= 0; i--) if (pending[i].rule === rule.name && pending[i].isFollowUp) pending.splice(i, 1);
     const zone = this.zoneOf(state);
     let previousMs = -Infinity;
-    for (const followUp of rule.followUps!) {
+    rule.followUps!.forEach((followUp, i) => {
       const earliestMs = first.atMs + (followUp.afterMs ?? 0);
       let atMs = followUp.atMs === undefined ? earliestMs : nextLocalTime(zone, earliestMs, followUp.atMs);
       if (atMs < previousMs) atMs = followUp.atMs === undefined ? previousMs : nextLocalTime(zone, previousMs - 1, followUp.atMs);
       atMs = this.afterQuietHours(zone, atMs);
       previousMs = atMs;
-      this.schedule(state, { rule: rule.name, atMs, triggerMs: first.triggerMs, segment: first.segment, channels: [followUp.channel], isFollowUp: true, vars });
-    }
+      const next: Pending = { rule: rule.name, atMs, triggerMs: first.triggerMs, segment: first.segment, channels: [followUp.channel], isFollowUp: true, followUp: i + 1, vars };
+      if (first.occurrence !== undefined) next.occurrence = first.occurrence;
+      this.schedule(state, next);
+    });
   }
 
   /** Adds a waiting message in time order (after those due at the same time); the step's end moves the wake-up. */
@@ -388,10 +434,20 @@ class TriggersLogic implements StageLogic {
     return state.zone === undefined ? UTC : (timeZone(state.zone) ?? UTC);
   }
 
+  /** "segmento": the configured expression's, else the segment entered, else the user's current one, else the default. Never "". */
   private segmentOf(signal: Signal, vars: Vars): string {
     const segment = this.options.segment?.(vars);
-    if (typeof segment === "string") return segment;
-    return signal.kind === "segment_enter" ? signal.name : "";
+    if (typeof segment === "string" && segment !== "") return segment;
+    if (signal.kind === "segment_enter") return signal.name;
+    const current = this.options.currentSegment?.(vars);
+    if (typeof current === "string" && current !== "") return current;
+    return this.options.defaultSegment ?? DEFAULT_SEGMENT;
+  }
+
+  /** A follow-up restored from state that did not keep its number: the first of the rule's on its channel. */
+  private followUpNumberOf(rule: TriggerRule, message: Pending): number {
+    const index = rule.followUps?.findIndex((f) => f.channel === message.channels[0]) ?? -1;
+    return index + 1;
   }
 
   /** The values the template reads, copied: a waiting message must not hold the whole view. */
@@ -403,6 +459,19 @@ class TriggersLogic implements StageLogic {
     }
     return kept;
   }
+}
+
+/**
+ * A message's id: a hash of what the message is (pipeline, rule, recipient, the time of the signal
+ * that fired it, which follow-up), so the same message produced again (a replay after a crash) has
+ * the same id and two different messages never share one. `occurrence` (a second firing of the rule
+ * for the same signal time) joins the identity only when it is not 0. 16 characters of
+ * base64url(SHA-256): 96 bits.
+ */
+export function messageId(pipeline: string, rule: string, user: string, signalMs: number, followUp: number, occurrence = 0): string {
+  const identity = [pipeline, rule, user, signalMs, followUp];
+  if (occurrence > 0) identity.push(occurrence);
+  return createHash("sha256").update(JSON.stringify(identity)).digest("base64url").slice(0, 16);
 }
 
 function signalKey(kind: string, name: string): string {

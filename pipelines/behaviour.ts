@@ -8,6 +8,7 @@ import { readErasure } from "./privacy.ts";
 import type { Obj, Reader } from "./reader.ts";
 import { Scope } from "./scope.ts";
 import { STAGE_SECTION_NAMES, STAGE_SECTIONS } from "./stages/registry.ts";
+import type { ReadContext } from "./stages/stage.ts";
 
 export type BehaviourSpec = {
   stages: StageDefinition[];
@@ -17,15 +18,19 @@ export type BehaviourSpec = {
   erasesWhen?: (vars: Record<string, unknown>) => unknown;
 };
 
+/** What the readers are told of the pipeline: see ReadContext. */
+export type PipelineContext = Omit<ReadContext, "segmentGroup">;
+
 /** Reads every behaviour section present in `top`; undefined when none is. */
-export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): BehaviourSpec | undefined {
+export function readBehaviour(r: Reader, top: Obj, eventFields: Variables, pipeline: PipelineContext): BehaviourSpec | undefined {
   if (!STAGE_SECTION_NAMES.some((name) => top[name] !== undefined)) return undefined;
   const scope = new Scope(eventFields);
+  const context: ReadContext = { ...pipeline, segmentGroup: firstSegmentGroup(top.segments) };
   const stages: StageDefinition[] = [];
   const outputs = new Set<string>();
   for (const [section, read] of STAGE_SECTIONS) {
     if (top[section] === undefined) continue;
-    const stage = read(r, section, top[section], scope);
+    const stage = read(r, section, top[section], scope, context);
     if (!stage) continue;
     stages.push(stage.definition);
     for (const kind of stage.outputs) outputs.add(kind);
@@ -34,4 +39,11 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables): Beha
   const erasesWhen = readErasure(r, top.privacy, eventFields, scope);
   if (erasesWhen) outputs.add(ERASURE_OUTPUT);
   return { stages, outputs: [...outputs], scope, ...(erasesWhen ? { erasesWhen } : {}) };
+}
+
+/** The name of the first group of `segments:` as written (its reader checks it), if any. */
+function firstSegmentGroup(segments: unknown): string | undefined {
+  const groups = (segments as { groups?: unknown } | null | undefined)?.groups;
+  if (groups === null || typeof groups !== "object" || Array.isArray(groups)) return undefined;
+  return Object.keys(groups)[0];
 }

@@ -10,6 +10,7 @@ import { checkErasureRouted, readPrivacy, type PrivacySpec } from "./privacy.ts"
 import { NAME, Reader } from "./reader.ts";
 import { CEL_TYPE, type EventSchema } from "./schema.ts";
 import { readField, readSchema } from "./sections/schema.ts";
+import { readOutputs } from "./sections/outputs.ts";
 import { readSinks, type RoutedSinkSpec, type SinkSpec } from "./sections/sinks.ts";
 import { readSource, type SourceSpec } from "./sections/source.ts";
 import { defaultCheckpointIntervalMs, readState, type StateSpec } from "./sections/state.ts";
@@ -55,7 +56,7 @@ export type ValidateOptions = {
 };
 
 const TOP_LEVEL = [
-  "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "sinks", "late", "deadLetter",
+  "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "outputs", "sinks", "late", "deadLetter",
 ] as const;
 
 /** Validates a loaded pipeline file; throws PipelineInvalid listing every bad value. */
@@ -74,7 +75,9 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   const fields = schema && Object.fromEntries(Object.entries(schema).map(([f, s]) => [f, CEL_TYPE[s.type]]));
   const env = fields && celEnvironment(fields);
   const windows = top.windows === undefined ? [] : readWindows(r, top.windows, env);
-  const behaviour = fields ? readBehaviour(r, top, fields) : undefined;
+  // Not part of the spec (nor of the state's fingerprint): digits change how outputs look, not what is computed.
+  const outputs = readOutputs(r, top.outputs);
+  const behaviour = fields ? readBehaviour(r, top, fields, { pipeline: name ?? "", keyField: key ?? "", digits: outputs.digits }) : undefined;
   if (top.windows === undefined && !STAGE_SECTION_NAMES.some((section) => top[section] !== undefined)) {
     r.fail("windows", `is required when the pipeline has none of ${STAGE_SECTION_NAMES.join(", ")}: there would be nothing to compute`);
   }

@@ -13,6 +13,7 @@ import { operate } from "../engine/operator.ts";
 import { storeOperatorContext } from "../engine/operatorContext.ts";
 import { StateStore } from "../engine/store.ts";
 import { readBehaviour } from "../pipelines/behaviour.ts";
+import { readOutputs } from "../pipelines/sections/outputs.ts";
 import { PipelineInvalid } from "../pipelines/errors.ts";
 import { Reader, type Obj } from "../pipelines/reader.ts";
 import { runOperator, runWithRestart } from "./harness.ts";
@@ -34,6 +35,9 @@ export function ev(user: string, timeMs: number, fields: Record<string, unknown>
 }
 
 export const wm = (timeMs: number): Element<EventFields> => watermark(timeMs);
+
+/** An output's time as outputs show it: ISO-8601 and epoch ms, `{ time, time_ms }`. */
+export const outputTime = (timeMs: number): { time: string; time_ms: number } => ({ time: new Date(timeMs).toISOString(), time_ms: timeMs });
 
 /**
  * A stage that asks for a wake-up at the time an event's field `timeOf` names holds (or that
@@ -194,7 +198,9 @@ export const TEST_FIELDS: Record<string, string> = {
  */
 export function stagesFromYaml(yamlText: string, fields: Record<string, string> = TEST_FIELDS): StageDefinition[] {
   const r = new Reader("/");
-  const spec = readBehaviour(r, parseYaml(yamlText) as Obj, fields);
+  const top = parseYaml(yamlText) as Obj;
+  // As a pipeline named "test" keyed by user_id; `outputs:` in the text is read as in a pipeline file.
+  const spec = readBehaviour(r, top, fields, { pipeline: "test", keyField: "user_id", digits: readOutputs(r, top.outputs).digits });
   if (r.errors.length > 0) throw new PipelineInvalid("test.yaml", r.errors);
   if (!spec) throw new Error("no behaviour section in the YAML");
   return spec.stages;

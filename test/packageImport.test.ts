@@ -109,8 +109,8 @@ describe("import ... from \"flusso\" in a project of the user's", () => {
     expect(printed.refusal).toMatch(/(^|; )source\.file\.format: /);
     const results = readFileSync(join(app, "out/hourly.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
     expect(results).toEqual([
-      { window: "hourly", key: "u1", start: T0, end: T0 + 3_600_000, events: 2, amount: 5 },
-      { window: "hourly", key: "u2", start: T0, end: T0 + 3_600_000, events: 1, amount: 0 },
+      { window: "hourly", key: "u1", start: new Date(T0).toISOString(), start_ms: T0, end: new Date(T0 + 3_600_000).toISOString(), end_ms: T0 + 3_600_000, events: 2, amount: 5 },
+      { window: "hourly", key: "u2", start: new Date(T0).toISOString(), start_ms: T0, end: new Date(T0 + 3_600_000).toISOString(), end_ms: T0 + 3_600_000, events: 1, amount: 0 },
     ]);
   });
 

@@ -1,7 +1,8 @@
 // The README as a new user meets it on a fresh clone: every YAML example and every shipped pipeline file
 // loads and validates, every command names a script, a file or a pipeline the clone has and parses as
 // flusso reads it, and the commands that need no setup beyond a nats-server run: the REES46 sample through
-// config/rees46.yaml, and the README's publishers into the streams config/nats/*.yaml read.
+// config/rees46.yaml, and the README's publishers into the streams config/nats/*.yaml read. Its output
+// reference shows a line of every output kind, each valid against its kind's schema.
 import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
@@ -14,6 +15,7 @@ import { PipelineInvalid } from "../pipelines/errors.ts";
 import { parsePipelineText } from "../pipelines/load.ts";
 import { validatePipeline } from "../pipelines/validate.ts";
 import { readStream, startNatsServer, type NatsServer } from "./natsServer.ts";
+import { OUTPUT_KINDS, schemaErrors, timePairMismatches } from "./outputSchemas.ts";
 import { PROJECT_ROOT, readJsonLines, removeTempDirs, tempDir } from "./pipelines/pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -116,6 +118,21 @@ describe("README.md's YAML examples", () => {
   });
 });
 
+describe("README.md's output reference", () => {
+  const section = README.slice(README.indexOf("#### Output reference"), README.indexOf("### Shipped pipelines"));
+  const shown = [...section.matchAll(/^\*\*`([a-z_]+)`\*\*.*\n```json\n(.*)\n```$/gm)].map((m) => ({ kind: m[1], line: m[2] }));
+
+  it("shows one line of every output kind", () => {
+    expect(shown.map((s) => s.kind).sort()).toEqual([...OUTPUT_KINDS].sort());
+  });
+
+  it.each(shown.map((s) => [s.kind, s.line]))("shows a %s line that is valid against its schema", (kind, line) => {
+    const value = JSON.parse(line) as unknown;
+    expect(schemaErrors(kind, value)).toEqual([]);
+    expect(timePairMismatches(value)).toEqual([]);
+  });
+});
+
 describe("the shipped pipeline files", () => {
   it.each(shippedPipelineFiles())("%s loads and validates as shipped", (file) => {
     expect(() => loadPipeline(join(PROJECT_ROOT, file), {})).not.toThrow();
@@ -186,8 +203,8 @@ function projectCopy(file: string): string {
   return dir;
 }
 
-type WindowResult = { window: string; key: string; start: number };
-const byWindow = (a: WindowResult, b: WindowResult) => a.window.localeCompare(b.window) || a.key.localeCompare(b.key) || a.start - b.start;
+type WindowResult = { window: string; key: string; start_ms: number };
+const byWindow = (a: WindowResult, b: WindowResult) => a.window.localeCompare(b.window) || a.key.localeCompare(b.key) || a.start_ms - b.start_ms;
 
 describe("npx flusso run config/rees46.yaml", () => {
   let dir: string;

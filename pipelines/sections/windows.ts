@@ -2,7 +2,7 @@
 // aggregates) and refuses settings that would explode (too many windows per event or per key).
 import type { Environment } from "@marcbachmann/cel-js";
 import type { AggregateKind, AggregateSpec } from "../../operators/aggregations.ts";
-import { DEFAULT_ALLOWED_LATENESS_MS, type KeyedWindowOptions } from "../../operators/keyedWindow.ts";
+import { DEFAULT_ALLOWED_LATENESS_MS, WINDOW_RESULT_FIELDS, type KeyedWindowOptions } from "../../operators/keyedWindow.ts";
 import type { WindowAssigner } from "../../operators/windowAssigners.ts";
 import { compileExpression, type Compiled } from "../expressions.ts";
 import { describe, NAME, type Obj, type Reader } from "../reader.ts";
@@ -99,7 +99,7 @@ function readAssigner(r: Reader, path: string, type: WindowAssigner["type"], w: 
 function readAggregates(r: Reader, path: string, value: unknown, env: Environment | undefined): AggregateDef[] | undefined {
   const entries = r.entries(path, value, "aggregate");
   if (!entries) return undefined;
-  const reserved = ["window", "key", "start", "end"];
+  const reserved = WINDOW_RESULT_FIELDS;
   const defs: AggregateDef[] = [];
   for (const [name, spec] of entries) {
     const at = `${path}.${name}`;

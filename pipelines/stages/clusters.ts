@@ -1,7 +1,7 @@
 // Reads `clusters:` (k-means over earlier stages' numeric values, naming rules on centroid z-scores,
 // cohort retention) into the clusters stage.
 import { CLUSTER_OUTPUT, CLUSTER_RETENTION_OUTPUT, clusters, CLUSTERS_OUTPUT, DEFAULT_CLUSTER_VAR, type ClusterNameRule } from "../../operators/clusters.ts";
-import { fallbackName } from "../../operators/clusterMath.ts";
+import { fallbackName, isDescribedName } from "../../operators/clusterMath.ts";
 import { joinPath } from "../errors.ts";
 import { celEnvironment, compileExpression } from "../expressions.ts";
 import type { Obj, Reader } from "../reader.ts";
@@ -39,9 +39,10 @@ const MAX_ITERATIONS = 1_000;
  *   retention: { after: 7d } # cohort retention measured on the day 7d after; false: none; default 7d
  * ```
  * Features are numeric values of the schema or of earlier stages. A cluster no rule names (or
- * whose name a bigger cluster took) is `cluster_<slot>`.
+ * whose name a bigger cluster took) is named after the feature its centroid stands out on
+ * (`high_visit_frequency`, `low_p_exit`), unique in the run; `cluster_<slot>` when all are taken.
  */
-export const readClusters: StageReader = (r, path, value, scope) => {
+export const readClusters: StageReader = (r, path, value, scope, context) => {
   const errorsBefore = r.errors.length;
   const obj = r.object(path, value, FIELDS, ["features"]);
   if (!obj) return undefined;
@@ -58,7 +59,7 @@ export const readClusters: StageReader = (r, path, value, scope) => {
   // Declared last: the features and rules cannot refer to the cluster itself.
   if (variable !== undefined) scope.declare(r, obj.name === undefined ? path : at("name"), variable, "string");
   if (r.errors.length > errorsBefore) return undefined;
-  const definition = clusters({ variable, features, k, everyMs, activeWithinMs, seed, maxIterations, names, retentionAfterMs });
+  const definition = clusters({ variable, features, k, everyMs, activeWithinMs, seed, maxIterations, names, retentionAfterMs, digits: context.digits });
   return { definition, outputs: retentionAfterMs === null ? [CLUSTER_OUTPUT, CLUSTERS_OUTPUT] : [CLUSTER_OUTPUT, CLUSTERS_OUTPUT, CLUSTER_RETENTION_OUTPUT] };
 };
 
@@ -90,6 +91,8 @@ function readNameRules(r: Reader, path: string, value: unknown, features: string
     const name = r.string(joinPath(at, "name"), rule.name, CLUSTER_NAME);
     if (name !== undefined && FALLBACK_NAME.test(name)) {
       r.fail(joinPath(at, "name"), `"${name}" is reserved for clusters no rule names (cluster_<slot>, e.g. ${fallbackName(0)})`);
+    } else if (name !== undefined && isDescribedName(name, features)) {
+      r.fail(joinPath(at, "name"), `"${name}" is reserved for clusters no rule names, named after their centroid (high_<feature>, low_<feature>)`);
     }
     if (rule.when === undefined) return;
     const compiled = r.compiled(() => compileExpression(env, rule.when, joinPath(at, "when"), ["bool"]));

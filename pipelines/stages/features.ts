@@ -1,5 +1,5 @@
 // Reads `features:` (name: CEL formula) into the features stage.
-import { features, FEATURES_OUTPUT } from "../../operators/features.ts";
+import { FEATURE_VECTOR_FIELDS, features, FEATURES_OUTPUT } from "../../operators/features.ts";
 import type { StageReader } from "./stage.ts";
 
 const NUMERIC = ["double", "int", "uint", "bool"];
@@ -18,6 +18,10 @@ export const readFeatures: StageReader = (r, path, value, scope) => {
   const specs = [];
   for (const [name, source] of entries) {
     const at = `${path}.${name}`;
+    if (FEATURE_VECTOR_FIELDS.includes(name)) {
+      r.fail(at, `"${name}" is a field of every feature vector; choose another name`);
+      continue;
+    }
     const compiled = scope.compile(r, at, source, NUMERIC);
     // Declared after compiling, so a formula cannot refer to itself.
     if (!scope.declare(r, at, name, "double") || !compiled) continue;

@@ -23,7 +23,7 @@ const MIN_EVERY: readonly [number, string] = [60_000, "1m"];
  * Then `lead_score > quantile("lead_score", 0.9)` holds for users in the top 10% of the latest
  * rebuild; before the first rebuild `quantile` has no value and such a condition does not hold.
  */
-export const readQuantiles: StageReader = (r, path, value, scope) => {
+export const readQuantiles: StageReader = (r, path, value, scope, context) => {
   const obj = r.object(path, value, ["metrics", "compression", "every", "report"], ["metrics"]);
   if (!obj) return undefined;
   const errorsBefore = r.errors.length;
@@ -32,7 +32,7 @@ export const readQuantiles: StageReader = (r, path, value, scope) => {
   const everyMs = obj.every === undefined ? undefined : r.duration(joinPath(path, "every"), obj.every, "1h", { positive: true, atLeast: MIN_EVERY });
   const report = readReport(r, joinPath(path, "report"), obj.report, everyMs);
   if (r.errors.length > errorsBefore) return undefined;
-  const definition = quantiles({ metrics, compression, everyMs: everyMs ?? report.everyMs, report: report.isOn, publishTo: scope.quantile.published });
+  const definition = quantiles({ metrics, compression, everyMs: everyMs ?? report.everyMs, report: report.isOn, publishTo: scope.quantile.published, digits: context.digits });
   return { definition, outputs: report.isOn ? [QUANTILES_OUTPUT] : [] };
 };
 

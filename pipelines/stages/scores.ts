@@ -18,6 +18,7 @@ import type { Scope } from "../scope.ts";
 const NUMERIC = ["double", "int", "uint"];
 const SCORE_FIELDS = ["halfLife", "lose", "factor", "per", "events", "boost", "rules", "alert", "drivers"];
 const MAX_RULES = 30;
+const NAME = /^[A-Za-z0-9_-]+$/;
 
 /**
  * ```yaml
@@ -32,8 +33,8 @@ const MAX_RULES = 30;
  *       long_read: { when: 'session_duration_sec > 60.0', points: 20 }
  *       demo_call: 0
  *     boost: { factor: 1.3, within: 48h }
- *     rules:
- *       - { when: 'lead_score_pricing_visit >= 2.0 && lead_score_whitepaper_download >= 1.0', within: 24h, points: 15 }
+ *     rules:                       # name: how an alert's drivers name it; default rules[<index>]
+ *       - { name: pricing_and_whitepaper, when: 'lead_score_pricing_visit >= 2.0 && lead_score_whitepaper_download >= 1.0', within: 24h, points: 15 }
  *       - { when: 'lead_score_email_open >= 3.0', points: 25 }
  *       - { when: 'lead_score_last == "demo_call"', points: 40 }
  *       - { when: 'lead_score_last == "demo_call"', within: 12h, points: 10 }
@@ -43,7 +44,7 @@ const MAX_RULES = 30;
  * which `when` holds. Declares `<score>_<event>` (count) and `<score>_last` (event_type of the
  * latest weighted event) for the rules and later stages, then `<score>` (the value at the step).
  */
-export const readScores: StageReader = (r, path, value, scope) => {
+export const readScores: StageReader = (r, path, value, scope, context) => {
   // Read off the event directly (matching by type, what the outputs show; eventFields.ts): privacy.keep must keep them.
   for (const field of [EVENT_TYPE_FIELD, PAGE_FIELD]) if (scope.fields().includes(field)) scope.useField(field);
   const entries = r.entries(path, value, "score, like lead_score: { halfLife: 7d, events: {...} }");
@@ -53,7 +54,9 @@ export const readScores: StageReader = (r, path, value, scope) => {
     const spec = readScore(r, joinPath(path, name), name, entry, scope);
     if (spec) specs.push(spec);
   }
-  return { definition: scores({ scores: specs }), outputs: [ALERT_OUTPUT] };
+  // Only a score with an alert writes "alert" outputs: a sink cannot ask for them otherwise.
+  const outputs = specs.some((spec) => (spec.alerts?.length ?? 0) > 0) ? [ALERT_OUTPUT] : [];
+  return { definition: scores({ scores: specs, digits: context.digits }), outputs };
 };
 
 function readScore(r: Reader, path: string, name: string, value: unknown, scope: Scope): ScoreSpec | undefined {
@@ -142,14 +145,18 @@ function readRules(r: Reader, path: string, value: unknown, scope: Scope): Score
   if (!list) return [];
   if (list.length > MAX_RULES) r.fail(path, `expected at most ${MAX_RULES} rules, got ${list.length}`);
   const rules: ScoreRule[] = [];
+  const names = new Set<string>();
   for (const [i, entry] of list.entries()) {
     const at = joinPath(path, i);
-    const obj = r.object(at, entry, ["when", "within", "points"], ["points"]);
+    const obj = r.object(at, entry, ["name", "when", "within", "points"], ["points"]);
     if (!obj) continue;
+    const name = obj.name === undefined ? undefined : r.string(joinPath(at, "name"), obj.name, NAME);
+    if (name !== undefined && names.has(name)) r.fail(joinPath(at, "name"), `"${name}" names another rule of this score: an alert's drivers tell rules apart by name`);
+    if (name !== undefined) names.add(name);
     const when = obj.when === undefined ? undefined : scope.compile(r, joinPath(at, "when"), obj.when, ["bool"]);
     const withinMs = obj.within === undefined ? undefined : r.duration(joinPath(at, "within"), obj.within, "24h", { positive: true });
     const points = obj.points === undefined ? undefined : r.number(joinPath(at, "points"), obj.points);
-    if (points !== undefined) rules.push({ when: when?.evaluate, withinMs, points });
+    if (points !== undefined) rules.push({ name: name ?? `rules[${i}]`, when: when?.evaluate, withinMs, points });
   }
   return rules;
 }

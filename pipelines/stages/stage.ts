@@ -4,6 +4,18 @@ import type { StageDefinition } from "../../operators/stage.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 
+/** What a section's reader may know of the pipeline besides its own section and the scope. */
+export type ReadContext = {
+  /** The pipeline's name: part of the identity of a trigger's message. */
+  pipeline: string;
+  /** The key field's name: a trigger names its recipient under it. */
+  keyField: string;
+  /** Significant digits of scores and statistics in outputs (`outputs.digits`). */
+  digits: number;
+  /** The first segment group, when the pipeline has segments: the user's current segment for triggers. */
+  segmentGroup: string | undefined;
+};
+
 /** A stage as read from its section: the definition and the output kinds it can emit. */
 export type ReadStage = { definition: StageDefinition; outputs: readonly string[] };
 
@@ -11,4 +23,4 @@ export type ReadStage = { definition: StageDefinition; outputs: readonly string[
  * Reads one section. `scope` holds what the section's expressions may use; the reader declares
  * the values its stage writes into the view (`scope.declare`) so that later sections can use them.
  */
-export type StageReader = (r: Reader, path: string, value: unknown, scope: Scope) => ReadStage | undefined;
+export type StageReader = (r: Reader, path: string, value: unknown, scope: Scope, context: ReadContext) => ReadStage | undefined;

@@ -2,14 +2,14 @@
 // the triggers stage.
 import type { Signal } from "../../operators/stage.ts";
 import { parseTimeOfDay } from "../../operators/localTime.ts";
-import { referencedNames, type TriggerTemplate } from "../../operators/triggerTemplate.ts";
-import { TRIGGER_OUTPUT, triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
-import type { StageReader } from "./stage.ts";
+import { MESSAGE_ID_FIELD, referencedNames, RENAMED_FACTS, type TriggerTemplate } from "../../operators/triggerTemplate.ts";
+import { DEFAULT_SEGMENT, TRIGGER_OUTPUT, triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
+import type { ReadContext, StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 
-const SECTION_FIELDS = ["timezone", "consent", "quietHours", "converts", "segment", "rules", "template"];
+const SECTION_FIELDS = ["timezone", "consent", "quietHours", "converts", "segment", "defaultSegment", "rules", "template"];
 const RULE_FIELDS = ["on", "when", "trigger", "message", "channels", "cooldown", "cap", "followUps"];
 /** `on:` keys and the signal kinds they stand for. */
 const SIGNAL_KINDS: Record<string, Signal["kind"]> = { segment: "segment_enter", sequence: "sequence", alert: "alert", phase: "phase" };
@@ -29,7 +29,9 @@ const MAX_CAP = 1_000;
  *   consent: consent              # event field with per-channel flags; default: consent not checked
  *   quietHours: { from: "21:00", to: "08:00" }      # user's local time; messages wait for `to`
  *   converts: 'event_type == "purchase"'            # cancels the user's pending messages
- *   segment: lifecycle            # CEL string for "segmento"; default the segment entered, else ""
+ *   segment: cluster              # CEL string for "segmento"; else (and when it gives none) the segment
+ *                                 # entered, else the user's segment in the first group, else defaultSegment
+ *   defaultSegment: nuovo_cliente # the default
  *   rules:
  *     cart_recovery:
  *       on: { sequence: cart_abandoned }   # or { segment: vip } | { alert: lead_score } | { phase: re_engagement }
@@ -42,16 +44,21 @@ const MAX_CAP = 1_000;
  *       followUps:                         # local times; cancelled when the user converts
  *         - { channel: email, at: "09:00" }
  *         - { channel: sms, at: "15:00", after: 2d }
- *   template:                             # optional; default the seed shape
+ *   template:                             # optional; default the seed shape and delivery fields
  *     segmento: trigger.segment
  *     canali: trigger.channels
- *     user_id: user
+ *     send_at: trigger.sendAt
  * ```
+ * Every message names its recipient under the key field's name and carries `message_id`; a
+ * template reshapes the rest of the body.
  */
-export const readTriggers: StageReader = (r, path, value, scope) => {
+export const readTriggers: StageReader = (r, path, value, scope, context) => {
   const obj = r.object(path, value, SECTION_FIELDS, ["rules"]);
   if (!obj) return undefined;
-  const options: TriggersOptions = { rules: [] };
+  const options: TriggersOptions = { rules: [], recipientField: context.keyField, pipeline: context.pipeline };
+  const group = context.segmentGroup;
+  if (group !== undefined && scope.has(group)) options.currentSegment = (vars) => vars[group];
+  if (obj.defaultSegment !== undefined) options.defaultSegment = r.string(joinPath(path, "defaultSegment"), obj.defaultSegment, NAME) ?? DEFAULT_SEGMENT;
   if (obj.timezone !== undefined) options.timezoneField = readField(r, joinPath(path, "timezone"), obj.timezone, scope, "string");
   if (obj.consent !== undefined) options.consentField = readField(r, joinPath(path, "consent"), obj.consent, scope, "map");
   if (obj.quietHours !== undefined) options.quietHours = readQuietHours(r, joinPath(path, "quietHours"), obj.quietHours);
@@ -59,7 +66,7 @@ export const readTriggers: StageReader = (r, path, value, scope) => {
   if (obj.segment !== undefined) options.segment = condition(r, joinPath(path, "segment"), obj.segment, scope, ["string"]);
   if (obj.rules !== undefined) options.rules = readRules(r, joinPath(path, "rules"), obj.rules, scope);
   // Declared last: only the template sees the trigger's own facts.
-  if (obj.template !== undefined) options.template = readTemplate(r, joinPath(path, "template"), obj.template, scope);
+  if (obj.template !== undefined) options.template = readTemplate(r, joinPath(path, "template"), obj.template, scope, context);
   return { definition: triggers(options), outputs: [TRIGGER_OUTPUT] };
 };
 
@@ -163,17 +170,30 @@ function readFollowUps(r: Reader, path: string, value: unknown): FollowUp[] | un
   return followUps.length === list.length ? followUps : undefined;
 }
 
-function readTemplate(r: Reader, path: string, value: unknown, scope: Scope): TriggerTemplate | undefined {
+function readTemplate(r: Reader, path: string, value: unknown, scope: Scope, context: ReadContext): TriggerTemplate | undefined {
   const entries = r.entries(path, value, "output field, like messaggio: trigger.message");
   if (!entries) return undefined;
   if (!scope.declare(r, path, "trigger", "map")) return undefined;
   const fields: TriggerTemplate["fields"][number][] = [];
   const reads = new Set<string>();
+  let isRefused = false;
   for (const [key, source] of entries) {
-    const compiled = scope.compile(r, joinPath(path, key), source);
+    const at = joinPath(path, key);
+    if (key === context.keyField || key === MESSAGE_ID_FIELD) {
+      r.fail(at, `every message carries its recipient (${context.keyField}) and ${MESSAGE_ID_FIELD} already: drop this field`);
+      isRefused = true;
+      continue;
+    }
+    const compiled = scope.compile(r, at, source);
     if (!compiled) continue;
+    const renamed = Object.keys(RENAMED_FACTS).find((old) => new RegExp(`\\btrigger\\.${old}\\b`).test(compiled.source));
+    if (renamed !== undefined) {
+      r.fail(at, `trigger.${renamed} is now trigger.${RENAMED_FACTS[renamed]} (the send time in the user's zone)`);
+      isRefused = true;
+      continue;
+    }
     fields.push({ key, value: compiled.evaluate });
     for (const name of referencedNames(compiled.source)) if (name !== "trigger") reads.add(name);
   }
-  return fields.length === entries.length ? { fields, reads: [...reads] } : undefined;
+  return !isRefused && fields.length === entries.length ? { fields, reads: [...reads] } : undefined;
 }

@@ -12,6 +12,7 @@ import type { Sink } from "../../engine/sinks/sink.ts";
 import type { Source, SourceItem } from "../../engine/sources/source.ts";
 import { boundedOutOfOrderness } from "../../engine/watermarks.ts";
 import { MemorySource } from "../../bench/memorySource.ts";
+import { schemaErrors } from "../outputSchemas.ts";
 
 type Ev = { user: string; t: number };
 
@@ -155,10 +156,11 @@ describe("job", () => {
     expect(result.isComplete).toBe(true);
     expect(sink.lines.map((l) => (l as { key: string }).key)).toEqual(["a", "a", "c", "a"]);
     expect(dead.lines).toEqual([
-      { reason: "an operator failed on this event: picky: cannot handle b", key: "b", time: 10, event: { user: "b", t: 10 } },
-      { reason: "an operator failed on this event: picky: cannot handle b", key: "b", time: 90, event: { user: "b", t: 90 } },
+      { reason: "an operator failed on this event: picky: cannot handle b", key: "b", time: "1970-01-01T00:00:00.010Z", time_ms: 10, event: { user: "b", t: 10 } },
+      { reason: "an operator failed on this event: picky: cannot handle b", key: "b", time: "1970-01-01T00:00:00.090Z", time_ms: 90, event: { user: "b", t: 90 } },
     ]);
     expect(result.counters.deadLettered).toBe(2);
+    for (const line of dead.lines) expect(schemaErrors("dead_letter", line)).toEqual([]);
   });
 
   it("writes a dead letter whatever its event holds: one the sink cannot encode keeps its reason and origin", async () => {

@@ -241,6 +241,26 @@ aggregates:
     ]);
   });
 
+  it("gives sums and averages of decimals without binary noise, as window results do", async () => {
+    const stage = aggregates({
+      aggregates: [
+        { name: "revenue", kind: "sum", value: (vars) => vars.order_value, overMs: DAY_MS },
+        { name: "avg_order", kind: "avg", value: (vars) => vars.order_value, overMs: DAY_MS },
+      ],
+    });
+    const r = await runStages([stage, probe(["revenue", "avg_order"])], [
+      ev("u1", T0, { event_type: "purchase", order_value: 0.1 }),
+      ev("u1", T0 + 1000, { event_type: "purchase", order_value: 0.2 }),
+      ev("u1", T0 + 2000, { event_type: "purchase", order_value: 2341.4 }),
+    ]);
+    // Unrounded: 0.30000000000000004, then 0.15000000000000002, and 2341.7000000000003.
+    expect(probes(r).map((p) => [p.revenue, p.avg_order])).toEqual([
+      [0.1, 0.1],
+      [0.3, 0.15],
+      [2341.7, 780.566666667],
+    ]);
+  });
+
   it("derives the default resolution from the lookback: a round unit at most 1/24 of it", () => {
     expect(defaultResolutionMs(7 * DAY_MS)).toBe(6 * HOUR_MS);
     expect(defaultResolutionMs(DAY_MS)).toBe(HOUR_MS);

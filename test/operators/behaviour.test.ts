@@ -7,7 +7,7 @@ import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour } from "../../operators/behaviour.ts";
 import type { EventFields, StageDefinition, UserView } from "../../operators/stage.ts";
-import { ev, expectRestartsChangeNothing, MINUTE_MS, runStages, stagesFromYaml, T0, wm } from "../behaviourHarness.ts";
+import { ev, expectRestartsChangeNothing, MINUTE_MS, runStages, stagesFromYaml, T0, wm, outputTime } from "../behaviourHarness.ts";
 import { runOperator } from "../harness.ts";
 
 /**
@@ -145,7 +145,7 @@ sequences:
     const run = await runStages(stages, elements, { erasesWhen });
     const outputs = run.outputs;
     expect(outputs.filter((o) => o.kind === "erasure").map((o) => o.body)).toEqual([
-      { output: "erasure", user_id: "u1", time: T0 + 2, stages: ["sessions", "aggregates", "sequences"], wake_ups_withdrawn: 3 },
+      { output: "erasure", user_id: "u1", ...outputTime(T0 + 2), stages: ["sessions", "aggregates", "sequences"], wake_ups_withdrawn: 3 },
     ]);
     expect(run.counts.erasures).toBe(1);
     // u1's cart went with the erasure: only u2's is abandoned. The request reaches no stage.

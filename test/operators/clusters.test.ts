@@ -8,11 +8,11 @@ import { operate, type OperatorLogic } from "../../engine/operator.ts";
 import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
-import { matchCentroids, nameClusters } from "../../operators/clusterMath.ts";
+import { describedNames, matchCentroids, nameClusters, standardisation, standardise } from "../../operators/clusterMath.ts";
 import { clusters, type ClustersRun } from "../../operators/clusters.ts";
 import type { EventFields, StageDefinition, StageLogic, StageOutput } from "../../operators/stage.ts";
 import { stageContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, type BehaviourRun, type Emitted, configErrors, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 /** Writes down the cluster var as every step leaves it: a "seen" output per step. */
 const probe: StageDefinition = {
@@ -69,6 +69,8 @@ const blobEvents = (timeMs: number, blobs = BLOBS) => blobs.map(([user, f, i], n
 const Z_FREQUENCY = 2.4 / Math.sqrt(34.6 / 6);
 const Z_INTEREST = 3 / Math.sqrt(54.04 / 6);
 
+const sixDigits = (x: number) => Number(x.toPrecision(6));
+
 const bodies = (run: BehaviourRun, kind: string) => run.byKind(kind).map((o) => o.body);
 
 describe("clusters", () => {
@@ -76,26 +78,27 @@ describe("clusters", () => {
     const run = await runStages(pipeline(), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS)]);
     const [summary] = bodies(run, "clusters");
     const byName = Object.fromEntries((summary.centroids as Array<{ name: string }>).map((c) => [c.name, c]));
-    expect(summary).toMatchObject({ output: "clusters", time: T0 + 30 * MINUTE_MS, run: 1, users: 6 });
+    expect(summary).toMatchObject({ output: "clusters", ...outputTime(T0 + 30 * MINUTE_MS), run: 1, users: 6 });
     expect(byName).toEqual({
       fedele: {
         name: "fedele",
         size: 3,
-        mean: { visit_frequency: expect.closeTo(5.0, 9), recent_interest: expect.closeTo(0, 9) },
-        z: { visit_frequency: expect.closeTo(Z_FREQUENCY, 9), recent_interest: expect.closeTo(-Z_INTEREST, 9) },
+        // Shown to 6 significant digits (outputs.digits), without the noise of averaging.
+        mean: { visit_frequency: 5, recent_interest: 0 },
+        z: { visit_frequency: sixDigits(Z_FREQUENCY), recent_interest: sixDigits(-Z_INTEREST) },
       },
       occasionale_interessato: {
         name: "occasionale_interessato",
         size: 3,
-        mean: { visit_frequency: expect.closeTo(0.2, 9), recent_interest: expect.closeTo(6.0, 9) },
-        z: { visit_frequency: expect.closeTo(-Z_FREQUENCY, 9), recent_interest: expect.closeTo(Z_INTEREST, 9) },
+        mean: { visit_frequency: 0.2, recent_interest: 6 },
+        z: { visit_frequency: sixDigits(-Z_FREQUENCY), recent_interest: sixDigits(Z_INTEREST) },
       },
     });
     expect(bodies(run, "cluster")).toEqual(
       ["i1", "i2", "i3", "l1", "l2", "l3"].map((user) => ({
         output: "cluster",
         user_id: user,
-        time: T0 + 30 * MINUTE_MS,
+        ...outputTime(T0 + 30 * MINUTE_MS),
         cluster: user.startsWith("l") ? "fedele" : "occasionale_interessato",
         previous: null,
       })),
@@ -110,7 +113,7 @@ describe("clusters", () => {
       wm(T0 + 60 * MINUTE_MS),
     ]);
     const runs = bodies(run, "clusters");
-    expect(runs.map((r) => [r.run, r.time, r.users])).toEqual([
+    expect(runs.map((r) => [r.run, r.time_ms, r.users])).toEqual([
       [1, T0 + 30 * MINUTE_MS, 6],
       [2, T0 + 60 * MINUTE_MS, 6],
     ]);
@@ -136,7 +139,7 @@ describe("clusters", () => {
       at("l1", T0 + 36 * MINUTE_MS, 0.4, 5.5),
     ]);
     expect(bodies(run, "cluster").slice(6)).toEqual([
-      { output: "cluster", user_id: "l1", time: T0 + 36 * MINUTE_MS, cluster: "occasionale_interessato", previous: "fedele" },
+      { output: "cluster", user_id: "l1", ...outputTime(T0 + 36 * MINUTE_MS), cluster: "occasionale_interessato", previous: "fedele" },
     ]);
     expect(bodies(run, "seen").slice(6)).toEqual([{ cluster: "fedele" }, { cluster: "occasionale_interessato" }]);
   });
@@ -146,11 +149,11 @@ describe("clusters", () => {
     // interested one (0.2, 6.0) 4.8 raw frequency + 0.5 interest; but frequency spreads less
     // (std 2.40 vs 3.00): in z-scores the loyal centroid is the nearer.
     const run = await runStages(pipeline(), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS), at("both", T0 + 35 * MINUTE_MS, 5.0, 5.5)]);
-    expect(bodies(run, "cluster").slice(6)).toEqual([{ output: "cluster", user_id: "both", time: T0 + 35 * MINUTE_MS, cluster: "fedele", previous: null }]);
+    expect(bodies(run, "cluster").slice(6)).toEqual([{ output: "cluster", user_id: "both", ...outputTime(T0 + 35 * MINUTE_MS), cluster: "fedele", previous: null }]);
   });
 
   it("keeps labels by slot across runs on different data: centroids are matched to the previous run's", async () => {
-    // No naming rules: the labels are the slots themselves (cluster_0, cluster_1). With seed 42 the
+    // No naming rules: the labels come from the centroids (high_/low_recent_interest). With seed 42 the
     // first k-means++ seed is the 4th of 6 users (l1) in the first run and the 7th of 10 (i7) in the
     // second, so k-means lists the groups in the other order: only matching keeps the slots.
     const grown: Array<[string, number, number]> = [...BLOBS, ["i4", 0.15, 6.05], ["i5", 0.25, 5.95], ["i6", 0.2, 5.9], ["i7", 0.2, 6.1]];
@@ -196,8 +199,8 @@ describe("clusters", () => {
     expect(bodies(run, "clusters").map((b) => b.run)).toEqual([1]);
     expect(run.counts.cluster_runs_skipped).toBe(1);
     expect(bodies(run, "cluster").slice(6)).toEqual([
-      { output: "cluster", user_id: "new", time: T0 + 70 * MINUTE_MS, cluster: "occasionale_interessato", previous: null },
-      { output: "cluster", user_id: "l2", time: T0 + 95 * MINUTE_MS, cluster: "occasionale_interessato", previous: "fedele" },
+      { output: "cluster", user_id: "new", ...outputTime(T0 + 70 * MINUTE_MS), cluster: "occasionale_interessato", previous: null },
+      { output: "cluster", user_id: "l2", ...outputTime(T0 + 95 * MINUTE_MS), cluster: "occasionale_interessato", previous: "fedele" },
     ]);
   });
 
@@ -229,7 +232,7 @@ describe("clusters", () => {
       ...blobEvents(T0 + 260 * MINUTE_MS),
       wm(END_OF_TIME),
     ]);
-    expect(bodies(run, "clusters").map((b) => [b.run, b.time])).toEqual([
+    expect(bodies(run, "clusters").map((b) => [b.run, b.time_ms])).toEqual([
       [1, T0 + 30 * MINUTE_MS],
       [2, T0 + 240 * MINUTE_MS],
       [3, T0 + 270 * MINUTE_MS],
@@ -241,7 +244,7 @@ describe("clusters", () => {
     expect(bodies(run, "clusters").map((b) => b.run)).toEqual([1]);
   });
 
-  it("never gives two clusters the same name: the larger keeps it, the other falls back to cluster_<slot>", async () => {
+  it("never gives two clusters the same name: the larger keeps it, the other is named after its centroid", async () => {
     const run = await runStages(pipeline(`  names:\n    - { name: tutti, when: 'visit_frequency > -100.0' }`), [
       ...blobEvents(T0 + MINUTE_MS, BLOBS.slice(0, 5)),
       wm(T0 + 30 * MINUTE_MS),
@@ -250,7 +253,31 @@ describe("clusters", () => {
     const bigger = centroids.findIndex((c) => c.size === 3);
     expect(centroids.map((c) => c.size).sort()).toEqual([2, 3]);
     expect(centroids[bigger].name).toBe("tutti");
-    expect(centroids[1 - bigger].name).toBe(`cluster_${1 - bigger}`);
+    // The interested users (rare visits, high interest) stand out most on their interest.
+    expect(centroids[1 - bigger].name).toBe("high_recent_interest");
+  });
+
+  it("names clusters no rule names after the feature their centroid stands out on, high_ or low_", async () => {
+    const run = await runStages(pipeline(""), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS)]);
+    const [summary] = bodies(run, "clusters");
+    // z-scores ±0.9994 for the frequency and ±0.9996 for the interest: the interest stands out.
+    expect((summary.centroids as Array<{ name: string; mean: Record<string, number> }>).map((c) => [c.name, c.mean.visit_frequency > 2.5 ? "loyal" : "interested"]).sort()).toEqual([
+      ["high_recent_interest", "interested"],
+      ["low_recent_interest", "loyal"],
+    ]);
+    expect(new Set(bodies(run, "cluster").map((b) => b.cluster))).toEqual(new Set(["high_recent_interest", "low_recent_interest"]));
+  });
+
+  it("keeps a centroid's name from run to run while its feature points the same way, though another now stands out more", async () => {
+    // Second run: the loyal users visit far more often, and differ in interest; their centroid now stands out on frequency
+    // (high_visit_frequency), but its interest is still below the mean: it stays low_recent_interest.
+    const busier: Array<[string, number, number]> = [["l1", 20, -3], ["l2", 21, 3], ["l3", 22, 0], ["i1", 0.1, 5.9], ["i2", 0.2, 6.0], ["i3", 0.3, 6.1], ["i4", 0.2, 6.0]];
+    const run = await runStages(pipeline(""), [...blobEvents(T0 + MINUTE_MS), wm(T0 + 30 * MINUTE_MS), ...blobEvents(T0 + 40 * MINUTE_MS, busier), wm(T0 + 60 * MINUTE_MS)]);
+    const runs = bodies(run, "clusters") as unknown as ClustersRun[];
+    const loyal = (r: ClustersRun) => r.centroids.find((c) => c.mean.visit_frequency > 2.5)!;
+    expect(loyal(runs[0]).name).toBe("low_recent_interest");
+    expect(Math.abs(loyal(runs[1]).z.visit_frequency)).toBeGreaterThan(Math.abs(loyal(runs[1]).z.recent_interest));
+    expect(loyal(runs[1]).name).toBe("low_recent_interest");
   });
 
   it("reports daily cohorts per cluster with the share of users active again on the day `after` later", async () => {
@@ -268,8 +295,8 @@ describe("clusters", () => {
       wm(END_OF_TIME),
     ]);
     expect(bodies(run, "cluster_retention")).toEqual([
-      { output: "cluster_retention", time: T0 + 3 * DAY_MS, cohort_day: "2024-05-20", cluster: "fedele", users: 3, retained: 1, rate: 1 / 3 },
-      { output: "cluster_retention", time: T0 + 3 * DAY_MS, cohort_day: "2024-05-20", cluster: "occasionale_interessato", users: 3, retained: 2, rate: 2 / 3 },
+      { output: "cluster_retention", ...outputTime(T0 + 3 * DAY_MS), cohort_day: "2024-05-20", cluster: "fedele", users: 3, retained: 1, rate: 0.333333 },
+      { output: "cluster_retention", ...outputTime(T0 + 3 * DAY_MS), cohort_day: "2024-05-20", cluster: "occasionale_interessato", users: 3, retained: 2, rate: 0.666667 },
     ]);
     // Day 1 (fedele), day 2 (fedele, occasionale_interessato), day 3 (occasionale_interessato):
     // never measured, so never reported.
@@ -330,8 +357,8 @@ describe("clusters", () => {
     ];
     const whole = await runStages(stages, elements);
     expect(bodies(whole, "cluster").slice(6)).toEqual([
-      { output: "cluster", user_id: "l1", time: T0 + 95 * MINUTE_MS, cluster: "occasionale_interessato", previous: "fedele" },
-      { output: "cluster", user_id: "l1", time: T0 + 101 * MINUTE_MS, cluster: "fedele", previous: "occasionale_interessato" },
+      { output: "cluster", user_id: "l1", ...outputTime(T0 + 95 * MINUTE_MS), cluster: "occasionale_interessato", previous: "fedele" },
+      { output: "cluster", user_id: "l1", ...outputTime(T0 + 101 * MINUTE_MS), cluster: "fedele", previous: "occasionale_interessato" },
     ]);
     const restarted = await runWithTwoCheckpoints(stages, elements, 8, 9);
     expect(restarted.outputs).toEqual(whole.outputs);
@@ -382,12 +409,14 @@ clusters:
   retention: { after: 2h }
   names:
     - { name: cluster_3, when: 'a > 0.0' }
+    - { name: high_a, when: 'a > 0.0' }
 `).join("\n");
     expect(message).toContain("clusters.colour: unknown field");
     expect(message).toContain("clusters.k: expected a number from 2 to 16, got 1");
     expect(message).toContain('clusters.every: expected a duration like "30m", got "soon"');
     expect(message).toContain("clusters.retention.after: expected at least a day");
     expect(message).toContain('clusters.names[0].name: "cluster_3" is reserved');
+    expect(message).toContain('clusters.names[1].name: "high_a" is reserved for clusters no rule names, named after their centroid');
   });
 
   it("declares its var for later sections, refusing a name already taken", () => {
@@ -402,6 +431,32 @@ describe("cluster maths", () => {
     expect(matchCentroids([[1], [8]], [[0], [-1]])).toEqual([1, 0]);
     expect(matchCentroids([[0], [-1]], [[0], [-1]])).toEqual([0, 1]);
     expect(matchCentroids([[5, 5], [0, 0], [9, 0]], [[0, 1], [9, 1], [5, 4]])).toEqual([2, 0, 1]);
+  });
+
+  it("gives a feature whose values differ by rounding only no spread: z 0, not ±1", () => {
+    // 35 users at 1/7 visits a day average to a mean a unit in the last place off 1/7.
+    const vectors = Array.from({ length: 35 }, (_, i) => [1 / 7, i]);
+    const scaling = standardisation(vectors);
+    expect(vectors.reduce((sum, v) => sum + v[0], 0) / 35).not.toBe(1 / 7);
+    expect(scaling.stds[0]).toBe(1);
+    expect(standardise([1 / 7, 0], scaling)[0]).toBe(0);
+    expect(standardise([2 / 7, 0], scaling)[0]).toBeCloseTo(1 / 7, 12);
+    expect(scaling.stds[1]).toBeCloseTo(Math.sqrt((35 * 35 - 1) / 12), 9);
+  });
+
+  it("names a centroid by its features, the one that stands out most first, keeping the previous name while it still holds", () => {
+    const features = ["p_exit", "visit_frequency", "recent_interest"];
+    expect(describedNames([0.4, -1.5, 0], features, undefined)).toEqual(["low_visit_frequency", "high_p_exit"]);
+    expect(describedNames([0.4, -1.5, 0], features, "high_p_exit")).toEqual(["high_p_exit", "low_visit_frequency"]);
+    // A previous name that would now say the opposite is not kept.
+    expect(describedNames([-0.4, -1.5, 0], features, "high_p_exit")).toEqual(["low_visit_frequency", "low_p_exit"]);
+    expect(describedNames([0, 0, 0], features, undefined)).toEqual([]);
+  });
+
+  it("gives two clusters that stand out on the same feature different names: the larger takes it, the other its next", () => {
+    const features = ["visit_frequency", "recent_interest"];
+    const candidates = [describedNames([2, 0.5], features, undefined), describedNames([1.5, -0.2], features, undefined)];
+    expect(nameClusters(candidates, [10, 20], ["", ""])).toEqual(["high_recent_interest", "high_visit_frequency"]);
   });
 
   it("gives a contested name to the cluster that had it, then to the larger, the loser trying its next rule", () => {

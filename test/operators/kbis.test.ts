@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 /** Event fields standing in for the aggregates the KBI features are computed from. */
 const FIELDS = {
@@ -63,10 +63,10 @@ describe("kbis", () => {
       ev("u1", T0 + 5000, { event_type: "page_view", visits_7d: 7 }),
     ]);
     expect(labelsOf(run.byKind("kbi").filter((o) => o.body.kbi === "frequency_kbi"))).toEqual([
-      { output: "kbi", user_id: "u1", time: T0, kbi: "frequency_kbi", label: "active", previous: null },
-      { output: "kbi", user_id: "u1", time: T0 + 2000, kbi: "frequency_kbi", label: "regular", previous: "active" },
-      { output: "kbi", user_id: "u1", time: T0 + 3000, kbi: "frequency_kbi", label: "occasional", previous: "regular" },
-      { output: "kbi", user_id: "u1", time: T0 + 5000, kbi: "frequency_kbi", label: "regular", previous: "occasional" },
+      { output: "kbi", user_id: "u1", ...outputTime(T0), kbi: "frequency_kbi", label: "active", previous: null },
+      { output: "kbi", user_id: "u1", ...outputTime(T0 + 2000), kbi: "frequency_kbi", label: "regular", previous: "active" },
+      { output: "kbi", user_id: "u1", ...outputTime(T0 + 3000), kbi: "frequency_kbi", label: "occasional", previous: "regular" },
+      { output: "kbi", user_id: "u1", ...outputTime(T0 + 5000), kbi: "frequency_kbi", label: "regular", previous: "occasional" },
     ]);
   });
 
@@ -85,7 +85,7 @@ describe("kbis", () => {
     const run = await runStages(stages, [ev("u1", T0, { event_type: "page_view", ...fields })]);
     expect(run.byKind("probe")[0].body[kbi]).toBe(label);
     const emitted = run.byKind("kbi").filter((o) => o.body.kbi === kbi);
-    expect(labelsOf(emitted)).toEqual(label === null ? [] : [{ output: "kbi", user_id: "u1", time: T0, kbi, label, previous: null }]);
+    expect(labelsOf(emitted)).toEqual(label === null ? [] : [{ output: "kbi", user_id: "u1", ...outputTime(T0), kbi, label, previous: null }]);
   });
 
   it("gives the label of the first rule that holds when several do", async () => {
@@ -109,8 +109,8 @@ kbis:
       ev("u1", T0 + 2, { session_duration_sec: 5 }),
     ]);
     expect(labelsOf(run.byKind("kbi"))).toEqual([
-      { output: "kbi", user_id: "u1", time: T0 + 1, kbi: "long_visit", label: "long", previous: null },
-      { output: "kbi", user_id: "u1", time: T0 + 2, kbi: "long_visit", label: null, previous: "long" },
+      { output: "kbi", user_id: "u1", ...outputTime(T0 + 1), kbi: "long_visit", label: "long", previous: null },
+      { output: "kbi", user_id: "u1", ...outputTime(T0 + 2), kbi: "long_visit", label: null, previous: "long" },
     ]);
     expect(run.byKind("probe").map((o) => o.body.long_visit)).toEqual([null, "long", null]);
   });
@@ -157,8 +157,8 @@ kbis:
     expect(before.byKind("kbi").map((o) => o.body.label)).toEqual(["fresh"]);
     const after = await runStages(stages, [...elements, wm(T0 + 2 * DAY_MS)]);
     expect(labelsOf(after.byKind("kbi"))).toEqual([
-      { output: "kbi", user_id: "u1", time: T0, kbi: "fresh", label: "fresh", previous: null },
-      { output: "kbi", user_id: "u1", time: T0 + 2 * DAY_MS, kbi: "fresh", label: "stale", previous: "fresh" },
+      { output: "kbi", user_id: "u1", ...outputTime(T0), kbi: "fresh", label: "fresh", previous: null },
+      { output: "kbi", user_id: "u1", ...outputTime(T0 + 2 * DAY_MS), kbi: "fresh", label: "stale", previous: "fresh" },
     ]);
   });
 

@@ -30,8 +30,10 @@ function expectedResult(name: string, key: string, startMs: number, endMs: numbe
   return {
     window: name,
     key,
-    start: startMs,
-    end: endMs,
+    start: new Date(startMs).toISOString(),
+    start_ms: startMs,
+    end: new Date(endMs).toISOString(),
+    end_ms: endMs,
     events: events.length,
     as: events.filter((e) => e.value.tag === "a").length,
     total: vs.reduce((a, b) => a + b, 0),
@@ -215,7 +217,7 @@ describe("keyed windows", () => {
             const expected = model(assigner, latenessMs, input);
             expect(run.outputs.map((o) => o.value)).toEqual(expected.outputs);
             const late = (run.sides[LATE] ?? []) as LateEvent[];
-            expect(late.map((l) => ({ key: l.key, time: l.time, value: l.event }))).toEqual(expected.late);
+            expect(late.map((l) => ({ key: l.key, time: l.time_ms, value: l.event }))).toEqual(expected.late);
           }),
           { numRuns: 150, seed: 20261123 },
         );
@@ -247,7 +249,7 @@ describe("keyed windows", () => {
       record("u", 9, { v: 1, tag: "a" }),
       watermark(9),
     ]);
-    expect(run.outputs).toEqual([{ key: "u", time: 9, value: { window: "w", key: "u", start: 0, end: 10, events: 3 } }]);
+    expect(run.outputs).toEqual([{ key: "u", time: 9, value: { window: "w", key: "u", start: "1970-01-01T00:00:00.000Z", start_ms: 0, end: "1970-01-01T00:00:00.010Z", end_ms: 10, events: 3 } }]);
   });
 
   it("fires again for an event within the allowed lateness and sends a later one to the late output", async () => {
@@ -265,7 +267,7 @@ describe("keyed windows", () => {
       record("u", 3, { v: 1, tag: "a" }),
     ]);
     expect(run.outputs.map((o) => o.value.events)).toEqual([1, 2]);
-    expect((run.sides[LATE] as LateEvent[]).map((l) => [l.time, l.lateByMs])).toEqual([[3, 11]]);
+    expect((run.sides[LATE] as LateEvent[]).map((l) => [l.time, l.time_ms, l.watermark_ms, l.late_by_ms])).toEqual([["1970-01-01T00:00:00.003Z", 3, 14, 11]]);
   });
 
   it("merges two sessions when an event bridges them", async () => {
@@ -276,6 +278,6 @@ describe("keyed windows", () => {
       record("u", 10, { v: 1, tag: "a" }),
       watermark(Number.MAX_SAFE_INTEGER),
     ]);
-    expect(run.outputs.map((o) => o.value)).toEqual([{ window: "s", key: "u", start: 0, end: 30, events: 3 }]);
+    expect(run.outputs.map((o) => o.value)).toEqual([{ window: "s", key: "u", start: "1970-01-01T00:00:00.000Z", start_ms: 0, end: "1970-01-01T00:00:00.030Z", end_ms: 30, events: 3 }]);
   });
 });

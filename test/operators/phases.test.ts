@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, configErrors } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, configErrors, outputTime } from "../behaviourHarness.ts";
 
 /** The example of the reader's doc comment: BEHAVIOUR.md's phases and windows. */
 const JOURNEY = `
@@ -51,19 +51,19 @@ describe("journey phases", () => {
     const stages = stagesFromYaml(INACTIVITY);
     const elements = [event("u1", T0, "page_view"), wm(T0 + 60 * DAY_MS - 1)];
     const before = await runStages(stages, elements);
-    expect(before.byKind("phase").map((o) => o.body)).toEqual([{ output: "phase", user_id: "u1", time: T0, phase: "awareness", previous: null }]);
+    expect(before.byKind("phase").map((o) => o.body)).toEqual([{ output: "phase", user_id: "u1", ...outputTime(T0), phase: "awareness", previous: null }]);
     const after = await runStages(stages, [...elements, wm(T0 + 61 * DAY_MS)]);
     expect(after.byKind("phase").map((o) => [o.time, o.body])).toEqual([
-      [T0, { output: "phase", user_id: "u1", time: T0, phase: "awareness", previous: null }],
-      [T0 + 60 * DAY_MS, { output: "phase", user_id: "u1", time: T0 + 60 * DAY_MS, phase: "re_engagement", previous: "awareness" }],
+      [T0, { output: "phase", user_id: "u1", ...outputTime(T0), phase: "awareness", previous: null }],
+      [T0 + 60 * DAY_MS, { output: "phase", user_id: "u1", ...outputTime(T0 + 60 * DAY_MS), phase: "re_engagement", previous: "awareness" }],
     ]);
   });
 
   it("pushes re-engagement back when an event comes at day 59", async () => {
     const out = await phasesOf(INACTIVITY, [event("u1", T0, "page_view"), event("u1", T0 + 59 * DAY_MS, "page_view"), wm(T0 + 61 * DAY_MS), wm(T0 + 119 * DAY_MS - 1)]);
-    expect(out.map((b) => [b.time, b.phase])).toEqual([[T0, "awareness"]]);
+    expect(out.map((b) => [b.time_ms, b.phase])).toEqual([[T0, "awareness"]]);
     const later = await phasesOf(INACTIVITY, [event("u1", T0, "page_view"), event("u1", T0 + 59 * DAY_MS, "page_view"), wm(T0 + 119 * DAY_MS)]);
-    expect(later.map((b) => [b.time, b.phase])).toEqual([
+    expect(later.map((b) => [b.time_ms, b.phase])).toEqual([
       [T0, "awareness"],
       [T0 + 119 * DAY_MS, "re_engagement"],
     ]);
@@ -71,9 +71,9 @@ describe("journey phases", () => {
 
   it("fires a timer at its time before applying a later event, whether the event or the wake-up comes first", async () => {
     const expected = [
-      { output: "phase", user_id: "u1", time: T0, phase: "awareness", previous: null },
-      { output: "phase", user_id: "u1", time: T0 + 60 * DAY_MS, phase: "re_engagement", previous: "awareness" },
-      { output: "phase", user_id: "u1", time: T0 + 70 * DAY_MS, phase: "awareness", previous: "re_engagement" },
+      { output: "phase", user_id: "u1", ...outputTime(T0), phase: "awareness", previous: null },
+      { output: "phase", user_id: "u1", ...outputTime(T0 + 60 * DAY_MS), phase: "re_engagement", previous: "awareness" },
+      { output: "phase", user_id: "u1", ...outputTime(T0 + 70 * DAY_MS), phase: "awareness", previous: "re_engagement" },
     ];
     const eventFirst = await phasesOf(INACTIVITY, [event("u1", T0, "page_view"), event("u1", T0 + 70 * DAY_MS, "page_view")]);
     const wakeUpFirst = await phasesOf(INACTIVITY, [event("u1", T0, "page_view"), wm(T0 + 65 * DAY_MS), event("u1", T0 + 70 * DAY_MS, "page_view")]);
@@ -91,7 +91,7 @@ describe("journey phases", () => {
       event("u1", T0 + 5 * HOUR_MS, "add_to_cart"), // the transition to conversion does not apply in retention
       event("u2", T0, "purchase"),
     ]);
-    expect(out.map((b) => [b.user_id, b.time, b.phase, b.previous])).toEqual([
+    expect(out.map((b) => [b.user_id, b.time_ms, b.phase, b.previous])).toEqual([
       ["u1", T0, "awareness", null],
       ["u1", T0 + HOUR_MS, "consideration", "awareness"],
       ["u1", T0 + 3 * HOUR_MS, "conversion", "consideration"],
@@ -102,13 +102,13 @@ describe("journey phases", () => {
 
   it("re-enters the phase on a transition to it: timers since entry restart, no output", async () => {
     const out = await phasesOf(JOURNEY, [event("u1", T0, "purchase"), event("u1", T0 + 20 * DAY_MS, "purchase"), wm(T0 + 45 * DAY_MS)]);
-    expect(out.map((b) => [b.time, b.output === "phase" ? b.phase : b.window])).toEqual([
+    expect(out.map((b) => [b.time_ms, b.output === "phase" ? b.phase : b.window])).toEqual([
       [T0, "retention"],
       [T0 + 7 * DAY_MS, "retention_check"],
       [T0 + 27 * DAY_MS, "retention_check"],
     ]);
     const later = await phasesOf(JOURNEY, [event("u1", T0, "purchase"), event("u1", T0 + 20 * DAY_MS, "purchase"), wm(T0 + 50 * DAY_MS)]);
-    expect(later.map((b) => [b.time, b.output === "phase" ? b.phase : b.window])).toEqual([
+    expect(later.map((b) => [b.time_ms, b.output === "phase" ? b.phase : b.window])).toEqual([
       [T0, "retention"],
       [T0 + 7 * DAY_MS, "retention_check"],
       [T0 + 27 * DAY_MS, "retention_check"],
@@ -126,7 +126,7 @@ phases:
     - { to: dormant, from: [idle], after: 12h }
 `;
     const out = await phasesOf(yaml, [event("u1", T0, "page_view"), wm(END_OF_TIME)]);
-    expect(out.map((b) => [b.time, b.phase])).toEqual([
+    expect(out.map((b) => [b.time_ms, b.phase])).toEqual([
       [T0, "active"],
       [T0 + DAY_MS, "idle"],
       [T0 + DAY_MS, "dormant"],
@@ -136,10 +136,10 @@ phases:
   it("walks BEHAVIOUR.md's journey on timers alone when the user goes silent, and stops", async () => {
     const out = await phasesOf(JOURNEY, [event("u1", T0, "add_to_cart"), wm(END_OF_TIME)]);
     expect(out).toEqual([
-      { output: "phase", user_id: "u1", time: T0, phase: "conversion", previous: null },
-      { output: "phase", user_id: "u1", time: T0 + DAY_MS, phase: "consideration", previous: "conversion" },
-      { output: "phase_window", user_id: "u1", time: T0 + 2 * DAY_MS, phase: "consideration", window: "retarget" },
-      { output: "phase", user_id: "u1", time: T0 + 60 * DAY_MS, phase: "re_engagement", previous: "consideration" },
+      { output: "phase", user_id: "u1", ...outputTime(T0), phase: "conversion", previous: null },
+      { output: "phase", user_id: "u1", ...outputTime(T0 + DAY_MS), phase: "consideration", previous: "conversion" },
+      { output: "phase_window", user_id: "u1", ...outputTime(T0 + 2 * DAY_MS), phase: "consideration", window: "retarget" },
+      { output: "phase", user_id: "u1", ...outputTime(T0 + 60 * DAY_MS), phase: "re_engagement", previous: "consideration" },
     ]);
   });
 
@@ -152,7 +152,7 @@ phases:
       event("u1", T0 + 6 * DAY_MS, "add_to_cart"), // leaves consideration before the window's 48 h
       wm(T0 + 9 * DAY_MS),
     ]);
-    expect(out.map((b) => [b.time, b.output === "phase" ? b.phase : b.window])).toEqual([
+    expect(out.map((b) => [b.time_ms, b.output === "phase" ? b.phase : b.window])).toEqual([
       [T0, "consideration"],
       [T0 + 3 * DAY_MS, "retarget"],
       [T0 + 6 * DAY_MS, "conversion"],
@@ -195,7 +195,7 @@ phases:
       event("u1", T0 + DAY_MS, "page_view"),
       event("u2", T0, "purchase"), // a first event sees the initial phase
     ]);
-    expect(out.map((b) => [b.user_id, b.time, b.phase, b.previous])).toEqual([
+    expect(out.map((b) => [b.user_id, b.time_ms, b.phase, b.previous])).toEqual([
       ["u1", T0, "new", null],
       ["u1", T0 + DAY_MS, "regular", "new"],
       ["u2", T0, "regular", null],

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { END_OF_TIME } from "../../engine/elements.ts";
 import { digestOf, mergeDigests, quantileOf, type Digest } from "../../operators/tdigest.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, expectRestartsChangeNothing } from "../behaviourHarness.ts";
+import { ev, HOUR_MS, MINUTE_MS, runStages, stagesFromYaml, T0, wm, expectRestartsChangeNothing, outputTime } from "../behaviourHarness.ts";
 import { mulberry32 } from "../harness.ts";
 
 /** Users' depth (the event's session length) with its distribution kept, and a KBI reading it. */
@@ -103,7 +103,7 @@ describe("quantiles stage", () => {
       visit("u5", T0 + HOUR_MS + 2, 5),
     ]);
     expect(run.byKind("quantiles").map((o) => [o.key, o.body])).toEqual([
-      ["depth", { output: "quantiles", time: T0 + HOUR_MS, metric: "depth", count: 10, p50: 5.5, p90: 9.5, p99: 10, min: 1, max: 10 }],
+      ["depth", { output: "quantiles", ...outputTime(T0 + HOUR_MS), metric: "depth", count: 10, p50: 5.5, p90: 9.5, p99: 10, min: 1, max: 10 }],
     ]);
     // Before the rebuild quantile() has no value, so nobody is "top"; after it, 10 > 9.5.
     const labels = run.byKind("kbi").map((o) => [o.key, o.time, o.body.label]);
@@ -173,8 +173,21 @@ quantiles: { metrics: [depth, scroll, spent], every: 30m, report: true }
       wm(T0 + HOUR_MS),
     ]);
     expect(run.byKind("quantiles").map((o) => o.body)).toEqual([
-      { output: "quantiles", time: T0 + 30 * MINUTE_MS, metric: "depth", count: 2, p50: 20, p90: 30, p99: 30, min: 10, max: 30 },
-      { output: "quantiles", time: T0 + 30 * MINUTE_MS, metric: "scroll", count: 1, p50: 0.5, p90: 0.5, p99: 0.5, min: 0.5, max: 0.5 },
+      { output: "quantiles", ...outputTime(T0 + 30 * MINUTE_MS), metric: "depth", count: 2, p50: 20, p90: 30, p99: 30, min: 10, max: 30 },
+      { output: "quantiles", ...outputTime(T0 + 30 * MINUTE_MS), metric: "scroll", count: 1, p50: 0.5, p90: 0.5, p99: 0.5, min: 0.5, max: 0.5 },
+    ]);
+  });
+
+  it("reports quantiles to outputs.digits significant digits", async () => {
+    const stages = stagesFromYaml(`
+features: { depth: 'session_duration_sec / 3.0' }
+quantiles: { metrics: [depth], every: 30m, report: true }
+outputs: { digits: 3 }
+`);
+    const run = await runStages(stages, [ev("u1", T0, { session_duration_sec: 10 }), ev("u2", T0, { session_duration_sec: 20 }), wm(T0 + HOUR_MS)]);
+    // 10/3 and 20/3: the median 5, min 3.33, max 6.67.
+    expect(run.byKind("quantiles").map((o) => o.body)).toEqual([
+      { output: "quantiles", ...outputTime(T0 + 30 * MINUTE_MS), metric: "depth", count: 2, p50: 5, p90: 6.67, p99: 6.67, min: 3.33, max: 6.67 },
     ]);
   });
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { halfLifeFromFactorMs, halfLifeFromLossMs } from "../../operators/scores.ts";
 import type { StageDefinition } from "../../operators/stage.ts";
 import { PipelineInvalid } from "../../pipelines/errors.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, stagesFromYaml, T0, TEST_FIELDS, wm, expectRestartsChangeNothing, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 const FIELDS = { ...TEST_FIELDS, wake_at: "double" };
 
@@ -41,6 +41,11 @@ function probe(names: string[]): StageDefinition {
       },
     }),
   };
+}
+
+/** The sum of an alert's drivers' points: what explains its value. */
+function sumOfDrivers(alert: Record<string, unknown>): number {
+  return (alert.drivers as Array<{ points: number }>).reduce((sum, d) => sum + d.points, 0);
 }
 
 /** Asks for a wake-up at the event's `wake_at`, as a phase or trigger stage would. */
@@ -84,8 +89,12 @@ describe("decayed scores", () => {
     expect(values[3][1]).toBeCloseTo(1.3 * pointsAtDemo + 65, 10);
   });
 
-  it("alerts once when the score reaches the threshold, with the latest weighted events as drivers, and signals it", async () => {
-    const stages = [...stagesFromYaml(LEAD_SCORE, FIELDS), probe(["lead_score"])];
+  it("alerts once when the score reaches the threshold, explaining it: the weighted events decayed, the boost and the rules by name", async () => {
+    // Rules named, but the last: it is named by its place.
+    const named = LEAD_SCORE.replace("- { when: 'lead_score_pricing_visit", "- { name: pricing_and_whitepaper, when: 'lead_score_pricing_visit")
+      .replace("- { when: 'lead_score_email_open", "- { name: three_email_opens, when: 'lead_score_email_open")
+      .replace("- { when: 'lead_score_last == \"demo_call\"', points: 40 }", "- { name: demo_call, when: 'lead_score_last == \"demo_call\"', points: 40 }");
+    const stages = [...stagesFromYaml(named + "outputs: { digits: 17 }\n", FIELDS), probe(["lead_score"])];
     const run = await runStages(stages, [
       page("u1", T0, "/pricing"),
       page("u1", T0 + HOUR_MS, "/pricing"),
@@ -96,27 +105,36 @@ describe("decayed scores", () => {
     ]);
     const f = 0.82;
     const d = (hours: number) => f ** (hours / 24);
-    const atDemo = 1.3 * (10 * d(4) + 10 * d(3) + 25 * d(2) + 5 * d(1)) + 15 + 40 + 10;
+    const points = 10 * d(4) + 10 * d(3) + 25 * d(2) + 5 * d(1);
+    const atDemo = 1.3 * points + 15 + 40 + 10;
     const alerts = run.byKind("alert");
     expect(alerts.length).toBe(1);
     expect(alerts[0].key).toBe("u1");
     expect(alerts[0].body.value).toBeCloseTo(atDemo, 10);
-    expect({ ...alerts[0].body, value: 0 }).toEqual({
+    const closeTo = (x: number) => expect.closeTo(x, 10);
+    expect(alerts[0].body).toEqual({
       output: "alert",
       user_id: "u1",
-      time: T0 + 4 * HOUR_MS,
+      ...outputTime(T0 + 4 * HOUR_MS),
       score: "lead_score",
-      value: 0,
+      value: closeTo(atDemo),
       threshold: 80,
       message: "send a demo now, follow up within 2 hours",
       drivers: [
-        { type: "page_view", page: "/pricing", time: T0, points: 10 },
-        { type: "page_view", page: "/pricing", time: T0 + HOUR_MS, points: 10 },
-        { type: "whitepaper_download", page: "/resources/report", time: T0 + 2 * HOUR_MS, points: 25 },
-        { type: "video_view", page: "/video", time: T0 + 3 * HOUR_MS, points: 5 },
-        { type: "demo_call", page: "/demo", time: T0 + 4 * HOUR_MS, points: 0 },
+        // Each weighted event: the points it earned, and what is left of them at the demo call.
+        { driver: "event", type: "page_view", page: "/pricing", ...outputTime(T0), earned: 10, points: closeTo(10 * d(4)) },
+        { driver: "event", type: "page_view", page: "/pricing", ...outputTime(T0 + HOUR_MS), earned: 10, points: closeTo(10 * d(3)) },
+        { driver: "event", type: "whitepaper_download", page: "/resources/report", ...outputTime(T0 + 2 * HOUR_MS), earned: 25, points: closeTo(25 * d(2)) },
+        { driver: "event", type: "video_view", page: "/video", ...outputTime(T0 + 3 * HOUR_MS), earned: 5, points: closeTo(5 * d(1)) },
+        { driver: "event", type: "demo_call", page: "/demo", ...outputTime(T0 + 4 * HOUR_MS), earned: 0, points: 0 },
+        // +30% while the latest weighted event is under 48 h old.
+        { driver: "boost", factor: 1.3, points: closeTo(0.3 * points) },
+        { driver: "rule", rule: "pricing_and_whitepaper", points: 15 },
+        { driver: "rule", rule: "demo_call", points: 40 },
+        { driver: "rule", rule: "rules[3]", points: 10 },
       ],
     });
+    expect(sumOfDrivers(alerts[0].body)).toBeCloseTo(alerts[0].body.value as number, 9);
     expect(run.counts.score_alerts).toBe(1);
     const signalled = run.byKind("probe").filter((o) => o.body.signals);
     expect(signalled.map((o) => o.time)).toEqual([T0 + 4 * HOUR_MS]);
@@ -125,28 +143,59 @@ describe("decayed scores", () => {
     ]);
   });
 
-  it("keeps only the latest few weighted events as drivers", async () => {
-    const stages = stagesFromYaml(`scores: { s: { events: { a: 30 }, drivers: 2, alert: { at: 80 } } }`);
-    const run = await runStages(stages, [typed("u1", T0, "a"), typed("u1", T0 + 1, "a"), typed("u1", T0 + 2, "a")]);
-    expect(run.byKind("alert").map((o) => o.body)).toEqual([
-      {
-        output: "alert",
-        user_id: "u1",
-        time: T0 + 2,
-        score: "s",
-        value: 90,
-        threshold: 80,
-        message: "s reached 80",
-        drivers: [
-          { type: "a", page: "/", time: T0 + 1, points: 30 },
-          { type: "a", page: "/", time: T0 + 2, points: 30 },
-        ],
-      },
-    ]);
+  it("lists the latest few weighted events and sums up the older ones, so the drivers still add up to the value", async () => {
+    const stages = stagesFromYaml(`scores: { s: { halfLife: 1h, events: { a: 40 }, drivers: 2, alert: { at: 80 } } }\noutputs: { digits: 17 }`);
+    // 40, then 20 + 40 = 60 an hour later, then ~100 a millisecond after: the alert lists the last two.
+    const run = await runStages(stages, [typed("u1", T0, "a"), typed("u1", T0 + HOUR_MS, "a"), typed("u1", T0 + HOUR_MS + 1, "a")]);
+    const [alert] = run.byKind("alert").map((o) => o.body);
+    const h = (ms: number) => 0.5 ** (ms / HOUR_MS);
+    expect(alert).toMatchObject({
+      ...outputTime(T0 + HOUR_MS + 1),
+      value: expect.closeTo(40 * h(HOUR_MS + 1) + 40 * h(1) + 40, 10),
+      drivers: [
+        { driver: "event", ...outputTime(T0 + HOUR_MS), earned: 40, points: expect.closeTo(40 * h(1), 10) },
+        { driver: "event", ...outputTime(T0 + HOUR_MS + 1), earned: 40, points: 40 },
+        { driver: "earlier_events", points: expect.closeTo(40 * h(HOUR_MS + 1), 10) },
+      ],
+    });
+    expect(sumOfDrivers(alert)).toBeCloseTo(alert.value as number, 9);
+  });
+
+  it("explains every alert of random leads exactly: the drivers add up to the value to 1e-9, before rounding", async () => {
+    const stages = stagesFromYaml(LEAD_SCORE + "    drivers: 3\noutputs: { digits: 17 }\n", FIELDS);
+    const kinds: Array<[string, string]> = [["page_view", "/pricing"], ["page_view", "/blog"], ["whitepaper_download", "/w"], ["email_open", "/mail"], ["video_view", "/v"], ["demo_call", "/demo"]];
+    let seed = 20261206;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const elements = [];
+    for (let user = 0; user < 40; user++) {
+      let t = T0;
+      for (let i = 0; i < 30; i++) {
+        t += Math.floor(random() * 3 * DAY_MS);
+        const [type, path] = kinds[Math.floor(random() * kinds.length)];
+        elements.push(typed(`u${user}`, t, type, { page: path, session_duration_sec: random() * 120 }));
+      }
+    }
+    elements.sort((a, b) => a.time - b.time);
+    const alerts = (await runStages(stages, elements)).byKind("alert").map((o) => o.body);
+    expect(alerts.length).toBeGreaterThan(20);
+    expect(alerts.some((a) => (a.drivers as Array<{ driver: string }>).some((d) => d.driver === "earlier_events"))).toBe(true);
+    for (const alert of alerts) expect(Math.abs(sumOfDrivers(alert) - (alert.value as number))).toBeLessThan(1e-9);
+  });
+
+  it("rounds the value and the drivers' points to outputs.digits significant digits, 6 by default", async () => {
+    const stages = stagesFromYaml(`scores: { s: { halfLife: 1h, events: { a: 100 }, alert: { at: 150 } } }`);
+    const run = await runStages(stages, [typed("u1", T0, "a"), typed("u1", T0 + 1000, "a")]);
+    const [alert] = run.byKind("alert").map((o) => o.body);
+    expect(alert.value).toBe(Number((100 * 0.5 ** (1000 / HOUR_MS) + 100).toPrecision(6)));
+    expect((alert.drivers as Array<{ points: number }>).map((d) => d.points)).toEqual([Number((100 * 0.5 ** (1000 / HOUR_MS)).toPrecision(6)), 100]);
+  });
+
+  it("refuses two rules of a score with the same name", () => {
+    expect(() => stagesFromYaml(`scores: { s: { events: { a: 1 }, rules: [ { name: r, points: 1 }, { name: r, points: 2 } ] } }`)).toThrow(/scores\.s\.rules\[1\]\.name: "r" names another rule of this score/);
   });
 
   it("re-arms an alert only after the score was seen below the threshold, even when that was between two events", async () => {
-    const stages = [...stagesFromYaml(`scores: { s: { halfLife: 1d, events: { a: 50 }, alert: { at: 80 } } }`), probe(["s"])];
+    const stages = [...stagesFromYaml(`scores: { s: { halfLife: 1d, events: { a: 50 }, alert: { at: 80 } } }\noutputs: { digits: 17 }`), probe(["s"])];
     const run = await runStages(stages, [
       typed("u1", T0, "a"), // 50
       typed("u1", T0 + 1, "a"), // ~100: alert

@@ -5,7 +5,7 @@ import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import { celEnvironment, compileExpression } from "../../pipelines/expressions.ts";
 import { namesNeeded } from "../../pipelines/celNeeds.ts";
 import { stageContext } from "../harness.ts";
-import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
+import { DAY_MS, ev, HOUR_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, configErrors, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 /** What the hand-built "facts" stage keeps per user: the last value of each of these event fields. */
 const REMEMBERED = ["avg_order_90d", "last_purchase_ms", "email_opens_5d", "cta_clicks_5d", "demo_visits_5d"];
@@ -70,13 +70,15 @@ function pipeline(yaml: string): StageDefinition[] {
   return [facts, wakeUpAsker("wake_at_ms"), ...stagesFromYaml(yaml, FIELDS), probe];
 }
 
-const seg = (user: string, time: number, group: string, segment: string, change: "enter" | "exit") => ({
+/** A segment output; `other`: for an enter the segment left (`previous`), for an exit the one entered (`next`). */
+const seg = (user: string, time: number, group: string, segment: string, change: "enter" | "exit", other: string | null = null) => ({
   output: "segment",
   user_id: user,
-  time,
+  ...outputTime(time),
   group,
   segment,
   change,
+  ...(change === "enter" ? { previous: other } : { next: other }),
 });
 
 async function segmentsOf(stages: StageDefinition[], elements: Element<EventFields>[]) {
@@ -112,8 +114,8 @@ segments:
     const out = await segmentsOf(pipeline(yaml), [ev("u1", T0, view()), ev("u1", T0 + 1, view({ last_purchase_ms: T0 }))]);
     expect(out).toEqual([
       seg("u1", T0, "lifecycle", "new_customer", "enter"),
-      seg("u1", T0 + 1, "lifecycle", "new_customer", "exit"),
-      seg("u1", T0 + 1, "lifecycle", "active", "enter"),
+      seg("u1", T0 + 1, "lifecycle", "new_customer", "exit", "active"),
+      seg("u1", T0 + 1, "lifecycle", "active", "enter", "new_customer"),
     ]);
   });
 
@@ -140,10 +142,10 @@ segments:
     ]);
     expect(run.byKind("segment").map((o) => o.body)).toEqual([
       seg("u1", T0, "lifecycle", "new_customer", "enter"),
-      seg("u1", T0 + HOUR_MS, "lifecycle", "new_customer", "exit"),
-      seg("u1", T0 + HOUR_MS, "lifecycle", "vip", "enter"),
-      seg("u1", T0 + 2 * HOUR_MS, "lifecycle", "vip", "exit"),
-      seg("u1", T0 + 2 * HOUR_MS, "lifecycle", "new_customer", "enter"),
+      seg("u1", T0 + HOUR_MS, "lifecycle", "new_customer", "exit", "vip"),
+      seg("u1", T0 + HOUR_MS, "lifecycle", "vip", "enter", "new_customer"),
+      seg("u1", T0 + 2 * HOUR_MS, "lifecycle", "vip", "exit", "new_customer"),
+      seg("u1", T0 + 2 * HOUR_MS, "lifecycle", "new_customer", "enter", "vip"),
     ]);
     const detail = { group: "lifecycle" };
     expect(run.byKind("probe").map((o) => o.body.signals)).toEqual([
@@ -170,8 +172,8 @@ segments:
     expect(out).toEqual([
       seg("u1", T0, "lifecycle", "vip", "enter"),
       seg("u2", T0 + 1, "lifecycle", "new_customer", "enter"),
-      seg("u2", T0 + 3, "lifecycle", "new_customer", "exit"),
-      seg("u2", T0 + 3, "lifecycle", "churned", "enter"),
+      seg("u2", T0 + 3, "lifecycle", "new_customer", "exit", "churned"),
+      seg("u2", T0 + 3, "lifecycle", "churned", "enter", "new_customer"),
     ]);
   });
 
@@ -227,8 +229,8 @@ segments:
       seg("u1", T0, "lifecycle", "vip", "enter"),
       seg("u1", T0, "care", "standard", "enter"),
       seg("u1", T0, "labels", "vip_without_care", "enter"),
-      seg("u1", T0 + 1, "care", "standard", "exit"),
-      seg("u1", T0 + 1, "care", "concierge", "enter"),
+      seg("u1", T0 + 1, "care", "standard", "exit", "concierge"),
+      seg("u1", T0 + 1, "care", "concierge", "enter", "standard"),
       seg("u1", T0 + 1, "labels", "vip_without_care", "exit"),
     ]);
     expect(seen).toEqual([
@@ -243,8 +245,8 @@ segments:
     expect(await segmentsOf(pipeline(EXAMPLE), elements)).toEqual([seg("u1", T0, "lifecycle", "vip", "enter")]);
     expect(await segmentsOf(pipeline(EXAMPLE), [...elements, wm(T0 + 30 * DAY_MS)])).toEqual([
       seg("u1", T0, "lifecycle", "vip", "enter"),
-      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "vip", "exit"),
-      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "new_customer", "enter"),
+      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "vip", "exit", "new_customer"),
+      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "new_customer", "enter", "vip"),
     ]);
   });
 
@@ -254,10 +256,10 @@ segments:
     const out = await segmentsOf(pipeline(EXAMPLE), [ev("u1", T0, view(bought)), ev("u1", T0 + 1, view(later)), wm(END_OF_TIME)]);
     expect(out).toEqual([
       seg("u1", T0, "lifecycle", "vip", "enter"),
-      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "vip", "exit"),
-      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "new_customer", "enter"),
-      seg("u1", T0 + 90 * DAY_MS + 1, "lifecycle", "new_customer", "exit"),
-      seg("u1", T0 + 90 * DAY_MS + 1, "lifecycle", "churned", "enter"),
+      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "vip", "exit", "new_customer"),
+      seg("u1", T0 + 30 * DAY_MS, "lifecycle", "new_customer", "enter", "vip"),
+      seg("u1", T0 + 90 * DAY_MS + 1, "lifecycle", "new_customer", "exit", "churned"),
+      seg("u1", T0 + 90 * DAY_MS + 1, "lifecycle", "churned", "enter", "new_customer"),
     ]);
   });
 
@@ -282,15 +284,15 @@ segments:
       seg("u1", T0, L, "new_customer", "enter"),
       seg("u2", T0 + 1, L, "vip", "enter"),
       seg("u1", T0 + HOUR_MS, "tags", "hot_lead", "enter"),
-      seg("u1", T0 + 2 * HOUR_MS, L, "new_customer", "exit"),
-      seg("u1", T0 + 2 * HOUR_MS, L, "vip", "enter"),
+      seg("u1", T0 + 2 * HOUR_MS, L, "new_customer", "exit", "vip"),
+      seg("u1", T0 + 2 * HOUR_MS, L, "vip", "enter", "new_customer"),
       seg("u1", T0 + 3 * HOUR_MS, "tags", "hot_lead", "exit"),
-      seg("u2", T0 + 30 * DAY_MS, L, "vip", "exit"),
-      seg("u2", T0 + 30 * DAY_MS, L, "new_customer", "enter"),
-      seg("u2", T0 + 32 * DAY_MS, L, "new_customer", "exit"),
-      seg("u2", T0 + 32 * DAY_MS, L, "vip", "enter"),
-      seg("u1", T0 + 40 * DAY_MS, L, "vip", "exit"),
-      seg("u1", T0 + 40 * DAY_MS, L, "new_customer", "enter"),
+      seg("u2", T0 + 30 * DAY_MS, L, "vip", "exit", "new_customer"),
+      seg("u2", T0 + 30 * DAY_MS, L, "new_customer", "enter", "vip"),
+      seg("u2", T0 + 32 * DAY_MS, L, "new_customer", "exit", "vip"),
+      seg("u2", T0 + 32 * DAY_MS, L, "vip", "enter", "new_customer"),
+      seg("u1", T0 + 40 * DAY_MS, L, "vip", "exit", "new_customer"),
+      seg("u1", T0 + 40 * DAY_MS, L, "new_customer", "enter", "vip"),
     ]);
     for (let cut = 0; cut <= elements.length; cut++) {
       const restarted = await runStagesWithRestart(stages, elements, cut);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
 import { stageContext } from "../harness.ts";
-import { ev, HOUR_MS, DAY_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, configErrors } from "../behaviourHarness.ts";
+import { ev, HOUR_MS, DAY_MS, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, configErrors, outputTime } from "../behaviourHarness.ts";
 
 const CART_ABANDONED = `
 sequences:
@@ -47,9 +47,9 @@ describe("sequences", () => {
         body: {
           output: "sequence",
           user_id: "u1",
-          time: T0 + 2 * HOUR_MS,
+          ...outputTime(T0 + 2 * HOUR_MS),
           sequence: "cart_abandoned",
-          matched: [{ step: "cart", time: T0, event_type: "add_to_cart", page: "/p/shoes" }],
+          matched: [{ step: "cart", ...outputTime(T0), event_type: "add_to_cart", page: "/p/shoes" }],
         },
       },
     ]);
@@ -62,7 +62,7 @@ describe("sequences", () => {
 
   it("counts a purchase at exactly 2 h as too late: the absence fires first, at the deadline", async () => {
     const out = await sequencesOf(CART_ABANDONED, [cart("u1", T0), purchase("u1", T0 + 2 * HOUR_MS), wm(END_OF_TIME)]);
-    expect(out.map((b) => b.time)).toEqual([T0 + 2 * HOUR_MS]);
+    expect(out.map((b) => b.time_ms)).toEqual([T0 + 2 * HOUR_MS]);
   });
 
   it("fires the absence at its deadline before applying a later event, whether the event or the wake-up comes first", async () => {
@@ -80,7 +80,7 @@ describe("sequences", () => {
       { time: T0 + 270 * MINUTE_MS, sequence: "cart_abandoned", steps: ["cart"] },
     ];
     const brief = (bodies: Record<string, unknown>[]) =>
-      bodies.map((b) => ({ time: b.time, sequence: b.sequence, steps: (b.matched as Array<{ step: string }>).map((m) => m.step) }));
+      bodies.map((b) => ({ time: b.time_ms, sequence: b.sequence, steps: (b.matched as Array<{ step: string }>).map((m) => m.step) }));
     const eventFirst = await sequencesOf(yaml, [cart("u1", T0), cart("u1", T0 + 150 * MINUTE_MS), wm(END_OF_TIME)]);
     const wakeUpFirst = await sequencesOf(yaml, [cart("u1", T0), wm(T0 + 2 * HOUR_MS), cart("u1", T0 + 150 * MINUTE_MS), wm(END_OF_TIME)]);
     expect(brief(eventFirst)).toEqual(expected);
@@ -93,21 +93,21 @@ describe("sequences", () => {
       {
         output: "sequence",
         user_id: "u1",
-        time: T0 + 3 * HOUR_MS,
+        ...outputTime(T0 + 3 * HOUR_MS),
         sequence: "cart_abandoned",
-        matched: [{ step: "cart", time: T0 + HOUR_MS, event_type: "add_to_cart", page: "/b" }],
+        matched: [{ step: "cart", ...outputTime(T0 + HOUR_MS), event_type: "add_to_cart", page: "/b" }],
       },
     ]);
   });
 
   it("does not let a purchase older than the cart cancel it (disorder)", async () => {
     const out = await sequencesOf(CART_ABANDONED, [cart("u1", T0), purchase("u1", T0 - MINUTE_MS), wm(END_OF_TIME)]);
-    expect(out.map((b) => b.time)).toEqual([T0 + 2 * HOUR_MS]);
+    expect(out.map((b) => b.time_ms)).toEqual([T0 + 2 * HOUR_MS]);
   });
 
   it("keeps users apart", async () => {
     const out = await sequencesOf(CART_ABANDONED, [cart("u1", T0), cart("u2", T0 + MINUTE_MS), purchase("u2", T0 + HOUR_MS), wm(END_OF_TIME)]);
-    expect(out.map((b) => [b.user_id, b.time])).toEqual([["u1", T0 + 2 * HOUR_MS]]);
+    expect(out.map((b) => [b.user_id, b.time_ms])).toEqual([["u1", T0 + 2 * HOUR_MS]]);
   });
 
   it("matches A then B within T with both events, and not when B comes at T or later", async () => {
@@ -130,11 +130,11 @@ sequences:
       {
         output: "sequence",
         user_id: "u1",
-        time: T0 + 7 * DAY_MS - 1,
+        ...outputTime(T0 + 7 * DAY_MS - 1),
         sequence: "pricing_then_demo",
         matched: [
-          { step: "pricing", time: T0, event_type: "page_view", page: "/pricing/team" },
-          { step: "demo", time: T0 + 7 * DAY_MS - 1, event_type: "form_submission", page: "/demo" },
+          { step: "pricing", ...outputTime(T0), event_type: "page_view", page: "/pricing/team" },
+          { step: "demo", ...outputTime(T0 + 7 * DAY_MS - 1), event_type: "form_submission", page: "/demo" },
         ],
       },
     ]);
@@ -154,7 +154,7 @@ sequences:
       ev("u1", T0 + 8 * DAY_MS, { event_type: "form_submission", page: "/demo" }),
       wm(END_OF_TIME),
     ]);
-    expect(out.map((b) => (b.matched as Array<{ time: number }>).map((m) => m.time))).toEqual([[T0 + 6 * DAY_MS, T0 + 8 * DAY_MS]]);
+    expect(out.map((b) => (b.matched as Array<{ time_ms: number }>).map((m) => m.time_ms))).toEqual([[T0 + 6 * DAY_MS, T0 + 8 * DAY_MS]]);
   });
 
   it("lets one event complete a match and start the next (A then A matches consecutive pairs)", async () => {
@@ -166,7 +166,7 @@ sequences:
       - { name: second, when: 'event_type == "add_to_cart"', within: 1h }
 `;
     const out = await sequencesOf(yaml, [cart("u1", T0), cart("u1", T0 + 10 * MINUTE_MS), cart("u1", T0 + 20 * MINUTE_MS), wm(END_OF_TIME)]);
-    expect(out.map((b) => (b.matched as Array<{ time: number }>).map((m) => m.time))).toEqual([
+    expect(out.map((b) => (b.matched as Array<{ time_ms: number }>).map((m) => m.time_ms))).toEqual([
       [T0, T0 + 10 * MINUTE_MS],
       [T0 + 10 * MINUTE_MS, T0 + 20 * MINUTE_MS],
     ]);
@@ -183,7 +183,7 @@ sequences:
 `;
     const times = [0, 1, 2, 3].map((i) => T0 + i * MINUTE_MS);
     const out = await sequencesOf(yaml, [...times.map((t) => cart("u1", t)), wm(END_OF_TIME)]);
-    expect(out.map((b) => (b.matched as Array<{ time: number }>).map((m) => m.time))).toEqual([times.slice(0, 3), times.slice(1, 4)]);
+    expect(out.map((b) => (b.matched as Array<{ time_ms: number }>).map((m) => m.time_ms))).toEqual([times.slice(0, 3), times.slice(1, 4)]);
   });
 
   it("matches BEHAVIOUR.md's home page, cart within 5 minutes, no purchase within 2 h", async () => {
@@ -210,11 +210,11 @@ sequences:
       {
         output: "sequence",
         user_id: "u1",
-        time: T0 + 124 * MINUTE_MS,
+        ...outputTime(T0 + 124 * MINUTE_MS),
         sequence: "quick_cart_abandoned",
         matched: [
-          { step: "home", time: T0, event_type: "page_view", page: "/" },
-          { step: "cart", time: T0 + 4 * MINUTE_MS, event_type: "add_to_cart", page: "/p/shoes" },
+          { step: "home", ...outputTime(T0), event_type: "page_view", page: "/" },
+          { step: "cart", ...outputTime(T0 + 4 * MINUTE_MS), event_type: "add_to_cart", page: "/p/shoes" },
         ],
       },
     ]);
@@ -273,7 +273,7 @@ sequences:
 
   it("fires every pending absence in time order when the input ends", async () => {
     const out = await sequencesOf(CART_ABANDONED, [cart("u2", T0 + HOUR_MS), cart("u1", T0), cart("u3", T0 + HOUR_MS), wm(END_OF_TIME)]);
-    expect(out.map((b) => [b.user_id, b.time])).toEqual([
+    expect(out.map((b) => [b.user_id, b.time_ms])).toEqual([
       ["u1", T0 + 2 * HOUR_MS],
       ["u2", T0 + 3 * HOUR_MS],
       ["u3", T0 + 3 * HOUR_MS],

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { END_OF_TIME, type Element } from "../../engine/elements.ts";
 import type { EventFields, StageDefinition } from "../../operators/stage.ts";
 import type { SessionRecord } from "../../operators/sessions.ts";
-import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, expectTwoCheckpointRestartsChangeNothing, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
+import { ev, MINUTE_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, TEST_FIELDS, wm, type BehaviourRun, expectTwoCheckpointRestartsChangeNothing, configErrors, wakeUpAsker, outputTime } from "../behaviourHarness.ts";
 
 const VARS = ["session_is_new", "session_pages", "session_elapsed_sec", "session_avg_gap_sec", "session_max_gap_sec"];
 
@@ -37,9 +37,11 @@ describe("sessions", () => {
         at: 42 * MINUTE_MS,
         output: "session",
         user_id: "u1",
-        time: T0 + 12 * MINUTE_MS,
-        start: T0,
-        end: T0 + 12 * MINUTE_MS,
+        ...outputTime(T0 + 12 * MINUTE_MS),
+        start: "2024-05-20T00:00:00.000Z",
+        start_ms: T0,
+        end: "2024-05-20T00:12:00.000Z",
+        end_ms: T0 + 12 * MINUTE_MS,
         pages: 3,
         duration_sec: 720,
         avg_gap_sec: 360,
@@ -64,7 +66,7 @@ describe("sessions", () => {
     for (let minute = 0; minute <= 20; minute += 2) elements.push(page("u1", T0 + minute * MINUTE_MS));
     elements.push(page("u1", T0 + 50 * MINUTE_MS), wm(END_OF_TIME));
     const r = await run(elements);
-    expect(sessions(r).map((s) => [s.at, s.start, s.end, s.pages])).toEqual([
+    expect(sessions(r).map((s) => [s.at, s.start_ms, s.end_ms, s.pages])).toEqual([
       [50 * MINUTE_MS, T0, T0 + 20 * MINUTE_MS, 11],
       [80 * MINUTE_MS, T0 + 50 * MINUTE_MS, T0 + 50 * MINUTE_MS, 1],
     ]);
@@ -81,13 +83,13 @@ describe("sessions", () => {
       // Inside the session: the gap it splits is not known, so the longest gap stays (an upper bound).
       [false, 4, 1200, 600],
     ]);
-    expect(sessions(r).map((s) => [s.start, s.end, s.pages, s.avg_gap_sec, s.max_gap_sec])).toEqual([[T0, T0 + 20 * MINUTE_MS, 4, 400, 600]]);
+    expect(sessions(r).map((s) => [s.start_ms, s.end_ms, s.pages, s.avg_gap_sec, s.max_gap_sec])).toEqual([[T0, T0 + 20 * MINUTE_MS, 4, 400, 600]]);
   });
 
   it("keeps a second session open while the watermark lags, and merges both when an event bridges them", async () => {
     const apart = [page("u1", T0), page("u1", T0 + 40 * MINUTE_MS)];
     const separate = await run([...apart, wm(END_OF_TIME)]);
-    expect(sessions(separate).map((s) => [s.at, s.start, s.pages])).toEqual([
+    expect(sessions(separate).map((s) => [s.at, s.start_ms, s.pages])).toEqual([
       [30 * MINUTE_MS, T0, 1],
       [70 * MINUTE_MS, T0 + 40 * MINUTE_MS, 1],
     ]);
@@ -97,12 +99,12 @@ describe("sessions", () => {
       [true, 1],
       [false, 3],
     ]);
-    expect(sessions(bridged).map((s) => [s.at, s.start, s.end, s.pages, s.max_gap_sec])).toEqual([[70 * MINUTE_MS, T0, T0 + 40 * MINUTE_MS, 3, 1200]]);
+    expect(sessions(bridged).map((s) => [s.at, s.start_ms, s.end_ms, s.pages, s.max_gap_sec])).toEqual([[70 * MINUTE_MS, T0, T0 + 40 * MINUTE_MS, 3, 1200]]);
   });
 
   it("asks for an earlier wake-up when an out-of-order event opens a session before the open one", async () => {
     const r = await run([page("u1", T0 + 60 * MINUTE_MS), page("u1", T0 + 65 * MINUTE_MS), page("u1", T0 + 10 * MINUTE_MS), page("u1", T0 + 100 * MINUTE_MS), wm(T0 + 40 * MINUTE_MS)]);
-    expect(sessions(r).map((s) => [s.at, s.start, s.pages])).toEqual([[40 * MINUTE_MS, T0 + 10 * MINUTE_MS, 1]]);
+    expect(sessions(r).map((s) => [s.at, s.start_ms, s.pages])).toEqual([[40 * MINUTE_MS, T0 + 10 * MINUTE_MS, 1]]);
     // Two sessions stay open (60-65 min and 100 min); a wake-up describes the latest.
     expect(probes(r).at(-1)).toEqual({ at: 40 * MINUTE_MS, event: false, is_new: false, pages: 1, elapsed_sec: 0, avg_gap_sec: 0, max_gap_sec: 0 });
   });
@@ -120,7 +122,7 @@ describe("sessions", () => {
 
   it("does not reopen a closed session for a late event: it joins no session and is counted", async () => {
     const r = await run([page("u1", T0), wm(T0 + 31 * MINUTE_MS), page("u1", T0 + MINUTE_MS), page("u1", T0 + 2 * MINUTE_MS + 1), wm(END_OF_TIME)]);
-    expect(sessions(r).map((s) => [s.start, s.pages])).toEqual([
+    expect(sessions(r).map((s) => [s.start_ms, s.pages])).toEqual([
       [T0, 1],
       // 2 min + 1 ms: its own session would close after the watermark, so it opens one.
       [T0 + 2 * MINUTE_MS + 1, 1],

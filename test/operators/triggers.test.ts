@@ -8,6 +8,7 @@ import { operate } from "../../engine/operator.ts";
 import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour } from "../../operators/behaviour.ts";
+import { messageId } from "../../operators/triggers.ts";
 import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
 import { ev, HOUR_MS, DAY_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type Emitted, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
 
@@ -85,7 +86,7 @@ triggers:
 `;
 
 describe("triggers", () => {
-  it("sends the seed shape by default, exactly", async () => {
+  it("sends the seed shape by default, after the recipient and the message id, with the rule, the follow-up number and the send time: exactly", async () => {
     const stages = stagesOf(`
 triggers:
   consent: consent
@@ -97,22 +98,34 @@ triggers:
       channels: [email, push]
 `);
     const run = await runStages(stages, [signal("u1", T0 + 10.5 * HOUR_MS, "segment_enter:occasionale_interessato", { consent: ALL_CONSENT })]);
+    const at = T0 + 10.5 * HOUR_MS;
+    const id = messageId("test", "retargeting", "u1", at, 0);
+    expect(id).toMatch(/^[A-Za-z0-9_-]{16}$/);
     expect(run.outputs).toEqual([
       {
         kind: "trigger",
         key: "u1",
-        time: T0 + 10.5 * HOUR_MS,
+        time: at,
         body: {
+          user_id: "u1",
+          message_id: id,
+          rule: "retargeting",
           segmento: "occasionale_interessato",
           trigger: "email_retargeting",
           messaggio: MESSAGE,
-          timestamp_trigger: "2024-05-20T10:30:00Z",
           canali: ["email", "push"],
+          follow_up: 0,
+          timestamp_trigger: "2024-05-20T10:30:00.000Z",
+          timestamp_trigger_ms: at,
+          // No zone known: UTC.
+          send_at: "2024-05-20T10:30:00.000Z",
+          send_at_ms: at,
         },
       },
     ]);
     expect(JSON.stringify(run.outputs[0].body)).toBe(
-      `{"segmento":"occasionale_interessato","trigger":"email_retargeting","messaggio":"${MESSAGE}","timestamp_trigger":"2024-05-20T10:30:00Z","canali":["email","push"]}`,
+      `{"user_id":"u1","message_id":"${id}","rule":"retargeting","segmento":"occasionale_interessato","trigger":"email_retargeting","messaggio":"${MESSAGE}","canali":["email","push"],"follow_up":0,` +
+        `"timestamp_trigger":"2024-05-20T10:30:00.000Z","timestamp_trigger_ms":${at},"send_at":"2024-05-20T10:30:00.000Z","send_at_ms":${at}}`,
     );
   });
 
@@ -139,9 +152,9 @@ triggers:
       signal("u1", T0 + 3, "segment_enter:vip"),
       signal("u1", T0 + 4, "segment_enter:vip", { props: { vip_ok: true } }),
     ]);
-    expect(run.outputs.map((o) => [o.time - T0, o.body])).toEqual([
-      [0, { segmento: "caldo", trigger: "lead", messaggio: "chiama", timestamp_trigger: "2024-05-20T00:00:00Z", canali: ["crm"] }],
-      [4, { segmento: "nessuno", trigger: "vip", messaggio: "benvenuto", timestamp_trigger: "2024-05-20T00:00:00Z", canali: ["email"] }],
+    expect(run.outputs.map((o) => [o.time - T0, o.body.rule, o.body.segmento, o.body.trigger, o.body.messaggio, o.body.timestamp_trigger, o.body.canali])).toEqual([
+      [0, "lead", "caldo", "lead", "chiama", "2024-05-20T00:00:00.000Z", ["crm"]],
+      [4, "vip", "nessuno", "vip", "benvenuto", "2024-05-20T00:00:00.004Z", ["email"]],
     ]);
   });
 
@@ -194,7 +207,7 @@ triggers:
       wm(romeMs(1, 8)),
     ]);
     expect(later.outputs.map((o) => [o.time, o.body.timestamp_trigger, o.body.canali])).toEqual([
-      [Date.UTC(2024, 4, 21, 6), "2024-05-20T20:30:00Z", ["email", "push"]],
+      [Date.UTC(2024, 4, 21, 6), "2024-05-20T20:30:00.000Z", ["email", "push"]],
     ]);
     expect(later.counts.triggers_deferred).toBe(1);
   });
@@ -233,7 +246,7 @@ triggers:
       signal("u1", romeMs(0, 23), "sequence:cart_abandoned"),
       wm(END_OF_TIME),
     ]);
-    expect(run.outputs.map((o) => [o.time, o.body.timestamp_trigger])).toEqual([[romeMs(1, 8), "2024-05-20T20:00:00Z"]]);
+    expect(run.outputs.map((o) => [o.time, o.body.timestamp_trigger])).toEqual([[romeMs(1, 8), "2024-05-20T20:00:00.000Z"]]);
     expect(run.counts.triggers_coalesced).toBe(1);
   });
 
@@ -312,12 +325,29 @@ triggers:
     const stages = stagesOf(CART_RECOVERY);
     const start = [signal("u1", romeMs(0, 8, 30), "sequence:cart_abandoned", { tz: "Europe/Rome", consent: ALL_CONSENT })];
     const all = await runStages(stages, [...start, wm(END_OF_TIME)]);
+    // Each message: its own id (the follow-up's number is part of it), the cause's time, and when
+    // it is sent, in Rome's time. No segment anywhere: the default "segmento".
+    const sent = (followUp: number, sendAt: string, canali: string[]) => ({
+      user_id: "u1",
+      message_id: messageId("test", "cart_recovery", "u1", romeMs(0, 8, 30), followUp),
+      rule: "cart_recovery",
+      segmento: "nuovo_cliente",
+      trigger: "email_retargeting",
+      messaggio: MESSAGE,
+      canali,
+      follow_up: followUp,
+      timestamp_trigger: "2024-05-20T06:30:00.000Z",
+      timestamp_trigger_ms: romeMs(0, 8, 30),
+      send_at: sendAt,
+      send_at_ms: Date.parse(sendAt),
+    });
     expect(all.outputs.map((o) => [o.time, o.body])).toEqual([
-      [romeMs(0, 8, 30), { segmento: "", trigger: "email_retargeting", messaggio: MESSAGE, timestamp_trigger: "2024-05-20T06:30:00Z", canali: ["email", "push"] }],
-      [romeMs(0, 9), { segmento: "", trigger: "email_retargeting", messaggio: MESSAGE, timestamp_trigger: "2024-05-20T06:30:00Z", canali: ["email"] }],
-      [romeMs(0, 11), { segmento: "", trigger: "email_retargeting", messaggio: MESSAGE, timestamp_trigger: "2024-05-20T06:30:00Z", canali: ["push"] }],
-      [romeMs(0, 15), { segmento: "", trigger: "email_retargeting", messaggio: MESSAGE, timestamp_trigger: "2024-05-20T06:30:00Z", canali: ["sms"] }],
+      [romeMs(0, 8, 30), sent(0, "2024-05-20T08:30:00.000+02:00", ["email", "push"])],
+      [romeMs(0, 9), sent(1, "2024-05-20T09:00:00.000+02:00", ["email"])],
+      [romeMs(0, 11), sent(2, "2024-05-20T11:00:00.000+02:00", ["push"])],
+      [romeMs(0, 15), sent(3, "2024-05-20T15:00:00.000+02:00", ["sms"])],
     ]);
+    expect(new Set(all.outputs.map((o) => o.body.message_id)).size).toBe(4);
     const bought = await runStages(stages, [...start, wm(romeMs(0, 9)), purchase("u1", romeMs(0, 10)), wm(END_OF_TIME)]);
     expect(bought.outputs.map((o) => [o.time, o.body.canali])).toEqual([
       [romeMs(0, 8, 30), ["email", "push"]],
@@ -397,16 +427,19 @@ triggers:
       channels: [email]
       followUps: [{ channel: push, at: "09:00" }]
   template:
-    user_id: user
     pagina: page
     canali: trigger.channels
     quando: trigger.time
     ms: trigger.timeMs
+    invio: trigger.sendAt
     seguito: trigger.followUp
+    numero: trigger.followUpNumber
+    id: trigger.id
     regola: trigger.rule + "/" + trigger.name
     messaggio: trigger.message
     segmento: trigger.segment
     punti: '[1, 2]'
+    terzo: '1.0 / 3.0'
     mancante: scroll_depth
 `);
     const run = await runStages(stages, [
@@ -414,23 +447,150 @@ triggers:
       view("u1", T0 + 23 * HOUR_MS, { page: "/altro" }),
       wm(END_OF_TIME),
     ]);
+    const id = (followUp: number) => messageId("test", "cart", "u1", T0 + 22 * HOUR_MS, followUp);
+    // The recipient and the message id come first whatever the template says.
     const body = {
       user_id: "u1",
+      message_id: id(0),
       pagina: "sequence:cart_abandoned",
       canali: ["email"],
-      quando: "2024-05-20T22:00:00Z",
+      quando: "2024-05-20T22:00:00.000Z",
       ms: T0 + 22 * HOUR_MS,
+      invio: "2024-05-21T08:00:00.000Z",
       seguito: false,
+      numero: 0,
+      id: id(0),
       regola: "cart/cart",
       messaggio: "carrello",
-      segmento: "",
+      segmento: "nuovo_cliente",
       punti: [1, 2],
+      // Numbers without binary noise: 12 significant digits.
+      terzo: 0.333333333333,
       mancante: null,
     };
     expect(run.outputs.map((o) => [o.time - T0, o.body])).toEqual([
       [DAY_MS + 8 * HOUR_MS, body],
-      [DAY_MS + 9 * HOUR_MS, { ...body, canali: ["push"], seguito: true }],
+      [DAY_MS + 9 * HOUR_MS, { ...body, message_id: id(1), id: id(1), canali: ["push"], invio: "2024-05-21T09:00:00.000Z", seguito: true, numero: 1 }],
     ]);
+  });
+
+  it("derives a message's id from what it is: the same input gives the same ids, a second firing in the same millisecond another", async () => {
+    const stages = stagesOf(`
+triggers:
+  rules:
+    vip:
+      on: { segment: vip }
+      message: benvenuto
+      channels: [email]
+`);
+    const elements = [
+      signal("u1", T0, "segment_enter:vip"),
+      signal("u2", T0, "segment_enter:vip"),
+      // Another event of u1 in the same millisecond enters vip again: a second message, its own id.
+      signal("u1", T0, "segment_enter:vip"),
+      signal("u1", T0 + 1, "segment_enter:vip"),
+    ];
+    const ids = (await runStages(stages, elements)).outputs.map((o) => o.body.message_id);
+    expect(ids).toEqual([
+      messageId("test", "vip", "u1", T0, 0),
+      messageId("test", "vip", "u2", T0, 0),
+      messageId("test", "vip", "u1", T0, 0, 1),
+      messageId("test", "vip", "u1", T0 + 1, 0),
+    ]);
+    expect(new Set(ids).size).toBe(4);
+    expect((await runStages(stages, elements)).outputs.map((o) => o.body.message_id)).toEqual(ids);
+    // Another pipeline's message about the same user and time has another id.
+    expect(messageId("other", "vip", "u1", T0, 0)).not.toBe(ids[0]);
+  });
+
+  it("writes the send time in the user's zone: +02:00 in Rome's summer, +01:00 in its winter, a fixed offset, Z without a zone", async () => {
+    const stages = stagesOf(`
+triggers:
+  timezone: tz
+  rules:
+    vip:
+      on: { segment: vip }
+      message: benvenuto
+      channels: [email]
+`);
+    const run = await runStages(stages, [
+      signal("summer", Date.UTC(2024, 4, 20, 7), "segment_enter:vip", { tz: "Europe/Rome" }),
+      signal("winter", Date.UTC(2024, 11, 20, 7, 0, 0, 250), "segment_enter:vip", { tz: "Europe/Rome" }),
+      signal("offset", Date.UTC(2024, 4, 20, 7), "segment_enter:vip", { tz: "-05:00" }),
+      signal("none", Date.UTC(2024, 4, 20, 7), "segment_enter:vip"),
+    ]);
+    expect(run.outputs.map((o) => [o.key, o.body.send_at, o.body.send_at_ms])).toEqual([
+      ["summer", "2024-05-20T09:00:00.000+02:00", Date.UTC(2024, 4, 20, 7)],
+      ["winter", "2024-12-20T08:00:00.250+01:00", Date.UTC(2024, 11, 20, 7, 0, 0, 250)],
+      ["offset", "2024-05-20T02:00:00.000-05:00", Date.UTC(2024, 4, 20, 7)],
+      ["none", "2024-05-20T07:00:00.000Z", Date.UTC(2024, 4, 20, 7)],
+    ]);
+    for (const o of run.outputs) expect(Date.parse(o.body.send_at as string)).toBe(o.body.send_at_ms);
+  });
+
+  it("never leaves segmento empty: the expression's, else the segment entered, else the user's segment in the first group, else defaultSegment", async () => {
+    const yaml = (extra: string) => `
+features: { value: 'order_value' }
+segments:
+  groups:
+    lifecycle:
+      rules: [{ name: vip, when: 'value > 200.0' }]
+      default: nuovo
+    other:
+      rules: [{ name: altro, when: 'true' }]
+      default: mai
+triggers:
+  segment: 'has(props.cluster) ? props.cluster : ""'
+${extra}
+  rules:
+    entered:
+      on: { segment: vip }
+      message: benvenuto
+      channels: [email]
+    cart:
+      on: { sequence: cart_abandoned }
+      message: carrello
+      channels: [email]
+`;
+    const run = await runStages(stagesOf(yaml("")), [
+      signal("u1", T0, "sequence:cart_abandoned", { props: { cluster: "fedele" } }),
+      signal("u1", T0 + 1, "sequence:cart_abandoned"),
+      ev("u1", T0 + 2, { event_type: "purchase", page: "/", session_duration_sec: 1, order_value: 300 }),
+      signal("u1", T0 + 3, "sequence:cart_abandoned", { order_value: 300 }),
+    ]);
+    expect(run.byKind("trigger").map((o) => [o.body.rule, o.body.segmento])).toEqual([
+      ["cart", "fedele"], // the expression's
+      ["cart", "nuovo"], // "" from it: the user's segment in lifecycle, the first group
+      ["entered", "vip"], // the segment entered
+      ["cart", "vip"],
+    ]);
+    const withoutSegments = stagesOf(`
+triggers:
+  segment: '""'
+  rules: { cart: { on: { sequence: cart_abandoned }, message: carrello, channels: [email] } }
+`);
+    expect((await runStages(withoutSegments, [signal("u1", T0, "sequence:cart_abandoned")])).outputs[0].body.segmento).toBe("nuovo_cliente");
+    const configured = stagesOf(`
+triggers:
+  defaultSegment: generico
+  rules: { cart: { on: { sequence: cart_abandoned }, message: carrello, channels: [email] } }
+`);
+    expect((await runStages(configured, [signal("u1", T0, "sequence:cart_abandoned")])).outputs[0].body.segmento).toBe("generico");
+  });
+
+  it("refuses a template field that would replace the recipient or the message id, and the renamed trigger.sentAt", () => {
+    const template = (fields: string) => `
+triggers:
+  rules: { cart: { on: { sequence: cart_abandoned }, message: carrello, channels: [email] } }
+  template: { ${fields} }
+`;
+    const message = configErrors(template("user_id: user, message_id: trigger.rule, quando: trigger.sentAt, ms: trigger.sentAtMs, ok: trigger.sendAt")).join("\n");
+    expect(message).toContain("triggers.template.user_id: every message carries its recipient (user_id) and message_id already: drop this field");
+    expect(message).toContain("triggers.template.message_id: every message carries its recipient (user_id) and message_id already");
+    expect(message).toContain("triggers.template.quando: trigger.sentAt is now trigger.sendAt");
+    expect(message).toContain("triggers.template.ms: trigger.sentAtMs is now trigger.sendAtMs");
+    expect(message).not.toContain("triggers.template.ok");
+    expect(configErrors(`triggers: { defaultSegment: "", rules: { a: { on: { phase: x }, message: m, channels: [sms] } } }`).join("\n")).toContain("triggers.defaultSegment");
   });
 
   it("takes a wake-up it did not ask for, and those of cancelled follow-ups, as nothing to do", async () => {
@@ -465,16 +625,16 @@ triggers:
     ];
     const whole = await runStages(stages, elements);
     expect(whole.outputs.map((o) => [o.key, o.time, o.body.timestamp_trigger, o.body.canali])).toEqual([
-      ["u1", romeMs(1, 8), "2024-05-20T20:30:00Z", ["email", "push"]],
-      ["u2", romeMs(1, 8), "2024-05-20T20:45:00Z", ["email"]],
-      ["u1", romeMs(1, 9), "2024-05-20T20:30:00Z", ["email"]],
-      ["u2", romeMs(1, 9), "2024-05-20T20:45:00Z", ["email"]],
+      ["u1", romeMs(1, 8), "2024-05-20T20:30:00.000Z", ["email", "push"]],
+      ["u2", romeMs(1, 8), "2024-05-20T20:45:00.000Z", ["email"]],
+      ["u1", romeMs(1, 9), "2024-05-20T20:30:00.000Z", ["email"]],
+      ["u2", romeMs(1, 9), "2024-05-20T20:45:00.000Z", ["email"]],
       // u2 bought: its push and SMS are cancelled. u1's trigger at 12:00 is in its cooldown.
-      ["u1", romeMs(1, 11), "2024-05-20T20:30:00Z", ["push"]],
-      ["u1", romeMs(1, 15), "2024-05-20T20:30:00Z", ["sms"]],
-      ["u1", romeMs(2, 9), "2024-05-22T07:00:00Z", ["email", "push"]],
+      ["u1", romeMs(1, 11), "2024-05-20T20:30:00.000Z", ["push"]],
+      ["u1", romeMs(1, 15), "2024-05-20T20:30:00.000Z", ["sms"]],
+      ["u1", romeMs(2, 9), "2024-05-22T07:00:00.000Z", ["email", "push"]],
       // A fourth email and a fourth push in a week: the cap stops the 09:00 and 11:00 follow-ups.
-      ["u1", romeMs(3, 15), "2024-05-22T07:00:00Z", ["sms"]],
+      ["u1", romeMs(3, 15), "2024-05-22T07:00:00.000Z", ["sms"]],
     ]);
     for (let cut = 0; cut <= elements.length; cut++) {
       const restarted = await runStagesWithRestart(stages, elements, cut);

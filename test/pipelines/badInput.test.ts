@@ -54,6 +54,12 @@ async function runIn(dir: string, source: string, fields: SchemaFields = {}): Pr
   };
 }
 
+/** An hourly window's bounds as results show them: ISO-8601 and epoch ms. */
+function windowBounds(startMs: number): Record<string, unknown> {
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return { start: iso(startMs), start_ms: startMs, end: iso(startMs + HOUR_MS), end_ms: startMs + HOUR_MS };
+}
+
 /** The hourly results the pipeline must give for `goods`, counted by hand. */
 function recount(goods: Good[]): Record<string, unknown>[] {
   const windows = new Map<string, Record<string, unknown> & { events: number; purchases: number; revenue: number }>();
@@ -62,7 +68,7 @@ function recount(goods: Good[]): Record<string, unknown>[] {
     const id = `${g.user}@${start}`;
     let w = windows.get(id);
     if (!w) {
-      w = { window: "hourly", key: g.user, start, end: start + HOUR_MS, events: 0, purchases: 0, revenue: 0 };
+      w = { window: "hourly", key: g.user, ...windowBounds(start), events: 0, purchases: 0, revenue: 0 };
       windows.set(id, w);
     }
     w.events++;
@@ -75,7 +81,7 @@ function recount(goods: Good[]): Record<string, unknown>[] {
 }
 
 function sortResults(results: Record<string, unknown>[]): Record<string, unknown>[] {
-  const id = (r: Record<string, unknown>) => `${r.key}@${String(r.start).padStart(16, "0")}`;
+  const id = (r: Record<string, unknown>) => `${r.key}@${String(r.start_ms).padStart(16, "0")}`;
   return [...results].sort((a, b) => (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0));
 }
 
@@ -174,7 +180,7 @@ describe("a JSON-lines file with bad lines among good ones", () => {
 
   it("counts every good event in the window results, as a recount does", () => {
     const expected = recount(goods);
-    expect(new Set(expected.map((r) => r.start)).size).toBe(4); // the events span four hours
+    expect(new Set(expected.map((r) => r.start_ms)).size).toBe(4); // the events span four hours
     expect(sortResults(run.results)).toEqual(expected);
   });
 
@@ -221,7 +227,7 @@ describe("timestamps that only look like dates", () => {
     writeFileSync(join(dir, "events.jsonl"), [event({ ts: T0 }), event({ ts })].join("\n") + "\n");
     const run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`);
     expect(run.deadLetters.map((e) => e.reason)).toEqual([`field "ts": expected a timestamp (epoch ms or ISO-8601), got ${JSON.stringify(ts)}`]);
-    expect(run.results).toEqual([{ window: "hourly", key: "u1", start: T0, end: T0 + HOUR_MS, events: 1, purchases: 0, revenue: 0 }]);
+    expect(run.results).toEqual([{ window: "hourly", key: "u1", ...windowBounds(T0), events: 1, purchases: 0, revenue: 0 }]);
   });
 });
 
@@ -426,7 +432,7 @@ describe("bytes that are not text in JSON lines", () => {
     const user = (bytes: number[]) => Buffer.concat([Buffer.from('{"user_id":"al'), Buffer.from(bytes), Buffer.from(`ce","ts":${T0},"event_type":"view"}\n`)]);
     writeFileSync(join(dir, "events.jsonl"), Buffer.concat([user([0xe9]), user([0xff]), user([0xc3, 0xa9])]));
     const run = await runIn(dir, `{ path: events.jsonl, format: jsonl }`);
-    expect(run.results).toEqual([{ window: "hourly", key: "aléce", start: T0, end: T0 + HOUR_MS, events: 1, purchases: 0, revenue: 0 }]);
+    expect(run.results).toEqual([{ window: "hourly", key: "aléce", ...windowBounds(T0), events: 1, purchases: 0, revenue: 0 }]);
     expect(run.deadLetters.map((e) => [e.origin?.replace(/.*\//, ""), e.reason])).toEqual([
       ["events.jsonl:1", "not UTF-8: an invalid byte sequence at byte 14 of the line"],
       ["events.jsonl:2", "not UTF-8: an invalid byte sequence at byte 14 of the line"],

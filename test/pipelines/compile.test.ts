@@ -4,10 +4,11 @@ import { cpSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadPipeline } from "../../pipelines/load.ts";
-import { runPipeline } from "../../pipelines/compile.ts";
+import { jobOptions, runPipeline } from "../../pipelines/compile.ts";
 import { pipelineShape } from "../../pipelines/stateShape.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+import { schemaErrors } from "../outputSchemas.ts";
 
 afterAll(removeTempDirs);
 
@@ -102,3 +103,4 @@ describe("the state's shape", () => {
     expect(of()).not.toEqual(expected);
   });
 });
+

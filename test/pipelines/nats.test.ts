@@ -234,10 +234,10 @@ describe("NATS JetStream in and out", () => {
 
   it("stops within its stop timeout when the last checkpoint cannot reach the server, and the next run ends exactly once", async () => {
     const proxy = await startNetProxy(Number(new URL(server.url).port));
-    writeFileSync(
-      join(dir, "stop.yaml"),
-      pipelineYaml("stop", natsSource(), `nats: { servers: "${proxy.url}", stream: OUT6, subject: out.stop }`, `{ file: { path: out-stop/dead.jsonl } }`),
-    );
+    // The first run reads the stream as a live source, so it cannot end on its own before the stop.
+    const stopYaml = (source: string) =>
+      writeFileSync(join(dir, "stop.yaml"), pipelineYaml("stop", source, `nats: { servers: "${proxy.url}", stream: OUT6, subject: out.stop }`, `{ file: { path: out-stop/dead.jsonl } }`));
+    stopYaml(natsSource().replace("bounded: true", "bounded: false"));
     try {
       const child = spawn(process.execPath, [CLI, "run", join(dir, "stop.yaml")], {
         stdio: ["ignore", "ignore", "pipe"],
@@ -255,6 +255,7 @@ describe("NATS JetStream in and out", () => {
       expect(await exited, stderr).toBe(130);
       expect(stderr).toMatch(/not stopped within 1\.5 s: stopping now, after its last checkpoint \(\d+\), which is durable/);
       proxy.heal();
+      stopYaml(natsSource());
       // Not spawnSync: the proxy runs in this process and must keep forwarding.
       const again = spawn(process.execPath, [CLI, "run", join(dir, "stop.yaml"), "--quiet"], { stdio: ["ignore", "ignore", "pipe"] });
       let againStderr = "";

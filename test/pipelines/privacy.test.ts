@@ -179,8 +179,8 @@ describe("privacy", () => {
     expect(result.counters.erasures).toBe(1);
     const alice = pseudonymiser(KEY)("alice");
     const outputs = readFileSync(join(dir, "out/results.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
-    expect(outputs.map((o) => [o.output, o.time])).toEqual([["alert", T0], ["erasure", T0 + 1000], ["alert", T0 + 2000]]);
-    expect(outputs[1]).toEqual({ output: "erasure", user_id: alice, time: T0 + 1000, stages: ["scores"], wake_ups_withdrawn: 0 });
+    expect(outputs.map((o) => [o.output, o.time_ms])).toEqual([["alert", T0], ["erasure", T0 + 1000], ["alert", T0 + 2000]]);
+    expect(outputs[1]).toEqual({ output: "erasure", user_id: alice, time: new Date(T0 + 1000).toISOString(), time_ms: T0 + 1000, stages: ["scores"], wake_ups_withdrawn: 0 });
     // Afresh: the score after the erasure holds only the second download.
     expect(outputs[2].score).toBe(outputs[0].score);
   });

@@ -3,6 +3,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
+import { messageId } from "../../operators/triggers.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 import { shippedVariant, variantOutput, type Shipped, type VariantOptions } from "./shipped.ts";
 
@@ -11,7 +12,8 @@ const DAY_MS = 24 * HOUR_MS;
 const MINUTE_MS = 60_000;
 /** Monday 2024-05-20 09:00 UTC (11:00 in Rome). */
 const T0 = Date.UTC(2024, 4, 20, 9);
-const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+/** ISO-8601 to the millisecond, as every output's times are. */
+const iso = (ms: number) => new Date(ms).toISOString();
 
 afterAll(removeTempDirs);
 
@@ -71,38 +73,54 @@ describe("config/lead-scoring.yaml", () => {
     // ~95: the second crossing is at the whitepaper, an hour before the demo call.
     const secondAt = T0 + 10 * DAY_MS + 2 * HOUR_MS;
     expect(alerts).toHaveLength(2);
-    expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: firstAt, score: "lead_score", threshold: 80 });
-    expect(alerts[0].value).toBeCloseTo(firstScore, 9);
-    expect(alerts[0].drivers.map((d: Fields) => [d.type, d.page, d.time, d.points])).toEqual([
-      ["page_view", "/pricing", T0, 10],
-      ["page_view", "/pricing", T0 + HOUR_MS, 10],
-      ["whitepaper_download", "/whitepaper/report-prezzi-2024", T0 + 2 * HOUR_MS, 25],
-      ["demo_call", "/demo", firstAt, 0],
+    expect(alerts[0]).toMatchObject({ output: "alert", user_id: "L1", time: iso(firstAt), time_ms: firstAt, score: "lead_score", threshold: 80 });
+    // Scores and their parts are shown to 6 significant digits (outputs.digits).
+    const six = (x: number) => Number(x.toPrecision(6));
+    expect(alerts[0].value).toBe(six(firstScore));
+    const shown = (ms: number) => ({ time: iso(ms), time_ms: ms });
+    // What drove it, adding up to the value: each weighted event's points decayed to the demo
+    // call, the 30% boost, and the three rules that hold, by name.
+    expect(alerts[0].drivers).toEqual([
+      { driver: "event", type: "page_view", page: "/pricing", ...shown(T0), earned: 10, points: six(decayed(10, 3 * HOUR_MS)) },
+      { driver: "event", type: "page_view", page: "/pricing", ...shown(T0 + HOUR_MS), earned: 10, points: six(decayed(10, 2 * HOUR_MS)) },
+      { driver: "event", type: "whitepaper_download", page: "/whitepaper/report-prezzi-2024", ...shown(T0 + 2 * HOUR_MS), earned: 25, points: six(decayed(25, HOUR_MS)) },
+      { driver: "event", type: "demo_call", page: "/demo", ...shown(firstAt), earned: 0, points: 0 },
+      { driver: "boost", factor: 1.3, points: six(0.3 * firstPoints) },
+      { driver: "rule", rule: "pricing_and_whitepaper", points: 15 },
+      { driver: "rule", rule: "demo_call", points: 40 },
+      { driver: "rule", rule: "recent_demo_call", points: 10 },
     ]);
-    expect(alerts[1]).toMatchObject({ user_id: "L1", time: secondAt });
+    expect(alerts[1]).toMatchObject({ user_id: "L1", time_ms: secondAt });
     expect(alerts[1].value).toBeGreaterThanOrEqual(80);
     expect(alerts[1].value).toBeLessThan(100);
+    // The 5 latest weighted events are listed; the two first pricing visits are summed up as
+    // earlier events. The demo-call rules no longer hold (the latest event is a whitepaper).
+    expect(alerts[1].drivers.map((d: Fields) => d.rule ?? d.driver)).toEqual(["event", "event", "event", "event", "event", "earlier_events", "boost", "pricing_and_whitepaper"]);
+    expect(alerts[1].drivers[5].points).toBe(six(decayed(10, 10 * DAY_MS + 2 * HOUR_MS) + decayed(10, 10 * DAY_MS + HOUR_MS)));
+    // Each part rounded on its own: they add up to the value to within their rounding (exactly, before it: test/operators/scores.test.ts).
+    for (const alert of alerts) expect(alert.drivers.reduce((sum: number, d: Fields) => sum + (d.points as number), 0)).toBeCloseTo(alert.value, 2);
+    // The template's body: the seed shape and delivery fields through trigger.*, plus the score;
+    // the recipient and the message id come first, whatever a template says.
     expect(triggers).toEqual(
       alerts.map((a) => ({
+        user_id: "L1",
+        message_id: messageId("lead-scoring", "sales_alert", "L1", a.time_ms, 0),
+        rule: "sales_alert",
         segmento: "lead_caldo",
         trigger: "avviso_commerciale",
         messaggio: "Lead caldo: proponi una demo ora, ricontatta entro 2 ore",
-        timestamp_trigger: iso(a.time),
         canali: ["crm"],
-        user_id: "L1",
-        lead_score: a.value,
+        follow_up: 0,
+        timestamp_trigger: iso(a.time_ms),
+        timestamp_trigger_ms: a.time_ms,
+        // No quiet hours: at once, written in Rome's time.
+        send_at: new Date(a.time_ms + 2 * HOUR_MS).toISOString().replace("Z", "+02:00"),
+        send_at_ms: a.time_ms,
+        lead_score: expect.closeTo(a.value, 3),
       })),
     );
   });
 });
-
-const SEED_TEMPLATE = {
-  segmento: "trigger.segment",
-  trigger: "trigger.name",
-  messaggio: "trigger.message",
-  timestamp_trigger: "trigger.time",
-  canali: "trigger.channels",
-};
 
 describe("config/retention.yaml", () => {
   const emailOnly = { consent: { email: true, push: false, sms: false } };
@@ -124,26 +142,37 @@ describe("config/retention.yaml", () => {
       event("R4", T0 + MINUTE_MS, "add_to_cart", "/prodotti/borsa"),
       event("R4", T0 + 5 * MINUTE_MS, "erasure_request", "/account/privacy"),
     ];
-    const dir = await runVariant("retention", {
-      events,
-      // The seed shape plus who and when it was sent, which the seed shape leaves to the transport.
-      edit: (p) => (p.triggers.template = { ...SEED_TEMPLATE, user_id: "user", sent_at: "trigger.sentAt", follow_up: "trigger.followUp" }),
-    });
+    const dir = await runVariant("retention", { events });
     const cart = "Hai aggiunto al carrello ma non concluso - ecco il 10% di sconto per completare, valido 24h";
     const winBack = "Ci manchi! Torna a trovarci: nuovi arrivi ti aspettano";
-    // Fewer users than clusters: no cluster yet, so "segmento" is empty.
-    const seed = (trigger: string, messaggio: string, atMs: number, canali: string[]) => ({ segmento: "", trigger, messaggio, timestamp_trigger: iso(atMs), canali });
+    // Each message names its user, has an id made of what it is, and says which rule sent it,
+    // whether it is a follow-up, when its cause happened and when to send it (Rome time).
+    const message = (user: string, rule: string, trigger: string, messaggio: string, causeMs: number, followUp: number, sendAt: string, canali: string[], segmento: string) => ({
+      user_id: user,
+      message_id: messageId("retention", rule, user, causeMs, followUp),
+      rule,
+      segmento,
+      trigger,
+      messaggio,
+      canali,
+      follow_up: followUp,
+      timestamp_trigger: iso(causeMs),
+      timestamp_trigger_ms: causeMs,
+      send_at: sendAt,
+      send_at_ms: Date.parse(sendAt),
+    });
     const cartAt = T0 + 2 * MINUTE_MS + 2 * HOUR_MS;
+    // Fewer users than clusters, so no cluster: "segmento" is then the user's lifecycle segment.
     expect(variantOutput(dir, "triggers.jsonl")).toEqual([
       // No purchase within 2 h of the cart: email only (no push consent), at 13:02 in Rome.
-      { ...seed("email_retargeting", cart, cartAt, ["email"]), user_id: "R1", sent_at: iso(cartAt), follow_up: false },
-      // The follow-up 3 days after it, at the next 09:00 in Rome (07:00 UTC).
-      { ...seed("email_retargeting", cart, cartAt, ["email"]), user_id: "R1", sent_at: "2024-05-24T07:00:00Z", follow_up: true },
+      message("R1", "cart_recovery", "email_retargeting", cart, cartAt, 0, "2024-05-20T13:02:00.000+02:00", ["email"], "carrello_abbandonato"),
+      // The follow-up 3 days after it, at the next 09:00 in Rome.
+      message("R1", "cart_recovery", "email_retargeting", cart, cartAt, 1, "2024-05-24T09:00:00.000+02:00", ["email"], "carrello_abbandonato"),
       // R1's own win-back (7 days after its cart) is not here: its cap is 2 emails in 30 days, both used.
-      // R2, 7 days after its purchase: every channel it consented to.
-      { ...seed("sms_promemoria", winBack, T0 + 30 * MINUTE_MS + 7 * DAY_MS, ["sms", "email"]), user_id: "R2", sent_at: "2024-05-27T09:30:00Z", follow_up: false },
+      // R2, 7 days after its purchase (still a VIP: the order is under 30 days old): every channel it consented to.
+      message("R2", "win_back", "sms_promemoria", winBack, T0 + 30 * MINUTE_MS + 7 * DAY_MS, 0, "2024-05-27T11:30:00.000+02:00", ["sms", "email"], "vip"),
       // R3 went quiet at 22:00 in Rome: 7 days later is within quiet hours, so it waits for 08:00.
-      { ...seed("sms_promemoria", winBack, night + 7 * DAY_MS, ["sms", "email"]), user_id: "R3", sent_at: "2024-05-28T06:00:00Z", follow_up: false },
+      message("R3", "win_back", "sms_promemoria", winBack, night + 7 * DAY_MS, 0, "2024-05-28T08:00:00.000+02:00", ["sms", "email"], "dormiente"),
     ]);
     // Every stage but features (no sink takes feature vectors, so none are kept) held something of
     // R4; its session, lookbacks, cart deadline and inactivity timer were pending wake-ups.
@@ -151,26 +180,28 @@ describe("config/retention.yaml", () => {
       {
         output: "erasure",
         user_id: "R4",
-        time: T0 + 5 * MINUTE_MS,
+        time: iso(T0 + 5 * MINUTE_MS),
+        time_ms: T0 + 5 * MINUTE_MS,
         stages: ["dedup", "sessions", "aggregates", "kbis", "sequences", "phases", "clusters", "segments", "triggers"],
         wake_ups_withdrawn: 4,
       },
     ]);
-    const segments = variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time), o.change, o.segment]);
+    // An enter says where the user came from, an exit where the user goes.
+    const segments = variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time_ms), o.change, o.segment, o.change === "enter" ? o.previous : o.next]);
     // R4's memberships end with it, silently: an erasure is not an exit.
     expect(segments.filter(([user]) => user === "R4").map(([, time]) => time)).toEqual([iso(T0), iso(T0 + MINUTE_MS), iso(T0 + MINUTE_MS)]);
     expect(segments.filter(([user]) => user === "R2")).toEqual([
-      ["R2", iso(T0), "enter", "nuovo_cliente"],
+      ["R2", iso(T0), "enter", "nuovo_cliente", null],
       // A cart and no purchase yet: 100% abandonment, high risk, which outranks the default.
-      ["R2", iso(T0 + MINUTE_MS), "exit", "nuovo_cliente"],
-      ["R2", iso(T0 + MINUTE_MS), "enter", "carrello_abbandonato"],
+      ["R2", iso(T0 + MINUTE_MS), "exit", "nuovo_cliente", "carrello_abbandonato"],
+      ["R2", iso(T0 + MINUTE_MS), "enter", "carrello_abbandonato", "nuovo_cliente"],
       // A 250 order: VIP, the first rule, outranks everything below it.
-      ["R2", iso(T0 + 30 * MINUTE_MS), "exit", "carrello_abbandonato"],
-      ["R2", iso(T0 + 30 * MINUTE_MS), "enter", "vip"],
+      ["R2", iso(T0 + 30 * MINUTE_MS), "exit", "carrello_abbandonato", "vip"],
+      ["R2", iso(T0 + 30 * MINUTE_MS), "enter", "vip", "carrello_abbandonato"],
       // VIP needs an order in the last 30 days: when the order leaves the lookback (its day's
       // bucket, 30 days on), re-engagement (7 days without activity) is what holds.
-      ["R2", "2024-06-20T00:00:00Z", "exit", "vip"],
-      ["R2", "2024-06-20T00:00:00Z", "enter", "dormiente"],
+      ["R2", "2024-06-20T00:00:00.000Z", "exit", "vip", "dormiente"],
+      ["R2", "2024-06-20T00:00:00.000Z", "enter", "dormiente", "vip"],
     ]);
   });
 });
@@ -184,12 +215,9 @@ describe("config/journey.yaml", () => {
       // J2: reads one article and never comes back.
       event("J2", T0, "content_view", "/blog/guida-alle-taglie"),
     ];
-    const dir = await runVariant("journey", {
-      events,
-      edit: (p) => (p.triggers.template = { ...SEED_TEMPLATE, user_id: "user", sent_at: "trigger.sentAt" }),
-    });
+    const dir = await runVariant("journey", { events });
     const cartAt = T0 + 2 * MINUTE_MS;
-    expect(variantOutput(dir, "phases.jsonl").map((o) => [o.user_id, iso(o.time), o.output, o.phase, o.output === "phase" ? o.previous : o.window])).toEqual([
+    expect(variantOutput(dir, "phases.jsonl").map((o) => [o.user_id, iso(o.time_ms), o.output, o.phase, o.output === "phase" ? o.previous : o.window])).toEqual([
       ["J1", iso(T0), "phase", "awareness", null],
       ["J1", iso(cartAt), "phase", "conversion", "awareness"],
       ["J2", iso(T0), "phase", "awareness", null],
@@ -206,31 +234,39 @@ describe("config/journey.yaml", () => {
       {
         output: "sequence",
         user_id: "J1",
-        time: cartAt + HOUR_MS,
+        time: iso(cartAt + HOUR_MS),
+        time_ms: cartAt + HOUR_MS,
         sequence: "quick_cart_abandoned",
         matched: [
-          { step: "home", time: T0, event_type: "view_home", page: "/" },
-          { step: "cart", time: cartAt, event_type: "add_to_cart", page: "/prodotti/zaino" },
+          { step: "home", time: iso(T0), time_ms: T0, event_type: "view_home", page: "/" },
+          { step: "cart", time: iso(cartAt), time_ms: cartAt, event_type: "add_to_cart", page: "/prodotti/zaino" },
         ],
       },
     ]);
-    const sent = variantOutput(dir, "triggers.jsonl").map((t) => [t.user_id, t.trigger, t.segmento, t.timestamp_trigger, t.canali, t.sent_at]);
+    const triggers = variantOutput(dir, "triggers.jsonl");
+    const sent = triggers.map((t) => [t.user_id, t.rule, t.trigger, t.segmento, t.timestamp_trigger, t.canali, t.follow_up, t.send_at]);
     const all = ["email", "push", "sms"];
     expect(sent).toEqual([
-      // Home to cart in 2 minutes, no purchase within the hour: the time-limited offer, at once.
-      ["J1", "offerta_lampo", "conversion", iso(cartAt + HOUR_MS), ["push", "email"], iso(cartAt + HOUR_MS)],
-      ["J2", "contenuti_consigliati", "awareness", iso(T0 + 2 * DAY_MS), ["email"], iso(T0 + 2 * DAY_MS)],
-      ["J1", "retargeting", "consideration", iso(cartAt + 2 * DAY_MS), ["email", "push"], iso(cartAt + 2 * DAY_MS)],
-      // Re-engagement at 11:00 in Rome, then the follow-ups the next day at 09:00, 11:00 and 15:00 Rome time.
-      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), all, iso(T0 + 60 * DAY_MS)],
-      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), all, iso(cartAt + 60 * DAY_MS)],
-      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["email"], "2024-07-20T07:00:00Z"],
-      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["email"], "2024-07-20T07:00:00Z"],
-      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["push"], "2024-07-20T09:00:00Z"],
-      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["push"], "2024-07-20T09:00:00Z"],
-      ["J1", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["sms"], "2024-07-20T13:00:00Z"],
-      ["J2", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["sms"], "2024-07-20T13:00:00Z"],
+      // Home to cart in 2 minutes, no purchase within the hour: the time-limited offer, at once (12:02 in Rome).
+      ["J1", "quick_offer", "offerta_lampo", "conversion", iso(cartAt + HOUR_MS), ["push", "email"], 0, "2024-05-20T12:02:00.000+02:00"],
+      ["J2", "nudge", "contenuti_consigliati", "awareness", iso(T0 + 2 * DAY_MS), ["email"], 0, "2024-05-22T11:00:00.000+02:00"],
+      ["J1", "retarget", "retargeting", "consideration", iso(cartAt + 2 * DAY_MS), ["email", "push"], 0, "2024-05-22T11:02:00.000+02:00"],
+      // Re-engagement at 11:00 in Rome, then the follow-ups the next day at 09:00, 11:00 and 15:00 Rome
+      // time: numbered, each its own message (a message and its follow-up used to be the same line).
+      ["J2", "win_back", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), all, 0, "2024-07-19T11:00:00.000+02:00"],
+      ["J1", "win_back", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), all, 0, "2024-07-19T11:02:00.000+02:00"],
+      ["J1", "win_back", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["email"], 1, "2024-07-20T09:00:00.000+02:00"],
+      ["J2", "win_back", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["email"], 1, "2024-07-20T09:00:00.000+02:00"],
+      ["J1", "win_back", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["push"], 2, "2024-07-20T11:00:00.000+02:00"],
+      ["J2", "win_back", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["push"], 2, "2024-07-20T11:00:00.000+02:00"],
+      ["J1", "win_back", "riattivazione", "re_engagement", iso(cartAt + 60 * DAY_MS), ["sms"], 3, "2024-07-20T15:00:00.000+02:00"],
+      ["J2", "win_back", "riattivazione", "re_engagement", iso(T0 + 60 * DAY_MS), ["sms"], 3, "2024-07-20T15:00:00.000+02:00"],
     ]);
+    for (const t of triggers) {
+      expect(t.message_id).toBe(messageId("journey", t.rule, t.user_id, t.timestamp_trigger_ms, t.follow_up));
+      expect(t.send_at_ms).toBe(Date.parse(t.send_at));
+    }
+    expect(new Set(triggers.map((t) => t.message_id)).size).toBe(triggers.length);
   });
 });
 
@@ -249,14 +285,11 @@ describe("config/segments.yaml", () => {
       event("S3", T0 + 2 * HOUR_MS, "whitepaper_download", "/whitepaper/b"),
       event("S3", T0 + 3 * HOUR_MS, "whitepaper_download", "/whitepaper/c"),
     ];
-    const dir = await runVariant("segments", {
-      events,
-      edit: (p) => (p.triggers.template = { ...SEED_TEMPLATE, user_id: "user", sent_at: "trigger.sentAt" }),
-    });
+    const dir = await runVariant("segments", { events });
     // Lookbacks of 30 days and more keep day buckets: an event leaves at the end of its day + 30 d.
-    const day30 = "2024-06-20T00:00:00Z";
-    const day60 = "2024-07-20T00:00:00Z";
-    expect(variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time), o.group, o.change, o.segment])).toEqual([
+    const day30 = "2024-06-20T00:00:00.000Z";
+    const day60 = "2024-07-20T00:00:00.000Z";
+    expect(variantOutput(dir, "segments.jsonl").map((o) => [o.user_id, iso(o.time_ms), o.group, o.change, o.segment])).toEqual([
       ["S1", iso(T0), "value", "enter", "vip"],
       ["S1", iso(T0), "interest", "enter", "generico"],
       ["S2", iso(T0), "value", "enter", "nuovo_cliente"],
@@ -268,8 +301,8 @@ describe("config/segments.yaml", () => {
       ["S3", iso(T0 + 3 * HOUR_MS), "interest", "exit", "visitato_prezzi"],
       ["S3", iso(T0 + 3 * HOUR_MS), "interest", "enter", "prezzi_approfondito"],
       // The email open leaves the 5-day lookback (hour buckets): no longer a hot lead.
-      ["S2", "2024-05-25T10:00:00Z", "interest", "exit", "lead_caldo"],
-      ["S2", "2024-05-25T10:00:00Z", "interest", "enter", "generico"],
+      ["S2", "2024-05-25T10:00:00.000Z", "interest", "exit", "lead_caldo"],
+      ["S2", "2024-05-25T10:00:00.000Z", "interest", "enter", "generico"],
       // No purchase in 30 days: no longer VIP, still a customer.
       ["S1", day30, "value", "exit", "vip"],
       ["S1", day30, "value", "enter", "cliente"],
@@ -280,17 +313,19 @@ describe("config/segments.yaml", () => {
       ["S1", day60, "value", "enter", "perso"],
       ["S3", day60, "value", "exit", "nuovo_cliente"],
       ["S3", day60, "value", "enter", "perso"],
-      ["S2", "2024-07-21T00:00:00Z", "value", "exit", "nuovo_cliente"],
-      ["S2", "2024-07-21T00:00:00Z", "value", "enter", "perso"],
+      ["S2", "2024-07-21T00:00:00.000Z", "value", "exit", "nuovo_cliente"],
+      ["S2", "2024-07-21T00:00:00.000Z", "value", "enter", "perso"],
     ]);
-    expect(variantOutput(dir, "triggers.jsonl").map((t) => [t.user_id, t.trigger, t.segmento, t.timestamp_trigger, t.canali, t.sent_at])).toEqual([
-      ["S1", "offerta_vip", "vip", iso(T0), ["email", "push"], iso(T0)],
-      ["S2", "contatto_commerciale", "lead_caldo", iso(T0 + DAY_MS), ["email"], iso(T0 + DAY_MS)],
-      ["S3", "caso_studio", "prezzi_approfondito", iso(T0 + 3 * HOUR_MS), ["email"], iso(T0 + 3 * HOUR_MS)],
-      // Midnight UTC is 02:00 in Rome, in quiet hours: the win-back waits for 08:00 (06:00 UTC).
-      ["S1", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T06:00:00Z"],
-      ["S3", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T06:00:00Z"],
-      ["S2", "riattivazione", "perso", "2024-07-21T00:00:00Z", ["email", "sms"], "2024-07-21T06:00:00Z"],
+    const triggers = variantOutput(dir, "triggers.jsonl");
+    expect(triggers.map((t) => [t.user_id, t.rule, t.trigger, t.segmento, t.timestamp_trigger, t.canali, t.send_at])).toEqual([
+      ["S1", "vip_offer", "offerta_vip", "vip", iso(T0), ["email", "push"], "2024-05-20T11:00:00.000+02:00"],
+      ["S2", "hot_lead", "contatto_commerciale", "lead_caldo", iso(T0 + DAY_MS), ["email"], "2024-05-21T11:00:00.000+02:00"],
+      ["S3", "pricing_content", "caso_studio", "prezzi_approfondito", iso(T0 + 3 * HOUR_MS), ["email"], "2024-05-20T14:00:00.000+02:00"],
+      // Midnight UTC is 02:00 in Rome, in quiet hours: the win-back waits for 08:00.
+      ["S1", "win_back", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T08:00:00.000+02:00"],
+      ["S3", "win_back", "riattivazione", "perso", day60, ["email", "sms"], "2024-07-20T08:00:00.000+02:00"],
+      ["S2", "win_back", "riattivazione", "perso", "2024-07-21T00:00:00.000Z", ["email", "sms"], "2024-07-21T08:00:00.000+02:00"],
     ]);
+    for (const t of triggers) expect(t).toMatchObject({ message_id: messageId("segments", t.rule, t.user_id, t.timestamp_trigger_ms, 0), follow_up: 0 });
   });
 });

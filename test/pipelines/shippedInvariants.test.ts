@@ -16,7 +16,7 @@ const USERS = 1500;
 const EVENTS = 25_000;
 
 type Obj = Record<string, any>;
-type Sent = { user_id: string; trigger: string; rule: string; canali: string[]; sent_at_ms: number; follow_up: boolean };
+type Sent = { user_id: string; trigger: string; rule: string; canali: string[]; send_at_ms: number; follow_up: number };
 
 /** Every user's channels with consent in at least one of their generated events. */
 async function everConsented(name: Shipped): Promise<Map<string, Set<string>>> {
@@ -50,16 +50,9 @@ describe.each(SHIPPED)("config/%s.yaml over generated data", (name) => {
       eventCount: EVENTS,
       // Every pending deadline fires at the end, so that every rule gets its chance to fire.
       atEnd: "drain",
+      // Every message says who, which rule, when and whether it is a follow-up (what the checks
+      // below need); retention's cluster changes are written too.
       edit: (p) => {
-        // The seed shape plus who, which rule, when: what the checks below need.
-        p.triggers.template = {
-          user_id: "user",
-          trigger: "trigger.name",
-          rule: "trigger.rule",
-          canali: "trigger.channels",
-          sent_at_ms: "trigger.sentAtMs",
-          follow_up: "trigger.followUp",
-        };
         if (name === "retention") p.sinks.find((s: Obj) => s.outputs.includes("clusters")).outputs.push("cluster");
       },
     });
@@ -88,12 +81,12 @@ describe.each(SHIPPED)("config/%s.yaml over generated data", (name) => {
       if (!spec.cooldown) continue;
       const cooldownMs = parseDurationMs(spec.cooldown)!;
       const last = new Map<string, number>();
-      for (const t of [...sent].filter((s) => s.rule === rule && !s.follow_up).sort((a, b) => a.sent_at_ms - b.sent_at_ms)) {
+      for (const t of [...sent].filter((s) => s.rule === rule && !s.follow_up).sort((a, b) => a.send_at_ms - b.send_at_ms)) {
         for (const channel of t.canali) {
           const key = `${t.user_id}/${channel}`;
           const previous = last.get(key);
-          if (previous !== undefined) expect(t.sent_at_ms - previous, `${rule} ${key}`).toBeGreaterThanOrEqual(cooldownMs);
-          last.set(key, t.sent_at_ms);
+          if (previous !== undefined) expect(t.send_at_ms - previous, `${rule} ${key}`).toBeGreaterThanOrEqual(cooldownMs);
+          last.set(key, t.send_at_ms);
         }
       }
     }
@@ -101,35 +94,45 @@ describe.each(SHIPPED)("config/%s.yaml over generated data", (name) => {
 
   it("keeps every capped rule within its cap per user and channel", () => {
     const byUserChannel = new Map<string, number[]>();
-    for (const t of sent) for (const c of t.canali) byUserChannel.set(`${t.user_id}/${c}`, [...(byUserChannel.get(`${t.user_id}/${c}`) ?? []), t.sent_at_ms]);
+    for (const t of sent) for (const c of t.canali) byUserChannel.set(`${t.user_id}/${c}`, [...(byUserChannel.get(`${t.user_id}/${c}`) ?? []), t.send_at_ms]);
     for (const [rule, spec] of Object.entries(config.triggers.rules as Record<string, Obj>)) {
       if (!spec.cap) continue;
       const perMs = parseDurationMs(spec.cap.per)!;
       for (const t of sent.filter((s) => s.rule === rule)) {
         for (const c of t.canali) {
-          const inWindow = byUserChannel.get(`${t.user_id}/${c}`)!.filter((at) => at > t.sent_at_ms - perMs && at <= t.sent_at_ms);
+          const inWindow = byUserChannel.get(`${t.user_id}/${c}`)!.filter((at) => at > t.send_at_ms - perMs && at <= t.send_at_ms);
           expect(inWindow.length, `${rule} ${t.user_id}/${c}`).toBeLessThanOrEqual(spec.cap.max);
         }
       }
     }
   });
 
-  it("keeps every user in exactly one segment per group, entering only after leaving the last", () => {
+  it("keeps every user in exactly one segment per group, entering only after leaving the last, each change naming the other side", () => {
     if (!config.segments) return;
     const current = new Map<string, string>();
     const changes = variantOutput(dir, "segments.jsonl");
     expect(changes.length).toBeGreaterThan(0);
-    for (const o of changes) {
+    const groups = Object.keys(config.segments.groups ?? {});
+    const seen = new Set<string>();
+    changes.forEach((o, i) => {
       const key = `${o.user_id}/${o.group}`;
+      // A group's change names the other side; a tag's has none (tags are not exclusive).
+      const isGroup = groups.includes(o.group);
       if (o.change === "exit") {
         expect(current.get(key), key).toBe(o.segment);
+        // The enter that follows the exit, in the same step, is where the user goes.
+        const next = changes[i + 1];
+        if (isGroup) expect([next.user_id, next.group, next.change, next.segment, next.previous], key).toEqual([o.user_id, o.group, "enter", o.next, o.segment]);
+        else expect(o.next, key).toBeNull();
         current.delete(key);
       } else {
         expect(current.has(key), key).toBe(false);
+        if (isGroup && o.previous === null) expect(seen.has(key), key).toBe(false);
+        if (!isGroup) expect(o.previous, key).toBeNull();
         current.set(key, o.segment);
       }
-    }
-    const groups = Object.keys(config.segments.groups ?? {});
+      seen.add(key);
+    });
     const users = new Set(changes.map((o) => o.user_id));
     for (const user of users) for (const group of groups) expect(current.has(`${user}/${group}`), `${user}/${group}`).toBe(true);
   });

@@ -71,10 +71,10 @@ describe("edits that change only outputs keep the state", () => {
   }, 60_000);
 
   it("keeps 365-day lookbacks, cooldowns and caps when messages, templates and channels change mid-run", async () => {
+    // A template naming the message's field: messaggio before the edit, text after it.
     const texts = (message: string, field: string) => (p: Obj) => {
       p.triggers.rules.win_back.message = message;
-      const { messaggio: _, ...template } = p.triggers.template;
-      p.triggers.template = { ...template, [field]: "trigger.message" };
+      p.triggers.template = { segmento: "trigger.segment", trigger: "trigger.name", [field]: "trigger.message", canali: "trigger.channels" };
     };
     // The win-back fires for users away 30 days, past the end of this input: it drains there.
     const { edited, reference } = await editedMidRun("segments", texts("Ci manchi!", "messaggio"), texts("We miss you", "text"), { ...SIZE, atEnd: "drain" });

@@ -169,13 +169,20 @@ describe("YAML", () => {
 
 describe("fields", () => {
   it("refuses an unknown top-level field, listing the known ones", () => {
-    expect(mistakesOf((p) => (p.outputs = []))).toEqual([
+    expect(mistakesOf((p) => (p.output = []))).toEqual([
       {
-        path: "outputs",
+        path: "output",
         message:
-          "outputs: unknown field (expected one of name, source, schema, key, time, watermark, state, privacy, windows, dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers, sinks, late, deadLetter)",
+          "output: unknown field (expected one of name, source, schema, key, time, watermark, state, privacy, windows, dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers, outputs, sinks, late, deadLetter)",
       },
     ]);
+  });
+
+  it("takes outputs.digits from 1 to 17, and refuses anything else there", () => {
+    expect(() => validate(pipelineText((p) => (p.outputs = { digits: 4 })), {})).not.toThrow();
+    expect(mistakesOf((p) => (p.outputs = { digits: 0 }))).toEqual([{ path: "outputs.digits", message: "outputs.digits: expected a number from 1 to 17, got 0" }]);
+    expect(mistakesOf((p) => (p.outputs = { digits: 2.5 }))).toEqual([{ path: "outputs.digits", message: "outputs.digits: expected a whole number, got 2.5" }]);
+    expect(mistakesOf((p) => (p.outputs = { precision: 3 })).map((m) => m.path)).toEqual(["outputs.precision"]);
   });
 
   it("refuses a misspelt window field, naming windows[0].sise", () => {
@@ -291,7 +298,7 @@ describe("windows", () => {
     expect(found).toEqual([{ path: "windows[1].name", message: 'windows[1].name: "hourly" names another window already' }]);
   });
 
-  it.each(["start", "end", "key", "window"])("refuses an aggregate named %s, a field of every result", (name) => {
+  it.each(["start", "start_ms", "end", "end_ms", "key", "window"])("refuses an aggregate named %s, a field of every result", (name) => {
     expect(aggregateMistakes({ [name]: "count" })).toEqual([
       {
         path: `windows[0].aggregate.${name}`,
@@ -649,7 +656,7 @@ describe("pipeline files on disk", () => {
       file,
       pipelineText((p) => {
         p.windows[0].size = "fast";
-        p.outputs = [];
+        p.output = [];
       }),
     );
     const run = runCli(["run", file]);
@@ -657,7 +664,7 @@ describe("pipeline files on disk", () => {
     expect(run.stdout).toBe("");
     expect(run.stderr).toContain(`${file}: invalid pipeline`);
     expect(run.stderr).toContain('windows[0].size: expected a duration like "15m", got "fast"');
-    expect(run.stderr).toContain("outputs: unknown field");
+    expect(run.stderr).toContain("output: unknown field");
   });
 });
 
