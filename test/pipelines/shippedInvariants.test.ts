@@ -154,3 +154,33 @@ describe.each(SHIPPED)("config/%s.yaml over generated data", (name) => {
     }
   });
 });
+
+describe.each(SHIPPED)("config/%s.yaml ending as shipped (atEnd: stop)", (name) => {
+  it("dates no output after the input's horizon (its newest event plus the out-of-orderness bound), and sends nothing later", async () => {
+    const spec = loadPipeline(join(PROJECT_ROOT, "config", `${name}.yaml`));
+    const generator = new GeneratorSource({ ...(spec.source as { generator: GeneratorSpec }).generator, users: USERS, events: EVENTS });
+    await generator.open(undefined);
+    let newestMs = -Infinity;
+    for (;;) {
+      const batch = generator.nextBatch(10_000);
+      for (const item of batch.items) if ("value" in item) newestMs = Math.max(newestMs, (item.value as Obj).timestamp as number);
+      if (batch.isDone) break;
+    }
+    const horizonMs = newestMs + spec.watermark.maxOutOfOrdernessMs;
+    const dir = tempDir(`flusso-horizon-${name}-`);
+    await runPipeline(loadPipeline(shippedVariant(name, dir, { users: USERS, eventCount: EVENTS })), { reset: true });
+    const config = parse(readFileSync(join(PROJECT_ROOT, "config", `${name}.yaml`), "utf8")) as Obj;
+    let dated = 0;
+    for (const sink of config.sinks as Obj[]) {
+      for (const o of variantOutput(dir, sink.file.path.split("/").at(-1))) {
+        // Every time an output carries (when it happened, when it is to be sent), none past the horizon.
+        for (const [field, value] of Object.entries(o)) {
+          if (!field.endsWith("_ms") || typeof value !== "number" || field === "late_by_ms") continue;
+          dated++;
+          expect(value, `${JSON.stringify(o).slice(0, 200)}: ${field}`).toBeLessThanOrEqual(horizonMs);
+        }
+      }
+    }
+    expect(dated).toBeGreaterThan(0);
+  });
+});
