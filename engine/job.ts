@@ -5,7 +5,8 @@ import { randomBytes } from "node:crypto";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
 import { END_OF_TIME, watermark, type Element, type KindedOutput, type StreamRecord } from "./elements.ts";
 import { StateKeyChanged, StateMismatch } from "./errors.ts";
-import { operate, type OperatorDefinition } from "./operator.ts";
+import type { CheckpointRecord, JobPhase, JobView } from "./jobView.ts";
+import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
 import type { Source, SourceItem } from "./sources/source.ts";
@@ -101,6 +102,11 @@ export type JobOptions<E> = {
   progressIntervalMs?: number;
   /** Called after each checkpoint commits, with what it wrote and how long it took. */
   onCheckpoint?(info: CheckpointInfo): void;
+  /**
+   * Called at the start with what the job tells about itself (engine/jobView.ts), for an HTTP server
+   * or metrics; the view stays valid after the job ends (its final state).
+   */
+  onView?(view: JobView): void;
   /** Called once the last checkpoint of a stop or of the source's end is durable; what remains is delivering held outputs and closing. */
   onFinalCheckpoint?(checkpointId: number): void;
   /** Asks the job to stop at the next cut, after a last checkpoint. */
@@ -135,6 +141,9 @@ function isDeepEqual(a: unknown, b: unknown): boolean {
 
 /** The largest epoch ms a Date holds (100,000,000 days either side of 1970). */
 const MAX_DATE_MS = 8.64e15;
+
+/** The output kind dead letters are counted under (JobView.outputsByKind). */
+export const DEAD_LETTER_KIND = "dead_letter";
 
 /** The dead-letter reason of an event an operator failed on: the job goes on without it. */
 export const OPERATOR_FAILURE_REASON = "an operator failed on this event";
@@ -174,6 +183,10 @@ class Job<E> {
   private runId = "";
   /** The commit still being written, if any: at most one is in flight. */
   private pendingCommit: Promise<void> = Promise.resolve();
+  private phase: JobPhase = "starting";
+  private lastCheckpoint?: CheckpointRecord;
+  private readonly outputsByKind: Record<string, number> = {};
+  private readonly operatorViews: Array<{ name: string; view?: OperatorView }> = [];
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -198,8 +211,10 @@ class Job<E> {
    */
   async run(): Promise<JobResult> {
     const startedAtMs = this.nowMs();
+    this.options.onView?.(this.view());
     try {
       // 1.
+      this.phase = "restoring";
       this.lock = await lockStateDir(this.options.stateDir, { reset: this.options.reset });
       this.store = new StateStore(this.options.stateDir, undefined, { encryptionKey: this.options.stateEncryptionKey });
       const meta = this.store.readMeta();
@@ -227,7 +242,9 @@ class Job<E> {
       await this.options.source.open(meta?.sourcePosition);
       const before = { ...this.counters };
       // 4. and 5.
+      this.phase = "running";
       const isComplete = await this.loop();
+      this.phase = isComplete ? "ended" : "stopped";
       const thisRun = { ...this.counters };
       for (const name of Object.keys(thisRun)) thisRun[name] -= before[name] ?? 0;
       return {
@@ -237,6 +254,10 @@ class Job<E> {
         isComplete,
         restoredFromCheckpoint: meta?.checkpointId,
       };
+    } catch (error) {
+      this.phase = "failed";
+      this.failure ??= error;
+      throw error;
     } finally {
       await this.close();
     }
@@ -320,6 +341,7 @@ class Job<E> {
   /** A dead letter is written whatever it holds: one the sink cannot encode keeps its reason and origin. */
   private deadLetter(entry: DeadLetter): void {
     this.counters.deadLettered++;
+    this.outputsByKind[DEAD_LETTER_KIND] = (this.outputsByKind[DEAD_LETTER_KIND] ?? 0) + 1;
     try {
       this.options.deadLetter.write(entry);
     } catch (error) {
@@ -373,7 +395,9 @@ class Job<E> {
     this.pendingCommit = this.store.commit(meta, holds).then((info) => {
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
       for (const { sink } of holding) sink.release!(checkpointId);
-      this.options.onCheckpoint?.({ checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs });
+      const checkpoint = { checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
+      this.lastCheckpoint = { ...checkpoint, committedAtMs: this.nowMs() };
+      this.options.onCheckpoint?.(checkpoint);
     });
     if (isFinal) {
       await this.pendingCommit;
@@ -388,6 +412,7 @@ class Job<E> {
       operator: (definition) => {
         const count = (counter: string, by: number) => (this.counters[counter] = (this.counters[counter] ?? 0) + by);
         const logic = definition.build(storeOperatorContext(this.store, definition.name, (tag, value) => this.side(tag).next(value), count));
+        this.operatorViews.push({ name: definition.name, view: logic.view });
         return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$, (rec, error) => this.onRecordFailure(definition.name, rec, error));
       },
       sinkTo: (name, sink, stream) => {
@@ -396,6 +421,7 @@ class Job<E> {
           next: (element) => {
             if (element.kind !== "record") return;
             this.counters.outputs++;
+            this.outputsByKind[name] = (this.outputsByKind[name] ?? 0) + 1;
             this.write(sink, element.value);
           },
           error: (error) => (this.failure ??= error),
@@ -417,6 +443,7 @@ class Job<E> {
             if (element.kind !== "record") return;
             const sinks = sinksOf(element.value.kind);
             this.counters.outputs += sinks.length;
+            this.outputsByKind[element.value.kind] = (this.outputsByKind[element.value.kind] ?? 0) + sinks.length;
             for (let i = 0; i < sinks.length; i++) this.write(sinks[i], element.value.body);
           },
           error: (error) => (this.failure ??= error),
@@ -426,6 +453,7 @@ class Job<E> {
         if (!this.sinks.some((s) => s.name === sinkName)) this.addSink(sinkName, sink);
         this.side(tag).subscribe((value) => {
           this.counters[counter] = (this.counters[counter] ?? 0) + 1;
+          this.outputsByKind[tag] = (this.outputsByKind[tag] ?? 0) + 1;
           this.write(sink, shape(value));
         });
       },
@@ -441,6 +469,40 @@ class Job<E> {
       sink.write(value);
     } catch (error) {
       this.failure ??= error;
+    }
+  }
+
+  /** What the job tells about itself; every method reads the job as it stands between two batches. */
+  private view(): JobView {
+    return {
+      status: () => ({ phase: this.phase, notReady: this.notReady() }),
+      counters: () => ({ ...this.counters }),
+      outputsByKind: () => ({ ...this.outputsByKind }),
+      watermarks: () => ({ watermarkMs: this.tracker.watermarkMs, partitions: this.tracker.partitionsNow() }),
+      lastCheckpoint: () => this.lastCheckpoint,
+      stateEntries: () => this.store?.liveEntries() ?? 0,
+      operators: () => this.operatorViews,
+      source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.() }),
+    };
+  }
+
+  /** Why the job cannot serve current results now, if it cannot. */
+  private notReady(): string | undefined {
+    switch (this.phase) {
+      case "starting":
+      case "restoring":
+        return "restoring the state of the last checkpoint";
+      case "failed":
+        return `the job failed: ${String((this.failure as Error)?.message ?? this.failure).split("\n")[0]}`;
+      default: {
+        const source = this.options.source.unavailable?.();
+        if (source !== undefined) return `source ${this.options.source.description}: ${source}`;
+        for (const { name, sink } of this.sinks) {
+          const reason = sink.unavailable?.();
+          if (reason !== undefined) return `sink ${name}: ${reason}`;
+        }
+        return undefined;
+      }
     }
   }
 

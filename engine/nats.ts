@@ -69,6 +69,27 @@ function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<vo
   });
 }
 
+/**
+ * Follows a connection's status: why it cannot be used now (the server out of reach, reconnecting),
+ * or undefined while it is connected. `log` hears each change, as a line for a person.
+ */
+export function connectionHealth(nc: NatsConnection, servers: string | string[], log?: (message: string) => void): () => string | undefined {
+  const address = Array.isArray(servers) ? servers.join(", ") : servers;
+  let reason: string | undefined;
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === "disconnect") {
+        reason = `NATS at ${address} is out of reach; reconnecting`;
+        log?.(`disconnected from NATS at ${address}; reconnecting`);
+      } else if (status.type === "reconnect") {
+        if (reason !== undefined) log?.(`reconnected to NATS at ${address}`);
+        reason = undefined;
+      }
+    }
+  })().catch(() => undefined);
+  return () => (nc.isClosed() ? `the connection to NATS at ${address} is closed` : reason);
+}
+
 /** FLUSSO_NATS_PING_INTERVAL_MS when set (a positive whole number), else 5 s. */
 function pingIntervalMs(): number {
   const fromEnv = Number(process.env.FLUSSO_NATS_PING_INTERVAL_MS);

@@ -16,8 +16,23 @@ export type Output<O> = {
   side(tag: string, value: unknown): void;
 };
 
+/**
+ * What an operator shows of its state to queries (see engine/jobView.ts): read between batches, as
+ * JSON. Optional for an operator.
+ */
+export type OperatorView = {
+  /** Keys the operator holds state for. */
+  keyCount(): number;
+  /** What it holds for `key` now, as JSON; undefined for a key it knows nothing of. */
+  key(key: string): unknown;
+  /** Further named views (e.g. segment membership), each a function of the query's parameters. */
+  views?: Readonly<Record<string, (params: Readonly<Record<string, string>>) => unknown>>;
+};
+
 /** An operator at run time: built from its definition, fed in order, state held in the context's states. */
 export type OperatorLogic<I, O> = {
+  /** What it shows of its state to queries. Optional. */
+  readonly view?: OperatorView;
   onRecord(rec: StreamRecord<I>, out: Output<O>): void;
   /** Event time has reached `watermarkMs`: fire what is due. The watermark is forwarded afterwards. */
   onWatermark(watermarkMs: number, out: Output<O>): void;

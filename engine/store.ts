@@ -187,6 +187,13 @@ export class StateStore {
     return found;
   }
 
+  /** Entries held now, over every registered state. */
+  liveEntries(): number {
+    let entries = 0;
+    for (const member of this.members) entries += member.liveEntries;
+    return entries;
+  }
+
   register(member: Checkpointable): void {
     if (this.members.some((m) => m.name === member.name)) {
       throw new Error(`state "${member.name}" is registered twice`);

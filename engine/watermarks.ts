@@ -13,6 +13,8 @@ export type WatermarkGenerator = {
   watermarkAt(timeMs: number): number;
   /** The latest time an event of this partition could still have had: its newest plus the bound; -Infinity before its first. */
   horizonMs(): number;
+  /** Its newest event time; -Infinity before its first. */
+  newestEventMs(): number;
   snapshot(): number;
   restore(snapshot: number): void;
 };
@@ -27,6 +29,7 @@ export function boundedOutOfOrderness(maxOutOfOrdernessMs: number): WatermarkGen
     onPeriodicEmit: () => maxTimeMs - maxOutOfOrdernessMs - 1,
     watermarkAt: (timeMs) => timeMs - maxOutOfOrdernessMs - 1,
     horizonMs: () => maxTimeMs + maxOutOfOrdernessMs,
+    newestEventMs: () => maxTimeMs,
     snapshot: () => maxTimeMs,
     restore(snapshot) {
       maxTimeMs = snapshot;
@@ -147,6 +150,17 @@ export class WatermarkTracker {
   end(): number {
     this.currentMs = advanceWatermark(this.currentMs, END_OF_TIME);
     return this.currentMs;
+  }
+
+  /** Each partition as it stands now: its promise, newest event, and whether it is idle or finished. */
+  partitionsNow(): Array<{ watermarkMs: number; newestEventMs: number; isIdle: boolean; isFinished: boolean }> {
+    const now = this.nowMs();
+    return this.generators.map((g, p) => ({
+      watermarkMs: g.onPeriodicEmit(),
+      newestEventMs: g.newestEventMs(),
+      isIdle: this.options.idlenessMs > 0 && now - this.lastEventAtMs[p] >= this.options.idlenessMs,
+      isFinished: this.finished[p],
+    }));
   }
 
   snapshot(): WatermarkTrackerSnapshot {

@@ -6,7 +6,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pack } from "msgpackr";
 import { SinkLost } from "../errors.ts";
-import { AckedPublisher, connectNats, ensureStream, jetstreamManager, readStreamSince, streamInfo } from "../nats.ts";
+import { AckedPublisher, connectionHealth, connectNats, ensureStream, jetstreamManager, readStreamSince, streamInfo } from "../nats.ts";
 import type { HeldOutputs } from "../store.ts";
 import type { Sink, SinkRecovery } from "./sink.ts";
 import { jsonText } from "./jsonText.ts";
@@ -64,6 +64,8 @@ export class NatsSink implements Sink {
   private failure?: Error;
   private watching?: NodeJS.Timeout;
   private isClosed = false;
+  private connecting?: string;
+  private health?: () => string | undefined;
 
   constructor(private readonly options: NatsSinkOptions) {}
 
@@ -83,12 +85,15 @@ export class NatsSink implements Sink {
     this.written = committed?.written ?? 0;
     this.idPrefix = `${this.options.pipeline}.${runId}.${sinkName}.`;
     // 1.
+    this.connecting = `connecting to NATS at ${[this.options.servers].flat().join(", ")}`;
     this.nc = await connectNats({
       servers: this.options.servers,
       name: `flusso sink ${this.options.subject}`,
       signal: this.options.signal,
       onWaiting: this.options.log,
     });
+    this.connecting = undefined;
+    this.health = connectionHealth(this.nc, this.options.servers, this.options.log);
     const jsm = await jetstreamManager(this.nc);
     const existing = await streamInfo(jsm, this.options.stream);
     if (committed !== undefined && existing === undefined) throw this.lost("was deleted since the last checkpoint");
@@ -139,6 +144,10 @@ export class NatsSink implements Sink {
     if (held === undefined) return;
     this.heldBy.delete(checkpointId);
     this.send(checkpointId, held, () => true);
+  }
+
+  unavailable(): string | undefined {
+    return this.connecting ?? this.health?.();
   }
 
   deliveredThrough(): number {

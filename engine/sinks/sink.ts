@@ -22,6 +22,8 @@ export type Sink = {
   /** At a cut: makes everything written durable (flush, fsync), or ready to hold, and returns the position to commit. */
   flush(): Promise<unknown>;
   close(): Promise<void>;
+  /** Why it cannot deliver now (a server out of reach), if it cannot. Optional. */
+  unavailable?(): string | undefined;
   /**
    * A holding sink (a message broker: what is published cannot be taken back) sends nothing a crash
    * could take back. At a cut it hands over what was written since the last one, which the

@@ -5,7 +5,7 @@
 import { DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SourcePositionInvalid } from "../errors.ts";
-import { connectNats, ensureStream, jetstreamManager, streamInfo } from "../nats.ts";
+import { connectionHealth, connectNats, ensureStream, jetstreamManager, streamInfo } from "../nats.ts";
 import { partitionOfSubject } from "../partitioning.ts";
 import { decodeJsonBytes, textPreview } from "./decoding.ts";
 import { decodeMsgpackMessage } from "./msgpack.ts";
@@ -58,6 +58,8 @@ export class NatsSource implements Source {
   private generation = 0;
   private filter?: string;
   private streamCreated?: string;
+  private connecting?: string;
+  private health?: () => string | undefined;
 
   constructor(private readonly options: NatsSourceOptions) {}
 
@@ -80,7 +82,10 @@ export class NatsSource implements Source {
     const committed = position as NatsPosition | undefined;
     this.lastSeq = committed?.streamSeq ?? 0;
     // 1.
+    this.connecting = `connecting to NATS at ${[this.options.servers].flat().join(", ")}`;
     this.nc = await connectNats({ servers: this.options.servers, name: `flusso source ${this.options.stream}`, signal: this.options.signal, onWaiting: this.options.log });
+    this.connecting = undefined;
+    this.health = connectionHealth(this.nc, this.options.servers, this.options.log);
     const jsm = await jetstreamManager(this.nc);
     if (committed !== undefined && (await streamInfo(jsm, this.options.stream)) === undefined) {
       throw new SourcePositionInvalid(this.description, `the stream was deleted since the last checkpoint, which read it up to sequence ${committed.streamSeq}; run with --reset to start over`);
@@ -178,6 +183,10 @@ export class NatsSource implements Source {
   /** Messages received and not yet handed to the job: at most `bufferMessages` plus one pull. */
   get bufferedMessages(): number {
     return this.queue.length;
+  }
+
+  unavailable(): string | undefined {
+    return this.connecting ?? this.health?.();
   }
 
   position(): NatsPosition {

@@ -29,5 +29,9 @@ export type Source = {
   originOf?(partition: number, at: number): string;
   /** The position after every item returned so far: what a checkpoint records. */
   position(): unknown;
+  /** Why it cannot read now (a server out of reach), if it cannot. Optional. */
+  unavailable?(): string | undefined;
+  /** Messages waiting to be read, by partition, where the source knows (a stream's backlog). Optional. */
+  pendingMessages?(): readonly number[] | undefined;
   close(): Promise<void>;
 };
