@@ -6,6 +6,7 @@ import { Subject, type Observable, type OperatorFunction } from "rxjs";
 import { END_OF_TIME, watermark, type Element, type KindedOutput, type StreamRecord } from "./elements.ts";
 import { StateKeyChanged, StateMismatch } from "./errors.ts";
 import type { CheckpointRecord, JobPhase, JobView } from "./jobView.ts";
+import { LatencyRecorder } from "./latency.ts";
 import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
@@ -187,6 +188,7 @@ class Job<E> {
   private lastCheckpoint?: CheckpointRecord;
   private readonly outputsByKind: Record<string, number> = {};
   private readonly operatorViews: Array<{ name: string; view?: OperatorView }> = [];
+  private readonly outputLatency = new LatencyRecorder();
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -483,6 +485,7 @@ class Job<E> {
       stateEntries: () => this.store?.liveEntries() ?? 0,
       operators: () => this.operatorViews,
       source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.() }),
+      latency: () => ({ output: this.outputLatency }),
     };
   }
 

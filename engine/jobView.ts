@@ -2,6 +2,7 @@
 // dashboard): counters, watermarks, checkpoints, health, and each operator's view of its state.
 // Read on the job's own thread between two batches, it never sees a half-applied step.
 import type { CheckpointInfo, JobCounters } from "./job.ts";
+import type { LatencyRecorder } from "./latency.ts";
 import type { OperatorView } from "./operator.ts";
 
 /** Where the job is in its life. */
@@ -38,4 +39,9 @@ export type JobView = {
   /** The operators in the order they were built, each with its view when it offers one. */
   operators(): ReadonlyArray<{ name: string; view?: OperatorView }>;
   source(): { description: string; partitions: number; pendingMessages?: readonly number[] };
+  /**
+   * Output latency: from an event's arrival at the source to its outputs reaching their sinks
+   * (`output`), and from a stamp the publisher put in the event (`endToEnd`, when the job measures it).
+   */
+  latency(): { output: LatencyRecorder; endToEnd?: LatencyRecorder };
 };

@@ -148,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
     case "publish":
       return publishCommand(line.input, line.values, line.quiet);
     case "run": {
-      const spec = loadOrSay(line.file);
+      const spec = loadOrSay(line.file, line.http);
       if (spec === undefined) return EXIT_BAD_PIPELINE;
       try {
         resolveResets(spec, line.resetStages ?? []);
@@ -157,7 +157,7 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(`flusso run: ${error.message}\n`);
         return EXIT_BAD_PIPELINE;
       }
-      return runCommand(resolve(line.file), line.reset, line.resetStages ?? [], line.quiet);
+      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: !line.quiet && process.stderr.isTTY, http: line.http }, line.quiet);
     }
     case "state": {
       const spec = loadOrSay(line.file);
@@ -173,10 +173,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** The pipeline, or undefined after saying what is wrong with it. */
-function loadOrSay(file: string): PipelineSpec | undefined {
+/** The pipeline (`http`: `--http`), or undefined after saying what is wrong with it. */
+function loadOrSay(file: string, http?: string): PipelineSpec | undefined {
   try {
-    return loadPipeline(file);
+    return loadPipeline(file, process.env, { httpListen: http });
   } catch (error) {
     if (!(error instanceof PipelineInvalid)) throw error;
     process.stderr.write(`${error.message}\n`);
@@ -190,10 +190,9 @@ function loadOrSay(file: string): PipelineSpec | undefined {
  * to stop at its next cut after a last checkpoint; a second one, or the timeout, ends the process at
  * once with 130: as safe as a crash, since the next run resumes from the last durable checkpoint.
  */
-function runCommand(file: string, reset: boolean, resetStages: string[], quiet: boolean): Promise<number> {
-  const showProgress = !quiet && process.stderr.isTTY;
+function runCommand(request: JobRequest, quiet: boolean): Promise<number> {
+  const showProgress = request.wantsProgress;
   const startedAtMs = Date.now();
-  const request: JobRequest = { file, reset, resetStages, wantsProgress: showProgress };
   const worker = new Worker(new URL("../bin/flusso-job.js", import.meta.url), { workerData: request });
   let finalCheckpoint: number | undefined;
   let isStopAsked = false;
@@ -232,6 +231,12 @@ function runCommand(file: string, reset: boolean, resetStages: string[], quiet: 
           if (showProgress) process.stderr.write("\r\x1b[K");
           if (!quiet) process.stderr.write(`${summaryLine(message.result)}\n`);
           exitCode = 0;
+          return;
+        case "http":
+          process.stderr.write(`${showProgress ? "\r\x1b[K" : ""}flusso: state, metrics and the dashboard at ${message.url}\n`);
+          return;
+        case "serving":
+          process.stderr.write("flusso: the input has ended; its final state is still served until Ctrl-C\n");
           return;
         case "stopped-waiting":
           process.stderr.write("stopped before the job started: nothing was read\n");

@@ -17,6 +17,7 @@ type OptionSpec = {
 export const OPTIONS: Record<string, OptionSpec> = {
   reset: { takesValue: false, commands: ["run"] },
   "reset-stage": { takesValue: true, commands: ["run"], isRepeatable: true },
+  http: { takesValue: true, commands: ["run"] },
   quiet: { takesValue: false, commands: ["run", "publish"] },
   servers: { takesValue: true, commands: ["publish"] },
   stream: { takesValue: true, commands: ["publish"] },
@@ -37,7 +38,7 @@ export type CommandLine =
   | { command: "help" }
   | { command: "version" }
   /** `resetStages`: only when `--reset-stage` was given. */
-  | { command: "run"; file: string; reset: boolean; quiet: boolean; resetStages?: string[] }
+  | { command: "run"; file: string; reset: boolean; quiet: boolean; resetStages?: string[]; http?: string }
   | { command: "state"; file: string; key?: string }
   | { command: "publish"; input: string; values: Record<string, string>; quiet: boolean }
   /** `message`: one line for the user; the usage follows it, and the exit code is 2. */
@@ -109,7 +110,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   const quiet = flags.has("quiet");
   if (name === "run") {
     const resetStages = lists["reset-stage"];
-    return { command: "run", file: target, reset: flags.has("reset"), quiet, ...(resetStages ? { resetStages } : {}) };
+    return { command: "run", file: target, reset: flags.has("reset"), quiet, ...(resetStages ? { resetStages } : {}), ...(values.http === undefined ? {} : { http: values.http }) };
   }
   if (name === "state") return { command: "state", file: target, ...(values.key === undefined ? {} : { key: values.key }) };
   return { command: "publish", input: target, values, quiet };

@@ -24,7 +24,7 @@ import type { AggregateDef } from "./sections/windows.ts";
 import { partOf } from "../operators/stateShape.ts";
 import type { PipelineSpec } from "./validate.ts";
 
-export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "signal" | "batchSize" | "progressIntervalMs"> & {
+export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "onView" | "signal" | "batchSize" | "progressIntervalMs"> & {
   /** Told what the job is waiting for (a NATS server out of reach), as lines for a person. */
   log?(message: string): void;
   /**

@@ -6,7 +6,7 @@ import { dirname, resolve } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { valueLimitViolation } from "../engine/valueLimits.ts";
 import { ConfigError, PipelineInvalid, quote } from "./errors.ts";
-import { validatePipeline, type PipelineSpec } from "./validate.ts";
+import { validatePipeline, type PipelineSpec, type ValidateOptions } from "./validate.ts";
 
 /** Bytes of a pipeline file: the shipped ones are under 10 KB; a megabyte is no hand-written pipeline. */
 export const MAX_PIPELINE_BYTES = 1 << 20;
@@ -27,9 +27,9 @@ const VARIABLE_START = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-|\})/y;
  * every bad value. `env`: where `${VAR}` in the file's values is read from (default process.env);
  * relative paths in the file count from its folder.
  */
-export function loadPipeline(file: string, env: NodeJS.ProcessEnv = process.env): PipelineSpec {
+export function loadPipeline(file: string, env: NodeJS.ProcessEnv = process.env, options: Pick<ValidateOptions, "httpListen"> = {}): PipelineSpec {
   const path = resolve(file);
-  return validatePipeline(loadPipelineFile(path, env), path, dirname(path));
+  return validatePipeline(loadPipelineFile(path, env), path, dirname(path), options);
 }
 
 /** A pipeline file's YAML with `${VAR}` replaced, not yet validated. */

@@ -7,6 +7,8 @@ import type { JobCounters, JobResult } from "../engine/job.ts";
 import { runPipeline } from "./compile.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { loadPipeline } from "./load.ts";
+import { routesFor } from "./http/routes.ts";
+import { startHttpServer, type HttpServer } from "./http/server.ts";
 
 /** What the main thread asks the job. */
 export type ToJob = { type: "stop" };
@@ -20,9 +22,14 @@ export type FromJob =
   /** `text`: the error as a person should read it; `isRefused`: the state dir was refused before anything ran (exit 2). */
   | { type: "failed"; text: string; isRefused: boolean }
   /** A stop cut short a wait before the job could start (a server out of reach): nothing ran. */
-  | { type: "stopped-waiting" };
+  | { type: "stopped-waiting" }
+  /** The HTTP server listens at `url`. */
+  | { type: "http"; url: string }
+  /** The input ended; the HTTP server goes on serving the final state until a stop. */
+  | { type: "serving" };
 
-export type JobRequest = { file: string; reset: boolean; resetStages: string[]; wantsProgress: boolean };
+/** `http`: `--http [host:]port`, when given. */
+export type JobRequest = { file: string; reset: boolean; resetStages: string[]; wantsProgress: boolean; http?: string };
 
 
 async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request: JobRequest): Promise<void> {
@@ -31,8 +38,12 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
   port.on("message", (message: ToJob) => {
     if (message.type === "stop") stop.abort(new Error("stopped"));
   });
+  let server: Promise<HttpServer> | undefined;
   try {
-    const result = await runPipeline(loadPipeline(request.file), {
+    const spec = loadPipeline(request.file, process.env, { httpListen: request.http });
+    const http = spec.http;
+    const result = await runPipeline(spec, {
+      onView: http && ((view) => (server = startHttpServer(http, routesFor({ view, spec })).then((s) => (tell({ type: "http", url: s.url }), s)))),
       reset: request.reset,
       resetStages: request.resetStages,
       signal: stop.signal,
@@ -41,6 +52,11 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
       log: (line) => tell({ type: "log", line }),
     });
     tell({ type: "done", result });
+    // With an HTTP server a finished input's final state stays up to be explored, until a stop.
+    if (server !== undefined && result.isComplete && !stop.signal.aborted) {
+      tell({ type: "serving" });
+      await new Promise((resolve) => stop.signal.addEventListener("abort", resolve, { once: true }));
+    }
   } catch (error) {
     if (stop.signal.aborted && error === stop.signal.reason) {
       tell({ type: "stopped-waiting" });
@@ -51,6 +67,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     const isRefused = error instanceof StateMismatch || error instanceof ResetStageUnknown;
     tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error), isRefused });
   } finally {
+    await (await server?.catch(() => undefined))?.close();
     port.close();
   }
 }

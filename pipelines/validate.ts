@@ -14,6 +14,7 @@ import { readOutputs } from "./sections/outputs.ts";
 import { readSinks, type RoutedSinkSpec, type SinkSpec } from "./sections/sinks.ts";
 import { readSource, type SourceSpec } from "./sections/source.ts";
 import { defaultCheckpointIntervalMs, readState, type StateSpec } from "./sections/state.ts";
+import { readHttp, type HttpSpec } from "./sections/http.ts";
 import { readWatermark, type WatermarkSpec } from "./sections/watermark.ts";
 import { readWindows, type WindowSpec } from "./sections/windows.ts";
 import { STAGE_SECTION_NAMES } from "./stages/registry.ts";
@@ -41,6 +42,8 @@ export type PipelineSpec = {
     erasesWhen?: (vars: Record<string, unknown>) => unknown;
   };
   privacy?: PrivacySpec;
+  /** Where the job serves its state, metrics and dashboard; undefined: it does not. */
+  http?: HttpSpec;
   sinks: RoutedSinkSpec[];
   /** Where late events go; default: the dead-letter output. */
   late?: SinkSpec;
@@ -53,14 +56,16 @@ export type ValidateOptions = {
    * checks the definition alone (a pipeline file checked where its data is not).
    */
   checksFiles?: boolean;
+  /** `--http [host:]port`: serve over HTTP there, whatever `http.listen` says. */
+  httpListen?: string;
 };
 
 const TOP_LEVEL = [
-  "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "outputs", "sinks", "late", "deadLetter",
+  "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "outputs", "sinks", "late", "deadLetter", "http",
 ] as const;
 
 /** Validates a loaded pipeline file; throws PipelineInvalid listing every bad value. */
-export function validatePipeline(raw: unknown, file: string, baseDir: string, { checksFiles = true }: ValidateOptions = {}): PipelineSpec {
+export function validatePipeline(raw: unknown, file: string, baseDir: string, { checksFiles = true, httpListen }: ValidateOptions = {}): PipelineSpec {
   const r = new Reader(baseDir);
   const top = r.object("", raw, TOP_LEVEL, ["name", "source", "schema", "key", "time", "sinks"]);
   if (!top) throw new PipelineInvalid(file, r.errors);
@@ -88,6 +93,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   if (state && state.checkpointIntervalMs === undefined) {
     state.checkpointIntervalMs = defaultCheckpointIntervalMs([...(sinks ?? []).map((s) => s?.sink), late, deadLetter], isLive);
   }
+  const http = readHttp(r, top.http, Object.keys(schema ?? {}), httpListen === undefined ? undefined : { text: httpListen, path: "--http" });
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {
     name: name!,
@@ -108,6 +114,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
       erasesWhen: behaviour.erasesWhen,
     },
     privacy,
+    http,
     sinks: sinks as RoutedSinkSpec[],
     late,
     deadLetter: deadLetter!,
