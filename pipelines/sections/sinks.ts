@@ -39,7 +39,23 @@ export function readSinks(
   const deadLetter = top.deadLetter === undefined ? defaultDeadLetter(r, name) : readSink(r, "deadLetter", top.deadLetter, sourceServers);
   const written: Array<[string, SinkSpec | undefined]> = [...(sinks ?? []).map((s, i): [string, SinkSpec | undefined] => [`sinks[${i}]`, s?.sink]), ["late", late], ["deadLetter", deadLetter]];
   refuseOverlaps(r, source, written);
+  refuseSharedFiles(r, written, source);
   return { sinks, late, deadLetter };
+}
+
+/**
+ * Refuses two outputs (or an output and a source file) on one file: each sink keeps its own committed
+ * length and part files, so two on one file would cut and append over each other.
+ */
+function refuseSharedFiles(r: Reader, written: Array<[string, SinkSpec | undefined]>, source: SourceSpec | undefined): void {
+  const first = new Map<string, string>();
+  if (source && "file" in source) source.file.paths.forEach((path, i) => first.set(path, source.file.paths.length > 1 ? `source.file.path[${i}]` : "source.file.path"));
+  for (const [at, sink] of written) {
+    if (sink === undefined || !("file" in sink)) continue;
+    const earlier = first.get(sink.file.path);
+    if (earlier !== undefined) r.fail(`${at}.file.path`, `${JSON.stringify(sink.file.path)} is also written or read at ${earlier}: each output needs a file of its own`);
+    else first.set(sink.file.path, `${at}.file.path`);
+  }
 }
 
 /**

@@ -173,7 +173,7 @@ describe("fields", () => {
       {
         path: "output",
         message:
-          "output: unknown field (expected one of name, source, schema, key, time, watermark, state, privacy, windows, dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers, outputs, sinks, late, deadLetter)",
+          "output: unknown field (expected one of name, source, schema, key, time, watermark, state, privacy, windows, dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers, outputs, sinks, late, deadLetter, http)",
       },
     ]);
   });
@@ -838,5 +838,24 @@ describe("NATS servers and subjects", () => {
     expect(run.stderr).toContain(`${file}: invalid pipeline`);
     expect(run.stderr).toContain('deadLetter.nats.subject: "events.dead" is among the subjects the source reads');
     expect(run.stderr).not.toMatch(/cannot be reached|at .*\.ts:\d+/);
+  });
+});
+
+describe("outputs on one file", () => {
+  it("refuses two outputs, or an output and the source, on one file, naming both", () => {
+    const errors = mistakes(`name: shared
+source: { file: { path: events.jsonl, format: jsonl } }
+schema: { user_id: { type: string, required: true }, ts: { type: timestamp, required: true } }
+key: user_id
+time: ts
+windows: [{ name: m, type: tumbling, size: 1m, aggregate: { events: count } }]
+sinks:
+  - file: { path: out/results.jsonl }
+  - file: { path: out/results.jsonl }
+late: { file: { path: events.jsonl } }
+deadLetter: { file: { path: out/dead.jsonl } }
+`);
+    expect(errors).toContainEqual({ path: "sinks[1].file.path", message: expect.stringMatching(/\/out\/results\.jsonl" is also written or read at sinks\[0\]\.file\.path: each output needs a file of its own$/) });
+    expect(errors).toContainEqual({ path: "late.file.path", message: expect.stringMatching(/\/events\.jsonl" is also written or read at source\.file\.path/) });
   });
 });
