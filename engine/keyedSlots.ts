@@ -110,6 +110,16 @@ export class KeyedSlots {
     return Object.fromEntries(this.names.flatMap((name, i) => (record[i] === undefined ? [] : [[name, record[i]]])));
   }
 
+  /** Whether `key` has a record (a value in some slot). */
+  has(key: string): boolean {
+    return (key === this.focusKey ? this.focusRecord : this.records.get(key)) !== undefined;
+  }
+
+  /** How many keys have a record. */
+  get size(): number {
+    return this.records.size;
+  }
+
   /** Every key with a record. */
   keys(): IterableIterator<string> {
     return this.records.keys();

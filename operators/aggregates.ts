@@ -11,7 +11,7 @@
 // error of at most ~4% (7d: 6h, 1d: 1h, 30m: 1m), and round units put the expiries of different
 // lookbacks on a shared grid, where they coincide more often and share wake-ups.
 import { withoutNoise } from "./outputFormat.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type RollingKind = "count" | "sum" | "avg" | "min" | "max" | "distinct" | "ratio" | "last" | "since";
@@ -165,6 +165,25 @@ class AggregatesLogic implements StageLogic {
   private readonly conditions: Condition[] = [];
   /** Per condition, this event's result: UNKNOWN, HOLDS or FAILS. Reset on every event. */
   private readonly results: Int8Array;
+  /**
+   * Each aggregate as of `nowMs`: what left its lookback by then is left out (on a copy: the
+   * user's wake-up drops it from the state when the watermark gets there).
+   */
+  readonly view: StageView = {
+    user: (user, nowMs) => {
+      const state = this.users.get(user);
+      if (state === undefined) return undefined;
+      const atMs = Math.max(nowMs, state.latestMs);
+      return Object.fromEntries(
+        this.aggregates.map((a, i) => {
+          const slot = state.slots[i].slice();
+          dropExpired(a, slot, atMs);
+          return [a.name, valueOf(a.kind, slot, atMs) ?? null];
+        }),
+      );
+    },
+    wakeCause: () => "the oldest value of a rolling aggregate leaves its lookback",
+  };
 
   constructor(
     specs: RollingAggregateSpec[],

@@ -6,6 +6,9 @@ import { isoTime } from "./outputFormat.ts";
 import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
 import { KeyedSlots } from "../engine/keyedSlots.ts";
 import type { TimerService } from "../engine/timers.ts";
+import type { SlotState } from "../engine/keyedSlots.ts";
+import type { OperatorView } from "../engine/operator.ts";
+import { behaviourView } from "./behaviourView.ts";
 import type { EventFields, StageContext, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { isSameLayout, type StateShape } from "./stateShape.ts";
 
@@ -75,6 +78,12 @@ export const ERASURES_COUNTER = "erasures";
 export const USER_RECORDS_STATE = "users";
 export const SLOT_NAMES_STATE = "slot-names";
 
+/**
+ * The slot of the time of each user's latest event, in the users' records: not a stage's (the
+ * part before "/" names no stage, so an erasure does not report it as one).
+ */
+export const LAST_EVENT_SLOT = "(user)/last_event";
+
 export function behaviourOperatorName(pipeline: string): string {
   return `behaviour/${pipeline}`;
 }
@@ -124,6 +133,14 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   private readonly blankVars: Record<string, unknown>;
   private readonly eventFields: readonly string[] | undefined;
   private readonly drainsAtEnd: boolean;
+  /** Each user's latest event time, for queries. */
+  private readonly lastEventMs: SlotState<number>;
+  /**
+   * The pipeline's current event time as this operator knows it: the newest event time, or the
+   * watermark when it went further (idleness); what a query evaluates time-dependent values at.
+   */
+  private nowMs = -Infinity;
+  readonly view: OperatorView;
 
   constructor(options: BehaviourOptions, ctx: OperatorContext) {
     const names = new Set<string>();
@@ -139,6 +156,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       const isRelaidOut = restoredShape !== undefined && !isSameLayout(restoredShape, s.stateShape ?? {});
       return s.build(stageContext(ctx, this.records, s.name, isFresh, isRelaidOut ? restoredShape : undefined));
     });
+    this.lastEventMs = this.records.slot<number>(LAST_EVENT_SLOT);
     // The values of stages gone from the pipeline go with their slots (their wake-ups are not rebuilt).
     this.records.seal();
     this.stageNames = options.stages.map((s) => s.name);
@@ -171,6 +189,12 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     };
     this.wakingTimers = this.wakeUps.filter((_, i) => this.stages[i].pendingWake !== undefined);
     this.nextDueMs = this.wakingTimers.map(() => Infinity);
+    this.view = behaviourView({
+      records: this.records,
+      stages: this.stages.map((logic, i) => ({ name: this.stageNames[i], logic })),
+      lastEventMs: this.lastEventMs,
+      nowMs: () => this.nowMs,
+    });
   }
 
   /** After a restart: every user's pending wake-up of every stage, as its state says (a stage reset or gone has none). */
@@ -187,12 +211,14 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
 
   onRecord(rec: StreamRecord<EventFields>, out: Output<BehaviourOutput>): void {
     this.downstream = out;
+    if (rec.time > this.nowMs) this.nowMs = rec.time;
     if (this.erasesWhen !== undefined && this.erasesWhen(rec.value) === true) return this.erase(rec.key, rec.time);
     this.step(rec.key, rec.time, rec.value);
   }
 
   onWatermark(watermarkMs: number, out: Output<BehaviourOutput>): void {
     if (watermarkMs === END_OF_TIME && !this.drainsAtEnd) return;
+    if (watermarkMs !== END_OF_TIME && watermarkMs > this.nowMs) this.nowMs = watermarkMs;
     this.downstream = out;
     for (let i = 0; i < this.stages.length; i++) this.stages[i].onWatermark?.(watermarkMs, this.stageOutputs[i]);
     this.wakeUpTo(watermarkMs);
@@ -260,6 +286,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     vars.now = timeMs;
     const view: UserView = { user, timeMs, event, vars, signals: [] };
     this.records.focus(user);
+    if (event !== undefined && !(this.lastEventMs.get(user)! >= timeMs)) this.lastEventMs.set(user, timeMs);
     for (let i = 0; i < this.stages.length; i++) if (this.stages[i].step(view, this.stageOutputs[i]) === false) break;
     this.records.blur();
   }

@@ -19,7 +19,7 @@ import {
   type Standardisation,
 } from "./clusterMath.ts";
 import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 
 const MINUTE_MS = 60_000;
 const DAY_MS = 86_400_000;
@@ -161,6 +161,16 @@ class ClustersLogic implements StageLogic {
    * at every user ever seen. Built from the state at the first run, then kept by the steps.
    */
   private recent: Map<string, UserCluster> | undefined;
+  /** Users per cluster name: counted on the first query, then kept by every change of a user's cluster. */
+  private sizes: Map<string, number> | undefined;
+  readonly view: StageView = {
+    user: (user) => {
+      const entry = this.users.get(user);
+      if (entry === undefined) return undefined;
+      return { cluster: entry.label, run: entry.label === null ? null : entry.run, active: isoTime(entry.activeMs), active_ms: entry.activeMs };
+    },
+    views: { clusters: () => this.sizesView() },
+  };
 
   constructor(
     options: ClustersOptions,
@@ -197,6 +207,7 @@ class ClustersLogic implements StageLogic {
     if (label !== null && label !== entry.label) {
       const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs, cluster: label, previous: entry.label };
       out.emit(CLUSTER_OUTPUT, view.user, view.timeMs, change);
+      this.moveSize(entry.label, label);
       entry.label = label;
       isChanged = true;
     }
@@ -208,6 +219,8 @@ class ClustersLogic implements StageLogic {
   }
 
   forgetUser(user: string): boolean {
+    const label = this.users.get(user)?.label ?? null;
+    if (label !== null) this.moveSize(label, null);
     return this.recent?.delete(user) ?? false;
   }
 
@@ -387,7 +400,27 @@ class ClustersLogic implements StageLogic {
     if (label === entry.label) return;
     const change: ClusterChange = { output: CLUSTER_OUTPUT, user_id: user, time: isoTime(timeMs), time_ms: timeMs, cluster: label, previous: entry.label };
     out.emit(CLUSTER_OUTPUT, user, timeMs, change);
+    this.moveSize(entry.label, label);
     entry.label = label;
+  }
+
+  /** A user's cluster changed from `from` to `to` (null: none): the sizes follow, once counted. */
+  private moveSize(from: string | null, to: string | null): void {
+    const sizes = this.sizes;
+    if (sizes === undefined) return;
+    if (from !== null) sizes.set(from, (sizes.get(from) ?? 0) - 1);
+    if (to !== null) sizes.set(to, (sizes.get(to) ?? 0) + 1);
+  }
+
+  /** Users per cluster now, every cluster of the current model named (0 when empty). */
+  private sizesView(): Record<string, number> {
+    if (this.sizes === undefined) {
+      this.sizes = new Map();
+      for (const [, entry] of this.users.entries()) if (entry.label !== null) this.sizes.set(entry.label, (this.sizes.get(entry.label) ?? 0) + 1);
+    }
+    const shown: Record<string, number> = Object.fromEntries(this.model.names.map((name) => [name, 0]));
+    for (const [name, size] of this.sizes) if (size > 0 || name in shown) shown[name] = size;
+    return shown;
   }
 
   /** `values` by feature name; with `digits`, rounded for an output. */

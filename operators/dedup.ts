@@ -1,7 +1,8 @@
 // Dedup: drops an event identical to one of the same user kept less than `withinMs` before or
 // after it (same values of the chosen fields), and counts it as a duplicate.
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { isoTime } from "./outputFormat.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 
 export type DedupOptions = {
   /** Names the stage's state. Default "dedup". */
@@ -51,6 +52,21 @@ class DedupLogic implements StageLogic {
   private readonly stride: number;
   /** The current event's field values, read once per event (scratch, not state). */
   private readonly values: unknown[];
+  /** The signatures the user's next event is compared with: those kept within `withinMs` of `nowMs`. */
+  readonly view: StageView = {
+    user: (user, nowMs) => {
+      const kept = this.kept.get(user);
+      if (kept === undefined) return undefined;
+      const signatures: Array<Record<string, unknown>> = [];
+      for (let at = 0; at < kept.length; at += this.stride) {
+        const keptMs = kept[at + this.fields.length] as number;
+        if (keptMs + this.withinMs <= nowMs) continue;
+        const fields = Object.fromEntries(this.fields.map((field, i) => [field, kept[at + i]]));
+        signatures.push({ fields, time: isoTime(keptMs), time_ms: keptMs });
+      }
+      return { signatures };
+    },
+  };
 
   constructor(
     private readonly fields: readonly string[],

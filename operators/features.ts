@@ -1,7 +1,7 @@
 // Derived features: formulas over a user's aggregates (and earlier features), evaluated on every
 // step, written into the view, and emitted as one feature vector when any of them changes.
 import { isoTime, withoutNoise } from "./outputFormat.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type FeatureSpec = {
@@ -42,6 +42,15 @@ export function features(options: FeaturesOptions): StageDefinition {
 }
 
 class FeaturesLogic implements StageLogic {
+  /** The user's last vector emitted, as the output showed it (kept only while some sink takes vectors). */
+  readonly view: StageView = {
+    user: (user) => {
+      const vector = this.last.get(user);
+      if (vector === undefined) return undefined;
+      return Object.fromEntries(this.options.features.map((f, i) => [f.name, vector[i] === null ? null : withoutNoise(vector[i]!)]));
+    },
+  };
+
   constructor(
     private readonly options: FeaturesOptions,
     /** The last vector emitted per user, to tell a change. */

@@ -1,7 +1,7 @@
 // KBI labels: per user, ordered threshold rules give each KBI a label ("active", "occasional", ...),
 // re-evaluated on every step, written into the view and emitted when a label changes.
 import { isoTime } from "./outputFormat.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type KbiRule = {
@@ -51,6 +51,14 @@ export function kbis(options: KbisOptions): StageDefinition {
 }
 
 class KbisLogic implements StageLogic {
+  /** The user's label of each KBI (null: no rule holds and no default). */
+  readonly view: StageView = {
+    user: (user) => {
+      const labels = this.labels.get(user);
+      return labels === undefined ? undefined : Object.fromEntries(this.specs.map((spec, i) => [spec.name, labels[i]]));
+    },
+  };
+
   constructor(
     private readonly specs: KbiSpec[],
     /** Each user's current labels, to tell a change. */

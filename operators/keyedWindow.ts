@@ -4,7 +4,7 @@
 // watermark reaches end - 1 and is purged when it reaches end - 1 + allowedLatenessMs.
 import type { StreamRecord } from "../engine/elements.ts";
 import type { KeyedStateOptions } from "../engine/keyedState.ts";
-import type { OperatorContext, OperatorDefinition, OperatorLogic, Output } from "../engine/operator.ts";
+import type { OperatorContext, OperatorDefinition, OperatorLogic, OperatorView, Output } from "../engine/operator.ts";
 import { accumulator, type Accumulator, type AggregateKind, type AggregateSpec } from "./aggregations.ts";
 import { isSameLayout, partsFrom, type StateShape } from "./stateShape.ts";
 import { isoTime } from "./outputFormat.ts";
@@ -105,6 +105,15 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
   private readonly slots;
   private readonly timers;
   private watermarkMs = -Infinity;
+  /** A key's open windows, each as its result would show it now (its aggregates so far), and whether it has fired. */
+  readonly view: OperatorView = {
+    keyCount: () => this.slots.size,
+    key: (key) => {
+      const slots = this.slots.get(key);
+      if (slots === undefined) return undefined;
+      return { windows: slots.map((slot) => ({ ...this.result(key, slot), has_fired: slot[FIRED] === 1 })) };
+    },
+  };
 
   constructor(
     private readonly options: KeyedWindowOptions<E>,
@@ -280,11 +289,16 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
 
   private fire(key: string, slot: Slot, out: Output<WindowResult>): void {
     slot[FIRED] = 1;
+    out.emit(key, (slot[END] as number) - 1, this.result(key, slot));
+  }
+
+  /** The window's result from its aggregates so far. */
+  private result(key: string, slot: Slot): WindowResult {
     const startMs = slot[START] as number;
     const endMs = slot[END] as number;
     const result: WindowResult = { window: this.options.name, key, start: isoTime(startMs), start_ms: startMs, end: isoTime(endMs), end_ms: endMs };
     for (let i = 0; i < this.accumulators.length; i++) result[this.accumulators[i].name] = this.accumulators[i].result(slot[ACC + i]);
-    out.emit(key, (slot[END] as number) - 1, result);
+    return result;
   }
 
   private isPurgeable(endMs: number): boolean {

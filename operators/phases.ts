@@ -1,7 +1,7 @@
 // Journey phases: a per-user phase machine (awareness, consideration, conversion, retention,
 // re-engagement) moved by events and by event-time timers, with timed windows that only signal.
 import { isoTime } from "./outputFormat.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 /** What a timer or window counts from. */
@@ -128,6 +128,19 @@ class PhasesLogic implements StageLogic {
   private readonly windows: readonly PhaseWindow[];
   private readonly phaseVar: string;
   private readonly enteredVar: string;
+  /** The user's phase and since when (the latest entry, re-entries included). */
+  readonly view: StageView = {
+    user: (user) => {
+      const state = this.users.get(user);
+      return state === undefined ? undefined : { phase: state.phase, since: isoTime(state.enteredMs), since_ms: state.enteredMs };
+    },
+    wakeCause: (user) => {
+      const state = this.users.get(user);
+      const due = state === undefined ? undefined : this.nextDue(state);
+      if (due === undefined || due.timeMs === Infinity) return "a phase deadline that has moved";
+      return due.window >= 0 ? `window "${this.windows[due.window].name}" of phase "${state!.phase}" comes due` : `timer to phase "${due.timer!.to}"`;
+    },
+  };
 
   constructor(
     options: PhasesOptions,

@@ -2,7 +2,7 @@
 // a recency boost and rules on top, computed lazily at each step, with threshold alerts.
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
 import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
-import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { Signal, StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import { partOf, partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
 
 type Vars = Record<string, unknown>;
@@ -205,6 +205,24 @@ function withDefaults(spec: ScoreSpec): Score {
 class ScoresLogic implements StageLogic {
   /** Per score, zeroed counts a user's first weighted event fills in; its new state takes them over. */
   private readonly unusedCounts: Array<number[] | undefined>;
+  /**
+   * Each score decayed to `nowMs` (the pipeline's time, not the user's last update), with the
+   * latest weighted event it counts from; a score with none yet is 0.
+   */
+  readonly view: StageView = {
+    user: (user, nowMs) => {
+      const states = this.state.get(user);
+      if (states === undefined) return undefined;
+      return Object.fromEntries(
+        this.scores.map((score, i) => {
+          const st = states[i];
+          if (st === null) return [score.name, { value: 0, last_weighted_event: null, last_weighted_event_ms: null, last_type: null }];
+          const value = toDigits(valueAt(score, st, nowMs), this.digits);
+          return [score.name, { value, last_weighted_event: isoTime(st.lastAtMs), last_weighted_event_ms: st.lastAtMs, last_type: st.lastType }];
+        }),
+      );
+    },
+  };
 
   constructor(
     private readonly scores: Score[],

@@ -2,7 +2,8 @@
 // group's default) and of non-exclusive tags, re-decided on every step; entering and leaving are outputs.
 import { isoTime } from "./outputFormat.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
+import { firstKeysAfter } from "./keyPages.ts";
 import { partOf, relayoutAll, type StateShape } from "./stateShape.ts";
 
 /** A rule over the view's variables; only `true` holds (undefined = missing data = does not hold). */
@@ -142,6 +143,12 @@ class SegmentsLogic implements StageLogic {
   private readonly tagsDetail: Readonly<Record<string, unknown>>;
   /** Tag lists by mask, frozen and shared by every user holding those tags. */
   private readonly tagLists = new Map<number, readonly string[]>();
+  /**
+   * Users per segment (by group, then segment index) and per tag, counted once on the first query
+   * and kept up to date by every change after it: a job nobody queries pays nothing.
+   */
+  private counts: { groups: number[][]; tags: number[] } | undefined;
+  readonly view: StageView;
 
   constructor(
     options: SegmentsOptions,
@@ -156,6 +163,13 @@ class SegmentsLogic implements StageLogic {
     this.tags = options.tags ?? [];
     this.tagsVar = options.tagsVar ?? DEFAULT_TAGS_VAR;
     this.tagsDetail = Object.freeze({ group: this.tagsVar });
+    this.view = {
+      user: (user) => this.userView(user),
+      views: {
+        segments: () => this.countsView(),
+        segmentMembers: (params) => this.members(params),
+      },
+    };
   }
 
   step(view: UserView, out: StageOutput): void {
@@ -174,6 +188,10 @@ class SegmentsLogic implements StageLogic {
       const left = was >= 0 ? group.segments[was] : null;
       if (left !== null) this.change(view, out, group.name, left, "exit", group.segments[index], group.detail);
       this.change(view, out, group.name, group.segments[index], "enter", left, group.detail);
+      if (this.counts !== undefined) {
+        if (was >= 0) this.counts.groups[g][was]--;
+        this.counts.groups[g][index]++;
+      }
       membership[g] = index;
       hasChanged = true;
     }
@@ -183,12 +201,78 @@ class SegmentsLogic implements StageLogic {
       const was = membership[groups.length];
       if (mask !== was) {
         this.tagChanges(view, out, was, mask);
+        if (this.counts !== undefined) {
+          this.countTags(was, -1);
+          this.countTags(mask, 1);
+        }
         membership[groups.length] = mask;
         hasChanged = true;
       }
     }
     if (isNew) this.membership.set(view.user, membership);
     else if (hasChanged) this.membership.touch(view.user);
+  }
+
+  /** An erased user leaves the counts (the operator deletes the membership itself). */
+  forgetUser(user: string): boolean {
+    const membership = this.membership.get(user);
+    if (membership !== undefined && this.counts !== undefined) this.count(membership, -1);
+    return false;
+  }
+
+  /** Adds `by` to the counts of the segments and tags of `membership`. */
+  private count(membership: Membership, by: number): void {
+    for (let g = 0; g < this.groups.length; g++) if (membership[g] >= 0) this.counts!.groups[g][membership[g]] += by;
+    if (this.tags.length > 0) this.countTags(membership[this.groups.length], by);
+  }
+
+  private countTags(mask: number, by: number): void {
+    for (let i = 0; i < this.tags.length; i++) if (hasBit(mask, i)) this.counts!.tags[i] += by;
+  }
+
+  /** Users per segment of each group and per tag: `{ groups: { value: { vip: 12, ... } }, tags: { top_10: 3 } }`. */
+  private countsView(): { groups: Record<string, Record<string, number>>; tags: Record<string, number> } {
+    if (this.counts === undefined) {
+      this.counts = { groups: this.groups.map((g) => g.segments.map(() => 0)), tags: this.tags.map(() => 0) };
+      for (const [, membership] of this.membership.entries()) this.count(membership, 1);
+    }
+    const counts = this.counts;
+    return {
+      groups: Object.fromEntries(this.groups.map((group, g) => [group.name, Object.fromEntries(group.segments.map((segment, i) => [segment, counts.groups[g][i]]))])),
+      tags: Object.fromEntries(this.tags.map((tag, i) => [tag.name, counts.tags[i]])),
+    };
+  }
+
+  /** The user's segment in each group, and tags: undefined before the user's first step. */
+  private userView(user: string): Record<string, unknown> | undefined {
+    const membership = this.membership.get(user);
+    if (membership === undefined) return undefined;
+    const groups: Record<string, string> = {};
+    this.groups.forEach((group, g) => {
+      if (membership[g] >= 0) groups[group.name] = group.segments[membership[g]];
+    });
+    return { groups, [this.tagsVar]: this.tags.length > 0 ? this.tagList(membership[this.groups.length]) : [] };
+  }
+
+  /**
+   * A page of the users in a segment (`group` a group's name, or the tags' var for a tag), in key
+   * order after `cursor`; undefined for a group or segment the stage does not have.
+   */
+  private members(params: Readonly<Record<string, string>>): { keys: string[]; nextCursor: string | null } | undefined {
+    const { group, segment } = params;
+    const limit = params.limit === undefined ? undefined : Number(params.limit);
+    const g = this.groups.findIndex((gr) => gr.name === group);
+    let isMember: (membership: Membership) => boolean;
+    if (g >= 0) {
+      const index = this.groups[g].segments.indexOf(segment);
+      if (index < 0) return undefined;
+      isMember = (membership) => membership[g] === index;
+    } else if (group === this.tagsVar && this.tags.length > 0) {
+      const t = this.tags.findIndex((tag) => tag.name === segment);
+      if (t < 0) return undefined;
+      isMember = (membership) => hasBit(membership[this.groups.length], t);
+    } else return undefined;
+    return firstKeysAfter(this.membership.entries(), isMember, params.cursor ?? null, limit);
   }
 
   private fresh(): Membership {

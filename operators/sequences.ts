@@ -2,7 +2,7 @@
 // "pricing page, then a demo request within 7 d"); a completed pattern is an output and a signal.
 import { isoTime } from "./outputFormat.ts";
 import { EVENT_TYPE_FIELD, PAGE_FIELD } from "./eventFields.ts";
-import type { EventFields, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { EventFields, StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import { partsFrom, relayoutAll, type StateShape } from "./stateShape.ts";
 
 export type SequenceStep = {
@@ -142,6 +142,34 @@ class SequencesLogic implements StageLogic {
   private readonly hasVars: boolean;
   /** Set by applyEvent: whether the event changed the state (a flag, not a result object per step). */
   private isEventChange = false;
+  /** Per sequence: its partial matches (the steps matched, the one awaited and until when), and its latest match where kept. */
+  readonly view: StageView = {
+    user: (user) => {
+      const state = this.users.get(user);
+      if (state === undefined) return undefined;
+      const shown: Record<string, { waiting: unknown[]; last_match?: string | null; last_match_ms?: number | null }> = {};
+      this.specs.forEach((spec, s) => {
+        shown[spec.name] = { waiting: [] };
+        if (spec.matchedAtVar !== undefined) {
+          const ms = state.matchedAtMs[s] ?? null;
+          shown[spec.name].last_match = ms === null ? null : isoTime(ms);
+          shown[spec.name].last_match_ms = ms;
+        }
+      });
+      state.runs.forEach((run, slot) => {
+        if (run === null) return;
+        const spec = this.specs[this.slotSequence[slot]];
+        shown[spec.name].waiting.push({
+          step: spec.steps[this.slotStep[slot]].name,
+          deadline: run.deadlineMs === null ? null : isoTime(run.deadlineMs),
+          deadline_ms: run.deadlineMs,
+          matched: run.matched.map((m) => ({ step: m.step, time: isoTime(m.time), time_ms: m.time, event_type: m.event_type, page: m.page })),
+        });
+      });
+      return shown;
+    },
+    wakeCause: () => "a sequence step's time limit runs out",
+  };
 
   constructor(
     private readonly specs: SequenceSpec[],

@@ -2,7 +2,7 @@
 // the stage writes the current session's figures into the view and emits each session when the
 // watermark passes its last event + gap.
 import { isoTime, withoutNoise } from "./outputFormat.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 
 export type SessionsOptions = {
   /** Names the stage's state. Default "sessions". */
@@ -91,6 +91,22 @@ class SessionsLogic implements StageLogic {
    * restart the engine replays the last watermark first, which sets it again.
    */
   private watermarkMs = -Infinity;
+  /** The user's open sessions (as the "session" output will show them) and when each closes. */
+  readonly view: StageView = {
+    user: (user) => {
+      const state = this.open.get(user);
+      if (state === undefined) return undefined;
+      const open: Array<Record<string, unknown>> = [];
+      for (let at = HEAD; at < state.length; at += STRIDE) {
+        const startMs = state[at + START];
+        const endMs = state[at + LAST];
+        const closesMs = endMs + this.gapMs;
+        open.push({ start: isoTime(startMs), start_ms: startMs, end: isoTime(endMs), end_ms: endMs, pages: state[at + PAGES], closes: isoTime(closesMs), closes_ms: closesMs });
+      }
+      return { open };
+    },
+    wakeCause: () => "the session closes: a gap without events",
+  };
 
   constructor(
     private readonly gapMs: number,

@@ -82,6 +82,24 @@ export type StageLogic = {
    * in-memory index). The user state itself is deleted by the operator. True if something was dropped.
    */
   forgetUser?(user: string): boolean;
+  /** What the stage shows of its users to queries. Optional. */
+  readonly view?: StageView;
+};
+
+/**
+ * What a stage shows of its state to queries (see OperatorView): read between batches, as JSON with
+ * the names and formats of the stage's outputs. Reading changes nothing.
+ */
+export type StageView = {
+  /**
+   * The user's values now, evaluated at `nowMs` (the pipeline's current event time) where they
+   * depend on time (decayed scores, rolling lookbacks); undefined when the stage holds none.
+   */
+  user(user: string, nowMs: number): Record<string, unknown> | undefined;
+  /** Why the stage's pending wake-up of `user` was asked for ("the session closes"). */
+  wakeCause?(user: string): string;
+  /** Views over every user (segment counts, ...), by name: see OperatorView.views. */
+  views?: Readonly<Record<string, (params: Readonly<Record<string, string>>) => unknown>>;
 };
 
 /** What a stage is built with: the operator's context, and state kept in each user's one record. */

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { isoTime } from "./outputFormat.ts";
 import { triggerBody, type TriggerFacts, type TriggerTemplate } from "./triggerTemplate.ts";
 import { isoInZone, isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
-import type { Signal, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { Signal, StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
 import { relayoutAll, type StateShape } from "./stateShape.ts";
 
@@ -164,6 +164,25 @@ class TriggersLogic implements StageLogic {
   /** Send times older than this no cap looks at. 0: no rule has a cap, none are kept. */
   private readonly capWindowMs: number;
   private readonly recipientField: string;
+  /** Messages sent in this run, per channel (a message on two channels counts on each). */
+  private readonly sentByChannel = new Map<string, number>();
+  /** What the user's triggers keep: zone, consent, the messages waiting, when each rule last fired per channel. */
+  readonly view: StageView = {
+    user: (user) => {
+      const state = this.users.get(user);
+      if (state === undefined) return undefined;
+      const lastFired = Object.fromEntries(Object.entries(state.firedMs ?? {}).map(([ruleChannel, ms]) => [ruleChannel, { time: isoTime(ms), time_ms: ms }]));
+      const waiting = (state.pending ?? []).map((p) => ({ rule: p.rule, send_at: isoTime(p.atMs), send_at_ms: p.atMs, channels: p.channels, follow_up: p.isFollowUp }));
+      return { zone: state.zone ?? null, consent: state.consent ?? null, waiting, last_fired: lastFired };
+    },
+    wakeCause: (user) => {
+      const first = this.users.get(user)?.pending?.[0];
+      return first === undefined ? "a message that no longer waits" : `a ${first.isFollowUp ? "follow-up" : "message"} of rule "${first.rule}" is due`;
+    },
+    views: {
+      triggersByChannel: () => Object.fromEntries([...this.channels.map((channel): [string, number] => [channel, 0]), ...this.sentByChannel]),
+    },
+  };
 
   constructor(
     private readonly options: TriggersOptions,
@@ -352,6 +371,7 @@ class TriggersLogic implements StageLogic {
     const body = triggerBody(this.recipientField, user, facts, this.options.template, message.vars);
     out.emit(TRIGGER_OUTPUT, user, message.atMs, body);
     out.count("triggers_sent");
+    for (const channel of channels) this.sentByChannel.set(channel, (this.sentByChannel.get(channel) ?? 0) + 1);
     if (message.isFollowUp || rule.followUps === undefined || rule.followUps.length === 0) return;
     this.startFollowUps(state, rule, message, hasLiveVars ? this.kept(message.vars) : message.vars);
   }
