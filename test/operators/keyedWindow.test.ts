@@ -5,7 +5,7 @@ import { record, watermark, type Element } from "../../engine/elements.ts";
 import type { AggregateSpec } from "../../operators/aggregations.ts";
 import { keyedWindow, LATE, type LateEvent, type WindowResult } from "../../operators/keyedWindow.ts";
 import type { WindowAssigner } from "../../operators/windowAssigners.ts";
-import { runOperator, runWithRestart } from "../harness.ts";
+import { memoryContext, runOperator, runWithRestart } from "../harness.ts";
 
 type Ev = { v: number; tag: string };
 
@@ -279,5 +279,34 @@ describe("keyed windows", () => {
       watermark(Number.MAX_SAFE_INTEGER),
     ]);
     expect(run.outputs.map((o) => o.value)).toEqual([{ window: "s", key: "u", start: "1970-01-01T00:00:00.000Z", start_ms: 0, end: "1970-01-01T00:00:00.030Z", end_ms: 30, events: 3 }]);
+  });
+});
+
+describe("the keyed window's view", () => {
+  it("shows a key's open windows with their aggregates so far, and nothing once they are purged", () => {
+    const logic = keyedWindow<Ev>({ name: "minute", assigner: { type: "hopping", sizeMs: 60_000, slideMs: 30_000 }, aggregates: AGGREGATES.slice(0, 3) }).build(memoryContext({}));
+    const out = { emit: () => {}, side: () => {} };
+    logic.onRecord(record("k", 40_000, { v: 2, tag: "a" }), out);
+    logic.onRecord(record("k", 50_000, { v: 5, tag: "b" }), out);
+    logic.onRecord(record("other", 50_000, { v: 1, tag: "a" }), out);
+    const window = (startMs: number, events: number, as: number, total: number, hasFired: boolean) => ({
+      window: "minute",
+      key: "k",
+      start: new Date(startMs).toISOString(),
+      start_ms: startMs,
+      end: new Date(startMs + 60_000).toISOString(),
+      end_ms: startMs + 60_000,
+      events,
+      as,
+      total,
+      has_fired: hasFired,
+    });
+    expect(logic.view!.key("k")).toEqual({ windows: [window(0, 2, 1, 7, false), window(30_000, 2, 1, 7, false)] });
+    expect(logic.view!.keyCount()).toBe(2);
+    expect(logic.view!.key("nobody")).toBeUndefined();
+    // The first window fires and goes (no lateness allowed); the second stays open.
+    logic.onWatermark(60_000, out);
+    logic.onRecord(record("k", 70_000, { v: 10, tag: "b" }), out);
+    expect(logic.view!.key("k")).toEqual({ windows: [window(30_000, 3, 1, 17, false), window(60_000, 1, 0, 10, false)] });
   });
 });
