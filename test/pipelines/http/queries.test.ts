@@ -4,6 +4,7 @@
 // runs, no answer is torn; pseudonymised ids are queried by the raw id and never shown.
 import { afterAll, describe, expect, it } from "vitest";
 import type { JobResult } from "../../../engine/job.ts";
+import type { JobView } from "../../../engine/jobView.ts";
 import { runPipeline } from "../../../pipelines/compile.ts";
 import { routesFor } from "../../../pipelines/http/routes.ts";
 import { startHttpServer, type HttpServer } from "../../../pipelines/http/server.ts";
@@ -16,20 +17,24 @@ type Obj = Record<string, any>;
 afterAll(removeTempDirs);
 
 /** Runs the pipeline in `file` with its HTTP server on a free port; `done` settles when the input has ended. */
-async function runServed(file: string, batchSize?: number): Promise<{ url: string; done: Promise<JobResult>; isDone: () => boolean; close: () => Promise<void> }> {
+async function runServed(file: string, batchSize?: number): Promise<{ url: string; view: JobView; done: Promise<JobResult>; isDone: () => boolean; close: () => Promise<void> }> {
   const spec = loadPipeline(file);
   let serverStarted!: (server: Promise<HttpServer>) => void;
   const server = new Promise<Promise<HttpServer>>((resolve) => (serverStarted = resolve));
   let hasEnded = false;
+  let jobView: JobView | undefined;
   const done = runPipeline(spec, {
     reset: true,
     ...(batchSize === undefined ? {} : { batchSize }),
-    onView: (view) => serverStarted(startHttpServer({ host: "127.0.0.1", port: 0 }, routesFor({ view, spec }))),
+    onView: (view) => {
+      jobView = view;
+      serverStarted(startHttpServer({ host: "127.0.0.1", port: 0 }, routesFor({ view, spec })));
+    },
   }).finally(() => (hasEnded = true));
   const started = await Promise.race([server.then((s) => s), done.then(() => undefined)]);
   if (started === undefined) throw new Error("the job ended before it offered its view");
   const s = await started;
-  return { url: s.url.replace(/\/$/, ""), done, isDone: () => hasEnded, close: () => s.close() };
+  return { url: s.url.replace(/\/$/, ""), view: jobView!, done, isDone: () => hasEnded, close: () => s.close() };
 }
 
 async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Obj }> {
@@ -78,7 +83,7 @@ function expectedKbis(features: Obj): Obj {
 }
 
 describe("state queries on config/retention.yaml", () => {
-  it("answers every user with the last values of the outputs, counts segments as the outputs do, and is never torn while the job runs", async () => {
+  it("answers every user with the last values of the outputs, counts segments, clusters and triggers as the outputs do, and is never torn while the job runs", async () => {
     const dir = tempDir("flusso-queries-retention-");
     const file = shippedVariant("retention", dir, {
       users: 600,
@@ -87,7 +92,7 @@ describe("state queries on config/retention.yaml", () => {
         // Erasures remove members without an exit output: kept out here, so the outputs alone recount.
         delete p.privacy.erase;
         p.sinks = p.sinks.filter((s: Obj) => !s.outputs.includes("erasure"));
-        p.sinks.push({ file: { path: `${dir}/out/features.jsonl` }, outputs: ["features", "phase"] });
+        p.sinks.push({ file: { path: `${dir}/out/features.jsonl` }, outputs: ["features", "phase", "cluster"] });
       },
     });
     const job = await runServed(file, 100);
@@ -164,6 +169,18 @@ describe("state queries on config/retention.yaml", () => {
       expect((await get(`${job.url}/api/v1/segments/lifecycle/vip?limit=ten`)).status).toBe(400);
       expect((await get(`${job.url}/api/v1/segments/lifecycle/nobody`)).status).toBe(404);
       expect((await get(`${job.url}/api/v1/segments/nogroup/vip`)).status).toBe(404);
+
+      // 4. The views the dashboard reads: users per cluster now, triggers per channel so far.
+      const behaviourView = job.view.operators().find((op) => op.view?.views?.clusters !== undefined)!.view!;
+      const lastCluster = lastBy(featureOutputs, (o) => (o.output === "cluster" ? ["cluster", o.cluster as string] : undefined));
+      const clusterSizes: Record<string, number> = {};
+      for (const byUser of lastCluster.values()) clusterSizes[byUser.get("cluster")!] = (clusterSizes[byUser.get("cluster")!] ?? 0) + 1;
+      expect(withoutZeros({ c: behaviourView.views!.clusters({}) as Record<string, number> })).toEqual({ c: clusterSizes });
+      expect(Object.keys(clusterSizes).length).toBeGreaterThan(1);
+      const sentByChannel: Record<string, number> = {};
+      for (const t of variantOutput(dir, "triggers.jsonl")) for (const channel of (t.channels ?? t.canali) as string[]) sentByChannel[channel] = (sentByChannel[channel] ?? 0) + 1;
+      expect(withoutZeros({ c: behaviourView.views!.triggersByChannel({}) as Record<string, number> })).toEqual({ c: sentByChannel });
+      expect(Object.keys(sentByChannel).length).toBeGreaterThan(0);
     } finally {
       await job.close();
     }
