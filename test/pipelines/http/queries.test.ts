@@ -99,7 +99,10 @@ describe("state queries on config/retention.yaml", () => {
     // 1. While the job runs: every answer is a cut between two steps.
     let answersWhileRunning = 0;
     const sampleUsers = ["u000001", "u000002", "u000003"];
+    const behaviourView = job.view.operators().find((op) => op.view?.views?.clusters !== undefined)!.view!;
     while (!job.isDone()) {
+      // Counted from the first query on, then kept up to date as the job goes: checked at the end.
+      for (const size of Object.values(behaviourView.views!.clusters({}) as Record<string, number>)) expect(size).toBeGreaterThanOrEqual(0);
       const [segments, ...users] = await Promise.all([get(`${job.url}/api/v1/segments`), ...sampleUsers.map((u) => get(`${job.url}/api/v1/keys/${u}`))]);
       if (job.isDone()) break;
       answersWhileRunning++;
@@ -171,7 +174,6 @@ describe("state queries on config/retention.yaml", () => {
       expect((await get(`${job.url}/api/v1/segments/nogroup/vip`)).status).toBe(404);
 
       // 4. The views the dashboard reads: users per cluster now, triggers per channel so far.
-      const behaviourView = job.view.operators().find((op) => op.view?.views?.clusters !== undefined)!.view!;
       const lastCluster = lastBy(featureOutputs, (o) => (o.output === "cluster" ? ["cluster", o.cluster as string] : undefined));
       const clusterSizes: Record<string, number> = {};
       for (const byUser of lastCluster.values()) clusterSizes[byUser.get("cluster")!] = (clusterSizes[byUser.get("cluster")!] ?? 0) + 1;
