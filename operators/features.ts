@@ -42,7 +42,7 @@ export function features(options: FeaturesOptions): StageDefinition {
 }
 
 class FeaturesLogic implements StageLogic {
-  /** The user's last vector emitted, as the output showed it (kept only while some sink takes vectors). */
+  /** The user's current vector, as the "features" output shows it. */
   readonly view: StageView = {
     user: (user) => {
       const vector = this.last.get(user);
@@ -51,25 +51,34 @@ class FeaturesLogic implements StageLogic {
     },
   };
 
+  /** This step's vector, compared with the user's last before a copy is kept: no array per step. */
+  private readonly scratch: Array<number | null>;
+
   constructor(
     private readonly options: FeaturesOptions,
-    /** The last vector emitted per user, to tell a change. */
+    /**
+     * Each user's last vector, to tell a change and to answer queries: kept whether or not some
+     * sink takes feature vectors.
+     */
     private readonly last: { get(key: string): Array<number | null> | undefined; set(key: string, value: Array<number | null>): void },
-  ) {}
+  ) {
+    this.scratch = new Array<number | null>(options.features.length).fill(null);
+  }
 
   step(view: UserView, out: StageOutput): void {
     const specs = this.options.features;
-    // The vector is emitted when it changes, unless no sink takes feature vectors (then none is built).
-    const vector = out.wants(FEATURES_OUTPUT) ? new Array<number | null>(specs.length) : undefined;
+    const scratch = this.scratch;
     for (let i = 0; i < specs.length; i++) {
       const value = numeric(specs[i].value(view.vars));
-      if (vector !== undefined) vector[i] = value;
+      scratch[i] = value;
       view.vars[specs[i].name] = value ?? undefined;
     }
-    if (vector === undefined) return;
     const previous = this.last.get(view.user);
-    if (previous !== undefined && sameVector(previous, vector)) return;
+    if (previous !== undefined && sameVector(previous, scratch)) return;
+    const vector = scratch.slice();
     this.last.set(view.user, vector);
+    // Emitted when it changes, unless no sink takes feature vectors.
+    if (!out.wants(FEATURES_OUTPUT)) return;
     const body: FeatureVector = { output: FEATURES_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs };
     // Shown without the noise of decimal arithmetic (1 - 0.7 is 0.30000000000000004); the view keeps the value.
     for (let i = 0; i < specs.length; i++) body[specs[i].name] = vector[i] === null ? null : withoutNoise(vector[i]!);

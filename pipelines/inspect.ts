@@ -87,8 +87,10 @@ export async function inspectState(spec: PipelineSpec, { key }: { key?: string }
       }
       for (const [stage, stageShape] of shape.stages) report.stages[stage] = { users: counts.get(stage) ?? 0, shape: stageShape };
       if (report.key) {
+        // Stages' slots only: the operator keeps one of its own (the user's last event time).
+        const stages = new Set(shape.stages.map(([stage]) => stage));
         for (const [slot, value] of Object.entries(slots.valuesOf(stored!) ?? {})) {
-          (report.key.stages[stageOf(slot)] ??= {})[slot.slice(slot.indexOf("/") + 1)] = value;
+          if (stages.has(stageOf(slot))) (report.key.stages[stageOf(slot)] ??= {})[slot.slice(slot.indexOf("/") + 1)] = value;
         }
       }
     }
