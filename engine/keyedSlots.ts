@@ -17,6 +17,8 @@ export type SlotState<V> = {
   keys(): IterableIterator<string>;
   /** The keys whose record holds a value in this slot, with the value. */
   entries(): IterableIterator<[string, V]>;
+  /** Calls `visit` with every key whose record holds a value in this slot: a scan of many keys, faster than `entries`. */
+  forEach(visit: (value: V, key: string) => void): void;
   /** How many keys hold a value in this slot. */
   readonly size: number;
 };
@@ -206,6 +208,13 @@ export class KeyedSlots {
   }
 
   /** @internal */
+  forEachOf(index: number, visit: (value: unknown, key: string) => void): void {
+    this.records.forEach((record, key) => {
+      if (record[index] !== undefined) visit(record[index], key);
+    });
+  }
+
+  /** @internal */
   countOf(index: number): number {
     if (this.counts !== undefined) return this.counts[index];
     let count = 0;
@@ -262,6 +271,10 @@ class Slot<V> implements SlotState<V> {
 
   entries(): IterableIterator<[string, V]> {
     return this.slots.entriesOf(this.index) as IterableIterator<[string, V]>;
+  }
+
+  forEach(visit: (value: V, key: string) => void): void {
+    this.slots.forEachOf(this.index, visit as (value: unknown, key: string) => void);
   }
 
   get size(): number {

@@ -112,6 +112,11 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     for (const [key, entry] of this.entryByKey) if (!this.hasTtl || entry.expiresAtMs > this.nowMs) yield [key, entry.value];
   }
 
+  /** Calls `visit` with every key and value, those past their TTL left out: a scan without an iterator's cost per entry. */
+  forEach(visit: (value: V, key: string) => void): void {
+    for (const [key, entry] of this.entryByKey) if (!this.hasTtl || entry.expiresAtMs > this.nowMs) visit(entry.value, key);
+  }
+
   /** Moves the TTL clock to `watermarkMs` (event time), so entries past their TTL read as absent. */
   expire(watermarkMs: number): void {
     this.nowMs = watermarkMs;

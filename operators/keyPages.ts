@@ -6,30 +6,23 @@ export const DEFAULT_PAGE_KEYS = 100;
 export const MAX_PAGE_KEYS = 1000;
 
 /**
- * The first `limit` keys (in string order) after `cursor` whose value `matches`, and the cursor of
- * the next page (null: no more). One pass over the entries, keeping only the page sorted: a query
- * over 100k users costs a few ms and no copy of them all.
+ * The first `limit` of `keys` (in string order) after `cursor`, and the cursor of the next page
+ * (null: no more). One pass, keeping only the page sorted: no sorted copy of them all.
  */
-export function firstKeysAfter<V>(
-  entries: Iterable<[string, V]>,
-  matches: (value: V) => boolean,
-  cursor: string | null,
-  limit: number = DEFAULT_PAGE_KEYS,
-): { keys: string[]; nextCursor: string | null } {
-  const size = Math.max(1, Math.min(MAX_PAGE_KEYS, Math.floor(limit)));
+export function firstKeysAfter(keys: Iterable<string>, cursor: string | null, limit: number = DEFAULT_PAGE_KEYS): { keys: string[]; nextCursor: string | null } {
+  const size = Number.isFinite(limit) ? Math.max(1, Math.min(MAX_PAGE_KEYS, Math.floor(limit))) : DEFAULT_PAGE_KEYS;
   // One more than the page: whether another page follows.
   const keep = size + 1;
   const page: string[] = [];
-  for (const [key, value] of entries) {
+  for (const key of keys) {
     if (cursor !== null && key <= cursor) continue;
     if (page.length === keep && key >= page[keep - 1]) continue;
-    if (!matches(value)) continue;
     if (page.length === keep) page.pop();
     page.splice(insertionPoint(page, key), 0, key);
   }
   const hasMore = page.length > size;
-  const keys = hasMore ? page.slice(0, size) : page;
-  return { keys, nextCursor: hasMore ? keys[keys.length - 1] : null };
+  const shown = hasMore ? page.slice(0, size) : page;
+  return { keys: shown, nextCursor: hasMore ? shown[shown.length - 1] : null };
 }
 
 /** Where `key` goes in the sorted `page`. */

@@ -144,10 +144,11 @@ class SegmentsLogic implements StageLogic {
   /** Tag lists by mask, frozen and shared by every user holding those tags. */
   private readonly tagLists = new Map<number, readonly string[]>();
   /**
-   * Users per segment (by group, then segment index) and per tag, counted once on the first query
-   * and kept up to date by every change after it: a job nobody queries pays nothing.
+   * The users in each segment (by group, then segment index) and holding each tag: built from the
+   * state on the first query and kept up to date by every change after it (a job nobody queries
+   * pays nothing), so a count is a size and a page of members looks at one segment's users only.
    */
-  private counts: { groups: number[][]; tags: number[] } | undefined;
+  private members: { groups: Array<Array<Set<string>>>; tags: Array<Set<string>> } | undefined;
   readonly view: StageView;
 
   constructor(
@@ -167,7 +168,7 @@ class SegmentsLogic implements StageLogic {
       user: (user) => this.userView(user),
       views: {
         segments: () => this.countsView(),
-        segmentMembers: (params) => this.members(params),
+        segmentMembers: (params) => this.page(params),
       },
     };
   }
@@ -188,9 +189,9 @@ class SegmentsLogic implements StageLogic {
       const left = was >= 0 ? group.segments[was] : null;
       if (left !== null) this.change(view, out, group.name, left, "exit", group.segments[index], group.detail);
       this.change(view, out, group.name, group.segments[index], "enter", left, group.detail);
-      if (this.counts !== undefined) {
-        if (was >= 0) this.counts.groups[g][was]--;
-        this.counts.groups[g][index]++;
+      if (this.members !== undefined) {
+        if (was >= 0) this.members.groups[g][was].delete(view.user);
+        this.members.groups[g][index].add(view.user);
       }
       membership[g] = index;
       hasChanged = true;
@@ -201,9 +202,9 @@ class SegmentsLogic implements StageLogic {
       const was = membership[groups.length];
       if (mask !== was) {
         this.tagChanges(view, out, was, mask);
-        if (this.counts !== undefined) {
-          this.countTags(was, -1);
-          this.countTags(mask, 1);
+        if (this.members !== undefined) {
+          this.indexTags(view.user, was, false);
+          this.indexTags(view.user, mask, true);
         }
         membership[groups.length] = mask;
         hasChanged = true;
@@ -213,33 +214,47 @@ class SegmentsLogic implements StageLogic {
     else if (hasChanged) this.membership.touch(view.user);
   }
 
-  /** An erased user leaves the counts (the operator deletes the membership itself). */
+  /** An erased user leaves the segments' members (the operator deletes the membership itself). */
   forgetUser(user: string): boolean {
     const membership = this.membership.get(user);
-    if (membership !== undefined && this.counts !== undefined) this.count(membership, -1);
+    if (membership !== undefined && this.members !== undefined) this.index(user, membership, false);
     return false;
   }
 
-  /** Adds `by` to the counts of the segments and tags of `membership`. */
-  private count(membership: Membership, by: number): void {
-    for (let g = 0; g < this.groups.length; g++) if (membership[g] >= 0) this.counts!.groups[g][membership[g]] += by;
-    if (this.tags.length > 0) this.countTags(membership[this.groups.length], by);
+  /** Adds `user` to (or removes from) the members of the segments and tags of `membership`. */
+  private index(user: string, membership: Membership, isIn: boolean): void {
+    const groups = this.members!.groups;
+    for (let g = 0; g < this.groups.length; g++) {
+      if (membership[g] < 0) continue;
+      if (isIn) groups[g][membership[g]].add(user);
+      else groups[g][membership[g]].delete(user);
+    }
+    if (this.tags.length > 0) this.indexTags(user, membership[this.groups.length], isIn);
   }
 
-  private countTags(mask: number, by: number): void {
-    for (let i = 0; i < this.tags.length; i++) if (hasBit(mask, i)) this.counts!.tags[i] += by;
+  private indexTags(user: string, mask: number, isIn: boolean): void {
+    for (let i = 0; i < this.tags.length; i++) {
+      if (!hasBit(mask, i)) continue;
+      if (isIn) this.members!.tags[i].add(user);
+      else this.members!.tags[i].delete(user);
+    }
+  }
+
+  /** The members index, built from the state the first time a query needs it. */
+  private membersIndex(): { groups: Array<Array<Set<string>>>; tags: Array<Set<string>> } {
+    if (this.members === undefined) {
+      this.members = { groups: this.groups.map((g) => g.segments.map(() => new Set<string>())), tags: this.tags.map(() => new Set<string>()) };
+      this.membership.forEach((membership, user) => this.index(user, membership, true));
+    }
+    return this.members;
   }
 
   /** Users per segment of each group and per tag: `{ groups: { value: { vip: 12, ... } }, tags: { top_10: 3 } }`. */
   private countsView(): { groups: Record<string, Record<string, number>>; tags: Record<string, number> } {
-    if (this.counts === undefined) {
-      this.counts = { groups: this.groups.map((g) => g.segments.map(() => 0)), tags: this.tags.map(() => 0) };
-      for (const [, membership] of this.membership.entries()) this.count(membership, 1);
-    }
-    const counts = this.counts;
+    const members = this.membersIndex();
     return {
-      groups: Object.fromEntries(this.groups.map((group, g) => [group.name, Object.fromEntries(group.segments.map((segment, i) => [segment, counts.groups[g][i]]))])),
-      tags: Object.fromEntries(this.tags.map((tag, i) => [tag.name, counts.tags[i]])),
+      groups: Object.fromEntries(this.groups.map((group, g) => [group.name, Object.fromEntries(group.segments.map((segment, i) => [segment, members.groups[g][i].size]))])),
+      tags: Object.fromEntries(this.tags.map((tag, i) => [tag.name, members.tags[i].size])),
     };
   }
 
@@ -258,21 +273,21 @@ class SegmentsLogic implements StageLogic {
    * A page of the users in a segment (`group` a group's name, or the tags' var for a tag), in key
    * order after `cursor`; undefined for a group or segment the stage does not have.
    */
-  private members(params: Readonly<Record<string, string>>): { keys: string[]; nextCursor: string | null } | undefined {
+  private page(params: Readonly<Record<string, string>>): { keys: string[]; nextCursor: string | null } | undefined {
     const { group, segment } = params;
     const limit = params.limit === undefined ? undefined : Number(params.limit);
     const g = this.groups.findIndex((gr) => gr.name === group);
-    let isMember: (membership: Membership) => boolean;
+    let users: Set<string>;
     if (g >= 0) {
       const index = this.groups[g].segments.indexOf(segment);
       if (index < 0) return undefined;
-      isMember = (membership) => membership[g] === index;
+      users = this.membersIndex().groups[g][index];
     } else if (group === this.tagsVar && this.tags.length > 0) {
       const t = this.tags.findIndex((tag) => tag.name === segment);
       if (t < 0) return undefined;
-      isMember = (membership) => hasBit(membership[this.groups.length], t);
+      users = this.membersIndex().tags[t];
     } else return undefined;
-    return firstKeysAfter(this.membership.entries(), isMember, params.cursor ?? null, limit);
+    return firstKeysAfter(users, params.cursor ?? null, limit);
   }
 
   private fresh(): Membership {
