@@ -39,12 +39,12 @@ export function behaviourView({
       // An erased user has no record: unknown, like one never seen.
       if (!records.has(user)) return undefined;
       const lastMs = lastEventMs.get(user);
-      // After a restart, until an event comes, the latest the user knows is the pipeline's time.
+      // After a restart, until an event comes, the operator's time is the user's latest event.
       const atMs = Number.isFinite(nowMs()) ? nowMs() : (lastMs ?? -Infinity);
       const values: Record<string, unknown> = {};
       const wakeUps: Array<Record<string, unknown>> = [];
       for (const { name, logic } of stages) {
-        const shown = Number.isFinite(atMs) ? logic.view?.user(user, atMs) : undefined;
+        const shown = logic.view?.user(user, atMs);
         if (shown !== undefined) values[name] = shown;
         const wakeMs = logic.pendingWake?.(user);
         if (wakeMs !== undefined) wakeUps.push({ stage: name, time: isoTime(wakeMs), time_ms: wakeMs, cause: logic.view?.wakeCause?.(user) ?? `a deadline of ${name}` });
