@@ -75,7 +75,8 @@ class FeaturesLogic implements StageLogic {
     }
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, scratch)) return;
-    const vector = scratch.slice();
+    // The user's own array is rewritten in place: no allocation when a vector changes.
+    const vector = previous?.length === scratch.length ? copyInto(scratch, previous) : scratch.slice();
     this.last.set(view.user, vector);
     // Emitted when it changes, unless no sink takes feature vectors.
     if (!out.wants(FEATURES_OUTPUT)) return;
@@ -92,6 +93,11 @@ function numeric(value: unknown): number | null {
   if (typeof value === "boolean") return value ? 1 : 0;
   if (typeof value === "bigint") return Number(value);
   return null;
+}
+
+function copyInto(from: ReadonlyArray<number | null>, to: Array<number | null>): Array<number | null> {
+  for (let i = 0; i < from.length; i++) to[i] = from[i];
+  return to;
 }
 
 function sameVector(a: ReadonlyArray<number | null>, b: ReadonlyArray<number | null>): boolean {
