@@ -14,6 +14,11 @@ export type FeaturesOptions = {
   /** Names the stage's state. Default "features". */
   name?: string;
   features: FeatureSpec[];
+  /**
+   * Keep each user's last vector even when no sink takes vectors, for queries to show. Default
+   * false: kept only while some sink takes them (a vector per change costs a little on every step).
+   */
+  keepsVectors?: boolean;
 };
 
 /** The output kind of a feature vector. */
@@ -42,7 +47,7 @@ export function features(options: FeaturesOptions): StageDefinition {
 }
 
 class FeaturesLogic implements StageLogic {
-  /** The user's current vector, as the "features" output shows it. */
+  /** The user's current vector, as the "features" output shows it (kept while a sink takes vectors or the job answers queries). */
   readonly view: StageView = {
     user: (user) => {
       const vector = this.last.get(user);
@@ -56,10 +61,7 @@ class FeaturesLogic implements StageLogic {
 
   constructor(
     private readonly options: FeaturesOptions,
-    /**
-     * Each user's last vector, to tell a change and to answer queries: kept whether or not some
-     * sink takes feature vectors.
-     */
+    /** Each user's last vector, to tell a change and to answer queries. */
     private readonly last: { get(key: string): Array<number | null> | undefined; set(key: string, value: Array<number | null>): void },
   ) {
     this.scratch = new Array<number | null>(options.features.length).fill(null);
@@ -73,13 +75,15 @@ class FeaturesLogic implements StageLogic {
       scratch[i] = value;
       view.vars[specs[i].name] = value ?? undefined;
     }
+    const isWanted = out.wants(FEATURES_OUTPUT);
+    if (!isWanted && this.options.keepsVectors !== true) return;
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, scratch)) return;
     // The user's own array is rewritten in place: no allocation when a vector changes.
     const vector = previous?.length === scratch.length ? copyInto(scratch, previous) : scratch.slice();
     this.last.set(view.user, vector);
     // Emitted when it changes, unless no sink takes feature vectors.
-    if (!out.wants(FEATURES_OUTPUT)) return;
+    if (!isWanted) return;
     const body: FeatureVector = { output: FEATURES_OUTPUT, user_id: view.user, time: isoTime(view.timeMs), time_ms: view.timeMs };
     // Shown without the noise of decimal arithmetic (1 - 0.7 is 0.30000000000000004); the view keeps the value.
     for (let i = 0; i < specs.length; i++) body[specs[i].name] = vector[i] === null ? null : withoutNoise(vector[i]!);

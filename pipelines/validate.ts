@@ -82,7 +82,8 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   const windows = top.windows === undefined ? [] : readWindows(r, top.windows, env);
   // Not part of the spec (nor of the state's fingerprint): digits change how outputs look, not what is computed.
   const outputs = readOutputs(r, top.outputs);
-  const behaviour = fields ? readBehaviour(r, top, fields, { pipeline: name ?? "", keyField: key ?? "", digits: outputs.digits }) : undefined;
+  const isQueried = top.http !== undefined || httpListen !== undefined;
+  const behaviour = fields ? readBehaviour(r, top, fields, { pipeline: name ?? "", keyField: key ?? "", digits: outputs.digits, isQueried }) : undefined;
   if (top.windows === undefined && !STAGE_SECTION_NAMES.some((section) => top[section] !== undefined)) {
     r.fail("windows", `is required when the pipeline has none of ${STAGE_SECTION_NAMES.join(", ")}: there would be nothing to compute`);
   }

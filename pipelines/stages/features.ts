@@ -12,7 +12,7 @@ const NUMERIC = ["double", "int", "uint", "bool"];
  * ```
  * Each formula may use the event's fields, earlier stages' values and the features above it.
  */
-export const readFeatures: StageReader = (r, path, value, scope) => {
+export const readFeatures: StageReader = (r, path, value, scope, context) => {
   const entries = r.entries(path, value, "feature, like visit_frequency: visits_7d / 7.0");
   if (!entries) return undefined;
   const specs = [];
@@ -27,5 +27,5 @@ export const readFeatures: StageReader = (r, path, value, scope) => {
     if (!scope.declare(r, at, name, "double") || !compiled) continue;
     specs.push({ name, value: compiled.evaluate });
   }
-  return { definition: features({ features: specs }), outputs: [FEATURES_OUTPUT] };
+  return { definition: features({ features: specs, keepsVectors: context.isQueried ?? false }), outputs: [FEATURES_OUTPUT] };
 };

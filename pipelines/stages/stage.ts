@@ -14,6 +14,8 @@ export type ReadContext = {
   digits: number;
   /** The first segment group, when the pipeline has segments: the user's current segment for triggers. */
   segmentGroup: string | undefined;
+  /** Whether the job answers queries (`http:` or `--http`): stages then keep what a query shows even when no sink takes it. Default false. */
+  isQueried?: boolean;
 };
 
 /** A stage as read from its section: the definition and the output kinds it can emit. */

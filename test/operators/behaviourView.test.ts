@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { Element } from "../../engine/elements.ts";
 import type { OperatorView, Output } from "../../engine/operator.ts";
 import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
+import { features } from "../../operators/features.ts";
 import type { EventFields } from "../../operators/stage.ts";
 import { DAY_MS, ev, HOUR_MS, MINUTE_MS, stagesFromYaml, T0, wm } from "../behaviourHarness.ts";
 import { memoryContext } from "../harness.ts";
@@ -113,5 +114,16 @@ describe("the behaviour operator's view", () => {
     expect(view.views!.clusters({})).toEqual({});
     expect(view.views!.triggersByChannel({})).toEqual({});
     expect(view.views!.segmentMembers({ group: "g", segment: "s" })).toBeUndefined();
+  });
+
+  it("shows the features when no sink takes vectors only if the job answers queries (keepsVectors)", () => {
+    const shown = (keepsVectors: boolean) => {
+      const stage = features({ features: [{ name: "double_value", value: (vars) => (vars.order_value as number) * 2 }], keepsVectors });
+      const logic = behaviour({ name: "test", stages: [stage], wantedOutputs: [] }).build(memoryContext({}));
+      logic.onRecord(ev("u", T0, { event_type: "x", order_value: 21 }) as never, { emit: () => {}, side: () => {} });
+      return (logic.view!.key("u") as Obj).stages.features;
+    };
+    expect(shown(true)).toEqual({ double_value: 42 });
+    expect(shown(false)).toBeUndefined();
   });
 });

@@ -174,15 +174,15 @@ describe("config/retention.yaml", () => {
       // R3 went quiet at 22:00 in Rome: 7 days later is within quiet hours, so it waits for 08:00.
       message("R3", "win_back", "sms_promemoria", winBack, night + 7 * DAY_MS, 0, "2024-05-28T08:00:00.000+02:00", ["sms", "email"], "dormiente"),
     ]);
-    // Every stage held something of R4 (features too: the last vector is kept for queries even when
-    // no sink takes vectors); its session, lookbacks, cart deadline and inactivity timer were pending wake-ups.
+    // Every stage but features (no sink takes feature vectors and no query can ask, so none are kept)
+    // held something of R4; its session, lookbacks, cart deadline and inactivity timer were pending wake-ups.
     expect(variantOutput(dir, "erasures.jsonl")).toEqual([
       {
         output: "erasure",
         user_id: "R4",
         time: iso(T0 + 5 * MINUTE_MS),
         time_ms: T0 + 5 * MINUTE_MS,
-        stages: ["dedup", "sessions", "aggregates", "features", "kbis", "sequences", "phases", "clusters", "segments", "triggers"],
+        stages: ["dedup", "sessions", "aggregates", "kbis", "sequences", "phases", "clusters", "segments", "triggers"],
         wake_ups_withdrawn: 4,
       },
     ]);
