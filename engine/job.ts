@@ -96,6 +96,12 @@ export type JobOptions<E> = {
   build(events: Observable<Element<E>>, graph: GraphBuilder): void;
   /** Items per batch; a checkpoint can only fall between batches. Default 1000. */
   batchSize?: number;
+  /**
+   * The longest the job works through a batch (ms) before it lets the rest of its thread run: an HTTP
+   * query, a commit finishing. It stops between two items, never inside one item's step, and the batch's
+   * watermark and checkpoint still come at its end, so outputs do not depend on it. Default 4.
+   */
+  sliceMs?: number;
   /** Start from nothing: drop the state dir's checkpoint first (under its lock, and only in a dir flusso made). */
   reset?: boolean;
   /** Called about every `progressIntervalMs` (default 500) with the counters so far. */
@@ -142,6 +148,11 @@ function isDeepEqual(a: unknown, b: unknown): boolean {
 
 /** The largest epoch ms a Date holds (100,000,000 days either side of 1970). */
 const MAX_DATE_MS = 8.64e15;
+
+/** JobOptions.sliceMs by default: a query waits about this long for the job at most, outside watermarks and checkpoints. */
+const DEFAULT_SLICE_MS = 4;
+/** The job reads the clock after every 16th item of a batch. */
+const ITEMS_PER_CLOCK_READ_MASK = 15;
 
 /** The output kind dead letters are counted under (JobView.outputsByKind). */
 export const DEAD_LETTER_KIND = "dead_letter";
@@ -289,7 +300,7 @@ class Job<E> {
     for (;;) {
       const batch = await source.nextBatch(batchSize);
       const nowMs = this.nowMs();
-      for (const item of batch.items) this.push(item, nowMs);
+      await this.pushAll(batch.items, nowMs);
       for (const p of batch.finishedPartitions ?? []) this.tracker.finish(p);
       if (batch.isDone && this.options.atEnd === "stop") {
         const horizonMs = this.tracker.reachHorizon();
@@ -317,6 +328,23 @@ class Job<E> {
       }
       // Lets signal handlers and timers run even when the source never waits.
       await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /**
+   * Pushes a batch's items in slices of about `sliceMs` of work, yielding between slices, so whoever
+   * shares the job's thread (the HTTP server) waits for a slice, not a batch.
+   */
+  private async pushAll(items: readonly SourceItem[], nowMs: number): Promise<void> {
+    const sliceMs = this.options.sliceMs ?? DEFAULT_SLICE_MS;
+    let sliceStartMs = performance.now();
+    for (let i = 0; i < items.length; i++) {
+      this.push(items[i], nowMs);
+      // The clock is read every few items: reading it per item would cost more than the yields save.
+      if ((i & ITEMS_PER_CLOCK_READ_MASK) !== ITEMS_PER_CLOCK_READ_MASK || i === items.length - 1) continue;
+      if (performance.now() - sliceStartMs < sliceMs) continue;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      sliceStartMs = performance.now();
     }
   }
 
