@@ -45,11 +45,11 @@ function lineCount(path: string): number {
   return readFileSync(path, "utf8").split("\n").filter((line) => line !== "").length;
 }
 
-/** Runs `pipeline` to its end with the HTTP server up, and scrapes /metrics once it has ended. */
-async function runAndScrape(pipeline: string): Promise<{ result: JobResult; metrics: string; contentType: string | null }> {
+/** Runs `pipeline` to its end with the HTTP server up, and scrapes /metrics once it has ended; the watermark moves between batches. */
+async function runAndScrape(pipeline: string, batchSize = 50): Promise<{ result: JobResult; metrics: string; contentType: string | null }> {
   const spec = loadPipeline(pipeline, {}, { httpListen: "127.0.0.1:0" });
   let server: ReturnType<typeof startHttpServer> | undefined;
-  const result = await runPipeline(spec, { onView: (view: JobView) => (server = startHttpServer(spec.http!, routesFor({ view, spec }))) });
+  const result = await runPipeline(spec, { batchSize, onView: (view: JobView) => (server = startHttpServer(spec.http!, routesFor({ view, spec }))) });
   const { url, close } = await server!;
   try {
     const response = await fetch(`${url}metrics`);
@@ -122,7 +122,12 @@ describe("GET /metrics", () => {
     const sentAtMs = Date.now() - 1_000;
     const startMs = Date.UTC(2024, 4, 20);
     const events = Array.from({ length: 500 }, (_, i) => ({ user_id: `u${i % 7}`, timestamp: startMs + i * 10_000, event_type: "view", sent_at: sentAtMs }));
-    writeFileSync(join(dir, "events.jsonl"), events.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    // Three lines that are not events, and three events an hour behind the watermark: dead letters and late ones.
+    const lines = events.map((e) => JSON.stringify(e));
+    for (const at of [100, 200, 300]) {
+      lines.splice(at, 0, "{not json", JSON.stringify({ ...events[at], timestamp: events[at].timestamp - 3_600_000 }));
+    }
+    writeFileSync(join(dir, "events.jsonl"), lines.join("\n") + "\n");
     const yaml = (http: string) =>
       windowPipelineYaml({
         name: "stamped",
@@ -136,8 +141,17 @@ describe("GET /metrics", () => {
     writeFileSync(join(dir, "stamped.yaml"), yaml("http: { latencyStampField: sent_at }\n"));
     writeFileSync(join(dir, "plain.yaml"), yaml("").replace("dir: state", "dir: plain-state").replaceAll("out/", "plain-out/"));
 
-    const stamped = parse((await runAndScrape(join(dir, "stamped.yaml"))).metrics);
-    const outputs = lineCount(join(dir, "out/minutes.jsonl"));
+    const run = await runAndScrape(join(dir, "stamped.yaml"));
+    const stamped = parse(run.metrics);
+    const { counters } = run.result;
+    expect([counters.deadLettered, counters.late]).toEqual([3, 3]);
+    expect(stamped.get("flusso_events_dead_lettered_total")).toBe(3);
+    expect(stamped.get("flusso_events_late_total")).toBe(3);
+    // Late events go to the dead-letter file (no late: output), counted under their own kind.
+    expect((stamped.get('flusso_outputs_total{kind="dead_letter"}') ?? 0) + (stamped.get('flusso_outputs_total{kind="late"}') ?? 0)).toBe(lineCount(join(dir, "out/dead.jsonl")));
+    const windowLines = lineCount(join(dir, "out/minutes.jsonl"));
+    expect(stamped.get('flusso_outputs_total{kind="window"}')).toBe(windowLines);
+    const outputs = windowLines + 6;
     expect(stamped.get("flusso_output_latency_seconds_count")).toBe(outputs);
     // Windows fired by the events' watermark carry their stamp; those the end of the input fires carry none.
     const stampedCount = stamped.get("flusso_end_to_end_latency_seconds_count")!;
