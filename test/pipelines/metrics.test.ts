@@ -16,7 +16,7 @@ import { startHttpServer } from "../../pipelines/http/server.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { WAKE_UP_STEPS_COUNTER } from "../../operators/behaviour.ts";
 import { eventSchemaYaml, windowPipelineYaml } from "../fixtures/pipelines.ts";
-import { startNatsServer } from "../natsServer.ts";
+import { readStream, startNatsServer } from "../natsServer.ts";
 import { PROJECT_ROOT, removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
@@ -165,7 +165,7 @@ describe("GET /metrics", () => {
     expect(metrics).not.toContain("flusso_end_to_end_latency_seconds");
   });
 
-  it("reports a NATS source's pending messages by partition", async () => {
+  it("reports a NATS source's pending messages by partition, and a NATS sink's outputs once delivered", async () => {
     const nats = await startNatsServer();
     try {
       const nc = await connect({ servers: nats.url });
@@ -183,13 +183,18 @@ describe("GET /metrics", () => {
           schema: eventSchemaYaml(),
           state: "{ dir: state, checkpointInterval: 1h }",
           windows: ["name: minute\ntype: tumbling\nsize: 1m\naggregate:\n  events: count"],
-          sinks: ["file: { path: out/minutes.jsonl }"],
+          sinks: [`nats: { servers: "${nats.url}", stream: OUT, subject: out.minutes }`],
           deadLetter: "{ file: { path: out/dead.jsonl } }",
         }),
       );
       const { result, metrics } = await runAndScrape(join(dir, "nats.yaml"));
       expect(result.counters.read).toBe(200);
       const series = parse(metrics);
+      // Published after their checkpoint committed, and counted once the server acked them all.
+      const published = (await readStream(nats.url, "OUT")).length;
+      expect(published).toBeGreaterThan(0);
+      expect(series.get('flusso_outputs_total{kind="window"}')).toBe(published);
+      expect(series.get("flusso_output_latency_seconds_count")).toBe(published);
       // Read to the end: nothing waits in either partition.
       expect(series.get('flusso_source_pending_messages{partition="0"}')).toBe(0);
       expect(series.get('flusso_source_pending_messages{partition="1"}')).toBe(0);
