@@ -8,9 +8,11 @@ import { join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
+import { END_OF_TIME } from "../../engine/elements.ts";
 import type { JobView } from "../../engine/jobView.ts";
 import type { JobResult } from "../../engine/job.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
+import { watermarkLagSeconds } from "../../pipelines/http/metrics.ts";
 import { routesFor } from "../../pipelines/http/routes.ts";
 import { startHttpServer } from "../../pipelines/http/server.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
@@ -202,5 +204,13 @@ describe("GET /metrics", () => {
     } finally {
       await nats.stop();
     }
+  });
+
+  it("tells the watermark lag as processing time minus the watermark, none before the first, 0 after the end", () => {
+    const nowMs = Date.UTC(2026, 11, 6, 5);
+    expect(watermarkLagSeconds(-Infinity, nowMs)).toBeUndefined();
+    expect(watermarkLagSeconds(nowMs - 7_500, nowMs)).toBe(7.5);
+    expect(watermarkLagSeconds(nowMs + 2_000, nowMs)).toBe(-2);
+    expect(watermarkLagSeconds(END_OF_TIME, nowMs)).toBe(0);
   });
 });
