@@ -86,10 +86,10 @@ describe("a msgpack stream", () => {
 });
 
 describe("pending messages", () => {
-  /** Waits (bounded) until the consumer has delivered something into the source's buffer. */
-  async function untilBuffered(source: NatsSource): Promise<void> {
-    for (let waitedMs = 0; source.bufferedMessages === 0; waitedMs += 10) {
-      if (waitedMs > 10_000) throw new Error("nothing arrived in 10 s");
+  /** Waits (bounded) until the consumer has filled the source's buffer to `count` (where it parks). */
+  async function untilBuffered(source: NatsSource, count: number): Promise<void> {
+    for (let waitedMs = 0; source.bufferedMessages < count; waitedMs += 10) {
+      if (waitedMs > 10_000) throw new Error(`${count} messages did not arrive in 10 s`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }
@@ -103,7 +103,7 @@ describe("pending messages", () => {
     const source = new NatsSource({ servers: server.url, stream: "PENDING", subjects: ["pending.>"], format: "json", bufferMessages: 50 });
     await source.open(undefined);
     try {
-      await untilBuffered(source);
+      await untilBuffered(source, 50);
       expect(source.pendingMessages()).toEqual([300]);
       const batch = await source.nextBatch(20);
       expect(batch.items).toHaveLength(20);
@@ -123,7 +123,7 @@ describe("pending messages", () => {
     const source = new NatsSource({ servers: server.url, stream: "PENDING2", subjects: ["pending2.>"], format: "json", partitions: 2, bufferMessages: 100 });
     await source.open(undefined);
     try {
-      await untilBuffered(source);
+      await untilBuffered(source, 100);
       await source.nextBatch(40);
       const [p0, p1] = source.pendingMessages();
       expect(Math.abs(p0 + p1 - 360)).toBeLessThanOrEqual(1);
