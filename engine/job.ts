@@ -296,8 +296,9 @@ class Job<E> {
       await this.checkpoint(true);
       return true;
     }
-    // Operators judge lateness by the watermark: a restored job must start from the one it had.
+    // What the restored watermark fires is charged to the start.
     this.cause.arrived(this.nowMs());
+    // Operators judge lateness by the watermark: a restored job must start from the one it had.
     if (this.tracker.watermarkMs > -Infinity) this.events$.next(watermark(this.tracker.watermarkMs));
     for (;;) {
       const batch = await source.nextBatch(batchSize);
