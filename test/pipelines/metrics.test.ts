@@ -15,7 +15,9 @@ import { runPipeline } from "../../pipelines/compile.ts";
 import { watermarkLagSeconds } from "../../pipelines/http/metrics.ts";
 import { routesFor } from "../../pipelines/http/routes.ts";
 import { startHttpServer } from "../../pipelines/http/server.ts";
-import { loadPipeline } from "../../pipelines/load.ts";
+import { loadPipeline, parsePipelineText } from "../../pipelines/load.ts";
+import { PipelineInvalid } from "../../pipelines/errors.ts";
+import { validatePipeline } from "../../pipelines/validate.ts";
 import { WAKE_UP_STEPS_COUNTER } from "../../operators/behaviour.ts";
 import { eventSchemaYaml, windowPipelineYaml } from "../fixtures/pipelines.ts";
 import { readStream, startNatsServer } from "../natsServer.ts";
@@ -212,5 +214,30 @@ describe("GET /metrics", () => {
     expect(watermarkLagSeconds(nowMs - 7_500, nowMs)).toBe(7.5);
     expect(watermarkLagSeconds(nowMs + 2_000, nowMs)).toBe(-2);
     expect(watermarkLagSeconds(END_OF_TIME, nowMs)).toBe(0);
+  });
+
+  it("refuses a latencyStampField that is not a number or timestamp field the events keep", () => {
+    const mistakes = (fields: string, privacy: string) => {
+      const text =
+        windowPipelineYaml({
+          name: "stamps",
+          source: "{ file: { path: events.jsonl, format: jsonl } }",
+          schema: eventSchemaYaml({ fields: { sent_at: fields, note: "{ type: string }" } }),
+          state: "{ dir: state }",
+          windows: ["name: minute\ntype: tumbling\nsize: 1m\naggregate:\n  events: count"],
+          sinks: ["file: { path: out/minutes.jsonl }"],
+        }) + `http: { latencyStampField: sent_at }\n${privacy}`;
+      try {
+        validatePipeline(parsePipelineText(text, "stamps.yaml", {}), "stamps.yaml", "/tmp", { checksFiles: false });
+        return [];
+      } catch (error) {
+        if (!(error instanceof PipelineInvalid)) throw error;
+        return error.errors.map((e) => e.message);
+      }
+    };
+    expect(mistakes("{ type: number }", "")).toEqual([]);
+    expect(mistakes("{ type: timestamp }", "")).toEqual([]);
+    expect(mistakes("{ type: string }", "")).toEqual([expect.stringMatching(/^http\.latencyStampField: "sent_at" is not a number or timestamp field the events keep \(timestamp\)/)]);
+    expect(mistakes("{ type: number }", "privacy: { keep: [user_id, timestamp, event_type] }\n")).toEqual([expect.stringContaining('"sent_at" is not a number or timestamp field the events keep')]);
   });
 });
