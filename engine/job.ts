@@ -7,6 +7,7 @@ import { END_OF_TIME, watermark, type Element, type KindedOutput, type StreamRec
 import { StateKeyChanged, StateMismatch } from "./errors.ts";
 import type { CheckpointRecord, JobPhase, JobView } from "./jobView.ts";
 import { LatencyRecorder } from "./latency.ts";
+import { NO_STAMP, OutputCause, SinkLatency, type LatencyRecorders } from "./outputLatency.ts";
 import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
@@ -60,6 +61,11 @@ export type JobOptions<E> = {
   acceptState?(meta: CheckpointMeta): Resumption;
   source: Source;
   decode(value: unknown, partition: number): Decoded<E>;
+  /**
+   * The epoch-ms stamp its publisher put in a record, if it has one: end-to-end latency (to its
+   * outputs reaching their sinks) is measured from it. Default: not measured.
+   */
+  stampOf?(value: E): number | undefined;
   newWatermarkGenerator(): WatermarkGenerator;
   /** Processing time without events after which a partition stops holding the watermark back. 0 = never. */
   idlenessMs: number;
@@ -125,7 +131,7 @@ export type JobOptions<E> = {
  * One checkpoint: `flushMs` making the outputs durable and `snapshotMs` taking and encoding the
  * state held the job; the LMDB write then runs beside it and was durable after `durableMs`.
  */
-export type CheckpointInfo = { checkpointId: number; entries: number; flushMs: number; snapshotMs: number; durableMs: number };
+export type CheckpointInfo = { checkpointId: number; entries: number; bytes: number; flushMs: number; snapshotMs: number; durableMs: number };
 
 export type JobCounters = {
   /** Items read from the source, good or bad. */
@@ -171,7 +177,7 @@ export type JobResult = {
   restoredFromCheckpoint: number | undefined;
 };
 
-type SinkEntry = { name: string; sink: Sink };
+type SinkEntry = { name: string; sink: Sink; latency: SinkLatency };
 
 /** What the dead-letter output receives: the reason first, then where the item came from and what it held. */
 export type DeadLetter = { reason: string; origin?: string; partition?: number; [field: string]: unknown };
@@ -199,7 +205,11 @@ class Job<E> {
   private lastCheckpoint?: CheckpointRecord;
   private readonly outputsByKind: Record<string, number> = {};
   private readonly operatorViews: Array<{ name: string; view?: OperatorView }> = [];
-  private readonly outputLatency = new LatencyRecorder();
+  /** What outputs written now are charged to, for their latency. */
+  private readonly cause = new OutputCause();
+  private readonly latency: LatencyRecorders;
+  private readonly checkpointListeners: Array<(checkpoint: CheckpointRecord) => void> = [];
+  private deadLetterEntry!: SinkEntry;
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -210,6 +220,7 @@ class Job<E> {
       advancesWhenIdle: options.advancesWhenIdle,
       nowMs: this.nowMs,
     });
+    this.latency = { output: new LatencyRecorder(), endToEnd: options.stampOf && new LatencyRecorder() };
   }
 
   /**
@@ -239,13 +250,14 @@ class Job<E> {
       this.runId = meta?.runId ?? randomBytes(6).toString("base64url");
       this.store.startFresh(resumption?.freshStates ?? []);
       // 2.
-      this.addSink(this.options.deadLetterName ?? "deadLetter", this.options.deadLetter);
+      this.deadLetterEntry = this.addSink(this.options.deadLetterName ?? "deadLetter", this.options.deadLetter);
       this.options.build(this.events$, this.graphBuilder(resumption?.restoredShape));
       // What the job no longer has (a window or a sink removed) goes with the next checkpoint.
       this.store.forgetUnused(this.sinks.map(({ name }) => name));
       // 3.
-      for (const { name, sink } of this.sinks) {
-        await sink.recover(meta?.sinkPositions[name], { sinkName: name, runId: this.runId, held: this.store.heldOutputs(name) });
+      for (const { name, sink, latency } of this.sinks) {
+        const onDelivered = (checkpointId: number) => latency.delivered(checkpointId, this.nowMs());
+        await sink.recover(meta?.sinkPositions[name], { sinkName: name, runId: this.runId, held: this.store.heldOutputs(name), onDelivered });
       }
       if (meta) {
         this.tracker.restore(meta.watermarks as WatermarkTrackerSnapshot);
@@ -295,11 +307,14 @@ class Job<E> {
       await this.checkpoint(true);
       return true;
     }
+    // What the restored watermark fires is charged to the start.
+    this.cause.arrived(this.nowMs());
     // Operators judge lateness by the watermark: a restored job must start from the one it had.
     if (this.tracker.watermarkMs > -Infinity) this.events$.next(watermark(this.tracker.watermarkMs));
     for (;;) {
       const batch = await source.nextBatch(batchSize);
       const nowMs = this.nowMs();
+      this.cause.arrived(nowMs);
       await this.pushAll(batch.items, nowMs);
       for (const p of batch.finishedPartitions ?? []) this.tracker.finish(p);
       if (batch.isDone && this.options.atEnd === "stop") {
@@ -361,10 +376,12 @@ class Job<E> {
       return;
     }
     this.tracker.onEvent(item.partition, decoded.time, nowMs);
+    if (this.options.stampOf !== undefined) this.cause.stampMs = this.options.stampOf(decoded.value) ?? NO_STAMP;
     this.events$.next(decoded);
   }
 
   private deadLetterRefused(entry: DeadLetter): void {
+    this.cause.stampMs = NO_STAMP;
     this.deadLetter(this.options.shapeRefused ? this.options.shapeRefused(entry) : entry);
   }
 
@@ -378,6 +395,7 @@ class Job<E> {
       const { reason, origin, partition } = entry;
       this.options.deadLetter.write({ reason, origin, partition, raw: `(withheld: it cannot be encoded: ${(error as Error).message})` });
     }
+    this.deadLetterEntry.latency.wrote();
   }
 
   /** An event an operator threw on is dead-lettered, and the job goes on with the next one. */
@@ -411,6 +429,11 @@ class Job<E> {
     const holds: SinkHold[] = [];
     const holding = this.sinks.filter(({ sink }) => sink.hold !== undefined);
     for (const { name, sink } of holding) holds.push({ sink: name, held: sink.hold!(checkpointId), deliveredThrough: sink.deliveredThrough!() });
+    const cutMs = this.nowMs();
+    for (const { sink, latency } of this.sinks) {
+      if (sink.hold === undefined) latency.reached(cutMs);
+      else latency.hold(checkpointId);
+    }
     const meta: CheckpointMeta = {
       shape: this.options.shape,
       runId: this.runId,
@@ -425,8 +448,9 @@ class Job<E> {
     this.pendingCommit = this.store.commit(meta, holds).then((info) => {
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
       for (const { sink } of holding) sink.release!(checkpointId);
-      const checkpoint = { checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
+      const checkpoint = { checkpointId, entries: info.entries, bytes: info.bytes, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
       this.lastCheckpoint = { ...checkpoint, committedAtMs: this.nowMs() };
+      for (const listener of this.checkpointListeners) listener(this.lastCheckpoint);
       this.options.onCheckpoint?.(checkpoint);
     });
     if (isFinal) {
@@ -446,24 +470,24 @@ class Job<E> {
         return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$, (rec, error) => this.onRecordFailure(definition.name, rec, error));
       },
       sinkTo: (name, sink, stream) => {
-        this.addSink(name, sink);
+        const entry = this.addSink(name, sink);
         stream.subscribe({
           next: (element) => {
             if (element.kind !== "record") return;
             this.counters.outputs++;
             this.outputsByKind[name] = (this.outputsByKind[name] ?? 0) + 1;
-            this.write(sink, element.value);
+            this.write(entry, element.value);
           },
           error: (error) => (this.failure ??= error),
         });
       },
       routeTo: (stream, routes) => {
-        for (const { name, sink } of routes) this.addSink(name, sink);
-        const sinksByKind = new Map<string, Sink[]>();
+        const entries = routes.map(({ name, sink }) => this.addSink(name, sink));
+        const sinksByKind = new Map<string, SinkEntry[]>();
         const sinksOf = (kind: string) => {
           let sinks = sinksByKind.get(kind);
           if (sinks === undefined) {
-            sinks = routes.filter((r) => r.kinds === undefined || r.kinds.includes(kind)).map((r) => r.sink);
+            sinks = entries.filter((_, i) => routes[i].kinds === undefined || routes[i].kinds!.includes(kind));
             sinksByKind.set(kind, sinks);
           }
           return sinks;
@@ -480,11 +504,11 @@ class Job<E> {
         });
       },
       sideTo: (tag, sinkName, sink, counter, shape = (value) => value as object) => {
-        if (!this.sinks.some((s) => s.name === sinkName)) this.addSink(sinkName, sink);
+        const entry = this.sinks.find((s) => s.name === sinkName) ?? this.addSink(sinkName, sink);
         this.side(tag).subscribe((value) => {
           this.counters[counter] = (this.counters[counter] ?? 0) + 1;
           this.outputsByKind[tag] = (this.outputsByKind[tag] ?? 0) + 1;
-          this.write(sink, shape(value));
+          this.write(entry, shape(value));
         });
       },
     };
@@ -494,9 +518,10 @@ class Job<E> {
    * Writes one output. A sink that throws (an output it cannot encode) fails the job at the end of
    * the batch, with its error, rather than inside RxJS, where it would be lost.
    */
-  private write(sink: Sink, value: object): void {
+  private write({ sink, latency }: SinkEntry, value: object): void {
     try {
       sink.write(value);
+      latency.wrote();
     } catch (error) {
       this.failure ??= error;
     }
@@ -513,7 +538,8 @@ class Job<E> {
       stateEntries: () => this.store?.liveEntries() ?? 0,
       operators: () => this.operatorViews,
       source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.() }),
-      latency: () => ({ output: this.outputLatency }),
+      latency: () => this.latency,
+      onCheckpoint: (listener) => void this.checkpointListeners.push(listener),
     };
   }
 
@@ -546,9 +572,11 @@ class Job<E> {
     return subject;
   }
 
-  private addSink(name: string, sink: Sink): void {
+  private addSink(name: string, sink: Sink): SinkEntry {
     if (this.sinks.some((s) => s.name === name)) throw new Error(`two sinks are named "${name}"`);
-    this.sinks.push({ name, sink });
+    const entry = { name, sink, latency: new SinkLatency(this.cause, this.latency) };
+    this.sinks.push(entry);
+    return entry;
   }
 
   private throwIfFailed(): void {

@@ -44,4 +44,6 @@ export type JobView = {
    * (`output`), and from a stamp the publisher put in the event (`endToEnd`, when the job measures it).
    */
   latency(): { output: LatencyRecorder; endToEnd?: LatencyRecorder };
+  /** Calls `listener` with each checkpoint that commits from now on (e.g. to feed a histogram of their durations). */
+  onCheckpoint(listener: (checkpoint: CheckpointRecord) => void): void;
 };

@@ -79,6 +79,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
     acceptState: (meta) => resumeState(spec, shape, meta, resets),
     source: buildSource(spec.source, connection),
     decode: eventDecoder(spec.schema, spec.key, spec.time, privacy.decoder),
+    stampOf: spec.http?.latencyStampField === undefined ? undefined : stampReader(spec.http.latencyStampField),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
     advancesWhenIdle: spec.watermark.advancesWhenIdle,
@@ -114,6 +115,14 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
       if (spec.late) graph.sideTo(LATE, lateName, buildSink(spec.late, spec.name, connection), "late");
       else graph.sideTo(LATE, deadLetterName, deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
+  };
+}
+
+/** Reads a publisher's epoch-ms stamp from an event field (a number or a timestamp, as validation checked). */
+function stampReader(field: string): (event: Event) => number | undefined {
+  return (event) => {
+    const stampMs = event[field];
+    return typeof stampMs === "number" ? stampMs : undefined;
   };
 }
 

@@ -66,6 +66,7 @@ export class NatsSink implements Sink {
   private isClosed = false;
   private connecting?: string;
   private health?: () => string | undefined;
+  private onDelivered?: (checkpointId: number) => void;
 
   constructor(private readonly options: NatsSinkOptions) {}
 
@@ -80,7 +81,8 @@ export class NatsSink implements Sink {
    *    the outputs committed checkpoints held, waiting until they are delivered;
    * 3. from then on, reads back the same way after every reconnect before resending.
    */
-  async recover(position: unknown, { runId, held, sinkName }: SinkRecovery): Promise<void> {
+  async recover(position: unknown, { runId, held, sinkName, onDelivered }: SinkRecovery): Promise<void> {
+    this.onDelivered = onDelivered;
     const committed = position as NatsSinkPosition | undefined;
     this.written = committed?.written ?? 0;
     this.idPrefix = `${this.options.pipeline}.${runId}.${sinkName}.`;
@@ -183,7 +185,10 @@ export class NatsSink implements Sink {
 
   /** Moves `delivered` over the oldest checkpoints whose messages are all acked. */
   private advanceDelivered(): void {
-    while (this.sending.length > 0 && this.sending[0].unacked === 0) this.deliveredCheckpoint = this.sending.shift()!.checkpointId;
+    while (this.sending.length > 0 && this.sending[0].unacked === 0) {
+      this.deliveredCheckpoint = this.sending.shift()!.checkpointId;
+      this.onDelivered?.(this.deliveredCheckpoint);
+    }
   }
 
   /**
