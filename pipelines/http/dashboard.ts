@@ -177,10 +177,11 @@ function sendEvent(response: ServerResponse, event: string, data: unknown): void
   response.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
 }
 
-export function dashboardRoutes({ view, spec, closed }: HttpContext): Route[] {
+/** `intervalMs`: how often the sampler reads the job (default SAMPLE_INTERVAL_MS). */
+export function dashboardRoutes({ view, spec, closed }: HttpContext, { intervalMs = SAMPLE_INTERVAL_MS } = {}): Route[] {
   const { page, files } = loadAssets();
   const sampler = new DashboardSampler(view);
-  sampler.start();
+  sampler.start(intervalMs);
   const streams = new Set<ServerResponse>();
   closed?.addEventListener(
     "abort",
@@ -190,7 +191,7 @@ export function dashboardRoutes({ view, spec, closed }: HttpContext): Route[] {
     },
     { once: true },
   );
-  const series = (): Series => ({ name: spec.name, intervalMs: SAMPLE_INTERVAL_MS, samples: sampler.samples });
+  const series = (): Series => ({ name: spec.name, intervalMs, samples: sampler.samples });
   return [
     { method: "GET", path: "/", access: "public", handle: () => ({ body: page, contentType: "text/html; charset=utf-8" }) },
     {
