@@ -34,7 +34,7 @@
       // The promise line alone is no data: the chart waits for a latency.
       hasData: (s) => s.latencyP50Ms !== null,
     },
-    { id: "watermarkLag", title: "Watermark lag (processing time minus watermark)", unit: "s", values: (s) => ({ lag: s.watermarkLagSeconds }), format: formatSeconds },
+    { id: "watermarkLag", title: "Watermark lag (processing time minus watermark)", unit: "lag", values: (s) => ({ lag: s.watermarkLagSeconds }), format: formatSeconds },
     { id: "checkpoints", title: "Checkpoint duration (start to durable)", unit: "ms", values: (s) => ({ checkpoint: s.checkpointMs }), points: true },
     {
       id: "failures",
@@ -137,7 +137,7 @@
     for (const chart of CHARTS) {
       const panel = panels.get(chart.id);
       const names = seriesNames(chart, samples);
-      const hasData = names.length > 0 && samples.some((s) => (chart.hasData ? chart.hasData(s) : true));
+      const hasData = samples.some((s) => (chart.hasData ? chart.hasData(s) : Object.values(chart.values(s)).some((v) => v !== null && v !== undefined)));
       const existing = dashboard.charts[chart.id];
       if (!hasData) {
         existing?.plot.destroy();
@@ -147,15 +147,18 @@
       }
       panel.hidden = false;
       const data = chartData(chart, names, samples);
+      let plot = existing?.plot;
       if (existing && existing.names.join("\u0000") === names.join("\u0000")) {
-        existing.plot.setData(data);
+        plot.setData(data);
       } else {
         // New series (a segment seen for the first time): uPlot's series are fixed, so draw afresh.
         existing?.plot.destroy();
         const target = panel.querySelector(".plot");
-        const plot = new uPlot(chartOptions(chart, names, target.clientWidth || 600), data, target);
+        plot = new uPlot(chartOptions(chart, names, target.clientWidth || 600), data, target);
         dashboard.charts[chart.id] = { names, plot };
       }
+      // Away from the cursor the legend tells the latest values.
+      if (plot.cursor.left === undefined || plot.cursor.left < 0) plot.setLegend({ idx: data[0].length - 1 });
     }
   }
 
