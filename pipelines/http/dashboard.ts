@@ -13,6 +13,8 @@ import type { Route } from "./server.ts";
 export const SAMPLE_INTERVAL_MS = 1000;
 /** Samples kept: the last 10 minutes at one a second. */
 export const HISTORY_SAMPLES = 600;
+/** What a stream's client may leave unread (a few history's worth) before it is dropped. */
+const MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 
 /** One reading of the job; rates are over the time since the previous reading. */
 export type Sample = {
@@ -208,13 +210,19 @@ export function dashboardRoutes({ view, spec, closed }: HttpContext, { intervalM
       method: "GET",
       path: "/api/v1/stream",
       access: "headerOrQuery",
-      handle: ({ response }) => {
-        response.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", "x-accel-buffering": "no" });
+      handle: ({ raw, response }) => {
+        const headers = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", "x-accel-buffering": "no" };
+        if (raw.method === "HEAD") return { body: "", contentType: headers["content-type"], headers };
+        response.writeHead(200, headers);
         // EventSource reconnects after this long when the connection drops, and then gets the history again.
         response.write("retry: 2000\n\n");
         sendEvent(response, "history", series());
         streams.add(response);
-        const unsubscribe = sampler.subscribe((sample) => sendEvent(response, "sample", sample));
+        const unsubscribe = sampler.subscribe((sample) => {
+          // A client that stopped reading is let go rather than buffered for without end.
+          if (response.writableLength > MAX_UNREAD_BYTES) response.destroy();
+          else sendEvent(response, "sample", sample);
+        });
         response.on("close", () => {
           unsubscribe();
           streams.delete(response);

@@ -203,6 +203,14 @@ describe("the dashboard over HTTP", () => {
     expect(series.samples.length).toBeGreaterThanOrEqual(2);
   });
 
+  it("answers HEAD on the stream with its headers, without holding the connection", async () => {
+    const { url } = await serveDashboard();
+    const response = await fetch(url("/api/v1/stream"), { method: "HEAD" });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(await response.text()).toBe("");
+  }, 5_000);
+
   it("ends open streams when the server closes", async () => {
     const { server, url } = await serveDashboard();
     const response = await fetch(url("/api/v1/stream"));
