@@ -276,7 +276,8 @@
       const response = await fetch(`/api/v1/keys/${encodeURIComponent(key)}`, { headers });
       if (response.status === 404) {
         dashboard.keyState = { key, state: null };
-        return result.replaceChildren(el("p", "muted", `${key}: no such key in the job's state`));
+        const { error } = await response.json().catch(() => ({}));
+        return result.replaceChildren(el("p", "muted", `${key}: ${error ?? "no such key in the job's state"}`));
       }
       if (!response.ok) throw new Error(`/api/v1/keys answered ${response.status}`);
       const state = await response.json();
