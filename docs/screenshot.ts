@@ -54,7 +54,8 @@ async function main(): Promise<void> {
   const serverClosed = new AbortController();
   let server: Promise<HttpServer> | undefined;
   const options = jobOptions(spec, { signal: stop.signal, onView: (view) => (server = startHttpServer(spec.http!, routesFor({ view, spec, closed: serverClosed.signal }))) });
-  const running = runJob({ ...options, source: paced(options.source, EVENTS / SECONDS) });
+  // Paced to end a little after the photograph, which shows the job running.
+  const running = runJob({ ...options, source: paced(options.source, EVENTS / (SECONDS + 30)) });
   const url = (await server!).url;
   console.log(`dashboard at ${url}; photographing in ${SECONDS} s`);
   const chromium = await launchChromium();
