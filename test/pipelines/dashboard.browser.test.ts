@@ -113,8 +113,9 @@ describe("the dashboard of `flusso run --http` in chromium", () => {
   }, 30_000);
 
   it("draws what the job samples, non-zero once events flowed, with no console errors and no failed or external requests", async () => {
-    // The bounded input ends within seconds; the server goes on serving its final state.
-    await waitFor("the job to end", async () => ((await getJson<Series>("/api/v1/series")).samples.at(-1)?.phase === "ended" ? true : undefined));
+    // The bounded input ends within seconds (~5 s alone; a loaded machine may take several times that);
+    // the server goes on serving its final state.
+    await waitFor("the job to end", async () => ((await getJson<Series>("/api/v1/series")).samples.at(-1)?.phase === "ended" ? true : undefined), 60_000);
     const series = await getJson<Series>("/api/v1/series");
     const charts = await waitFor("the page to draw the samples of the whole run", async () => {
       const drawn = await pageCharts();
