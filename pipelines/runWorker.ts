@@ -39,11 +39,12 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     if (message.type === "stop") stop.abort(new Error("stopped"));
   });
   let server: Promise<HttpServer> | undefined;
+  const serverClosed = new AbortController();
   try {
     const spec = loadPipeline(request.file, process.env, { httpListen: request.http });
     const http = spec.http;
     const result = await runPipeline(spec, {
-      onView: http && ((view) => (server = startHttpServer(http, routesFor({ view, spec })).then((s) => (tell({ type: "http", url: s.url }), s)))),
+      onView: http && ((view) => (server = startHttpServer(http, routesFor({ view, spec, closed: serverClosed.signal })).then((s) => (tell({ type: "http", url: s.url }), s)))),
       reset: request.reset,
       resetStages: request.resetStages,
       signal: stop.signal,
@@ -68,6 +69,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error), isRefused });
   } finally {
     await (await server?.catch(() => undefined))?.close();
+    serverClosed.abort();
     port.close();
   }
 }
