@@ -5,6 +5,8 @@ import { randomBytes } from "node:crypto";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
 import { END_OF_TIME, watermark, type Element, type KindedOutput, type StreamRecord } from "./elements.ts";
 import { StateKeyChanged, StateMismatch } from "./errors.ts";
+import type { JobEvent } from "./jobEvents.ts";
+import { JobHealth } from "./jobHealth.ts";
 import type { CheckpointRecord, JobPhase, JobView } from "./jobView.ts";
 import { LatencyRecorder } from "./latency.ts";
 import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
@@ -112,6 +114,8 @@ export type JobOptions<E> = {
   onFinalCheckpoint?(checkpointId: number): void;
   /** Asks the job to stop at the next cut, after a last checkpoint. */
   signal?: AbortSignal;
+  /** Told what happens as it happens (engine/jobEvents.ts): start, restore, slow checkpoints, falling behind, the end. */
+  onEvent?(event: JobEvent): void;
   nowMs?: () => number;
 };
 
@@ -138,6 +142,11 @@ function isDeepEqual(a: unknown, b: unknown): boolean {
   const keys = Object.keys(a);
   if (keys.length !== Object.keys(b).length) return false;
   return keys.every((k) => isDeepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+/** The sum of a source's backlog per partition, where it knows it. */
+function sumOf(counts: readonly number[] | undefined): number | undefined {
+  return counts?.reduce((a, b) => a + b, 0);
 }
 
 /** The largest epoch ms a Date holds (100,000,000 days either side of 1970). */
@@ -189,6 +198,7 @@ class Job<E> {
   private readonly outputsByKind: Record<string, number> = {};
   private readonly operatorViews: Array<{ name: string; view?: OperatorView }> = [];
   private readonly outputLatency = new LatencyRecorder();
+  private readonly health: JobHealth;
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -199,6 +209,11 @@ class Job<E> {
       advancesWhenIdle: options.advancesWhenIdle,
       nowMs: this.nowMs,
     });
+    this.health = new JobHealth((event) => this.emit(event), options.checkpointIntervalMs);
+  }
+
+  private emit(event: JobEvent): void {
+    this.options.onEvent?.(event);
   }
 
   /**
@@ -232,6 +247,8 @@ class Job<E> {
       this.options.build(this.events$, this.graphBuilder(resumption?.restoredShape));
       // What the job no longer has (a window or a sink removed) goes with the next checkpoint.
       this.store.forgetUnused(this.sinks.map(({ name }) => name));
+      const { source, stateDir } = this.options;
+      this.emit({ event: "started", source: source.description, partitions: source.partitions, sinks: this.sinks.map(({ name }) => name), stateDir });
       // 3.
       for (const { name, sink } of this.sinks) {
         await sink.recover(meta?.sinkPositions[name], { sinkName: name, runId: this.runId, held: this.store.heldOutputs(name) });
@@ -241,6 +258,7 @@ class Job<E> {
         this.counters = { ...this.counters, ...meta.counters };
         this.checkpointId = meta.checkpointId;
       }
+      this.emit(meta ? { event: "restored", checkpointId: meta.checkpointId, watermarkMs: this.tracker.watermarkMs } : { event: "fresh-start", wasReset: this.options.reset === true });
       await this.options.source.open(meta?.sourcePosition);
       const before = { ...this.counters };
       // 4. and 5.
@@ -300,10 +318,12 @@ class Job<E> {
       this.processingTime$.next(nowMs);
       this.throwIfFailed();
       if (batch.isDone) {
+        this.emit({ event: "input-ended", read: this.counters.read });
         await this.checkpoint(true);
         return true;
       }
       if (signal?.aborted) {
+        this.emit({ event: "stopping", checkpointId: this.checkpointId + 1 });
         await this.checkpoint(true);
         return false;
       }
@@ -315,6 +335,7 @@ class Job<E> {
         this.options.onProgress(this.counters);
         lastProgressAtMs = nowMs;
       }
+      this.health.onBatch(nowMs, batch.items.length < batchSize, this.tracker.watermarkMs, () => sumOf(source.pendingMessages?.()));
       // Lets signal handlers and timers run even when the source never waits.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
@@ -395,11 +416,15 @@ class Job<E> {
       takenAtMs: this.nowMs(),
     };
     this.pendingCommit = this.store.commit(meta, holds).then((info) => {
+      this.health.onCheckpoint(checkpointId, performance.now() - startedAtMs, this.nowMs());
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
       for (const { sink } of holding) sink.release!(checkpointId);
       const checkpoint = { checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
       this.lastCheckpoint = { ...checkpoint, committedAtMs: this.nowMs() };
       this.options.onCheckpoint?.(checkpoint);
+    }, (error: unknown) => {
+      this.emit({ event: "checkpoint-failed", checkpointId, error: String((error as Error)?.message ?? error).split("\n")[0] });
+      throw error;
     });
     if (isFinal) {
       await this.pendingCommit;
@@ -484,7 +509,7 @@ class Job<E> {
       lastCheckpoint: () => this.lastCheckpoint,
       stateEntries: () => this.store?.liveEntries() ?? 0,
       operators: () => this.operatorViews,
-      source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.() }),
+      source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.(), progress: this.options.source.progress?.() }),
       latency: () => ({ output: this.outputLatency }),
     };
   }

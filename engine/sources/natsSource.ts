@@ -9,7 +9,8 @@ import { connectionHealth, connectNats, ensureStream, jetstreamManager, streamIn
 import { partitionOfSubject } from "../partitioning.ts";
 import { decodeJsonBytes, textPreview } from "./decoding.ts";
 import { decodeMsgpackMessage } from "./msgpack.ts";
-import type { Source, SourceBatch, SourceItem } from "./source.ts";
+import type { ConnectionEvent } from "../jobEvents.ts";
+import type { Source, SourceBatch, SourceItem, SourceProgress } from "./source.ts";
 
 export type NatsSourceOptions = {
   servers: string | string[];
@@ -28,8 +29,8 @@ export type NatsSourceOptions = {
   pollMs?: number;
   /** Ends a wait for a first connection (a stop asked while the server is out of reach). */
   signal?: AbortSignal;
-  /** Told about waits: a server out of reach. */
-  log?(message: string): void;
+  /** Told about its connection: connected, a server out of reach, disconnected, reconnected. */
+  log?(event: ConnectionEvent): void;
 };
 
 /** The defaults of the options that have one. */
@@ -52,6 +53,8 @@ export class NatsSource implements Source {
   private readonly queue: JsMsg[] = [];
   private lastSeq = 0;
   private endSeq = Infinity;
+  /** Where this run started reading (the checkpoint's sequence): progress counts from there. */
+  private startSeq = 0;
   private onArrival?: () => void;
   private onSpace?: () => void;
   private pumpError: unknown;
@@ -81,11 +84,13 @@ export class NatsSource implements Source {
   async open(position: unknown): Promise<void> {
     const committed = position as NatsPosition | undefined;
     this.lastSeq = committed?.streamSeq ?? 0;
+    this.startSeq = this.lastSeq;
     // 1.
     this.connecting = `connecting to NATS at ${[this.options.servers].flat().join(", ")}`;
-    this.nc = await connectNats({ servers: this.options.servers, name: `flusso source ${this.options.stream}`, signal: this.options.signal, onWaiting: this.options.log });
+    const client = `source ${this.options.stream}`;
+    this.nc = await connectNats({ servers: this.options.servers, client, signal: this.options.signal, onEvent: this.options.log });
     this.connecting = undefined;
-    this.health = connectionHealth(this.nc, this.options.servers, this.options.log);
+    this.health = connectionHealth(this.nc, this.options.servers, client, this.options.log);
     const jsm = await jetstreamManager(this.nc);
     if (committed !== undefined && (await streamInfo(jsm, this.options.stream)) === undefined) {
       throw new SourcePositionInvalid(this.description, `the stream was deleted since the last checkpoint, which read it up to sequence ${committed.streamSeq}; run with --reset to start over`);
@@ -187,6 +192,12 @@ export class NatsSource implements Source {
 
   unavailable(): string | undefined {
     return this.connecting ?? this.health?.();
+  }
+
+  /** A bounded stream: messages read of those it held at start-up (from the checkpoint's sequence on). */
+  progress(): SourceProgress | undefined {
+    if (!Number.isFinite(this.endSeq)) return undefined;
+    return { done: Math.max(0, this.lastSeq - this.startSeq), total: Math.max(0, this.endSeq - this.startSeq) };
   }
 
   position(): NatsPosition {
