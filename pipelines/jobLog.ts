@@ -190,7 +190,8 @@ export class JobLog {
   event(e: LogEvent): void {
     const { level, msg } = describeEvent(e);
     if (this.options.quiet && level === "info") return;
-    if (this.json) this.json[level](e, msg);
+    // A field that only repeats the message (a failure's text) is left to `msg`.
+    if (this.json) this.json[level](Object.fromEntries(Object.entries(e).filter(([, value]) => value !== msg)), msg);
     else this.line(`flusso: ${msg}`);
   }
 
