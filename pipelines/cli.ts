@@ -102,7 +102,7 @@ async function publishCommand(input: string, values: Record<string, string | und
     log.event({ event: "failed", error: `flusso publish: ${(error as Error).message}` });
     return 1;
   }
-  log.event({
+  log.outcome({
     event: "published",
     published: result.published,
     elapsedMs: Math.round(result.elapsedMs),

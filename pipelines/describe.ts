@@ -10,22 +10,22 @@ import type { PipelineSpec } from "./validate.ts";
 
 export function describePipeline(spec: PipelineSpec): string[] {
   const path = (p: string) => relative(spec.baseDir, p) || ".";
-  const lines = [
-    `pipeline ${spec.name} (${spec.file})`,
-    `  source:     ${sourceText(spec.source, path)}`,
-    `  key:        ${spec.key}; time: ${spec.time}; ${Object.keys(spec.schema).length} schema fields`,
-    `  watermark:  out of order by ${duration(spec.watermark.maxOutOfOrdernessMs)} at most; ` +
-      `${spec.watermark.idlenessMs > 0 ? `idle after ${duration(spec.watermark.idlenessMs)}` : "never idle"}${spec.watermark.advancesWhenIdle ? ", then follows the clock" : ""}`,
-  ];
-  spec.windows.forEach((w, i) => lines.push(`  window ${i + 1}:   ${w.name}: ${assignerText(w.assigner)}, ${w.aggregates.map((a) => `${a.name} (${a.kind})`).join(", ")}`));
-  spec.behaviour?.stages.forEach((s, i) => lines.push(`  stage ${i + 1}:    ${s.name}`));
-  if (spec.behaviour) lines.push(`  outputs:    ${spec.behaviour.outputs.join(", ")}`);
-  spec.sinks.forEach((s, i) => lines.push(`  sink ${i + 1}:     ${sinkText(s.sink, path)}${s.outputs ? ` <- ${s.outputs.join(", ")}` : " <- every output"}`));
-  if (spec.late) lines.push(`  late:       ${sinkText(spec.late, path)}`);
-  lines.push(`  deadLetter: ${sinkText(spec.deadLetter, path)}`);
-  lines.push(`  state:      ${path(spec.state.dir)}, a checkpoint every ${duration(spec.state.checkpointIntervalMs)}${spec.state.encryptionKey ? ", encrypted" : ""}`);
-  if (spec.privacy) lines.push("  privacy:    on");
-  lines.push(`  http:       ${spec.http ? `http://${spec.http.host.includes(":") ? `[${spec.http.host}]` : spec.http.host}:${spec.http.port}${spec.http.token ? " (bearer token)" : ""}` : "off"}`);
+  const lines = [`pipeline ${spec.name} (${spec.file})`];
+  const row = (label: string, text: string) => lines.push(`  ${`${label}:`.padEnd(12)}${text}`);
+  row("source", sourceText(spec.source, path));
+  row("key", `${spec.key}; time: ${spec.time}; ${Object.keys(spec.schema).length} schema fields`);
+  const { maxOutOfOrdernessMs, idlenessMs, advancesWhenIdle } = spec.watermark;
+  row("watermark", `out of order by ${duration(maxOutOfOrdernessMs)} at most; ${idlenessMs > 0 ? `idle after ${duration(idlenessMs)}` : "never idle"}${advancesWhenIdle ? ", then follows the clock" : ""}`);
+  spec.windows.forEach((w, i) => row(`window ${i + 1}`, `${w.name}: ${assignerText(w.assigner)}, ${w.aggregates.map((a) => `${a.name} (${a.kind})`).join(", ")}`));
+  spec.behaviour?.stages.forEach((s, i) => row(`stage ${i + 1}`, s.name));
+  if (spec.behaviour) row("outputs", spec.behaviour.outputs.join(", "));
+  spec.sinks.forEach((s, i) => row(`sink ${i + 1}`, `${sinkText(s.sink, path)} <- ${s.outputs ? s.outputs.join(", ") : "every output"}`));
+  if (spec.late) row("late", sinkText(spec.late, path));
+  row("deadLetter", sinkText(spec.deadLetter, path));
+  row("state", `${path(spec.state.dir)}, a checkpoint every ${duration(spec.state.checkpointIntervalMs)}${spec.state.encryptionKey ? ", encrypted" : ""}`);
+  if (spec.privacy) row("privacy", "on");
+  const http = spec.http;
+  row("http", http ? `http://${http.host.includes(":") ? `[${http.host}]` : http.host}:${http.port}${http.token ? " (bearer token)" : ""}` : "off");
   return lines;
 }
 

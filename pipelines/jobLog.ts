@@ -202,6 +202,14 @@ export class JobLog {
     this.isProgressShown = true;
   }
 
+  /** The line a command ends with (published: ...): as it is in text, a JSON line otherwise; none when quiet. */
+  outcome(e: LogEvent): void {
+    if (this.options.quiet) return;
+    const { level, msg } = describeEvent(e);
+    if (this.json) this.json[level](e, msg);
+    else this.line(msg);
+  }
+
   summary(result: JobResult): void {
     if (this.options.quiet) return;
     const lines = summaryLines(result);

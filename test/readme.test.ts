@@ -172,7 +172,7 @@ describe("README.md's commands", () => {
       } else if (words[0] === "npx" && words[1] === "flusso") {
         const parsed = parseCommandLine(words.slice(2));
         expect(parsed.command, `${command}: ${JSON.stringify(parsed)}`).not.toBe("mistake");
-        if (parsed.command === "run") expect(() => loadPipeline(join(PROJECT_ROOT, parsed.file), {})).not.toThrow();
+        if (parsed.command === "run" || parsed.command === "validate") expect(() => loadPipeline(join(PROJECT_ROOT, parsed.file), {})).not.toThrow();
         if (parsed.command === "publish" && parsed.input !== "generator") expect(isInProject(parsed.input), command).toBe(true);
       } else {
         // `node --import tsx bench/x.ts`, `node bench/y.ts ...`: the files named exist.
