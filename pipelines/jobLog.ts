@@ -59,7 +59,7 @@ export function describeEvent(e: LogEvent): { level: LogLevel; msg: string } {
     case "reconnected":
       return info(`${e.client}: reconnected to NATS at ${e.address}`);
     case "checkpoint-slow":
-      return warn(`checkpoint ${e.checkpointId} was slow: ${seconds(e.durationMs)}, with checkpoints every ${seconds(e.intervalMs)}`);
+      return warn(`checkpoint ${e.checkpointId} was slow: ${duration(e.durationMs)}, with checkpoints every ${duration(e.intervalMs)}`);
     case "checkpoint-failed":
       return error(`checkpoint ${e.checkpointId} failed: ${e.error}`);
     case "falling-behind":
@@ -244,9 +244,6 @@ export function duration(ms: number): string {
   return `${Math.round(ms / 86_400_000)} d`;
 }
 
-function seconds(ms: number): string {
-  return `${(ms / 1000).toFixed(1)} s`;
-}
 
 function percent(done: number, total: number): string {
   return `${Math.min(100, Math.floor((done / total) * 100))}%`;
