@@ -53,8 +53,8 @@ export class NatsSource implements Source {
   private readonly queue: JsMsg[] = [];
   private lastSeq = 0;
   private endSeq = Infinity;
-  /** Where this run started reading (the checkpoint's sequence): progress counts from there. */
-  private startSeq = 0;
+  /** The sequence before the stream's first message at start-up: progress counts from there, as a file's from its start. */
+  private beforeFirstSeq = 0;
   private onArrival?: () => void;
   private onSpace?: () => void;
   private pumpError: unknown;
@@ -84,7 +84,6 @@ export class NatsSource implements Source {
   async open(position: unknown): Promise<void> {
     const committed = position as NatsPosition | undefined;
     this.lastSeq = committed?.streamSeq ?? 0;
-    this.startSeq = this.lastSeq;
     // 1.
     this.connecting = `connecting to NATS at ${[this.options.servers].flat().join(", ")}`;
     const client = `source ${this.options.stream}`;
@@ -101,6 +100,7 @@ export class NatsSource implements Source {
     this.checkSameStream(committed, info.created, info.state.first_seq, info.state.last_seq);
     // 3.
     if (this.options.bounded) this.endSeq = info.state.last_seq;
+    this.beforeFirstSeq = info.state.first_seq - 1;
     if (this.lastSeq >= this.endSeq) return;
     // 4. A filter only where the stream holds more than the pipeline reads: nats-server 2.9 takes
     // ~1 ms per message to start a wildcard-filtered consumer in mid-stream (27 s for 30k).
@@ -194,10 +194,10 @@ export class NatsSource implements Source {
     return this.connecting ?? this.health?.();
   }
 
-  /** A bounded stream: messages read of those it held at start-up (from the checkpoint's sequence on). */
+  /** A bounded stream: messages read of those it held at start-up, across restarts (as a file's bytes). */
   progress(): SourceProgress | undefined {
     if (!Number.isFinite(this.endSeq)) return undefined;
-    return { done: Math.max(0, this.lastSeq - this.startSeq), total: Math.max(0, this.endSeq - this.startSeq) };
+    return { done: Math.max(0, this.lastSeq - this.beforeFirstSeq), total: Math.max(0, this.endSeq - this.beforeFirstSeq) };
   }
 
   position(): NatsPosition {

@@ -1,10 +1,15 @@
 // Source.progress(): how far a bounded source has read, in its own units (bytes of files, events of
-// the generator), from 0 to all of it, continuing from a checkpoint's position after a restore.
+// the generator, messages of a bounded stream), from 0 to all of it, continuing from a checkpoint's
+// position after a restore; a live stream's size is unknown.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pack } from "msgpackr";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
 import { FileSource, type FileFormat } from "../../../engine/sources/fileSource.ts";
+import { NatsSource } from "../../../engine/sources/natsSource.ts";
+import { startNatsServer } from "../../natsServer.ts";
 import { GeneratorSource } from "../../../simulator/generatorSource.ts";
 import { removeTempDirs, tempDir } from "../../pipelines/pipelineFiles.ts";
 
@@ -67,5 +72,38 @@ describe("GeneratorSource.progress", () => {
     expect(source.progress()).toEqual({ done: 0, total: 1_000 });
     source.nextBatch(300);
     expect(source.progress()).toEqual({ done: 300, total: 1_000 });
+  });
+});
+
+describe("NatsSource.progress", { timeout: 30_000 }, () => {
+  it("counts a bounded stream's messages read of those it held at start-up, and has none for a live stream", async () => {
+    const server = await startNatsServer();
+    try {
+      const nc = await connect({ servers: server.url });
+      await (await jetstreamManager(nc)).streams.add({ name: "PROG", subjects: ["prog.>"] });
+      const js = jetstream(nc);
+      for (const e of EVENTS.slice(0, 40)) await js.publish("prog.0", JSON.stringify(e));
+      await nc.close();
+      const options = { servers: server.url, stream: "PROG", subjects: ["prog.>"], format: "json" as const };
+      const bounded = new NatsSource({ ...options, bounded: true });
+      await bounded.open(undefined);
+      expect(bounded.progress()).toEqual({ done: 0, total: 40 });
+      let read = 0;
+      while (read < 15) read += (await bounded.nextBatch(15 - read)).items.length;
+      expect(bounded.progress()).toEqual({ done: 15, total: 40 });
+      const position = bounded.position();
+      await bounded.close();
+      // Restored from sequence 15: the share goes on from there, as a file's does.
+      const resumed = new NatsSource({ ...options, bounded: true });
+      await resumed.open(position);
+      expect(resumed.progress()).toEqual({ done: 15, total: 40 });
+      await resumed.close();
+      const live = new NatsSource(options);
+      await live.open(undefined);
+      expect(live.progress()).toBeUndefined();
+      await live.close();
+    } finally {
+      await server.stop();
+    }
   });
 });
