@@ -4,6 +4,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
@@ -40,6 +42,21 @@ function started(args: string[], limitMs = 60_000) {
     }
   };
   return { child, exited, lines, waitForLine, stderr: () => stderr, stdout: () => stdout };
+}
+
+/** Waits (bounded: 20 s) until `stream` has a consumer: the NATS source has opened and reads. */
+async function consumerStarted(url: string, stream: string): Promise<void> {
+  const nc = await connect({ servers: url });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const deadline = Date.now() + 20_000;
+    while ((await jsm.streams.info(stream).catch(() => undefined))?.state.consumer_count !== 1) {
+      if (Date.now() > deadline) throw new Error(`no consumer on ${stream} after 20 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await nc.close();
+  }
 }
 
 function natsPipeline(dir: string, url: string): string {
@@ -115,6 +132,8 @@ describe("with stderr a pipe: JSON lines as things happen", { timeout: 60_000 },
     try {
       const job = started(["run", natsPipeline(tempDir("flusso-logs-"), server.url)]);
       await job.waitForLine((l) => l.event === "connected" && l.client === "source EVENTS", "connected");
+      // Gone only once the job reads (its consumer exists): a server lost while the source still opens fails the run instead.
+      await consumerStarted(server.url, "EVENTS");
       await server.stop();
       expect(await job.waitForLine((l) => l.event === "disconnected", "disconnected")).toMatchObject({ level: "warn", address: server.url, client: "source EVENTS" });
       await server.restart();
