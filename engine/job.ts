@@ -144,6 +144,11 @@ function isDeepEqual(a: unknown, b: unknown): boolean {
   return keys.every((k) => isDeepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
+/** An error's message, its first line only (a log line, not a report). */
+function firstLineOf(error: unknown): string {
+  return String((error as Error)?.message ?? error).split("\n")[0];
+}
+
 /** The sum of a source's backlog per partition, where it knows it. */
 function sumOf(counts: readonly number[] | undefined): number | undefined {
   return counts?.reduce((a, b) => a + b, 0);
@@ -396,7 +401,12 @@ class Job<E> {
     await this.pendingCommit;
     // 2.
     const sinkPositions: Record<string, unknown> = {};
-    for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
+    try {
+      for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
+    } catch (error) {
+      this.emit({ event: "checkpoint-failed", checkpointId: this.checkpointId + 1, error: firstLineOf(error) });
+      throw error;
+    }
     const flushMs = performance.now() - startedAtMs;
     // 3.
     this.counters.checkpoints++;
@@ -423,7 +433,7 @@ class Job<E> {
       this.lastCheckpoint = { ...checkpoint, committedAtMs: this.nowMs() };
       this.options.onCheckpoint?.(checkpoint);
     }, (error: unknown) => {
-      this.emit({ event: "checkpoint-failed", checkpointId, error: String((error as Error)?.message ?? error).split("\n")[0] });
+      this.emit({ event: "checkpoint-failed", checkpointId, error: firstLineOf(error) });
       throw error;
     });
     if (isFinal) {
