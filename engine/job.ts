@@ -5,6 +5,8 @@ import { randomBytes } from "node:crypto";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
 import { END_OF_TIME, watermark, type Element, type KindedOutput, type StreamRecord } from "./elements.ts";
 import { StateKeyChanged, StateMismatch } from "./errors.ts";
+import type { JobEvent } from "./jobEvents.ts";
+import { JobHealth } from "./jobHealth.ts";
 import type { CheckpointRecord, JobPhase, JobView } from "./jobView.ts";
 import { LatencyRecorder } from "./latency.ts";
 import { NO_STAMP, OutputCause, SinkLatency, type LatencyRecorders } from "./outputLatency.ts";
@@ -124,6 +126,8 @@ export type JobOptions<E> = {
   onFinalCheckpoint?(checkpointId: number): void;
   /** Asks the job to stop at the next cut, after a last checkpoint. */
   signal?: AbortSignal;
+  /** Told what happens as it happens (engine/jobEvents.ts): start, restore, slow checkpoints, falling behind, the end. */
+  onEvent?(event: JobEvent): void;
   nowMs?: () => number;
 };
 
@@ -150,6 +154,16 @@ function isDeepEqual(a: unknown, b: unknown): boolean {
   const keys = Object.keys(a);
   if (keys.length !== Object.keys(b).length) return false;
   return keys.every((k) => isDeepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+/** An error's message, its first line only (a log line, not a report). */
+function firstLineOf(error: unknown): string {
+  return String((error as Error)?.message ?? error).split("\n")[0];
+}
+
+/** The sum of a source's backlog per partition, where it knows it. */
+function sumOf(counts: readonly number[] | undefined): number | undefined {
+  return counts?.reduce((a, b) => a + b, 0);
 }
 
 /** The largest epoch ms a Date holds (100,000,000 days either side of 1970). */
@@ -210,6 +224,7 @@ class Job<E> {
   private readonly latency: LatencyRecorders;
   private readonly checkpointListeners: Array<(checkpoint: CheckpointRecord) => void> = [];
   private deadLetterEntry!: SinkEntry;
+  private readonly health: JobHealth;
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -221,6 +236,11 @@ class Job<E> {
       nowMs: this.nowMs,
     });
     this.latency = { output: new LatencyRecorder(), endToEnd: options.stampOf && new LatencyRecorder() };
+    this.health = new JobHealth((event) => this.emit(event), options.checkpointIntervalMs);
+  }
+
+  private emit(event: JobEvent): void {
+    this.options.onEvent?.(event);
   }
 
   /**
@@ -254,6 +274,8 @@ class Job<E> {
       this.options.build(this.events$, this.graphBuilder(resumption?.restoredShape));
       // What the job no longer has (a window or a sink removed) goes with the next checkpoint.
       this.store.forgetUnused(this.sinks.map(({ name }) => name));
+      const { source, stateDir } = this.options;
+      this.emit({ event: "started", source: source.description, partitions: source.partitions, sinks: this.sinks.map(({ name }) => name), stateDir });
       // 3.
       for (const { name, sink, latency } of this.sinks) {
         const onDelivered = (checkpointId: number) => latency.delivered(checkpointId, this.nowMs());
@@ -264,6 +286,7 @@ class Job<E> {
         this.counters = { ...this.counters, ...meta.counters };
         this.checkpointId = meta.checkpointId;
       }
+      this.emit(meta ? { event: "restored", checkpointId: meta.checkpointId, watermarkMs: this.tracker.watermarkMs } : { event: "fresh-start", wasReset: this.options.reset === true });
       await this.options.source.open(meta?.sourcePosition);
       const before = { ...this.counters };
       // 4. and 5.
@@ -326,10 +349,12 @@ class Job<E> {
       this.processingTime$.next(nowMs);
       this.throwIfFailed();
       if (batch.isDone) {
+        this.emit({ event: "input-ended", read: this.counters.read });
         await this.checkpoint(true);
         return true;
       }
       if (signal?.aborted) {
+        this.emit({ event: "stopping", checkpointId: this.checkpointId + 1 });
         await this.checkpoint(true);
         return false;
       }
@@ -341,6 +366,7 @@ class Job<E> {
         this.options.onProgress(this.counters);
         lastProgressAtMs = nowMs;
       }
+      this.health.onBatch(nowMs, batch.items.length < batchSize, this.tracker.watermarkMs, () => sumOf(source.pendingMessages?.()));
       // Lets signal handlers and timers run even when the source never waits.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
@@ -421,7 +447,12 @@ class Job<E> {
     await this.pendingCommit;
     // 2.
     const sinkPositions: Record<string, unknown> = {};
-    for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
+    try {
+      for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
+    } catch (error) {
+      this.emit({ event: "checkpoint-failed", checkpointId: this.checkpointId + 1, error: firstLineOf(error) });
+      throw error;
+    }
     const flushMs = performance.now() - startedAtMs;
     // 3.
     this.counters.checkpoints++;
@@ -446,12 +477,16 @@ class Job<E> {
       takenAtMs: this.nowMs(),
     };
     this.pendingCommit = this.store.commit(meta, holds).then((info) => {
+      this.health.onCheckpoint(checkpointId, performance.now() - startedAtMs, this.nowMs());
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
       for (const { sink } of holding) sink.release!(checkpointId);
       const checkpoint = { checkpointId, entries: info.entries, bytes: info.bytes, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
       this.lastCheckpoint = { ...checkpoint, committedAtMs: this.nowMs() };
       for (const listener of this.checkpointListeners) listener(this.lastCheckpoint);
       this.options.onCheckpoint?.(checkpoint);
+    }, (error: unknown) => {
+      this.emit({ event: "checkpoint-failed", checkpointId, error: firstLineOf(error) });
+      throw error;
     });
     if (isFinal) {
       await this.pendingCommit;
@@ -537,7 +572,7 @@ class Job<E> {
       lastCheckpoint: () => this.lastCheckpoint,
       stateEntries: () => this.store?.liveEntries() ?? 0,
       operators: () => this.operatorViews,
-      source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.() }),
+      source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.(), progress: this.options.source.progress?.() }),
       latency: () => this.latency,
       onCheckpoint: (listener) => void this.checkpointListeners.push(listener),
     };
