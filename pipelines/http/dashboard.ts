@@ -33,7 +33,7 @@ export type Sample = {
   watermarkMs: number | null;
   /** Processing time minus the watermark; null when there is no watermark. */
   watermarkLagSeconds: number | null;
-  /** From the start of the checkpoint that committed since the previous reading to its being durable; null when none did. */
+  /** The slowest checkpoint that committed since the previous reading, from its cut to its being durable; null when none did. */
   checkpointMs: number | null;
   deadLetters: number;
   deadLettersPerSecond: number;
@@ -51,7 +51,7 @@ export type Sample = {
 export type Series = { name: string; intervalMs: number; samples: Sample[] };
 
 /** The counters a rate is computed from, as they were at the previous reading. */
-type Reading = { timeMs: number; phase: JobPhase; read: number; deadLetters: number; late: number; latencyCount: number; checkpointId?: number };
+type Reading = { timeMs: number; phase: JobPhase; read: number; deadLetters: number; late: number; latencyCount: number };
 
 /** Reads the job every `intervalMs`, keeps the last `capacity` samples and hands each new one to the subscribers. */
 export class DashboardSampler {
@@ -59,12 +59,19 @@ export class DashboardSampler {
   private readonly subscribers = new Set<(sample: Sample) => void>();
   private previous?: Reading;
   private timer?: NodeJS.Timeout;
+  /** Checkpoints come every 100 ms with a NATS sink: a sample shows the slowest since the previous one, not the last. */
+  private slowestCheckpointMs: number | null = null;
 
   constructor(
     private readonly view: JobView,
     private readonly nowMs: () => number = Date.now,
     private readonly capacity = HISTORY_SAMPLES,
-  ) {}
+  ) {
+    view.onCheckpoint((checkpoint) => {
+      const ms = checkpoint.flushMs + checkpoint.durableMs;
+      if (this.slowestCheckpointMs === null || ms > this.slowestCheckpointMs) this.slowestCheckpointMs = ms;
+    });
+  }
 
   /** Samples every `intervalMs` until `stop()`; the timer never keeps the process up. */
   start(intervalMs = SAMPLE_INTERVAL_MS): void {
@@ -97,17 +104,17 @@ export class DashboardSampler {
     const { phase, notReady } = view.status();
     const counters = view.counters();
     const latency = view.latency().output;
-    const checkpoint = view.lastCheckpoint();
     const { watermarkMs } = view.watermarks();
     const hasWatermark = Number.isFinite(watermarkMs) && Math.abs(watermarkMs) <= 8.64e15;
-    const now: Reading = { timeMs, phase, read: counters.read, deadLetters: counters.deadLettered, late: counters.late, latencyCount: latency.count, checkpointId: checkpoint?.checkpointId };
+    const now: Reading = { timeMs, phase, read: counters.read, deadLetters: counters.deadLettered, late: counters.late, latencyCount: latency.count };
     // Counters jump when a restore brings back a checkpoint's: rates start from a reading taken while running.
     const before = this.previous !== undefined && this.previous.phase !== "starting" && this.previous.phase !== "restoring" ? this.previous : undefined;
     const seconds = before === undefined ? 0 : Math.max(timeMs - before.timeMs, 1) / 1000;
     const perSecond = (field: "read" | "deadLetters" | "late") => (before === undefined ? 0 : Math.max(0, now[field] - before[field]) / seconds);
     const hasNewLatency = latency.count > (this.previous?.latencyCount ?? 0);
     const [p50, p99] = (hasNewLatency ? latency.quantiles([0.5, 0.99]) : undefined) ?? [null, null];
-    const hasNewCheckpoint = checkpoint !== undefined && checkpoint.checkpointId !== this.previous?.checkpointId;
+    const checkpointMs = this.slowestCheckpointMs;
+    this.slowestCheckpointMs = null;
     this.previous = now;
     return {
       timeMs,
@@ -119,7 +126,7 @@ export class DashboardSampler {
       latencyP99Ms: p99 === null ? null : p99 * 1000,
       watermarkMs: hasWatermark ? watermarkMs : null,
       watermarkLagSeconds: hasWatermark ? (timeMs - watermarkMs) / 1000 : null,
-      checkpointMs: hasNewCheckpoint ? checkpoint.flushMs + checkpoint.durableMs : null,
+      checkpointMs,
       deadLetters: counters.deadLettered,
       deadLettersPerSecond: perSecond("deadLetters"),
       late: counters.late,

@@ -64,7 +64,7 @@ describe("DashboardSampler", () => {
     expect(sampler.sample().watermarkLagSeconds).toBeNull();
   });
 
-  it("gives a checkpoint's duration, flush to durable, once: in the sample after it committed", () => {
+  it("gives a checkpoint's duration, flush to durable, once: in the sample after it committed, the slowest of several", () => {
     const { job, view } = fakeJob();
     const { sampler } = samplerAt(view);
     job.checkpoint = { checkpointId: 7, entries: 10, bytes: 100, flushMs: 3, snapshotMs: 4, durableMs: 20, committedAtMs: 0 };
@@ -72,6 +72,10 @@ describe("DashboardSampler", () => {
     expect(sampler.sample().checkpointMs).toBeNull();
     job.checkpoint = { ...job.checkpoint, checkpointId: 8, flushMs: 1, durableMs: 9 };
     expect(sampler.sample().checkpointMs).toBe(10);
+    // Several in one sample's time: the slowest shows.
+    job.checkpoint = { ...job.checkpoint, checkpointId: 9, flushMs: 1, durableMs: 40 };
+    job.checkpoint = { ...job.checkpoint, checkpointId: 10, flushMs: 1, durableMs: 4 };
+    expect(sampler.sample().checkpointMs).toBe(41);
   });
 
   it("counts dead letters and late events, in total and per second", () => {

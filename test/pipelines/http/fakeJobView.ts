@@ -6,12 +6,21 @@ import type { OperatorView } from "../../../engine/operator.ts";
 
 /** A job as the dashboard sees it, every part settable by the test. */
 export function fakeJob() {
+  const checkpointListeners: Array<(checkpoint: CheckpointRecord) => void> = [];
+  let checkpoint: CheckpointRecord | undefined;
   const job = {
     phase: "running" as JobPhase,
     notReady: undefined as string | undefined,
     counters: { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 },
     watermarkMs: -Infinity,
-    checkpoint: undefined as CheckpointRecord | undefined,
+    /** Setting it commits a checkpoint: the job's checkpoint listeners hear of it. */
+    get checkpoint(): CheckpointRecord | undefined {
+      return checkpoint;
+    },
+    set checkpoint(committed: CheckpointRecord | undefined) {
+      checkpoint = committed;
+      if (committed !== undefined) for (const listener of checkpointListeners) listener(committed);
+    },
     latency: new LatencyRecorder(),
     operators: [] as { name: string; view?: OperatorView }[],
   };
@@ -25,7 +34,7 @@ export function fakeJob() {
     operators: () => job.operators,
     source: () => ({ description: "fake", partitions: 1 }),
     latency: () => ({ output: job.latency }),
-    onCheckpoint: () => undefined,
+    onCheckpoint: (listener) => void checkpointListeners.push(listener),
   };
   return { job, view };
 }
