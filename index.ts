@@ -10,3 +10,4 @@ export type { PipelineSpec } from "./pipelines/validate.ts";
 export { ConfigError, PipelineInvalid, ResetStageUnknown } from "./pipelines/errors.ts";
 export { EngineError } from "./engine/errors.ts";
 export type { CheckpointInfo, DeadLetter, JobCounters, JobResult } from "./engine/job.ts";
+export type { ConnectionEvent, JobEvent } from "./engine/jobEvents.ts";

@@ -19,6 +19,8 @@ export {
   type JobResult,
   type SinkRoute,
 } from "./job.ts";
+// What a job tells as it happens (start, restore, connections, slow checkpoints, falling behind, its end).
+export type { ConnectionEvent, JobEvent } from "./jobEvents.ts";
 // Operators: a definition builds its logic from a restored snapshot; `operate` routes errors and teardown.
 export { operate, type OperatorContext, type OperatorDefinition, type OperatorLogic, type Output } from "./operator.ts";
 // Keyed state and timers, made durable by the store at every checkpoint.
@@ -27,7 +29,7 @@ export { TimerService } from "./timers.ts";
 export { StateStore, type Checkpointable, type CheckpointMeta, type CommitInfo, type StateDelta } from "./store.ts";
 // Sources: the contract, and files and NATS JetStream; a key's partition.
 export { partitionOf, partitionOfSubject } from "./partitioning.ts";
-export type { Source, SourceBatch, SourceItem } from "./sources/source.ts";
+export type { Source, SourceBatch, SourceItem, SourceProgress } from "./sources/source.ts";
 export { FileSource, type FileFormat, type FileSourceOptions } from "./sources/fileSource.ts";
 export { NatsSource, type NatsSourceOptions } from "./sources/natsSource.ts";
 // Sinks: the contract, and files, stdout and NATS JetStream.

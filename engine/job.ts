@@ -5,8 +5,11 @@ import { randomBytes } from "node:crypto";
 import { Subject, type Observable, type OperatorFunction } from "rxjs";
 import { END_OF_TIME, watermark, type Element, type KindedOutput, type StreamRecord } from "./elements.ts";
 import { StateKeyChanged, StateMismatch } from "./errors.ts";
+import type { JobEvent } from "./jobEvents.ts";
+import { JobHealth } from "./jobHealth.ts";
 import type { CheckpointRecord, JobPhase, JobView } from "./jobView.ts";
 import { LatencyRecorder } from "./latency.ts";
+import { NO_STAMP, OutputCause, SinkLatency, type LatencyRecorders } from "./outputLatency.ts";
 import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
@@ -60,6 +63,11 @@ export type JobOptions<E> = {
   acceptState?(meta: CheckpointMeta): Resumption;
   source: Source;
   decode(value: unknown, partition: number): Decoded<E>;
+  /**
+   * The epoch-ms stamp its publisher put in a record, if it has one: end-to-end latency (to its
+   * outputs reaching their sinks) is measured from it. Default: not measured.
+   */
+  stampOf?(value: E): number | undefined;
   newWatermarkGenerator(): WatermarkGenerator;
   /** Processing time without events after which a partition stops holding the watermark back. 0 = never. */
   idlenessMs: number;
@@ -96,6 +104,12 @@ export type JobOptions<E> = {
   build(events: Observable<Element<E>>, graph: GraphBuilder): void;
   /** Items per batch; a checkpoint can only fall between batches. Default 1000. */
   batchSize?: number;
+  /**
+   * The longest the job works through a batch (ms) before it lets the rest of its thread run: an HTTP
+   * query, a commit finishing. It stops between two items, never inside one item's step, and the batch's
+   * watermark and checkpoint still come at its end, so outputs do not depend on it. Default 4.
+   */
+  sliceMs?: number;
   /** Start from nothing: drop the state dir's checkpoint first (under its lock, and only in a dir flusso made). */
   reset?: boolean;
   /** Called about every `progressIntervalMs` (default 500) with the counters so far. */
@@ -112,6 +126,8 @@ export type JobOptions<E> = {
   onFinalCheckpoint?(checkpointId: number): void;
   /** Asks the job to stop at the next cut, after a last checkpoint. */
   signal?: AbortSignal;
+  /** Told what happens as it happens (engine/jobEvents.ts): start, restore, slow checkpoints, falling behind, the end. */
+  onEvent?(event: JobEvent): void;
   nowMs?: () => number;
 };
 
@@ -119,7 +135,7 @@ export type JobOptions<E> = {
  * One checkpoint: `flushMs` making the outputs durable and `snapshotMs` taking and encoding the
  * state held the job; the LMDB write then runs beside it and was durable after `durableMs`.
  */
-export type CheckpointInfo = { checkpointId: number; entries: number; flushMs: number; snapshotMs: number; durableMs: number };
+export type CheckpointInfo = { checkpointId: number; entries: number; bytes: number; flushMs: number; snapshotMs: number; durableMs: number };
 
 export type JobCounters = {
   /** Items read from the source, good or bad. */
@@ -140,8 +156,23 @@ function isDeepEqual(a: unknown, b: unknown): boolean {
   return keys.every((k) => isDeepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
+/** An error's message, its first line only (a log line, not a report). */
+function firstLineOf(error: unknown): string {
+  return String((error as Error)?.message ?? error).split("\n")[0];
+}
+
+/** The sum of a source's backlog per partition, where it knows it. */
+function sumOf(counts: readonly number[] | undefined): number | undefined {
+  return counts?.reduce((a, b) => a + b, 0);
+}
+
 /** The largest epoch ms a Date holds (100,000,000 days either side of 1970). */
 const MAX_DATE_MS = 8.64e15;
+
+/** JobOptions.sliceMs by default: a query waits about this long for the job at most, outside watermarks and checkpoints. */
+const DEFAULT_SLICE_MS = 4;
+/** The job reads the clock after every 16th item of a batch. */
+const ITEMS_PER_CLOCK_READ_MASK = 15;
 
 /** The output kind dead letters are counted under (JobView.outputsByKind). */
 export const DEAD_LETTER_KIND = "dead_letter";
@@ -160,7 +191,7 @@ export type JobResult = {
   restoredFromCheckpoint: number | undefined;
 };
 
-type SinkEntry = { name: string; sink: Sink };
+type SinkEntry = { name: string; sink: Sink; latency: SinkLatency };
 
 /** What the dead-letter output receives: the reason first, then where the item came from and what it held. */
 export type DeadLetter = { reason: string; origin?: string; partition?: number; [field: string]: unknown };
@@ -188,7 +219,12 @@ class Job<E> {
   private lastCheckpoint?: CheckpointRecord;
   private readonly outputsByKind: Record<string, number> = {};
   private readonly operatorViews: Array<{ name: string; view?: OperatorView }> = [];
-  private readonly outputLatency = new LatencyRecorder();
+  /** What outputs written now are charged to, for their latency. */
+  private readonly cause = new OutputCause();
+  private readonly latency: LatencyRecorders;
+  private readonly checkpointListeners: Array<(checkpoint: CheckpointRecord) => void> = [];
+  private deadLetterEntry!: SinkEntry;
+  private readonly health: JobHealth;
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -199,6 +235,12 @@ class Job<E> {
       advancesWhenIdle: options.advancesWhenIdle,
       nowMs: this.nowMs,
     });
+    this.latency = { output: new LatencyRecorder(), endToEnd: options.stampOf && new LatencyRecorder() };
+    this.health = new JobHealth((event) => this.emit(event), options.checkpointIntervalMs);
+  }
+
+  private emit(event: JobEvent): void {
+    this.options.onEvent?.(event);
   }
 
   /**
@@ -228,19 +270,23 @@ class Job<E> {
       this.runId = meta?.runId ?? randomBytes(6).toString("base64url");
       this.store.startFresh(resumption?.freshStates ?? []);
       // 2.
-      this.addSink(this.options.deadLetterName ?? "deadLetter", this.options.deadLetter);
+      this.deadLetterEntry = this.addSink(this.options.deadLetterName ?? "deadLetter", this.options.deadLetter);
       this.options.build(this.events$, this.graphBuilder(resumption?.restoredShape));
       // What the job no longer has (a window or a sink removed) goes with the next checkpoint.
       this.store.forgetUnused(this.sinks.map(({ name }) => name));
+      const { source, stateDir } = this.options;
+      this.emit({ event: "started", source: source.description, partitions: source.partitions, sinks: this.sinks.map(({ name }) => name), stateDir });
       // 3.
-      for (const { name, sink } of this.sinks) {
-        await sink.recover(meta?.sinkPositions[name], { sinkName: name, runId: this.runId, held: this.store.heldOutputs(name) });
+      for (const { name, sink, latency } of this.sinks) {
+        const onDelivered = (checkpointId: number) => latency.delivered(checkpointId, this.nowMs());
+        await sink.recover(meta?.sinkPositions[name], { sinkName: name, runId: this.runId, held: this.store.heldOutputs(name), onDelivered });
       }
       if (meta) {
         this.tracker.restore(meta.watermarks as WatermarkTrackerSnapshot);
         this.counters = { ...this.counters, ...meta.counters };
         this.checkpointId = meta.checkpointId;
       }
+      this.emit(meta ? { event: "restored", checkpointId: meta.checkpointId, watermarkMs: this.tracker.watermarkMs } : { event: "fresh-start", wasReset: this.options.reset === true });
       await this.options.source.open(meta?.sourcePosition);
       const before = { ...this.counters };
       // 4. and 5.
@@ -284,12 +330,15 @@ class Job<E> {
       await this.checkpoint(true);
       return true;
     }
+    // What the restored watermark fires is charged to the start.
+    this.cause.arrived(this.nowMs());
     // Operators judge lateness by the watermark: a restored job must start from the one it had.
     if (this.tracker.watermarkMs > -Infinity) this.events$.next(watermark(this.tracker.watermarkMs));
     for (;;) {
       const batch = await source.nextBatch(batchSize);
       const nowMs = this.nowMs();
-      for (const item of batch.items) this.push(item, nowMs);
+      this.cause.arrived(nowMs);
+      await this.pushAll(batch.items, nowMs);
       for (const p of batch.finishedPartitions ?? []) this.tracker.finish(p);
       if (batch.isDone && this.options.atEnd === "stop") {
         const horizonMs = this.tracker.reachHorizon();
@@ -300,10 +349,12 @@ class Job<E> {
       this.processingTime$.next(nowMs);
       this.throwIfFailed();
       if (batch.isDone) {
+        this.emit({ event: "input-ended", read: this.counters.read });
         await this.checkpoint(true);
         return true;
       }
       if (signal?.aborted) {
+        this.emit({ event: "stopping", checkpointId: this.checkpointId + 1 });
         await this.checkpoint(true);
         return false;
       }
@@ -315,8 +366,26 @@ class Job<E> {
         this.options.onProgress(this.counters);
         lastProgressAtMs = nowMs;
       }
+      this.health.onBatch(nowMs, batch.items.length < batchSize, this.tracker.watermarkMs, () => sumOf(source.pendingMessages?.()));
       // Lets signal handlers and timers run even when the source never waits.
       await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /**
+   * Pushes a batch's items in slices of about `sliceMs` of work, yielding between slices, so whoever
+   * shares the job's thread (the HTTP server) waits for a slice, not a batch.
+   */
+  private async pushAll(items: readonly SourceItem[], nowMs: number): Promise<void> {
+    const sliceMs = this.options.sliceMs ?? DEFAULT_SLICE_MS;
+    let sliceStartMs = performance.now();
+    for (let i = 0; i < items.length; i++) {
+      this.push(items[i], nowMs);
+      // The clock is read every few items: reading it per item would cost more than the yields save.
+      if ((i & ITEMS_PER_CLOCK_READ_MASK) !== ITEMS_PER_CLOCK_READ_MASK || i === items.length - 1) continue;
+      if (performance.now() - sliceStartMs < sliceMs) continue;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      sliceStartMs = performance.now();
     }
   }
 
@@ -333,10 +402,12 @@ class Job<E> {
       return;
     }
     this.tracker.onEvent(item.partition, decoded.time, nowMs);
+    if (this.options.stampOf !== undefined) this.cause.stampMs = this.options.stampOf(decoded.value) ?? NO_STAMP;
     this.events$.next(decoded);
   }
 
   private deadLetterRefused(entry: DeadLetter): void {
+    this.cause.stampMs = NO_STAMP;
     this.deadLetter(this.options.shapeRefused ? this.options.shapeRefused(entry) : entry);
   }
 
@@ -350,6 +421,7 @@ class Job<E> {
       const { reason, origin, partition } = entry;
       this.options.deadLetter.write({ reason, origin, partition, raw: `(withheld: it cannot be encoded: ${(error as Error).message})` });
     }
+    this.deadLetterEntry.latency.wrote();
   }
 
   /** An event an operator threw on is dead-lettered, and the job goes on with the next one. */
@@ -375,7 +447,12 @@ class Job<E> {
     await this.pendingCommit;
     // 2.
     const sinkPositions: Record<string, unknown> = {};
-    for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
+    try {
+      for (const { name, sink } of this.sinks) sinkPositions[name] = await sink.flush();
+    } catch (error) {
+      this.emit({ event: "checkpoint-failed", checkpointId: this.checkpointId + 1, error: firstLineOf(error) });
+      throw error;
+    }
     const flushMs = performance.now() - startedAtMs;
     // 3.
     this.counters.checkpoints++;
@@ -383,6 +460,11 @@ class Job<E> {
     const holds: SinkHold[] = [];
     const holding = this.sinks.filter(({ sink }) => sink.hold !== undefined);
     for (const { name, sink } of holding) holds.push({ sink: name, held: sink.hold!(checkpointId), deliveredThrough: sink.deliveredThrough!() });
+    const cutMs = this.nowMs();
+    for (const { sink, latency } of this.sinks) {
+      if (sink.hold === undefined) latency.reached(cutMs);
+      else latency.hold(checkpointId);
+    }
     const meta: CheckpointMeta = {
       shape: this.options.shape,
       runId: this.runId,
@@ -395,11 +477,16 @@ class Job<E> {
       takenAtMs: this.nowMs(),
     };
     this.pendingCommit = this.store.commit(meta, holds).then((info) => {
+      this.health.onCheckpoint(checkpointId, performance.now() - startedAtMs, this.nowMs());
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
       for (const { sink } of holding) sink.release!(checkpointId);
-      const checkpoint = { checkpointId, entries: info.entries, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
+      const checkpoint = { checkpointId, entries: info.entries, bytes: info.bytes, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
       this.lastCheckpoint = { ...checkpoint, committedAtMs: this.nowMs() };
+      for (const listener of this.checkpointListeners) listener(this.lastCheckpoint);
       this.options.onCheckpoint?.(checkpoint);
+    }, (error: unknown) => {
+      this.emit({ event: "checkpoint-failed", checkpointId, error: firstLineOf(error) });
+      throw error;
     });
     if (isFinal) {
       await this.pendingCommit;
@@ -418,24 +505,24 @@ class Job<E> {
         return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$, (rec, error) => this.onRecordFailure(definition.name, rec, error));
       },
       sinkTo: (name, sink, stream) => {
-        this.addSink(name, sink);
+        const entry = this.addSink(name, sink);
         stream.subscribe({
           next: (element) => {
             if (element.kind !== "record") return;
             this.counters.outputs++;
             this.outputsByKind[name] = (this.outputsByKind[name] ?? 0) + 1;
-            this.write(sink, element.value);
+            this.write(entry, element.value);
           },
           error: (error) => (this.failure ??= error),
         });
       },
       routeTo: (stream, routes) => {
-        for (const { name, sink } of routes) this.addSink(name, sink);
-        const sinksByKind = new Map<string, Sink[]>();
+        const entries = routes.map(({ name, sink }) => this.addSink(name, sink));
+        const sinksByKind = new Map<string, SinkEntry[]>();
         const sinksOf = (kind: string) => {
           let sinks = sinksByKind.get(kind);
           if (sinks === undefined) {
-            sinks = routes.filter((r) => r.kinds === undefined || r.kinds.includes(kind)).map((r) => r.sink);
+            sinks = entries.filter((_, i) => routes[i].kinds === undefined || routes[i].kinds!.includes(kind));
             sinksByKind.set(kind, sinks);
           }
           return sinks;
@@ -452,11 +539,11 @@ class Job<E> {
         });
       },
       sideTo: (tag, sinkName, sink, counter, shape = (value) => value as object) => {
-        if (!this.sinks.some((s) => s.name === sinkName)) this.addSink(sinkName, sink);
+        const entry = this.sinks.find((s) => s.name === sinkName) ?? this.addSink(sinkName, sink);
         this.side(tag).subscribe((value) => {
           this.counters[counter] = (this.counters[counter] ?? 0) + 1;
           this.outputsByKind[tag] = (this.outputsByKind[tag] ?? 0) + 1;
-          this.write(sink, shape(value));
+          this.write(entry, shape(value));
         });
       },
     };
@@ -466,9 +553,10 @@ class Job<E> {
    * Writes one output. A sink that throws (an output it cannot encode) fails the job at the end of
    * the batch, with its error, rather than inside RxJS, where it would be lost.
    */
-  private write(sink: Sink, value: object): void {
+  private write({ sink, latency }: SinkEntry, value: object): void {
     try {
       sink.write(value);
+      latency.wrote();
     } catch (error) {
       this.failure ??= error;
     }
@@ -484,8 +572,9 @@ class Job<E> {
       lastCheckpoint: () => this.lastCheckpoint,
       stateEntries: () => this.store?.liveEntries() ?? 0,
       operators: () => this.operatorViews,
-      source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.() }),
-      latency: () => ({ output: this.outputLatency }),
+      source: () => ({ description: this.options.source.description, partitions: this.options.source.partitions, pendingMessages: this.options.source.pendingMessages?.(), progress: this.options.source.progress?.() }),
+      latency: () => this.latency,
+      onCheckpoint: (listener) => void this.checkpointListeners.push(listener),
     };
   }
 
@@ -518,9 +607,11 @@ class Job<E> {
     return subject;
   }
 
-  private addSink(name: string, sink: Sink): void {
+  private addSink(name: string, sink: Sink): SinkEntry {
     if (this.sinks.some((s) => s.name === name)) throw new Error(`two sinks are named "${name}"`);
-    this.sinks.push({ name, sink });
+    const entry = { name, sink, latency: new SinkLatency(this.cause, this.latency) };
+    this.sinks.push(entry);
+    return entry;
   }
 
   private throwIfFailed(): void {

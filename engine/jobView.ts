@@ -4,6 +4,7 @@
 import type { CheckpointInfo, JobCounters } from "./job.ts";
 import type { LatencyRecorder } from "./latency.ts";
 import type { OperatorView } from "./operator.ts";
+import type { SourceProgress } from "./sources/source.ts";
 
 /** Where the job is in its life. */
 export type JobPhase = "starting" | "restoring" | "running" | "ended" | "stopped" | "failed";
@@ -38,10 +39,13 @@ export type JobView = {
   stateEntries(): number;
   /** The operators in the order they were built, each with its view when it offers one. */
   operators(): ReadonlyArray<{ name: string; view?: OperatorView }>;
-  source(): { description: string; partitions: number; pendingMessages?: readonly number[] };
+  /** `progress`: how far a bounded source has read, where it knows its size (Source.progress). */
+  source(): { description: string; partitions: number; pendingMessages?: readonly number[]; progress?: SourceProgress };
   /**
    * Output latency: from an event's arrival at the source to its outputs reaching their sinks
    * (`output`), and from a stamp the publisher put in the event (`endToEnd`, when the job measures it).
    */
   latency(): { output: LatencyRecorder; endToEnd?: LatencyRecorder };
+  /** Calls `listener` with each checkpoint that commits from now on (e.g. to feed a histogram of their durations). */
+  onCheckpoint(listener: (checkpoint: CheckpointRecord) => void): void;
 };

@@ -9,20 +9,22 @@ export class LatencyRecorder {
   /** Samples ever recorded, and their sum (seconds), as a Prometheus summary would count them. */
   count = 0;
   sumSeconds = 0;
-  /** Called with each sample (seconds), e.g. to feed a histogram. */
-  onSample?: (seconds: number) => void;
+  /** Called with each `record` (a latency in seconds, and how many outputs had it), e.g. to feed a histogram. */
+  onSample?: (seconds: number, times: number) => void;
 
   constructor(private readonly capacity = 10_000) {
     this.ring = new Float64Array(capacity);
   }
 
+  /** `times` outputs that took `seconds`. */
   record(seconds: number, times = 1): void {
-    for (let i = 0; i < times; i++) {
+    // More than the ring holds would only overwrite themselves.
+    for (let i = Math.min(times, this.capacity); i > 0; i--) {
       this.ring[this.next] = seconds;
       this.next = (this.next + 1) % this.capacity;
       if (this.filled < this.capacity) this.filled++;
-      this.onSample?.(seconds);
     }
+    this.onSample?.(seconds, times);
     this.count += times;
     this.sumSeconds += seconds * times;
   }

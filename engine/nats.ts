@@ -3,16 +3,17 @@
 // reading a stream's messages back.
 import { connect, createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type JsMsg, type StreamInfo } from "@nats-io/jetstream";
+import type { ConnectionEvent } from "./jobEvents.ts";
 
 export type NatsConnectionOptions = {
   /** One URL or several, e.g. "nats://127.0.0.1:4222". */
   servers: string | string[];
-  /** Shown in the server's connection list. */
-  name: string;
+  /** Who connects, e.g. "source EVENTS": named in events, and as "flusso <client>" in the server's connection list. */
+  client: string;
   /** Gives up waiting for a first connection (a stop asked while the server is out of reach). */
   signal?: AbortSignal;
-  /** Told, about every 5 s, that no server can be reached yet and why. */
-  onWaiting?(message: string): void;
+  /** Told when it connects, and about every 5 s that no server can be reached yet and why. */
+  onEvent?(event: ConnectionEvent): void;
 };
 
 /** How often a job waiting for its first connection says so. */
@@ -25,14 +26,14 @@ const FIRST_CONNECT_RETRY_MS = 500;
  * seconds; `signal` ends the wait with an AbortError.
  */
 export async function connectNats(options: NatsConnectionOptions): Promise<NatsConnection> {
-  const servers = Array.isArray(options.servers) ? options.servers.join(", ") : options.servers;
+  const address = addressOf(options.servers);
   let lastNoticeMs = -Infinity;
   for (;;) {
     options.signal?.throwIfAborted();
     try {
-      return await connect({
+      const nc = await connect({
         servers: options.servers,
-        name: options.name,
+        name: `flusso ${options.client}`,
         maxReconnectAttempts: -1,
         // Without this every publish builds two errors with stack traces, whether or not it fails:
         // measured at 28% of the engine's CPU with a NATS sink.
@@ -44,10 +45,12 @@ export async function connectNats(options: NatsConnectionOptions): Promise<NatsC
         pingInterval: pingIntervalMs(),
         maxPingOut: 2,
       });
+      options.onEvent?.({ event: "connected", client: options.client, address });
+      return nc;
     } catch (error) {
       const nowMs = Date.now();
       if (nowMs - lastNoticeMs >= WAITING_NOTICE_MS) {
-        options.onWaiting?.(`NATS at ${servers} cannot be reached (${firstLine(error)}); retrying until it can`);
+        options.onEvent?.({ event: "retrying", client: options.client, address, reason: firstLine(error), retryMs: FIRST_CONNECT_RETRY_MS });
         lastNoticeMs = nowMs;
       }
       await abortableDelay(FIRST_CONNECT_RETRY_MS, options.signal);
@@ -69,20 +72,25 @@ function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<vo
   });
 }
 
+/** The servers of a connection as messages name them: "nats://a:4222, nats://b:4222". */
+export function addressOf(servers: string | string[]): string {
+  return Array.isArray(servers) ? servers.join(", ") : servers;
+}
+
 /**
  * Follows a connection's status: why it cannot be used now (the server out of reach, reconnecting),
- * or undefined while it is connected. `log` hears each change, as a line for a person.
+ * or undefined while it is connected. `onEvent` hears each change (`client`: who holds the connection).
  */
-export function connectionHealth(nc: NatsConnection, servers: string | string[], log?: (message: string) => void): () => string | undefined {
-  const address = Array.isArray(servers) ? servers.join(", ") : servers;
+export function connectionHealth(nc: NatsConnection, servers: string | string[], client: string, onEvent?: (event: ConnectionEvent) => void): () => string | undefined {
+  const address = addressOf(servers);
   let reason: string | undefined;
   void (async () => {
     for await (const status of nc.status()) {
       if (status.type === "disconnect") {
         reason = `NATS at ${address} is out of reach; reconnecting`;
-        log?.(`disconnected from NATS at ${address}; reconnecting`);
+        onEvent?.({ event: "disconnected", client, address });
       } else if (status.type === "reconnect") {
-        if (reason !== undefined) log?.(`reconnected to NATS at ${address}`);
+        if (reason !== undefined) onEvent?.({ event: "reconnected", client, address });
         reason = undefined;
       }
     }

@@ -66,8 +66,11 @@ type LogInfo = { baseCheckpointId: number; loggedEntries: number };
 /** The metadata as stored: the job's, plus where each state's log starts. */
 type StoredMeta = CheckpointMeta & { logs: Record<string, LogInfo> };
 
-/** What a commit wrote and how long it held the caller (`snapshotMs`) and took to be durable (`durableMs`). */
-export type CommitInfo = { entries: number; snapshotMs: number; durableMs: number };
+/**
+ * What a commit wrote (`entries`, and `bytes` as encoded: state changes, held outputs, metadata) and
+ * how long it held the caller (`snapshotMs`) and took to be durable (`durableMs`).
+ */
+export type CommitInfo = { entries: number; bytes: number; snapshotMs: number; durableMs: number };
 
 /**
  * A sink's part of a checkpoint: the outputs it holds back until this checkpoint commits (any
@@ -244,6 +247,9 @@ export class StateStore {
     this.keptSinks = undefined;
     const storedMeta = withChecksum(pack({ ...meta, logs: Object.fromEntries(this.logs) } satisfies StoredMeta));
     const held = holds.map(({ sink, held, deliveredThrough }) => ({ sink, deliveredThrough, bytes: held === undefined ? undefined : withChecksum(pack(held)) }));
+    let bytes = storedMeta.length;
+    for (const { chunks } of writes) for (const chunk of chunks) bytes += chunk.length;
+    for (const h of held) bytes += h.bytes?.length ?? 0;
     const snapshotMs = performance.now() - startedAtMs;
     // 2.
     const outbox = this.outboxDatabase();
@@ -263,7 +269,7 @@ export class StateStore {
       }
       this.binaryDatabase("__meta").put(META_KEY, storedMeta);
     });
-    return written.then(() => ({ entries, snapshotMs, durableMs: performance.now() - startedAtMs }));
+    return written.then(() => ({ entries, bytes, snapshotMs, durableMs: performance.now() - startedAtMs }));
   }
 
   async close(): Promise<void> {

@@ -1,14 +1,16 @@
-// The `flusso` command line: `flusso run <pipeline.yaml> [--reset]`, `flusso state <pipeline.yaml>`.
+// The `flusso` command line: `flusso run`, `flusso validate`, `flusso state`, `flusso publish`.
 // A bad pipeline or command line exits with 2 before anything runs, and so does a state dir the
-// pipeline cannot resume (its state changed shape); a run (on a worker thread) prints progress on a
-// terminal and a one-line summary at the end. Exit codes: 0 done or stopped, 1 failed, 2 bad pipeline,
-// command line or state refused, 130 stopped at once.
+// pipeline cannot resume (its state changed shape); a run (on a worker thread) logs what happens as it
+// happens (pipelines/jobLog.ts: text on a terminal, JSON lines otherwise), draws a progress line on a
+// terminal and a summary at the end. stdout carries only what a command answers (the state report, the
+// validated pipeline, --help, --version) and the stdout sink's outputs. Exit codes: 0 done or stopped,
+// 1 failed, 2 bad pipeline, command line or state refused, 130 stopped at once.
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
-import type { JobCounters, JobResult } from "../engine/job.ts";
 import { parseCommandLine } from "./cliArgs.ts";
+import { describePipeline } from "./describe.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { formatStateReport, inspectState } from "./inspect.ts";
 import { loadPipeline } from "./load.ts";
@@ -16,8 +18,10 @@ import { resolveResets } from "./stateShape.ts";
 import type { PipelineSpec } from "./validate.ts";
 import { publish, type PublishOptions } from "./publish.ts";
 import type { FromJob, JobRequest, ToJob } from "./runWorker.ts";
+import { JobLog, progressLine, type LogFormat, type ProgressSnapshot } from "./jobLog.ts";
 
-const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME ...] [--quiet]
+const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME ...] [--http [HOST:]PORT] [--log text|json] [--quiet]
+       flusso validate <pipeline.yaml>
        flusso state <pipeline.yaml> [--key K]
        flusso publish <file.jsonl|file.csv|file.msgpack|generator> [options]
        flusso --version | --help
@@ -25,7 +29,11 @@ const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME .
   run      runs a pipeline until its source ends (or Ctrl-C: a last checkpoint, then exit)
     --reset        forgets the state dir's checkpoint and starts from the beginning
     --reset-stage NAME  rebuilds that stage or window from empty and keeps the rest (repeatable)
-    --quiet        no progress line and no summary
+    --http [HOST:]PORT  serves state, metrics and the dashboard there (default host 127.0.0.1)
+    --log F        text | json: how events are logged on stderr (default: text on a terminal, else json)
+    --quiet        only warnings and errors: no progress line and no summary
+  validate checks a pipeline and prints what it compiles to, without running or creating anything
+           (exit 0; or 2, naming every error with its path)
   state    prints what the state dir holds, without running (beside a running job too)
     --key K        also that key's values, per window and stage (JSON)
   publish  sends events to JetStream, <subject>.<partition> by a hash of their key
@@ -39,7 +47,8 @@ const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME .
     --columns a,b  CSV without a header: its column names
     --events N --seed S   generator only
     --stamp FIELD  adds the publish time (epoch ms) to every event
-    --quiet        no progress and no summary`;
+    --log F        text | json, as for run
+    --quiet        only warnings and errors: no progress and no summary`;
 
 /** A bad pipeline file or a bad command line, or a state the pipeline cannot resume: nothing ran. */
 export const EXIT_BAD_PIPELINE = 2;
@@ -49,32 +58,10 @@ export function flussoVersion(): string {
   return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 }
 
-
-const ENGINE_COUNTERS = new Set(["read", "outputs", "late", "deadLettered", "checkpoints"]);
-
-export function summaryLine(result: JobResult): string {
-  const c = result.thisRun;
-  const seconds = result.elapsedMs / 1000;
-  const rate = Math.round(c.read / Math.max(seconds, 1e-3));
-  const resumed = result.restoredFromCheckpoint === undefined ? "" : ` (resumed from checkpoint ${result.restoredFromCheckpoint})`;
-  const verb = result.isComplete ? "done" : "stopped";
-  if (result.isComplete && c.read === 0 && result.restoredFromCheckpoint !== undefined) {
-    return `done: the source was already read to its end (checkpoint ${result.restoredFromCheckpoint}); run with --reset to start over`;
-  }
-  // Counters the operators keep (duplicates, triggers_sent, ...), after the engine's own.
-  const extra = Object.entries(c)
-    .filter(([name]) => !ENGINE_COUNTERS.has(name))
-    .map(([name, n]) => `, ${n} ${name.replaceAll("_", " ")}`)
-    .join("");
-  return (
-    `${verb}: ${c.read} events in ${seconds.toFixed(1)} s (${rate} events/s)${resumed}, ` +
-    `${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered${extra}`
-  );
-}
-
-function progressLine(c: Readonly<JobCounters>, startedAtMs: number): string {
-  const seconds = (Date.now() - startedAtMs) / 1000;
-  return `\r${c.read} events, ${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered, ${seconds.toFixed(1)} s `;
+/** The log of a command: `--log` when given, else text on a terminal and JSON lines otherwise. */
+function commandLog(format: LogFormat | undefined, quiet: boolean): JobLog {
+  const isTerminal = process.stderr.isTTY === true;
+  return new JobLog(format ?? (isTerminal ? "text" : "json"), { isTerminal, quiet, columns: process.stderr.columns });
 }
 
 function wholeNumber(name: string, text: string | undefined, fallback: number): number {
@@ -84,7 +71,7 @@ function wholeNumber(name: string, text: string | undefined, fallback: number): 
   return n;
 }
 
-async function publishCommand(input: string, values: Record<string, string | undefined>, quiet: boolean): Promise<number> {
+async function publishCommand(input: string, values: Record<string, string | undefined>, log: JobLog): Promise<number> {
   const text = (name: string) => values[name];
   let options: PublishOptions;
   try {
@@ -110,18 +97,19 @@ async function publishCommand(input: string, values: Record<string, string | und
   }
   let result;
   try {
-    result = await publish(options, quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
+    result = await publish(options, (event) => log.event(event));
   } catch (error) {
-    process.stderr.write(`flusso publish: ${(error as Error).message}\n`);
+    log.event({ event: "failed", error: `flusso publish: ${(error as Error).message}` });
     return 1;
   }
-  if (!quiet) {
-    const unreadable = result.unreadable > 0 ? `, ${result.unreadable} unreadable skipped` : "";
-    process.stderr.write(
-      `published: ${result.published} events in ${(result.elapsedMs / 1000).toFixed(1)} s (${Math.round(result.ratePerSecond)} events/s) ` +
-        `to ${options.subject}.0..${options.subject}.${options.partitions - 1}${unreadable}\n`,
-    );
-  }
+  log.outcome({
+    event: "published",
+    published: result.published,
+    elapsedMs: Math.round(result.elapsedMs),
+    eventsPerSecond: Math.round(result.ratePerSecond),
+    subjects: `${options.subject}.0..${options.subject}.${options.partitions - 1}`,
+    unreadable: result.unreadable,
+  });
   return 0;
 }
 
@@ -146,7 +134,14 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${line.message}\n${USAGE}\n`);
       return EXIT_BAD_PIPELINE;
     case "publish":
-      return publishCommand(line.input, line.values, line.quiet);
+      return publishCommand(line.input, line.values, commandLog(line.log, line.quiet));
+    case "validate": {
+      // Reads and checks only: no state dir is opened, no output created, no server contacted.
+      const spec = loadOrSay(line.file);
+      if (spec === undefined) return EXIT_BAD_PIPELINE;
+      process.stdout.write(`${describePipeline(spec).join("\n")}\n`);
+      return 0;
+    }
     case "run": {
       const spec = loadOrSay(line.file, line.http);
       if (spec === undefined) return EXIT_BAD_PIPELINE;
@@ -157,7 +152,8 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(`flusso run: ${error.message}\n`);
         return EXIT_BAD_PIPELINE;
       }
-      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: !line.quiet && process.stderr.isTTY, http: line.http }, line.quiet);
+      const log = commandLog(line.log, line.quiet);
+      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log);
     }
     case "state": {
       const spec = loadOrSay(line.file);
@@ -190,25 +186,21 @@ function loadOrSay(file: string, http?: string): PipelineSpec | undefined {
  * to stop at its next cut after a last checkpoint; a second one, or the timeout, ends the process at
  * once with 130: as safe as a crash, since the next run resumes from the last durable checkpoint.
  */
-function runCommand(request: JobRequest, quiet: boolean): Promise<number> {
-  const showProgress = request.wantsProgress;
+function runCommand(request: JobRequest, log: JobLog): Promise<number> {
   const startedAtMs = Date.now();
   const worker = new Worker(new URL("../bin/flusso-job.js", import.meta.url), { workerData: request });
   let finalCheckpoint: number | undefined;
   let isStopAsked = false;
+  let lastProgress: ProgressSnapshot | undefined;
   const stopNow = (why: string) => {
-    const state =
-      finalCheckpoint === undefined
-        ? "without a last checkpoint; the next run resumes from the last one"
-        : `after its last checkpoint (${finalCheckpoint}), which is durable; what it holds for NATS is delivered by the next run`;
-    process.stderr.write(`\n${why}: stopping now, ${state}\n`);
+    log.event({ event: "stopped-now", why, checkpointId: finalCheckpoint });
     process.exit(EXIT_STOPPED_AT_ONCE);
   };
   const onSignal = (signal: NodeJS.Signals) => {
     if (isStopAsked) stopNow(signal);
     isStopAsked = true;
     const timeoutMs = stopTimeoutMs();
-    process.stderr.write(`\n${signal}: stopping after a last checkpoint (again to stop at once; at most ${timeoutMs / 1000} s)\n`);
+    log.event({ event: "stop-asked", signal, timeoutMs });
     setTimeout(() => stopNow(`not stopped within ${timeoutMs / 1000} s`), timeoutMs).unref();
     worker.postMessage({ type: "stop" } satisfies ToJob);
   };
@@ -219,37 +211,36 @@ function runCommand(request: JobRequest, quiet: boolean): Promise<number> {
     worker.on("message", (message: FromJob) => {
       switch (message.type) {
         case "progress":
-          process.stderr.write(progressLine(message.counters, startedAtMs));
+          log.progress(progressLine(message.progress, lastProgress, startedAtMs));
+          lastProgress = message.progress;
           return;
-        case "log":
-          process.stderr.write(`${showProgress ? "\r\x1b[K" : ""}flusso: ${message.line}\n`);
+        case "event":
+          log.event(message.event);
           return;
         case "final-checkpoint":
           finalCheckpoint = message.checkpointId;
           return;
         case "done":
-          if (showProgress) process.stderr.write("\r\x1b[K");
-          if (!quiet) process.stderr.write(`${summaryLine(message.result)}\n`);
+          log.summary(message.result);
           exitCode = 0;
           return;
         case "http":
-          process.stderr.write(`${showProgress ? "\r\x1b[K" : ""}flusso: state, metrics and the dashboard at ${message.url}\n`);
+          log.event({ event: "http", url: message.url });
           return;
         case "serving":
-          process.stderr.write("flusso: the input has ended; its final state is still served until Ctrl-C\n");
+          log.event({ event: "serving" });
           return;
         case "stopped-waiting":
-          process.stderr.write("stopped before the job started: nothing was read\n");
+          log.event({ event: "stopped-waiting" });
           exitCode = 0;
           return;
         case "failed":
-          if (showProgress) process.stderr.write("\r\x1b[K");
-          process.stderr.write(`flusso: ${message.text}\n`);
+          log.event({ event: "failed", error: message.text });
           exitCode = message.isRefused ? EXIT_BAD_PIPELINE : 1;
       }
     });
     worker.on("error", (error) => {
-      process.stderr.write(`flusso: ${error?.stack ?? error}\n`);
+      log.event({ event: "failed", error: String(error?.stack ?? error) });
       exitCode = 1;
     });
     worker.on("exit", () => settle(exitCode));

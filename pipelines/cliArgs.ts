@@ -1,7 +1,9 @@
 // The words of a `flusso` command line: which command, its file and its options, or one line saying
 // what is wrong with them (an unknown command or option, an option of another command, a missing value).
 
-export const COMMANDS = ["run", "publish", "state"] as const;
+import { LOG_FORMATS, type LogFormat } from "./jobLog.ts";
+
+export const COMMANDS = ["run", "publish", "state", "validate"] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 type OptionSpec = {
@@ -19,6 +21,7 @@ export const OPTIONS: Record<string, OptionSpec> = {
   "reset-stage": { takesValue: true, commands: ["run"], isRepeatable: true },
   http: { takesValue: true, commands: ["run"] },
   quiet: { takesValue: false, commands: ["run", "publish"] },
+  log: { takesValue: true, commands: ["run", "publish"] },
   servers: { takesValue: true, commands: ["publish"] },
   stream: { takesValue: true, commands: ["publish"] },
   subject: { takesValue: true, commands: ["publish"] },
@@ -38,9 +41,11 @@ export type CommandLine =
   | { command: "help" }
   | { command: "version" }
   /** `resetStages`: only when `--reset-stage` was given. */
-  | { command: "run"; file: string; reset: boolean; quiet: boolean; resetStages?: string[]; http?: string }
+  /** `log`: `--log text|json`, when given (default: text on a terminal, JSON otherwise). */
+  | { command: "run"; file: string; reset: boolean; quiet: boolean; resetStages?: string[]; http?: string; log?: LogFormat }
   | { command: "state"; file: string; key?: string }
-  | { command: "publish"; input: string; values: Record<string, string>; quiet: boolean }
+  | { command: "validate"; file: string }
+  | { command: "publish"; input: string; values: Record<string, string>; quiet: boolean; log?: LogFormat }
   /** `message`: one line for the user; the usage follows it, and the exit code is 2. */
   | { command: "mistake"; message: string };
 
@@ -108,12 +113,18 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   if (target === undefined) return mistake(name, `${what} is missing`);
   if (extra.length > 0) return mistake(name, `one ${name === "publish" ? "input" : "pipeline file"} expected, got also ${extra.map((x) => JSON.stringify(x)).join(" ")}`);
   const quiet = flags.has("quiet");
+  if (values.log !== undefined && !(LOG_FORMATS as readonly string[]).includes(values.log)) {
+    return mistake(name, `--log: expected ${LOG_FORMATS.join(" or ")}, got ${JSON.stringify(values.log)}`);
+  }
+  const log = values.log === undefined ? {} : { log: values.log as LogFormat };
   if (name === "run") {
     const resetStages = lists["reset-stage"];
-    return { command: "run", file: target, reset: flags.has("reset"), quiet, ...(resetStages ? { resetStages } : {}), ...(values.http === undefined ? {} : { http: values.http }) };
+    return { command: "run", file: target, reset: flags.has("reset"), quiet, ...(resetStages ? { resetStages } : {}), ...(values.http === undefined ? {} : { http: values.http }), ...log };
   }
   if (name === "state") return { command: "state", file: target, ...(values.key === undefined ? {} : { key: values.key }) };
-  return { command: "publish", input: target, values, quiet };
+  if (name === "validate") return { command: "validate", file: target };
+  const { log: _log, ...publishValues } = values;
+  return { command: "publish", input: target, values: publishValues, quiet, ...log };
 }
 
 function mistake(command: string | undefined, text: string): CommandLine {

@@ -2,6 +2,7 @@
 // graph and its sinks. The only place where configuration meets the engine.
 import { map, merge } from "rxjs";
 import { record, type Element } from "../engine/elements.ts";
+import type { ConnectionEvent } from "../engine/jobEvents.ts";
 import { runJob, type JobOptions, type JobResult } from "../engine/job.ts";
 import { FileSink } from "../engine/sinks/fileSink.ts";
 import type { Sink } from "../engine/sinks/sink.ts";
@@ -24,9 +25,7 @@ import type { AggregateDef } from "./sections/windows.ts";
 import { partOf } from "../operators/stateShape.ts";
 import type { PipelineSpec } from "./validate.ts";
 
-export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "onView" | "signal" | "batchSize" | "progressIntervalMs"> & {
-  /** Told what the job is waiting for (a NATS server out of reach), as lines for a person. */
-  log?(message: string): void;
+export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onCheckpoint" | "onFinalCheckpoint" | "onView" | "signal" | "batchSize" | "progressIntervalMs" | "onEvent"> & {
   /**
    * Stages (by section name) and windows (by name) rebuilt from empty, the rest of the state kept:
    * their values and wake-ups are dropped. An unknown name throws ResetStageUnknown. Default none.
@@ -34,8 +33,8 @@ export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onChe
   resetStages?: readonly string[];
 };
 
-/** What sources and sinks that talk to servers are given: a stop ends their waits, and they say what they wait for. */
-type Connection = Pick<RunOptions, "signal" | "log">;
+/** What sources and sinks that talk to servers are given: a stop ends their waits, and they tell of their connections. */
+type Connection = { signal?: AbortSignal; log?(event: ConnectionEvent): void };
 
 export function buildSource(spec: SourceSpec, connection: Connection = {}): Source {
   if ("generator" in spec) return new GeneratorSource(spec.generator);
@@ -62,8 +61,8 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
   const privacy = jobPrivacy(spec.schema, spec.privacy);
-  const connection: Connection = { signal: run.signal, log: run.log };
-  const { log, resetStages, ...jobRun } = run;
+  const connection: Connection = { signal: run.signal, log: run.onEvent };
+  const { resetStages, ...jobRun } = run;
   const resets = resolveResets(spec, resetStages ?? []);
   // As a checkpoint stores it and gives it back: plain JSON.
   const shape = JSON.parse(JSON.stringify(pipelineShape(spec))) as PipelineShape;
@@ -79,6 +78,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
     acceptState: (meta) => resumeState(spec, shape, meta, resets),
     source: buildSource(spec.source, connection),
     decode: eventDecoder(spec.schema, spec.key, spec.time, privacy.decoder),
+    stampOf: spec.http?.latencyStampField === undefined ? undefined : stampReader(spec.http.latencyStampField),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
     idlenessMs: spec.watermark.idlenessMs,
     advancesWhenIdle: spec.watermark.advancesWhenIdle,
@@ -114,6 +114,14 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
       if (spec.late) graph.sideTo(LATE, lateName, buildSink(spec.late, spec.name, connection), "late");
       else graph.sideTo(LATE, deadLetterName, deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
+  };
+}
+
+/** Reads a publisher's epoch-ms stamp from an event field (a number or a timestamp, as validation checked). */
+function stampReader(field: string): (event: Event) => number | undefined {
+  return (event) => {
+    const stampMs = event[field];
+    return typeof stampMs === "number" ? stampMs : undefined;
   };
 }
 

@@ -4,11 +4,12 @@
 import { randomUUID } from "node:crypto";
 import { extname, resolve } from "node:path";
 import { pack } from "msgpackr";
-import { AckedPublisher, connectNats, ensureStream, jetstreamManager } from "../engine/nats.ts";
+import { AckedPublisher, connectionHealth, connectNats, ensureStream, jetstreamManager } from "../engine/nats.ts";
 import { partitionOf } from "../engine/partitioning.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
 import type { Source } from "../engine/sources/source.ts";
 import { GeneratorSource } from "../simulator/generatorSource.ts";
+import type { LogEvent } from "./jobLog.ts";
 
 export type PublishOptions = {
   /** A .jsonl, .csv or .msgpack file, or "generator". */
@@ -44,10 +45,13 @@ function inputSource(options: PublishOptions): Source {
   return new FileSource({ paths: [path], format, columns: options.columns });
 }
 
-export async function publish(options: PublishOptions, log: (line: string) => void = () => undefined): Promise<PublishResult> {
+/** `onEvent` hears the connection (connected, retrying with the address, disconnected) and, every second, the progress. */
+export async function publish(options: PublishOptions, onEvent: (event: LogEvent) => void = () => undefined): Promise<PublishResult> {
   const source = inputSource(options);
   await source.open(undefined);
-  const nc = await connectNats({ servers: options.servers.split(","), name: "flusso publish" });
+  const servers = options.servers.split(",");
+  const nc = await connectNats({ servers, client: "publish", onEvent });
+  connectionHealth(nc, servers, "publish", onEvent);
   const maxInFlight = options.maxInFlight ?? 5_000;
   let publisher: AckedPublisher | undefined;
   let published = 0;
@@ -81,7 +85,8 @@ export async function publish(options: PublishOptions, log: (line: string) => vo
       }
       const nowMs = performance.now();
       if (nowMs - lastReportMs >= 1000) {
-        log(`${published} published, ${Math.round((published * 1000) / (nowMs - startedAtMs))} events/s`);
+        const progress = source.progress?.();
+        onEvent({ event: "publish-progress", published, eventsPerSecond: Math.round((published * 1000) / (nowMs - startedAtMs)), ...progress });
         lastReportMs = nowMs;
       }
       if (batch.isDone) break;

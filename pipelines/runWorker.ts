@@ -3,9 +3,12 @@
 // blocking read). Messages to and from the main thread are the types below.
 import { parentPort, workerData } from "node:worker_threads";
 import { EngineError, StateMismatch } from "../engine/errors.ts";
-import type { JobCounters, JobResult } from "../engine/job.ts";
+import type { JobEvent } from "../engine/jobEvents.ts";
+import type { JobResult } from "../engine/job.ts";
+import type { JobView } from "../engine/jobView.ts";
 import { runPipeline } from "./compile.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
+import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
 import { routesFor } from "./http/routes.ts";
 import { startHttpServer, type HttpServer } from "./http/server.ts";
@@ -15,8 +18,9 @@ export type ToJob = { type: "stop" };
 
 /** What the job tells the main thread. */
 export type FromJob =
-  | { type: "progress"; counters: JobCounters }
-  | { type: "log"; line: string }
+  | { type: "progress"; progress: ProgressSnapshot }
+  /** Something happened the operator should hear of (engine/jobEvents.ts). */
+  | { type: "event"; event: JobEvent }
   | { type: "final-checkpoint"; checkpointId: number }
   | { type: "done"; result: JobResult }
   /** `text`: the error as a person should read it; `isRefused`: the state dir was refused before anything ran (exit 2). */
@@ -39,17 +43,22 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     if (message.type === "stop") stop.abort(new Error("stopped"));
   });
   let server: Promise<HttpServer> | undefined;
+  const serverClosed = new AbortController();
+  let jobView: JobView | undefined;
   try {
     const spec = loadPipeline(request.file, process.env, { httpListen: request.http });
     const http = spec.http;
     const result = await runPipeline(spec, {
-      onView: http && ((view) => (server = startHttpServer(http, routesFor({ view, spec })).then((s) => (tell({ type: "http", url: s.url }), s)))),
+      onView: (view) => {
+        jobView = view;
+        if (http) server = startHttpServer(http, routesFor({ view, spec, closed: serverClosed.signal })).then((s) => (tell({ type: "http", url: s.url }), s));
+      },
       reset: request.reset,
       resetStages: request.resetStages,
       signal: stop.signal,
-      onProgress: request.wantsProgress ? (counters) => tell({ type: "progress", counters: { ...counters } }) : undefined,
+      onProgress: request.wantsProgress ? () => jobView && tell({ type: "progress", progress: progressOf(jobView) }) : undefined,
       onFinalCheckpoint: (checkpointId) => tell({ type: "final-checkpoint", checkpointId }),
-      log: (line) => tell({ type: "log", line }),
+      onEvent: (event) => tell({ type: "event", event }),
     });
     tell({ type: "done", result });
     // With an HTTP server a finished input's final state stays up to be explored, until a stop.
@@ -68,8 +77,20 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error), isRefused });
   } finally {
     await (await server?.catch(() => undefined))?.close();
+    serverClosed.abort();
     port.close();
   }
+}
+
+/** What the progress line shows, read from the job between two batches. */
+function progressOf(view: JobView): ProgressSnapshot {
+  return {
+    counters: { ...view.counters() },
+    watermarkMs: view.watermarks().watermarkMs,
+    lastCheckpointAtMs: view.lastCheckpoint()?.committedAtMs,
+    source: view.source().progress,
+    atMs: Date.now(),
+  };
 }
 
 if (parentPort !== null) await runJobOnThisThread(parentPort, workerData as JobRequest);

@@ -3,7 +3,7 @@
 import { SourcePositionInvalid } from "../engine/errors.ts";
 import { fnv1a32 } from "../engine/partitioning.ts";
 import { Sfc32 } from "../engine/random.ts";
-import type { Source, SourceBatch, SourceItem } from "../engine/sources/source.ts";
+import type { Source, SourceBatch, SourceItem, SourceProgress } from "../engine/sources/source.ts";
 import { DueHeap } from "./dueHeap.ts";
 import { CONSENT_UPDATE_CHANCE, chooseNext, dwellMs, enter } from "./journeys.ts";
 import { drawActivity, drawFirstDelayMs, drawGapMs, gapMeanMsOf, MAX_SESSION_EVENTS, openSession, solveBaseCycleMs, WARM_UP_MS } from "./sessions.ts";
@@ -158,6 +158,11 @@ export class GeneratorSource implements Source {
     if (!isDone || this.hasReportedFinish) return { items, isDone };
     this.hasReportedFinish = true;
     return { items, isDone, finishedPartitions: Array.from({ length: this.partitions }, (_, p) => p) };
+  }
+
+  /** Events emitted of the events it was asked for. */
+  progress(): SourceProgress {
+    return { done: this.emitted, total: this.settings.events };
   }
 
   position(): GeneratorPosition {

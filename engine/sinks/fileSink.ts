@@ -6,7 +6,7 @@ import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, 
 import { basename, dirname, join } from "node:path";
 import { SinkPositionLost } from "../errors.ts";
 import { jsonText } from "./jsonText.ts";
-import type { Sink } from "./sink.ts";
+import type { Sink, SinkRecovery } from "./sink.ts";
 
 const FLUSH_AT_CHARS = 256 * 1024;
 const COPY_CHUNK_BYTES = 1 << 20;
@@ -30,6 +30,7 @@ export class FileSink implements Sink {
   /** Part files set aside at cuts, by checkpoint id, waiting for their checkpoint to commit. */
   private readonly heldParts = new Map<number, string>();
   private released = 0;
+  private onDelivered?: (checkpointId: number) => void;
 
   constructor(readonly path: string) {}
 
@@ -44,7 +45,8 @@ export class FileSink implements Sink {
    * 3. starts a new part file.
    * A position from before part files (a plain length) is the named file's committed length.
    */
-  async recover(position: unknown): Promise<void> {
+  async recover(position: unknown, recovery?: Pick<SinkRecovery, "onDelivered">): Promise<void> {
+    this.onDelivered = recovery?.onDelivered;
     mkdirSync(dirname(this.path), { recursive: true });
     const committed = positionOf(position);
     this.fd = openSync(this.path, existsSync(this.path) ? "r+" : "w+");
@@ -96,6 +98,7 @@ export class FileSink implements Sink {
     fsyncSync(this.fd);
     rmSync(held, { force: true });
     this.released = checkpointId;
+    this.onDelivered?.(checkpointId);
   }
 
   deliveredThrough(): number {

@@ -7,6 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pack } from "msgpackr";
 import { SinkLost } from "../errors.ts";
 import { AckedPublisher, connectionHealth, connectNats, ensureStream, jetstreamManager, readStreamSince, streamInfo } from "../nats.ts";
+import type { ConnectionEvent } from "../jobEvents.ts";
 import type { HeldOutputs } from "../store.ts";
 import type { Sink, SinkRecovery } from "./sink.ts";
 import { jsonText } from "./jsonText.ts";
@@ -23,8 +24,8 @@ export type NatsSinkOptions = {
   duplicateWindowMs?: number;
   /** Ends a wait for a first connection (a stop asked while the server is out of reach). */
   signal?: AbortSignal;
-  /** Told about waits: a server out of reach. */
-  log?(message: string): void;
+  /** Told about its connection: connected, a server out of reach, disconnected, reconnected. */
+  log?(event: ConnectionEvent): void;
 };
 
 /** The stream's duplicate window when none is given. */
@@ -66,8 +67,14 @@ export class NatsSink implements Sink {
   private isClosed = false;
   private connecting?: string;
   private health?: () => string | undefined;
+  private onDelivered?: (checkpointId: number) => void;
 
   constructor(private readonly options: NatsSinkOptions) {}
+
+  /** Who holds the connection, as its events name it. */
+  private get client(): string {
+    return `sink ${this.options.subject}`;
+  }
 
   get description(): string {
     return `nats:${this.options.stream}/${this.options.subject}`;
@@ -80,7 +87,8 @@ export class NatsSink implements Sink {
    *    the outputs committed checkpoints held, waiting until they are delivered;
    * 3. from then on, reads back the same way after every reconnect before resending.
    */
-  async recover(position: unknown, { runId, held, sinkName }: SinkRecovery): Promise<void> {
+  async recover(position: unknown, { runId, held, sinkName, onDelivered }: SinkRecovery): Promise<void> {
+    this.onDelivered = onDelivered;
     const committed = position as NatsSinkPosition | undefined;
     this.written = committed?.written ?? 0;
     this.idPrefix = `${this.options.pipeline}.${runId}.${sinkName}.`;
@@ -88,12 +96,12 @@ export class NatsSink implements Sink {
     this.connecting = `connecting to NATS at ${[this.options.servers].flat().join(", ")}`;
     this.nc = await connectNats({
       servers: this.options.servers,
-      name: `flusso sink ${this.options.subject}`,
+      client: this.client,
       signal: this.options.signal,
-      onWaiting: this.options.log,
+      onEvent: this.options.log,
     });
     this.connecting = undefined;
-    this.health = connectionHealth(this.nc, this.options.servers, this.options.log);
+    this.health = connectionHealth(this.nc, this.options.servers, this.client, this.options.log);
     const jsm = await jetstreamManager(this.nc);
     const existing = await streamInfo(jsm, this.options.stream);
     if (committed !== undefined && existing === undefined) throw this.lost("was deleted since the last checkpoint");
@@ -183,7 +191,10 @@ export class NatsSink implements Sink {
 
   /** Moves `delivered` over the oldest checkpoints whose messages are all acked. */
   private advanceDelivered(): void {
-    while (this.sending.length > 0 && this.sending[0].unacked === 0) this.deliveredCheckpoint = this.sending.shift()!.checkpointId;
+    while (this.sending.length > 0 && this.sending[0].unacked === 0) {
+      this.deliveredCheckpoint = this.sending.shift()!.checkpointId;
+      this.onDelivered?.(this.deliveredCheckpoint);
+    }
   }
 
   /**

@@ -11,6 +11,11 @@ export type SinkRecovery = {
   runId: string;
   /** What this sink held in committed checkpoints and had not reported delivered, oldest first. */
   held: HeldOutputs[];
+  /**
+   * A holding sink calls it, as it happens, with each checkpoint whose held outputs have all been
+   * delivered (what output latency is measured to). Optional for the caller.
+   */
+  onDelivered?(checkpointId: number): void;
 };
 
 export type Sink = {

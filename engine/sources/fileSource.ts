@@ -8,7 +8,7 @@ import { decodeJson, textPreview, type Decoding } from "./decoding.ts";
 import { LineReader, type LinePosition } from "./lineReader.ts";
 import { MsgpackReader } from "./msgpackReader.ts";
 import { CsvReader } from "./csvReader.ts";
-import type { Source, SourceBatch, SourceItem } from "./source.ts";
+import type { Source, SourceBatch, SourceItem, SourceProgress } from "./source.ts";
 
 export type FileFormat = "jsonl" | "csv" | "msgpack";
 
@@ -37,6 +37,7 @@ export class FileSource implements Source {
   private readers: PartitionReader[] = [];
   private isFinished: boolean[] = [];
   private turn = 0;
+  private sizeBytes = 0;
 
   constructor(private readonly options: FileSourceOptions) {}
 
@@ -53,6 +54,7 @@ export class FileSource implements Source {
     if (restored && restored.partitions.length !== this.partitions) {
       throw new SourcePositionInvalid(this.description, `checkpoint has ${restored.partitions.length} files, the pipeline ${this.partitions}`);
     }
+    this.sizeBytes = 0;
     this.readers = this.options.paths.map((path, p) => this.openReader(path, p, restored?.partitions[p]));
     this.isFinished = this.readers.map(() => false);
     this.turn = restored?.turn ?? 0;
@@ -82,6 +84,11 @@ export class FileSource implements Source {
     return { partitions: this.readers.map((r) => r.position()), turn: this.turn };
   }
 
+  /** Bytes read of the files' sizes when opened. */
+  progress(): SourceProgress {
+    return { done: this.readers.reduce((sum, r) => sum + r.position().offsetBytes, 0), total: this.sizeBytes };
+  }
+
   async close(): Promise<void> {
     for (const reader of this.readers) reader.close();
   }
@@ -96,6 +103,7 @@ export class FileSource implements Source {
     // A pipe or a device cannot be read again from a recorded offset (and LMDB-style positional reads fail on it).
     if (!stats.isFile()) throw new SourceUnreadable(path, "is not a regular file (a pipe, a device or a directory): a source file must be one flusso can read again from a recorded position");
     const sizeBytes = stats.size;
+    this.sizeBytes += sizeBytes;
     if (from && from.offsetBytes > sizeBytes) {
       throw new SourcePositionInvalid(path, `checkpoint is at byte ${from.offsetBytes} but the file has ${sizeBytes}: it was replaced`);
     }

@@ -13,6 +13,9 @@ export type SourceBatch = {
   readonly isDone: boolean;
 };
 
+/** How far a bounded source has read: `done` of `total`, in the same unit. */
+export type SourceProgress = { done: number; total: number };
+
 export type Source = {
   /** A name for messages, e.g. the file path. */
   readonly description: string;
@@ -33,5 +36,10 @@ export type Source = {
   unavailable?(): string | undefined;
   /** Messages waiting to be read, by partition, where the source knows (a stream's backlog). Optional. */
   pendingMessages?(): readonly number[] | undefined;
+  /**
+   * How far a bounded source has read, in units of its own (bytes of files, events of the generator,
+   * messages of a bounded stream): `done` of `total`. Undefined where the size is unknown (a live stream). Optional.
+   */
+  progress?(): SourceProgress | undefined;
   close(): Promise<void>;
 };

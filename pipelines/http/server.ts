@@ -13,6 +13,13 @@ export type Route = {
   method: "GET";
   /** `/api/v1/keys/:key`: `:name` parts are captured into `params`, decoded. */
   path: string;
+  /**
+   * Who may call it when the server has a token. By default only a request with `Authorization:
+   * Bearer <token>`; "public": anyone (static files holding nothing of the job, so a browser can
+   * load the dashboard page from a plain link); "headerOrQuery": also `?access_token=<token>`, for
+   * a browser's EventSource, which cannot set headers.
+   */
+  access?: "public" | "headerOrQuery";
   /** A reply, or nothing when the handler writes the response itself (server-sent events). */
   handle(request: { params: Record<string, string>; query: URLSearchParams; raw: IncomingMessage; response: ServerResponse }): Reply | void | Promise<Reply | void>;
 };
@@ -63,10 +70,10 @@ export async function startHttpServer({ host, port, token }: { host: string; por
 }
 
 async function serve(routes: CompiledRoute[], expected: Buffer | undefined, request: IncomingMessage, response: ServerResponse): Promise<void> {
-  if (expected !== undefined && !isAuthorised(request, expected)) {
+  const url = new URL(request.url ?? "/", "http://flusso");
+  if (expected !== undefined && !isAuthorised(request, url, routes.find((r) => r.pattern.test(url.pathname))?.access, expected)) {
     return write(response, { status: 401, json: { error: "a bearer token is required (Authorization: Bearer <token>)" }, headers: { "www-authenticate": "Bearer" } });
   }
-  const url = new URL(request.url ?? "/", "http://flusso");
   for (const route of routes) {
     const match = route.pattern.exec(url.pathname);
     if (!match) continue;
@@ -86,8 +93,14 @@ async function serve(routes: CompiledRoute[], expected: Buffer | undefined, requ
   write(response, { status: 404, json: { error: `nothing at ${url.pathname}` } });
 }
 
-function isAuthorised(request: IncomingMessage, expected: Buffer): boolean {
-  const given = Buffer.from(request.headers.authorization ?? "");
+function isAuthorised(request: IncomingMessage, url: URL, access: Route["access"], expected: Buffer): boolean {
+  if (access === "public" || isToken(request.headers.authorization ?? "", expected)) return true;
+  const queryToken = access === "headerOrQuery" ? url.searchParams.get("access_token") : null;
+  return queryToken !== null && isToken(`Bearer ${queryToken}`, expected);
+}
+
+function isToken(authorization: string, expected: Buffer): boolean {
+  const given = Buffer.from(authorization);
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 

@@ -36,10 +36,11 @@ export function isLoopback(host: string): boolean {
 
 /**
  * The section, with `listenOverride` (from `--http`, the path it is reported at) taking the place
- * of `http.listen`. A non-loopback address without a token is refused: anyone on the network could
- * read every user's state.
+ * of `http.listen`; `stampFields`: what `latencyStampField` may name (number or timestamp fields the
+ * decoded events keep). A non-loopback address without a token is refused: anyone on the network
+ * could read every user's state.
  */
-export function readHttp(r: Reader, value: unknown, schemaFields: readonly string[], listenOverride?: { text: string; path: string }): HttpSpec | undefined {
+export function readHttp(r: Reader, value: unknown, stampFields: readonly string[], listenOverride?: { text: string; path: string }): HttpSpec | undefined {
   if (value === undefined && listenOverride === undefined) return undefined;
   const h = value === undefined ? {} : r.object("http", value, ["listen", "tokenEnv", "latencyStampField"]);
   if (!h) return undefined;
@@ -63,8 +64,8 @@ export function readHttp(r: Reader, value: unknown, schemaFields: readonly strin
   let latencyStampField: string | undefined;
   if (h.latencyStampField !== undefined) {
     latencyStampField = r.string("http.latencyStampField", h.latencyStampField);
-    if (latencyStampField !== undefined && !schemaFields.includes(latencyStampField)) {
-      return r.fail("http.latencyStampField", `"${latencyStampField}" is not a field of the schema (${schemaFields.join(", ")})`);
+    if (latencyStampField !== undefined && !stampFields.includes(latencyStampField)) {
+      return r.fail("http.latencyStampField", `"${latencyStampField}" is not a number or timestamp field the events keep (${stampFields.join(", ") || "there is none"})`);
     }
   }
   return { ...listen, token, tokenEnv, latencyStampField };

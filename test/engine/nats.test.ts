@@ -269,7 +269,7 @@ describe("connectNats", { timeout: 15_000 }, () => {
     vi.useFakeTimers({ toFake: ["Date"], now: Date.UTC(2024, 4, 20) });
     const notices: string[] = [];
     const controller = new AbortController();
-    const waiting = connectNats({ servers: url, name: "test", signal: controller.signal, onWaiting: (m) => notices.push(m) }).then(
+    const waiting = connectNats({ servers: url, client: "test", signal: controller.signal, onEvent: (e) => e.event === "retrying" && notices.push(`NATS at ${e.address} cannot be reached (${e.reason}); retrying until it can`) }).then(
       (connection) => connection,
       (error: unknown) => error,
     );
@@ -293,7 +293,7 @@ describe("connectNats", { timeout: 15_000 }, () => {
     const later = await startNatsServer();
     await later.stop();
     const notices: string[] = [];
-    const connecting = connectNats({ servers: later.url, name: "test", onWaiting: (m) => notices.push(m) });
+    const connecting = connectNats({ servers: later.url, client: "test", onEvent: (e) => e.event === "retrying" && notices.push(e.reason) });
     try {
       await until(() => notices.length === 1, "a notice");
       await later.restart();

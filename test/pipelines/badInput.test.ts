@@ -447,8 +447,8 @@ describe("the CLI over bad input", () => {
     lines.splice(1, 0, "{not json", "[]");
     writeFileSync(join(dir, "events.jsonl"), lines.join("\n") + "\n");
     writeFileSync(join(dir, "pipeline.yaml"), pipelineYaml(`{ path: events.jsonl, format: jsonl }`));
-    const cli = runCli(["run", join(dir, "pipeline.yaml"), "--reset"]);
-    expect(cli.stderr).toMatch(/^done: 5 events in [\d.]+ s \(\d+ events\/s\), 3 outputs, 0 late, 2 dead-lettered\n$/);
+    const cli = runCli(["run", join(dir, "pipeline.yaml"), "--reset", "--log", "text"]);
+    expect(cli.stderr).toMatch(/\ndone: 5 events in [\d.]+ s \(\d+ events\/s\), 3 outputs, 0 late, 2 dead-lettered\n$/);
     expect(cli.status).toBe(0);
     expect(readJsonLines<DeadLetter>(join(dir, OUTPUT_FILES.deadLetter)).map((e) => e.reason)).toEqual([
       expect.stringMatching(/^not JSON: /),

@@ -19,7 +19,7 @@ describe("flusso's command line", () => {
     const run = runCli(["runn", "config/default.yaml"]);
     expect(run.status).toBe(2);
     const [first, second] = run.stderr.split("\n");
-    expect(first).toBe('flusso: unknown command "runn" (did you mean run?); the commands are run, publish and state');
+    expect(first).toBe('flusso: unknown command "runn" (did you mean run?); the commands are run, publish, state and validate');
     expect(second).toMatch(/^usage: flusso run /);
   });
 
@@ -77,8 +77,8 @@ describe("parseCommandLine", () => {
     [["publish", "generator", "--stremm", "X"], "flusso publish: unknown option --stremm (did you mean --stream?)"],
     [["run", "p.yaml", "--frobnicate"], "flusso run: unknown option --frobnicate"],
     [["run", "p.yaml", "-r"], "flusso run: unknown option -r"],
-    [[], "flusso: which command? run, publish or state"],
-    [["pubish", "x.csv"], 'flusso: unknown command "pubish" (did you mean publish?); the commands are run, publish and state'],
+    [[], "flusso: which command? run, publish, state or validate"],
+    [["pubish", "x.csv"], 'flusso: unknown command "pubish" (did you mean publish?); the commands are run, publish, state and validate'],
     [["run", "p.yaml", "--reset-stage"], "flusso run: --reset-stage needs a value"],
     [["state", "p.yaml", "--reset-stage", "scores"], "flusso state: --reset-stage is an option of flusso run, not of state"],
     [["state"], "flusso state: a pipeline file is missing"],

@@ -270,7 +270,7 @@ describe("NATS JetStream in and out", () => {
   it("publishes a file with `flusso publish`, each event to the subject of its key's partition", async () => {
     const sample = all.slice(0, 2000);
     writeFileSync(join(dir, "sample.jsonl"), sample.map((e) => JSON.stringify(e)).join("\n") + "\n");
-    const run = spawnSync(process.execPath, [CLI, "publish", join(dir, "sample.jsonl"), "--servers", server.url, "--stream", "PUB", "--subject", "pub", "--partitions", "3", "--rate", "20000"], { encoding: "utf8" });
+    const run = spawnSync(process.execPath, [CLI, "publish", join(dir, "sample.jsonl"), "--servers", server.url, "--stream", "PUB", "--subject", "pub", "--partitions", "3", "--rate", "20000", "--log", "text"], { encoding: "utf8" });
     expect(run.status, run.stderr).toBe(0);
     expect(run.stderr).toMatch(/^published: 2000 events in [\d.]+ s \(\d+ events\/s\) to pub\.0\.\.pub\.2$/m);
     const nc = await connect({ servers: server.url });

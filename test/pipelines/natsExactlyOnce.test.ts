@@ -297,7 +297,7 @@ sinks: [{ file: { path: out/results.jsonl } }]
 deadLetter: { file: { path: out/dead.jsonl } }
 `,
     );
-    const child = spawn(process.execPath, [CLI, "run", file], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FLUSSO_STOP_TIMEOUT_MS: "15000" } });
+    const child = spawn(process.execPath, [CLI, "run", file, "--log", "text"], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FLUSSO_STOP_TIMEOUT_MS: "15000" } });
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((done) => child.on("exit", (code) => done(code)));

@@ -156,7 +156,7 @@ sinks: [{ file: { path: out/results.jsonl } }]
 `,
     );
     const job = started(["run", file]);
-    await job.waitFor(/NATS at nats:\/\/127\.0\.0\.1:\d+ cannot be reached \(.*\); retrying until it can/);
+    await job.waitFor(/NATS at nats:\/\/127\.0\.0\.1:\d+ cannot be reached \(.*\); retrying every 0\.5 s until it can/);
     job.child.kill("SIGINT");
     const { code } = await job.exited;
     expect(code, job.stderr()).toBe(0);
@@ -181,9 +181,10 @@ describe("--reset", () => {
     writeFileSync(join(dir, "events.jsonl"), eventLines(200));
     const file = pipeline(dir);
     expect(runCli(["run", file, "--quiet"]).status).toBe(0);
-    const again = runCli(["run", file, "--reset"]);
+    const again = runCli(["run", file, "--reset", "--log", "text"]);
     expect(again.status).toBe(0);
-    expect(again.stderr).toMatch(/^done: 200 events/);
+    expect(again.stderr).toMatch(/^flusso: fresh start: --reset dropped the checkpoint/m);
+    expect(again.stderr).toMatch(/^done: 200 events/m);
   });
 });
 
@@ -193,7 +194,7 @@ describe("errors", () => {
     writeFileSync(join(dir, "events.jsonl"), eventLines(20));
     writeFileSync(join(dir, "other.jsonl"), eventLines(20));
     expect(runCli(["run", pipeline(dir), "--quiet"]).status).toBe(0);
-    const changed = runCli(["run", pipeline(dir, { source: "other.jsonl" })]);
+    const changed = runCli(["run", pipeline(dir, { source: "other.jsonl" }), "--log", "text"]);
     expect(changed.status).toBe(2);
     expect(changed.stderr).toMatch(/^flusso: StateMismatch: .* holds state this pipeline cannot resume:\n {2}- source: /);
     expect(changed.stderr.match(/StateMismatch/g)).toHaveLength(1);

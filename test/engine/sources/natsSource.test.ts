@@ -84,3 +84,52 @@ describe("a msgpack stream", () => {
     expect(items[1]).toMatchObject({ raw: "91".repeat(64) });
   });
 });
+
+describe("pending messages", () => {
+  /** Waits (bounded) until the consumer has filled the source's buffer to `count` (where it parks). */
+  async function untilBuffered(source: NatsSource, count: number): Promise<void> {
+    for (let waitedMs = 0; source.bufferedMessages < count; waitedMs += 10) {
+      if (waitedMs > 10_000) throw new Error(`${count} messages did not arrive in 10 s`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  it("counts what the job has not read yet, buffered or on the server, exactly with one partition", async () => {
+    const nc = await connect({ servers: server.url });
+    await (await jetstreamManager(nc)).streams.add({ name: "PENDING", subjects: ["pending.>"] });
+    const js = jetstream(nc);
+    for (let i = 0; i < 300; i++) await js.publish(`pending.${i % 3}`, JSON.stringify({ n: i }));
+    await nc.close();
+    const source = new NatsSource({ servers: server.url, stream: "PENDING", subjects: ["pending.>"], format: "json", bufferMessages: 50 });
+    await source.open(undefined);
+    try {
+      await untilBuffered(source, 50);
+      expect(source.pendingMessages()).toEqual([300]);
+      const batch = await source.nextBatch(20);
+      expect(batch.items).toHaveLength(20);
+      expect(source.pendingMessages()).toEqual([280]);
+    } finally {
+      await source.close();
+    }
+  });
+
+  it("shares the backlog out by partition, the buffered ones counted where they belong", async () => {
+    const nc = await connect({ servers: server.url });
+    await (await jetstreamManager(nc)).streams.add({ name: "PENDING2", subjects: ["pending2.>"] });
+    const js = jetstream(nc);
+    // Partition 1 gets three messages for each one of partition 0.
+    for (let i = 0; i < 400; i++) await js.publish(`pending2.${i % 4 === 0 ? 0 : 1}`, JSON.stringify({ n: i }));
+    await nc.close();
+    const source = new NatsSource({ servers: server.url, stream: "PENDING2", subjects: ["pending2.>"], format: "json", partitions: 2, bufferMessages: 100 });
+    await source.open(undefined);
+    try {
+      await untilBuffered(source, 100);
+      await source.nextBatch(40);
+      const [p0, p1] = source.pendingMessages();
+      expect(Math.abs(p0 + p1 - 360)).toBeLessThanOrEqual(1);
+      expect(p1).toBeGreaterThan(2 * p0);
+    } finally {
+      await source.close();
+    }
+  });
+});
