@@ -64,10 +64,11 @@ export type JobOptions<E> = {
   source: Source;
   decode(value: unknown, partition: number): Decoded<E>;
   /**
-   * The epoch-ms stamp its publisher put in a record, if it has one: end-to-end latency (to its
+   * The epoch-ms stamp its publisher put in an item, read from the item as the source read it
+   * (before `decode`, which may drop fields the pipeline does not keep): end-to-end latency (to its
    * outputs reaching their sinks) is measured from it. Default: not measured.
    */
-  stampOf?(value: E): number | undefined;
+  stampOf?(raw: unknown): number | undefined;
   newWatermarkGenerator(): WatermarkGenerator;
   /** Processing time without events after which a partition stops holding the watermark back. 0 = never. */
   idlenessMs: number;
@@ -402,7 +403,7 @@ class Job<E> {
       return;
     }
     this.tracker.onEvent(item.partition, decoded.time, nowMs);
-    if (this.options.stampOf !== undefined) this.cause.stampMs = this.options.stampOf(decoded.value) ?? NO_STAMP;
+    if (this.options.stampOf !== undefined) this.cause.stampMs = this.options.stampOf(item.value) ?? NO_STAMP;
     this.events$.next(decoded);
   }
 

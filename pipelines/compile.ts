@@ -118,10 +118,18 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
 }
 
 /** Reads a publisher's epoch-ms stamp from an event field (a number or a timestamp, as validation checked). */
-function stampReader(field: string): (event: Event) => number | undefined {
-  return (event) => {
-    const stampMs = event[field];
-    return typeof stampMs === "number" ? stampMs : undefined;
+/**
+ * Reads the publisher's stamp from an event as the source read it: epoch ms as a number or a numeric
+ * string (CSV), or an ISO-8601 time. Anything else has no stamp.
+ */
+function stampReader(field: string): (raw: unknown) => number | undefined {
+  return (raw) => {
+    if (raw === null || typeof raw !== "object") return undefined;
+    const stamp = (raw as Record<string, unknown>)[field];
+    if (typeof stamp === "number") return Number.isFinite(stamp) ? stamp : undefined;
+    if (typeof stamp !== "string") return undefined;
+    const stampMs = stamp.trim() !== "" && Number.isFinite(Number(stamp)) ? Number(stamp) : Date.parse(stamp);
+    return Number.isFinite(stampMs) ? stampMs : undefined;
   };
 }
 

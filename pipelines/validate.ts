@@ -94,7 +94,8 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   if (state && state.checkpointIntervalMs === undefined) {
     state.checkpointIntervalMs = defaultCheckpointIntervalMs([...(sinks ?? []).map((s) => s?.sink), late, deadLetter], isLive);
   }
-  const stampFields = Object.entries(schema ?? {}).flatMap(([f, s]) => ((s.type === "number" || s.type === "timestamp") && (privacy?.keep?.includes(f) ?? true) ? [f] : []));
+  // The stamp is read before privacy minimises the event: a field `keep` drops can still be the stamp.
+  const stampFields = Object.entries(schema ?? {}).flatMap(([f, s]) => (s.type === "number" || s.type === "timestamp" ? [f] : []));
   const http = readHttp(r, top.http, stampFields, httpListen === undefined ? undefined : { text: httpListen, path: "--http" });
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {

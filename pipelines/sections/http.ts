@@ -36,8 +36,8 @@ export function isLoopback(host: string): boolean {
 
 /**
  * The section, with `listenOverride` (from `--http`, the path it is reported at) taking the place
- * of `http.listen`; `stampFields`: what `latencyStampField` may name (number or timestamp fields the
- * decoded events keep). A non-loopback address without a token is refused: anyone on the network
+ * of `http.listen`; `stampFields`: what `latencyStampField` may name (number or timestamp fields of the
+ * schema). A non-loopback address without a token is refused: anyone on the network
  * could read every user's state.
  */
 export function readHttp(r: Reader, value: unknown, stampFields: readonly string[], listenOverride?: { text: string; path: string }): HttpSpec | undefined {
@@ -65,7 +65,7 @@ export function readHttp(r: Reader, value: unknown, stampFields: readonly string
   if (h.latencyStampField !== undefined) {
     latencyStampField = r.string("http.latencyStampField", h.latencyStampField);
     if (latencyStampField !== undefined && !stampFields.includes(latencyStampField)) {
-      return r.fail("http.latencyStampField", `"${latencyStampField}" is not a number or timestamp field the events keep (${stampFields.join(", ") || "there is none"})`);
+      return r.fail("http.latencyStampField", `"${latencyStampField}" is not a number or timestamp field of the schema (${stampFields.join(", ") || "there is none"})`);
     }
   }
   return { ...listen, token, tokenEnv, latencyStampField };
