@@ -136,6 +136,30 @@ async function scrape(url: string): Promise<string> {
 
 type LatencyFigures = { samples: number; p50Ms: number; p99Ms: number };
 
+/** A gauge or counter's value in an exposition (the first series of that name and labels). */
+function valueOf(exposition: string, series: string): number {
+  const line = exposition.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? NaN : Number(line.slice(series.length + 1));
+}
+
+/**
+ * What held the job's thread between two scrapes: its event-loop delay (prom-client resets it at each
+ * scrape, so the second scrape's figures cover the time between) and its garbage collections.
+ */
+type ThreadFigures = { loopDelayP99Ms: number; loopDelayMaxMs: number; gcMs: Record<"minor" | "major" | "incremental", { count: number; totalMs: number }> };
+
+function threadBetween(before: string, after: string): ThreadFigures {
+  const gc = (kind: string) => ({
+    count: valueOf(after, `nodejs_gc_duration_seconds_count{kind="${kind}"}`) - (valueOf(before, `nodejs_gc_duration_seconds_count{kind="${kind}"}`) || 0),
+    totalMs: (valueOf(after, `nodejs_gc_duration_seconds_sum{kind="${kind}"}`) - (valueOf(before, `nodejs_gc_duration_seconds_sum{kind="${kind}"}`) || 0)) * 1000,
+  });
+  return {
+    loopDelayP99Ms: valueOf(after, "nodejs_eventloop_lag_p99_seconds") * 1000,
+    loopDelayMaxMs: valueOf(after, "nodejs_eventloop_lag_max_seconds") * 1000,
+    gcMs: { minor: gc("minor"), major: gc("major"), incremental: gc("incremental") },
+  };
+}
+
 function latencyBetween(before: string, after: string, name: string): LatencyFigures {
   const buckets = difference(histogramOf(after, name), histogramOf(before, name));
   return { samples: buckets.at(-1)?.count ?? 0, p50Ms: quantileOf(buckets, 0.5), p99Ms: quantileOf(buckets, 0.99) };
@@ -167,7 +191,8 @@ async function startJob(dir: string, nats: Nats, bounded: boolean): Promise<{ jo
   rmSync(join(dir, "state"), { recursive: true, force: true });
   const port = await freePort();
   const yaml = writePipeline(dir, nats.url, port, bounded);
-  const job = spawnNode([CLI, "run", yaml, "--reset", "--quiet"]);
+  const job = spawnNode([...(process.env.BENCH_ENGINE_NODE_ARGS?.split(" ") ?? []), CLI, "run", yaml, "--reset", "--quiet"]);
+  job.child.stderr!.on("data", (c: Buffer) => process.env.BENCH_SHOW_JOB && process.stderr.write(c));
   const url = `http://127.0.0.1:${port}/`;
   const isReady = await waitUntil(async () => job.child.exitCode === null && (await fetch(`${url}readyz`)).status === 200, 60_000, 100);
   if (!isReady) throw new Error(`the job did not become ready: ${job.stderr().slice(-2000)}`);
@@ -185,6 +210,7 @@ type PacedRun = {
   outputs: number;
   outputLatency: LatencyFigures;
   endToEnd: LatencyFigures;
+  thread: ThreadFigures;
   queries?: QueryLoadResult;
 };
 
@@ -223,6 +249,7 @@ async function pacedRun(dir: string, nats: Nats, withQueries: boolean): Promise<
       outputs: answer.counters.outputs,
       outputLatency: latencyBetween(before, after, "flusso_output_latency_seconds"),
       endToEnd: latencyBetween(before, after, "flusso_end_to_end_latency_seconds"),
+      thread: threadBetween(before, after),
       queries: await finishQueries(queries),
     };
   } finally {
@@ -284,6 +311,7 @@ async function main(): Promise<void> {
         log(`paced ${RATE}/s for ${SECONDS} s, ${withQueries ? `with ${QUERY_RATE} queries/s` : "without queries"}`);
         const run = await pacedRun(dir, nats, withQueries);
         log(`  ${fmt(run.eventsPerSecond)} events/s, end-to-end p50 ${ms(run.endToEnd.p50Ms)} p99 ${ms(run.endToEnd.p99Ms)} ms` + (run.queries ? `, queries p50 ${ms(run.queries.latency.p50Ms)} p99 ${ms(run.queries.latency.p99Ms)} ms` : ""));
+        log(`  job thread: loop delay p99 ${ms(run.thread.loopDelayP99Ms)} max ${ms(run.thread.loopDelayMaxMs)} ms; gc ${Object.entries(run.thread.gcMs).map(([k, g]) => `${k} ${g.count}x ${ms(g.totalMs)} ms`).join(", ")}`);
         paced.push(run);
       }
     }

@@ -106,9 +106,10 @@ export type JobOptions<E> = {
   /** Items per batch; a checkpoint can only fall between batches. Default 1000. */
   batchSize?: number;
   /**
-   * The longest the job works through a batch (ms) before it lets the rest of its thread run: an HTTP
-   * query, a commit finishing. It stops between two items, never inside one item's step, and the batch's
-   * watermark and checkpoint still come at its end, so outputs do not depend on it. Default 4.
+   * The longest the job works through a batch, or packs a checkpoint's state (ms), before it lets the
+   * rest of its thread run: an HTTP query, a commit finishing. It stops between two items, never inside
+   * one item's step, and changes no state while a checkpoint is being packed; the batch's watermark and
+   * checkpoint still come at its end, so outputs do not depend on it. Default 4.
    */
   sliceMs?: number;
   /** Start from nothing: drop the state dir's checkpoint first (under its lock, and only in a dir flusso made). */
@@ -477,7 +478,9 @@ class Job<E> {
       checkpointId,
       takenAtMs: this.nowMs(),
     };
-    this.pendingCommit = this.store.commit(meta, holds).then((info) => {
+    // The job changes no state until the state is packed; the HTTP server may answer between slices.
+    const { durable } = await this.store.commitInSlices(meta, holds, this.options.sliceMs ?? DEFAULT_SLICE_MS);
+    this.pendingCommit = durable.then((info) => {
       this.health.onCheckpoint(checkpointId, performance.now() - startedAtMs, this.nowMs());
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
       for (const { sink } of holding) sink.release!(checkpointId);

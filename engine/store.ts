@@ -78,6 +78,21 @@ export type CommitInfo = { entries: number; bytes: number; snapshotMs: number; d
  */
 export type SinkHold = { sink: string; held?: unknown; deliveredThrough: number };
 
+/** A commit encoded and ready to write (StateStore.pack), with what it will report. */
+type PackedCommit = {
+  meta: CheckpointMeta;
+  writes: Array<{ db: Database; chunks: Buffer[]; isCompaction: boolean }>;
+  /** States no one registered since forgetUnused: their entries go with this commit. */
+  unused: string[];
+  keptSinks: ReadonlySet<string> | undefined;
+  storedMeta: Buffer;
+  held: Array<{ sink: string; deliveredThrough: number; bytes?: Buffer }>;
+  entries: number;
+  bytes: number;
+  startedAtMs: number;
+  snapshotMs: number;
+};
+
 /** Held outputs of one sink in one committed checkpoint, as `SinkHold.held` gave them. */
 export type HeldOutputs = { checkpointId: number; held: unknown };
 
@@ -216,10 +231,38 @@ export class StateStore {
    * this checkpoint commits, stored with it; those it has delivered are deleted with it.
    */
   commit(meta: CheckpointMeta, holds: SinkHold[] = []): Promise<CommitInfo> {
+    const packing = this.pack(meta, holds);
+    let step = packing.next();
+    while (!step.done) step = packing.next();
+    return this.write(step.value);
+  }
+
+  /**
+   * As `commit`, but packing the state in slices of about `sliceMs`, yielding the thread between them
+   * (a compaction packs every entry of a state: tens of ms for 100k users). The caller must change no
+   * state until this resolves; it resolves with the commit's durability, as `commit` returns it.
+   */
+  async commitInSlices(meta: CheckpointMeta, holds: SinkHold[], sliceMs: number): Promise<{ durable: Promise<CommitInfo> }> {
+    const packing = this.pack(meta, holds);
+    let sliceStartMs = performance.now();
+    let step = packing.next();
+    while (!step.done) {
+      if (performance.now() - sliceStartMs >= sliceMs) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        sliceStartMs = performance.now();
+      }
+      step = packing.next();
+    }
+    return { durable: this.write(step.value) };
+  }
+
+  /** Step 1 of a commit: takes and encodes what changed (or everything, to compact), a chunk per step. */
+  private *pack(meta: CheckpointMeta, holds: SinkHold[]): Generator<void, PackedCommit> {
     const startedAtMs = performance.now();
     // 1.
     let entries = 0;
-    const writes = this.members.map((member) => {
+    const writes: PackedCommit["writes"] = [];
+    for (const member of this.members) {
       const info = { ...this.logInfo(member.name) };
       const delta = member.takeDelta();
       const changed = delta.puts.length + delta.deletes.length;
@@ -230,7 +273,10 @@ export class StateStore {
         ? member.snapshotAll()
         : [...delta.puts, ...delta.deletes.map((key): [unknown, unknown] => [key, null])];
       const chunks: Buffer[] = [];
-      for (let at = 0; at < pairs.length; at += CHUNK_ENTRIES) chunks.push(withChecksum(chunkPackr.pack(pairs.slice(at, at + CHUNK_ENTRIES))));
+      for (let at = 0; at < pairs.length; at += CHUNK_ENTRIES) {
+        chunks.push(withChecksum(chunkPackr.pack(pairs.slice(at, at + CHUNK_ENTRIES))));
+        yield;
+      }
       if (isCompaction) {
         info.baseCheckpointId = meta.checkpointId;
         info.loggedEntries = 0;
@@ -238,8 +284,8 @@ export class StateStore {
       info.loggedEntries += pairs.length;
       entries += pairs.length;
       this.logs.set(member.name, info);
-      return { db: this.stateDatabase(member.name), name: member.name, info, chunks, isCompaction };
-    });
+      writes.push({ db: this.stateDatabase(member.name), chunks, isCompaction });
+    }
     // States no one registered since forgetUnused: their entries go with this commit.
     const unused = this.keptSinks === undefined ? [] : [...this.logs.keys()].filter((name) => !this.members.some((m) => m.name === name));
     for (const name of unused) this.logs.delete(name);
@@ -250,8 +296,11 @@ export class StateStore {
     let bytes = storedMeta.length;
     for (const { chunks } of writes) for (const chunk of chunks) bytes += chunk.length;
     for (const h of held) bytes += h.bytes?.length ?? 0;
-    const snapshotMs = performance.now() - startedAtMs;
-    // 2.
+    return { meta, writes, unused, keptSinks, storedMeta, held, entries, bytes, startedAtMs, snapshotMs: performance.now() - startedAtMs };
+  }
+
+  /** Step 2 of a commit: one LMDB transaction; resolves once it is durable. */
+  private write({ meta, writes, unused, keptSinks, storedMeta, held, entries, bytes, startedAtMs, snapshotMs }: PackedCommit): Promise<CommitInfo> {
     const outbox = this.outboxDatabase();
     const written = this.root.transaction(() => {
       for (const { db, chunks, isCompaction } of writes) {

@@ -43,9 +43,15 @@ type NatsSinkPosition = {
 
 /** The outputs one checkpoint holds: numbered from `firstNumber`, already encoded. */
 type Held = { firstNumber: number; messages: Array<string | Uint8Array> };
+/** One released checkpoint's delivery: unacked messages, the acked sequence when sending began, and whether some are still to be handed over. */
+type Sending = { checkpointId: number; unacked: number; floorSeq: number; isSending: boolean };
 
 /** Undelivered messages at most before a checkpoint waits for acks: bounds memory while the server is slow or away. */
 const MAX_UNDELIVERED = 50_000;
+/** The longest a release hands messages to the publisher before it lets the job's thread run (ms). */
+const SEND_SLICE_MS = 4;
+/** The clock is read after every 64th message of a release. */
+const MESSAGES_PER_CLOCK_READ_MASK = 63;
 /** Publishes failing this long, with no ack at all, make the sink look whether its stream still exists. */
 const FAILING_CHECK_MS = 5_000;
 
@@ -59,8 +65,12 @@ export class NatsSink implements Sink {
   private pending: Array<string | Uint8Array> = [];
   /** Held by checkpoints that have not committed yet, by checkpoint id. */
   private readonly heldBy = new Map<number, Held>();
-  /** Released checkpoints not all delivered, oldest first: unacked count and the acked sequence when sending began. */
-  private readonly sending: Array<{ checkpointId: number; unacked: number; floorSeq: number }> = [];
+  /** Released checkpoints not all delivered, oldest first. */
+  private readonly sending: Sending[] = [];
+  /** Releases publish one after another, each in slices (see sendInSlices); this is the last one's end. */
+  private releasing: Promise<void> = Promise.resolve();
+  /** Messages released but not yet handed to the publisher. */
+  private unsent = 0;
   private deliveredCheckpoint = 0;
   private failure?: Error;
   private watching?: NodeJS.Timeout;
@@ -134,6 +144,7 @@ export class NatsSink implements Sink {
   /** Nothing to make durable here: the checkpoint holds what was written. Waits only while too much is undelivered. */
   async flush(): Promise<NatsSinkPosition> {
     this.throwIfFailed();
+    if (this.unsent > MAX_UNDELIVERED) await this.releasing;
     if (this.publisher!.pending > MAX_UNDELIVERED) await this.publisher!.settle(MAX_UNDELIVERED / 2);
     this.throwIfFailed();
     return { written: this.written, streamCreated: this.streamCreated, readBackAfterSeq: this.readBackAfterSeq() };
@@ -151,7 +162,9 @@ export class NatsSink implements Sink {
     const held = this.heldBy.get(checkpointId);
     if (held === undefined) return;
     this.heldBy.delete(checkpointId);
-    this.send(checkpointId, held, () => true);
+    const batch = this.track(checkpointId);
+    this.unsent += held.messages.length;
+    this.releasing = this.releasing.then(() => this.sendInSlices(batch, held)).catch((error: unknown) => void (this.failure ??= error as Error));
   }
 
   unavailable(): string | undefined {
@@ -173,25 +186,57 @@ export class NatsSink implements Sink {
     await this.nc?.close().catch(() => undefined);
   }
 
-  /** Sends the messages of one checkpoint that `isToSend` picks (by number), tracking its delivery. */
-  private send(checkpointId: number, { firstNumber, messages }: Held, isToSend: (n: number) => boolean): void {
-    const batch = { checkpointId, unacked: 0, floorSeq: this.publisher!.maxAckedSeq };
+  /** Starts tracking the delivery of one checkpoint's messages, after those released before it. */
+  private track(checkpointId: number): Sending {
+    const batch: Sending = { checkpointId, unacked: 0, floorSeq: this.publisher!.maxAckedSeq, isSending: true };
     this.sending.push(batch);
-    const onAcked = () => {
-      if (--batch.unacked === 0) this.advanceDelivered();
-    };
-    messages.forEach((data, i) => {
-      const n = firstNumber + i;
-      if (!isToSend(n)) return;
-      batch.unacked++;
-      this.publisher!.publish(this.options.subject, data, `${this.idPrefix}${n}`, onAcked);
+    return batch;
+  }
+
+  private publishOne(batch: Sending, data: string | Uint8Array, n: number): void {
+    batch.unacked++;
+    this.publisher!.publish(this.options.subject, data, `${this.idPrefix}${n}`, () => {
+      if (--batch.unacked === 0 && !batch.isSending) this.advanceDelivered();
     });
+  }
+
+  /** Every message of the batch is with the publisher: once all are acked, its checkpoint is delivered. */
+  private sent(batch: Sending): void {
+    batch.isSending = false;
     if (batch.unacked === 0) this.advanceDelivered();
   }
 
-  /** Moves `delivered` over the oldest checkpoints whose messages are all acked. */
+  /** Sends, at once, the messages of one checkpoint that `isToSend` picks (by number): recovery's resend. */
+  private send(checkpointId: number, { firstNumber, messages }: Held, isToSend: (n: number) => boolean): void {
+    const batch = this.track(checkpointId);
+    messages.forEach((data, i) => {
+      if (isToSend(firstNumber + i)) this.publishOne(batch, data, firstNumber + i);
+    });
+    this.sent(batch);
+  }
+
+  /**
+   * Hands a released checkpoint's messages to the publisher in slices of about SEND_SLICE_MS, yielding
+   * between them: a checkpoint that holds thousands of outputs (a cluster run, a burst of wake-ups)
+   * would otherwise hold the job's thread, and its queries, for tens of ms. Stops when the sink closes:
+   * what is left stays held in the checkpoint, and the next run delivers it.
+   */
+  private async sendInSlices(batch: Sending, { firstNumber, messages }: Held): Promise<void> {
+    let sliceStartMs = performance.now();
+    for (let i = 0; i < messages.length; i++) {
+      if (this.isClosed) return;
+      this.publishOne(batch, messages[i], firstNumber + i);
+      this.unsent--;
+      if ((i & MESSAGES_PER_CLOCK_READ_MASK) !== MESSAGES_PER_CLOCK_READ_MASK || performance.now() - sliceStartMs < SEND_SLICE_MS) continue;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      sliceStartMs = performance.now();
+    }
+    this.sent(batch);
+  }
+
+  /** Moves `delivered` over the oldest checkpoints whose messages are all sent and acked. */
   private advanceDelivered(): void {
-    while (this.sending.length > 0 && this.sending[0].unacked === 0) {
+    while (this.sending.length > 0 && this.sending[0].unacked === 0 && !this.sending[0].isSending) {
       this.deliveredCheckpoint = this.sending.shift()!.checkpointId;
       this.onDelivered?.(this.deliveredCheckpoint);
     }
@@ -206,6 +251,7 @@ export class NatsSink implements Sink {
   }
 
   private async deliveredAll(): Promise<void> {
+    await this.releasing;
     while (this.publisher!.pending > 0) {
       this.throwIfFailed();
       if (this.isClosed) throw new Error(`${this.description}: closed with ${this.publisher!.pending} outputs not yet delivered (they are held in the last checkpoint: the next run delivers them)`);

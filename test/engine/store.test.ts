@@ -19,6 +19,29 @@ function meta(checkpointId: number): CheckpointMeta {
 }
 
 describe("state store", () => {
+  it("packs in slices with commitInSlices, letting the thread run between them, and restores what commit would", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-store-slices-"));
+    const store = new StateStore(dir, 20);
+    const state = new KeyedValueState<number[]>("op/values");
+    store.register(state);
+    const expected = new Map<string, number[]>();
+    for (let i = 0; i < 20_000; i++) {
+      state.set(`k${i}`, [i, i * 2]);
+      expected.set(`k${i}`, [i, i * 2]);
+    }
+    // With a 0 ms slice, the packing yields after every chunk: an immediate queued now runs before it ends.
+    let ranBetweenSlices = false;
+    setImmediate(() => (ranBetweenSlices = true));
+    const { durable } = await store.commitInSlices(meta(1), [], 0);
+    expect(ranBetweenSlices).toBe(true);
+    expect((await durable).entries).toBe(20_000);
+    await store.close();
+    const reopened = new StateStore(dir, 20);
+    const restored = new KeyedValueState<number[]>("op/values", {}, reopened.restored("op/values"));
+    expect(new Map([...restored.keys()].map((k) => [k, restored.get(k)]))).toEqual(expected);
+    await reopened.close();
+  });
+
   it("restores the state of the last checkpoint after random writes, deletes and compactions", async () => {
     await fc.assert(
       fc.asyncProperty(
