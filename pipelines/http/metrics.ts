@@ -11,7 +11,7 @@ import type { HttpContext } from "./routes.ts";
 import type { Route } from "./server.ts";
 
 /** Output latency buckets (seconds), dense around the 500 ms promise. */
-export const LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5];
+export const LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10];
 /** Checkpoint duration buckets (seconds). */
 export const CHECKPOINT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
