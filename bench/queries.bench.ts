@@ -146,7 +146,13 @@ function valueOf(exposition: string, series: string): number {
  * What held the job's thread between two scrapes: its event-loop delay (prom-client resets it at each
  * scrape, so the second scrape's figures cover the time between) and its garbage collections.
  */
-type ThreadFigures = { loopDelayP99Ms: number; loopDelayMaxMs: number; gcMs: Record<"minor" | "major" | "incremental", { count: number; totalMs: number }> };
+type ThreadFigures = {
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+  gcMs: Record<"minor" | "major" | "incremental", { count: number; totalMs: number }>;
+  /** CPU the job's process used (user + system, all its threads), in seconds. */
+  cpuSeconds: number;
+};
 
 function threadBetween(before: string, after: string): ThreadFigures {
   const gc = (kind: string) => ({
@@ -157,6 +163,7 @@ function threadBetween(before: string, after: string): ThreadFigures {
     loopDelayP99Ms: valueOf(after, "nodejs_eventloop_lag_p99_seconds") * 1000,
     loopDelayMaxMs: valueOf(after, "nodejs_eventloop_lag_max_seconds") * 1000,
     gcMs: { minor: gc("minor"), major: gc("major"), incremental: gc("incremental") },
+    cpuSeconds: valueOf(after, "process_cpu_seconds_total") - valueOf(before, "process_cpu_seconds_total"),
   };
 }
 
@@ -258,7 +265,7 @@ async function pacedRun(dir: string, nats: Nats, withQueries: boolean): Promise<
   }
 }
 
-type BacklogRun = { withQueries: boolean; events: number; seconds: number; eventsPerSecond: number; queries?: QueryLoadResult };
+type BacklogRun = { withQueries: boolean; events: number; seconds: number; eventsPerSecond: number; jobCpuSeconds: number; queries?: QueryLoadResult };
 
 /** The job reads a full stream to its end (bounded): from its first event read to its last. */
 async function backlogRun(dir: string, nats: Nats, events: number, withQueries: boolean): Promise<BacklogRun> {
@@ -266,6 +273,7 @@ async function backlogRun(dir: string, nats: Nats, events: number, withQueries: 
   const { job, url } = await startJob(dir, nats, true);
   const queries = withQueries ? startQueries(url) : undefined;
   try {
+    const before = await scrape(url);
     let firstReadAtMs = NaN;
     let lastReadAtMs = NaN;
     const isDone = await waitUntil(async () => {
@@ -277,7 +285,8 @@ async function backlogRun(dir: string, nats: Nats, events: number, withQueries: 
     }, CATCH_UP_TIMEOUT_MS, 20);
     if (!isDone) throw new Error(`the backlog run did not read ${events} events within ${CATCH_UP_TIMEOUT_MS} ms`);
     const seconds = (lastReadAtMs - firstReadAtMs) / 1000;
-    return { withQueries, events, seconds, eventsPerSecond: events / seconds, queries: await finishQueries(queries) };
+    const jobCpuSeconds = valueOf(await scrape(url), "process_cpu_seconds_total") - valueOf(before, "process_cpu_seconds_total");
+    return { withQueries, events, seconds, eventsPerSecond: events / seconds, jobCpuSeconds, queries: await finishQueries(queries) };
   } finally {
     await finishQueries(queries).catch(() => undefined);
     await stop(job);
@@ -349,11 +358,13 @@ function report(startedAt: string, paced: PacedRun[], backlog: BacklogRun[]): vo
     ms(r.endToEnd.p99Ms),
     r.queries ? `${ms(r.queries.latency.p50Ms)} / ${ms(r.queries.latency.p99Ms)} / ${ms(r.queries.latency.maxMs)}` : "",
     r.queries ? fmt(r.queries.achievedRate) : "",
+    fmt(r.thread.cpuSeconds, 1),
+    r.queries ? fmt(r.queries.cpuSeconds, 1) : "",
   ]);
   process.stdout.write(`\nPaced: ${fmt(RATE)} events/s for ${SECONDS} s (latencies after a ${WARMUP_SECONDS} s warm-up, from the job's histograms)\n`);
-  process.stdout.write(`${table(["queries", "events/s", "catch-up ms", "output p50", "output p99", "e2e p50", "e2e p99", "query p50/p99/max ms", "queries/s"], pacedRows, [1, 2, 3, 4, 5, 6, 8])}\n`);
-  const backlogRows = backlog.map((r) => [r.withQueries ? "with" : "without", fmt(r.events), fmt(r.seconds, 2), fmt(r.eventsPerSecond), r.queries ? `${ms(r.queries.latency.p50Ms)} / ${ms(r.queries.latency.p99Ms)}` : ""]);
-  process.stdout.write(`\nBacklog: the job drains a full stream\n${table(["queries", "events", "seconds", "events/s", "query p50/p99 ms"], backlogRows, [1, 2, 3])}\n`);
+  process.stdout.write(`${table(["queries", "events/s", "catch-up ms", "output p50", "output p99", "e2e p50", "e2e p99", "query p50/p99/max ms", "queries/s", "job CPU s", "query client CPU s"], pacedRows, [1, 2, 3, 4, 5, 6, 8, 9, 10])}\n`);
+  const backlogRows = backlog.map((r) => [r.withQueries ? "with" : "without", fmt(r.events), fmt(r.seconds, 2), fmt(r.eventsPerSecond), r.queries ? `${ms(r.queries.latency.p50Ms)} / ${ms(r.queries.latency.p99Ms)}` : "", fmt(r.jobCpuSeconds, 1), r.queries ? fmt(r.queries.cpuSeconds, 1) : ""]);
+  process.stdout.write(`\nBacklog: the job drains a full stream\n${table(["queries", "events", "seconds", "events/s", "query p50/p99 ms", "job CPU s", "query client CPU s"], backlogRows, [1, 2, 3, 5, 6])}\n`);
 
   const allQueries = [...paced, ...backlog].flatMap((r) => (r.queries ? [r.queries] : []));
   const pacedQueries = side(paced, true).flatMap((r) => (r.queries ? [r.queries] : []));

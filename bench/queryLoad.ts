@@ -19,6 +19,8 @@ export type QueryLoadResult = {
   latency: LatencySummary;
   /** Requests that could not start on time because the previous ones had not answered (the load fell behind). */
   behindTicks: number;
+  /** CPU this process used (user + system), in seconds: the load's own share of the machine. */
+  cpuSeconds: number;
 };
 
 /** Ticks per second: each tick sends its share of the rate, so the load is smooth at 1,000/s. */
@@ -64,6 +66,7 @@ export async function runQueryLoad(options: { url: string; rate: number; users: 
   };
 
   const startedAtMs = performance.now();
+  const cpuBefore = process.cpuUsage();
   const perTick = options.rate / TICKS_PER_SECOND;
   let due = 0;
   await new Promise<void>((done) => {
@@ -89,7 +92,8 @@ export async function runQueryLoad(options: { url: string; rate: number; users: 
   const deadline = Date.now() + 2_000;
   while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   agent.destroy();
-  return { requestedRate: options.rate, sent, byStatus, elapsedMs, achievedRate: (sent * 1000) / elapsedMs, latency: summarizeLatencies(latenciesMs), behindTicks };
+  const cpu = process.cpuUsage(cpuBefore);
+  return { requestedRate: options.rate, sent, byStatus, elapsedMs, achievedRate: (sent * 1000) / elapsedMs, latency: summarizeLatencies(latenciesMs), behindTicks, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
 async function main(): Promise<void> {
