@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { freePort, startNatsServer } from "../natsServer.ts";
-import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
+import { PROJECT_ROOT, removeTempDirs, runCli, tempDir, writeNatsCountPipeline } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
 
@@ -60,20 +60,7 @@ async function consumerStarted(url: string, stream: string): Promise<void> {
 }
 
 function natsPipeline(dir: string, url: string): string {
-  const file = join(dir, "pipeline.yaml");
-  writeFileSync(
-    file,
-    `name: logs
-source: { nats: { servers: "${url}", stream: EVENTS, subjects: ["events.>"] } }
-schema: { user_id: { type: string, required: true }, timestamp: { type: timestamp, required: true } }
-key: user_id
-time: timestamp
-state: { dir: state }
-windows: [{ name: m, type: tumbling, size: 1m, aggregate: { events: count } }]
-sinks: [{ file: { path: out/results.jsonl } }]
-`,
-  );
-  return file;
+  return writeNatsCountPipeline(dir, "logs", url);
 }
 
 const T0 = Date.UTC(2024, 4, 20);

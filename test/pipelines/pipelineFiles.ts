@@ -1,6 +1,6 @@
 // Test helpers for pipeline files on disk: temp folders, JSON-lines outputs, and the `flusso` CLI.
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -55,4 +55,22 @@ export function runCliUntilKilled(
       done({ code, killed: killed && code === null, stderr });
     });
   });
+}
+
+/** A pipeline file reading the NATS stream EVENTS at `natsUrl` into 1-minute counts per user, written to out/results.jsonl. */
+export function writeNatsCountPipeline(dir: string, name: string, natsUrl: string): string {
+  const file = join(dir, "pipeline.yaml");
+  writeFileSync(
+    file,
+    `name: ${name}
+source: { nats: { servers: "${natsUrl}", stream: EVENTS, subjects: ["events.>"] } }
+schema: { user_id: { type: string, required: true }, timestamp: { type: timestamp, required: true } }
+key: user_id
+time: timestamp
+state: { dir: state }
+windows: [{ name: m, type: tumbling, size: 1m, aggregate: { events: count } }]
+sinks: [{ file: { path: out/results.jsonl } }]
+`,
+  );
+  return file;
 }

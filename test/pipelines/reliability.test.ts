@@ -11,7 +11,7 @@ import { lockStateDir } from "../../engine/stateDir.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
-import { PROJECT_ROOT, removeTempDirs, runCli, tempDir } from "./pipelineFiles.ts";
+import { PROJECT_ROOT, removeTempDirs, runCli, tempDir, writeNatsCountPipeline } from "./pipelineFiles.ts";
 
 afterAll(removeTempDirs);
 
@@ -142,19 +142,7 @@ describe("stopping", () => {
   it("says it is waiting for an unreachable NATS server, and a SIGINT then stops it at once", async () => {
     const port = await closedPort();
     const dir = tempDir("flusso-nats-down-");
-    const file = join(dir, "pipeline.yaml");
-    writeFileSync(
-      file,
-      `name: waits
-source: { nats: { servers: "nats://127.0.0.1:${port}", stream: EVENTS, subjects: ["events.>"] } }
-schema: { user_id: { type: string, required: true }, timestamp: { type: timestamp, required: true } }
-key: user_id
-time: timestamp
-state: { dir: state }
-windows: [{ name: m, type: tumbling, size: 1m, aggregate: { events: count } }]
-sinks: [{ file: { path: out/results.jsonl } }]
-`,
-    );
+    const file = writeNatsCountPipeline(dir, "waits", `nats://127.0.0.1:${port}`);
     const job = started(["run", file]);
     await job.waitFor(/NATS at nats:\/\/127\.0\.0\.1:\d+ cannot be reached \(.*\); retrying every 0\.5 s until it can/);
     job.child.kill("SIGINT");
