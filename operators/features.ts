@@ -62,7 +62,7 @@ class FeaturesLogic implements StageLogic {
   constructor(
     private readonly options: FeaturesOptions,
     /** Each user's last vector, to tell a change and to answer queries. */
-    private readonly last: { get(key: string): Array<number | null> | undefined; set(key: string, value: Array<number | null>): void },
+    private readonly last: { get(key: string): Array<number | null> | undefined; set(key: string, value: Array<number | null>): void; delete(key: string): void },
   ) {
     this.scratch = new Array<number | null>(options.features.length).fill(null);
   }
@@ -76,7 +76,11 @@ class FeaturesLogic implements StageLogic {
       view.vars[specs[i].name] = value ?? undefined;
     }
     const isWanted = out.wants(FEATURES_OUTPUT);
-    if (!isWanted && this.options.keepsVectors !== true) return;
+    if (!isWanted && this.options.keepsVectors !== true) {
+      // A vector an earlier run kept for queries would go stale here, and a later run's queries would show it.
+      if (this.last.get(view.user) !== undefined) this.last.delete(view.user);
+      return;
+    }
     const previous = this.last.get(view.user);
     if (previous !== undefined && sameVector(previous, scratch)) return;
     // The user's own array is rewritten in place: no allocation when a vector changes.

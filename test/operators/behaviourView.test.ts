@@ -2,7 +2,8 @@
 // time, erased users unknown, segment counts kept as users move (and leave), members in pages.
 import { describe, expect, it } from "vitest";
 import type { Element } from "../../engine/elements.ts";
-import type { OperatorView, Output } from "../../engine/operator.ts";
+import { KeyedValueState } from "../../engine/keyedState.ts";
+import type { OperatorContext, OperatorView, Output } from "../../engine/operator.ts";
 import { behaviour, type BehaviourOutput } from "../../operators/behaviour.ts";
 import { features } from "../../operators/features.ts";
 import type { EventFields } from "../../operators/stage.ts";
@@ -125,5 +126,28 @@ describe("the behaviour operator's view", () => {
     };
     expect(shown(true)).toEqual({ double_value: 42 });
     expect(shown(false)).toBeUndefined();
+  });
+
+  it("never shows a vector a run that kept them left behind, once a run that keeps none stepped the user", () => {
+    // One state across three runs (as a restart would restore it): served, then not, then served again.
+    const states = new Map<string, KeyedValueState<unknown>>();
+    const base = memoryContext({});
+    const context: OperatorContext = {
+      ...base,
+      valueState: (name, options) => {
+        if (!states.has(name)) states.set(name, new KeyedValueState(name, options as never));
+        return states.get(name) as never;
+      },
+    };
+    const run = (keepsVectors: boolean) => {
+      const stage = features({ features: [{ name: "double_value", value: (vars) => (vars.order_value as number) * 2 }], keepsVectors });
+      return behaviour({ name: "test", stages: [stage], wantedOutputs: [] }).build(context);
+    };
+    const out = { emit: () => {}, side: () => {} };
+    const served = run(true);
+    served.onRecord(ev("u", T0, { event_type: "x", order_value: 21 }) as never, out);
+    expect((served.view!.key("u") as Obj).stages.features).toEqual({ double_value: 42 });
+    run(false).onRecord(ev("u", T0 + 1000, { event_type: "x", order_value: 50 }) as never, out);
+    expect((run(true).view!.key("u") as Obj).stages.features).toBeUndefined();
   });
 });
