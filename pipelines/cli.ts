@@ -14,6 +14,7 @@ import { describePipeline } from "./describe.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { formatStateReport, inspectState } from "./inspect.ts";
 import { loadPipeline } from "./load.ts";
+import { forwardingServer } from "./http/forwarded.ts";
 import { resolveResets } from "./stateShape.ts";
 import type { PipelineSpec } from "./validate.ts";
 import { publish, type PublishOptions } from "./publish.ts";
@@ -153,7 +154,7 @@ export async function main(argv: string[]): Promise<number> {
         return EXIT_BAD_PIPELINE;
       }
       const log = commandLog(line.log, line.quiet);
-      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log);
+      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log, spec.http);
     }
     case "state": {
       const spec = loadOrSay(line.file);
@@ -186,9 +187,25 @@ function loadOrSay(file: string, http?: string): PipelineSpec | undefined {
  * to stop at its next cut after a last checkpoint; a second one, or the timeout, ends the process at
  * once with 130: as safe as a crash, since the next run resumes from the last durable checkpoint.
  */
-function runCommand(request: JobRequest, log: JobLog): Promise<number> {
+function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: string; port: number }): Promise<number> {
   const startedAtMs = Date.now();
   const worker = new Worker(new URL("../bin/flusso-job.js", import.meta.url), { workerData: request });
+  // The job's HTTP server: its sockets on this thread, its answers from the job's (http/forwarded.ts).
+  let server: Awaited<ReturnType<typeof forwardingServer>> | undefined;
+  const startServer = () => {
+    forwardingServer(httpAddress!, (forwarded) => worker.postMessage(forwarded satisfies ToJob)).then(
+      (started) => {
+        server = started;
+        log.event({ event: "http", url: started.url });
+      },
+      (error: Error) => {
+        log.event({ event: "failed", error: `cannot serve HTTP at ${httpAddress!.host}:${httpAddress!.port}: ${error.message}` });
+        exitCode = 1;
+        worker.postMessage({ type: "stop" } satisfies ToJob);
+      },
+    );
+  };
+  let exitCode = 1;
   let finalCheckpoint: number | undefined;
   let isStopAsked = false;
   let lastProgress: ProgressSnapshot | undefined;
@@ -207,7 +224,6 @@ function runCommand(request: JobRequest, log: JobLog): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   return new Promise((settle) => {
-    let exitCode = 1;
     worker.on("message", (message: FromJob) => {
       switch (message.type) {
         case "progress":
@@ -224,8 +240,11 @@ function runCommand(request: JobRequest, log: JobLog): Promise<number> {
           log.summary(message.result);
           exitCode = 0;
           return;
-        case "http":
-          log.event({ event: "http", url: message.url });
+        case "http-open":
+          startServer();
+          return;
+        case "http-reply":
+          server?.reply(message);
           return;
         case "serving":
           log.event({ event: "serving" });
@@ -243,6 +262,9 @@ function runCommand(request: JobRequest, log: JobLog): Promise<number> {
       log.event({ event: "failed", error: String(error?.stack ?? error) });
       exitCode = 1;
     });
-    worker.on("exit", () => settle(exitCode));
+    worker.on("exit", () => {
+      if (server === undefined) return settle(exitCode);
+      void server.close().then(() => settle(exitCode));
+    });
   });
 }

@@ -11,10 +11,11 @@ import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
 import { routesFor } from "./http/routes.ts";
-import { startHttpServer, type HttpServer } from "./http/server.ts";
+import { answerForwarded, type ForwardedReply, type ForwardedRequest } from "./http/forwarded.ts";
+import { requestHandler } from "./http/server.ts";
 
-/** What the main thread asks the job. */
-export type ToJob = { type: "stop" };
+/** What the main thread asks the job: to stop, or to answer an HTTP request (http/forwarded.ts). */
+export type ToJob = { type: "stop" } | ForwardedRequest;
 
 /** What the job tells the main thread. */
 export type FromJob =
@@ -27,8 +28,9 @@ export type FromJob =
   | { type: "failed"; text: string; isRefused: boolean }
   /** A stop cut short a wait before the job could start (a server out of reach): nothing ran. */
   | { type: "stopped-waiting" }
-  /** The HTTP server listens at `url`. */
-  | { type: "http"; url: string }
+  /** The job answers HTTP requests from now on: the main thread may listen (and forward them). */
+  | { type: "http-open" }
+  | ForwardedReply
   /** The input ended; the HTTP server goes on serving the final state until a stop. */
   | { type: "serving" };
 
@@ -39,10 +41,11 @@ export type JobRequest = { file: string; reset: boolean; resetStages: string[]; 
 async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request: JobRequest): Promise<void> {
   const tell = (message: FromJob) => port.postMessage(message);
   const stop = new AbortController();
+  let answer: ((request: ForwardedRequest) => void) | undefined;
   port.on("message", (message: ToJob) => {
     if (message.type === "stop") stop.abort(new Error("stopped"));
+    else answer?.(message);
   });
-  let server: Promise<HttpServer> | undefined;
   const serverClosed = new AbortController();
   let jobView: JobView | undefined;
   try {
@@ -51,7 +54,10 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     const result = await runPipeline(spec, {
       onView: (view) => {
         jobView = view;
-        if (http) server = startHttpServer(http, routesFor({ view, spec, closed: serverClosed.signal })).then((s) => (tell({ type: "http", url: s.url }), s));
+        if (!http) return;
+        // The main thread holds the sockets; this thread answers, between two steps of the job.
+        answer = answerForwarded(requestHandler(routesFor({ view, spec, closed: serverClosed.signal }), http.token), (reply) => port.postMessage(reply));
+        tell({ type: "http-open" });
       },
       reset: request.reset,
       resetStages: request.resetStages,
@@ -62,7 +68,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     });
     tell({ type: "done", result });
     // With an HTTP server a finished input's final state stays up to be explored, until a stop.
-    if (server !== undefined && result.isComplete && !stop.signal.aborted) {
+    if (answer !== undefined && result.isComplete && !stop.signal.aborted) {
       tell({ type: "serving" });
       await new Promise((resolve) => stop.signal.addEventListener("abort", resolve, { once: true }));
     }
@@ -76,7 +82,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     const isRefused = error instanceof StateMismatch || error instanceof ResetStageUnknown;
     tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error), isRefused });
   } finally {
-    await (await server?.catch(() => undefined))?.close();
+    // Ends the answers still streaming (server-sent events) before the main thread closes the server.
     serverClosed.abort();
     port.close();
   }

@@ -41,16 +41,29 @@ function compile(route: Route): CompiledRoute {
   return { ...route, pattern: new RegExp(`^${source}$`), names };
 }
 
-/** Starts serving `routes` on host:port; with `token`, every request must carry `Authorization: Bearer <token>`. */
-export async function startHttpServer({ host, port, token }: { host: string; port: number; token?: string }, routes: readonly Route[]): Promise<HttpServer> {
+/**
+ * What answers one request: routing, the token check and the reply, written to `response`. The
+ * request and response may be node:http's or stand-ins that forward to another thread (forwarded.ts).
+ */
+export function requestHandler(routes: readonly Route[], token: string | undefined): (request: IncomingMessage, response: ServerResponse) => void {
   const compiled = routes.map(compile);
   const expected = token === undefined ? undefined : Buffer.from(`Bearer ${token}`);
-  const server = createServer((request, response) => {
+  return (request, response) => {
     void serve(compiled, expected, request, response).catch((error) => {
       if (!response.headersSent) write(response, { status: 500, json: { error: String((error as Error)?.message ?? error).split("\n")[0] } });
       else response.destroy();
     });
-  });
+  };
+}
+
+/** Starts serving `routes` on host:port; with `token`, every request must carry `Authorization: Bearer <token>`. */
+export async function startHttpServer({ host, port, token }: { host: string; port: number; token?: string }, routes: readonly Route[]): Promise<HttpServer> {
+  return listen({ host, port }, requestHandler(routes, token));
+}
+
+/** A node:http server on host:port answering with `handle`; its URL, and a close that drops open connections. */
+export async function listen({ host, port }: { host: string; port: number }, handle: (request: IncomingMessage, response: ServerResponse) => void): Promise<HttpServer> {
+  const server = createServer(handle);
   // Keep-alive sockets must not keep a stopping process up.
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
