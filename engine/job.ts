@@ -17,6 +17,7 @@ import type { Source, SourceItem } from "./sources/source.ts";
 import { lockStateDir, type StateDirLock } from "./stateDir.ts";
 import { StateStore, type CheckpointMeta, type SinkHold } from "./store.ts";
 import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapshot } from "./watermarks.ts";
+import { TimeSlice } from "./timeSlice.ts";
 
 /** An item turned into a keyed, timed record (see `record`), or the reason it cannot be. */
 export type Decoded<E> = StreamRecord<E> | { readonly kind?: undefined; error: string };
@@ -379,15 +380,11 @@ class Job<E> {
    * shares the job's thread (the HTTP server) waits for a slice, not a batch.
    */
   private async pushAll(items: readonly SourceItem[], nowMs: number): Promise<void> {
-    const sliceMs = this.options.sliceMs ?? DEFAULT_SLICE_MS;
-    let sliceStartMs = performance.now();
+    const slice = new TimeSlice(this.options.sliceMs ?? DEFAULT_SLICE_MS);
     for (let i = 0; i < items.length; i++) {
       this.push(items[i], nowMs);
       // The clock is read every few items: reading it per item would cost more than the yields save.
-      if ((i & ITEMS_PER_CLOCK_READ_MASK) !== ITEMS_PER_CLOCK_READ_MASK || i === items.length - 1) continue;
-      if (performance.now() - sliceStartMs < sliceMs) continue;
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      sliceStartMs = performance.now();
+      if ((i & ITEMS_PER_CLOCK_READ_MASK) === ITEMS_PER_CLOCK_READ_MASK && i < items.length - 1 && slice.isOver()) await slice.yieldThread();
     }
   }
 

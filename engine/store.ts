@@ -9,6 +9,7 @@ import { open, type Database, type RootDatabase } from "lmdb";
 import { pack, Packr, unpack } from "msgpackr";
 import { StateCorrupt, StateDirUnusable, StateUnreadable } from "./errors.ts";
 import { MAX_STATE_DATABASES } from "./storeLimits.ts";
+import { TimeSlice } from "./timeSlice.ts";
 
 /** What a registered state hands to a checkpoint: the entries changed since the last one. */
 export type StateDelta = { puts: Array<[unknown, unknown]>; deletes: unknown[] };
@@ -248,13 +249,10 @@ export class StateStore {
    */
   async commitInSlices(meta: CheckpointMeta, holds: SinkHold[], sliceMs: number): Promise<{ durable: Promise<CommitInfo> }> {
     const packing = this.pack(meta, holds);
-    let sliceStartMs = performance.now();
+    const slice = new TimeSlice(sliceMs);
     let step = packing.next();
     while (!step.done) {
-      if (performance.now() - sliceStartMs >= sliceMs) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        sliceStartMs = performance.now();
-      }
+      if (slice.isOver()) await slice.yieldThread();
       step = packing.next();
     }
     return { durable: this.write(step.value) };

@@ -11,6 +11,7 @@ import type { ConnectionEvent } from "../jobEvents.ts";
 import type { HeldOutputs } from "../store.ts";
 import type { Sink, SinkRecovery } from "./sink.ts";
 import { jsonText } from "./jsonText.ts";
+import { TimeSlice } from "../timeSlice.ts";
 
 export type NatsSinkOptions = {
   servers: string | string[];
@@ -126,7 +127,7 @@ export class NatsSink implements Sink {
     this.publisher.maxAckedSeq = afterSeq;
     if (held.length > 0) {
       const stored = await this.storedNumbers(afterSeq);
-      for (const { checkpointId, held: h } of held) this.send(checkpointId, h as Held, (n) => !stored.has(n));
+      for (const { checkpointId, held: h } of held) await this.sendInSlices(this.track(checkpointId), h as Held, (n) => !stored.has(n));
       await this.deliveredAll();
     }
     // 3.
@@ -164,7 +165,10 @@ export class NatsSink implements Sink {
     this.heldBy.delete(checkpointId);
     const batch = this.track(checkpointId);
     this.unsent += held.messages.length;
-    this.releasing = this.releasing.then(() => this.sendInSlices(batch, held)).catch((error: unknown) => void (this.failure ??= error as Error));
+    this.releasing = this.releasing
+      .then(() => this.sendInSlices(batch, held, () => true))
+      .catch((error: unknown) => void (this.failure ??= error as Error))
+      .finally(() => (this.unsent -= held.messages.length));
   }
 
   unavailable(): string | undefined {
@@ -206,30 +210,19 @@ export class NatsSink implements Sink {
     if (batch.unacked === 0) this.advanceDelivered();
   }
 
-  /** Sends, at once, the messages of one checkpoint that `isToSend` picks (by number): recovery's resend. */
-  private send(checkpointId: number, { firstNumber, messages }: Held, isToSend: (n: number) => boolean): void {
-    const batch = this.track(checkpointId);
-    messages.forEach((data, i) => {
-      if (isToSend(firstNumber + i)) this.publishOne(batch, data, firstNumber + i);
-    });
-    this.sent(batch);
-  }
-
   /**
-   * Hands a released checkpoint's messages to the publisher in slices of about SEND_SLICE_MS, yielding
-   * between them: a checkpoint that holds thousands of outputs (a cluster run, a burst of wake-ups)
-   * would otherwise hold the job's thread, and its queries, for tens of ms. Stops when the sink closes:
-   * what is left stays held in the checkpoint, and the next run delivers it.
+   * Hands the messages of one checkpoint that `isToSend` picks (by number) to the publisher in slices
+   * of about SEND_SLICE_MS, yielding between them: a checkpoint that holds thousands of outputs (a
+   * cluster run, a burst of wake-ups) would otherwise hold the job's thread, and its queries, for tens
+   * of ms. Stops when the sink closes: what is left stays held in the checkpoint, and the next run
+   * delivers it.
    */
-  private async sendInSlices(batch: Sending, { firstNumber, messages }: Held): Promise<void> {
-    let sliceStartMs = performance.now();
+  private async sendInSlices(batch: Sending, { firstNumber, messages }: Held, isToSend: (n: number) => boolean): Promise<void> {
+    const slice = new TimeSlice(SEND_SLICE_MS);
     for (let i = 0; i < messages.length; i++) {
       if (this.isClosed) return;
-      this.publishOne(batch, messages[i], firstNumber + i);
-      this.unsent--;
-      if ((i & MESSAGES_PER_CLOCK_READ_MASK) !== MESSAGES_PER_CLOCK_READ_MASK || performance.now() - sliceStartMs < SEND_SLICE_MS) continue;
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      sliceStartMs = performance.now();
+      if (isToSend(firstNumber + i)) this.publishOne(batch, messages[i], firstNumber + i);
+      if ((i & MESSAGES_PER_CLOCK_READ_MASK) === MESSAGES_PER_CLOCK_READ_MASK && slice.isOver()) await slice.yieldThread();
     }
     this.sent(batch);
   }
