@@ -2,12 +2,14 @@
 // engine between the two (a `flusso run` child with a 1 s tumbling window, or with BENCH_PIPELINE=per-event
 // behaviour stages that emit an output on every event), the engine draining a backlog, and the child
 // processes they need, killed whatever happens.
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { freshStream, spawnNode, stopChild, waitUntil, type ChildRun, type Exit } from "./children.ts";
 import { slope, summarizeLatencies, tapStream, type LatencySummary } from "./natsConsumer.ts";
+
+export { killChildren } from "./children.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const CLI = join(ROOT, "bin/flusso.js");
@@ -54,67 +56,9 @@ const MARKER_USER = "~end-marker";
 // ---------------------------------------------------------------------------------------------
 // Children
 
-const live = new Set<ChildProcess>();
-
-/** SIGKILLs every child still running: on errors, signals and exit. */
-export function killChildren(): void {
-  for (const child of live) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-}
-
-type Exit = { code: number | null; signal: NodeJS.Signals | null };
-type ChildRun = { child: ChildProcess; exited: Promise<Exit>; stderr(): string };
-
-const STDERR_KEPT = 64 * 1024;
-
+/** `node bin/flusso.js <args>`: `run` from BENCH_ENGINE_CLI when given, anything else from this checkout. */
 function spawnFlusso(args: string[]): ChildRun {
-  const cli = args[0] === "run" ? ENGINE_CLI : CLI;
-  const child = spawn(process.execPath, [cli, ...args], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
-  live.add(child);
-  let stderr = "";
-  child.stderr!.setEncoding("utf8");
-  child.stderr!.on("data", (chunk: string) => {
-    stderr = (stderr + chunk).slice(-STDERR_KEPT);
-  });
-  const exited = new Promise<Exit>((done) => {
-    child.once("exit", (code, signal) => {
-      live.delete(child);
-      done({ code, signal });
-    });
-    child.once("error", (error) => {
-      live.delete(child);
-      stderr += String(error);
-      done({ code: -1, signal: null });
-    });
-  });
-  return { child, exited, stderr: () => stderr };
-}
-
-/** SIGTERM (the engine checkpoints and exits), then SIGKILL after `graceMs`. */
-async function stopChild(run: ChildRun, graceMs = 10_000): Promise<Exit & { isKilled: boolean }> {
-  if (run.child.exitCode !== null || run.child.signalCode !== null) return { ...(await run.exited), isKilled: false };
-  run.child.kill("SIGTERM");
-  const timer = setTimeout(() => run.child.kill("SIGKILL"), graceMs);
-  const exit = await run.exited;
-  clearTimeout(timer);
-  return { ...exit, isKilled: exit.signal === "SIGKILL" };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Shared pieces
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, pollMs = 20): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, pollMs));
-  }
-  return check();
-}
-
-/** The stream, emptied: deleted when it exists, then created with `subjects`. */
-async function freshStream(jsm: JetStreamManager, name: string, subjects: string[], duplicateWindowMs?: number): Promise<void> {
-  await jsm.streams.delete(name).catch(() => false);
-  await jsm.streams.add({ name, subjects, ...(duplicateWindowMs ? { duplicate_window: duplicateWindowMs * 1_000_000 } : {}) });
+  return spawnNode([args[0] === "run" ? ENGINE_CLI : CLI, ...args]);
 }
 
 export type Published = { published: number; elapsedMs: number; ratePerSecond: number; requestedRate: number };

@@ -5,7 +5,6 @@
 // /metrics histograms over the run after its warm-up) and backlog runs (how fast the job drains a
 // stream that is already full). Prints tables, writes bench/results/queries.json.
 // Run: npm run bench:queries   (BENCH_RATE=5000 BENCH_SECONDS=30 BENCH_REPEATS=2 BENCH_BACKLOG=300000)
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -14,6 +13,7 @@ import { connect } from "@nats-io/transport-node";
 import { parseDocument } from "yaml";
 import { freePort, startNatsServer, type NatsServer } from "../test/natsServer.ts";
 import { fmt, machineInfo, table, verdict } from "./benchUtil.ts";
+import { freshStream, killChildren, spawnNode, stopChild, waitUntil, type ChildRun } from "./children.ts";
 import type { QueryLoadResult } from "./queryLoad.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -30,6 +30,10 @@ const PARTITIONS = 4;
 const PUBLISHED_USERS = 10_000;
 const STAMP = "published_at_ms";
 const CATCH_UP_TIMEOUT_MS = 120_000;
+/** The job's last checkpoint (and the query load's figures) may take this long after SIGTERM. */
+const STOP_GRACE_MS = 15_000;
+/** Output messages carry ids from their identity: JetStream drops a resend within this window. */
+const DUPLICATE_WINDOW_MS = 120_000;
 const TARGET_QUERY_P99_MS = 10;
 const TARGET_DIFFERENCE = 0.1;
 
@@ -40,39 +44,9 @@ function log(line: string): void {
 // ---------------------------------------------------------------------------------------------
 // Children
 
-const live = new Set<ChildProcess>();
-type Child = { child: ChildProcess; exited: Promise<number | null>; stdout(): string; stderr(): string };
-
-function spawnNode(args: string[]): Child {
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  live.add(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-64 * 1024)));
-  const exited = new Promise<number | null>((done) => child.once("exit", (code) => (live.delete(child), done(code))));
-  return { child, exited, stdout: () => stdout, stderr: () => stderr };
-}
-
-async function stop(run: Child, graceMs = 15_000): Promise<number | null> {
-  if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGTERM");
-  const timer = setTimeout(() => run.child.kill("SIGKILL"), graceMs);
-  const code = await run.exited;
-  clearTimeout(timer);
-  return code;
-}
-
-function killAll(): void {
-  for (const child of live) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-}
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, pollMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await Promise.resolve().then(check).catch(() => false)) return true;
-    await new Promise((r) => setTimeout(r, pollMs));
-  }
-  return false;
+/** A check that asks the job over HTTP: a job not yet listening (or gone) has not got there yet. */
+function overHttp(check: () => Promise<boolean>): () => Promise<boolean> {
+  return () => check().catch(() => false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,31 +151,27 @@ function latencyBetween(before: string, after: string, name: string): LatencyFig
 
 type Nats = { url: string; jsm: JetStreamManager };
 
-async function freshStream(jsm: JetStreamManager, name: string, subjects: string[]): Promise<void> {
-  await jsm.streams.delete(name).catch(() => false);
-  await jsm.streams.add({ name, subjects, duplicate_window: 120_000 * 1_000_000 });
-}
 
-function startQueries(jobUrl: string): Child {
+function startQueries(jobUrl: string): ChildRun {
   return spawnNode(["--import", "tsx", "bench/queryLoad.ts", "--url", jobUrl, "--rate", String(QUERY_RATE), "--users", String(PUBLISHED_USERS)]);
 }
 
-async function finishQueries(queries: Child | undefined): Promise<QueryLoadResult | undefined> {
+async function finishQueries(queries: ChildRun | undefined): Promise<QueryLoadResult | undefined> {
   if (queries === undefined) return undefined;
-  await stop(queries);
+  await stopChild(queries, STOP_GRACE_MS);
   const line = queries.stdout().trim().split("\n").at(-1);
   if (!line) throw new Error(`the query load printed nothing: ${queries.stderr().slice(-2000)}`);
   return JSON.parse(line) as QueryLoadResult;
 }
 
-async function startJob(dir: string, nats: Nats, bounded: boolean): Promise<{ job: Child; url: string }> {
+async function startJob(dir: string, nats: Nats, bounded: boolean): Promise<{ job: ChildRun; url: string }> {
   rmSync(join(dir, "state"), { recursive: true, force: true });
   const port = await freePort();
   const yaml = writePipeline(dir, nats.url, port, bounded);
   const job = spawnNode([...(process.env.BENCH_ENGINE_NODE_ARGS?.split(" ") ?? []), CLI, "run", yaml, "--reset", "--quiet"]);
   job.child.stderr!.on("data", (c: Buffer) => process.env.BENCH_SHOW_JOB && process.stderr.write(c));
   const url = `http://127.0.0.1:${port}/`;
-  const isReady = await waitUntil(async () => job.child.exitCode === null && (await fetch(`${url}readyz`)).status === 200, 60_000, 100);
+  const isReady = await waitUntil(overHttp(async () => job.child.exitCode === null && (await fetch(`${url}readyz`)).status === 200), 60_000, 100);
   if (!isReady) throw new Error(`the job did not become ready: ${job.stderr().slice(-2000)}`);
   return { job, url };
 }
@@ -222,8 +192,8 @@ type PacedRun = {
 };
 
 async function pacedRun(dir: string, nats: Nats, withQueries: boolean): Promise<PacedRun> {
-  await freshStream(nats.jsm, "EVENTS", ["events.>"]);
-  await freshStream(nats.jsm, "OUT", ["out.>"]);
+  await freshStream(nats.jsm, "EVENTS", ["events.>"], DUPLICATE_WINDOW_MS);
+  await freshStream(nats.jsm, "OUT", ["out.>"], DUPLICATE_WINDOW_MS);
   const { job, url } = await startJob(dir, nats, false);
   const queries = withQueries ? startQueries(url) : undefined;
   try {
@@ -233,15 +203,15 @@ async function pacedRun(dir: string, nats: Nats, withQueries: boolean): Promise<
     await new Promise((r) => setTimeout(r, WARMUP_SECONDS * 1000));
     const before = await scrape(url);
     const published = await publisher.exited;
-    if (published !== 0) throw new Error(`flusso publish exited with ${published}: ${publisher.stderr().slice(-2000)}`);
+    if (published.code !== 0) throw new Error(`flusso publish exited with ${published.code ?? published.signal}: ${publisher.stderr().slice(-2000)}`);
     const publishedAtMs = Date.now();
     const count = (await nats.jsm.streams.info("EVENTS")).state.messages;
     let readAllAtMs = NaN;
-    const caughtUp = await waitUntil(async () => {
+    const caughtUp = await waitUntil(overHttp(async () => {
       if ((await pipelineNow(url)).counters.read < count) return false;
       readAllAtMs = Date.now();
       return true;
-    }, CATCH_UP_TIMEOUT_MS, 50);
+    }), CATCH_UP_TIMEOUT_MS, 50);
     if (!caughtUp) throw new Error(`the job did not read the ${count} events published within ${CATCH_UP_TIMEOUT_MS} ms`);
     // The last outputs leave at the next checkpoint's commit.
     await new Promise((r) => setTimeout(r, 1000));
@@ -261,7 +231,7 @@ async function pacedRun(dir: string, nats: Nats, withQueries: boolean): Promise<
     };
   } finally {
     await finishQueries(queries).catch(() => undefined);
-    await stop(job);
+    await stopChild(job, STOP_GRACE_MS);
   }
 }
 
@@ -269,27 +239,27 @@ type BacklogRun = { withQueries: boolean; events: number; seconds: number; event
 
 /** The job reads a full stream to its end (bounded): from its first event read to its last. */
 async function backlogRun(dir: string, nats: Nats, events: number, withQueries: boolean): Promise<BacklogRun> {
-  await freshStream(nats.jsm, "OUT", ["out.>"]);
+  await freshStream(nats.jsm, "OUT", ["out.>"], DUPLICATE_WINDOW_MS);
   const { job, url } = await startJob(dir, nats, true);
   const queries = withQueries ? startQueries(url) : undefined;
   try {
     const before = await scrape(url);
     let firstReadAtMs = NaN;
     let lastReadAtMs = NaN;
-    const isDone = await waitUntil(async () => {
+    const isDone = await waitUntil(overHttp(async () => {
       const { counters } = await pipelineNow(url);
       if (counters.read > 0 && Number.isNaN(firstReadAtMs)) firstReadAtMs = Date.now();
       if (counters.read < events) return false;
       lastReadAtMs = Date.now();
       return true;
-    }, CATCH_UP_TIMEOUT_MS, 20);
+    }), CATCH_UP_TIMEOUT_MS, 20);
     if (!isDone) throw new Error(`the backlog run did not read ${events} events within ${CATCH_UP_TIMEOUT_MS} ms`);
     const seconds = (lastReadAtMs - firstReadAtMs) / 1000;
     const jobCpuSeconds = valueOf(await scrape(url), "process_cpu_seconds_total") - valueOf(before, "process_cpu_seconds_total");
     return { withQueries, events, seconds, eventsPerSecond: events / seconds, jobCpuSeconds, queries: await finishQueries(queries) };
   } finally {
     await finishQueries(queries).catch(() => undefined);
-    await stop(job);
+    await stopChild(job, STOP_GRACE_MS);
   }
 }
 
@@ -304,7 +274,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "flusso-queries-bench-"));
   let server: NatsServer | undefined;
   process.once("exit", () => {
-    killAll();
+    killChildren();
     if (server) process.kill(server.pid, "SIGKILL");
   });
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
@@ -325,9 +295,9 @@ async function main(): Promise<void> {
       }
     }
     log(`filling EVENTS with ${fmt(BACKLOG_EVENTS)} events for the backlog runs`);
-    await freshStream(nats.jsm, "EVENTS", ["events.>"]);
+    await freshStream(nats.jsm, "EVENTS", ["events.>"], DUPLICATE_WINDOW_MS);
     const filler = spawnNode([CLI, "publish", "generator", "--events", String(BACKLOG_EVENTS), "--subject", "events", "--stream", "EVENTS", "--partitions", String(PARTITIONS), "--servers", nats.url, "--quiet"]);
-    if ((await filler.exited) !== 0) throw new Error(`flusso publish exited: ${filler.stderr().slice(-2000)}`);
+    if ((await filler.exited).code !== 0) throw new Error(`flusso publish exited: ${filler.stderr().slice(-2000)}`);
     const events = (await nats.jsm.streams.info("EVENTS")).state.messages;
     for (let i = 0; i < REPEATS; i++) {
       for (const withQueries of i % 2 === 0 ? [false, true] : [true, false]) {
