@@ -3,13 +3,12 @@
 // exactly after the last record a checkpoint covered, a row with a line break inside quotes included.
 // Like the line reader, it skips a byte-order mark at the start, refuses records that are not UTF-8
 // and does not hold a record longer than its limit.
-import { closeSync, openSync, readSync } from "node:fs";
-import { isUtf8 } from "node:buffer";
+import { closeSync, openSync } from "node:fs";
 import { Parser } from "csv-parse";
 import { RAW_PREVIEW_CHARS, utf8Problem } from "./decoding.ts";
+import { readNextChunk } from "./fileChunks.ts";
 import type { LinePosition } from "./lineReader.ts";
 
-const CHUNK_BYTES = 1 << 20;
 /** Bytes handed to the parser at a time: how far a record may run past its limit before it is stopped. */
 const FEED_BYTES = 1 << 16;
 const NEWLINE = 10;
@@ -220,19 +219,15 @@ export class CsvReader {
 
   /** Reads the next chunk of the file, keeping the bytes from `keepFrom` (default: the current record) on. */
   private fill(keepFrom = this.position.offsetBytes): void {
-    const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
-    const bytesRead = readSync(this.fd, chunk, 0, CHUNK_BYTES, this.readOffsetBytes);
-    if (bytesRead === 0) {
+    const next = readNextChunk(this.fd, this.readOffsetBytes, this.buffer.subarray(keepFrom - this.bufferStart));
+    if (next === undefined) {
       this.isEof = true;
       return;
     }
-    this.readOffsetBytes += bytesRead;
-    this.buffer = Buffer.concat([this.buffer.subarray(keepFrom - this.bufferStart), chunk.subarray(0, bytesRead)]);
+    this.readOffsetBytes += next.bytesRead;
+    this.buffer = next.buffer;
     this.bufferStart = keepFrom;
-    // The whole buffer up to its last line break at once (no UTF-8 sequence holds byte 10): only the
-    // records of a buffer that fails are checked one by one.
-    const lineBreaksEnd = this.buffer.lastIndexOf(NEWLINE) + 1;
-    this.utf8CheckedBefore = isUtf8(this.buffer.subarray(0, lineBreaksEnd)) ? this.bufferStart + lineBreaksEnd : this.bufferStart;
+    this.utf8CheckedBefore = this.bufferStart + next.utf8LinesEnd;
   }
 }
 

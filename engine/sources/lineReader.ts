@@ -2,11 +2,10 @@
 // a source can resume exactly after the last line a checkpoint covered. Lines longer than a limit
 // are skipped without being held in memory, and lines that are not UTF-8 are not decoded: both
 // are reported with the reason.
-import { isUtf8 } from "node:buffer";
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { RAW_PREVIEW_CHARS, utf8Problem } from "./decoding.ts";
+import { readNextChunk } from "./fileChunks.ts";
 
-const CHUNK_BYTES = 1 << 20;
 const NEWLINE = 10;
 const CARRIAGE_RETURN = 13;
 /** The UTF-8 byte-order mark some editors write at the start of a file: encoding, not text. */
@@ -101,17 +100,15 @@ export class LineReader {
   }
 
   private fill(): void {
-    const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
-    const bytesRead = readSync(this.fd, chunk, 0, CHUNK_BYTES, this.readOffsetBytes);
-    if (bytesRead === 0) {
+    const next = readNextChunk(this.fd, this.readOffsetBytes, this.buffer.subarray(this.start));
+    if (next === undefined) {
       this.isEof = true;
       return;
     }
-    this.readOffsetBytes += bytesRead;
-    this.buffer = Buffer.concat([this.buffer.subarray(this.start), chunk.subarray(0, bytesRead)]);
+    this.readOffsetBytes += next.bytesRead;
+    this.buffer = next.buffer;
     this.start = 0;
-    const lineBreaksEnd = this.buffer.lastIndexOf(NEWLINE) + 1;
-    this.utf8CheckedBefore = isUtf8(this.buffer.subarray(0, lineBreaksEnd)) ? lineBreaksEnd : 0;
+    this.utf8CheckedBefore = next.utf8LinesEnd;
   }
 }
 
