@@ -15,6 +15,7 @@ import { readSinks, type RoutedSinkSpec, type SinkSpec } from "./sections/sinks.
 import { readSource, type SourceSpec } from "./sections/source.ts";
 import { defaultCheckpointIntervalMs, readState, type StateSpec } from "./sections/state.ts";
 import { readHttp, type HttpSpec } from "./sections/http.ts";
+import { readCluster, type ClusterSpec } from "./sections/cluster.ts";
 import { readWatermark, type WatermarkSpec } from "./sections/watermark.ts";
 import { readWindows, type WindowSpec } from "./sections/windows.ts";
 import { STAGE_SECTION_NAMES } from "./stages/registry.ts";
@@ -44,6 +45,8 @@ export type PipelineSpec = {
   privacy?: PrivacySpec;
   /** Where the job serves its state, metrics and dashboard; undefined: it does not. */
   http?: HttpSpec;
+  /** Many workers share the source's partitions; undefined: one process reads them all. */
+  cluster?: ClusterSpec;
   sinks: RoutedSinkSpec[];
   /** Where late events go; default: the dead-letter output. */
   late?: SinkSpec;
@@ -61,7 +64,7 @@ export type ValidateOptions = {
 };
 
 const TOP_LEVEL = [
-  "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "outputs", "sinks", "late", "deadLetter", "http",
+  "name", "source", "schema", "key", "time", "watermark", "state", "privacy", "windows", ...STAGE_SECTION_NAMES, "outputs", "sinks", "late", "deadLetter", "http", "cluster",
 ] as const;
 
 /** Validates a loaded pipeline file; throws PipelineInvalid listing every bad value. */
@@ -97,6 +100,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   // The stamp is read before privacy minimises the event: a field `keep` drops can still be the stamp.
   const stampFields = Object.entries(schema ?? {}).flatMap(([f, s]) => (s.type === "number" || s.type === "timestamp" ? [f] : []));
   const http = readHttp(r, top.http, stampFields, httpListen === undefined ? undefined : { text: httpListen, path: "--http" });
+  const cluster = readCluster(r, top.cluster, name, source, { sinks, late, deadLetter, isDeadLetterDefault: top.deadLetter === undefined });
   if (r.errors.length > 0) throw new PipelineInvalid(file, r.errors);
   return {
     name: name!,
@@ -118,6 +122,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
     },
     privacy,
     http,
+    cluster,
     sinks: sinks as RoutedSinkSpec[],
     late,
     deadLetter: deadLetter!,

@@ -173,7 +173,7 @@ describe("fields", () => {
       {
         path: "output",
         message:
-          "output: unknown field (expected one of name, source, schema, key, time, watermark, state, privacy, windows, dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers, outputs, sinks, late, deadLetter, http)",
+          "output: unknown field (expected one of name, source, schema, key, time, watermark, state, privacy, windows, dedup, sessions, aggregates, features, kbis, scores, quantiles, sequences, phases, clusters, segments, triggers, outputs, sinks, late, deadLetter, http, cluster)",
       },
     ]);
   });
