@@ -15,7 +15,7 @@ import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
 import type { Source, SourceItem } from "./sources/source.ts";
 import { lockStateDir, type StateDirLock } from "./stateDir.ts";
-import { StateStore, type CheckpointMeta, type SinkHold } from "./store.ts";
+import { StateStore, type CheckpointMeta, type CommitMirror, type SinkHold } from "./store.ts";
 import { WatermarkTracker, type WatermarkGenerator, type WatermarkTrackerSnapshot } from "./watermarks.ts";
 import { TimeSlice } from "./timeSlice.ts";
 
@@ -91,6 +91,12 @@ export type JobOptions<E> = {
    * key): stored with every checkpoint, and a restore under another value is refused. Never the secret.
    */
   keyChecks?: Record<string, string>;
+  /**
+   * Where checkpoints are kept besides the state dir (a cluster's partition, engine/cluster/):
+   * `prepare` makes the state dir hold the replica's last checkpoint before the store opens it (under
+   * the dir's lock); `mirror` keeps each commit, which is durable only once it has.
+   */
+  replica?: { prepare(dir: string): Promise<void>; mirror: CommitMirror };
   /** Processing time between checkpoints. */
   checkpointIntervalMs: number;
   /** Where undecodable and invalid items go, with their reason. */
@@ -263,7 +269,8 @@ class Job<E> {
       // 1.
       this.phase = "restoring";
       this.lock = await lockStateDir(this.options.stateDir, { reset: this.options.reset });
-      this.store = new StateStore(this.options.stateDir, undefined, { encryptionKey: this.options.stateEncryptionKey });
+      await this.options.replica?.prepare(this.options.stateDir);
+      this.store = new StateStore(this.options.stateDir, undefined, { encryptionKey: this.options.stateEncryptionKey, mirror: this.options.replica?.mirror });
       const meta = this.store.readMeta();
       const resumption = meta && this.accept(meta);
       for (const [what, check] of Object.entries(this.options.keyChecks ?? {})) {
@@ -474,6 +481,7 @@ class Job<E> {
       counters: { ...this.counters },
       checkpointId,
       takenAtMs: this.nowMs(),
+      ...(this.tracker.watermarkMs === END_OF_TIME ? { isEnded: true } : {}),
     };
     // The job changes no state until the state is packed; the HTTP server may answer between slices.
     const { durable } = await this.store.commitInSlices(meta, holds, this.options.sliceMs ?? DEFAULT_SLICE_MS);

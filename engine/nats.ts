@@ -133,7 +133,7 @@ export function isSubjectWithin(subject: string, pattern: string): boolean {
   }
 }
 
-export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?: number };
+export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?: number; /** Copies a NATS cluster keeps (when it creates the stream). Default 1. */ replicas?: number };
 
 /**
  * The stream, created when missing; an existing one is used as it is, with its subjects widened if
@@ -143,7 +143,12 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
   const duplicateWindowNs = spec.duplicateWindowMs === undefined ? undefined : spec.duplicateWindowMs * 1_000_000;
   const info = await streamInfo(jsm, spec.name);
   if (info === undefined) {
-    return jsm.streams.add({ name: spec.name, subjects: spec.subjects, ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}) });
+    return jsm.streams.add({
+      name: spec.name,
+      subjects: spec.subjects,
+      ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}),
+      ...(spec.replicas !== undefined && spec.replicas > 1 ? { num_replicas: spec.replicas } : {}),
+    });
   }
   // A subject the stream already takes through a wildcard must not be added: the server refuses overlaps.
   const missing = spec.subjects.filter((s) => !(info.config.subjects ?? []).some((taken) => isSubjectWithin(s, taken)));
@@ -209,7 +214,7 @@ export async function readStreamSince(
 const READ_BACK_WAIT_MS = 1_000;
 
 /** The sequence of the newest message on `subject`, or 0 when it has none. */
-async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
+export async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
   try {
     return (await jsm.streams.getMessage(stream, { last_by_subj: subject }))?.seq ?? 0;
   } catch (error) {

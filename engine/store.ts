@@ -45,6 +45,8 @@ export type CheckpointMeta = {
   counters: Record<string, number>;
   checkpointId: number;
   takenAtMs: number;
+  /** Event time has reached its end: the source was read to its end and everything fired. */
+  isEnded?: boolean;
 };
 
 /** Where the checkpoint metadata lives; "checkpoint" held it, unchecksummed, before layout 2. */
@@ -83,15 +85,38 @@ export type CommitInfo = { entries: number; bytes: number; snapshotMs: number; d
  */
 export type SinkHold = { sink: string; held?: unknown; deliveredThrough: number };
 
+/**
+ * One checkpoint's write, encoded: what `commit` writes to LMDB in one transaction, and what a mirror
+ * (engine/cluster/checkpointLog.ts) keeps elsewhere so that another store can apply it
+ * (StateStore.apply) and hold the same checkpoint. Plain data: msgpack carries it as it is.
+ */
+export type Transaction = {
+  checkpointId: number;
+  /** Each state's chunks; a compaction replaces the state's log with them. */
+  writes: Array<{ name: string; chunks: Buffer[]; isCompaction: boolean }>;
+  /** States no one registered since forgetUnused: their entries go with this commit. */
+  unused: string[];
+  /** The sinks whose held outputs are kept (every other sink's go); undefined: all are kept. */
+  keptSinks?: string[];
+  storedMeta: Buffer;
+  held: Array<{ sink: string; deliveredThrough: number; bytes?: Buffer }>;
+  /**
+   * A base: every state is compacted and `outbox` holds every output still held, so the transaction
+   * alone is the whole checkpoint and applying it starts the store over (StateStore.requestBase).
+   */
+  outbox?: Array<{ sink: string; checkpointId: number; bytes: Buffer }>;
+};
+
+/**
+ * Keeps each transaction elsewhere once LMDB has it; a checkpoint is durable when both have it. A
+ * rejection fails the checkpoint: nothing it held is released.
+ */
+export type CommitMirror = (transaction: Transaction, meta: CheckpointMeta) => Promise<void>;
+
 /** A commit encoded and ready to write (StateStore.pack), with what it will report. */
 type PackedCommit = {
   meta: CheckpointMeta;
-  writes: Array<{ db: Database; chunks: Buffer[]; isCompaction: boolean }>;
-  /** States no one registered since forgetUnused: their entries go with this commit. */
-  unused: string[];
-  keptSinks: ReadonlySet<string> | undefined;
-  storedMeta: Buffer;
-  held: Array<{ sink: string; deliveredThrough: number; bytes?: Buffer }>;
+  transaction: Transaction;
   entries: number;
   bytes: number;
   startedAtMs: number;
@@ -119,6 +144,9 @@ export class StateStore {
   private readonly toReplace = new Set<string>();
   /** Set by forgetUnused: the sinks whose held outputs the next commit keeps (every other sink's go). */
   private keptSinks: ReadonlySet<string> | undefined;
+  private readonly mirror?: CommitMirror;
+  /** Set by requestBase: the next commit is a base. */
+  private isBaseRequested = false;
 
   /**
    * `encryptionKey` (32 bytes): the state is encrypted at rest (LMDB's ChaCha8), and a dir written
@@ -129,8 +157,9 @@ export class StateStore {
   constructor(
     readonly dir: string,
     private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
-    { encryptionKey, readOnly = false }: { encryptionKey?: string; readOnly?: boolean } = {},
+    { encryptionKey, readOnly = false, mirror }: { encryptionKey?: string; readOnly?: boolean; mirror?: CommitMirror } = {},
   ) {
+    this.mirror = mirror;
     try {
       if (!readOnly) mkdirSync(dir, { recursive: true });
       accessSync(dir, constants.R_OK | (readOnly ? 0 : constants.W_OK) | constants.X_OK);
@@ -263,13 +292,15 @@ export class StateStore {
     const startedAtMs = performance.now();
     // 1.
     let entries = 0;
-    const writes: PackedCommit["writes"] = [];
+    const isBase = this.isBaseRequested;
+    this.isBaseRequested = false;
+    const writes: Transaction["writes"] = [];
     for (const member of this.members) {
       const info = { ...this.logInfo(member.name) };
       const delta = member.takeDelta();
       const changed = delta.puts.length + delta.deletes.length;
       const isStartedFresh = this.toReplace.delete(member.name);
-      const isSnapshotAsked = member.takeSnapshotRequest?.() === true || isStartedFresh;
+      const isSnapshotAsked = member.takeSnapshotRequest?.() === true || isStartedFresh || isBase;
       const isCompaction = isSnapshotAsked || info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries);
       const pairs: Array<[unknown, unknown]> = isCompaction
         ? member.snapshotAll()
@@ -286,41 +317,78 @@ export class StateStore {
       info.loggedEntries += pairs.length;
       entries += pairs.length;
       this.logs.set(member.name, info);
-      writes.push({ db: this.stateDatabase(member.name), chunks, isCompaction });
+      writes.push({ name: member.name, chunks, isCompaction });
     }
     // States no one registered since forgetUnused: their entries go with this commit.
     const unused = this.keptSinks === undefined ? [] : [...this.logs.keys()].filter((name) => !this.members.some((m) => m.name === name));
     for (const name of unused) this.logs.delete(name);
-    const keptSinks = this.keptSinks;
+    const keptSinks = this.keptSinks === undefined ? undefined : [...this.keptSinks];
     this.keptSinks = undefined;
     const storedMeta = withChecksum(pack({ ...meta, logs: Object.fromEntries(this.logs) } satisfies StoredMeta));
     const held = holds.map(({ sink, held, deliveredThrough }) => ({ sink, deliveredThrough, bytes: held === undefined ? undefined : withChecksum(pack(held)) }));
+    const transaction: Transaction = { checkpointId: meta.checkpointId, writes, unused, keptSinks, storedMeta, held };
+    // The outputs previous checkpoints hold are in LMDB: the previous commit has landed (at most one is in flight).
+    if (isBase) transaction.outbox = this.outboxEntries();
     let bytes = storedMeta.length;
     for (const { chunks } of writes) for (const chunk of chunks) bytes += chunk.length;
     for (const h of held) bytes += h.bytes?.length ?? 0;
-    return { meta, writes, unused, keptSinks, storedMeta, held, entries, bytes, startedAtMs, snapshotMs: performance.now() - startedAtMs };
+    for (const o of transaction.outbox ?? []) bytes += o.bytes.length;
+    return { meta, transaction, entries, bytes, startedAtMs, snapshotMs: performance.now() - startedAtMs };
   }
 
-  /** Step 2 of a commit: one LMDB transaction; resolves once it is durable. */
-  private write({ meta, writes, unused, keptSinks, storedMeta, held, entries, bytes, startedAtMs, snapshotMs }: PackedCommit): Promise<CommitInfo> {
+  /** Every output held in LMDB, as a base carries it. */
+  private outboxEntries(): NonNullable<Transaction["outbox"]> {
+    const entries: NonNullable<Transaction["outbox"]> = [];
+    for (const { key, value } of this.outboxDatabase().getRange()) {
+      const [sink, checkpointId] = key as [string, number];
+      entries.push({ sink, checkpointId, bytes: value as Buffer });
+    }
+    return entries;
+  }
+
+  /**
+   * Makes the next commit a base: every state compacted and every held output carried, so that
+   * its transaction alone holds the whole checkpoint (a mirror then drops what came before it).
+   */
+  requestBase(): void {
+    this.isBaseRequested = true;
+  }
+
+  /**
+   * Writes a transaction another store committed (a mirror kept it), as that store wrote it. The
+   * caller applies them in the order they were committed, from a base on, to an empty store no job
+   * uses; the store then holds that checkpoint.
+   */
+  async apply(transaction: Transaction): Promise<void> {
+    await this.root.transaction(() => this.writeTransaction(transaction));
+  }
+
+  /** Step 2 of a commit: one LMDB transaction, then the mirror's copy; resolves once both are durable. */
+  private async write({ meta, transaction, entries, bytes, startedAtMs, snapshotMs }: PackedCommit): Promise<CommitInfo> {
+    await this.root.transaction(() => this.writeTransaction(transaction));
+    await this.mirror?.(transaction, meta);
+    return { entries, bytes, snapshotMs, durableMs: performance.now() - startedAtMs };
+  }
+
+  /** A transaction's writes, inside an LMDB transaction. */
+  private writeTransaction({ checkpointId, writes, unused, keptSinks, storedMeta, held, outbox: base }: Transaction): void {
     const outbox = this.outboxDatabase();
-    const written = this.root.transaction(() => {
-      for (const { db, chunks, isCompaction } of writes) {
-        if (isCompaction) for (const key of db.getKeys({ end: [meta.checkpointId] })) db.remove(key);
-        chunks.forEach((chunk, n) => db.put([meta.checkpointId, n], chunk));
-      }
-      for (const name of unused) {
-        const db = this.stateDatabase(name);
-        for (const key of db.getKeys()) db.remove(key);
-      }
-      if (keptSinks !== undefined) for (const key of outbox.getKeys()) if (!keptSinks.has((key as [string, number])[0])) outbox.remove(key);
-      for (const { sink, deliveredThrough, bytes } of held) {
-        for (const key of outbox.getKeys({ start: [sink], end: [sink, deliveredThrough + 1] })) outbox.remove(key);
-        if (bytes !== undefined) outbox.put([sink, meta.checkpointId], bytes);
-      }
-      this.binaryDatabase("__meta").put(META_KEY, storedMeta);
-    });
-    return written.then(() => ({ entries, bytes, snapshotMs, durableMs: performance.now() - startedAtMs }));
+    for (const { name, chunks, isCompaction } of writes) {
+      const db = this.stateDatabase(name);
+      if (isCompaction) for (const key of db.getKeys({ end: [checkpointId] })) db.remove(key);
+      chunks.forEach((chunk, n) => db.put([checkpointId, n], chunk));
+    }
+    for (const name of unused) {
+      const db = this.stateDatabase(name);
+      for (const key of db.getKeys()) db.remove(key);
+    }
+    for (const { sink, checkpointId: heldBy, bytes } of base ?? []) outbox.put([sink, heldBy], bytes);
+    if (keptSinks !== undefined) for (const key of outbox.getKeys()) if (!keptSinks.includes((key as [string, number])[0])) outbox.remove(key);
+    for (const { sink, deliveredThrough, bytes } of held) {
+      for (const key of outbox.getKeys({ start: [sink], end: [sink, deliveredThrough + 1] })) outbox.remove(key);
+      if (bytes !== undefined) outbox.put([sink, checkpointId], bytes);
+    }
+    this.binaryDatabase("__meta").put(META_KEY, storedMeta);
   }
 
   async close(): Promise<void> {

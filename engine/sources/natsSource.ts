@@ -5,7 +5,7 @@
 import { DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SourcePositionInvalid } from "../errors.ts";
-import { connectionHealth, connectNats, ensureStream, jetstreamManager, streamInfo } from "../nats.ts";
+import { connectionHealth, connectNats, ensureStream, jetstreamManager, lastSeqOf, streamInfo } from "../nats.ts";
 import { partitionOfSubject } from "../partitioning.ts";
 import { decodeJsonBytes, textPreview } from "./decoding.ts";
 import { decodeMsgpackMessage } from "./msgpack.ts";
@@ -21,6 +21,11 @@ export type NatsSourceOptions = {
   format: "json" | "msgpack";
   /** Subject `<prefix>.<n>` is partition n mod `partitions`. Default 1. */
   partitions?: number;
+  /**
+   * Reads only this partition: the subject `<prefix>.<partition>` of the one subject `<prefix>.>`,
+   * as one partition of its own (a cluster's worker runs a job per partition it holds). Default: all.
+   */
+  partition?: number;
   /** Stop at the stream's last sequence as of start-up (backfills, replays, tests). Default false. */
   bounded?: boolean;
   /** Messages held between the consumer and the job at most. Default 10,000. */
@@ -73,7 +78,15 @@ export class NatsSource implements Source {
   }
 
   get partitions(): number {
-    return this.options.partitions ?? NATS_SOURCE_DEFAULTS.partitions;
+    return this.options.partition === undefined ? (this.options.partitions ?? NATS_SOURCE_DEFAULTS.partitions) : 1;
+  }
+
+  /** The subject of the one partition read, when only one is. */
+  private get partitionSubject(): string | undefined {
+    const { partition, subjects } = this.options;
+    if (partition === undefined) return undefined;
+    if (subjects.length !== 1 || !subjects[0].endsWith(".>")) throw new Error(`${this.description}: reading one partition needs one subject of the form "<prefix>.>", got ${subjects.join(", ")}`);
+    return `${subjects[0].slice(0, -2)}.${partition}`;
   }
 
   /**
@@ -101,7 +114,8 @@ export class NatsSource implements Source {
     this.streamCreated = info.created;
     this.checkSameStream(committed, info.created, info.state.first_seq, info.state.last_seq);
     // 3.
-    if (this.options.bounded) this.endSeq = info.state.last_seq;
+    const partitionSubject = this.partitionSubject;
+    if (this.options.bounded) this.endSeq = partitionSubject === undefined ? info.state.last_seq : await lastSeqOf(jsm, this.options.stream, partitionSubject);
     this.beforeFirstSeq = info.state.first_seq - 1;
     if (this.lastSeq >= this.endSeq) return;
     // 4. A filter only where the stream holds more than the pipeline reads: nats-server 2.9 takes
@@ -111,7 +125,7 @@ export class NatsSource implements Source {
     if (isFilterNeeded && this.options.subjects.length > 1) {
       throw new Error(`${this.description}: the stream also holds ${streamSubjects.join(", ")}; reading several of its subjects needs nats-server 2.10`);
     }
-    this.filter = isFilterNeeded ? this.options.subjects[0] : undefined;
+    this.filter = partitionSubject ?? (isFilterNeeded ? this.options.subjects[0] : undefined);
     await this.startConsumer();
     void this.restartOnReconnect(this.nc);
   }

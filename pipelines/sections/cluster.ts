@@ -39,6 +39,9 @@ export function readCluster(
   const replicas = c.replicas === undefined ? 1 : r.number("cluster.replicas", c.replicas, { min: 1, max: MAX_REPLICAS, integer: true });
   if (source !== undefined && !("nats" in source)) {
     r.fail("cluster", "needs a NATS source (source.nats): its partitions are what the workers share");
+  } else if (source !== undefined && (source.nats.subjects.length !== 1 || !source.nats.subjects[0].endsWith(".>"))) {
+    // Each worker reads a partition through its own subject, `<prefix>.<n>`.
+    r.fail("source.nats.subjects", `a cluster's source needs one subject of the form "<prefix>.>" (partition n is "<prefix>.n"), got ${source.nats.subjects.join(", ")}`);
   }
   outputs.sinks?.forEach((s, i) => s !== undefined && !("nats" in s.sink) && r.fail(`sinks[${i}]`, notNats("sink")));
   if (outputs.late !== undefined && !("nats" in outputs.late)) r.fail("late", notNats("late output"));

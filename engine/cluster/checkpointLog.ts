@@ -1,0 +1,242 @@
+// A partition's checkpoints in NATS, so that a worker on any machine, with an empty disk, can take
+// the partition over: every StateStore transaction (the changed keys only) is appended to the
+// partition's subject of the group's checkpoint stream, in pieces, the last piece being its commit
+// record. Now and then a transaction is a base (the whole state) and what came before it is purged.
+//
+// The fence: every message is published with the subject's expected last sequence. A worker taking
+// the partition over first reads the log and appends a claim after its end; from then on, anything
+// the previous holder tries to append fails (wrong last sequence), so a holder that lost its lease
+// (paused, cut off) cannot commit a checkpoint or move the partition's source position, and its
+// unreleased outputs are never sent. A reader applies only the transactions whose commit record it
+// saw: half a checkpoint (a crash mid-append) is never seen.
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { pack, unpack } from "msgpackr";
+import { ensureStream, readStreamSince } from "../nats.ts";
+import type { CheckpointMeta, Transaction } from "../store.ts";
+
+export type CheckpointLogOptions = {
+  group: string;
+  partition: number;
+  workerId: string;
+  /** Copies NATS keeps of the checkpoint stream. */
+  replicas: number;
+  /** 32 bytes: transactions are encrypted (AES-256-GCM) before they leave, as the state dir is at rest. */
+  encryptionKey?: string;
+};
+
+/** What a claim found: the log's committed transactions from its last base, unless the cache was current. */
+export type Claim = {
+  /** The local state dir already holds the log's last committed checkpoint. */
+  isCacheCurrent: boolean;
+  /** Committed transactions from the last base on, oldest first; empty when the cache is current. */
+  transactions: Transaction[];
+  /** The stream sequence of the last commit record (0: none): what a cache that applied them is at. */
+  lastCommitSeq: number;
+  /** The checkpoint id of that commit (0: none). */
+  lastCheckpointId: number;
+};
+
+/** Where a local state dir stands against the log: the commit record it holds last, if known. */
+export type CachedCommit = { commitSeq: number; checkpointId: number };
+
+/** A partition's subject was appended to by someone else since this worker's last message: it lost the partition. */
+export class PartitionFenced extends Error {
+  constructor(readonly partition: number) {
+    super(`partition ${partition} was taken over by another worker: this worker's checkpoint was refused`);
+    this.name = "PartitionFenced";
+  }
+}
+
+export function checkpointStreamName(group: string): string {
+  return `flusso_${group}_checkpoints`;
+}
+
+/** Bytes per message: well under NATS's default 1 MB payload limit. */
+const PIECE_BYTES = 256 * 1024;
+/** A base is written once the log since the last one holds this many times its size, and at least... */
+const BASE_GROWTH_RATIO = 2;
+/** ...this many bytes: small states are not rewritten at every checkpoint. */
+const BASE_MIN_BYTES = 4 * 1024 * 1024;
+const KIND_HEADER = "Flusso-Kind";
+const CHECKPOINT_HEADER = "Flusso-Checkpoint";
+const BASE_HEADER = "Flusso-Base";
+/** How often a claim is tried again when the previous holder appends while it reads. */
+const CLAIM_ATTEMPTS = 5;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+
+type Kind = "piece" | "commit" | "claim";
+
+export class CheckpointLog {
+  private readonly subject: string;
+  private readonly stream: string;
+  /** The subject's last sequence as this worker knows it: its next append expects it. */
+  private lastSeq = 0;
+  private bytesSinceBase = 0;
+  private baseBytes = 0;
+  private isBaseDue = false;
+
+  private constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly nc: NatsConnection,
+    private readonly options: CheckpointLogOptions,
+  ) {
+    this.stream = checkpointStreamName(options.group);
+    this.subject = `flusso.${options.group}.checkpoints.${options.partition}`;
+  }
+
+  static async open(nc: NatsConnection, options: CheckpointLogOptions): Promise<CheckpointLog> {
+    const jsm = await jetstreamManager(nc);
+    const stream = checkpointStreamName(options.group);
+    await ensureStream(jsm, { name: stream, subjects: [`flusso.${options.group}.checkpoints.>`], replicas: options.replicas });
+    return new CheckpointLog(jetstream(nc), jsm, nc, options);
+  }
+
+  /**
+   * Makes the partition this worker's to commit to:
+   * 1. looks at the subject's last message: a commit (or a claim after one) the local cache holds
+   *    means nothing need be read;
+   * 2. otherwise reads the log and keeps the committed transactions from the last base on;
+   * 3. appends a claim after the last message it saw, which fences every earlier holder. Someone
+   *    appending meanwhile (the previous holder's last commit) makes it start over.
+   */
+  async claim(cached: CachedCommit | undefined): Promise<Claim> {
+    for (let attempt = 1; ; attempt++) {
+      // 1.
+      const last = await this.lastMessage();
+      let claim: Claim;
+      if (cached !== undefined && last !== undefined && last.commitSeq === cached.commitSeq && last.checkpointId === cached.checkpointId) {
+        claim = { isCacheCurrent: true, transactions: [], lastCommitSeq: cached.commitSeq, lastCheckpointId: cached.checkpointId };
+      } else {
+        // 2.
+        claim = await this.read(last?.seq ?? 0);
+      }
+      // 3.
+      try {
+        const hdrs = this.headersOf("claim", claim.lastCheckpointId);
+        const body = JSON.stringify({ worker: this.options.workerId, lastCommitSeq: claim.lastCommitSeq });
+        const ack = await this.js.publish(this.subject, body, { headers: hdrs, expect: { lastSubjectSequence: last?.seq ?? 0 } });
+        this.lastSeq = ack.seq;
+        this.bytesSinceBase = 0;
+        // A base soon after a takeover keeps the next one's read short.
+        this.isBaseDue = claim.transactions.length > 1;
+        return claim;
+      } catch (error) {
+        if (!isWrongLastSequence(error) || attempt >= CLAIM_ATTEMPTS) throw error;
+      }
+    }
+  }
+
+  /** Whether the next transaction should be a base (the log has grown enough since the last). */
+  takeBaseDue(): boolean {
+    const isDue = this.isBaseDue || this.bytesSinceBase > Math.max(BASE_MIN_BYTES, BASE_GROWTH_RATIO * this.baseBytes);
+    this.isBaseDue = false;
+    return isDue;
+  }
+
+  /**
+   * Appends one transaction, fenced: PartitionFenced when someone appended since this worker's last
+   * message. Resolves with the commit record's sequence once every piece is stored. After a base,
+   * drops the messages before it.
+   */
+  async append(transaction: Transaction, meta: CheckpointMeta): Promise<number> {
+    const bytes = this.seal(pack(transaction));
+    const isBase = transaction.outbox !== undefined;
+    let firstSeq = 0;
+    for (let at = 0; at === 0 || at < bytes.length; at += PIECE_BYTES) {
+      const isLast = at + PIECE_BYTES >= bytes.length;
+      const hdrs = this.headersOf(isLast ? "commit" : "piece", meta.checkpointId);
+      if (isLast && isBase) hdrs.set(BASE_HEADER, "1");
+      try {
+        const ack = await this.js.publish(this.subject, bytes.subarray(at, at + PIECE_BYTES), { headers: hdrs, expect: { lastSubjectSequence: this.lastSeq } });
+        this.lastSeq = ack.seq;
+        if (firstSeq === 0) firstSeq = ack.seq;
+      } catch (error) {
+        if (isWrongLastSequence(error)) throw new PartitionFenced(this.options.partition);
+        throw error;
+      }
+    }
+    this.bytesSinceBase += bytes.length;
+    if (isBase) {
+      this.baseBytes = bytes.length;
+      this.bytesSinceBase = 0;
+      // What came before the base is no longer needed to restore; a failed purge only costs space.
+      await this.jsm.streams.purge(this.stream, { filter: this.subject, seq: firstSeq }).catch(() => undefined);
+    }
+    return this.lastSeq;
+  }
+
+  /** The subject's last message: its sequence, and the commit it stands on (a commit, or the one a claim saw). */
+  private async lastMessage(): Promise<{ seq: number; commitSeq: number; checkpointId: number } | undefined> {
+    try {
+      const msg = await this.jsm.streams.getMessage(this.stream, { last_by_subj: this.subject });
+      if (msg === null) return undefined;
+      const kind = msg.header?.get(KIND_HEADER) as Kind;
+      const checkpointId = Number(msg.header?.get(CHECKPOINT_HEADER) ?? 0);
+      if (kind === "commit") return { seq: msg.seq, commitSeq: msg.seq, checkpointId };
+      if (kind === "claim") return { seq: msg.seq, commitSeq: (msg.json() as { lastCommitSeq: number }).lastCommitSeq, checkpointId };
+      // A piece: a transaction cut short, stood on nothing known without reading.
+      return { seq: msg.seq, commitSeq: -1, checkpointId: -1 };
+    } catch (error) {
+      if (/no message found|not found/i.test(String((error as Error).message))) return undefined;
+      throw error;
+    }
+  }
+
+  /** The committed transactions up to sequence `throughSeq`, from the last base on. */
+  private async read(throughSeq: number): Promise<Claim> {
+    let transactions: Transaction[] = [];
+    let pieces: Uint8Array[] = [];
+    let lastCommitSeq = 0;
+    let lastCheckpointId = 0;
+    if (throughSeq === 0) return { isCacheCurrent: false, transactions, lastCommitSeq, lastCheckpointId };
+    await readStreamSince(this.nc, this.stream, { afterSeq: 0, subject: this.subject }, (msg) => {
+      if (msg.seq > throughSeq) return;
+      const kind = msg.headers?.get(KIND_HEADER) as Kind;
+      if (kind === "claim") {
+        // What a previous holder left unfinished before being fenced is not part of the log.
+        pieces = [];
+        return;
+      }
+      pieces.push(msg.data);
+      if (kind !== "commit") return;
+      const transaction = unpack(this.open(Buffer.concat(pieces))) as Transaction;
+      pieces = [];
+      if (transaction.outbox !== undefined) transactions = [];
+      transactions.push(transaction);
+      lastCommitSeq = msg.seq;
+      lastCheckpointId = transaction.checkpointId;
+    });
+    return { isCacheCurrent: false, transactions, lastCommitSeq, lastCheckpointId };
+  }
+
+  private headersOf(kind: Kind, checkpointId: number) {
+    const hdrs = headers();
+    hdrs.set(KIND_HEADER, kind);
+    hdrs.set(CHECKPOINT_HEADER, String(checkpointId));
+    return hdrs;
+  }
+
+  /** The bytes as they leave: encrypted when the state is (IV, tag, ciphertext). */
+  private seal(plain: Uint8Array): Buffer {
+    if (this.options.encryptionKey === undefined) return Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
+    const iv = randomBytes(IV_BYTES);
+    const cipher = createCipheriv("aes-256-gcm", Buffer.from(this.options.encryptionKey), iv);
+    const sealed = Buffer.concat([cipher.update(plain), cipher.final()]);
+    return Buffer.concat([iv, cipher.getAuthTag(), sealed]);
+  }
+
+  private open(bytes: Buffer): Buffer {
+    if (this.options.encryptionKey === undefined) return bytes;
+    const decipher = createDecipheriv("aes-256-gcm", Buffer.from(this.options.encryptionKey), bytes.subarray(0, IV_BYTES));
+    decipher.setAuthTag(bytes.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
+    return Buffer.concat([decipher.update(bytes.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
+  }
+}
+
+function isWrongLastSequence(error: unknown): boolean {
+  return /wrong last sequence/i.test(String((error as Error)?.message ?? error));
+}

@@ -1,0 +1,158 @@
+// Who works on which partition: leases in a NATS KV bucket, taken with compare-and-set and kept by
+// renewing them. The bucket's TTL is the lease period, so the server's clock, not the workers', ends
+// the lease of a worker that stopped renewing (dead, paused, cut off). A lease only says who should
+// work on a partition; what stops two workers from both committing is the checkpoint log's fence
+// (checkpointLog.ts), so a lease that ends while its holder still runs costs time, never correctness.
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+
+export type LeaseOptions = {
+  group: string;
+  workerId: string;
+  /** The source's partitions: 0 .. partitions - 1. */
+  partitions: number;
+  leaseTtlMs: number;
+  /** Copies NATS keeps of the bucket. */
+  replicas: number;
+};
+
+/** A worker's share of `partitions` among `workers` (sorted ids): partitions / workers, the first ones one more. */
+export function fairShare(partitions: number, workers: readonly string[], workerId: string): number {
+  const rank = workers.indexOf(workerId);
+  if (rank < 0 || workers.length === 0) return 0;
+  const base = Math.floor(partitions / workers.length);
+  return base + (rank < partitions % workers.length ? 1 : 0);
+}
+
+/** Bucket names take letters, digits, `_` and `-`: so do group names (pipelines/reader.ts NAME). */
+export function leaseBucketName(group: string): string {
+  return `flusso_${group}_leases`;
+}
+
+/** Where a group records which partitions a bounded run has read to their end: no TTL, unlike leases. */
+export function doneBucketName(group: string): string {
+  return `flusso_${group}_done`;
+}
+
+const WORKER_KEY = "worker.";
+const LEASE_KEY = "lease.";
+
+/** What a lease holds: its holder, for whoever looks (`nats kv get`). */
+type LeaseValue = { worker: string };
+
+export class PartitionLeases {
+  /** Partitions held, with the KV revision of the last put: the next renewal must find it. */
+  private readonly revisions = new Map<number, number>();
+
+  private constructor(
+    private readonly options: LeaseOptions,
+    private readonly leases: KV,
+    private readonly done: KV,
+  ) {}
+
+  /** Opens (creating when missing) the group's buckets. */
+  static async open(nc: NatsConnection, options: LeaseOptions): Promise<PartitionLeases> {
+    const kvm = new Kvm(nc);
+    const leases = await kvm.create(leaseBucketName(options.group), { ttl: options.leaseTtlMs, history: 1, replicas: options.replicas });
+    const done = await kvm.create(doneBucketName(options.group), { history: 1, replicas: options.replicas });
+    return new PartitionLeases(options, leases, done);
+  }
+
+  get held(): number[] {
+    return [...this.revisions.keys()].sort((a, b) => a - b);
+  }
+
+  /** Says this worker is alive: a worker that stops saying so leaves the count after the lease period. */
+  async heartbeat(): Promise<void> {
+    await this.leases.put(`${WORKER_KEY}${this.options.workerId}`, JSON.stringify({ atMs: Date.now() }));
+  }
+
+  /** The live workers' ids, sorted: every worker computes the same shares from them. */
+  async workers(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const key of await this.leases.keys(`${WORKER_KEY}>`)) ids.push(key.slice(WORKER_KEY.length));
+    return ids.sort();
+  }
+
+  /** Which partitions are leased, to whom. */
+  async holders(): Promise<Map<number, string>> {
+    const holders = new Map<number, string>();
+    for await (const key of await this.leases.keys(`${LEASE_KEY}>`)) {
+      const entry = await this.leases.get(key);
+      if (entry === null || entry.operation !== "PUT") continue;
+      holders.set(Number(key.slice(LEASE_KEY.length)), (entry.json() as LeaseValue).worker);
+    }
+    return holders;
+  }
+
+  /** Takes the lease of a partition no one holds; false when someone does. */
+  async acquire(partition: number): Promise<boolean> {
+    try {
+      const revision = await this.leases.create(`${LEASE_KEY}${partition}`, this.value());
+      this.revisions.set(partition, revision);
+      return true;
+    } catch (error) {
+      if (isWrongRevision(error)) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Renews every held lease, each only if it is still the one this worker put: returns the partitions
+   * whose lease was lost (it ran out, and maybe another worker took it).
+   */
+  async renew(): Promise<number[]> {
+    const lost: number[] = [];
+    for (const [partition, revision] of [...this.revisions]) {
+      try {
+        this.revisions.set(partition, await this.leases.update(`${LEASE_KEY}${partition}`, this.value(), revision));
+      } catch (error) {
+        if (!isWrongRevision(error)) throw error;
+        this.revisions.delete(partition);
+        lost.push(partition);
+      }
+    }
+    return lost;
+  }
+
+  /** Gives a lease back (after the partition's last checkpoint), if it is still this worker's. */
+  async release(partition: number): Promise<void> {
+    const revision = this.revisions.get(partition);
+    if (revision === undefined) return;
+    this.revisions.delete(partition);
+    await this.leases.delete(`${LEASE_KEY}${partition}`, { previousSeq: revision }).catch((error) => {
+      if (!isWrongRevision(error)) throw error;
+    });
+  }
+
+  /** Drops a lease from this worker's list without telling NATS (it is known lost). */
+  forget(partition: number): void {
+    this.revisions.delete(partition);
+  }
+
+  /** Leaves the group: no longer counted among its workers. */
+  async leave(): Promise<void> {
+    await this.leases.delete(`${WORKER_KEY}${this.options.workerId}`).catch(() => undefined);
+  }
+
+  /** Records that a bounded run read `partition` to `endSeq` (its subject's last stream sequence) and fired everything. */
+  async markDone(partition: number, endSeq: number): Promise<void> {
+    await this.done.put(`p.${partition}`, JSON.stringify({ endSeq }));
+  }
+
+  /** The stream sequence up to which a bounded run finished `partition`; 0 if none has. */
+  async doneThrough(partition: number): Promise<number> {
+    const entry = await this.done.get(`p.${partition}`);
+    if (entry === null || entry.operation !== "PUT") return 0;
+    return (entry.json() as { endSeq: number }).endSeq;
+  }
+
+  private value(): string {
+    return JSON.stringify({ worker: this.options.workerId } satisfies LeaseValue);
+  }
+}
+
+/** The server refused a compare-and-set: the key is not at the revision given (or exists, for a create). */
+function isWrongRevision(error: unknown): boolean {
+  return /wrong last sequence|key exists/i.test(String((error as Error)?.message ?? error));
+}
