@@ -31,6 +31,26 @@ export type JobEvent =
   /** The bounded source has nothing more: the job drains and takes its last checkpoint. */
   | { event: "input-ended"; read: number }
   /** A stop was asked: the job takes a last checkpoint and ends. */
-  | { event: "stopping"; checkpointId: number };
+  | { event: "stopping"; checkpointId: number }
+  | ClusterEvent;
+
+/**
+ * What a cluster's worker tells (engine/cluster/worker.ts). The events of the job it runs for a
+ * partition carry that partition (PartitionEvent).
+ */
+export type ClusterEvent =
+  /** The worker joined its group (`workers`: how many it saw, itself included). */
+  | { event: "worker-joined"; group: string; workerId: string; workers: number; partitions: number }
+  /** It took a partition's lease; its state came from the local cache, from NATS, or is new. */
+  | { event: "partition-taken"; partition: number; restoredFrom: "cache" | "nats" | "nothing"; checkpointId: number; transactions: number }
+  /** It gave a partition back after its last checkpoint: to even out the group, on a stop, or read to its end. */
+  | { event: "partition-released"; partition: number; why: "rebalance" | "stop" | "done" }
+  /** It lost a partition without giving it back: its lease ran out or another worker fenced it off. */
+  | { event: "partition-lost"; partition: number; reason: string }
+  /** Every partition of a bounded group was read to its end. */
+  | { event: "group-done"; group: string };
+
+/** An event of the job a worker runs for one partition. */
+export type PartitionEvent = JobEvent & { partition?: number };
 
 export type JobEventName = JobEvent["event"];

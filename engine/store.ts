@@ -111,7 +111,7 @@ export type Transaction = {
  * Keeps each transaction elsewhere once LMDB has it; a checkpoint is durable when both have it. A
  * rejection fails the checkpoint: nothing it held is released.
  */
-export type CommitMirror = (transaction: Transaction, meta: CheckpointMeta) => Promise<void>;
+export type CommitMirror = (transaction: Transaction, meta: CheckpointMeta) => Promise<{ wantsBase?: boolean } | void>;
 
 /** A commit encoded and ready to write (StateStore.pack), with what it will report. */
 type PackedCommit = {
@@ -366,7 +366,8 @@ export class StateStore {
   /** Step 2 of a commit: one LMDB transaction, then the mirror's copy; resolves once both are durable. */
   private async write({ meta, transaction, entries, bytes, startedAtMs, snapshotMs }: PackedCommit): Promise<CommitInfo> {
     await this.root.transaction(() => this.writeTransaction(transaction));
-    await this.mirror?.(transaction, meta);
+    const mirrored = await this.mirror?.(transaction, meta);
+    if (mirrored?.wantsBase) this.isBaseRequested = true;
     return { entries, bytes, snapshotMs, durableMs: performance.now() - startedAtMs };
   }
 

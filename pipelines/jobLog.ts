@@ -24,7 +24,8 @@ export type CommandEvent =
   | { event: "publish-progress"; published: number; eventsPerSecond: number; done?: number; total?: number }
   | { event: "published"; published: number; elapsedMs: number; eventsPerSecond: number; subjects: string; unreadable: number };
 
-export type LogEvent = JobEvent | CommandEvent;
+/** An event, and the partition whose job told it when a cluster's worker runs one job per partition. */
+export type LogEvent = (JobEvent | CommandEvent) & { partition?: number };
 
 /** What the progress line shows: read from the job every progress interval. */
 export type ProgressSnapshot = {
@@ -70,6 +71,18 @@ export function describeEvent(e: LogEvent): { level: LogLevel; msg: string } {
       return info(`the input has ended after ${e.read} events: firing what is due and taking a last checkpoint`);
     case "stopping":
       return info(`stopping: taking a last checkpoint (${e.checkpointId})`);
+    case "worker-joined":
+      return info(`worker ${e.workerId} joined group ${e.group}: ${plural(e.workers, "worker")} share ${plural(e.partitions, "partition")}`);
+    case "partition-taken": {
+      const from = e.restoredFrom === "nothing" ? "no checkpoint yet" : `checkpoint ${e.checkpointId} from ${e.restoredFrom === "cache" ? "the local cache" : `NATS (${plural(e.transactions, "transaction")})`}`;
+      return info(`partition ${e.partition} taken: ${from}`);
+    }
+    case "partition-released":
+      return info(`partition ${e.partition} released after its last checkpoint (${e.why === "done" ? "read to its end" : e.why === "stop" ? "stopping" : "another worker's share"})`);
+    case "partition-lost":
+      return warn(`partition ${e.partition} lost: ${e.reason}`);
+    case "group-done":
+      return info(`every partition of group ${e.group} was read to its end`);
     case "http":
       return info(`state, metrics and the dashboard at ${e.url}`);
     case "serving":
@@ -192,7 +205,7 @@ export class JobLog {
     if (this.options.quiet && level === "info") return;
     // A field that only repeats the message (a failure's text) is left to `msg`.
     if (this.json) this.json[level](Object.fromEntries(Object.entries(e).filter(([, value]) => value !== msg)), msg);
-    else this.line(`flusso: ${msg}`);
+    else this.line(`flusso: ${"partition" in e && !e.event.startsWith("partition-") ? `[p${e.partition}] ` : ""}${msg}`);
   }
 
   progress(line: string): void {

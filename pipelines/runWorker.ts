@@ -7,6 +7,7 @@ import type { JobEvent } from "../engine/jobEvents.ts";
 import type { JobResult } from "../engine/job.ts";
 import type { JobView } from "../engine/jobView.ts";
 import { runPipeline } from "./compile.ts";
+import { runClusterPipeline } from "./cluster.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
@@ -51,7 +52,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
   try {
     const spec = loadPipeline(request.file, process.env, { httpListen: request.http });
     const http = spec.http;
-    const result = await runPipeline(spec, {
+    const result = await (spec.cluster ? runClusterPipeline : runPipeline)(spec, {
       onView: (view) => {
         jobView = view;
         if (!http) return;

@@ -140,10 +140,10 @@ export class PartitionLeases {
     await this.done.put(`p.${partition}`, JSON.stringify({ endSeq }));
   }
 
-  /** The stream sequence up to which a bounded run finished `partition`; 0 if none has. */
-  async doneThrough(partition: number): Promise<number> {
+  /** The stream sequence up to which a bounded run finished `partition`; undefined if none has. */
+  async doneThrough(partition: number): Promise<number | undefined> {
     const entry = await this.done.get(`p.${partition}`);
-    if (entry === null || entry.operation !== "PUT") return 0;
+    if (entry === null || entry.operation !== "PUT") return undefined;
     return (entry.json() as { endSeq: number }).endSeq;
   }
 

@@ -1,0 +1,298 @@
+// One worker of a group that shares a NATS source's partitions: it takes a fair share of the
+// partitions' leases, runs a job per partition it holds (its own state dir, source position, sinks'
+// positions and checkpoint log in NATS), gives partitions back when the group grows, takes over those
+// of workers that stopped, and gives all of its own back, after a last checkpoint each, when stopped.
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { StateDirLocked } from "../errors.ts";
+import type { ClusterEvent, PartitionEvent } from "../jobEvents.ts";
+import { runJob, type JobCounters, type JobOptions, type JobResult } from "../job.ts";
+import { connectNats } from "../nats.ts";
+import { lockStateDir, type StateDirLock } from "../stateDir.ts";
+import { StateStore } from "../store.ts";
+import { CheckpointLog, PartitionFenced, type CachedCommit } from "./checkpointLog.ts";
+import { fairShare, PartitionLeases } from "./leases.ts";
+
+export type ClusterWorkerOptions<E> = {
+  servers: string[];
+  group: string;
+  partitions: number;
+  leaseTtlMs: number;
+  replicas: number;
+  /** The worker's own folder is made under it (`workers/<slot>`): a partition's state dir is cached there. */
+  stateDir: string;
+  stateEncryptionKey?: string;
+  /** Every partition's source stops at its end: the worker ends once the whole group has read to its end. */
+  isBounded: boolean;
+  /** The job that works on `partition`, its state in `stateDir`. */
+  jobFor(partition: number, stateDir: string, signal: AbortSignal): JobOptions<E>;
+  /** Its partition's last stream sequence (a bounded group ends at it): the source's subject for the partition. */
+  lastSeqOf(nc: NatsConnection, partition: number): Promise<number>;
+  signal?: AbortSignal;
+  onEvent?(event: PartitionEvent): void;
+};
+
+export type ClusterWorkerResult = {
+  /** Every partition's job's counters in this run, added up. */
+  thisRun: JobCounters;
+  elapsedMs: number;
+  /** True when the group's bounded source was read to its end. */
+  isComplete: boolean;
+  /** Partitions this worker held at some point. */
+  partitionsRun: number[];
+};
+
+/** A partition being worked on: its job's stop, and its end. */
+type Running = { stop: AbortController; ended: Promise<JobResult | undefined>; whyStopped?: "rebalance" | "stop" };
+
+/** A lease is renewed this many times per period: a missed renewal or two does not lose it. */
+const RENEWALS_PER_TTL = 3;
+/** Worker slots tried under the state dir before giving up. */
+const MAX_SLOTS = 256;
+
+export async function runClusterWorker<E>(options: ClusterWorkerOptions<E>): Promise<ClusterWorkerResult> {
+  const startedAtMs = Date.now();
+  const { slot, lock } = await lockSlot(options.stateDir);
+  const workerId = `${hostname().replace(/[^A-Za-z0-9_-]/g, "_")}-${slot}-${process.pid}`;
+  const nc = await connectNats({ servers: options.servers, client: `worker ${workerId}`, signal: options.signal, onEvent: options.onEvent });
+  const worker = new Worker(options, workerId, join(options.stateDir, "workers", String(slot)), nc);
+  try {
+    return { ...(await worker.run()), elapsedMs: Date.now() - startedAtMs };
+  } finally {
+    await nc.close().catch(() => undefined);
+    await lock.release();
+  }
+}
+
+/** The first worker slot under the state dir no other process holds: a restarted worker finds its cache again. */
+async function lockSlot(stateDir: string): Promise<{ slot: number; lock: StateDirLock }> {
+  for (let slot = 0; slot < MAX_SLOTS; slot++) {
+    try {
+      return { slot, lock: await lockStateDir(join(stateDir, "workers", String(slot))) };
+    } catch (error) {
+      if (!(error instanceof StateDirLocked)) throw error;
+    }
+  }
+  throw new Error(`${stateDir}: all ${MAX_SLOTS} worker slots are held by running workers`);
+}
+
+class Worker<E> {
+  private readonly running = new Map<number, Running>();
+  private readonly totals: JobCounters = { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 };
+  private readonly partitionsRun = new Set<number>();
+  private failure: unknown;
+  private leases!: PartitionLeases;
+  private wake?: () => void;
+
+  constructor(
+    private readonly options: ClusterWorkerOptions<E>,
+    private readonly workerId: string,
+    private readonly dir: string,
+    private readonly nc: NatsConnection,
+  ) {}
+
+  private emit(event: PartitionEvent | ClusterEvent): void {
+    this.options.onEvent?.(event);
+  }
+
+  /**
+   * Every `leaseTtl / 3` until stopped (or, bounded, until the group is done):
+   * 1. says it is alive and renews its leases, stopping the jobs of those it lost;
+   * 2. gives back what exceeds its fair share (after their last checkpoints);
+   * 3. takes free partitions up to its share, restoring each from its checkpoint log.
+   * On a stop, every job takes a last checkpoint and its lease is given back.
+   */
+  async run(): Promise<Omit<ClusterWorkerResult, "elapsedMs">> {
+    const { group, partitions, leaseTtlMs, replicas, signal } = this.options;
+    this.leases = await PartitionLeases.open(this.nc, { group, workerId: this.workerId, partitions, leaseTtlMs, replicas });
+    await this.leases.heartbeat();
+    this.emit({ event: "worker-joined", group, workerId: this.workerId, workers: (await this.leases.workers()).length, partitions });
+    const onStop = () => this.wake?.();
+    signal?.addEventListener("abort", onStop);
+    let isComplete = false;
+    try {
+      for (;;) {
+        if (this.failure !== undefined) throw this.failure;
+        if (signal?.aborted) break;
+        // 1.
+        await this.leases.heartbeat();
+        for (const partition of await this.leases.renew()) this.lose(partition, "its lease ran out before it was renewed (the worker was paused or cut off)");
+        const done = this.options.isBounded ? await this.donePartitions() : new Set<number>();
+        if (this.options.isBounded && done.size === partitions) {
+          isComplete = true;
+          this.emit({ event: "group-done", group });
+          break;
+        }
+        const workers = await this.leases.workers();
+        const share = fairShare(partitions - done.size, workers, this.workerId);
+        // 2.
+        await this.giveBackBeyond(share);
+        // 3.
+        await this.takeUpTo(share, done, workers);
+        await this.sleep(leaseTtlMs / RENEWALS_PER_TTL);
+      }
+      await this.stopAll("stop");
+      if (this.failure !== undefined) throw this.failure;
+      return { thisRun: this.totals, isComplete, partitionsRun: [...this.partitionsRun].sort((a, b) => a - b) };
+    } catch (error) {
+      await this.stopAll("stop").catch(() => undefined);
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", onStop);
+      await this.leases.leave();
+    }
+  }
+
+  /** Partitions a bounded run has read to their end (their subject's last message as of now). */
+  private async donePartitions(): Promise<Set<number>> {
+    const done = new Set<number>();
+    for (let p = 0; p < this.options.partitions; p++) {
+      const through = await this.leases.doneThrough(p);
+      if (through !== undefined && through >= (await this.options.lastSeqOf(this.nc, p))) done.add(p);
+    }
+    return done;
+  }
+
+  private async giveBackBeyond(share: number): Promise<void> {
+    const held = [...this.running.keys()].sort((a, b) => b - a);
+    for (const partition of held.slice(0, Math.max(0, held.length - share))) {
+      const running = this.running.get(partition)!;
+      running.whyStopped = "rebalance";
+      running.stop.abort(new Error("rebalance"));
+      await running.ended;
+    }
+  }
+
+  /** Tries free partitions, starting at a place that depends on the worker, so workers joining together rarely race for the same one. */
+  private async takeUpTo(share: number, done: ReadonlySet<number>, workers: readonly string[]): Promise<void> {
+    if (this.running.size >= share) return;
+    const holders = await this.leases.holders();
+    const { partitions } = this.options;
+    const offset = Math.max(0, workers.indexOf(this.workerId)) * Math.ceil(partitions / Math.max(1, workers.length));
+    for (let i = 0; i < partitions && this.running.size < share; i++) {
+      const partition = (offset + i) % partitions;
+      if (done.has(partition) || holders.has(partition) || this.running.has(partition)) continue;
+      if (await this.leases.acquire(partition)) this.start(partition);
+    }
+  }
+
+  /** Runs the partition's job: its state from the local cache when that is current, else from its log in NATS. */
+  private start(partition: number): void {
+    const stop = new AbortController();
+    const stateDir = join(this.dir, `p${partition}`);
+    const cacheFile = join(this.dir, `p${partition}.commit.json`);
+    const tell = (event: PartitionEvent) => this.emit({ ...event, partition });
+    const base = this.options.jobFor(partition, stateDir, stop.signal);
+    const running: Running = { stop, ended: Promise.resolve(undefined) };
+    this.partitionsRun.add(partition);
+    running.ended = (async () => {
+      let log: CheckpointLog | undefined;
+      try {
+        // A bounded job ends at its subject's last message as of its start, or later: done through at least this.
+        const endSeqAtStart = await this.options.lastSeqOf(this.nc, partition);
+        log = await CheckpointLog.open(this.nc, { group: this.options.group, partition, workerId: this.workerId, replicas: this.options.replicas, encryptionKey: this.options.stateEncryptionKey });
+        const result = await runJob<E>({
+          ...base,
+          signal: stop.signal,
+          onEvent: tell,
+          replica: {
+            prepare: async (dir) => {
+              const claim = await log!.claim(currentCache(dir, cacheFile, this.options.stateEncryptionKey));
+              if (!claim.isCacheCurrent) await rebuild(dir, claim.transactions, this.options.stateEncryptionKey);
+              writeCache(cacheFile, { commitSeq: claim.lastCommitSeq, checkpointId: claim.lastCheckpointId });
+              const restoredFrom = claim.lastCommitSeq === 0 ? "nothing" : claim.isCacheCurrent ? "cache" : "nats";
+              this.emit({ event: "partition-taken", partition, restoredFrom, checkpointId: claim.lastCheckpointId, transactions: claim.transactions.length });
+            },
+            mirror: async (transaction, meta) => {
+              const commitSeq = await log!.append(transaction, meta);
+              writeCache(cacheFile, { commitSeq, checkpointId: meta.checkpointId });
+              if (meta.isEnded) await this.leases.markDone(partition, Math.max(endSeqAtStart, (meta.sourcePosition as { streamSeq?: number } | undefined)?.streamSeq ?? 0));
+              return { wantsBase: log!.takeBaseDue() };
+            },
+          },
+        });
+        for (const [name, n] of Object.entries(result.thisRun)) this.totals[name] = (this.totals[name] ?? 0) + n;
+        const why = result.isComplete ? "done" : (running.whyStopped ?? "stop");
+        await this.leases.release(partition);
+        this.emit({ event: "partition-released", partition, why });
+        return result;
+      } catch (error) {
+        if (error instanceof PartitionFenced || stop.signal.reason instanceof LeaseLost) {
+          this.leases.forget(partition);
+          this.emit({ event: "partition-lost", partition, reason: error instanceof PartitionFenced ? error.message : String(stop.signal.reason.message) });
+          return undefined;
+        }
+        // Any other failure is the worker's: it stops, and its partitions go to others (or to it, restarted).
+        this.failure ??= error;
+        this.wake?.();
+        return undefined;
+      } finally {
+        this.running.delete(partition);
+      }
+    })();
+    this.running.set(partition, running);
+  }
+
+  private lose(partition: number, reason: string): void {
+    const running = this.running.get(partition);
+    running?.stop.abort(new LeaseLost(reason));
+  }
+
+  private async stopAll(why: "stop"): Promise<void> {
+    for (const running of this.running.values()) {
+      running.whyStopped = why;
+      running.stop.abort(new Error(why));
+    }
+    await Promise.all([...this.running.values()].map((r) => r.ended));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const wake = () => done();
+      this.wake = wake;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+}
+
+/** Why a partition's job was stopped without a last checkpoint being wanted: its lease is gone. */
+class LeaseLost extends Error {}
+
+/** The commit the local cache holds, if the state dir is at it (a commit that NATS refused leaves the dir ahead). */
+function currentCache(dir: string, cacheFile: string, encryptionKey: string | undefined): CachedCommit | undefined {
+  if (!existsSync(cacheFile) || !existsSync(join(dir, "data.mdb"))) return undefined;
+  let cached: CachedCommit;
+  try {
+    cached = JSON.parse(readFileSync(cacheFile, "utf8")) as CachedCommit;
+  } catch {
+    return undefined;
+  }
+  const store = new StateStore(dir, undefined, { encryptionKey, readOnly: true });
+  try {
+    return store.readMeta()?.checkpointId === cached.checkpointId ? cached : undefined;
+  } finally {
+    void store.close();
+  }
+}
+
+/** Empties the state dir and applies the log's transactions to it. */
+async function rebuild(dir: string, transactions: readonly Parameters<StateStore["apply"]>[0][], encryptionKey: string | undefined): Promise<void> {
+  for (const file of ["data.mdb", "lock.mdb"]) rmSync(join(dir, file), { force: true });
+  if (transactions.length === 0) return;
+  const store = new StateStore(dir, undefined, { encryptionKey });
+  try {
+    for (const transaction of transactions) await store.apply(transaction);
+  } finally {
+    await store.close();
+  }
+}
+
+function writeCache(cacheFile: string, commit: CachedCommit): void {
+  writeFileSync(cacheFile, JSON.stringify(commit));
+}

@@ -1,0 +1,37 @@
+// A pipeline with a `cluster:` section, run as one worker of its group (engine/cluster/worker.ts):
+// the same job as a single process would run, once per partition the worker holds, each reading its
+// partition's subject only and keeping its state under the worker's folder and in NATS.
+import { lastSeqOf, jetstreamManager } from "../engine/nats.ts";
+import { runClusterWorker } from "../engine/cluster/worker.ts";
+import type { JobResult } from "../engine/job.ts";
+import { NatsSource } from "../engine/sources/natsSource.ts";
+import { jobOptions, type RunOptions } from "./compile.ts";
+import type { PipelineSpec } from "./validate.ts";
+
+/** Runs this process's worker of the pipeline's group until stopped, or until a bounded group has read everything. */
+export async function runClusterPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
+  const cluster = spec.cluster!;
+  if (!("nats" in spec.source)) throw new Error("a cluster needs a NATS source");
+  const nats = spec.source.nats;
+  const partitionSubject = (partition: number) => `${nats.subjects[0].slice(0, -2)}.${partition}`;
+  const result = await runClusterWorker({
+    servers: nats.servers,
+    group: cluster.group,
+    partitions: nats.partitions,
+    leaseTtlMs: cluster.leaseTtlMs,
+    replicas: cluster.replicas,
+    stateDir: spec.state.dir,
+    stateEncryptionKey: spec.state.encryptionKey,
+    isBounded: nats.bounded,
+    signal: run.signal,
+    onEvent: run.onEvent,
+    jobFor: (partition, stateDir, signal) => {
+      // Progress, views and the final-checkpoint notice belong to the worker, not to each partition's job.
+      const { onProgress, onView, onFinalCheckpoint, ...partitionRun } = run;
+      const options = jobOptions(spec, { ...partitionRun, signal });
+      return { ...options, stateDir, source: new NatsSource({ ...nats, partition, signal, log: run.onEvent }) };
+    },
+    lastSeqOf: async (nc, partition) => lastSeqOf(await jetstreamManager(nc), nats.stream, partitionSubject(partition)),
+  });
+  return { counters: { ...result.thisRun }, thisRun: result.thisRun, elapsedMs: result.elapsedMs, isComplete: result.isComplete, restoredFromCheckpoint: undefined };
+}

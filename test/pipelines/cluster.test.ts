@@ -1,0 +1,96 @@
+// Many workers on one NATS source: partitions leased in KV, checkpoints in NATS, takeovers after
+// crashes, stops and pauses; the outputs of any number of workers, crashing or not, are the outputs
+// of one worker, each once.
+import { spawn, type ChildProcess } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mulberry32 } from "../harness.ts";
+import { eventSchemaYaml } from "../fixtures/pipelines.ts";
+import { readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
+import { runClusterPipeline } from "../../pipelines/cluster.ts";
+import { partitionOf } from "../../engine/partitioning.ts";
+import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+
+const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
+const T0 = Date.UTC(2024, 4, 20);
+const PARTITIONS = 8;
+
+let server: NatsServer;
+beforeAll(async () => {
+  server = await startNatsServer();
+}, 30_000);
+afterAll(async () => {
+  await server?.stop();
+  removeTempDirs();
+});
+
+type Ev = { user_id: string; timestamp: number; event_type: string; price: number };
+
+function events(count: number, seed: number, users = 500): Ev[] {
+  const rnd = mulberry32(seed);
+  let clockMs = T0;
+  return Array.from({ length: count }, () => {
+    clockMs += Math.floor(rnd() * 2000);
+    const event_type = rnd() < 0.1 ? "purchase" : rnd() < 0.3 ? "cart" : "view";
+    return { user_id: `u${Math.floor(rnd() * users)}`, timestamp: clockMs - Math.floor(rnd() * 3000), event_type, price: Math.floor(rnd() * 100) };
+  });
+}
+
+/** Publishes to `<stream>.<partition>`, the partition by a hash of the user, as `flusso publish` does. */
+async function publish(stream: string, all: Ev[]): Promise<void> {
+  const nc = await connect({ servers: server.url });
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: stream, subjects: [`${stream.toLowerCase()}.>`] }).catch(() => undefined);
+  const js = jetstream(nc);
+  for (let at = 0; at < all.length; at += 2000) {
+    await Promise.all(all.slice(at, at + 2000).map((e) => js.publish(`${stream.toLowerCase()}.${partitionOf(e.user_id, PARTITIONS)}`, JSON.stringify(e))));
+  }
+  await nc.close();
+}
+
+function pipelineYaml(name: string, input: string, output: string, stateDir: string, leaseTtl = "2s"): string {
+  return `name: ${name}
+source: { nats: { servers: "${server.url}", stream: ${input}, subjects: ["${input.toLowerCase()}.>"], partitions: ${PARTITIONS}, bounded: true } }
+${eventSchemaYaml({ fields: { price: "{ type: number }" } })}watermark: { maxOutOfOrderness: 10s }
+state: { dir: ${stateDir}, checkpointInterval: 50ms }
+windows:
+  - name: hourly
+    type: tumbling
+    size: 1h
+    aggregate: { events: count, spent: { sum: price }, carts: { count: 'event_type == "cart"' } }
+sinks:
+  - { nats: { servers: "${server.url}", stream: ${output}, subject: ${output.toLowerCase()}.out } }
+deadLetter: { nats: { servers: "${server.url}", stream: ${output}, subject: ${output.toLowerCase()}.dead } }
+cluster: { group: ${name}, leaseTtl: ${leaseTtl} }
+`;
+}
+
+/** The outputs' bodies, sorted: what a run delivered, whatever the order. */
+async function bodies(stream: string): Promise<string[]> {
+  return (await readStream(server.url, stream)).sort();
+}
+
+describe("a cluster of workers", () => {
+  it("one worker reads every partition and writes what a single process does, each output once", async () => {
+    const all = events(20_000, 1);
+    await publish("IN1", all);
+    const dir = tempDir("flusso-cluster-one-");
+    const file = join(dir, "p.yaml");
+    writeFileSync(file, pipelineYaml("one", "IN1", "OUT1", join(dir, "state")));
+    const result = await runClusterPipeline(loadPipeline(file));
+    expect(result.isComplete).toBe(true);
+    expect(result.thisRun.read).toBe(all.length);
+    const clustered = await bodies("OUT1");
+    // The same pipeline without the cluster section, one job over all partitions.
+    writeFileSync(file, pipelineYaml("single", "IN1", "OUT1S", join(dir, "state-single")).replace(/cluster:.*\n/, ""));
+    const { runPipeline } = await import("../../pipelines/compile.ts");
+    await runPipeline(loadPipeline(file));
+    const single = await bodies("OUT1S");
+    expect(clustered.length).toBeGreaterThan(1000);
+    expect(clustered).toEqual(single);
+  }, 60_000);
+});
