@@ -1,6 +1,8 @@
 // A pipeline with a `cluster:` section, run as one worker of its group (engine/cluster/worker.ts):
 // the same job as a single process would run, once per partition the worker holds, each reading its
 // partition's subject only and keeping its state under the worker's folder and in NATS.
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import { lastSeqOf, jetstreamManager } from "../engine/nats.ts";
 import { runClusterWorker } from "../engine/cluster/worker.ts";
 import type { JobResult } from "../engine/job.ts";
@@ -13,6 +15,7 @@ export async function runClusterPipeline(spec: PipelineSpec, run: RunOptions = {
   const cluster = spec.cluster!;
   if (!("nats" in spec.source)) throw new Error("a cluster needs a NATS source");
   const nats = spec.source.nats;
+  const managers = new WeakMap<NatsConnection, JetStreamManager>();
   const partitionSubject = (partition: number) => `${nats.subjects[0].slice(0, -2)}.${partition}`;
   const result = await runClusterWorker({
     servers: nats.servers,
@@ -31,7 +34,10 @@ export async function runClusterPipeline(spec: PipelineSpec, run: RunOptions = {
       const options = jobOptions(spec, { ...partitionRun, signal });
       return { ...options, stateDir, source: new NatsSource({ ...nats, partition, signal, log: run.onEvent }) };
     },
-    lastSeqOf: async (nc, partition) => lastSeqOf(await jetstreamManager(nc), nats.stream, partitionSubject(partition)),
+    lastSeqOf: async (nc, partition) => {
+      managers.set(nc, managers.get(nc) ?? (await jetstreamManager(nc)));
+      return lastSeqOf(managers.get(nc)!, nats.stream, partitionSubject(partition));
+    },
   });
   return { counters: { ...result.thisRun }, thisRun: result.thisRun, elapsedMs: result.elapsedMs, isComplete: result.isComplete, restoredFromCheckpoint: undefined };
 }

@@ -62,8 +62,8 @@ const BASE_MIN_BYTES = 4 * 1024 * 1024;
 const KIND_HEADER = "Flusso-Kind";
 const CHECKPOINT_HEADER = "Flusso-Checkpoint";
 const BASE_HEADER = "Flusso-Base";
-/** How often a claim is tried again when the previous holder appends while it reads. */
-const CLAIM_ATTEMPTS = 5;
+/** How often a claim is tried when the previous holder appends between the look and the claim (a ms apart). */
+const CLAIM_ATTEMPTS = 50;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -97,36 +97,38 @@ export class CheckpointLog {
 
   /**
    * Makes the partition this worker's to commit to:
-   * 1. looks at the subject's last message: a commit (or a claim after one) the local cache holds
-   *    means nothing need be read;
-   * 2. otherwise reads the log and keeps the committed transactions from the last base on;
-   * 3. appends a claim after the last message it saw, which fences every earlier holder. Someone
-   *    appending meanwhile (the previous holder's last commit) makes it start over.
+   * 1. looks at the subject's last message and the commit it stands on (a commit, or the one a claim
+   *    stood on; unknown after a piece, the end of a transaction cut short);
+   * 2. appends a claim right after it, which fences every earlier holder; a holder still appending
+   *    (its lease ran out while it worked) makes it try again, at once, from 1.;
+   * 3. reads the log before the claim, unless the local cache holds its last commit already.
    */
   async claim(cached: CachedCommit | undefined): Promise<Claim> {
     for (let attempt = 1; ; attempt++) {
       // 1.
       const last = await this.lastMessage();
-      let claim: Claim;
-      if (cached !== undefined && last !== undefined && last.commitSeq === cached.commitSeq && last.checkpointId === cached.checkpointId) {
-        claim = { isCacheCurrent: true, transactions: [], lastCommitSeq: cached.commitSeq, lastCheckpointId: cached.checkpointId };
-      } else {
-        // 2.
-        claim = await this.read(last?.seq ?? 0);
-      }
-      // 3.
+      const known = last === undefined ? { commitSeq: 0, checkpointId: 0 } : last;
+      // 2.
+      let claimSeq: number;
       try {
-        const hdrs = this.headersOf("claim", claim.lastCheckpointId);
-        const body = JSON.stringify({ worker: this.options.workerId, lastCommitSeq: claim.lastCommitSeq });
-        const ack = await this.js.publish(this.subject, body, { headers: hdrs, expect: { lastSubjectSequence: last?.seq ?? 0 } });
-        this.lastSeq = ack.seq;
-        this.bytesSinceBase = 0;
-        // A base soon after a takeover keeps the next one's read short.
-        this.isBaseDue = claim.transactions.length > 1;
-        return claim;
+        const hdrs = this.headersOf("claim", known.checkpointId);
+        const body = JSON.stringify({ worker: this.options.workerId, lastCommitSeq: known.commitSeq });
+        claimSeq = (await this.js.publish(this.subject, body, { headers: hdrs, expect: { lastSubjectSequence: last?.seq ?? 0 } })).seq;
       } catch (error) {
         if (!isWrongLastSequence(error) || attempt >= CLAIM_ATTEMPTS) throw error;
+        continue;
       }
+      this.lastSeq = claimSeq;
+      this.bytesSinceBase = 0;
+      // 3.
+      if (known.commitSeq === 0) return { isCacheCurrent: false, transactions: [], lastCommitSeq: 0, lastCheckpointId: 0 };
+      if (cached !== undefined && known.commitSeq === cached.commitSeq && known.checkpointId === cached.checkpointId) {
+        return { isCacheCurrent: true, transactions: [], lastCommitSeq: cached.commitSeq, lastCheckpointId: cached.checkpointId };
+      }
+      const claim = await this.read(claimSeq - 1);
+      // A base soon after a takeover keeps the next one's read short.
+      this.isBaseDue = claim.transactions.length > 1;
+      return claim;
     }
   }
 
@@ -178,7 +180,7 @@ export class CheckpointLog {
       const checkpointId = Number(msg.header?.get(CHECKPOINT_HEADER) ?? 0);
       if (kind === "commit") return { seq: msg.seq, commitSeq: msg.seq, checkpointId };
       if (kind === "claim") return { seq: msg.seq, commitSeq: (msg.json() as { lastCommitSeq: number }).lastCommitSeq, checkpointId };
-      // A piece: a transaction cut short, stood on nothing known without reading.
+      // A piece: a transaction cut short; the commit before it is known only by reading.
       return { seq: msg.seq, commitSeq: -1, checkpointId: -1 };
     } catch (error) {
       if (/no message found|not found/i.test(String((error as Error).message))) return undefined;

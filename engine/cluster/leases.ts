@@ -3,6 +3,7 @@
 // the lease of a worker that stopped renewing (dead, paused, cut off). A lease only says who should
 // work on a partition; what stops two workers from both committing is the checkpoint log's fence
 // (checkpointLog.ts), so a lease that ends while its holder still runs costs time, never correctness.
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 
@@ -48,6 +49,7 @@ export class PartitionLeases {
     private readonly options: LeaseOptions,
     private readonly leases: KV,
     private readonly done: KV,
+    private readonly jsm: JetStreamManager,
   ) {}
 
   /** Opens (creating when missing) the group's buckets. */
@@ -55,7 +57,7 @@ export class PartitionLeases {
     const kvm = new Kvm(nc);
     const leases = await kvm.create(leaseBucketName(options.group), { ttl: options.leaseTtlMs, history: 1, replicas: options.replicas });
     const done = await kvm.create(doneBucketName(options.group), { history: 1, replicas: options.replicas });
-    return new PartitionLeases(options, leases, done);
+    return new PartitionLeases(options, leases, done, await jetstreamManager(nc));
   }
 
   get held(): number[] {
@@ -69,18 +71,24 @@ export class PartitionLeases {
 
   /** The live workers' ids, sorted: every worker computes the same shares from them. */
   async workers(): Promise<string[]> {
+    // The stream's subjects, not kv.keys(): its consumer can wait for ever on entries the TTL removes meanwhile.
+    const prefix = `$KV.${leaseBucketName(this.options.group)}.${WORKER_KEY}`;
+    const info = await this.jsm.streams.info(`KV_${leaseBucketName(this.options.group)}`, { subjects_filter: `${prefix}>` });
     const ids: string[] = [];
-    for await (const key of await this.leases.keys(`${WORKER_KEY}>`)) ids.push(key.slice(WORKER_KEY.length));
+    for (const subject of Object.keys(info.state.subjects ?? {})) {
+      const id = subject.slice(prefix.length);
+      // A worker that left deleted its key: the marker stays until the TTL removes it.
+      if ((await this.leases.get(`${WORKER_KEY}${id}`))?.operation === "PUT") ids.push(id);
+    }
     return ids.sort();
   }
 
   /** Which partitions are leased, to whom. */
   async holders(): Promise<Map<number, string>> {
     const holders = new Map<number, string>();
-    for await (const key of await this.leases.keys(`${LEASE_KEY}>`)) {
-      const entry = await this.leases.get(key);
-      if (entry === null || entry.operation !== "PUT") continue;
-      holders.set(Number(key.slice(LEASE_KEY.length)), (entry.json() as LeaseValue).worker);
+    for (let partition = 0; partition < this.options.partitions; partition++) {
+      const entry = await this.leases.get(`${LEASE_KEY}${partition}`);
+      if (entry !== null && entry.operation === "PUT") holders.set(partition, (entry.json() as LeaseValue).worker);
     }
     return holders;
   }

@@ -98,8 +98,8 @@ class Worker<E> {
   }
 
   /**
-   * Every `leaseTtl / 3` until stopped (or, bounded, until the group is done):
-   * 1. says it is alive and renews its leases, stopping the jobs of those it lost;
+   * 1. every `leaseTtl / 3`, says it is alive and renews its leases, stopping the jobs of those it lost;
+   * then, every `leaseTtl / 3` until stopped (or, bounded, until the group is done):
    * 2. gives back what exceeds its fair share (after their last checkpoints);
    * 3. takes free partitions up to its share, restoring each from its checkpoint log.
    * On a stop, every job takes a last checkpoint and its lease is given back.
@@ -111,14 +111,13 @@ class Worker<E> {
     this.emit({ event: "worker-joined", group, workerId: this.workerId, workers: (await this.leases.workers()).length, partitions });
     const onStop = () => this.wake?.();
     signal?.addEventListener("abort", onStop);
+    // 1. on its own clock: giving partitions back or taking them over can take longer than a lease.
+    const renewing = this.renewEvery(leaseTtlMs / RENEWALS_PER_TTL);
     let isComplete = false;
     try {
       for (;;) {
         if (this.failure !== undefined) throw this.failure;
         if (signal?.aborted) break;
-        // 1.
-        await this.leases.heartbeat();
-        for (const partition of await this.leases.renew()) this.lose(partition, "its lease ran out before it was renewed (the worker was paused or cut off)");
         const done = this.options.isBounded ? await this.donePartitions() : new Set<number>();
         if (this.options.isBounded && done.size === partitions) {
           isComplete = true;
@@ -141,8 +140,33 @@ class Worker<E> {
       throw error;
     } finally {
       signal?.removeEventListener("abort", onStop);
+      await renewing.stop();
       await this.leases.leave();
     }
+  }
+
+  /** Heartbeats and renewals every `intervalMs`, one at a time; a lost lease stops its partition's job. */
+  private renewEvery(intervalMs: number): { stop(): Promise<void> } {
+    let isStopped = false;
+    let current: Promise<void> = Promise.resolve();
+    const tick = async () => {
+      await this.leases.heartbeat();
+      for (const partition of await this.leases.renew()) this.lose(partition, "its lease ran out before it was renewed (the worker was paused or cut off)");
+    };
+    const timer = setInterval(() => {
+      if (isStopped) return;
+      current = current.then(tick).catch((error) => {
+        // A renewal that cannot reach NATS is tried again next time; the lease may run out meanwhile.
+        if (!/timeout|disconnect|closed/i.test(String((error as Error)?.message))) this.failure ??= error;
+      });
+    }, intervalMs);
+    return {
+      stop: async () => {
+        isStopped = true;
+        clearInterval(timer);
+        await current;
+      },
+    };
   }
 
   /** Partitions a bounded run has read to their end (their subject's last message as of now). */
@@ -158,7 +182,9 @@ class Worker<E> {
   private async giveBackBeyond(share: number): Promise<void> {
     const held = [...this.running.keys()].sort((a, b) => b - a);
     for (const partition of held.slice(0, Math.max(0, held.length - share))) {
-      const running = this.running.get(partition)!;
+      // Its job may have ended meanwhile (read to its end, lost).
+      const running = this.running.get(partition);
+      if (running === undefined) continue;
       running.whyStopped = "rebalance";
       running.stop.abort(new Error("rebalance"));
       await running.ended;
@@ -219,6 +245,12 @@ class Worker<E> {
         this.emit({ event: "partition-released", partition, why });
         return result;
       } catch (error) {
+        if (stop.signal.aborted && error === stop.signal.reason && !(error instanceof LeaseLost)) {
+          // Stopped while still connecting: nothing ran, nothing to checkpoint.
+          await this.leases.release(partition);
+          this.emit({ event: "partition-released", partition, why: running.whyStopped ?? "stop" });
+          return undefined;
+        }
         if (error instanceof PartitionFenced || stop.signal.reason instanceof LeaseLost) {
           this.leases.forget(partition);
           this.emit({ event: "partition-lost", partition, reason: error instanceof PartitionFenced ? error.message : String(stop.signal.reason.message) });
@@ -229,7 +261,7 @@ class Worker<E> {
         this.wake?.();
         return undefined;
       } finally {
-        this.running.delete(partition);
+        if (this.running.get(partition) === running) this.running.delete(partition);
       }
     })();
     this.running.set(partition, running);

@@ -23,7 +23,10 @@ let server: NatsServer;
 beforeAll(async () => {
   server = await startNatsServer();
 }, 30_000);
+const children = new Set<ChildProcess>();
 afterAll(async () => {
+  // A failed test must not leave workers behind, retrying a server that is gone.
+  for (const child of children) child.kill("SIGKILL");
   await server?.stop();
   removeTempDirs();
 });
@@ -93,4 +96,66 @@ describe("a cluster of workers", () => {
     expect(clustered.length).toBeGreaterThan(1000);
     expect(clustered).toEqual(single);
   }, 60_000);
+});
+
+type WorkerProcess = { child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; stderr: () => string };
+
+function startWorker(file: string): WorkerProcess {
+  const child = spawn(process.execPath, [CLI, "run", file, "--log", "json"], { stdio: ["ignore", "ignore", "pipe"] });
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr += d));
+  if (process.env.FLUSSO_TEST_LOGS) child.on("exit", () => writeFileSync(`${process.env.FLUSSO_TEST_LOGS}/worker-${child.pid}.log`, stderr));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => child.on("exit", (code, signal) => done({ code, signal })));
+  return { child, exited, stderr: () => stderr };
+}
+
+/** Waits (bounded) until the stream holds at least `count` messages. */
+async function untilMessages(stream: string, count: number, limitMs = 60_000): Promise<number> {
+  const nc = await connect({ servers: server.url });
+  const jsm = await jetstreamManager(nc);
+  const deadline = Date.now() + limitMs;
+  try {
+    for (;;) {
+      const held = (await jsm.streams.info(stream).catch(() => undefined))?.state.messages ?? 0;
+      if (held >= count) return held;
+      if (Date.now() > deadline) throw new Error(`${stream} holds ${held} messages after ${limitMs} ms, waiting for ${count}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+describe("workers that crash, join and leave", () => {
+  it("three workers over 8 partitions, one SIGKILLed mid-stream, a fourth started later, one stopped with SIGTERM: every output once", async () => {
+    const all = events(300_000, 2, 2000);
+    await publish("IN2", all);
+    const dir = tempDir("flusso-cluster-crash-");
+    const file = join(dir, "p.yaml");
+    // The reference: one process, no cluster.
+    writeFileSync(file, pipelineYaml("single2", "IN2", "OUT2S", join(dir, "state-single")).replace(/cluster:.*\n/, ""));
+    const { runPipeline } = await import("../../pipelines/compile.ts");
+    await runPipeline(loadPipeline(file));
+    const expected = await bodies("OUT2S");
+    writeFileSync(file, pipelineYaml("crash", "IN2", "OUT2", join(dir, "state")));
+    const workers = [startWorker(file), startWorker(file), startWorker(file)];
+    const atKill = await untilMessages("OUT2", Math.floor(expected.length * 0.15));
+    workers[1].child.kill("SIGKILL");
+    expect((await workers[1].exited).signal).toBe("SIGKILL");
+    await untilMessages("OUT2", Math.floor(expected.length * 0.35));
+    workers.push(startWorker(file));
+    const atStop = await untilMessages("OUT2", Math.floor(expected.length * 0.55));
+    workers[0].child.kill("SIGTERM");
+    for (const w of [workers[0], workers[2], workers[3]]) expect((await w.exited).code, w.stderr()).toBe(0);
+    // The crash and the stop came while work was left.
+    expect(atKill).toBeLessThan(expected.length);
+    expect(atStop).toBeLessThan(expected.length);
+    const delivered = await bodies("OUT2");
+    expect(delivered.length).toBe(expected.length);
+    expect(delivered).toEqual(expected);
+    // The survivors took over the killed worker's partitions from NATS or a cache.
+    expect(workers.slice(2).map((w) => w.stderr()).join("")).toMatch(/"event":"partition-taken"/);
+  }, 120_000);
 });
