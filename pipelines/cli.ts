@@ -20,8 +20,10 @@ import type { PipelineSpec } from "./validate.ts";
 import { publish, type PublishOptions } from "./publish.ts";
 import type { FromJob, JobRequest, ToJob } from "./runWorker.ts";
 import { JobLog, progressLine, type LogFormat, type ProgressSnapshot } from "./jobLog.ts";
+import { runWorkers, SUPERVISED_ENV, type WorkerResultMessage } from "./supervisor.ts";
+import type { JobResult } from "../engine/job.ts";
 
-const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME ...] [--http [HOST:]PORT] [--log text|json] [--quiet]
+const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME ...] [--http [HOST:]PORT] [--workers N] [--log text|json] [--quiet]
        flusso validate <pipeline.yaml>
        flusso state <pipeline.yaml> [--key K]
        flusso publish <file.jsonl|file.csv|file.msgpack|generator> [options]
@@ -32,6 +34,8 @@ const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME .
     --reset-stage NAME  rebuilds that stage or window from empty and keeps the rest (repeatable)
     --http [HOST:]PORT  serves state, metrics and the dashboard there (default host 127.0.0.1)
     --log F        text | json: how events are logged on stderr (default: text on a terminal, else json)
+    --workers N    runs N local worker processes (1 to 64) of a pipeline with a cluster: section,
+                   restarting one that crashes; worker i serves --http at PORT+i; one summary adds them up
     --quiet        only warnings and errors: no progress line and no summary
   validate checks a pipeline and prints what it compiles to, without running or creating anything
            (exit 0; or 2, naming every error with its path)
@@ -59,10 +63,14 @@ export function flussoVersion(): string {
   return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 }
 
-/** The log of a command: `--log` when given, else text on a terminal and JSON lines otherwise. */
+/** `--log` when given, else text on a terminal and JSON lines otherwise. */
+function logFormat(format: LogFormat | undefined): LogFormat {
+  return format ?? (process.stderr.isTTY === true ? "text" : "json");
+}
+
+/** The log of a command, in `logFormat`. */
 function commandLog(format: LogFormat | undefined, quiet: boolean): JobLog {
-  const isTerminal = process.stderr.isTTY === true;
-  return new JobLog(format ?? (isTerminal ? "text" : "json"), { isTerminal, quiet, columns: process.stderr.columns });
+  return new JobLog(logFormat(format), { isTerminal: process.stderr.isTTY === true, quiet, columns: process.stderr.columns });
 }
 
 function wholeNumber(name: string, text: string | undefined, fallback: number): number {
@@ -154,6 +162,7 @@ export async function main(argv: string[]): Promise<number> {
         return EXIT_BAD_PIPELINE;
       }
       const log = commandLog(line.log, line.quiet);
+      if (line.workers !== undefined) return runWorkers({ ...line, workers: line.workers }, spec, log, logFormat(line.log));
       return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log, spec.http);
     }
     case "state": {
@@ -223,6 +232,11 @@ function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: stri
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // A worker of `--workers` whose supervisor is gone (killed) stops as if told to, rather than run on unwatched.
+  const isSupervised = process.env[SUPERVISED_ENV] === "1" && process.send !== undefined;
+  const onSupervisorGone = () => onSignal("SIGTERM");
+  if (isSupervised) process.on("disconnect", onSupervisorGone);
+  let result: JobResult | undefined;
   return new Promise((settle) => {
     worker.on("message", (message: FromJob) => {
       switch (message.type) {
@@ -238,6 +252,7 @@ function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: stri
           return;
         case "done":
           log.summary(message.result);
+          result = message.result;
           exitCode = 0;
           return;
         case "http-open":
@@ -262,9 +277,28 @@ function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: stri
       log.event({ event: "failed", error: String(error?.stack ?? error) });
       exitCode = 1;
     });
-    worker.on("exit", () => {
-      if (server === undefined) return settle(exitCode);
-      void server.close().then(() => settle(exitCode));
+    worker.on("exit", async () => {
+      if (isSupervised) {
+        process.off("disconnect", onSupervisorGone);
+        await tellSupervisor(result);
+      }
+      await server?.close();
+      settle(exitCode);
     });
+  });
+}
+
+/**
+ * Under `--workers` (pipelines/supervisor.ts): the run's result goes to the supervisor, which adds the
+ * workers' up; then the channel is closed, as it would otherwise keep this process alive.
+ */
+function tellSupervisor(result: JobResult | undefined): Promise<void> {
+  return new Promise((done) => {
+    const close = () => {
+      if (process.connected) process.disconnect();
+      done();
+    };
+    if (result === undefined || !process.connected) return close();
+    process.send!({ type: "flusso-result", result } satisfies WorkerResultMessage, close);
   });
 }

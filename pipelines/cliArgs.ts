@@ -20,6 +20,7 @@ export const OPTIONS: Record<string, OptionSpec> = {
   reset: { takesValue: false, commands: ["run"] },
   "reset-stage": { takesValue: true, commands: ["run"], isRepeatable: true },
   http: { takesValue: true, commands: ["run"] },
+  workers: { takesValue: true, commands: ["run"] },
   quiet: { takesValue: false, commands: ["run", "publish"] },
   log: { takesValue: true, commands: ["run", "publish"] },
   servers: { takesValue: true, commands: ["publish"] },
@@ -42,7 +43,8 @@ export type CommandLine =
   | { command: "version" }
   /** `resetStages`: only when `--reset-stage` was given. */
   /** `log`: `--log text|json`, when given (default: text on a terminal, JSON otherwise). */
-  | { command: "run"; file: string; reset: boolean; quiet: boolean; resetStages?: string[]; http?: string; log?: LogFormat }
+  /** `workers`: `--workers N`, when given: that many local processes run the pipeline (pipelines/supervisor.ts). */
+  | { command: "run"; file: string; reset: boolean; quiet: boolean; resetStages?: string[]; http?: string; log?: LogFormat; workers?: number }
   | { command: "state"; file: string; key?: string }
   | { command: "validate"; file: string }
   | { command: "publish"; input: string; values: Record<string, string>; quiet: boolean; log?: LogFormat }
@@ -119,12 +121,32 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   const log = values.log === undefined ? {} : { log: values.log as LogFormat };
   if (name === "run") {
     const resetStages = lists["reset-stage"];
-    return { command: "run", file: target, reset: flags.has("reset"), quiet, ...(resetStages ? { resetStages } : {}), ...(values.http === undefined ? {} : { http: values.http }), ...log };
+    const workers = values.workers === undefined ? undefined : workerCount(values.workers);
+    if (workers === null) return mistake(name, `--workers: expected a whole number from 1 to ${MAX_WORKERS}, got ${JSON.stringify(values.workers)}`);
+    return {
+      command: "run",
+      file: target,
+      reset: flags.has("reset"),
+      quiet,
+      ...(resetStages ? { resetStages } : {}),
+      ...(values.http === undefined ? {} : { http: values.http }),
+      ...log,
+      ...(workers === undefined ? {} : { workers }),
+    };
   }
   if (name === "state") return { command: "state", file: target, ...(values.key === undefined ? {} : { key: values.key }) };
   if (name === "validate") return { command: "validate", file: target };
   const { log: _log, ...publishValues } = values;
   return { command: "publish", input: target, values: publishValues, quiet, ...log };
+}
+
+/** More local workers than this is a typo, not a machine's cores. */
+export const MAX_WORKERS = 64;
+
+/** `--workers`' value, or null when it is not a whole number from 1 to MAX_WORKERS. */
+function workerCount(text: string): number | null {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  return Number.isInteger(n) && n >= 1 && n <= MAX_WORKERS ? n : null;
 }
 
 function mistake(command: string | undefined, text: string): CommandLine {

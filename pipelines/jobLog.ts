@@ -22,7 +22,14 @@ export type CommandEvent =
   | { event: "stopped-waiting" }
   | { event: "failed"; error: string }
   | { event: "publish-progress"; published: number; eventsPerSecond: number; done?: number; total?: number }
-  | { event: "published"; published: number; elapsedMs: number; eventsPerSecond: number; subjects: string; unreadable: number };
+  | { event: "published"; published: number; elapsedMs: number; eventsPerSecond: number; subjects: string; unreadable: number }
+  /** `--workers N` (pipelines/supervisor.ts): a worker process started; `http`: where it serves, if it does. */
+  | { event: "worker-started"; worker: number; pid: number | undefined; isRestart: boolean; http?: string }
+  /** A worker ended: `exitCode` null when a `signal` ended it; `isStopAsked`: the supervisor had asked it to stop. */
+  | { event: "worker-ended"; worker: number; exitCode: number | null; signal: string | null; isStopAsked: boolean }
+  | { event: "worker-restarting"; worker: number; exitCode: number | null; signal: string | null; delayMs: number }
+  | { event: "worker-refused"; worker: number }
+  | { event: "workers-stopping"; signal: string; workers: number };
 
 /** An event, and the partition whose job told it when a cluster's worker runs one job per partition. */
 export type LogEvent = (JobEvent | CommandEvent) & { partition?: number };
@@ -106,6 +113,19 @@ export function describeEvent(e: LogEvent): { level: LogLevel; msg: string } {
       return info(
         `published: ${e.published} events in ${(e.elapsedMs / 1000).toFixed(1)} s (${e.eventsPerSecond} events/s) to ${e.subjects}${e.unreadable > 0 ? `, ${e.unreadable} unreadable skipped` : ""}`,
       );
+    case "worker-started":
+      return info(`worker ${e.worker} ${e.isRestart ? "restarted" : "started"} (pid ${e.pid ?? "unknown"})${e.http === undefined ? "" : `, serving HTTP at ${e.http}`}`);
+    case "worker-ended": {
+      const how = `worker ${e.worker} ended (${exitText(e.exitCode, e.signal)})`;
+      if (e.exitCode === 0) return info(`${how}${e.isStopAsked ? "" : ": its input is read to the end"}`);
+      return e.isStopAsked ? warn(how) : error(how);
+    }
+    case "worker-restarting":
+      return warn(`worker ${e.worker} ended unexpectedly (${exitText(e.exitCode, e.signal)}); restarting it in ${duration(e.delayMs)}`);
+    case "worker-refused":
+      return error(`worker ${e.worker} was refused (exit code 2): stopping the other workers`);
+    case "workers-stopping":
+      return warn(`${e.signal}: stopping ${plural(e.workers, "worker")} after their last checkpoints (again to stop them at once)`);
   }
 }
 
@@ -119,13 +139,13 @@ const SUMMARY_COLUMNS = 100;
  * The summary of a run: the engine's counters in a fixed order on the first line, the pipeline's own
  * (duplicates, triggers sent, ...) by name on a second, wrapped to fit a terminal.
  */
-export function summaryLines(result: JobResult): string[] {
+export function summaryLines(result: JobResult, workers?: number): string[] {
   const c = result.thisRun;
   if (result.isComplete && c.read === 0 && result.restoredFromCheckpoint !== undefined) {
     return [`done: the source was already read to its end (checkpoint ${result.restoredFromCheckpoint}); run with --reset to start over`];
   }
   const verb = result.isComplete ? "done" : "stopped";
-  const first = `${verb}: ${c.read} events in ${(result.elapsedMs / 1000).toFixed(1)} s (${eventsPerSecond(c.read, result.elapsedMs)} events/s), ${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered`;
+  const first = `${verb}: ${c.read} events in ${(result.elapsedMs / 1000).toFixed(1)} s (${eventsPerSecond(c.read, result.elapsedMs)} events/s), ${c.outputs} outputs, ${c.late} late, ${c.deadLettered} dead-lettered${workers === undefined ? "" : `; ${plural(workers, "worker")}`}`;
   const own = pipelineCounters(c).map(([name, n]) => `${n} ${name.replaceAll("_", " ")}`);
   if (own.length === 0) return [first];
   const lines = ["  pipeline:"];
@@ -148,8 +168,11 @@ function eventsPerSecond(events: number, elapsedMs: number): number {
   return Math.round(events / Math.max(elapsedMs / 1000, 1e-3));
 }
 
-/** The fields of the summary as a JSON line: the engine's counters, then the pipeline's under `pipeline`. */
-function summaryFields(result: JobResult): Record<string, unknown> {
+/**
+ * The fields of the summary as a JSON line: the engine's counters, then the pipeline's under `pipeline`
+ * (and, for `--workers`, how many workers the counters add up).
+ */
+function summaryFields(result: JobResult, workers?: number): Record<string, unknown> {
   const c = result.thisRun;
   return {
     event: "done",
@@ -159,6 +182,7 @@ function summaryFields(result: JobResult): Record<string, unknown> {
     eventsPerSecond: eventsPerSecond(c.read, result.elapsedMs),
     restoredFromCheckpoint: result.restoredFromCheckpoint ?? null,
     pipeline: Object.fromEntries(pipelineCounters(c)),
+    ...(workers === undefined ? {} : { workers }),
   };
 }
 
@@ -223,10 +247,11 @@ export class JobLog {
     else this.line(msg);
   }
 
-  summary(result: JobResult): void {
+  /** `workers`: the result adds up that many workers' (`--workers`). */
+  summary(result: JobResult, workers?: number): void {
     if (this.options.quiet) return;
-    const lines = summaryLines(result);
-    if (this.json) this.json.info(summaryFields(result), lines[0]);
+    const lines = summaryLines(result, workers);
+    if (this.json) this.json.info(summaryFields(result, workers), lines[0]);
     else for (const line of lines) this.line(line);
   }
 
@@ -260,6 +285,11 @@ export function duration(ms: number): string {
 
 function percent(done: number, total: number): string {
   return `${Math.min(100, Math.floor((done / total) * 100))}%`;
+}
+
+/** `exit code 1` or `signal SIGKILL`: how a process ended. */
+function exitText(exitCode: number | null, signal: string | null): string {
+  return signal === null ? `exit code ${exitCode}` : `signal ${signal}`;
 }
 
 function plural(n: number, word: string): string {
