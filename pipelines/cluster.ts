@@ -6,12 +6,18 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import { lastSeqOf, jetstreamManager } from "../engine/nats.ts";
 import { runClusterWorker } from "../engine/cluster/worker.ts";
 import type { JobResult } from "../engine/job.ts";
+import type { JobView } from "../engine/jobView.ts";
 import { NatsSource } from "../engine/sources/natsSource.ts";
 import { jobOptions, type RunOptions } from "./compile.ts";
 import type { PipelineSpec } from "./validate.ts";
 
 /** Runs this process's worker of the pipeline's group until stopped, or until a bounded group has read everything. */
-export async function runClusterPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
+export type ClusterRunOptions = RunOptions & {
+  /** Told when a partition's job starts telling about itself, and with undefined when this worker no longer runs it. */
+  onPartitionView?(partition: number, view: JobView | undefined): void;
+};
+
+export async function runClusterPipeline(spec: PipelineSpec, run: ClusterRunOptions = {}): Promise<JobResult> {
   const cluster = spec.cluster!;
   if (!("nats" in spec.source)) throw new Error("a cluster needs a NATS source");
   const nats = spec.source.nats;
@@ -28,9 +34,10 @@ export async function runClusterPipeline(spec: PipelineSpec, run: RunOptions = {
     isBounded: nats.bounded,
     signal: run.signal,
     onEvent: run.onEvent,
+    onPartitionView: run.onPartitionView,
     jobFor: (partition, stateDir, signal) => {
       // Progress, views and the final-checkpoint notice belong to the worker, not to each partition's job.
-      const { onProgress, onView, onFinalCheckpoint, ...partitionRun } = run;
+      const { onProgress, onView, onFinalCheckpoint, onPartitionView, ...partitionRun } = run;
       const options = jobOptions(spec, { ...partitionRun, signal });
       return { ...options, stateDir, source: new NatsSource({ ...nats, partition, signal, log: run.onEvent }) };
     },

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { StateDirLocked } from "../errors.ts";
 import type { ClusterEvent, PartitionEvent } from "../jobEvents.ts";
+import type { JobView } from "../jobView.ts";
 import { runJob, type JobCounters, type JobOptions, type JobResult } from "../job.ts";
 import { connectNats } from "../nats.ts";
 import { lockStateDir, type StateDirLock } from "../stateDir.ts";
@@ -32,6 +33,8 @@ export type ClusterWorkerOptions<E> = {
   lastSeqOf(nc: NatsConnection, partition: number): Promise<number>;
   signal?: AbortSignal;
   onEvent?(event: PartitionEvent): void;
+  /** Told when a partition's job starts telling about itself (its view), and with undefined when this worker no longer runs it. */
+  onPartitionView?(partition: number, view: JobView | undefined): void;
 };
 
 export type ClusterWorkerResult = {
@@ -172,11 +175,13 @@ class Worker<E> {
   /** Partitions a bounded run has read to their end (their subject's last message as of now). */
   private async donePartitions(): Promise<Set<number>> {
     const done = new Set<number>();
-    for (let p = 0; p < this.options.partitions; p++) {
-      const through = await this.leases.doneThrough(p);
-      if (through !== undefined && through >= (await this.options.lastSeqOf(this.nc, p))) done.add(p);
-    }
+    for (let p = 0; p < this.options.partitions; p++) if (await this.isDone(p)) done.add(p);
     return done;
+  }
+
+  private async isDone(partition: number): Promise<boolean> {
+    const through = await this.leases.doneThrough(partition);
+    return through !== undefined && through >= (await this.options.lastSeqOf(this.nc, partition));
   }
 
   private async giveBackBeyond(share: number): Promise<void> {
@@ -200,6 +205,8 @@ class Worker<E> {
     for (let i = 0; i < partitions && this.running.size < share; i++) {
       const partition = (offset + i) % partitions;
       if (done.has(partition) || holders.has(partition) || this.running.has(partition)) continue;
+      // Read to its end since the tick began (by this worker or another)?
+      if (this.options.isBounded && (await this.isDone(partition))) continue;
       if (await this.leases.acquire(partition)) this.start(partition);
     }
   }
@@ -223,6 +230,7 @@ class Worker<E> {
           ...base,
           signal: stop.signal,
           onEvent: tell,
+          onView: (view) => this.options.onPartitionView?.(partition, view),
           replica: {
             prepare: async (dir) => {
               const claim = await log!.claim(currentCache(dir, cacheFile, this.options.stateEncryptionKey));
@@ -261,6 +269,7 @@ class Worker<E> {
         this.wake?.();
         return undefined;
       } finally {
+        this.options.onPartitionView?.(partition, undefined);
         if (this.running.get(partition) === running) this.running.delete(partition);
       }
     })();
