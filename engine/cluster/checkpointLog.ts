@@ -59,9 +59,10 @@ const PIECE_BYTES = 256 * 1024;
 const BASE_GROWTH_RATIO = 2;
 /** ...this many bytes: small states are not rewritten at every checkpoint. */
 const BASE_MIN_BYTES = 4 * 1024 * 1024;
-const KIND_HEADER = "Flusso-Kind";
+export const KIND_HEADER = "Flusso-Kind";
 const CHECKPOINT_HEADER = "Flusso-Checkpoint";
 const BASE_HEADER = "Flusso-Base";
+export const WORKER_HEADER = "Flusso-Worker";
 /** How often a claim is tried when the previous holder appends between the look and the claim (a ms apart). */
 const CLAIM_ATTEMPTS = 50;
 const IV_BYTES = 12;
@@ -219,6 +220,8 @@ export class CheckpointLog {
     const hdrs = headers();
     hdrs.set(KIND_HEADER, kind);
     hdrs.set(CHECKPOINT_HEADER, String(checkpointId));
+    // Who wrote it: for whoever audits a takeover (`nats stream view`).
+    hdrs.set(WORKER_HEADER, this.options.workerId);
     return hdrs;
   }
 

@@ -13,6 +13,7 @@ import { readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { runClusterPipeline } from "../../pipelines/cluster.ts";
 import { partitionOf } from "../../engine/partitioning.ts";
+import { checkpointStreamName, KIND_HEADER, WORKER_HEADER } from "../../engine/cluster/checkpointLog.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
@@ -159,3 +160,73 @@ describe("workers that crash, join and leave", () => {
     expect(workers.slice(2).map((w) => w.stderr()).join("")).toMatch(/"event":"partition-taken"/);
   }, 120_000);
 });
+
+/** Each partition's checkpoint log as (kind, worker) pairs, in order. */
+async function checkpointLogs(group: string): Promise<Map<string, Array<{ kind: string; worker: string }>>> {
+  const nc = await connect({ servers: server.url });
+  const logs = new Map<string, Array<{ kind: string; worker: string }>>();
+  try {
+    const consumer = await jetstream(nc).consumers.get(checkpointStreamName(group));
+    const pending = (await consumer.info()).num_pending;
+    for (let read = 0; read < pending; ) {
+      for await (const msg of await consumer.fetch({ max_messages: 500, expires: 2000 })) {
+        read++;
+        const log = logs.get(msg.subject) ?? [];
+        log.push({ kind: msg.headers!.get(KIND_HEADER), worker: msg.headers!.get(WORKER_HEADER) });
+        logs.set(msg.subject, log);
+      }
+    }
+  } finally {
+    await nc.close();
+  }
+  return logs;
+}
+
+describe("a worker paused past its lease", () => {
+  it("cannot commit once resumed: its partitions were taken over, nothing is lost or written twice", async () => {
+    const all = events(200_000, 3, 2000);
+    await publish("IN3", all);
+    const dir = tempDir("flusso-cluster-pause-");
+    const file = join(dir, "p.yaml");
+    writeFileSync(file, pipelineYaml("single3", "IN3", "OUT3S", join(dir, "state-single")).replace(/cluster:.*\n/, ""));
+    const { runPipeline } = await import("../../pipelines/compile.ts");
+    await runPipeline(loadPipeline(file));
+    const expected = await bodies("OUT3S");
+    writeFileSync(file, pipelineYaml("pause", "IN3", "OUT3", join(dir, "state")));
+    // Made before the workers do, without purges, so that the log keeps who wrote what after each base.
+    const nc = await connect({ servers: server.url });
+    await (await jetstreamManager(nc)).streams.add({ name: checkpointStreamName("pause"), subjects: ["flusso.pause.checkpoints.>"], deny_purge: true });
+    await nc.close();
+    const paused = startWorker(file);
+    const other = startWorker(file);
+    await untilMessages("OUT3", Math.floor(expected.length * 0.2));
+    paused.child.kill("SIGSTOP");
+    // Past its 2 s lease: the other worker takes its partitions over (and may finish them all).
+    await untilLogged(other, /"event":"partition-taken".*"restoredFrom":"nats"/);
+    paused.child.kill("SIGCONT");
+    for (const w of [paused, other]) expect((await w.exited).code, w.stderr()).toBe(0);
+    expect(paused.stderr()).toMatch(/"event":"partition-lost"/);
+    expect(await bodies("OUT3")).toEqual(expected);
+    // The fence held: after another worker's claim on a partition, the paused worker wrote nothing there.
+    const pausedId = /"workerId":"([^"]+)"/.exec(paused.stderr())![1];
+    let claimsOverPaused = 0;
+    for (const log of (await checkpointLogs("pause")).values()) {
+      const takenAt = log.findIndex((m, i) => m.kind === "claim" && m.worker !== pausedId && log.slice(0, i).some((earlier) => earlier.worker === pausedId));
+      if (takenAt < 0) continue;
+      claimsOverPaused++;
+      // It may take the partition again later, with a claim of its own; nothing of it comes before that claim.
+      const firstOfPaused = log.slice(takenAt).find((m) => m.worker === pausedId);
+      expect(firstOfPaused?.kind ?? "claim").toBe("claim");
+    }
+    expect(claimsOverPaused).toBeGreaterThan(0);
+  }, 120_000);
+});
+
+/** Waits (bounded) until the worker's log has a line matching `pattern`. */
+async function untilLogged(worker: WorkerProcess, pattern: RegExp, limitMs = 60_000): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  while (!pattern.test(worker.stderr())) {
+    if (Date.now() > deadline) throw new Error(`no log line matching ${pattern} after ${limitMs} ms:\n${worker.stderr()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
