@@ -495,8 +495,12 @@ class Job<E> {
       this.options.onCheckpoint?.(checkpoint);
     }, (error: unknown) => {
       this.emit({ event: "checkpoint-failed", checkpointId, error: firstLineOf(error) });
+      // The job fails at the end of its batch, whether or not it awaits this commit by then.
+      this.failure ??= error;
       throw error;
     });
+    // Handled where it is awaited (the next checkpoint, the close) or through `failure`: never an unhandled rejection.
+    this.pendingCommit.catch(() => undefined);
     if (isFinal) {
       await this.pendingCommit;
       this.options.onFinalCheckpoint?.(checkpointId);

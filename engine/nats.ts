@@ -72,6 +72,28 @@ function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<vo
   });
 }
 
+/**
+ * Whether a JetStream request failed for a while only: no server answered in time, or the stream's
+ * servers are electing a leader (a NATS cluster that lost a node answers "jetstream is not enabled"
+ * or "no responders" for some seconds). Worth trying again; anything else is not.
+ */
+export function isTransient(error: unknown): boolean {
+  return /timeout|no responders|not enabled|503|disconnect|connection closed|no leader|leader.*(lost|changed)|insufficient resources/i.test(String((error as Error)?.message ?? error));
+}
+
+/** Calls `attempt` until it succeeds or fails other than transiently (isTransient), for `limitMs` at most. */
+export async function retryTransient<T>(attempt: () => Promise<T>, limitMs: number, waitMs = 250): Promise<T> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!isTransient(error) || Date.now() >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
+  }
+}
+
 /** The servers of a connection as messages name them: "nats://a:4222, nats://b:4222". */
 export function addressOf(servers: string | string[]): string {
   return Array.isArray(servers) ? servers.join(", ") : servers;

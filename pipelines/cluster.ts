@@ -39,7 +39,7 @@ export async function runClusterPipeline(spec: PipelineSpec, run: ClusterRunOpti
       // Progress, views and the final-checkpoint notice belong to the worker, not to each partition's job.
       const { onProgress, onView, onFinalCheckpoint, onPartitionView, ...partitionRun } = run;
       const options = jobOptions(spec, { ...partitionRun, signal });
-      return { ...options, stateDir, source: new NatsSource({ ...nats, partition, signal, log: run.onEvent }) };
+      return { ...options, stateDir, source: new NatsSource({ ...nats, partition, signal, log: run.onEvent, replicas: cluster.replicas }) };
     },
     lastSeqOf: async (nc, partition) => {
       managers.set(nc, managers.get(nc) ?? (await jetstreamManager(nc)));

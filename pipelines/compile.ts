@@ -34,7 +34,7 @@ export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onChe
 };
 
 /** What sources and sinks that talk to servers are given: a stop ends their waits, and they tell of their connections. */
-type Connection = { signal?: AbortSignal; log?(event: ConnectionEvent): void };
+type Connection = { signal?: AbortSignal; log?(event: ConnectionEvent): void; /** Copies of the streams it creates (a cluster's `replicas`). */ replicas?: number };
 
 export function buildSource(spec: SourceSpec, connection: Connection = {}): Source {
   if ("generator" in spec) return new GeneratorSource(spec.generator);
@@ -61,7 +61,7 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
 
 export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
   const privacy = jobPrivacy(spec.schema, spec.privacy);
-  const connection: Connection = { signal: run.signal, log: run.onEvent };
+  const connection: Connection = { signal: run.signal, log: run.onEvent, replicas: spec.cluster?.replicas };
   const { resetStages, ...jobRun } = run;
   const resets = resolveResets(spec, resetStages ?? []);
   // As a checkpoint stores it and gives it back: plain JSON.

@@ -13,7 +13,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { pack, unpack } from "msgpackr";
-import { ensureStream, readStreamSince } from "../nats.ts";
+import { ensureStream, readStreamSince, retryTransient } from "../nats.ts";
 import type { CheckpointMeta, Transaction } from "../store.ts";
 
 export type CheckpointLogOptions = {
@@ -65,6 +65,11 @@ const BASE_HEADER = "Flusso-Base";
 export const WORKER_HEADER = "Flusso-Worker";
 /** How often a claim is tried when the previous holder appends between the look and the claim (a ms apart). */
 const CLAIM_ATTEMPTS = 50;
+/**
+ * How long an append or a claim keeps trying while NATS cannot answer (a NATS cluster electing a new
+ * leader takes 5-10 s). A holder that cannot append for longer loses its lease meanwhile anyway.
+ */
+const UNAVAILABLE_LIMIT_MS = 60_000;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -75,6 +80,8 @@ export class CheckpointLog {
   private readonly stream: string;
   /** The subject's last sequence as this worker knows it: its next append expects it. */
   private lastSeq = 0;
+  /** Where this worker's claim is: message ids are unique to it. */
+  private claimSeq = 0;
   private bytesSinceBase = 0;
   private baseBytes = 0;
   private isBaseDue = false;
@@ -107,19 +114,20 @@ export class CheckpointLog {
   async claim(cached: CachedCommit | undefined): Promise<Claim> {
     for (let attempt = 1; ; attempt++) {
       // 1.
-      const last = await this.lastMessage();
+      const last = await retryTransient(() => this.lastMessage(), UNAVAILABLE_LIMIT_MS);
       const known = last === undefined ? { commitSeq: 0, checkpointId: 0 } : last;
       // 2.
       let claimSeq: number;
       try {
         const hdrs = this.headersOf("claim", known.checkpointId);
         const body = JSON.stringify({ worker: this.options.workerId, lastCommitSeq: known.commitSeq });
-        claimSeq = (await this.js.publish(this.subject, body, { headers: hdrs, expect: { lastSubjectSequence: last?.seq ?? 0 } })).seq;
+        claimSeq = await this.publish(body, hdrs, last?.seq ?? 0, `${this.msgIdPrefix}.claim.${last?.seq ?? 0}`);
       } catch (error) {
         if (!isWrongLastSequence(error) || attempt >= CLAIM_ATTEMPTS) throw error;
         continue;
       }
       this.lastSeq = claimSeq;
+      this.claimSeq = claimSeq;
       this.bytesSinceBase = 0;
       // 3.
       if (known.commitSeq === 0) return { isCacheCurrent: false, transactions: [], lastCommitSeq: 0, lastCheckpointId: 0 };
@@ -154,9 +162,9 @@ export class CheckpointLog {
       const hdrs = this.headersOf(isLast ? "commit" : "piece", meta.checkpointId);
       if (isLast && isBase) hdrs.set(BASE_HEADER, "1");
       try {
-        const ack = await this.js.publish(this.subject, bytes.subarray(at, at + PIECE_BYTES), { headers: hdrs, expect: { lastSubjectSequence: this.lastSeq } });
-        this.lastSeq = ack.seq;
-        if (firstSeq === 0) firstSeq = ack.seq;
+        const msgId = `${this.msgIdPrefix}.${this.claimSeq}.${meta.checkpointId}.${at / PIECE_BYTES}`;
+        this.lastSeq = await this.publish(bytes.subarray(at, at + PIECE_BYTES), hdrs, this.lastSeq, msgId);
+        if (firstSeq === 0) firstSeq = this.lastSeq;
       } catch (error) {
         if (isWrongLastSequence(error)) throw new PartitionFenced(this.options.partition);
         throw error;
@@ -170,6 +178,21 @@ export class CheckpointLog {
       await this.jsm.streams.purge(this.stream, { filter: this.subject, seq: firstSeq }).catch(() => undefined);
     }
     return this.lastSeq;
+  }
+
+  /** Message ids are unique in the whole stream (every partition's subject): worker and partition first. */
+  private get msgIdPrefix(): string {
+    return `${this.options.workerId}.p${this.options.partition}`;
+  }
+
+  /**
+   * Publishes after `expectedLastSeq`, trying again while NATS cannot answer. The message id makes a
+   * retry of a message that was stored (its ack lost) a duplicate, acked as before, and not a
+   * second message that the fence would then refuse.
+   */
+  private async publish(data: string | Uint8Array, hdrs: ReturnType<typeof headers>, expectedLastSeq: number, msgID: string): Promise<number> {
+    const ack = await retryTransient(() => this.js.publish(this.subject, data, { headers: hdrs, msgID, expect: { lastSubjectSequence: expectedLastSeq } }), UNAVAILABLE_LIMIT_MS);
+    return ack.seq;
   }
 
   /** The subject's last message: its sequence, and the commit it stands on (a commit, or the one a claim saw). */
@@ -196,7 +219,7 @@ export class CheckpointLog {
     let lastCommitSeq = 0;
     let lastCheckpointId = 0;
     if (throughSeq === 0) return { isCacheCurrent: false, transactions, lastCommitSeq, lastCheckpointId };
-    await readStreamSince(this.nc, this.stream, { afterSeq: 0, subject: this.subject }, (msg) => {
+    await retryTransient(() => readStreamSince(this.nc, this.stream, { afterSeq: 0, subject: this.subject }, (msg) => {
       if (msg.seq > throughSeq) return;
       const kind = msg.headers?.get(KIND_HEADER) as Kind;
       if (kind === "claim") {
@@ -212,7 +235,12 @@ export class CheckpointLog {
       transactions.push(transaction);
       lastCommitSeq = msg.seq;
       lastCheckpointId = transaction.checkpointId;
-    });
+    }).then(() => undefined, (error) => {
+      // Read again from the start: what was read so far is dropped.
+      transactions = [];
+      pieces = [];
+      throw error;
+    }), UNAVAILABLE_LIMIT_MS);
     return { isCacheCurrent: false, transactions, lastCommitSeq, lastCheckpointId };
   }
 

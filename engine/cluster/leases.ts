@@ -6,6 +6,7 @@
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { isTransient } from "../nats.ts";
 
 export type LeaseOptions = {
   group: string;
@@ -129,7 +130,8 @@ export class PartitionLeases {
     if (revision === undefined) return;
     this.revisions.delete(partition);
     await this.leases.delete(`${LEASE_KEY}${partition}`, { previousSeq: revision }).catch((error) => {
-      if (!isWrongRevision(error)) throw error;
+      // Someone else's now, or NATS cannot answer: either way the lease runs out on its own.
+      if (!isWrongRevision(error) && !isTransient(error)) throw error;
     });
   }
 

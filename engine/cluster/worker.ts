@@ -10,7 +10,7 @@ import { StateDirLocked } from "../errors.ts";
 import type { ClusterEvent, PartitionEvent } from "../jobEvents.ts";
 import type { JobView } from "../jobView.ts";
 import { runJob, type JobCounters, type JobOptions, type JobResult } from "../job.ts";
-import { connectNats } from "../nats.ts";
+import { connectNats, isTransient, retryTransient } from "../nats.ts";
 import { lockStateDir, type StateDirLock } from "../stateDir.ts";
 import { StateStore } from "../store.ts";
 import { CheckpointLog, PartitionFenced, type CachedCommit } from "./checkpointLog.ts";
@@ -52,6 +52,8 @@ type Running = { stop: AbortController; ended: Promise<JobResult | undefined>; w
 
 /** A lease is renewed this many times per period: a missed renewal or two does not lose it. */
 const RENEWALS_PER_TTL = 3;
+/** How long a worker joining waits for NATS to answer (a NATS cluster may be electing leaders). */
+const STARTUP_LIMIT_MS = 60_000;
 /** Worker slots tried under the state dir before giving up. */
 const MAX_SLOTS = 256;
 
@@ -109,8 +111,8 @@ class Worker<E> {
    */
   async run(): Promise<Omit<ClusterWorkerResult, "elapsedMs">> {
     const { group, partitions, leaseTtlMs, replicas, signal } = this.options;
-    this.leases = await PartitionLeases.open(this.nc, { group, workerId: this.workerId, partitions, leaseTtlMs, replicas });
-    await this.leases.heartbeat();
+    this.leases = await retryTransient(() => PartitionLeases.open(this.nc, { group, workerId: this.workerId, partitions, leaseTtlMs, replicas }), STARTUP_LIMIT_MS);
+    await retryTransient(() => this.leases.heartbeat(), STARTUP_LIMIT_MS);
     this.emit({ event: "worker-joined", group, workerId: this.workerId, workers: (await this.leases.workers()).length, partitions });
     const onStop = () => this.wake?.();
     signal?.addEventListener("abort", onStop);
@@ -121,18 +123,16 @@ class Worker<E> {
       for (;;) {
         if (this.failure !== undefined) throw this.failure;
         if (signal?.aborted) break;
-        const done = this.options.isBounded ? await this.donePartitions() : new Set<number>();
-        if (this.options.isBounded && done.size === partitions) {
-          isComplete = true;
-          this.emit({ event: "group-done", group });
-          break;
+        try {
+          if (await this.rebalance()) {
+            isComplete = true;
+            this.emit({ event: "group-done", group });
+            break;
+          }
+        } catch (error) {
+          // NATS out of reach or electing a leader: the jobs go on, and the next tick looks again.
+          if (!isTransient(error)) throw error;
         }
-        const workers = await this.leases.workers();
-        const share = fairShare(partitions - done.size, workers, this.workerId);
-        // 2.
-        await this.giveBackBeyond(share);
-        // 3.
-        await this.takeUpTo(share, done, workers);
         await this.sleep(leaseTtlMs / RENEWALS_PER_TTL);
       }
       await this.stopAll("stop");
@@ -160,7 +160,7 @@ class Worker<E> {
       if (isStopped) return;
       current = current.then(tick).catch((error) => {
         // A renewal that cannot reach NATS is tried again next time; the lease may run out meanwhile.
-        if (!/timeout|disconnect|closed/i.test(String((error as Error)?.message))) this.failure ??= error;
+        if (!isTransient(error)) this.failure ??= error;
       });
     }, intervalMs);
     return {
@@ -170,6 +170,19 @@ class Worker<E> {
         await current;
       },
     };
+  }
+
+  /** Steps 2 and 3; true when a bounded group has read every partition to its end. */
+  private async rebalance(): Promise<boolean> {
+    const done = this.options.isBounded ? await this.donePartitions() : new Set<number>();
+    if (this.options.isBounded && done.size === this.options.partitions) return true;
+    const workers = await this.leases.workers();
+    const share = fairShare(this.options.partitions - done.size, workers, this.workerId);
+    // 2.
+    await this.giveBackBeyond(share);
+    // 3.
+    await this.takeUpTo(share, done, workers);
+    return false;
   }
 
   /** Partitions a bounded run has read to their end (their subject's last message as of now). */
@@ -224,8 +237,9 @@ class Worker<E> {
       let log: CheckpointLog | undefined;
       try {
         // A bounded job ends at its subject's last message as of its start, or later: done through at least this.
-        const endSeqAtStart = await this.options.lastSeqOf(this.nc, partition);
-        log = await CheckpointLog.open(this.nc, { group: this.options.group, partition, workerId: this.workerId, replicas: this.options.replicas, encryptionKey: this.options.stateEncryptionKey });
+        const endSeqAtStart = await retryTransient(() => this.options.lastSeqOf(this.nc, partition), STARTUP_LIMIT_MS);
+        const logOptions = { group: this.options.group, partition, workerId: this.workerId, replicas: this.options.replicas, encryptionKey: this.options.stateEncryptionKey };
+        log = await retryTransient(() => CheckpointLog.open(this.nc, logOptions), STARTUP_LIMIT_MS);
         const result = await runJob<E>({
           ...base,
           signal: stop.signal,
@@ -242,7 +256,8 @@ class Worker<E> {
             mirror: async (transaction, meta) => {
               const commitSeq = await log!.append(transaction, meta);
               writeCache(cacheFile, { commitSeq, checkpointId: meta.checkpointId });
-              if (meta.isEnded) await this.leases.markDone(partition, Math.max(endSeqAtStart, (meta.sourcePosition as { streamSeq?: number } | undefined)?.streamSeq ?? 0));
+              const endSeq = Math.max(endSeqAtStart, (meta.sourcePosition as { streamSeq?: number } | undefined)?.streamSeq ?? 0);
+              if (meta.isEnded) await retryTransient(() => this.leases.markDone(partition, endSeq), STARTUP_LIMIT_MS);
               return { wantsBase: log!.takeBaseDue() };
             },
           },
@@ -262,6 +277,13 @@ class Worker<E> {
         if (error instanceof PartitionFenced || stop.signal.reason instanceof LeaseLost) {
           this.leases.forget(partition);
           this.emit({ event: "partition-lost", partition, reason: error instanceof PartitionFenced ? error.message : String(stop.signal.reason.message) });
+          return undefined;
+        }
+        if (isTransient(error)) {
+          // NATS could not answer in time (a server lost, a leader being elected): the partition goes
+          // back, and this worker or another takes it up again from its last checkpoint.
+          await this.leases.release(partition);
+          this.emit({ event: "partition-lost", partition, reason: `NATS did not answer (${String((error as Error)?.message ?? error).split("\n")[0]}); it is taken up again from its last checkpoint` });
           return undefined;
         }
         // Any other failure is the worker's: it stops, and its partitions go to others (or to it, restarted).

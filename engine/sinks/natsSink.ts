@@ -23,6 +23,8 @@ export type NatsSinkOptions = {
   pipeline: string;
   /** The stream's duplicate window, which catches resends within a run. Default 2 min. */
   duplicateWindowMs?: number;
+  /** Copies a NATS cluster keeps of the stream, if the sink creates it. Default 1. */
+  replicas?: number;
   /** Ends a wait for a first connection (a stop asked while the server is out of reach). */
   signal?: AbortSignal;
   /** Told about its connection: connected, a server out of reach, disconnected, reconnected. */
@@ -119,7 +121,7 @@ export class NatsSink implements Sink {
     if (committed !== undefined && existing!.created !== committed.streamCreated) {
       throw this.lost(`was deleted and made again since the last checkpoint (created ${existing!.created}, the checkpoint wrote to one created ${committed.streamCreated})`);
     }
-    const info = await ensureStream(jsm, { name: this.options.stream, subjects: [this.options.subject], duplicateWindowMs: this.options.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS });
+    const info = await ensureStream(jsm, { name: this.options.stream, subjects: [this.options.subject], duplicateWindowMs: this.options.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS, replicas: this.options.replicas });
     this.streamCreated = info.created;
     this.publisher = new AckedPublisher(this.nc);
     // 2.

@@ -32,6 +32,8 @@ export type NatsSourceOptions = {
   bufferMessages?: number;
   /** How long an empty batch waits for messages, so the job can still checkpoint and tick. Default 100 ms. */
   pollMs?: number;
+  /** Copies a NATS cluster keeps of the stream, if the source creates it. Default 1. */
+  replicas?: number;
   /** Ends a wait for a first connection (a stop asked while the server is out of reach). */
   signal?: AbortSignal;
   /** Told about its connection: connected, a server out of reach, disconnected, reconnected. */
@@ -109,7 +111,7 @@ export class NatsSource implements Source {
     if (committed !== undefined && (await streamInfo(jsm, this.options.stream)) === undefined) {
       throw new SourcePositionInvalid(this.description, `the stream was deleted since the last checkpoint, which read it up to sequence ${committed.streamSeq}; run with --reset to start over`);
     }
-    const info = await ensureStream(jsm, { name: this.options.stream, subjects: this.options.subjects });
+    const info = await ensureStream(jsm, { name: this.options.stream, subjects: this.options.subjects, replicas: this.options.replicas });
     // 2.
     this.streamCreated = info.created;
     this.checkSameStream(committed, info.created, info.state.first_seq, info.state.last_seq);

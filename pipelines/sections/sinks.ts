@@ -8,7 +8,7 @@ import { isSameNats, readServers, STREAM_NAME, SUBJECT } from "./nats.ts";
 import type { SourceSpec } from "./source.ts";
 
 /** A NATS sink as read: the engine's options but what the job adds at run time (the pipeline's name, a stop signal, a log), every default filled in. */
-export type NatsSinkSpec = Required<Omit<NatsSinkOptions, "pipeline" | "signal" | "log">> & { servers: string[] };
+export type NatsSinkSpec = Required<Omit<NatsSinkOptions, "pipeline" | "signal" | "log" | "replicas">> & { servers: string[] };
 
 export type SinkSpec = { file: { path: string } } | { stdout: Record<string, never> } | { nats: NatsSinkSpec };
 

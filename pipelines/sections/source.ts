@@ -11,7 +11,7 @@ import { describe, type Reader } from "../reader.ts";
 import { readServers, STREAM_NAME, SUBJECT_PATTERN } from "./nats.ts";
 
 /** A NATS source as read: the engine's options but what the job adds at run time (a stop signal, a log) or leaves to the engine (pollMs), every default filled in. */
-export type NatsSourceSpec = Required<Omit<NatsSourceOptions, "pollMs" | "signal" | "log" | "partition">> & { servers: string[] };
+export type NatsSourceSpec = Required<Omit<NatsSourceOptions, "pollMs" | "signal" | "log" | "partition" | "replicas">> & { servers: string[] };
 
 /** The generator as read: its options but the share of duplicates (the simulator's own), every default filled in. */
 export type GeneratorSpec = Required<Omit<GeneratorOptions, "duplicateFraction">>;

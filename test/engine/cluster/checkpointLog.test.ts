@@ -154,6 +154,22 @@ describe("a partition's checkpoint log", () => {
     await expect((await CheckpointLog.open(nc, options("c", { encryptionKey: "z".repeat(32) }))).claim(undefined)).rejects.toThrow();
   });
 
+  it("lets one worker claim and commit to several partitions of the same stream", async () => {
+    group++;
+    for (const partition of [0, 1, 2]) {
+      const log = await CheckpointLog.open(nc, { ...options("a"), partition });
+      await log.claim(undefined);
+      const { store, state } = mirroredStore(log);
+      state.set("k", `p${partition}`);
+      await store.commit(meta(1));
+      await store.close();
+    }
+    for (const partition of [0, 1, 2]) {
+      const claim = await (await CheckpointLog.open(nc, { ...options("b"), partition })).claim(undefined);
+      expect((await rebuilt(claim)).values).toEqual(new Map([["k", `p${partition}`]]));
+    }
+  });
+
   it("tells a cache that holds the last commit from one that does not", async () => {
     group++;
     const a = await CheckpointLog.open(nc, options("a"));
