@@ -53,6 +53,8 @@ type NatsPosition = { streamSeq: number; streamCreated?: string };
 const CLOSE_TIMEOUT_MS = 2_000;
 
 const RAW_PREVIEW = 200;
+/** How long a consumer may deliver nothing, with messages waiting on the server, before it is replaced. */
+const STALL_CHECK_MS = 5_000;
 
 export class NatsSource implements Source {
   private nc?: NatsConnection;
@@ -72,6 +74,9 @@ export class NatsSource implements Source {
   private streamCreated?: string;
   private connecting?: string;
   private health?: () => string | undefined;
+  /** Messages the consumers delivered so far: the stall watch sees whether it moved. */
+  private delivered = 0;
+  private stallTimer?: NodeJS.Timeout;
 
   constructor(private readonly options: NatsSourceOptions) {}
 
@@ -130,6 +135,35 @@ export class NatsSource implements Source {
     this.filter = partitionSubject ?? (isFilterNeeded ? this.options.subjects[0] : undefined);
     await this.startConsumer();
     void this.restartOnReconnect(this.nc);
+    this.watchForStalls(jsm);
+  }
+
+  /**
+   * A consumer can stall without the connection noticing: in a NATS cluster, the server holding it
+   * may go while this connection's server stays. Every STALL_CHECK_MS without a message, with the
+   * buffer empty, the source looks whether the stream holds messages after the last it took, and if
+   * so starts a new consumer from there.
+   */
+  private watchForStalls(jsm: Awaited<ReturnType<typeof jetstreamManager>>): void {
+    let deliveredAtCheck = this.delivered;
+    let isChecking = false;
+    this.stallTimer = setInterval(() => {
+      const isQuiet = this.delivered === deliveredAtCheck && this.queue.length === 0;
+      deliveredAtCheck = this.delivered;
+      if (!isQuiet || isChecking || this.lastSeq >= this.endSeq) return;
+      isChecking = true;
+      this.lastSeqNow(jsm)
+        .then((lastSeq) => (lastSeq > this.lastSeq ? this.startConsumer() : undefined))
+        .catch(() => undefined) // NATS out of reach: the next check tries again
+        .finally(() => (isChecking = false));
+    }, STALL_CHECK_MS);
+    this.stallTimer.unref();
+  }
+
+  /** The newest sequence of what this source reads. */
+  private async lastSeqNow(jsm: Awaited<ReturnType<typeof jetstreamManager>>): Promise<number> {
+    if (this.filter !== undefined) return lastSeqOf(jsm, this.options.stream, this.filter);
+    return (await jsm.streams.info(this.options.stream)).state.last_seq;
   }
 
   private checkSameStream(committed: NatsPosition | undefined, created: string, firstSeq: number, lastSeq: number): void {
@@ -247,6 +281,7 @@ export class NatsSource implements Source {
    * is released first: the consumer's close waits for its iterator, which the parked pump holds.
    */
   async close(): Promise<void> {
+    clearInterval(this.stallTimer);
     this.generation++;
     this.onSpace?.();
     this.onSpace = undefined;
@@ -264,6 +299,7 @@ export class NatsSource implements Source {
       for await (const msg of messages) {
         if (generation !== this.generation) break;
         this.queue.push(msg);
+        this.delivered++;
         this.newest = msg;
         this.onArrival?.();
         if (this.queue.length >= this.bufferSize) await new Promise<void>((resolve) => (this.onSpace = resolve));

@@ -92,12 +92,26 @@ describe("a cluster on a three-node NATS cluster", () => {
       expect({ code, signal }, w.stderr().slice(-4000)).toEqual({ code: 0, signal: null });
     }
     const survivor = nats.urls[(victim + 1) % 3];
-    const delivered = (await readStream(survivor, "REPOUT")).sort();
+    // The output stream may still be electing its leader after the kill: read it once it answers.
+    const delivered = (await retried(() => readStream(survivor, "REPOUT"))).sort();
     expect(atKill).toBeLessThan(expected.length);
     expect(delivered.length).toBe(expected.length);
     expect(delivered).toEqual(expected);
   }, 180_000);
 });
+
+/** `attempt` until it succeeds, for 60 s at most. */
+async function retried<T>(attempt: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
 
 function startWorker(file: string) {
   const child = spawn(process.execPath, [CLI, "run", file, "--log", "json"], { stdio: ["ignore", "ignore", "pipe"] });
