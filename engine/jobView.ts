@@ -22,6 +22,8 @@ export type PartitionWatermark = {
   newestEventMs: number;
   isIdle: boolean;
   isFinished: boolean;
+  /** Its number in the source, when that is not its place in the list (a cluster worker lists the partitions it holds). */
+  partition?: number;
 };
 
 /** A checkpoint that committed, when (processing time) and what it cost. */
@@ -39,7 +41,10 @@ export type JobView = {
   stateEntries(): number;
   /** The operators in the order they were built, each with its view when it offers one. */
   operators(): ReadonlyArray<{ name: string; view?: OperatorView }>;
-  /** `progress`: how far a bounded source has read, where it knows its size (Source.progress). */
+  /**
+   * `progress`: how far a bounded source has read, where it knows its size (Source.progress);
+   * `pendingMessages` by partition number, with a hole for a partition this process does not read.
+   */
   source(): { description: string; partitions: number; pendingMessages?: readonly number[]; progress?: SourceProgress };
   /**
    * Output latency: from an event's arrival at the source to its outputs reaching their sinks

@@ -11,7 +11,8 @@ import { runClusterPipeline } from "./cluster.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
-import { routesFor } from "./http/routes.ts";
+import { ClusterQueries } from "./http/clusterQueries.ts";
+import { clusterRoutesFor, routesFor } from "./http/routes.ts";
 import { answerForwarded, type ForwardedReply, type ForwardedRequest } from "./http/forwarded.ts";
 import { requestHandler } from "./http/server.ts";
 
@@ -49,10 +50,19 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
   });
   const serverClosed = new AbortController();
   let jobView: JobView | undefined;
+  let cluster: ClusterQueries | undefined;
   try {
     const spec = loadPipeline(request.file, process.env, { httpListen: request.http });
     const http = spec.http;
+    const onEvent = (event: JobEvent) => tell({ type: "event", event });
+    // A cluster worker answers for the partitions it runs as they come and go, and asks the others for theirs.
+    cluster = spec.cluster && http ? new ClusterQueries(spec, { signal: stop.signal, onEvent }) : undefined;
+    if (cluster !== undefined) {
+      answer = answerForwarded(requestHandler(clusterRoutesFor(cluster, { spec, closed: serverClosed.signal }), http!.token), (reply) => port.postMessage(reply));
+      tell({ type: "http-open" });
+    }
     const result = await (spec.cluster ? runClusterPipeline : runPipeline)(spec, {
+      onPartitionView: cluster && ((partition, view) => cluster!.onPartitionView(partition, view)),
       onView: (view) => {
         jobView = view;
         if (!http) return;
@@ -65,11 +75,15 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
       signal: stop.signal,
       onProgress: request.wantsProgress ? () => jobView && tell({ type: "progress", progress: progressOf(jobView) }) : undefined,
       onFinalCheckpoint: (checkpointId) => tell({ type: "final-checkpoint", checkpointId }),
-      onEvent: (event) => tell({ type: "event", event }),
+      onEvent: (event) => {
+        cluster?.onEvent(event);
+        onEvent(event);
+      },
     });
     tell({ type: "done", result });
     // With an HTTP server a finished input's final state stays up to be explored, until a stop.
-    if (answer !== undefined && result.isComplete && !stop.signal.aborted) {
+    // (A cluster worker's group that read to its end holds no partition: there is nothing to explore.)
+    if (answer !== undefined && cluster === undefined && result.isComplete && !stop.signal.aborted) {
       tell({ type: "serving" });
       await new Promise((resolve) => stop.signal.addEventListener("abort", resolve, { once: true }));
     }
@@ -85,6 +99,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
   } finally {
     // Ends the answers still streaming (server-sent events) before the main thread closes the server.
     serverClosed.abort();
+    await cluster?.close();
     port.close();
   }
 }

@@ -3,7 +3,7 @@
 import type { HttpContext } from "./routes.ts";
 import type { Route } from "./server.ts";
 
-export function apiRoutes({ view, spec }: HttpContext): Route[] {
+export function apiRoutes({ view, spec, cluster }: HttpContext): Route[] {
   return [
     // The process runs its loop: this thread answers.
     { method: "GET", path: "/healthz", handle: () => ({ json: { status: "ok" } }) },
@@ -23,10 +23,11 @@ export function apiRoutes({ view, spec }: HttpContext): Route[] {
         return {
           json: {
             name: spec.name,
+            ...(cluster === undefined ? {} : { cluster: cluster.describe() }),
             status: view.status(),
             source: view.source(),
             watermark: timeOrNull(watermarkMs),
-            partitions: partitions.map((p, i) => ({ partition: i, watermark: timeOrNull(p.watermarkMs), newestEvent: timeOrNull(p.newestEventMs), isIdle: p.isIdle, isFinished: p.isFinished })),
+            partitions: partitions.map((p, i) => ({ partition: p.partition ?? i, watermark: timeOrNull(p.watermarkMs), newestEvent: timeOrNull(p.newestEventMs), isIdle: p.isIdle, isFinished: p.isFinished })),
             windows: spec.windows.map((w) => w.name),
             stages: spec.behaviour?.stages.map((s) => s.name) ?? [],
             lastCheckpoint: view.lastCheckpoint() ?? null,

@@ -135,7 +135,8 @@ export function jobRegistry(view: JobView, nowMs: () => number = Date.now): Regi
   });
   gauge("flusso_state_keys", "Entries held in keyed state and timers, over every registered state.", () => [{ value: view.stateEntries() }]);
   gauge("flusso_source_pending_messages", "Messages waiting to be read, by partition (NATS: buffered, plus the server's backlog shared out by the buffer's partition mix).", () =>
-    (view.source().pendingMessages ?? []).map((value, partition) => ({ labels: { partition }, value })),
+    // flatMap skips holes: partitions another worker of a cluster reads.
+    (view.source().pendingMessages ?? []).flatMap((value, partition) => [{ labels: { partition }, value }]),
   );
 
   const checkpointDuration = new GroupedHistogram("flusso_checkpoint_duration_seconds", "Checkpoint durations: from the cut until the checkpoint was durable.", CHECKPOINT_BUCKETS_S);
