@@ -113,7 +113,7 @@ function startWorker(file: string): WorkerProcess {
 }
 
 /** Waits (bounded) until the stream holds at least `count` messages. */
-async function untilMessages(stream: string, count: number, limitMs = 60_000): Promise<number> {
+async function untilMessages(stream: string, count: number, limitMs = 150_000): Promise<number> {
   const nc = await connect({ servers: server.url });
   const jsm = await jetstreamManager(nc);
   const deadline = Date.now() + limitMs;
@@ -158,7 +158,7 @@ describe("workers that crash, join and leave", () => {
     expect(delivered).toEqual(expected);
     // The survivors took over the killed worker's partitions from NATS or a cache.
     expect(workers.slice(2).map((w) => w.stderr()).join("")).toMatch(/"event":"partition-taken"/);
-  }, 120_000);
+  }, 300_000);
 });
 
 /** Each partition's checkpoint log as (kind, worker) pairs, in order. */
@@ -219,11 +219,11 @@ describe("a worker paused past its lease", () => {
       expect(firstOfPaused?.kind ?? "claim").toBe("claim");
     }
     expect(claimsOverPaused).toBeGreaterThan(0);
-  }, 120_000);
+  }, 300_000);
 });
 
 /** Waits (bounded) until the worker's log has a line matching `pattern`. */
-async function untilLogged(worker: WorkerProcess, pattern: RegExp, limitMs = 60_000): Promise<void> {
+async function untilLogged(worker: WorkerProcess, pattern: RegExp, limitMs = 150_000): Promise<void> {
   const deadline = Date.now() + limitMs;
   while (!pattern.test(worker.stderr())) {
     if (Date.now() > deadline) throw new Error(`no log line matching ${pattern} after ${limitMs} ms:\n${worker.stderr()}`);

@@ -76,7 +76,7 @@ describe("a cluster on a three-node NATS cluster", () => {
     writeFileSync(file, pipelineYaml("replicated", join(dir, "state"), "REPOUT", true));
     const workers = [startWorker(file), startWorker(file)];
     // Mid-stream: outputs flow, the group's checkpoint stream exists.
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 150_000;
     while (((await jsm.streams.info("REPOUT")).state.messages < expected.length * 0.2)) {
       expect(Date.now(), `outputs did not start:\n${workers.map((w) => w.stderr().slice(-3000)).join("\n")}`).toBeLessThan(deadline);
       await new Promise((r) => setTimeout(r, 50));
@@ -97,7 +97,7 @@ describe("a cluster on a three-node NATS cluster", () => {
     expect(atKill).toBeLessThan(expected.length);
     expect(delivered.length).toBe(expected.length);
     expect(delivered).toEqual(expected);
-  }, 180_000);
+  }, 300_000);
 });
 
 /** `attempt` until it succeeds, for 60 s at most. */
