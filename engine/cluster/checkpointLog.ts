@@ -38,8 +38,11 @@ export type Claim = {
   lastCheckpointId: number;
 };
 
-/** Where a local state dir stands against the log: the commit record it holds last, if known. */
-export type CachedCommit = { commitSeq: number; checkpointId: number };
+/**
+ * Where a local state dir stands against the log: the commit record it holds last, and the creation
+ * time of the stream it was read from (a stream made again restarts its sequences).
+ */
+export type CachedCommit = { commitSeq: number; checkpointId: number; streamCreated?: string };
 
 /** A partition's subject was appended to by someone else since this worker's last message: it lost the partition. */
 export class PartitionFenced extends Error {
@@ -91,6 +94,8 @@ export class CheckpointLog {
     private readonly jsm: JetStreamManager,
     private readonly nc: NatsConnection,
     private readonly options: CheckpointLogOptions,
+    /** When the checkpoint stream was created: part of what a cache must match. */
+    readonly streamCreated: string,
   ) {
     this.stream = checkpointStreamName(options.group);
     this.subject = `flusso.${options.group}.checkpoints.${options.partition}`;
@@ -99,8 +104,8 @@ export class CheckpointLog {
   static async open(nc: NatsConnection, options: CheckpointLogOptions): Promise<CheckpointLog> {
     const jsm = await jetstreamManager(nc);
     const stream = checkpointStreamName(options.group);
-    await ensureStream(jsm, { name: stream, subjects: [`flusso.${options.group}.checkpoints.>`], replicas: options.replicas });
-    return new CheckpointLog(jetstream(nc), jsm, nc, options);
+    const info = await ensureStream(jsm, { name: stream, subjects: [`flusso.${options.group}.checkpoints.>`], replicas: options.replicas });
+    return new CheckpointLog(jetstream(nc), jsm, nc, options, info.created);
   }
 
   /**
@@ -131,7 +136,7 @@ export class CheckpointLog {
       this.bytesSinceBase = 0;
       // 3.
       if (known.commitSeq === 0) return { isCacheCurrent: false, transactions: [], lastCommitSeq: 0, lastCheckpointId: 0 };
-      if (cached !== undefined && known.commitSeq === cached.commitSeq && known.checkpointId === cached.checkpointId) {
+      if (cached !== undefined && known.commitSeq === cached.commitSeq && known.checkpointId === cached.checkpointId && cached.streamCreated === this.streamCreated) {
         return { isCacheCurrent: true, transactions: [], lastCommitSeq: cached.commitSeq, lastCheckpointId: cached.checkpointId };
       }
       const claim = await this.read(claimSeq - 1);

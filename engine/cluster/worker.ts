@@ -59,10 +59,10 @@ const MAX_SLOTS = 256;
 
 export async function runClusterWorker<E>(options: ClusterWorkerOptions<E>): Promise<ClusterWorkerResult> {
   const startedAtMs = Date.now();
-  const { slot, lock } = await lockSlot(options.stateDir);
+  const { slot, lock } = await lockSlot(options.stateDir, options.group);
   const workerId = `${hostname().replace(/[^A-Za-z0-9_-]/g, "_")}-${slot}-${process.pid}`;
   const nc = await connectNats({ servers: options.servers, client: `worker ${workerId}`, signal: options.signal, onEvent: options.onEvent });
-  const worker = new Worker(options, workerId, join(options.stateDir, "workers", String(slot)), nc);
+  const worker = new Worker(options, workerId, slotDir(options.stateDir, options.group, slot), nc);
   try {
     return { ...(await worker.run()), elapsedMs: Date.now() - startedAtMs };
   } finally {
@@ -71,11 +71,16 @@ export async function runClusterWorker<E>(options: ClusterWorkerOptions<E>): Pro
   }
 }
 
+/** A worker's own folder: under its group, so groups sharing a state dir never read each other's caches. */
+function slotDir(stateDir: string, group: string, slot: number): string {
+  return join(stateDir, "groups", group, "workers", String(slot));
+}
+
 /** The first worker slot under the state dir no other process holds: a restarted worker finds its cache again. */
-async function lockSlot(stateDir: string): Promise<{ slot: number; lock: StateDirLock }> {
+async function lockSlot(stateDir: string, group: string): Promise<{ slot: number; lock: StateDirLock }> {
   for (let slot = 0; slot < MAX_SLOTS; slot++) {
     try {
-      return { slot, lock: await lockStateDir(join(stateDir, "workers", String(slot))) };
+      return { slot, lock: await lockStateDir(slotDir(stateDir, group, slot)) };
     } catch (error) {
       if (!(error instanceof StateDirLocked)) throw error;
     }
@@ -247,15 +252,15 @@ class Worker<E> {
           onView: (view) => this.options.onPartitionView?.(partition, view),
           replica: {
             prepare: async (dir) => {
-              const claim = await log!.claim(currentCache(dir, cacheFile, this.options.stateEncryptionKey));
+              const claim = await log!.claim(await currentCache(dir, cacheFile, this.options.stateEncryptionKey));
               if (!claim.isCacheCurrent) await rebuild(dir, claim.transactions, this.options.stateEncryptionKey);
-              writeCache(cacheFile, { commitSeq: claim.lastCommitSeq, checkpointId: claim.lastCheckpointId });
+              writeCache(cacheFile, { commitSeq: claim.lastCommitSeq, checkpointId: claim.lastCheckpointId, streamCreated: log!.streamCreated });
               const restoredFrom = claim.lastCommitSeq === 0 ? "nothing" : claim.isCacheCurrent ? "cache" : "nats";
               this.emit({ event: "partition-taken", partition, restoredFrom, checkpointId: claim.lastCheckpointId, transactions: claim.transactions.length });
             },
             mirror: async (transaction, meta) => {
               const commitSeq = await log!.append(transaction, meta);
-              writeCache(cacheFile, { commitSeq, checkpointId: meta.checkpointId });
+              writeCache(cacheFile, { commitSeq, checkpointId: meta.checkpointId, streamCreated: log!.streamCreated });
               const endSeq = Math.max(endSeqAtStart, (meta.sourcePosition as { streamSeq?: number } | undefined)?.streamSeq ?? 0);
               if (meta.isEnded) await retryTransient(() => this.leases.markDone(partition, endSeq), STARTUP_LIMIT_MS);
               return { wantsBase: log!.takeBaseDue() };
@@ -328,7 +333,7 @@ class Worker<E> {
 class LeaseLost extends Error {}
 
 /** The commit the local cache holds, if the state dir is at it (a commit that NATS refused leaves the dir ahead). */
-function currentCache(dir: string, cacheFile: string, encryptionKey: string | undefined): CachedCommit | undefined {
+async function currentCache(dir: string, cacheFile: string, encryptionKey: string | undefined): Promise<CachedCommit | undefined> {
   if (!existsSync(cacheFile) || !existsSync(join(dir, "data.mdb"))) return undefined;
   let cached: CachedCommit;
   try {
@@ -336,11 +341,18 @@ function currentCache(dir: string, cacheFile: string, encryptionKey: string | un
   } catch {
     return undefined;
   }
-  const store = new StateStore(dir, undefined, { encryptionKey, readOnly: true });
+  let store: StateStore;
+  try {
+    store = new StateStore(dir, undefined, { encryptionKey, readOnly: true });
+  } catch {
+    // A damaged cache (a disk error, a truncated file) is only a cache: the state comes from NATS.
+    return undefined;
+  }
   try {
     return store.readMeta()?.checkpointId === cached.checkpointId ? cached : undefined;
   } finally {
-    void store.close();
+    // Closed before the dir is rebuilt or the job opens it.
+    await store.close();
   }
 }
 
