@@ -9,6 +9,8 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
+import { checkpointStreamName } from "../engine/cluster/checkpointLog.ts";
+import { doneBucketName, leaseBucketName } from "../engine/cluster/leases.ts";
 import { parseCommandLine } from "./cliArgs.ts";
 import { describePipeline } from "./describe.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
@@ -159,6 +161,15 @@ export async function main(argv: string[]): Promise<number> {
       } catch (error) {
         if (!(error instanceof ResetStageUnknown)) throw error;
         process.stderr.write(`flusso run: ${error.message}\n`);
+        return EXIT_BAD_PIPELINE;
+      }
+      if (spec.cluster && (line.reset || (line.resetStages ?? []).length > 0)) {
+        // A worker's state dir is only a cache: the group's state is in NATS, shared by every worker.
+        const { group } = spec.cluster;
+        process.stderr.write(
+          `flusso run: --reset and --reset-stage do not apply to a cluster (${line.file}): its state lives in NATS, shared by all its workers. ` +
+            `To start over, stop every worker and give cluster.group a new name, or delete the stream ${checkpointStreamName(group)} and the KV buckets ${leaseBucketName(group)} and ${doneBucketName(group)}\n`,
+        );
         return EXIT_BAD_PIPELINE;
       }
       const log = commandLog(line.log, line.quiet);

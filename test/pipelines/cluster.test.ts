@@ -1,7 +1,7 @@
 // Many workers on one NATS source: partitions leased in KV, checkpoints in NATS, takeovers after
 // crashes, stops and pauses; the outputs of any number of workers, crashing or not, are the outputs
 // of one worker, each once.
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -230,3 +230,17 @@ async function untilLogged(worker: WorkerProcess, pattern: RegExp, limitMs = 150
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+describe("a cluster's command line", () => {
+  it("refuses --reset and --reset-stage, naming what to do instead: the state lives in NATS", async () => {
+    const dir = tempDir("flusso-cluster-reset-");
+    const file = join(dir, "p.yaml");
+    writeFileSync(file, pipelineYaml("resetme", "IN9", "OUT9", join(dir, "state")));
+    for (const flags of [["--reset"], ["--reset-stage", "hourly"]]) {
+      const run = spawnSync(process.execPath, [CLI, "run", file, ...flags], { encoding: "utf8" });
+      expect(run.status).toBe(2);
+      expect(run.stderr).toContain("do not apply to a cluster");
+      expect(run.stderr).toContain("flusso_resetme_checkpoints");
+    }
+  });
+});
