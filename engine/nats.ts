@@ -160,26 +160,49 @@ export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?:
 /**
  * The stream, created when missing; an existing one is used as it is, with its subjects widened if
  * needed. Returns its info (its creation time tells a recreated stream from the one a checkpoint saw).
+ * Several sinks (a cluster worker's partitions, other workers) may widen one stream at once, and an
+ * update names the whole subject list: within the process they take turns, and each checks
+ * afterwards that its subjects stayed, trying again if another's update replaced them.
  */
 export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<StreamInfo> {
+  const previous = streamTurns.get(spec.name) ?? Promise.resolve();
+  const turn = previous.then(() => ensureStreamNow(jsm, spec));
+  streamTurns.set(spec.name, turn.catch(() => undefined));
+  return turn;
+}
+
+/** The last ensureStream of each stream name in this process: the next one waits for it. */
+const streamTurns = new Map<string, Promise<unknown>>();
+/** Attempts at widening a stream that others widen at the same time. */
+const ENSURE_ATTEMPTS = 5;
+
+async function ensureStreamNow(jsm: JetStreamManager, spec: StreamSpec): Promise<StreamInfo> {
   const duplicateWindowNs = spec.duplicateWindowMs === undefined ? undefined : spec.duplicateWindowMs * 1_000_000;
-  const info = await streamInfo(jsm, spec.name);
-  if (info === undefined) {
-    return jsm.streams.add({
-      name: spec.name,
-      subjects: spec.subjects,
-      ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}),
-      ...(spec.replicas !== undefined && spec.replicas > 1 ? { num_replicas: spec.replicas } : {}),
-    });
+  for (let attempt = 1; ; attempt++) {
+    const info = await streamInfo(jsm, spec.name);
+    try {
+      if (info === undefined) {
+        return await jsm.streams.add({
+          name: spec.name,
+          subjects: spec.subjects,
+          ...(duplicateWindowNs ? { duplicate_window: duplicateWindowNs } : {}),
+          ...(spec.replicas !== undefined && spec.replicas > 1 ? { num_replicas: spec.replicas } : {}),
+        });
+      }
+      // A subject the stream already takes through a wildcard must not be added: the server refuses overlaps.
+      const missing = spec.subjects.filter((s) => !(info.config.subjects ?? []).some((taken) => isSubjectWithin(s, taken)));
+      const isWindowShort = duplicateWindowNs !== undefined && (info.config.duplicate_window ?? 0) < duplicateWindowNs;
+      if (missing.length === 0 && !isWindowShort) return info;
+      await jsm.streams.update(spec.name, {
+        subjects: [...(info.config.subjects ?? []), ...missing],
+        ...(isWindowShort ? { duplicate_window: duplicateWindowNs } : {}),
+      });
+    } catch (error) {
+      // Another process made or changed the stream between the look and the change: look again.
+      if (attempt >= ENSURE_ATTEMPTS || !/already in use|stream name|wrong last|not found/i.test(String((error as Error)?.message))) throw error;
+    }
+    if (attempt >= ENSURE_ATTEMPTS) throw new Error(`stream ${spec.name}: its subjects kept changing while ${spec.subjects.join(", ")} was added`);
   }
-  // A subject the stream already takes through a wildcard must not be added: the server refuses overlaps.
-  const missing = spec.subjects.filter((s) => !(info.config.subjects ?? []).some((taken) => isSubjectWithin(s, taken)));
-  const isWindowShort = duplicateWindowNs !== undefined && (info.config.duplicate_window ?? 0) < duplicateWindowNs;
-  if (missing.length === 0 && !isWindowShort) return info;
-  return jsm.streams.update(spec.name, {
-    subjects: [...(info.config.subjects ?? []), ...missing],
-    ...(isWindowShort ? { duplicate_window: duplicateWindowNs } : {}),
-  });
 }
 
 /** The stream's info, or undefined when there is no such stream. */

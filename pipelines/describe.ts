@@ -24,6 +24,10 @@ export function describePipeline(spec: PipelineSpec): string[] {
   row("deadLetter", sinkText(spec.deadLetter, path));
   row("state", `${path(spec.state.dir)}, a checkpoint every ${duration(spec.state.checkpointIntervalMs)}${spec.state.encryptionKey ? ", encrypted" : ""}`);
   if (spec.privacy) row("privacy", "on");
+  if (spec.cluster) {
+    const { group, leaseTtlMs, replicas } = spec.cluster;
+    row("cluster", `workers of group ${group} share the partitions; leases of ${leaseTtlMs / 1000} s; checkpoints in NATS (${replicas} ${replicas === 1 ? "replica" : "replicas"})`);
+  }
   const http = spec.http;
   row("http", http ? `http://${http.host.includes(":") ? `[${http.host}]` : http.host}:${http.port}${http.token ? " (bearer token)" : ""}` : "off");
   return lines;
