@@ -243,4 +243,19 @@ describe("a cluster's command line", () => {
       expect(run.stderr).toContain("flusso_resetme_checkpoints");
     }
   });
+
+  it("refuses a stream holding subjects no worker reads (a partition beyond the count), naming them", async () => {
+    const nc = await connect({ servers: server.url });
+    await (await jetstreamManager(nc)).streams.add({ name: "IN10", subjects: ["in10.>"] });
+    await jetstream(nc).publish("in10.3", JSON.stringify(events(1, 10)[0]));
+    await jetstream(nc).publish("in10.9", JSON.stringify(events(1, 11)[0]));
+    await nc.close();
+    const dir = tempDir("flusso-cluster-subjects-");
+    const file = join(dir, "p.yaml");
+    writeFileSync(file, pipelineYaml("subjects", "IN10", "OUT10", join(dir, "state")));
+    const run = spawnSync(process.execPath, [CLI, "run", file], { encoding: "utf8", timeout: 60_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain("in10.9");
+    expect(run.stderr).not.toContain("in10.3,");
+  });
 });
