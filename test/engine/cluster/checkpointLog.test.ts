@@ -178,8 +178,9 @@ describe("a partition's checkpoint log", () => {
     state.set("k", "v");
     await store.commit(meta(1));
     await store.close();
-    const first = await (await CheckpointLog.open(nc, options("b"))).claim(undefined);
-    const cached = { commitSeq: first.lastCommitSeq, checkpointId: first.lastCheckpointId };
+    const firstLog = await CheckpointLog.open(nc, options("b"));
+    const first = await firstLog.claim(undefined);
+    const cached = { commitSeq: first.lastCommitSeq, checkpointId: first.lastCheckpointId, streamCreated: firstLog.streamCreated };
     // Only claims since: the cache is current.
     const again = await (await CheckpointLog.open(nc, options("a"))).claim(cached);
     expect(again.isCacheCurrent).toBe(true);
@@ -188,6 +189,9 @@ describe("a partition's checkpoint log", () => {
     const other = await (await CheckpointLog.open(nc, options("b"))).claim({ ...cached, checkpointId: 2 });
     expect(other.isCacheCurrent).toBe(false);
     expect(other.transactions.map((t) => t.checkpointId)).toEqual([1]);
+    // Nor is a cache read from another stream of the same name (deleted and made again).
+    const elsewhere = await (await CheckpointLog.open(nc, options("a"))).claim({ ...cached, streamCreated: "2020-01-01T00:00:00Z" });
+    expect(elsewhere.isCacheCurrent).toBe(false);
   });
 });
 
