@@ -53,6 +53,8 @@ type NatsPosition = { streamSeq: number; streamCreated?: string };
 const CLOSE_TIMEOUT_MS = 2_000;
 
 const RAW_PREVIEW = 200;
+/** The longest a batch waits to be whole while the server holds a backlog (see fillFromBacklog). */
+const BACKLOG_FILL_WAIT_MS = 2_000;
 /** How long a consumer may deliver nothing, with messages waiting on the server, before it is replaced. */
 const STALL_CHECK_MS = 5_000;
 
@@ -224,6 +226,7 @@ export class NatsSource implements Source {
     if (this.pumpError !== undefined) throw this.pumpError;
     if (this.lastSeq >= this.endSeq) return { items: [], isDone: true };
     if (this.queue.length === 0) await this.arrivalOrTimeout();
+    await this.fillFromBacklog(maxItems);
     const items: SourceItem[] = [];
     while (items.length < maxItems && this.queue.length > 0 && this.lastSeq < this.endSeq) {
       const msg = this.queue.shift()!;
@@ -235,6 +238,26 @@ export class NatsSource implements Source {
     }
     this.onSpace?.();
     return { items, isDone: this.lastSeq >= this.endSeq };
+  }
+
+  /**
+   * While the server holds more than the buffer (a backlog: a restart, a takeover, a bounded read),
+   * waits until a whole batch is there: the job's watermarks come at batch ends, and outputs that
+   * depend on where a watermark falls among events (a cluster run, a timer before an event) must
+   * not depend on how fast messages arrived, or a replay after a crash, or a partition read by
+   * another worker, would differ from the first run. A live tail is cut where arrivals stop, as it
+   * must be; the wait is bounded, so a slow server costs time, not progress.
+   */
+  private async fillFromBacklog(maxItems: number): Promise<void> {
+    const target = Math.min(maxItems, this.bufferSize);
+    const deadlineMs = Date.now() + BACKLOG_FILL_WAIT_MS;
+    while (this.queue.length < target && this.isBacklogged() && this.pumpError === undefined && Date.now() < deadlineMs) await this.arrivalOrTimeout();
+  }
+
+  /** The server holds messages after the newest delivered one, before the end of a bounded read. */
+  private isBacklogged(): boolean {
+    const newest = this.newest;
+    return newest !== undefined && newest.info.pending > 0 && newest.seq < this.endSeq;
   }
 
   /** Messages received and not yet handed to the job: at most `bufferMessages` plus one pull. */
