@@ -7,17 +7,15 @@ import { join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mulberry32 } from "../harness.ts";
 import { eventSchemaYaml } from "../fixtures/pipelines.ts";
 import { readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { runClusterPipeline } from "../../pipelines/cluster.ts";
-import { partitionOf } from "../../engine/partitioning.ts";
+import { clusterEvents, publishPartitioned } from "../fixtures/clusterEvents.ts";
 import { checkpointStreamName, KIND_HEADER, WORKER_HEADER } from "../../engine/cluster/checkpointLog.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
-const T0 = Date.UTC(2024, 4, 20);
 const PARTITIONS = 8;
 
 let server: NatsServer;
@@ -32,29 +30,8 @@ afterAll(async () => {
   removeTempDirs();
 });
 
-type Ev = { user_id: string; timestamp: number; event_type: string; price: number };
-
-function events(count: number, seed: number, users = 500): Ev[] {
-  const rnd = mulberry32(seed);
-  let clockMs = T0;
-  return Array.from({ length: count }, () => {
-    clockMs += Math.floor(rnd() * 2000);
-    const event_type = rnd() < 0.1 ? "purchase" : rnd() < 0.3 ? "cart" : "view";
-    return { user_id: `u${Math.floor(rnd() * users)}`, timestamp: clockMs - Math.floor(rnd() * 3000), event_type, price: Math.floor(rnd() * 100) };
-  });
-}
-
-/** Publishes to `<stream>.<partition>`, the partition by a hash of the user, as `flusso publish` does. */
-async function publish(stream: string, all: Ev[]): Promise<void> {
-  const nc = await connect({ servers: server.url });
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: stream, subjects: [`${stream.toLowerCase()}.>`] }).catch(() => undefined);
-  const js = jetstream(nc);
-  for (let at = 0; at < all.length; at += 2000) {
-    await Promise.all(all.slice(at, at + 2000).map((e) => js.publish(`${stream.toLowerCase()}.${partitionOf(e.user_id, PARTITIONS)}`, JSON.stringify(e))));
-  }
-  await nc.close();
-}
+const events = (count: number, seed: number, users = 500) => clusterEvents(count, seed, users);
+const publish = (stream: string, all: object[]) => publishPartitioned(server.url, stream, all, PARTITIONS);
 
 function pipelineYaml(name: string, input: string, output: string, stateDir: string, leaseTtl = "2s"): string {
   return `name: ${name}

@@ -3,8 +3,6 @@
 // running the whole pipeline would.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobView } from "../../../engine/jobView.ts";
 import { partitionOf } from "../../../engine/partitioning.ts";
@@ -16,12 +14,11 @@ import { startHttpServer, type HttpServer } from "../../../pipelines/http/server
 import { loadPipeline } from "../../../pipelines/load.ts";
 import type { PipelineSpec } from "../../../pipelines/validate.ts";
 import { eventSchemaYaml } from "../../fixtures/pipelines.ts";
-import { mulberry32 } from "../../harness.ts";
+import { clusterEvents, publishPartitioned } from "../../fixtures/clusterEvents.ts";
 import { startNatsServer, type NatsServer } from "../../natsServer.ts";
 import { removeTempDirs, tempDir } from "../pipelineFiles.ts";
 
 const PARTITIONS = 4;
-const T0 = Date.UTC(2024, 4, 20);
 /** Every wait here is bounded by this much. */
 const WAIT_LIMIT_MS = 60_000;
 
@@ -37,26 +34,8 @@ afterAll(async () => {
   removeTempDirs();
 });
 
-type Ev = { user_id: string; timestamp: number; event_type: string; price: number };
-
-function events(count: number, users: number): Ev[] {
-  const rnd = mulberry32(7);
-  let clockMs = T0;
-  return Array.from({ length: count }, () => {
-    clockMs += Math.floor(rnd() * 2000);
-    const event_type = rnd() < 0.1 ? "purchase" : rnd() < 0.3 ? "cart" : "view";
-    return { user_id: `u${Math.floor(rnd() * users)}`, timestamp: clockMs - Math.floor(rnd() * 3000), event_type, price: Math.floor(rnd() * 100) };
-  });
-}
-
-/** Publishes to `<stream>.<partition>`, the partition by a hash of the user, as `flusso publish` does. */
-async function publish(stream: string, all: Ev[]): Promise<void> {
-  const nc = await connect({ servers: server.url });
-  await (await jetstreamManager(nc)).streams.add({ name: stream, subjects: [`${stream.toLowerCase()}.>`] });
-  const js = jetstream(nc);
-  await Promise.all(all.map((e) => js.publish(`${stream.toLowerCase()}.${partitionOf(e.user_id, PARTITIONS)}`, JSON.stringify(e))));
-  await nc.close();
-}
+const events = (count: number, users: number) => clusterEvents(count, 7, users);
+const publish = (stream: string, all: object[]) => publishPartitioned(server.url, stream, all, PARTITIONS);
 
 /** Segments decided by each user's latest event only: no wake-ups, so the counts do not depend on how far the watermark went. */
 function pipelineYaml(name: string, input: string, output: string, stateDir: string): string {
