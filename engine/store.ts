@@ -157,7 +157,7 @@ export class StateStore {
   constructor(
     readonly dir: string,
     private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
-    { encryptionKey, readOnly = false, mirror }: { encryptionKey?: string; readOnly?: boolean; mirror?: CommitMirror } = {},
+    { encryptionKey, readOnly = false, mirror }: { encryptionKey?: string; readOnly?: boolean; /** Where each commit is kept durably besides: LMDB is then a cache and is not synced to disk. */ mirror?: CommitMirror } = {},
   ) {
     this.mirror = mirror;
     try {
@@ -168,7 +168,9 @@ export class StateStore {
     }
     checkDataFile(dir);
     try {
-      this.root = open({ path: dir, maxDbs: MAX_STATE_DATABASES, compression: false, readOnly, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
+      // With a mirror, LMDB is a cache: a system crash that undoes its last transactions (never its
+      // consistency: no write map) leaves it behind the mirror, and it is rebuilt from there.
+      this.root = open({ path: dir, maxDbs: MAX_STATE_DATABASES, compression: false, readOnly, noSync: mirror !== undefined, ...(encryptionKey === undefined ? {} : { encryptionKey }) });
     } catch (error) {
       throw openFailure(dir, encryptionKey !== undefined, error);
     }
