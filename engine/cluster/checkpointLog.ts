@@ -13,7 +13,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { pack, unpack } from "msgpackr";
-import { ensureStream, readStreamSince, retryTransient } from "../nats.ts";
+import { ensureStream, isTransient, readStreamSince, retryTransient } from "../nats.ts";
 import type { CheckpointMeta, Transaction } from "../store.ts";
 
 export type CheckpointLogOptions = {
@@ -73,6 +73,8 @@ const CLAIM_ATTEMPTS = 50;
  * leader takes 5-10 s). A holder that cannot append for longer loses its lease meanwhile anyway.
  */
 const UNAVAILABLE_LIMIT_MS = 60_000;
+/** Between two reads of a log that came back short. */
+const REREAD_WAIT_MS = 250;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -139,7 +141,7 @@ export class CheckpointLog {
       if (cached !== undefined && known.commitSeq === cached.commitSeq && known.checkpointId === cached.checkpointId && cached.streamCreated === this.streamCreated) {
         return { isCacheCurrent: true, transactions: [], lastCommitSeq: cached.commitSeq, lastCheckpointId: cached.checkpointId };
       }
-      const claim = await this.read(claimSeq - 1);
+      const claim = await this.read(last!.seq);
       // A base soon after a takeover keeps the next one's read short.
       this.isBaseDue = claim.transactions.length > 1;
       return claim;
@@ -217,15 +219,35 @@ export class CheckpointLog {
     }
   }
 
-  /** The committed transactions up to sequence `throughSeq`, from the last base on. */
-  private async read(throughSeq: number): Promise<Claim> {
+  /**
+   * The committed transactions up to the subject's message `lastSeq` (the last before the claim),
+   * from the last base on. A read that ends before `lastSeq` (a fetch that came back empty under
+   * load) is done again: taking over from part of the log would resume from an old checkpoint.
+   */
+  private async read(lastSeq: number): Promise<Claim> {
+    if (lastSeq === 0) return { isCacheCurrent: false, transactions: [], lastCommitSeq: 0, lastCheckpointId: 0 };
+    const deadlineMs = Date.now() + UNAVAILABLE_LIMIT_MS;
+    for (;;) {
+      const claim = await this.readOnce(lastSeq).catch((error: unknown) => {
+        if (!isTransient(error) || Date.now() >= deadlineMs) throw error;
+        return undefined;
+      });
+      if (claim !== undefined) return claim;
+      if (Date.now() >= deadlineMs) throw new Error(`timeout: the checkpoint log of partition ${this.options.partition} could not be read up to sequence ${lastSeq}`);
+      await new Promise((resolve) => setTimeout(resolve, REREAD_WAIT_MS));
+    }
+  }
+
+  /** One read of the log up to `lastSeq`; undefined when it ended before it. */
+  private async readOnce(lastSeq: number): Promise<Claim | undefined> {
     let transactions: Transaction[] = [];
     let pieces: Uint8Array[] = [];
     let lastCommitSeq = 0;
     let lastCheckpointId = 0;
-    if (throughSeq === 0) return { isCacheCurrent: false, transactions, lastCommitSeq, lastCheckpointId };
-    await retryTransient(() => readStreamSince(this.nc, this.stream, { afterSeq: 0, subject: this.subject }, (msg) => {
-      if (msg.seq > throughSeq) return;
+    let readThroughSeq = 0;
+    await readStreamSince(this.nc, this.stream, { afterSeq: 0, subject: this.subject }, (msg) => {
+      if (msg.seq > lastSeq) return;
+      readThroughSeq = msg.seq;
       const kind = msg.headers?.get(KIND_HEADER) as Kind;
       if (kind === "claim") {
         // What a previous holder left unfinished before being fenced is not part of the log.
@@ -240,12 +262,8 @@ export class CheckpointLog {
       transactions.push(transaction);
       lastCommitSeq = msg.seq;
       lastCheckpointId = transaction.checkpointId;
-    }).then(() => undefined, (error) => {
-      // Read again from the start: what was read so far is dropped.
-      transactions = [];
-      pieces = [];
-      throw error;
-    }), UNAVAILABLE_LIMIT_MS);
+    });
+    if (readThroughSeq !== lastSeq) return undefined;
     return { isCacheCurrent: false, transactions, lastCommitSeq, lastCheckpointId };
   }
 

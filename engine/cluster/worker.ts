@@ -234,7 +234,19 @@ class Worker<E> {
     const stop = new AbortController();
     const stateDir = join(this.dir, `p${partition}`);
     const cacheFile = join(this.dir, `p${partition}.commit.json`);
-    const tell = (event: PartitionEvent) => this.emit({ ...event, partition });
+    // What the job did in this run, also when it ends without a result (lost, failed): its view's
+    // counters against those it restored.
+    let view: JobView | undefined;
+    let restoredCounters: Readonly<JobCounters> | undefined;
+    const tell = (event: PartitionEvent) => {
+      if ((event.event === "restored" || event.event === "fresh-start") && view !== undefined) restoredCounters = { ...view.counters() };
+      this.emit({ ...event, partition });
+    };
+    const countRun = () => {
+      if (view === undefined || restoredCounters === undefined) return;
+      for (const [name, n] of Object.entries(view.counters())) this.totals[name] = (this.totals[name] ?? 0) + n - (restoredCounters[name] ?? 0);
+      restoredCounters = undefined;
+    };
     const base = this.options.jobFor(partition, stateDir, stop.signal);
     const running: Running = { stop, ended: Promise.resolve(undefined) };
     this.partitionsRun.add(partition);
@@ -249,7 +261,10 @@ class Worker<E> {
           ...base,
           signal: stop.signal,
           onEvent: tell,
-          onView: (view) => this.options.onPartitionView?.(partition, view),
+          onView: (jobView) => {
+            view = jobView;
+            this.options.onPartitionView?.(partition, jobView);
+          },
           replica: {
             prepare: async (dir) => {
               const claim = await log!.claim(await currentCache(dir, cacheFile, this.options.stateEncryptionKey));
@@ -267,7 +282,7 @@ class Worker<E> {
             },
           },
         });
-        for (const [name, n] of Object.entries(result.thisRun)) this.totals[name] = (this.totals[name] ?? 0) + n;
+        countRun();
         const why = result.isComplete ? "done" : (running.whyStopped ?? "stop");
         await this.leases.release(partition);
         this.emit({ event: "partition-released", partition, why });
@@ -296,6 +311,7 @@ class Worker<E> {
         this.wake?.();
         return undefined;
       } finally {
+        countRun();
         this.options.onPartitionView?.(partition, undefined);
         if (this.running.get(partition) === running) this.running.delete(partition);
       }
