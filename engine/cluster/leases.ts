@@ -45,6 +45,8 @@ type LeaseValue = { worker: string };
 export class PartitionLeases {
   /** Partitions held, with the KV revision of the last put: the next renewal must find it. */
   private readonly revisions = new Map<number, number>();
+  /** The renewal under way, if any: a release waits for it. */
+  private renewing: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private readonly options: LeaseOptions,
@@ -110,11 +112,22 @@ export class PartitionLeases {
    * Renews every held lease, each only if it is still the one this worker put: returns the partitions
    * whose lease was lost (it ran out, and maybe another worker took it).
    */
-  async renew(): Promise<number[]> {
+  renew(): Promise<number[]> {
+    const renewing = this.renewAll();
+    this.renewing = renewing.catch(() => undefined);
+    return renewing;
+  }
+
+  private async renewAll(): Promise<number[]> {
     const lost: number[] = [];
     for (const [partition, revision] of [...this.revisions]) {
+      // Given back since the renewal began: renewing it now would keep a lease no job uses.
+      if (this.revisions.get(partition) !== revision) continue;
       try {
-        this.revisions.set(partition, await this.leases.update(`${LEASE_KEY}${partition}`, this.value(), revision));
+        const renewed = await this.leases.update(`${LEASE_KEY}${partition}`, this.value(), revision);
+        if (this.revisions.get(partition) === revision) this.revisions.set(partition, renewed);
+        // Released while this renewal was on its way: give back what it just extended.
+        else await this.leases.delete(`${LEASE_KEY}${partition}`, { previousSeq: renewed }).catch(() => undefined);
       } catch (error) {
         if (!isWrongRevision(error)) throw error;
         this.revisions.delete(partition);
@@ -124,8 +137,12 @@ export class PartitionLeases {
     return lost;
   }
 
-  /** Gives a lease back (after the partition's last checkpoint), if it is still this worker's. */
+  /**
+   * Gives a lease back (after the partition's last checkpoint), if it is still this worker's. It
+   * waits for a renewal under way, which would otherwise put it back.
+   */
   async release(partition: number): Promise<void> {
+    await this.renewing;
     const revision = this.revisions.get(partition);
     if (revision === undefined) return;
     this.revisions.delete(partition);

@@ -68,3 +68,23 @@ describe("partition leases", () => {
     expect(await leases.doneThrough(0)).toBe(42);
   });
 });
+
+describe("a lease given back while it is being renewed", () => {
+  it("is not kept alive by the renewal: another worker can take it", async () => {
+    const options = { group: "leases3", partitions: 2, leaseTtlMs: 60_000, replicas: 1 };
+    const a = await PartitionLeases.open(nc, { ...options, workerId: "a" });
+    const b = await PartitionLeases.open(nc, { ...options, workerId: "b" });
+    for (let round = 0; round < 20; round++) {
+      expect(await a.acquire(0)).toBe(true);
+      // The release starts while the renewal is on its way, as the worker's two clocks may have it.
+      const renewal = a.renew();
+      await a.release(0);
+      await renewal;
+      await a.renew();
+      expect(a.held).toEqual([]);
+      // With a 60 s TTL, only a lease really given back can be taken now.
+      expect(await b.acquire(0)).toBe(true);
+      await b.release(0);
+    }
+  });
+});
