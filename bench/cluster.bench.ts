@@ -169,13 +169,14 @@ async function fillEvents(server: Server, jsm: JetStreamManager): Promise<number
 // ---------------------------------------------------------------------------------------------
 // 1. Scaling: draining the stream with --workers 1 and --workers 2
 
-type DrainRun = { kind: Kind; workers: number; repeat: number; group: string; exitCode: number | null; wallMs: number; read: number; outputs: number; eventsPerSecond: number };
+type DrainRun = { kind: Kind; workers: number; repeat: number; group: string; exitCode: number | null; wallMs: number; read: number; outputs: number; eventsPerSecond: number; loadAverageAtStart: number[] };
 
 async function drainRun(dir: string, server: Server, jsm: JetStreamManager, kind: Kind, workers: number, repeat: number, events: number): Promise<DrainRun> {
   const group = `scale_${kind}_w${workers}_r${repeat}`;
   const outStream = `OUT_${group}`;
   const stateDir = join(dir, group);
   const yaml = writePipeline(dir, { kind, url: server.url, inStream: "EVENTS", outStream, stateDir, isBounded: true, group });
+  const loadAverageAtStart = loadavg();
   const startedMs = performance.now();
   const run = spawnNode([CLI, "run", yaml, "--workers", String(workers), "--log", "json"]);
   const exit = await withTimeout(run.exited, RUN_LIMIT_MS);
@@ -186,7 +187,7 @@ async function drainRun(dir: string, server: Server, jsm: JetStreamManager, kind
   if (exit?.code !== 0 || read !== events) log(`  run ended ${JSON.stringify(exit)} having read ${read} of ${events}: ${run.stderr().slice(-1500)}`);
   await dropGroup(jsm, group, outStream);
   rmSync(stateDir, { recursive: true, force: true });
-  return { kind, workers, repeat, group, exitCode: exit?.code ?? null, wallMs, read, outputs: Number(summary?.outputs ?? NaN), eventsPerSecond: (events * 1000) / wallMs };
+  return { kind, workers, repeat, group, exitCode: exit?.code ?? null, wallMs, read, outputs: Number(summary?.outputs ?? NaN), eventsPerSecond: (events * 1000) / wallMs, loadAverageAtStart };
 }
 
 async function scalingPart(dir: string, server: Server, jsm: JetStreamManager, events: number): Promise<object> {
@@ -211,7 +212,7 @@ async function scalingPart(dir: string, server: Server, jsm: JetStreamManager, e
     return { kind, oneWorkerEventsPerSecond: mean(1), twoWorkersEventsPerSecond: mean(2), speedup, target: `>= ${TARGET_SPEEDUP}x`, verdict: verdict(speedup >= TARGET_SPEEDUP) };
   });
   process.stdout.write(`\nScaling: ${fmt(events)} events over ${PARTITIONS} partitions drained by \`flusso run --workers N\` (wall time from spawn to the supervisor's exit)\n`);
-  process.stdout.write(`${table(["pipeline", "workers", "run", "wall s", "events/s", "read", "outputs", "exit"], runs.map((r) => [r.kind, String(r.workers), String(r.repeat + 1), fmt(r.wallMs / 1000, 2), fmt(r.eventsPerSecond), fmt(r.read), fmt(r.outputs), String(r.exitCode)]), [1, 2, 3, 4, 5, 6, 7])}\n`);
+  process.stdout.write(`${table(["pipeline", "workers", "run", "wall s", "events/s", "read", "outputs", "exit", "load 1 min at start"], runs.map((r) => [r.kind, String(r.workers), String(r.repeat + 1), fmt(r.wallMs / 1000, 2), fmt(r.eventsPerSecond), fmt(r.read), fmt(r.outputs), String(r.exitCode), fmt(r.loadAverageAtStart[0], 2)]), [1, 2, 3, 4, 5, 6, 7, 8])}\n`);
   process.stdout.write(`${table(["pipeline", "1 worker events/s (mean)", "2 workers events/s (mean)", "speedup", "target", "verdict"], ratios.map((r) => [r.kind, fmt(r.oneWorkerEventsPerSecond), fmt(r.twoWorkersEventsPerSecond), `${fmt(r.speedup, 2)}x`, r.target, r.verdict]), [1, 2, 3])}\n`);
   return { events, runs, ratios };
 }
@@ -315,13 +316,18 @@ async function takeoverPart(dir: string, server: Server, nc: NatsConnection, jsm
       restoredFrom: after("partition-taken", p)?.restoredFrom,
       transactions: after("partition-taken", p)?.transactions,
       restoredMs: (after("restored", p)?.heardAtMs ?? NaN) - killedAtMs,
+      freshStartMs: (after("fresh-start", p)?.heardAtMs ?? NaN) - killedAtMs,
+      restoredCheckpointId: after("partition-taken", p)?.checkpointId,
       firstOutputMs: (firstOutput(p)?.atMs ?? NaN) - killedAtMs,
     }));
     const takeoverMs = Math.max(...perPartition.map((p) => p.firstOutputMs));
     const targetMs = LEASE_TTL_MS + TARGET_TAKEOVER_MARGIN_MS;
     process.stdout.write(`\nTakeover: 2 workers (separate \`flusso run\`), ${fmt(TAKEOVER_USERS_PER_PARTITION)} users of retention state a partition, leaseTtl ${LEASE_TTL_MS / 1000} s, checkpointInterval 1 s, trickle ${TRICKLE_RATE}/s of new users\n`);
     process.stdout.write(`checkpoint stream before the kill: ${fmt(stateInfo.bytes)} bytes in ${stateInfo.messages} messages (jsm.streams.info state.bytes)\n`);
-    process.stdout.write(`${table(["partition", "partition-taken ms", "restored from", "txns applied", "restored ms", "first output ms"], perPartition.map((p) => [String(p.partition), fmt(p.takenMs), String(p.restoredFrom), String(p.transactions), fmt(p.restoredMs), fmt(p.firstOutputMs)]), [1, 3, 4, 5])}\n`);
+    process.stdout.write(`${table(["partition", "partition-taken ms", "restored from", "checkpoint", "txns applied", "restored ms", "fresh-start ms", "first output ms"], perPartition.map((p) => [String(p.partition), fmt(p.takenMs), String(p.restoredFrom), String(p.restoredCheckpointId), String(p.transactions), fmt(p.restoredMs), fmt(p.freshStartMs), fmt(p.firstOutputMs)]), [1, 3, 4, 5, 6, 7])}\n`);
+    const survivorTrouble = survivor.events.filter((e) => e.heardAtMs > killedAtMs && (e.level === "error" || e.event === "failed"));
+    const survivorExit = survivor.run.child.exitCode ?? survivor.run.child.signalCode;
+    process.stdout.write(`survivor after the kill: ${survivorTrouble.length} error lines (${[...new Set(survivorTrouble.map((e) => `${e.event}: ${String(e.error ?? e.msg).split("\n")[0]}`))].join("; ")}); ${survivorExit === null ? "still running" : `exited (${survivorExit})`}\n`);
     const result = { target: `all killed partitions' outputs again within leaseTtl + 3 s = ${targetMs} ms`, measured: `${fmt(takeoverMs)} ms`, verdict: verdict(isBack && takeoverMs <= targetMs) };
     process.stdout.write(`${table(["target", "measured", "verdict"], [[result.target, result.measured, result.verdict]])}\n`);
     return {
@@ -330,6 +336,8 @@ async function takeoverPart(dir: string, server: Server, nc: NatsConnection, jsm
       trickleRate: TRICKLE_RATE,
       checkpointStreamBeforeKill: { bytes: stateInfo.bytes, messages: stateInfo.messages },
       killedPartitions: killed,
+      survivorExit: survivor.run.child.exitCode ?? survivor.run.child.signalCode,
+      victimTroubleBeforeKill: victim.events.filter((e) => e.level !== "info").map(({ heardAtMs, ...e }) => ({ ...e, beforeKillMs: killedAtMs - heardAtMs })),
       isBack,
       perPartition,
       takeoverMs,
@@ -523,7 +531,7 @@ async function main(): Promise<void> {
         part === "scaling" ? await scalingPart(dir, server, jsm, events)
         : part === "takeover" ? await takeoverPart(dir, server, nc, jsm)
         : await checkpointPart(dir, server, nc, jsm, events);
-      results[part] = { loadAverageBefore, ...result };
+      results[part === "takeover" ? `takeover_${TAKEOVER_USERS_PER_PARTITION}_users` : part] = { loadAverageBefore, ...result };
     }
   } finally {
     await nc.close();
