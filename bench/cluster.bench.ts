@@ -166,10 +166,47 @@ async function fillEvents(server: Server, jsm: JetStreamManager): Promise<number
   return held.messages;
 }
 
+/** CPU seconds (user + system) `pid` and its descendants have used so far, from /proc (0 for a process gone). */
+function treeCpuSeconds(pid: number): number {
+  const ticks = 100;
+  const stats = new Map<number, { ppid: number; cpu: number }>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const text = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+      stats.set(Number(entry), { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / ticks });
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  let total = 0;
+  const visit = (p: number) => {
+    total += stats.get(p)?.cpu ?? 0;
+    for (const [child, s] of stats) if (s.ppid === p) visit(child);
+  };
+  visit(pid);
+  return total;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Scaling: draining the stream with --workers 1 and --workers 2
 
-type DrainRun = { kind: Kind; workers: number; repeat: number; group: string; exitCode: number | null; wallMs: number; read: number; outputs: number; eventsPerSecond: number; loadAverageAtStart: number[] };
+type DrainRun = {
+  kind: Kind;
+  workers: number;
+  repeat: number;
+  group: string;
+  exitCode: number | null;
+  wallMs: number;
+  read: number;
+  outputs: number;
+  eventsPerSecond: number;
+  loadAverageAtStart: number[];
+  /** CPU seconds of the supervisor and its workers (the last sample, every 500 ms, before they exited), and of nats-server over the run. */
+  flussoCpuSeconds: number;
+  natsServerCpuSeconds: number;
+};
 
 async function drainRun(dir: string, server: Server, jsm: JetStreamManager, kind: Kind, workers: number, repeat: number, events: number): Promise<DrainRun> {
   const group = `scale_${kind}_w${workers}_r${repeat}`;
@@ -177,17 +214,23 @@ async function drainRun(dir: string, server: Server, jsm: JetStreamManager, kind
   const stateDir = join(dir, group);
   const yaml = writePipeline(dir, { kind, url: server.url, inStream: "EVENTS", outStream, stateDir, isBounded: true, group });
   const loadAverageAtStart = loadavg();
+  const natsCpuAtStart = treeCpuSeconds(server.child.pid!);
   const startedMs = performance.now();
   const run = spawnNode([CLI, "run", yaml, "--workers", String(workers), "--log", "json"]);
+  // Workers exit before their supervisor: the largest sample of the tree is what they used.
+  let flussoCpuSeconds = 0;
+  const sampler = setInterval(() => (flussoCpuSeconds = Math.max(flussoCpuSeconds, treeCpuSeconds(run.child.pid!))), 500);
   const exit = await withTimeout(run.exited, RUN_LIMIT_MS);
   const wallMs = performance.now() - startedMs;
+  clearInterval(sampler);
+  const natsServerCpuSeconds = treeCpuSeconds(server.child.pid!) - natsCpuAtStart;
   if (exit === undefined) await stopChild(run);
   const summary = summaryOf(run.stderr());
   const read = Number(summary?.read ?? NaN);
   if (exit?.code !== 0 || read !== events) log(`  run ended ${JSON.stringify(exit)} having read ${read} of ${events}: ${run.stderr().slice(-1500)}`);
   await dropGroup(jsm, group, outStream);
   rmSync(stateDir, { recursive: true, force: true });
-  return { kind, workers, repeat, group, exitCode: exit?.code ?? null, wallMs, read, outputs: Number(summary?.outputs ?? NaN), eventsPerSecond: (events * 1000) / wallMs, loadAverageAtStart };
+  return { kind, workers, repeat, group, exitCode: exit?.code ?? null, wallMs, read, outputs: Number(summary?.outputs ?? NaN), eventsPerSecond: (events * 1000) / wallMs, loadAverageAtStart, flussoCpuSeconds, natsServerCpuSeconds };
 }
 
 async function scalingPart(dir: string, server: Server, jsm: JetStreamManager, events: number): Promise<object> {
@@ -212,7 +255,11 @@ async function scalingPart(dir: string, server: Server, jsm: JetStreamManager, e
     return { kind, oneWorkerEventsPerSecond: mean(1), twoWorkersEventsPerSecond: mean(2), speedup, target: `>= ${TARGET_SPEEDUP}x`, verdict: verdict(speedup >= TARGET_SPEEDUP) };
   });
   process.stdout.write(`\nScaling: ${fmt(events)} events over ${PARTITIONS} partitions drained by \`flusso run --workers N\` (wall time from spawn to the supervisor's exit)\n`);
-  process.stdout.write(`${table(["pipeline", "workers", "run", "wall s", "events/s", "read", "outputs", "exit", "load 1 min at start"], runs.map((r) => [r.kind, String(r.workers), String(r.repeat + 1), fmt(r.wallMs / 1000, 2), fmt(r.eventsPerSecond), fmt(r.read), fmt(r.outputs), String(r.exitCode), fmt(r.loadAverageAtStart[0], 2)]), [1, 2, 3, 4, 5, 6, 7, 8])}\n`);
+  process.stdout.write(`${table(
+    ["pipeline", "workers", "run", "wall s", "events/s", "read", "outputs", "exit", "load 1 min at start", "flusso CPU s", "nats-server CPU s", "cores busy (ours)"],
+    runs.map((r) => [r.kind, String(r.workers), String(r.repeat + 1), fmt(r.wallMs / 1000, 2), fmt(r.eventsPerSecond), fmt(r.read), fmt(r.outputs), String(r.exitCode), fmt(r.loadAverageAtStart[0], 2), fmt(r.flussoCpuSeconds, 1), fmt(r.natsServerCpuSeconds, 1), fmt((r.flussoCpuSeconds + r.natsServerCpuSeconds) / (r.wallMs / 1000), 2)]),
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+  )}\n`);
   process.stdout.write(`${table(["pipeline", "1 worker events/s (mean)", "2 workers events/s (mean)", "speedup", "target", "verdict"], ratios.map((r) => [r.kind, fmt(r.oneWorkerEventsPerSecond), fmt(r.twoWorkersEventsPerSecond), `${fmt(r.speedup, 2)}x`, r.target, r.verdict]), [1, 2, 3])}\n`);
   return { events, runs, ratios };
 }
