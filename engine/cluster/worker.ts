@@ -52,6 +52,11 @@ type Running = { stop: AbortController; ended: Promise<JobResult | undefined>; w
 
 /** A lease is renewed this many times per period: a missed renewal or two does not lose it. */
 const RENEWALS_PER_TTL = 3;
+/**
+ * The longest between two looks for partitions to take or give back: a lease that ran out is free
+ * on the server at once, but only taken over at the next look (renewals keep their own clock).
+ */
+const MAX_REBALANCE_EVERY_MS = 1_000;
 /** How long a worker joining waits for NATS to answer (a NATS cluster may be electing leaders). */
 const STARTUP_LIMIT_MS = 60_000;
 /** Worker slots tried under the state dir before giving up. */
@@ -109,7 +114,7 @@ class Worker<E> {
 
   /**
    * 1. every `leaseTtl / 3`, says it is alive and renews its leases, stopping the jobs of those it lost;
-   * then, every `leaseTtl / 3` until stopped (or, bounded, until the group is done):
+   * then, every `leaseTtl / 3` (1 s at most) until stopped (or, bounded, until the group is done):
    * 2. gives back what exceeds its fair share (after their last checkpoints);
    * 3. takes free partitions up to its share, restoring each from its checkpoint log.
    * On a stop, every job takes a last checkpoint and its lease is given back.
@@ -138,7 +143,7 @@ class Worker<E> {
           // NATS out of reach or electing a leader: the jobs go on, and the next tick looks again.
           if (!isTransient(error)) throw error;
         }
-        await this.sleep(leaseTtlMs / RENEWALS_PER_TTL);
+        await this.sleep(Math.min(leaseTtlMs / RENEWALS_PER_TTL, MAX_REBALANCE_EVERY_MS));
       }
       await this.stopAll("stop");
       if (this.failure !== undefined) throw this.failure;
