@@ -249,6 +249,10 @@ describe("NATS JetStream in and out", () => {
       // Cut off as soon as the sink has set up its stream: from then on nothing it holds can be
       // delivered, so the job cannot finish; a second later it holds results, and the stop comes.
       expect(await streamExists(server.url, "OUT6"), stderr).toBe(true);
+      // The stream exists before the answer to its creation is back through the proxy: the source
+      // connects once the sink is set up, so its line says the sink's answers all came back.
+      const deadline = Date.now() + 20_000;
+      while (!/"event":"connected","client":"source /.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       proxy.blackhole();
       await new Promise((r) => setTimeout(r, 1_000));
       child.kill("SIGTERM");
