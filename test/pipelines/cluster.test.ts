@@ -179,10 +179,15 @@ describe("a worker paused past its lease", () => {
     // Paused while it holds partitions and has checkpointed them (every 50 ms), whoever started first.
     await untilLogged(paused, /"event":"restored"|"event":"fresh-start"/);
     await new Promise((r) => setTimeout(r, 500));
+    while (heldPartitions(paused.stderr()).size === 0) await new Promise((r) => setTimeout(r, 20));
     paused.child.kill("SIGSTOP");
+    const held = heldPartitions(paused.stderr());
     const otherLogAtPause = other.stderr().length;
-    // Past its 2 s lease: the other worker takes its partitions over (and may finish them all).
-    await untilLogged(other, /"event":"partition-taken"/, otherLogAtPause);
+    // Past its 2 s lease, the other worker takes one of the partitions it held over (a partition it
+    // gave back just before the pause, in a rebalance, is taken at once: hence the wait for the lease).
+    await new Promise((r) => setTimeout(r, 2_500));
+    const takenOver = new RegExp(`"event":"partition-taken","partition":(${[...held].join("|")}),`);
+    await untilLogged(other, takenOver, otherLogAtPause);
     paused.child.kill("SIGCONT");
     for (const w of [paused, other]) expect((await w.exited).code, w.stderr()).toBe(0);
     expect(paused.stderr()).toMatch(/"event":"partition-lost"/);
@@ -201,6 +206,16 @@ describe("a worker paused past its lease", () => {
     expect(claimsOverPaused).toBeGreaterThan(0);
   }, 300_000);
 });
+
+/** The partitions a worker's JSON log says it holds: taken, and neither released nor lost since. */
+function heldPartitions(log: string): Set<number> {
+  const held = new Set<number>();
+  for (const match of log.matchAll(/"event":"partition-(taken|released|lost)","partition":(\d+)/g)) {
+    if (match[1] === "taken") held.add(Number(match[2]));
+    else held.delete(Number(match[2]));
+  }
+  return held;
+}
 
 /** Waits (bounded) until the worker's log has a line matching `pattern`. */
 async function untilLogged(worker: WorkerProcess, pattern: RegExp, fromChar = 0, limitMs = 150_000): Promise<void> {
