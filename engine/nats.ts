@@ -2,7 +2,7 @@
 // server cannot be reached), making sure a stream exists, publishing with acks to one inbox, and
 // reading a stream's messages back.
 import { connect, createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
-import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type JsMsg, type StreamInfo } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type JsMsg, type StoredMsg, type StreamInfo } from "@nats-io/jetstream";
 import type { ConnectionEvent } from "./jobEvents.ts";
 
 export type NatsConnectionOptions = {
@@ -81,14 +81,17 @@ export function isTransient(error: unknown): boolean {
   return /timeout|no responders|not enabled|503|disconnect|connection closed|no leader|leader.*(lost|changed)|insufficient resources/i.test(String((error as Error)?.message ?? error));
 }
 
-/** Calls `attempt` until it succeeds or fails other than transiently (isTransient), for `limitMs` at most. */
-export async function retryTransient<T>(attempt: () => Promise<T>, limitMs: number, waitMs = 250): Promise<T> {
+/**
+ * Calls `attempt` until it succeeds or fails other than transiently (`isRetried`, by default
+ * isTransient), for `limitMs` at most.
+ */
+export async function retryTransient<T>(attempt: () => Promise<T>, limitMs: number, { waitMs = 250, isRetried = isTransient }: { waitMs?: number; isRetried?: (error: unknown) => boolean } = {}): Promise<T> {
   const deadline = Date.now() + limitMs;
   for (;;) {
     try {
       return await attempt();
     } catch (error) {
-      if (!isTransient(error) || Date.now() >= deadline) throw error;
+      if (!isRetried(error) || Date.now() >= deadline) throw error;
       await new Promise((resolve) => setTimeout(resolve, waitMs));
     }
   }
@@ -205,10 +208,10 @@ async function ensureStreamNow(jsm: JetStreamManager, spec: StreamSpec): Promise
   }
 }
 
-/** The stream's info, or undefined when there is no such stream. */
-export async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
+/** The stream's info, with its subjects matching `subjectsFilter` and their counts when one is given; undefined when there is no such stream. */
+export async function streamInfo(jsm: JetStreamManager, name: string, subjectsFilter?: string): Promise<StreamInfo | undefined> {
   try {
-    return await jsm.streams.info(name);
+    return await jsm.streams.info(name, subjectsFilter === undefined ? undefined : { subjects_filter: subjectsFilter });
   } catch (error) {
     if (String((error as Error).message).includes("stream not found")) return undefined;
     throw error;
@@ -260,10 +263,15 @@ const READ_BACK_WAIT_MS = 1_000;
 
 /** The sequence of the newest message on `subject`, or 0 when it has none. */
 export async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
+  return (await lastMessageOf(jsm, stream, subject))?.seq ?? 0;
+}
+
+/** The newest message on `subject`, or undefined when it has none. */
+export async function lastMessageOf(jsm: JetStreamManager, stream: string, subject: string): Promise<StoredMsg | undefined> {
   try {
-    return (await jsm.streams.getMessage(stream, { last_by_subj: subject }))?.seq ?? 0;
+    return (await jsm.streams.getMessage(stream, { last_by_subj: subject })) ?? undefined;
   } catch (error) {
-    if (/no message found|not found/i.test(String((error as Error).message))) return 0;
+    if (/no message found|not found/i.test(String((error as Error).message))) return undefined;
     throw error;
   }
 }

@@ -43,13 +43,18 @@ export async function lockStateDir(dir: string, { reset = false }: { reset?: boo
   const server = await listenOrHolder(name, dir);
   writeFileSync(join(dir, HOLDER_FILE), `${process.pid}\n`);
   // 3. The dir itself stays: its inode names the lock.
-  if (reset) for (const file of STORE_FILES) rmSync(join(dir, file), { force: true });
+  if (reset) removeStoreFiles(dir);
   // 4.
   if (!existsSync(join(dir, STATE_DIR_MARKER))) writeFileSync(join(dir, STATE_DIR_MARKER), MARKER_TEXT);
   return {
     dir,
     release: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** Deletes the state LMDB keeps in a dir, and only that: the caller holds the dir's lock. */
+export function removeStoreFiles(dir: string): void {
+  for (const file of STORE_FILES) rmSync(join(dir, file), { force: true });
 }
 
 async function listenOrHolder(name: string, dir: string): Promise<Server> {

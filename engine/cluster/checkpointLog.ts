@@ -13,7 +13,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { pack, unpack } from "msgpackr";
-import { ensureStream, isTransient, readStreamSince, retryTransient } from "../nats.ts";
+import { ensureStream, isTransient, lastMessageOf, readStreamSince, retryTransient } from "../nats.ts";
 import type { CheckpointMeta, Transaction } from "../store.ts";
 
 export type CheckpointLogOptions = {
@@ -49,6 +49,13 @@ export class PartitionFenced extends Error {
   constructor(readonly partition: number) {
     super(`partition ${partition} was taken over by another worker: this worker's checkpoint was refused`);
     this.name = "PartitionFenced";
+  }
+}
+
+/** A read of a partition's checkpoint log ended before its last message (a fetch that came back empty under load). */
+class LogReadShort extends Error {
+  constructor(partition: number, readThroughSeq: number, lastSeq: number) {
+    super(`the checkpoint log of partition ${partition} was read up to sequence ${readThroughSeq} of ${lastSeq}`);
   }
 }
 
@@ -204,19 +211,14 @@ export class CheckpointLog {
 
   /** The subject's last message: its sequence, and the commit it stands on (a commit, or the one a claim saw). */
   private async lastMessage(): Promise<{ seq: number; commitSeq: number; checkpointId: number } | undefined> {
-    try {
-      const msg = await this.jsm.streams.getMessage(this.stream, { last_by_subj: this.subject });
-      if (msg === null) return undefined;
-      const kind = msg.header?.get(KIND_HEADER) as Kind;
-      const checkpointId = Number(msg.header?.get(CHECKPOINT_HEADER) ?? 0);
-      if (kind === "commit") return { seq: msg.seq, commitSeq: msg.seq, checkpointId };
-      if (kind === "claim") return { seq: msg.seq, commitSeq: (msg.json() as { lastCommitSeq: number }).lastCommitSeq, checkpointId };
-      // A piece: a transaction cut short; the commit before it is known only by reading.
-      return { seq: msg.seq, commitSeq: -1, checkpointId: -1 };
-    } catch (error) {
-      if (/no message found|not found/i.test(String((error as Error).message))) return undefined;
-      throw error;
-    }
+    const msg = await lastMessageOf(this.jsm, this.stream, this.subject);
+    if (msg === undefined) return undefined;
+    const kind = msg.header?.get(KIND_HEADER) as Kind;
+    const checkpointId = Number(msg.header?.get(CHECKPOINT_HEADER) ?? 0);
+    if (kind === "commit") return { seq: msg.seq, commitSeq: msg.seq, checkpointId };
+    if (kind === "claim") return { seq: msg.seq, commitSeq: (msg.json() as { lastCommitSeq: number }).lastCommitSeq, checkpointId };
+    // A piece: a transaction cut short; the commit before it is known only by reading.
+    return { seq: msg.seq, commitSeq: -1, checkpointId: -1 };
   }
 
   /**
@@ -226,20 +228,12 @@ export class CheckpointLog {
    */
   private async read(lastSeq: number): Promise<Claim> {
     if (lastSeq === 0) return { isCacheCurrent: false, transactions: [], lastCommitSeq: 0, lastCheckpointId: 0 };
-    const deadlineMs = Date.now() + UNAVAILABLE_LIMIT_MS;
-    for (;;) {
-      const claim = await this.readOnce(lastSeq).catch((error: unknown) => {
-        if (!isTransient(error) || Date.now() >= deadlineMs) throw error;
-        return undefined;
-      });
-      if (claim !== undefined) return claim;
-      if (Date.now() >= deadlineMs) throw new Error(`timeout: the checkpoint log of partition ${this.options.partition} could not be read up to sequence ${lastSeq}`);
-      await new Promise((resolve) => setTimeout(resolve, REREAD_WAIT_MS));
-    }
+    const isRetried = (error: unknown) => error instanceof LogReadShort || isTransient(error);
+    return retryTransient(() => this.readOnce(lastSeq), UNAVAILABLE_LIMIT_MS, { waitMs: REREAD_WAIT_MS, isRetried });
   }
 
-  /** One read of the log up to `lastSeq`; undefined when it ended before it. */
-  private async readOnce(lastSeq: number): Promise<Claim | undefined> {
+  /** One read of the log up to `lastSeq`; LogReadShort when it ended before it. */
+  private async readOnce(lastSeq: number): Promise<Claim> {
     let transactions: Transaction[] = [];
     let pieces: Uint8Array[] = [];
     let lastCommitSeq = 0;
@@ -263,7 +257,7 @@ export class CheckpointLog {
       lastCommitSeq = msg.seq;
       lastCheckpointId = transaction.checkpointId;
     });
-    if (readThroughSeq !== lastSeq) return undefined;
+    if (readThroughSeq !== lastSeq) throw new LogReadShort(this.options.partition, readThroughSeq, lastSeq);
     return { isCacheCurrent: false, transactions, lastCommitSeq, lastCheckpointId };
   }
 

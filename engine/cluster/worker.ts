@@ -2,17 +2,18 @@
 // partitions' leases, runs a job per partition it holds (its own state dir, source position, sinks'
 // positions and checkpoint log in NATS), gives partitions back when the group grows, takes over those
 // of workers that stopped, and gives all of its own back, after a last checkpoint each, when stopped.
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { StateDirLocked } from "../errors.ts";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { SourceUnreadable, StateDirLocked } from "../errors.ts";
 import type { ClusterEvent, PartitionEvent } from "../jobEvents.ts";
 import type { JobView } from "../jobView.ts";
 import { runJob, type JobCounters, type JobOptions, type JobResult } from "../job.ts";
-import { connectNats, isTransient, retryTransient } from "../nats.ts";
-import { lockStateDir, type StateDirLock } from "../stateDir.ts";
-import { StateStore } from "../store.ts";
+import { connectNats, isTransient, lastSeqOf, retryTransient, streamInfo } from "../nats.ts";
+import { lockStateDir, removeStoreFiles, type StateDirLock } from "../stateDir.ts";
+import { StateStore, type Transaction } from "../store.ts";
 import { CheckpointLog, PartitionFenced, type CachedCommit } from "./checkpointLog.ts";
 import { fairShare, PartitionLeases } from "./leases.ts";
 
@@ -29,8 +30,8 @@ export type ClusterWorkerOptions<E> = {
   isBounded: boolean;
   /** The job that works on `partition`, its state in `stateDir`. */
   jobFor(partition: number, stateDir: string, signal: AbortSignal): JobOptions<E>;
-  /** Its partition's last stream sequence (a bounded group ends at it): the source's subject for the partition. */
-  lastSeqOf(nc: NatsConnection, partition: number): Promise<number>;
+  /** The source's stream, and its subjects' prefix (`events.`): partition n is read from `events.n`. */
+  source: { stream: string; subjectPrefix: string };
   signal?: AbortSignal;
   onEvent?(event: PartitionEvent): void;
   /** Told when a partition's job starts telling about itself (its view), and with undefined when this worker no longer runs it. */
@@ -43,8 +44,6 @@ export type ClusterWorkerResult = {
   elapsedMs: number;
   /** True when the group's bounded source was read to its end. */
   isComplete: boolean;
-  /** Partitions this worker held at some point. */
-  partitionsRun: number[];
 };
 
 /** A partition being worked on: its job's stop, and its end. */
@@ -59,6 +58,8 @@ const RENEWALS_PER_TTL = 3;
 const MAX_REBALANCE_EVERY_MS = 1_000;
 /** How long a worker joining waits for NATS to answer (a NATS cluster may be electing leaders). */
 const STARTUP_LIMIT_MS = 60_000;
+/** Subjects a refused stream lists at most. */
+const LISTED_SUBJECTS = 5;
 /** Worker slots tried under the state dir before giving up. */
 const MAX_SLOTS = 256;
 
@@ -96,9 +97,9 @@ async function lockSlot(stateDir: string, group: string): Promise<{ slot: number
 class Worker<E> {
   private readonly running = new Map<number, Running>();
   private readonly totals: JobCounters = { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 };
-  private readonly partitionsRun = new Set<number>();
   private failure: unknown;
   private leases!: PartitionLeases;
+  private jsm!: JetStreamManager;
   private wake?: () => void;
 
   constructor(
@@ -121,6 +122,8 @@ class Worker<E> {
    */
   async run(): Promise<Omit<ClusterWorkerResult, "elapsedMs">> {
     const { group, partitions, leaseTtlMs, replicas, signal } = this.options;
+    this.jsm = await retryTransient(() => jetstreamManager(this.nc), STARTUP_LIMIT_MS);
+    await retryTransient(() => this.checkSubjectsArePartitions(), STARTUP_LIMIT_MS);
     this.leases = await retryTransient(() => PartitionLeases.open(this.nc, { group, workerId: this.workerId, partitions, leaseTtlMs, replicas }), STARTUP_LIMIT_MS);
     await retryTransient(() => this.leases.heartbeat(), STARTUP_LIMIT_MS);
     this.emit({ event: "worker-joined", group, workerId: this.workerId, workers: (await this.leases.workers()).length, partitions });
@@ -145,17 +148,43 @@ class Worker<E> {
         }
         await this.sleep(Math.min(leaseTtlMs / RENEWALS_PER_TTL, MAX_REBALANCE_EVERY_MS));
       }
-      await this.stopAll("stop");
+      await this.stopAll();
       if (this.failure !== undefined) throw this.failure;
-      return { thisRun: this.totals, isComplete, partitionsRun: [...this.partitionsRun].sort((a, b) => a - b) };
+      return { thisRun: this.totals, isComplete };
     } catch (error) {
-      await this.stopAll("stop").catch(() => undefined);
+      await this.stopAll().catch(() => undefined);
       throw error;
     } finally {
       signal?.removeEventListener("abort", onStop);
       await renewing.stop();
       await this.leases.leave();
     }
+  }
+
+  /**
+   * Refuses a stream holding messages on subjects no worker reads: a worker reads partition n from
+   * `<prefix>n` alone, so `<prefix>9` with 8 partitions (a publisher told of more partitions) or
+   * `<prefix>x` would be left unread for ever. A single process reads them (n mod partitions); a
+   * cluster cannot, without a consumer per subject it might meet.
+   */
+  private async checkSubjectsArePartitions(): Promise<void> {
+    const { source, partitions } = this.options;
+    const info = await streamInfo(this.jsm, source.stream, `${source.subjectPrefix}>`);
+    const unread = Object.keys(info?.state.subjects ?? {}).filter((subject) => {
+      const token = subject.slice(source.subjectPrefix.length);
+      return !(/^\d+$/.test(token) && Number(token) < partitions && String(Number(token)) === token);
+    });
+    if (unread.length === 0) return;
+    const listed = unread.slice(0, LISTED_SUBJECTS).join(", ") + (unread.length > LISTED_SUBJECTS ? `, ... (${unread.length} subjects)` : "");
+    throw new SourceUnreadable(
+      `nats:${source.stream}`,
+      `it holds messages on ${listed}, which no worker of a cluster reads: partition n is read from ${source.subjectPrefix}n only, n from 0 to ${partitions - 1}. Publish with --partitions ${partitions}, or set source.nats.partitions to what the publisher uses`,
+    );
+  }
+
+  /** Its partition's last stream sequence as of now (a bounded job ends at it). */
+  private lastSeqOf(partition: number): Promise<number> {
+    return lastSeqOf(this.jsm, this.options.source.stream, `${this.options.source.subjectPrefix}${partition}`);
   }
 
   /** Heartbeats and renewals every `intervalMs`, one at a time; a lost lease stops its partition's job. */
@@ -204,7 +233,7 @@ class Worker<E> {
 
   private async isDone(partition: number): Promise<boolean> {
     const through = await this.leases.doneThrough(partition);
-    return through !== undefined && through >= (await this.options.lastSeqOf(this.nc, partition));
+    return through !== undefined && through >= (await this.lastSeqOf(partition));
   }
 
   private async giveBackBeyond(share: number): Promise<void> {
@@ -254,12 +283,11 @@ class Worker<E> {
     };
     const base = this.options.jobFor(partition, stateDir, stop.signal);
     const running: Running = { stop, ended: Promise.resolve(undefined) };
-    this.partitionsRun.add(partition);
     running.ended = (async () => {
       let log: CheckpointLog | undefined;
       try {
         // A bounded job ends at its subject's last message as of its start, or later: done through at least this.
-        const endSeqAtStart = await retryTransient(() => this.options.lastSeqOf(this.nc, partition), STARTUP_LIMIT_MS);
+        const endSeqAtStart = await retryTransient(() => this.lastSeqOf(partition), STARTUP_LIMIT_MS);
         const logOptions = { group: this.options.group, partition, workerId: this.workerId, replicas: this.options.replicas, encryptionKey: this.options.stateEncryptionKey };
         log = await retryTransient(() => CheckpointLog.open(this.nc, logOptions), STARTUP_LIMIT_MS);
         const result = await runJob<E>({
@@ -287,7 +315,6 @@ class Worker<E> {
             },
           },
         });
-        countRun();
         const why = result.isComplete ? "done" : (running.whyStopped ?? "stop");
         await this.leases.release(partition);
         this.emit({ event: "partition-released", partition, why });
@@ -329,10 +356,10 @@ class Worker<E> {
     running?.stop.abort(new LeaseLost(reason));
   }
 
-  private async stopAll(why: "stop"): Promise<void> {
+  private async stopAll(): Promise<void> {
     for (const running of this.running.values()) {
-      running.whyStopped = why;
-      running.stop.abort(new Error(why));
+      running.whyStopped = "stop";
+      running.stop.abort(new Error("stop"));
     }
     await Promise.all([...this.running.values()].map((r) => r.ended));
   }
@@ -340,8 +367,7 @@ class Worker<E> {
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
-      const wake = () => done();
-      this.wake = wake;
+      this.wake = done;
       function done() {
         clearTimeout(timer);
         resolve();
@@ -378,8 +404,8 @@ async function currentCache(dir: string, cacheFile: string, encryptionKey: strin
 }
 
 /** Empties the state dir and applies the log's transactions to it. */
-async function rebuild(dir: string, transactions: readonly Parameters<StateStore["apply"]>[0][], encryptionKey: string | undefined): Promise<void> {
-  for (const file of ["data.mdb", "lock.mdb"]) rmSync(join(dir, file), { force: true });
+async function rebuild(dir: string, transactions: readonly Transaction[], encryptionKey: string | undefined): Promise<void> {
+  removeStoreFiles(dir);
   if (transactions.length === 0) return;
   const store = new StateStore(dir, undefined, { encryptionKey });
   try {
