@@ -2,7 +2,7 @@
 // recorded, so correctness never rests on the server's ack state. Subjects are partitions
 // (`events.3` is partition 3), each with its own watermark. A bounded queue between the consumer
 // and the job is the backpressure: the consumer waits while the job is behind.
-import { DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SourcePositionInvalid } from "../errors.ts";
 import { connectionHealth, connectNats, ensureStream, jetstreamManager, lastSeqOf, streamInfo } from "../nats.ts";
@@ -146,7 +146,7 @@ export class NatsSource implements Source {
    * buffer empty, the source looks whether the stream holds messages after the last it took, and if
    * so starts a new consumer from there.
    */
-  private watchForStalls(jsm: Awaited<ReturnType<typeof jetstreamManager>>): void {
+  private watchForStalls(jsm: JetStreamManager): void {
     let deliveredAtCheck = this.delivered;
     let isChecking = false;
     this.stallTimer = setInterval(() => {
@@ -163,7 +163,7 @@ export class NatsSource implements Source {
   }
 
   /** The newest sequence of what this source reads. */
-  private async lastSeqNow(jsm: Awaited<ReturnType<typeof jetstreamManager>>): Promise<number> {
+  private async lastSeqNow(jsm: JetStreamManager): Promise<number> {
     if (this.filter !== undefined) return lastSeqOf(jsm, this.options.stream, this.filter);
     return (await jsm.streams.info(this.options.stream)).state.last_seq;
   }
