@@ -11,6 +11,7 @@ import type { CheckpointRecord, JobPhase, JobView } from "./jobView.ts";
 import { LatencyRecorder } from "./latency.ts";
 import { NO_STAMP, OutputCause, SinkLatency, type LatencyRecorders } from "./outputLatency.ts";
 import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
+import { RoundsStopped, type RoundExchange, type RoundParticipant } from "./rounds.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
 import type { Source, SourceItem } from "./sources/source.ts";
@@ -97,6 +98,12 @@ export type JobOptions<E> = {
    * the dir's lock); `mirror` keeps each commit, which is durable only once it has.
    */
   replica?: { prepare(dir: string): Promise<void>; mirror: CommitMirror };
+  /**
+   * The job is one partition of a group that works across keys in rounds (engine/rounds.ts): its
+   * watermark waits at each round boundary for the group's model. Used only when an operator takes
+   * part (OperatorLogic.rounds). Default: none, every operator works on its partition alone.
+   */
+  rounds?: RoundExchange;
   /** Processing time between checkpoints. */
   checkpointIntervalMs: number;
   /** Where undecodable and invalid items go, with their reason. */
@@ -234,6 +241,10 @@ class Job<E> {
   private readonly checkpointListeners: Array<(checkpoint: CheckpointRecord) => void> = [];
   private deadLetterEntry!: SinkEntry;
   private readonly health: JobHealth;
+  /** The operator taking part in the group's rounds, if any (at most one). */
+  private participant?: RoundParticipant;
+  /** The last watermark sent into the graph. */
+  private deliveredMs = -Infinity;
 
   constructor(private readonly options: JobOptions<E>) {
     this.nowMs = options.nowMs ?? Date.now;
@@ -343,19 +354,28 @@ class Job<E> {
     // What the restored watermark fires is charged to the start.
     this.cause.arrived(this.nowMs());
     // Operators judge lateness by the watermark: a restored job must start from the one it had.
-    if (this.tracker.watermarkMs > -Infinity) this.events$.next(watermark(this.tracker.watermarkMs));
+    this.deliver(this.tracker.watermarkMs);
     for (;;) {
       const batch = await source.nextBatch(batchSize);
       const nowMs = this.nowMs();
       this.cause.arrived(nowMs);
-      await this.pushAll(batch.items, nowMs);
-      for (const p of batch.finishedPartitions ?? []) this.tracker.finish(p);
-      if (batch.isDone && this.options.atEnd === "stop") {
-        const horizonMs = this.tracker.reachHorizon();
-        if (horizonMs !== undefined) this.events$.next(watermark(horizonMs));
+      try {
+        await this.pushAll(batch.items, nowMs);
+        for (const p of batch.finishedPartitions ?? []) this.tracker.finish(p);
+        if (batch.isDone && this.options.atEnd === "stop") {
+          const horizonMs = this.tracker.reachHorizon();
+          if (horizonMs !== undefined) await this.advanceTo(horizonMs);
+        }
+        // (Polled after each event in a group's rounds: what moved since is still to be sent.)
+        const watermarkMs = batch.isDone ? this.tracker.end() : (this.tracker.poll() ?? this.tracker.watermarkMs);
+        await this.advanceTo(watermarkMs);
+      } catch (error) {
+        if (!(error instanceof RoundsStopped)) throw error;
+        // Stopped mid-round: the state is between two boundaries, which no checkpoint may hold. The
+        // last checkpoint stands, and whoever resumes the partition goes on from it.
+        this.emit({ event: "stopped-in-round", checkpointId: this.checkpointId });
+        return false;
       }
-      const watermarkMs = batch.isDone ? this.tracker.end() : this.tracker.poll();
-      if (watermarkMs !== undefined) this.events$.next(watermark(watermarkMs));
       this.processingTime$.next(nowMs);
       this.throwIfFailed();
       if (batch.isDone) {
@@ -383,13 +403,70 @@ class Job<E> {
   }
 
   /**
+   * In a group's rounds, event time reaches a round's boundary right after the event that moved the
+   * watermark past it, not at the end of the batch: where a batch ends depends on how messages
+   * arrived, and the models an event sees must not.
+   */
+  private async reachRoundsDue(): Promise<void> {
+    const watermarkMs = this.tracker.poll();
+    if (watermarkMs !== undefined && this.participant!.boundariesIn(this.deliveredMs, watermarkMs).length > 0) await this.advanceTo(watermarkMs);
+  }
+
+  /** Sends a watermark into the graph, unless it is not past the last one sent. */
+  private deliver(watermarkMs: number): void {
+    if (!(watermarkMs > this.deliveredMs)) return;
+    this.deliveredMs = watermarkMs;
+    this.events$.next(watermark(watermarkMs));
+  }
+
+  /**
+   * Moves event time to `watermarkMs`. In a group's rounds (engine/rounds.ts): the partition's first
+   * watermark is announced; one that crosses round boundaries first fires what falls due before the
+   * first of them, offers the partial as the state then stands, and then, boundary by boundary, fires
+   * what falls due before it, applies the group's model and reaches it; the end of the input offers
+   * the final partial and applies the rounds the group still makes, the end last.
+   */
+  private async advanceTo(watermarkMs: number): Promise<void> {
+    const rounds = this.options.rounds;
+    const participant = this.participant;
+    if (rounds === undefined || participant === undefined || !(watermarkMs > this.deliveredMs)) return this.deliver(watermarkMs);
+    const afterMs = this.deliveredMs;
+    if (watermarkMs === END_OF_TIME) {
+      const models = await rounds.end(afterMs, participant.partial(afterMs, true), (from, to) => participant.boundariesIn(from, to));
+      for (const { roundMs, model } of models) this.reachRound(roundMs, model);
+      return;
+    }
+    if (afterMs === -Infinity) {
+      await rounds.start(watermarkMs);
+      return this.deliver(watermarkMs);
+    }
+    const boundaries = participant.boundariesIn(afterMs, watermarkMs);
+    if (boundaries.length > 0) {
+      this.deliver(boundaries[0] - 1);
+      await rounds.offer(afterMs, watermarkMs, participant.partial(afterMs, false));
+      for (const roundMs of boundaries) this.reachRound(roundMs, await rounds.model(roundMs));
+    }
+    this.deliver(watermarkMs);
+  }
+
+  /** Fires what falls due before the round, applies its model, and reaches it. */
+  private reachRound(roundMs: number, model: unknown): void {
+    if (roundMs !== END_OF_TIME) this.deliver(roundMs - 1);
+    this.participant!.accept(roundMs, model, this.options.rounds!.reports);
+    this.deliver(roundMs);
+    this.throwIfFailed();
+  }
+
+  /**
    * Pushes a batch's items in slices of about `sliceMs` of work, yielding between slices, so whoever
    * shares the job's thread (the HTTP server) waits for a slice, not a batch.
    */
   private async pushAll(items: readonly SourceItem[], nowMs: number): Promise<void> {
     const slice = new TimeSlice(this.options.sliceMs ?? DEFAULT_SLICE_MS);
+    const isInRounds = this.options.rounds !== undefined && this.participant !== undefined;
     for (let i = 0; i < items.length; i++) {
       this.push(items[i], nowMs);
+      if (isInRounds) await this.reachRoundsDue();
       // The clock is read every few items: reading it per item would cost more than the yields save.
       if ((i & ITEMS_PER_CLOCK_READ_MASK) === ITEMS_PER_CLOCK_READ_MASK && i < items.length - 1 && slice.isOver()) await slice.yieldThread();
     }
@@ -515,6 +592,11 @@ class Job<E> {
         const count = (counter: string, by: number) => (this.counters[counter] = (this.counters[counter] ?? 0) + by);
         const logic = definition.build(storeOperatorContext(this.store, definition.name, (tag, value) => this.side(tag).next(value), count));
         this.operatorViews.push({ name: definition.name, view: logic.view });
+        if (logic.rounds !== undefined) {
+          if (this.options.rounds === undefined) throw new Error(`operator ${definition.name} works across a group's partitions, but this job is not one of a group's (no rounds)`);
+          if (this.participant !== undefined) throw new Error(`two operators take part in the group's rounds (${definition.name} and another): one may`);
+          this.participant = logic.rounds;
+        }
         return operate(logic, (tag, value) => this.side(tag).next(value), this.processingTime$, (rec, error) => this.onRecordFailure(definition.name, rec, error));
       },
       sinkTo: (name, sink, stream) => {

@@ -32,6 +32,8 @@ export type JobEvent =
   | { event: "input-ended"; read: number }
   /** A stop was asked: the job takes a last checkpoint and ends. */
   | { event: "stopping"; checkpointId: number }
+  /** A stop came while the job waited for its group's round: it ends without a last checkpoint, `checkpointId` stands. */
+  | { event: "stopped-in-round"; checkpointId: number }
   | ClusterEvent;
 
 /**

@@ -7,6 +7,7 @@ import { record, watermark } from "./elements.ts";
 import { advanceWatermark } from "./watermarks.ts";
 import { KeyedMapState, KeyedValueState, type KeyedStateOptions } from "./keyedState.ts";
 import { TimerService } from "./timers.ts";
+import type { RoundParticipant } from "./rounds.ts";
 
 /** Where an operator's logic sends what it produces. */
 export type Output<O> = {
@@ -38,6 +39,8 @@ export type OperatorLogic<I, O> = {
   onWatermark(watermarkMs: number, out: Output<O>): void;
   /** Processing time has reached `nowMs` (periodic, between batches). Optional. */
   onProcessingTime?(nowMs: number, out: Output<O>): void;
+  /** Its part in a group's rounds (engine/rounds.ts), when it works across keys; used only when the job runs in a group. */
+  readonly rounds?: RoundParticipant;
 };
 
 /** What the engine gives an operator to build itself: restored state, timers, side outputs. */

@@ -10,6 +10,7 @@ import type { SlotState } from "../engine/keyedSlots.ts";
 import type { OperatorView } from "../engine/operator.ts";
 import { behaviourView } from "./behaviourView.ts";
 import type { EventFields, StageContext, StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import { unionSorted, type RoundMerger, type RoundParticipant } from "../engine/rounds.ts";
 import { isSameLayout, type StateShape } from "./stateShape.ts";
 
 /** One output of a stage: its kind ("features", "trigger", ...) and the object the sinks write. */
@@ -53,7 +54,43 @@ export type BehaviourOptions = {
    * users, in `valueState`, starts empty when the job's `freshStates` name it.)
    */
   restoredShapes?: Readonly<Record<string, StateShape>>;
+  /**
+   * The job is one partition of a group (engine/cluster/): the stages that work across users do so
+   * across the group's, in rounds (engine/rounds.ts). Default false.
+   */
+  isGrouped?: boolean;
 };
+
+/** A round's model as the behaviour operator's stages take it: each stage's, and which stages made a new one. */
+type RoundModel = { stages: Record<string, unknown>; fresh: string[] };
+
+/**
+ * How a group merges the partials of the stages that work across users (StageDefinition.rounds):
+ * undefined when no stage does. The leader runs it (engine/cluster/rounds.ts).
+ */
+export function behaviourMerger(stages: readonly StageDefinition[]): RoundMerger | undefined {
+  const grouped = stages.filter((s) => s.rounds !== undefined);
+  if (grouped.length === 0) return undefined;
+  const boundariesIn = (afterMs: number, toMs: number) => unionSorted(grouped.map((s) => s.rounds!.boundariesIn(afterMs, toMs)));
+  return {
+    boundariesIn,
+    merge: (roundMs, previous, partials) => {
+      const before = previous as RoundModel | undefined;
+      const model: RoundModel = { stages: {}, fresh: [] };
+      for (const { name, rounds } of grouped) {
+        const isItsRound = roundMs === END_OF_TIME || rounds!.boundariesIn(roundMs - 1, roundMs).length > 0;
+        if (!isItsRound) {
+          // Another stage's boundary: this one's model carries over to its next round.
+          if (before?.stages[name] !== undefined) model.stages[name] = before.stages[name];
+          continue;
+        }
+        model.stages[name] = rounds!.merge(roundMs, before?.stages[name], partials.map((p) => (p as Record<string, unknown> | undefined)?.[name]));
+        model.fresh.push(name);
+      }
+      return model;
+    },
+  };
+}
 
 /** The output kind of the audit record of an erasure on request. */
 export const ERASURE_OUTPUT = "erasure";
@@ -96,9 +133,10 @@ export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFi
  * A context whose state names are prefixed with the stage's, so stages cannot collide. `isFresh`:
  * the stage's user values start empty; `restoredShape`: they were written under another layout.
  */
-function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string, isFresh: boolean, restoredShape: StateShape | undefined): StageContext {
+function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string, isFresh: boolean, restoredShape: StateShape | undefined, isGrouped: boolean): StageContext {
   return {
     restoredShape,
+    isGrouped,
     userState: (name) => records.slot(`${stage}/${name}`, { isFresh }),
     valueState: (name, options) => ctx.valueState(`${stage}/${name}`, options),
     mapState: (name, options) => ctx.mapState(`${stage}/${name}`, options),
@@ -141,6 +179,9 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
    */
   private nowMs = -Infinity;
   readonly view: OperatorView;
+  readonly rounds?: RoundParticipant;
+  /** A round's model, applied when the watermark reaches it (the stages then emit through the operator's output). */
+  private pendingRound?: { roundMs: number; model: RoundModel; reports: boolean };
 
   constructor(options: BehaviourOptions, ctx: OperatorContext) {
     const names = new Set<string>();
@@ -154,9 +195,10 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       const restoredShape = restored?.[s.name];
       const isFresh = restored !== undefined && restoredShape === undefined;
       const isRelaidOut = restoredShape !== undefined && !isSameLayout(restoredShape, s.stateShape ?? {});
-      return s.build(stageContext(ctx, this.records, s.name, isFresh, isRelaidOut ? restoredShape : undefined));
+      return s.build(stageContext(ctx, this.records, s.name, isFresh, isRelaidOut ? restoredShape : undefined, options.isGrouped === true));
     });
     this.lastEventMs = this.records.slot<number>(LAST_EVENT_SLOT);
+    this.activating = this.stages.filter((stage) => stage.activate !== undefined);
     // The values of stages gone from the pipeline go with their slots (their wake-ups are not rebuilt).
     this.records.seal();
     this.stageNames = options.stages.map((s) => s.name);
@@ -189,12 +231,42 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     };
     this.wakingTimers = this.wakeUps.filter((_, i) => this.stages[i].pendingWake !== undefined);
     this.nextDueMs = this.wakingTimers.map(() => Infinity);
+    if (options.isGrouped === true) this.rounds = this.roundParticipant(options.stages);
     this.view = behaviourView({
       records: this.records,
       stages: this.stages.map((logic, i) => ({ name: this.stageNames[i], logic })),
       lastEventMs: this.lastEventMs,
       nowMs: () => this.nowMs,
+      activate: () => this.activate(),
     });
+  }
+
+  /** The operator's part in the group's rounds: its stages that work across users, together; undefined when none does. */
+  private roundParticipant(definitions: readonly StageDefinition[]): RoundParticipant | undefined {
+    const merger = behaviourMerger(definitions);
+    if (merger === undefined) return undefined;
+    const grouped = definitions.flatMap((d, i) => (d.rounds === undefined ? [] : [{ name: d.name, logic: this.stages[i] }]));
+    for (const { name, logic } of grouped) {
+      if (logic.offer === undefined || logic.accept === undefined) throw new Error(`behaviour stage "${name}" works across users but cannot take part in a group's rounds (offer, accept)`);
+    }
+    return {
+      boundariesIn: merger.boundariesIn,
+      partial: (afterMs, atEnd) => Object.fromEntries(grouped.map(({ name, logic }) => [name, logic.offer!(afterMs, atEnd)])),
+      accept: (roundMs, model, reports) => {
+        this.pendingRound = { roundMs, model: model as RoundModel, reports };
+      },
+    };
+  }
+
+  /** Applies the round's model whose boundary the watermark has reached, in stage order. */
+  private applyRound(watermarkMs: number): void {
+    const round = this.pendingRound;
+    if (round === undefined || round.roundMs !== watermarkMs) return;
+    this.pendingRound = undefined;
+    for (let i = 0; i < this.stages.length; i++) {
+      const name = this.stageNames[i];
+      if (round.model.fresh.includes(name)) this.stages[i].accept!(round.roundMs, round.model.stages[name], round.reports, this.stageOutputs[i]);
+    }
   }
 
   /** After a restart: every user's pending wake-up of every stage, as its state says (a stage reset or gone has none). */
@@ -209,17 +281,31 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     }
   }
 
+  /** The stages that share something with expressions, whose sharing this operator's job must own while it runs. */
+  private readonly activating: StageLogic[];
+
+  private activate(): void {
+    for (let i = 0; i < this.activating.length; i++) this.activating[i].activate!();
+  }
+
   onRecord(rec: StreamRecord<EventFields>, out: Output<BehaviourOutput>): void {
     this.downstream = out;
+    this.activate();
     if (rec.time > this.nowMs) this.nowMs = rec.time;
     if (this.erasesWhen !== undefined && this.erasesWhen(rec.value) === true) return this.erase(rec.key, rec.time);
     this.step(rec.key, rec.time, rec.value);
   }
 
   onWatermark(watermarkMs: number, out: Output<BehaviourOutput>): void {
-    if (watermarkMs === END_OF_TIME && !this.drainsAtEnd) return;
-    if (watermarkMs !== END_OF_TIME && watermarkMs > this.nowMs) this.nowMs = watermarkMs;
     this.downstream = out;
+    this.activate();
+    if (watermarkMs === END_OF_TIME && !this.drainsAtEnd) {
+      // Event time ended at the input's horizon: the end's round changes nothing here, as the end does not.
+      this.pendingRound = undefined;
+      return;
+    }
+    this.applyRound(watermarkMs);
+    if (watermarkMs !== END_OF_TIME && watermarkMs > this.nowMs) this.nowMs = watermarkMs;
     for (let i = 0; i < this.stages.length; i++) this.stages[i].onWatermark?.(watermarkMs, this.stageOutputs[i]);
     this.wakeUpTo(watermarkMs);
   }

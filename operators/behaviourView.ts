@@ -24,18 +24,29 @@ export function behaviourView({
   stages,
   lastEventMs,
   nowMs,
+  activate,
 }: {
   records: KeyedSlots;
   stages: ReadonlyArray<{ name: string; logic: StageLogic }>;
   lastEventMs: SlotState<number>;
   /** The pipeline's current event time (-Infinity before the first event of this run). */
   nowMs: () => number;
+  /** Makes the stages' shared expressions read this operator's values (see StageLogic.activate). */
+  activate: () => void;
 }): OperatorView {
   const views: Record<string, (params: Params) => unknown> = { ...EMPTY_VIEWS };
-  for (const { logic } of stages) Object.assign(views, logic.view?.views);
+  for (const { logic } of stages) {
+    for (const [name, view] of Object.entries(logic.view?.views ?? {})) {
+      views[name] = (params) => {
+        activate();
+        return view(params);
+      };
+    }
+  }
   return {
     keyCount: () => records.size,
     key: (user) => {
+      activate();
       // An erased user has no record: unknown, like one never seen.
       if (!records.has(user)) return undefined;
       const lastMs = lastEventMs.get(user);

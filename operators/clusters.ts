@@ -20,6 +20,7 @@ import {
 } from "./clusterMath.ts";
 import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
+import { multiplesIn, unionSorted } from "../engine/rounds.ts";
 
 const MINUTE_MS = 60_000;
 const DAY_MS = 86_400_000;
@@ -132,24 +133,191 @@ type CohortCounts = [users: number, retained: number];
 
 export function clusters(options: ClustersOptions): StageDefinition {
   const name = options.name ?? "clusters";
+  const settings = settingsOf(options);
   return {
     name,
     // Users' vectors, the model's scaling and centroids are laid out by the features, in order, and k.
-    stateShape: { layout: { features: options.features, k: options.k ?? DEFAULT_K } },
+    stateShape: { layout: { features: options.features, k: settings.k } },
+    rounds: {
+      boundariesIn: (afterMs, toMs) => boundariesIn(settings, afterMs, toMs),
+      merge: (roundMs, previous, partials) => mergeRound(settings, roundMs, previous as ClustersRound | undefined, partials as ReadonlyArray<ClustersPartial | undefined>),
+    },
     build: (ctx) =>
-      new ClustersLogic(options, ctx.userState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts")),
+      new ClustersLogic(settings, ctx.userState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts"), ctx.isGrouped === true),
   };
+}
+
+/** The options with their defaults. */
+type Settings = {
+  variable: string;
+  features: string[];
+  k: number;
+  everyMs: number;
+  activeWithinMs: number;
+  seed: number;
+  maxIterations: number;
+  rules: ClusterNameRule[];
+  retentionAfterMs: number | null;
+  digits: number;
+};
+
+function settingsOf(options: ClustersOptions): Settings {
+  return {
+    variable: options.variable ?? DEFAULT_CLUSTER_VAR,
+    features: options.features,
+    k: options.k ?? DEFAULT_K,
+    everyMs: options.everyMs ?? 30 * MINUTE_MS,
+    activeWithinMs: options.activeWithinMs ?? 30 * MINUTE_MS,
+    seed: options.seed ?? 42,
+    maxIterations: options.maxIterations ?? 100,
+    rules: options.names ?? [],
+    retentionAfterMs: options.retentionAfterMs === undefined ? 7 * DAY_MS : options.retentionAfterMs,
+    digits: options.digits ?? DEFAULT_OUTPUT_DIGITS,
+  };
+}
+
+/** The model's part that one run hands to the next: scaling, centroids by slot, names, runs so far, cohorts reported. */
+type ModelCore = Standardisation & Pick<Model, "run" | "centroids" | "names" | "reportedDayMs">;
+
+const NO_MODEL: ModelCore = { run: 0, means: [], stds: [], centroids: [], names: [], reportedDayMs: null };
+
+/** What one k-means run makes of vectors in a fixed order, given the model before it. */
+type Fit = { scaling: Standardisation; centroids: number[][]; names: string[]; slots: number[]; sizes: number[] };
+
+/**
+ * One run over `vectors` (in an order that does not depend on arrival or restore):
+ * 1. fewer than k distinct vectors: no run (undefined);
+ * 2. standardise, k-means (ml-kmeans from k-means++ seeds drawn with the configured seed);
+ * 3. match the centroids to the previous run's slots, compared in this run's z-space;
+ * 4. every vector's nearest centroid, the clusters' names.
+ */
+function fit(settings: Settings, vectors: number[][], previous: ModelCore): Fit | undefined {
+  // 1.
+  if (!hasDistinctPoints(vectors, settings.k)) return undefined;
+  // 2.
+  const scaling = standardisation(vectors);
+  const points = vectors.map((v) => standardise(v, scaling));
+  const seeds = kmeansPlusPlus(points, settings.k, settings.seed);
+  const result = kmeans(points, settings.k, { initialization: seeds, maxIterations: settings.maxIterations });
+  // 3.
+  const centroids = new Array<number[]>(settings.k);
+  if (previous.run === 0) for (let i = 0; i < settings.k; i++) centroids[i] = result.centroids[i];
+  else {
+    const previousCentroids = previous.centroids.map((c) => standardise(unstandardise(c, previous), scaling));
+    const slotOf = matchCentroids(result.centroids, previousCentroids);
+    for (let i = 0; i < settings.k; i++) centroids[slotOf[i]] = result.centroids[i];
+  }
+  // 4.
+  const slots = points.map((z) => nearestPoint(z, centroids));
+  const sizes = new Array<number>(settings.k).fill(0);
+  for (const slot of slots) sizes[slot]++;
+  const candidates = centroids.map((c, slot) => [...holdingRules(settings, c), ...describedNames(c, settings.features, previous.names[slot])]);
+  return { scaling, centroids, names: nameClusters(candidates, sizes, previous.names), slots, sizes };
+}
+
+/** The names of the rules that hold for a centroid, in rule order. */
+function holdingRules(settings: Settings, centroid: number[]): string[] {
+  const z = byFeature(settings.features, centroid);
+  return settings.rules.filter((rule) => rule.when(z) === true).map((rule) => rule.name);
+}
+
+/** `values` by feature name; with `digits`, rounded for an output. */
+function byFeature(features: readonly string[], values: readonly number[], digits?: number): Record<string, number> {
+  const record: Record<string, number> = {};
+  for (let i = 0; i < features.length; i++) record[features[i]] = digits === undefined ? values[i] : toDigits(values[i], digits);
+  return record;
+}
+
+/** The start of the measuring day after which a cohort is reported, at watermark `watermarkMs`: cohorts of days up to it are due. */
+function dueDayAt(settings: Settings, watermarkMs: number): number {
+  return Math.floor((watermarkMs - settings.retentionAfterMs! - DAY_MS) / DAY_MS) * DAY_MS;
+}
+
+// --- In a group's rounds (engine/rounds.ts): one model for the users of every partition. ---
+
+/**
+ * A partition's partial: its users active since the first round it stands for, in user order, as
+ * [active ms, ...vector] laid end to end in float64s (bytes: a typed array is not packed as one);
+ * its open cohorts; at its end, the end of the period of its
+ * newest event.
+ */
+type ClustersPartial = { users: Uint8Array; cohorts: Array<[dayMs: number, cluster: string, users: number, retained: number]>; lastBoundaryMs?: number };
+
+/** A round's model: the model after it, and what the round made (a run, retention reports). */
+type ClustersRound = {
+  core: ModelCore;
+  /** The run's boundary (the end: the end of the period of the group's newest event); null: nothing to run at. */
+  atMs: number | null;
+  /** The run's summary, when there was one (undefined: skipped, too few distinct users). */
+  ran?: { users: number; sizes: number[]; memberMeans: number[][] };
+  /** Cohorts reported at this round, summed over the group, in (day, cluster) order. */
+  retention: Array<[dayMs: number, cluster: string, users: number, retained: number]>;
+};
+
+/** Runs at multiples of `everyMs`; with retention, also where a measuring day ends. */
+function boundariesIn(settings: Settings, afterMs: number, toMs: number): number[] {
+  const runs = multiplesIn(afterMs, toMs, settings.everyMs);
+  if (settings.retentionAfterMs === null) return runs;
+  return unionSorted([runs, multiplesIn(afterMs, toMs, DAY_MS, settings.retentionAfterMs % DAY_MS)]);
+}
+
+function mergeRound(settings: Settings, roundMs: number, previous: ClustersRound | undefined, partials: ReadonlyArray<ClustersPartial | undefined>): ClustersRound {
+  let core = previous?.core ?? NO_MODEL;
+  const isEnd = roundMs === END_OF_TIME;
+  const isRun = isEnd || roundMs % settings.everyMs === 0;
+  let atMs: number | null = roundMs;
+  if (isEnd) {
+    const ends = partials.flatMap((p) => (p?.lastBoundaryMs === undefined ? [] : [p.lastBoundaryMs]));
+    atMs = ends.length === 0 ? null : Math.max(...ends);
+  }
+  let ran: ClustersRound["ran"];
+  if (isRun && atMs !== null) {
+    // The run's users, partition by partition, each partition's in user order.
+    const sinceMs = atMs - settings.activeWithinMs;
+    const vectors: number[][] = [];
+    const d = settings.features.length;
+    for (const partial of partials) {
+      const users = partial === undefined ? new Float64Array(0) : new Float64Array(Uint8Array.from(partial.users).buffer);
+      for (let at = 0; at < users.length; at += d + 1) if (users[at] >= sinceMs) vectors.push(Array.from(users.subarray(at + 1, at + 1 + d)));
+    }
+    const result = fit(settings, vectors, core);
+    if (result !== undefined) {
+      core = { ...core, run: core.run + 1, means: result.scaling.means, stds: result.scaling.stds, centroids: result.centroids, names: result.names };
+      ran = { users: vectors.length, sizes: result.sizes, memberMeans: memberMeans(vectors, result.slots, result.centroids.map((z) => unstandardise(z, result.scaling))) };
+    }
+  }
+  const retention: ClustersRound["retention"] = [];
+  if (!isEnd && settings.retentionAfterMs !== null) {
+    const dueDayMs = dueDayAt(settings, roundMs);
+    const reportedDayMs = core.reportedDayMs;
+    if (reportedDayMs === null || dueDayMs > reportedDayMs) {
+      const sums = new Map<string, [number, string, number, number]>();
+      for (const partial of partials) {
+        for (const [dayMs, cluster, users, retained] of partial?.cohorts ?? []) {
+          if (dayMs > dueDayMs || (reportedDayMs !== null && dayMs <= reportedDayMs)) continue;
+          const key = cohortKey(dayMs, cluster);
+          const sum = sums.get(key) ?? [dayMs, cluster, 0, 0];
+          sum[2] += users;
+          sum[3] += retained;
+          sums.set(key, sum);
+        }
+      }
+      retention.push(...[...sums.values()].sort(byDayThenCluster));
+      core = { ...core, reportedDayMs: dueDayMs };
+    }
+  }
+  return { core, atMs, ran, retention };
+}
+
+function byDayThenCluster(a: [number, string, ...unknown[]], b: [number, string, ...unknown[]]): number {
+  return a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
 }
 
 class ClustersLogic implements StageLogic {
   private readonly variable: string;
   private readonly features: string[];
-  private readonly k: number;
   private readonly everyMs: number;
   private readonly activeWithinMs: number;
-  private readonly seed: number;
-  private readonly maxIterations: number;
-  private readonly rules: ClusterNameRule[];
   private readonly retentionAfterMs: number | null;
   private readonly digits: number;
   /** A copy of the "model" state under ALL, read once at build: every change is written back. */
@@ -173,21 +341,19 @@ class ClustersLogic implements StageLogic {
   };
 
   constructor(
-    options: ClustersOptions,
+    private readonly settings: Settings,
     private readonly users: SlotState<UserCluster>,
     private readonly modelState: KeyedValueState<Model>,
     private readonly cohorts: KeyedValueState<CohortCounts>,
+    /** One partition of a group: runs and retention reports come from the group's rounds (offer, accept). */
+    private readonly isGrouped: boolean,
   ) {
-    this.variable = options.variable ?? DEFAULT_CLUSTER_VAR;
-    this.features = options.features;
-    this.k = options.k ?? DEFAULT_K;
-    this.everyMs = options.everyMs ?? 30 * MINUTE_MS;
-    this.activeWithinMs = options.activeWithinMs ?? 30 * MINUTE_MS;
-    this.seed = options.seed ?? 42;
-    this.maxIterations = options.maxIterations ?? 100;
-    this.rules = options.names ?? [];
-    this.retentionAfterMs = options.retentionAfterMs === undefined ? 7 * DAY_MS : options.retentionAfterMs;
-    this.digits = options.digits ?? DEFAULT_OUTPUT_DIGITS;
+    this.variable = settings.variable;
+    this.features = settings.features;
+    this.everyMs = settings.everyMs;
+    this.activeWithinMs = settings.activeWithinMs;
+    this.retentionAfterMs = settings.retentionAfterMs;
+    this.digits = settings.digits;
     this.model = modelState.get(ALL) ?? { run: 0, boundaryMs: null, means: [], stds: [], centroids: [], names: [], reportedDayMs: null };
     this.scratch = new Array<number>(this.features.length).fill(0);
   }
@@ -291,6 +457,7 @@ class ClustersLogic implements StageLogic {
   }
 
   onWatermark(watermarkMs: number, out: StageOutput): void {
+    if (this.isGrouped) return;
     this.runIfDue(watermarkMs, out);
     this.reportRetention(watermarkMs, out);
   }
@@ -316,63 +483,86 @@ class ClustersLogic implements StageLogic {
   }
 
   /**
-   * One run at `boundaryMs`:
-   * 1. the active users with a complete vector, in user order (the run must not depend on the
-   *    order events arrived or state was restored in); fewer than k distinct vectors: no run;
-   * 2. standardise, k-means (ml-kmeans from k-means++ seeds drawn with the configured seed);
-   * 3. match the centroids to the previous run's slots, compared in this run's z-space;
-   * 4. assign every active user to the nearest centroid, name the clusters;
-   * 5. store the model, emit the run and the users whose cluster name changed.
+   * One run at `boundaryMs` (see fit): the active users with a complete vector, in user order; the
+   * model stored; the run emitted, and the users whose cluster name changed.
    */
   private run(boundaryMs: number, out: StageOutput): void {
-    // 1.
+    const actives = this.activesAt(boundaryMs);
+    const vectors = actives.map(([, entry]) => entry.vector!);
+    const result = fit(this.settings, vectors, this.model);
+    if (result === undefined) {
+      out.count("cluster_runs_skipped");
+      return;
+    }
+    const { scaling, centroids, names, slots, sizes } = result;
+    this.model = { ...this.model, run: this.model.run + 1, means: scaling.means, stds: scaling.stds, centroids, names };
+    this.modelState.set(ALL, this.model);
+    const means = memberMeans(vectors, slots, centroids.map((z) => unstandardise(z, scaling)));
+    out.emit(CLUSTERS_OUTPUT, ALL, boundaryMs, this.describeRun(boundaryMs, actives.length, centroids, means, sizes));
+    for (let i = 0; i < actives.length; i++) this.assign(actives[i][0], slots[i], boundaryMs, out);
+  }
+
+  /**
+   * The users active at `boundaryMs` (an event at most activeWithin before it) with a complete vector,
+   * in user order: a run must not depend on the order events arrived or state was restored in.
+   * Boundaries only grow: a user inactive at this one stays so until its next event, and leaves `recent`.
+   */
+  private activesAt(boundaryMs: number): Array<[string, UserCluster]> {
     const sinceMs = boundaryMs - this.activeWithinMs;
     const actives: Array<[string, UserCluster]> = [];
     const recent = (this.recent ??= new Map(this.users.entries()));
     for (const pair of recent) {
-      // Boundaries only grow: a user inactive at this one stays so until its next event.
       if (pair[1].activeMs < sinceMs) recent.delete(pair[0]);
       else if (pair[1].vector !== null) actives.push(pair);
     }
-    actives.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    const active = actives.map(([user]) => user);
-    const vectors = actives.map(([, entry]) => entry.vector!);
-    if (!hasDistinctPoints(vectors, this.k)) {
-      out.count("cluster_runs_skipped");
-      return;
-    }
-    // 2.
-    const scaling = standardisation(vectors);
-    const points = vectors.map((v) => standardise(v, scaling));
-    const seeds = kmeansPlusPlus(points, this.k, this.seed);
-    const result = kmeans(points, this.k, { initialization: seeds, maxIterations: this.maxIterations });
-    // 3.
-    const previous = this.model;
-    const centroids = new Array<number[]>(this.k);
-    if (previous.run === 0) for (let i = 0; i < this.k; i++) centroids[i] = result.centroids[i];
-    else {
-      const previousCentroids = previous.centroids.map((c) => standardise(unstandardise(c, previous), scaling));
-      const slotOf = matchCentroids(result.centroids, previousCentroids);
-      for (let i = 0; i < this.k; i++) centroids[slotOf[i]] = result.centroids[i];
-    }
-    // 4.
-    const slots = points.map((z) => nearestPoint(z, centroids));
-    const sizes = new Array<number>(this.k).fill(0);
-    for (const slot of slots) sizes[slot]++;
-    const candidates = centroids.map((c, slot) => [...this.holdingRules(c), ...describedNames(c, this.features, previous.names[slot])]);
-    const names = nameClusters(candidates, sizes, previous.names);
-    // 5.
-    this.model = { ...previous, run: previous.run + 1, means: scaling.means, stds: scaling.stds, centroids, names };
-    this.modelState.set(ALL, this.model);
-    const means = memberMeans(vectors, slots, centroids.map((z) => unstandardise(z, scaling)));
-    out.emit(CLUSTERS_OUTPUT, ALL, boundaryMs, this.describeRun(boundaryMs, active.length, centroids, means, sizes));
-    for (let i = 0; i < active.length; i++) this.assign(active[i], slots[i], boundaryMs, out);
+    return actives.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   }
 
-  /** The names of the rules that hold for a centroid, in rule order. */
-  private holdingRules(centroid: number[]): string[] {
-    const z = this.byFeature(centroid);
-    return this.rules.filter((rule) => rule.when(z) === true).map((rule) => rule.name);
+  /** The partition's partial for the group's rounds after `afterMs` (see ClustersPartial). Changes nothing. */
+  offer(afterMs: number, atEnd: boolean): ClustersPartial {
+    const sinceMs = Number.isFinite(afterMs) ? Math.floor(afterMs / this.everyMs) * this.everyMs + this.everyMs - this.activeWithinMs : -Infinity;
+    const recent = (this.recent ??= new Map(this.users.entries()));
+    const actives = [...recent].filter(([, entry]) => entry.activeMs >= sinceMs && entry.vector !== null).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    const d = this.features.length;
+    const users = new Float64Array(actives.length * (d + 1));
+    actives.forEach(([, entry], i) => {
+      users[i * (d + 1)] = entry.activeMs;
+      users.set(entry.vector!, i * (d + 1) + 1);
+    });
+    const cohorts: ClustersPartial["cohorts"] = [];
+    for (const key of this.cohorts.keys()) {
+      const [dayMs, cluster] = parseCohortKey(key);
+      const [users, retained] = this.cohorts.get(key)!;
+      cohorts.push([dayMs, cluster, users, retained]);
+    }
+    return { users: new Uint8Array(users.buffer), cohorts, ...(atEnd ? { lastBoundaryMs: this.lastEventBoundaryMs() } : {}) };
+  }
+
+  /**
+   * The group's round: its run (the model; the run's summary written by the reporting partition; this
+   * partition's active users moved to their nearest centroid), then its retention reports (this
+   * partition's counts of them dropped). At the end, cohorts still open go unmeasured, as alone.
+   */
+  accept(roundMs: number, model: unknown, reports: boolean, out: StageOutput): void {
+    const round = model as ClustersRound;
+    if (round.atMs !== null && (roundMs === END_OF_TIME || roundMs % this.everyMs === 0)) {
+      const atMs = round.atMs;
+      this.model = { ...this.model, ...round.core, reportedDayMs: this.model.reportedDayMs, boundaryMs: atMs };
+      if (round.ran === undefined) {
+        if (reports) out.count("cluster_runs_skipped");
+      } else {
+        const { centroids } = this.model;
+        if (reports) out.emit(CLUSTERS_OUTPUT, ALL, atMs, this.describeRun(atMs, round.ran.users, centroids, round.ran.memberMeans, round.ran.sizes));
+        for (const [user, entry] of this.activesAt(atMs)) this.assign(user, nearestCentroid(entry.vector!, this.model, centroids), atMs, out);
+      }
+    }
+    for (const [dayMs, cluster, users, retained] of round.retention) if (reports) this.reportCohort(dayMs, cluster, users, retained, out);
+    if (round.core.reportedDayMs !== null) {
+      for (const key of [...this.cohorts.keys()]) if (parseCohortKey(key)[0] <= round.core.reportedDayMs) this.cohorts.delete(key);
+    }
+    this.model.reportedDayMs = round.core.reportedDayMs;
+    this.modelState.set(ALL, this.model);
+    if (roundMs === END_OF_TIME) this.reportRetention(END_OF_TIME, out);
   }
 
   private describeRun(timeMs: number, users: number, centroids: number[][], means: number[][], sizes: number[]): ClustersRun {
@@ -385,8 +575,8 @@ class ClustersLogic implements StageLogic {
       centroids: centroids.map((z, slot) => ({
         name: this.model.names[slot],
         size: sizes[slot],
-        mean: this.byFeature(means[slot], this.digits),
-        z: this.byFeature(z, this.digits),
+        mean: byFeature(this.features, means[slot], this.digits),
+        z: byFeature(this.features, z, this.digits),
       })),
     };
   }
@@ -423,13 +613,6 @@ class ClustersLogic implements StageLogic {
     return shown;
   }
 
-  /** `values` by feature name; with `digits`, rounded for an output. */
-  private byFeature(values: number[], digits?: number): Record<string, number> {
-    const record: Record<string, number> = {};
-    for (let i = 0; i < this.features.length; i++) record[this.features[i]] = digits === undefined ? values[i] : toDigits(values[i], digits);
-    return record;
-  }
-
   /**
    * Reports, in (day, cluster) order, the cohorts whose measuring day is over. END_OF_TIME ends the
    * input rather than passing days: cohorts still open cannot be measured and are dropped, counted
@@ -444,31 +627,35 @@ class ClustersLogic implements StageLogic {
       if (open.length > 0) out.count("cluster_cohorts_unmeasured", open.length);
       return;
     }
-    const dueDayMs = Math.floor((watermarkMs - afterMs - DAY_MS) / DAY_MS) * DAY_MS;
+    const dueDayMs = dueDayAt(this.settings, watermarkMs);
     if (this.model.reportedDayMs !== null && dueDayMs <= this.model.reportedDayMs) return;
     const due: Array<[number, string, CohortCounts]> = [];
     for (const key of this.cohorts.keys()) {
       const [dayMs, cluster] = parseCohortKey(key);
       if (dayMs <= dueDayMs) due.push([dayMs, cluster, this.cohorts.get(key)!]);
     }
-    due.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+    due.sort(byDayThenCluster);
     for (const [dayMs, cluster, [users, retained]] of due) {
-      const timeMs = dayMs + afterMs + DAY_MS;
-      const report: ClusterRetention = {
-        output: CLUSTER_RETENTION_OUTPUT,
-        time: isoTime(timeMs),
-        time_ms: timeMs,
-        cohort_day: new Date(dayMs).toISOString().slice(0, 10),
-        cluster,
-        users,
-        retained,
-        rate: toDigits(retained / users, this.digits),
-      };
-      out.emit(CLUSTER_RETENTION_OUTPUT, ALL, timeMs, report);
+      this.reportCohort(dayMs, cluster, users, retained, out);
       this.cohorts.delete(cohortKey(dayMs, cluster));
     }
     this.model.reportedDayMs = dueDayMs;
     this.modelState.set(ALL, this.model);
+  }
+
+  private reportCohort(dayMs: number, cluster: string, users: number, retained: number, out: StageOutput): void {
+    const timeMs = dayMs + this.retentionAfterMs! + DAY_MS;
+    const report: ClusterRetention = {
+      output: CLUSTER_RETENTION_OUTPUT,
+      time: isoTime(timeMs),
+      time_ms: timeMs,
+      cohort_day: new Date(dayMs).toISOString().slice(0, 10),
+      cluster,
+      users,
+      retained,
+      rate: toDigits(retained / users, this.digits),
+    };
+    out.emit(CLUSTER_RETENTION_OUTPUT, ALL, timeMs, report);
   }
 }
 

@@ -3,7 +3,9 @@
 import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 import { partsFrom, pickParts, relayoutAll, type StateShape } from "./stateShape.ts";
-import { digestOf, lookupOf, quantileAt, quantileOf, type Digest, type DigestLookup } from "./tdigest.ts";
+import { digestOf, lookupOf, mergeDigests, quantileAt, quantileOf, type Digest, type DigestLookup } from "./tdigest.ts";
+import { END_OF_TIME } from "../engine/elements.ts";
+import { multiplesIn } from "../engine/rounds.ts";
 
 export type QuantilesOptions = {
   /** Names the stage's state. Default "quantiles". */
@@ -59,13 +61,44 @@ type DigestsState = {
 const ALL_USERS = "*";
 const HOUR_MS = 3_600_000;
 
+/** A partition's partial in a group's rounds: the digests of its users' latest values, and when it changed first since its last rebuild. */
+type QuantilesPartial = { digests: Array<Digest | null>; dueAtMs: number | null };
+
+/** A round's model: the group's digests, and the boundary of the rebuild it makes (null: nothing changed). */
+type QuantilesRound = { roundMs: number; digests: Array<Digest | null>; rebuiltAtMs: number | null };
+
+/**
+ * The group's digests at a round: when some partition's values changed since the round before, its
+ * digests merged in partition order, labelled with the first boundary due (alone, the rebuild's).
+ */
+function mergeRound(options: QuantilesOptions, roundMs: number, previous: QuantilesRound | undefined, partials: ReadonlyArray<QuantilesPartial | undefined>): QuantilesRound {
+  const previousMs = previous?.roundMs ?? -Infinity;
+  let rebuiltAtMs: number | null = null;
+  for (const partial of partials) {
+    const dueMs = partial?.dueAtMs;
+    if (dueMs === null || dueMs === undefined || dueMs <= previousMs || (roundMs !== END_OF_TIME && dueMs > roundMs)) continue;
+    if (rebuiltAtMs === null || dueMs < rebuiltAtMs) rebuiltAtMs = dueMs;
+  }
+  if (rebuiltAtMs === null) return { roundMs, digests: previous?.digests ?? options.metrics.map(() => null), rebuiltAtMs };
+  const compression = options.compression ?? DEFAULT_COMPRESSION;
+  const digests = options.metrics.map((_, i) => partials.reduce<Digest | null>((merged, partial) => (partial === undefined ? merged : mergeDigests(merged, partial.digests[i], compression)), null));
+  return { roundMs, digests, rebuiltAtMs };
+}
+
+const DEFAULT_COMPRESSION = 100;
+
 export function quantiles(options: QuantilesOptions): StageDefinition {
   const name = options.name ?? "quantiles";
   // Per metric, by name: each user's latest value, and the digest of the last rebuild.
   const shape: StateShape = { parts: options.metrics.map((m): [string, StateShape] => [m, {}]) };
+  const everyMs = options.everyMs ?? HOUR_MS;
   return {
     name,
     stateShape: shape,
+    rounds: {
+      boundariesIn: (afterMs, toMs) => multiplesIn(afterMs, toMs, everyMs),
+      merge: (roundMs, previous, partials) => mergeRound(options, roundMs, previous as QuantilesRound | undefined, partials as ReadonlyArray<QuantilesPartial | undefined>),
+    },
     build: (ctx) => {
       const values = ctx.userState<Array<number | null>>("values");
       const digests = ctx.valueState<DigestsState>("digests");
@@ -75,9 +108,7 @@ export function quantiles(options: QuantilesOptions): StageDefinition {
         const state = digests.get(ALL_USERS);
         if (state !== undefined) digests.set(ALL_USERS, { ...state, digests: pickParts(state.digests, from, () => null) });
       }
-      const logic = new QuantilesLogic(options, values, digests);
-      if (options.publishTo) options.publishTo.quantile = (metric, q) => logic.quantile(metric, q);
-      return logic;
+      return new QuantilesLogic(options, values, digests, ctx.isGrouped === true);
     },
   };
 }
@@ -98,16 +129,20 @@ class QuantilesLogic implements StageLogic {
   private readonly state: DigestsState;
   /** Per metric, the digest's cumulative centre positions for quick lookups; derived from the state. */
   private lookups: Array<DigestLookup | null>;
+  /** This instance's quantile(), as published to expressions. */
+  private readonly published: (metric: string, q: number) => number | undefined = (metric, q) => this.quantile(metric, q);
 
   constructor(
     private readonly options: QuantilesOptions,
     /** Each user's latest value per metric (null: none yet). */
     private readonly values: ValueState<Array<number | null>>,
     private readonly digests: ValueState<DigestsState>,
+    /** One partition of a group: the digests come from the group's rounds (offer, accept). */
+    private readonly isGrouped: boolean,
   ) {
     this.metrics = options.metrics;
     this.metricIndex = new Map(options.metrics.map((m, i) => [m, i]));
-    this.compression = options.compression ?? 100;
+    this.compression = options.compression ?? DEFAULT_COMPRESSION;
     this.everyMs = options.everyMs ?? HOUR_MS;
     let state = digests.get(ALL_USERS);
     if (state === undefined) {
@@ -116,6 +151,11 @@ class QuantilesLogic implements StageLogic {
     }
     this.state = state;
     this.lookups = state.digests.map((d) => (d === null ? null : lookupOf(d)));
+  }
+
+  /** Expressions' quantile() reads this instance's digests (several jobs may share them in one process). */
+  activate(): void {
+    if (this.options.publishTo) this.options.publishTo.quantile = this.published;
   }
 
   /** Records the user's values that changed; marks a rebuild due at the next period boundary. */
@@ -160,12 +200,33 @@ class QuantilesLogic implements StageLogic {
     const s = this.state;
     s.watermarkMs = watermarkMs;
     this.digests.touch(ALL_USERS);
-    if (s.dueAtMs === null || watermarkMs < s.dueAtMs) return;
+    if (this.isGrouped || s.dueAtMs === null || watermarkMs < s.dueAtMs) return;
     const timeMs = s.dueAtMs;
     s.digests = this.metrics.map((_, i) => this.rebuild(i));
     this.lookups = s.digests.map((d) => (d === null ? null : lookupOf(d)));
     s.dueAtMs = null;
     if (this.options.report) this.report(timeMs, out);
+  }
+
+  /**
+   * The partition's digests and first change, for the group's rounds after `afterMs`. A change due
+   * before them (made before the partition's first watermark) is due at the first. Changes nothing.
+   */
+  offer(afterMs: number): QuantilesPartial {
+    const dueMs = this.state.dueAtMs;
+    const firstMs = Number.isFinite(afterMs) ? this.nextBoundary(afterMs) : -Infinity;
+    return { digests: this.metrics.map((_, i) => this.rebuild(i)), dueAtMs: dueMs === null ? null : Math.max(dueMs, firstMs) };
+  }
+
+  /** The group's digests as of the round; the reporting partition reports a rebuild. */
+  accept(roundMs: number, model: unknown, reports: boolean, out: StageOutput): void {
+    const round = model as QuantilesRound;
+    const s = this.state;
+    s.digests = round.digests;
+    this.lookups = s.digests.map((d) => (d === null ? null : lookupOf(d)));
+    if (s.dueAtMs !== null && (roundMs === END_OF_TIME || s.dueAtMs <= roundMs)) s.dueAtMs = null;
+    this.digests.touch(ALL_USERS);
+    if (round.rebuiltAtMs !== null && reports && this.options.report) this.report(round.rebuiltAtMs, out);
   }
 
   private rebuild(metric: number): Digest | null {

@@ -84,6 +84,34 @@ export type StageLogic = {
   forgetUser?(user: string): boolean;
   /** What the stage shows of its users to queries. Optional. */
   readonly view?: StageView;
+  /**
+   * Called before the operator works or answers a query: what the stage shares with other stages'
+   * expressions (quantile()) is made this instance's. Several jobs of one pipeline (a cluster
+   * worker's partitions) share the compiled expressions in one process, and take turns on its thread.
+   */
+  activate?(): void;
+  /**
+   * In a group's rounds (see StageDefinition.rounds), this partition's partial for the rounds after
+   * `afterMs` (atEnd: for all of them to the group's end), as its state stands now. Changes nothing.
+   */
+  offer?(afterMs: number, atEnd: boolean): unknown;
+  /**
+   * The group's model of round `roundMs` (END_OF_TIME: the end), as the watermark reaches it:
+   * `reports` says this partition writes what belongs to the whole group (one partition does).
+   */
+  accept?(roundMs: number, model: unknown, reports: boolean, out: StageOutput): void;
+};
+
+/**
+ * How a stage that works across users (k-means, quantiles) does so in a group of partitions
+ * (engine/rounds.ts): at its round boundaries each partition offers a partial, and `merge` makes one
+ * model for the group from all of them, in partition order. Known from config alone: the group's
+ * leader merges with it. Pure: the same partials make the same model.
+ */
+export type StageRounds = {
+  boundariesIn(afterMs: number, toMs: number): number[];
+  /** `partials[p]` undefined: partition p had not started by then. `previous`: this stage's model of its round before. */
+  merge(roundMs: number, previous: unknown, partials: ReadonlyArray<unknown>): unknown;
 };
 
 /**
@@ -116,6 +144,11 @@ export type StageContext = OperatorContext & {
    * reordered since (the restart has refused any other change) are laid out anew as the stage builds.
    */
   restoredShape?: StateShape;
+  /**
+   * The job is one partition of a group: a stage with `rounds` works across the group's users
+   * (offer and accept) instead of its partition's alone. Default false.
+   */
+  isGrouped?: boolean;
 };
 
 /** What config describes; `build` makes the running stage, its state restored from the context. */
@@ -129,5 +162,7 @@ export type StageDefinition = {
    * change only outputs: no part of it. Default {}: nothing configurable shapes the state.
    */
   readonly stateShape?: StateShape;
+  /** How it works across a group's partitions, if it works across users. */
+  readonly rounds?: StageRounds;
   build(ctx: StageContext): StageLogic;
 };

@@ -6,6 +6,7 @@ import type { JobResult } from "../engine/job.ts";
 import type { JobView } from "../engine/jobView.ts";
 import { NatsSource } from "../engine/sources/natsSource.ts";
 import { jobOptions, type RunOptions } from "./compile.ts";
+import { behaviourMerger } from "../operators/behaviour.ts";
 import type { PipelineSpec } from "./validate.ts";
 
 export type ClusterRunOptions = RunOptions & {
@@ -32,6 +33,8 @@ export async function runClusterPipeline(spec: PipelineSpec, run: ClusterRunOpti
     onPartitionView: run.onPartitionView,
     // Validation took one subject `<prefix>.>`: partition n is `<prefix>.n`.
     source: { stream: nats.stream, subjectPrefix: nats.subjects[0].slice(0, -1) },
+    // Stages that work across users (clusters, quantiles) do so across the group's, in rounds.
+    merger: spec.behaviour && behaviourMerger(spec.behaviour.stages),
     jobFor: (partition, stateDir, signal) => {
       // Progress, views and the final-checkpoint notice belong to the worker, not to each partition's job.
       const { onProgress, onView, onFinalCheckpoint, onPartitionView, ...partitionRun } = run;

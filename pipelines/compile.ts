@@ -108,7 +108,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
         ),
       );
       const restoredShapes = restored && Object.fromEntries(restored.stages);
-      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec), restoredShapes, drainsAtEnd: atEnd === "drain" })))] : [];
+      const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec), restoredShapes, drainsAtEnd: atEnd === "drain", isGrouped: spec.cluster !== undefined })))] : [];
       const routes = spec.sinks.map((s, i) => ({ name: routeNames[i], sink: buildSink(s.sink, spec.name, connection), kinds: s.outputs }));
       graph.routeTo(merge(...windowResults, ...behaviourResults), routes);
       if (spec.late) graph.sideTo(LATE, lateName, buildSink(spec.late, spec.name, connection), "late");

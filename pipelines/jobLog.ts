@@ -78,6 +78,8 @@ export function describeEvent(e: LogEvent): { level: LogLevel; msg: string } {
       return info(`the input has ended after ${e.read} events: firing what is due and taking a last checkpoint`);
     case "stopping":
       return info(`stopping: taking a last checkpoint (${e.checkpointId})`);
+    case "stopped-in-round":
+      return info(`stopped while waiting for the group's round: checkpoint ${e.checkpointId} stands, and the partition resumes from it`);
     case "worker-joined":
       return info(`worker ${e.workerId} joined group ${e.group}: ${plural(e.workers, "worker")} share ${plural(e.partitions, "partition")}`);
     case "partition-taken": {

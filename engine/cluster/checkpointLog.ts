@@ -9,12 +9,12 @@
 // (paused, cut off) cannot commit a checkpoint or move the partition's source position, and its
 // unreleased outputs are never sent. A reader applies only the transactions whose commit record it
 // saw: half a checkpoint (a crash mid-append) is never seen.
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { pack, unpack } from "msgpackr";
 import { ensureStream, isTransient, lastMessageOf, readStreamSince, retryTransient } from "../nats.ts";
 import type { CheckpointMeta, Transaction } from "../store.ts";
+import { seal, unseal } from "./seal.ts";
 
 export type CheckpointLogOptions = {
   group: string;
@@ -64,7 +64,7 @@ export function checkpointStreamName(group: string): string {
 }
 
 /** Bytes per message: well under NATS's default 1 MB payload limit. */
-const PIECE_BYTES = 256 * 1024;
+export const PIECE_BYTES = 256 * 1024;
 /** A base is written once the log since the last one holds this many times its size, and at least... */
 const BASE_GROWTH_RATIO = 2;
 /** ...this many bytes: small states are not rewritten at every checkpoint. */
@@ -82,8 +82,6 @@ const CLAIM_ATTEMPTS = 50;
 const UNAVAILABLE_LIMIT_MS = 60_000;
 /** Between two reads of a log that came back short. */
 const REREAD_WAIT_MS = 250;
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
 
 type Kind = "piece" | "commit" | "claim";
 
@@ -168,7 +166,7 @@ export class CheckpointLog {
    * drops the messages before it.
    */
   async append(transaction: Transaction, meta: CheckpointMeta): Promise<number> {
-    const bytes = this.seal(pack(transaction));
+    const bytes = seal(pack(transaction), this.options.encryptionKey);
     const isBase = transaction.outbox !== undefined;
     let firstSeq = 0;
     for (let at = 0; at === 0 || at < bytes.length; at += PIECE_BYTES) {
@@ -250,7 +248,7 @@ export class CheckpointLog {
       }
       pieces.push(msg.data);
       if (kind !== "commit") return;
-      const transaction = unpack(this.open(Buffer.concat(pieces))) as Transaction;
+      const transaction = unpack(unseal(Buffer.concat(pieces), this.options.encryptionKey)) as Transaction;
       pieces = [];
       if (transaction.outbox !== undefined) transactions = [];
       transactions.push(transaction);
@@ -268,22 +266,6 @@ export class CheckpointLog {
     // Who wrote it: for whoever audits a takeover (`nats stream view`).
     hdrs.set(WORKER_HEADER, this.options.workerId);
     return hdrs;
-  }
-
-  /** The bytes as they leave: encrypted when the state is (IV, tag, ciphertext). */
-  private seal(plain: Uint8Array): Buffer {
-    if (this.options.encryptionKey === undefined) return Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
-    const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv("aes-256-gcm", Buffer.from(this.options.encryptionKey), iv);
-    const sealed = Buffer.concat([cipher.update(plain), cipher.final()]);
-    return Buffer.concat([iv, cipher.getAuthTag(), sealed]);
-  }
-
-  private open(bytes: Buffer): Buffer {
-    if (this.options.encryptionKey === undefined) return bytes;
-    const decipher = createDecipheriv("aes-256-gcm", Buffer.from(this.options.encryptionKey), bytes.subarray(0, IV_BYTES));
-    decipher.setAuthTag(bytes.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
-    return Buffer.concat([decipher.update(bytes.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
   }
 }
 

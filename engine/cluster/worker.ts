@@ -16,6 +16,8 @@ import { lockStateDir, removeStoreFiles, type StateDirLock } from "../stateDir.t
 import { StateStore, type Transaction } from "../store.ts";
 import { CheckpointLog, PartitionFenced, type CachedCommit } from "./checkpointLog.ts";
 import { fairShare, PartitionLeases } from "./leases.ts";
+import { PartitionRounds, RoundLeader } from "./rounds.ts";
+import type { RoundMerger } from "../rounds.ts";
 
 export type ClusterWorkerOptions<E> = {
   servers: string[];
@@ -30,6 +32,11 @@ export type ClusterWorkerOptions<E> = {
   isBounded: boolean;
   /** The job that works on `partition`, its state in `stateDir`. */
   jobFor(partition: number, stateDir: string, signal: AbortSignal): JobOptions<E>;
+  /**
+   * How the jobs' work across keys is merged in the group's rounds (engine/rounds.ts); the worker
+   * holding partition 0 leads them. Undefined: the jobs work on their partitions alone.
+   */
+  merger?: RoundMerger;
   /** The source's stream, and its subjects' prefix (`events.`): partition n is read from `events.n`. */
   source: { stream: string; subjectPrefix: string };
   signal?: AbortSignal;
@@ -283,6 +290,9 @@ class Worker<E> {
     };
     const base = this.options.jobFor(partition, stateDir, stop.signal);
     const running: Running = { stop, ended: Promise.resolve(undefined) };
+    // Whoever holds partition 0 leads the group's rounds, for as long as its job runs.
+    const leading = partition === 0 && this.options.merger !== undefined ? new AbortController() : undefined;
+    const led = leading === undefined ? Promise.resolve() : this.lead(leading.signal);
     running.ended = (async () => {
       let log: CheckpointLog | undefined;
       try {
@@ -290,8 +300,10 @@ class Worker<E> {
         const endSeqAtStart = await retryTransient(() => this.lastSeqOf(partition), STARTUP_LIMIT_MS);
         const logOptions = { group: this.options.group, partition, workerId: this.workerId, replicas: this.options.replicas, encryptionKey: this.options.stateEncryptionKey };
         log = await retryTransient(() => CheckpointLog.open(this.nc, logOptions), STARTUP_LIMIT_MS);
+        const rounds = await this.roundsFor(partition, stop.signal);
         const result = await runJob<E>({
           ...base,
+          rounds,
           signal: stop.signal,
           onEvent: tell,
           onView: (jobView) => {
@@ -343,12 +355,38 @@ class Worker<E> {
         this.wake?.();
         return undefined;
       } finally {
+        leading?.abort();
+        await led;
         countRun();
         this.options.onPartitionView?.(partition, undefined);
         if (this.running.get(partition) === running) this.running.delete(partition);
       }
     })();
     this.running.set(partition, running);
+  }
+
+  /** The partition's link to the group's rounds, when the jobs work across keys. */
+  private async roundsFor(partition: number, signal: AbortSignal): Promise<PartitionRounds | undefined> {
+    if (this.options.merger === undefined) return undefined;
+    const { group, replicas, stateEncryptionKey } = this.options;
+    return retryTransient(() => PartitionRounds.open(this.nc, { group, replicas, encryptionKey: stateEncryptionKey, partition, signal }), STARTUP_LIMIT_MS);
+  }
+
+  /** Leads the group's rounds until `signal`; a failure that is not NATS's fails the worker. */
+  private async lead(signal: AbortSignal): Promise<void> {
+    const { group, replicas, stateEncryptionKey, partitions, merger } = this.options;
+    while (!signal.aborted) {
+      try {
+        await new RoundLeader(this.nc, { group, replicas, encryptionKey: stateEncryptionKey, partitions, merger: merger!, signal }).run();
+      } catch (error) {
+        if (!isTransient(error)) {
+          this.failure ??= error;
+          this.wake?.();
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+      }
+    }
   }
 
   private lose(partition: number, reason: string): void {

@@ -1,7 +1,7 @@
-// The stages that look across users (k-means clusters, quantile digests, segment counts) give the
-// same outputs whether one worker runs every partition or three share them, with partitions moving
-// between workers as they join: the results depend on the events and the partition count, not on
-// the workers. (Each partition computes them over its own users: see the README, "Running on many workers".)
+// The stages that look across users (k-means clusters, quantile digests) give one answer for the
+// whole group, made in rounds (engine/rounds.ts), and the same outputs whether one worker runs every
+// partition or three share them, with partitions moving between workers as they join: the results
+// depend on the events and the partition count, not on the workers.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parse, stringify } from "yaml";
@@ -9,7 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readStream, startNatsServer, type NatsServer } from "../natsServer.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { runClusterPipeline } from "../../pipelines/cluster.ts";
-import { publish } from "../../pipelines/publish.ts";
+import { GeneratorSource } from "../../simulator/generatorSource.ts";
+import { publishPartitioned } from "../fixtures/clusterEvents.ts";
+import { expectOneAnswerForTheGroup } from "../fixtures/groupOutputs.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 const CONFIG = resolve(import.meta.dirname, "../../config");
@@ -18,7 +20,15 @@ const PARTITIONS = 4;
 let server: NatsServer;
 beforeAll(async () => {
   server = await startNatsServer();
-  await publish({ input: "generator", servers: server.url, stream: "XU", subject: "xu", partitions: PARTITIONS, rate: 0, format: "json", key: "user_id", events: 60_000, seed: 7 });
+  // ~16 hours of event time: rounds of clusters (every 30 min) and quantiles (every hour).
+  const generator = new GeneratorSource({ events: 30_000, users: 2_000, eventsPerSecond: 0.5, seed: 7, partitions: PARTITIONS });
+  await generator.open(undefined);
+  const events: object[] = [];
+  for (let batch = generator.nextBatch(5_000); ; batch = generator.nextBatch(5_000)) {
+    for (const item of batch.items) events.push((item as { value: object }).value);
+    if (batch.isDone) break;
+  }
+  await publishPartitioned(server.url, "XU", events, PARTITIONS);
 }, 60_000);
 afterAll(async () => {
   await server?.stop();
@@ -77,5 +87,6 @@ describe("cross-user stages in a cluster", () => {
     // The cross-user outputs are among them, not absent from both.
     const crossUser = await outputsOfKinds(`${name.toUpperCase()}1`, kinds);
     expect(crossUser.length).toBeGreaterThan(0);
+    expectOneAnswerForTheGroup(one, PARTITIONS);
   }, 300_000);
 });
