@@ -403,13 +403,15 @@ class Job<E> {
   }
 
   /**
-   * In a group's rounds, event time reaches a round's boundary right after the event that moved the
-   * watermark past it, not at the end of the batch: where a batch ends depends on how messages
-   * arrived, and the models an event sees must not.
+   * In a group's rounds, event time reaches a round's boundary (and its first watermark) right after
+   * the event that moved the watermark there, not at the end of the batch: where a batch ends
+   * depends on how messages arrived, and the models an event sees must not.
    */
   private async reachRoundsDue(): Promise<void> {
     const watermarkMs = this.tracker.poll();
-    if (watermarkMs !== undefined && this.participant!.boundariesIn(this.deliveredMs, watermarkMs).length > 0) await this.advanceTo(watermarkMs);
+    if (watermarkMs === undefined) return;
+    // The first watermark too: the rounds a partition takes part in start from it.
+    if (this.deliveredMs === -Infinity || this.participant!.boundariesIn(this.deliveredMs, watermarkMs).length > 0) await this.advanceTo(watermarkMs);
   }
 
   /** Sends a watermark into the graph, unless it is not past the last one sent. */
