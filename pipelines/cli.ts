@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
+import { roundsStreamNames } from "../engine/cluster/rounds.ts";
 import { checkpointStreamName } from "../engine/cluster/checkpointLog.ts";
 import { doneBucketName, leaseBucketName } from "../engine/cluster/leases.ts";
 import { parseCommandLine } from "./cliArgs.ts";
@@ -168,7 +169,7 @@ export async function main(argv: string[]): Promise<number> {
         const { group } = spec.cluster;
         process.stderr.write(
           `flusso run: --reset and --reset-stage do not apply to a cluster (${line.file}): its state lives in NATS, shared by all its workers. ` +
-            `To start over, stop every worker and give cluster.group a new name, or delete the stream ${checkpointStreamName(group)} and the KV buckets ${leaseBucketName(group)} and ${doneBucketName(group)}\n`,
+            `To start over, stop every worker and give cluster.group a new name, or delete the streams ${checkpointStreamName(group)}, ${roundsStreamNames(group).inbound} and ${roundsStreamNames(group).models} and the KV buckets ${leaseBucketName(group)} and ${doneBucketName(group)}\n`,
         );
         return EXIT_BAD_PIPELINE;
       }

@@ -51,6 +51,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
   const serverClosed = new AbortController();
   let jobView: JobView | undefined;
   let cluster: ClusterQueries | undefined;
+  let groupProgress: ReturnType<typeof setInterval> | undefined;
   try {
     const spec = loadPipeline(request.file, process.env, { httpListen: request.http });
     const http = spec.http;
@@ -61,8 +62,15 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
       answer = answerForwarded(requestHandler(clusterRoutesFor(cluster, { spec, closed: serverClosed.signal }), http!.token), (reply) => port.postMessage(reply));
       tell({ type: "http-open" });
     }
+    // A cluster worker's progress line adds up the partitions it holds now.
+    const partitionViews = new Map<number, JobView>();
+    if (spec.cluster && request.wantsProgress) groupProgress = setInterval(() => tell({ type: "progress", progress: progressOfPartitions([...partitionViews.values()]) }), PROGRESS_INTERVAL_MS);
     const result = await (spec.cluster ? runClusterPipeline : runPipeline)(spec, {
-      onPartitionView: cluster && ((partition, view) => cluster!.onPartitionView(partition, view)),
+      onPartitionView: (partition, view) => {
+        if (view === undefined) partitionViews.delete(partition);
+        else partitionViews.set(partition, view);
+        cluster?.onPartitionView(partition, view);
+      },
       onView: (view) => {
         jobView = view;
         if (!http) return;
@@ -80,6 +88,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
         onEvent(event);
       },
     });
+    clearInterval(groupProgress);
     tell({ type: "done", result });
     // With an HTTP server a finished input's final state stays up to be explored, until a stop.
     // (A cluster worker's group that read to its end holds no partition: there is nothing to explore.)
@@ -97,12 +106,16 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     const isRefused = error instanceof StateMismatch || error instanceof ResetStageUnknown;
     tell({ type: "failed", text: isExplained ? String(error) : String((error as Error)?.stack ?? error), isRefused });
   } finally {
+    clearInterval(groupProgress);
     // Ends the answers still streaming (server-sent events) before the main thread closes the server.
     serverClosed.abort();
     await cluster?.close();
     port.close();
   }
 }
+
+/** How often a cluster worker draws its progress line: as often as a single job does by default. */
+const PROGRESS_INTERVAL_MS = 500;
 
 /** What the progress line shows, read from the job between two batches. */
 function progressOf(view: JobView): ProgressSnapshot {
@@ -111,6 +124,26 @@ function progressOf(view: JobView): ProgressSnapshot {
     watermarkMs: view.watermarks().watermarkMs,
     lastCheckpointAtMs: view.lastCheckpoint()?.committedAtMs,
     source: view.source().progress,
+    atMs: Date.now(),
+  };
+}
+
+/**
+ * The progress of the partitions a cluster worker holds: their counters added up (each since its
+ * partition first started, so a partition taken over brings its count along), the lowest watermark,
+ * the latest checkpoint, and how far their bounded sources have read together.
+ */
+function progressOfPartitions(views: readonly JobView[]): ProgressSnapshot {
+  const snapshots = views.map(progressOf);
+  const counters: ProgressSnapshot["counters"] = { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 };
+  for (const snapshot of snapshots) for (const [name, n] of Object.entries(snapshot.counters)) counters[name] = (counters[name] ?? 0) + n;
+  const sources = snapshots.flatMap((s) => (s.source === undefined ? [] : [s.source]));
+  const checkpoints = snapshots.flatMap((s) => (s.lastCheckpointAtMs === undefined ? [] : [s.lastCheckpointAtMs]));
+  return {
+    counters,
+    watermarkMs: snapshots.length === 0 ? -Infinity : Math.min(...snapshots.map((s) => s.watermarkMs)),
+    lastCheckpointAtMs: checkpoints.length === 0 ? undefined : Math.max(...checkpoints),
+    source: sources.length === 0 ? undefined : { done: sources.reduce((sum, s) => sum + s.done, 0), total: sources.reduce((sum, s) => sum + s.total, 0) },
     atMs: Date.now(),
   };
 }
