@@ -178,6 +178,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
    * watermark when it went further (idleness); what a query evaluates time-dependent values at.
    */
   private nowMs = -Infinity;
+  /** The last watermark: stages' boundaries are reached between it and the next. */
+  private watermarkMs = -Infinity;
   readonly view: OperatorView;
   readonly rounds?: RoundParticipant;
   /** A round's model, applied when the watermark reaches it (the stages then emit through the operator's output). */
@@ -299,15 +301,40 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   onWatermark(watermarkMs: number, out: Output<BehaviourOutput>): void {
     this.downstream = out;
     this.activate();
+    const afterMs = this.watermarkMs;
+    this.watermarkMs = watermarkMs;
     if (watermarkMs === END_OF_TIME && !this.drainsAtEnd) {
-      // Event time ended at the input's horizon: the end's round changes nothing here, as the end does not.
+      // Event time ended at the input's horizon: the end's round changes nothing here, as the end
+      // does not; what reports at the end still does.
       this.pendingRound = undefined;
+      this.reachBoundaries(afterMs, END_OF_TIME);
       return;
     }
     this.applyRound(watermarkMs);
     if (watermarkMs !== END_OF_TIME && watermarkMs > this.nowMs) this.nowMs = watermarkMs;
     for (let i = 0; i < this.stages.length; i++) this.stages[i].onWatermark?.(watermarkMs, this.stageOutputs[i]);
+    if (watermarkMs !== END_OF_TIME) this.reachBoundaries(afterMs, watermarkMs);
     this.wakeUpTo(watermarkMs);
+    if (watermarkMs === END_OF_TIME) this.reachBoundaries(afterMs, END_OF_TIME);
+  }
+
+  /**
+   * The stages' boundaries in (afterMs, toMs], in time order (stage order at the same time), each
+   * once the wake-ups before it have run; toMs END_OF_TIME: the end, every stage's, which the caller
+   * reaches after every wake-up.
+   */
+  private reachBoundaries(afterMs: number, toMs: number): void {
+    if (toMs === END_OF_TIME) {
+      for (let i = 0; i < this.stages.length; i++) this.stages[i].boundaries?.reach(END_OF_TIME, this.stageOutputs[i]);
+      return;
+    }
+    const due: Array<[number, number]> = [];
+    for (let i = 0; i < this.stages.length; i++) for (const boundaryMs of this.stages[i].boundaries?.in(afterMs, toMs) ?? []) due.push([boundaryMs, i]);
+    due.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    for (const [boundaryMs, i] of due) {
+      this.wakeUpTo(boundaryMs - 1);
+      this.stages[i].boundaries!.reach(boundaryMs, this.stageOutputs[i]);
+    }
   }
 
   /**

@@ -12,7 +12,7 @@ export type EventFields = Readonly<Record<string, unknown>>;
  * `{ kind: "segment_enter", name: "vip" }`, `{ kind: "sequence", name: "cart_abandoned" }`.
  */
 export type Signal = {
-  kind: "segment_enter" | "segment_exit" | "sequence" | "alert" | "phase" | "conversion";
+  kind: "segment_enter" | "segment_exit" | "sequence" | "alert" | "phase" | "conversion" | "exposure";
   /** The segment, sequence, score or phase it is about. */
   name: string;
   /** Event time the signal belongs to (the matching event, or the timer that fired it). */
@@ -71,6 +71,12 @@ export type StageLogic = {
   step(view: UserView, out: StageOutput): boolean | void;
   /** Event time has reached `watermarkMs`: work across users (cluster re-runs). Runs before wake-ups. */
   onWatermark?(watermarkMs: number, out: StageOutput): void;
+  /**
+   * Work across users at boundaries of event time that must see what fell due before them (a report
+   * counting the windows closed by then): `reach` runs at each boundary in order, once every wake-up
+   * before it has run, and at the end (END_OF_TIME) once every wake-up has.
+   */
+  readonly boundaries?: { in(afterMs: number, toMs: number): number[]; reach(boundaryMs: number, out: StageOutput): void };
   /**
    * The wake-up this stage has pending for `user`, as its state records it (undefined: none).
    * Required of a stage that asks for wake-ups: they are not checkpointed apart, but rebuilt from

@@ -8,6 +8,7 @@ import { triggerBody, type TriggerFacts, type TriggerTemplate } from "./triggerT
 import { isoInZone, isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
+import { armOf, HOLDOUT, type Assignment, type Variant } from "./experiments.ts";
 import { relayoutAll, type StateShape } from "./stateShape.ts";
 
 type Vars = Record<string, unknown>;
@@ -50,7 +51,20 @@ export type TriggerRule = {
   cap?: { max: number; perMs: number };
   /** Sent after the first message, in this order; cancelled when the user converts. Default none. */
   followUps?: FollowUp[];
+  /** The first message goes this long after the signal (then quiet hours apply); a conversion meanwhile cancels it. Default 0. */
+  delayMs?: number;
+  /**
+   * An experiment on the rule (operators/experiments.ts): each user is in one arm. The held-out arm
+   * gets nothing from the rule (its cooldowns and caps are not spent); a variant may change the
+   * message, channels and delay. Either way the firing is an exposure, signalled to the experiments stage.
+   */
+  experiment?: TriggerExperiment;
 };
+
+/** A variant of a rule under experiment: what it changes of the rule's message. */
+export type TriggerVariant = Variant & { message?: string; channels?: string[]; delayMs?: number };
+
+export type TriggerExperiment = Omit<Assignment, "variants"> & { variants: readonly TriggerVariant[] };
 
 export type TriggersOptions = {
   /** Names the stage's state. Default "triggers". */
@@ -93,6 +107,8 @@ type Pending = {
   isFollowUp: boolean;
   /** Which follow-up (from 1, in the rule's order); absent for a first message (and in state written before it was kept). */
   followUp?: number;
+  /** The experiment's variant the message is of (absent: the rule's own message). */
+  variant?: string;
   /** Firings of the rule for the user at the same signal time before this one (absent: none). Part of the id. */
   occurrence?: number;
   /** The values the template reads, as they were when the rule fired. */
@@ -305,13 +321,29 @@ class TriggersLogic implements StageLogic {
     return view.event !== undefined && this.options.converts?.(view.vars) === true;
   }
 
-  /** The rule fires: its first message goes now, or waits for the end of the user's quiet hours. */
+  /**
+   * The rule fires: its first message goes now, or waits for its delay and the end of the user's
+   * quiet hours. Under an experiment the firing is the user's exposure, whatever happens to the
+   * message: a held-out user gets none, a variant's message is its own.
+   */
   private fire(rule: TriggerRule, signal: Signal, view: UserView, state: UserState, out: StageOutput): void {
     if (rule.when !== undefined && rule.when(view.vars) !== true) return;
+    let variant: TriggerVariant | undefined;
+    if (rule.experiment !== undefined) {
+      const arm = armOf(rule.experiment, view.user);
+      view.signals.push({ kind: "exposure", name: rule.experiment.experiment, timeMs: view.timeMs, detail: { arm, rule: rule.name } });
+      if (arm === HOLDOUT) {
+        out.count("triggers_held_out");
+        return;
+      }
+      variant = rule.experiment.variants.find((v) => v.name === arm);
+    }
     const segment = this.segmentOf(signal, view.vars);
-    const atMs = this.afterQuietHours(this.zoneOf(state), view.timeMs);
+    const atMs = this.afterQuietHours(this.zoneOf(state), view.timeMs + (variant?.delayMs ?? rule.delayMs ?? 0));
     const occurrence = this.occurrence(state, rule, signal.timeMs);
-    const first: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels: rule.channels, isFollowUp: false, vars: view.vars };
+    const channels = variant?.channels ?? rule.channels;
+    const first: Pending = { rule: rule.name, atMs, triggerMs: signal.timeMs, segment, channels, isFollowUp: false, vars: view.vars };
+    if (variant !== undefined) first.variant = variant.name;
     if (occurrence > 0) first.occurrence = occurrence;
     if (atMs === view.timeMs) {
       this.send(view.user, state, first, out, true);
@@ -358,7 +390,7 @@ class TriggersLogic implements StageLogic {
       id: messageId(this.options.pipeline ?? "", rule.name, user, message.triggerMs, followUpNumber, message.occurrence ?? 0),
       rule: rule.name,
       name: rule.trigger ?? rule.name,
-      message: rule.message,
+      message: this.messageOf(rule, message.variant),
       segment: message.segment,
       timeMs: message.triggerMs,
       time: isoTime(message.triggerMs),
@@ -431,6 +463,7 @@ class TriggersLogic implements StageLogic {
       previousMs = atMs;
       const next: Pending = { rule: rule.name, atMs, triggerMs: first.triggerMs, segment: first.segment, channels: [followUp.channel], isFollowUp: true, followUp: i + 1, vars };
       if (first.occurrence !== undefined) next.occurrence = first.occurrence;
+      if (first.variant !== undefined) next.variant = first.variant;
       this.schedule(state, next);
     });
   }
@@ -462,6 +495,12 @@ class TriggersLogic implements StageLogic {
     const current = this.options.currentSegment?.(vars);
     if (typeof current === "string" && current !== "") return current;
     return this.options.defaultSegment ?? DEFAULT_SEGMENT;
+  }
+
+  /** The text of a message: its variant's, when the rule is under an experiment and the variant has one. */
+  private messageOf(rule: TriggerRule, variant: string | undefined): string {
+    if (variant === undefined) return rule.message;
+    return rule.experiment?.variants.find((v) => v.name === variant)?.message ?? rule.message;
   }
 
   /** A follow-up restored from state that did not keep its number: the first of the rule's on its channel. */

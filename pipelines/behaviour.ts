@@ -33,6 +33,7 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables, pipel
     const stage = read(r, section, top[section], scope, context);
     if (!stage) continue;
     stages.push(stage.definition);
+    if (stage.then !== undefined) stages.push(stage.then);
     for (const kind of stage.outputs) outputs.add(kind);
   }
   scope.quantile.check(r);

@@ -18,8 +18,11 @@ export type ReadContext = {
   isQueried?: boolean;
 };
 
-/** A stage as read from its section: the definition and the output kinds it can emit. */
-export type ReadStage = { definition: StageDefinition; outputs: readonly string[] };
+/**
+ * A stage as read from its section: the definition and the output kinds it can emit; `then`, a stage
+ * the section also asks for, run right after it (the experiments of the triggers' rules).
+ */
+export type ReadStage = { definition: StageDefinition; outputs: readonly string[]; then?: StageDefinition };
 
 /**
  * Reads one section. `scope` holds what the section's expressions may use; the reader declares

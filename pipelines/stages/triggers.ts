@@ -3,14 +3,19 @@
 import type { Signal } from "../../operators/stage.ts";
 import { parseTimeOfDay } from "../../operators/localTime.ts";
 import { MESSAGE_ID_FIELD, referencedNames, RENAMED_FACTS, type TriggerTemplate } from "../../operators/triggerTemplate.ts";
-import { DEFAULT_SEGMENT, TRIGGER_OUTPUT, triggers, type FollowUp, type TriggerRule, type TriggersOptions } from "../../operators/triggers.ts";
+import { DEFAULT_SEGMENT, TRIGGER_OUTPUT, triggers, type FollowUp, type TriggerExperiment, type TriggerRule, type TriggersOptions, type TriggerVariant } from "../../operators/triggers.ts";
+import { CONVERSION_OUTPUT, EXPERIMENT_OUTPUT, experiments, EXPOSURE_OUTPUT, HOLDOUT, type ExperimentSpec } from "../../operators/experiments.ts";
 import type { ReadContext, StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 
 const SECTION_FIELDS = ["timezone", "consent", "quietHours", "converts", "segment", "defaultSegment", "rules", "template"];
-const RULE_FIELDS = ["on", "when", "trigger", "message", "channels", "cooldown", "cap", "followUps"];
+const RULE_FIELDS = ["on", "when", "trigger", "message", "channels", "cooldown", "cap", "followUps", "delay", "experiment"];
+const EXPERIMENT_FIELDS = ["name", "holdout", "variants", "goal", "value", "within", "by", "report"];
+const VARIANT_FIELDS = ["name", "weight", "message", "channels", "delay"];
+/** The variant of an experiment that names none: the rule's message as it is. */
+const DEFAULT_VARIANT = "treatment";
 /** `on:` keys and the signal kinds they stand for. */
 const SIGNAL_KINDS: Record<string, Signal["kind"]> = { segment: "segment_enter", sequence: "sequence", alert: "alert", phase: "phase" };
 const NAME = /^[A-Za-z0-9_-]+$/;
@@ -44,6 +49,18 @@ const MAX_CAP = 1_000;
  *       followUps:                         # local times; cancelled when the user converts
  *         - { channel: email, at: "09:00" }
  *         - { channel: sms, at: "15:00", after: 2d }
+ *       delay: 1d                          # the first message waits this long after the signal
+ *       experiment:                        # holdout and variants, measured (operators/experiments.ts)
+ *         name: cart_recovery_2024q2       # default the rule's name
+ *         holdout: 10%                     # gets nothing, is measured
+ *         variants:                        # default one, "treatment": the rule as it is
+ *           - { name: sconto_10, weight: 1 }
+ *           - { name: spedizione_gratis, weight: 1, message: "...", channels: [email], delay: 3d }
+ *         goal: 'event_type == "purchase"' # a conversion
+ *         value: order_value               # optional: revenue of a conversion, for the t-test
+ *         within: 7d                       # attribution window after the first exposure
+ *         by: [lifecycle]                  # segment groups the report is broken down by
+ *         report: 1d                       # an `experiment` report every period, and at the end
  *   template:                             # optional; default the seed shape and delivery fields
  *     segmento: trigger.segment
  *     canali: trigger.channels
@@ -67,8 +84,43 @@ export const readTriggers: StageReader = (r, path, value, scope, context) => {
   if (obj.rules !== undefined) options.rules = readRules(r, joinPath(path, "rules"), obj.rules, scope);
   // Declared last: only the template sees the trigger's own facts.
   if (obj.template !== undefined) options.template = readTemplate(r, joinPath(path, "template"), obj.template, scope, context);
-  return { definition: triggers(options), outputs: [TRIGGER_OUTPUT] };
+  const specs = readExperiments(r, joinPath(path, "rules"), obj.rules, options.rules, scope);
+  if (specs.length === 0) return { definition: triggers(options), outputs: [TRIGGER_OUTPUT] };
+  return { definition: triggers(options), outputs: [TRIGGER_OUTPUT, EXPOSURE_OUTPUT, CONVERSION_OUTPUT, EXPERIMENT_OUTPUT], then: experiments({ experiments: specs, digits: context.digits }) };
 };
+
+/**
+ * The measuring part of the rules' experiments (their assignment is the rule's, read with it): the
+ * goal, value, window, breakdown and report period, for the experiments stage that runs after the
+ * triggers. Experiment names are unique in the pipeline.
+ */
+function readExperiments(r: Reader, path: string, value: unknown, rules: readonly TriggerRule[], scope: Scope): ExperimentSpec[] {
+  const specs: ExperimentSpec[] = [];
+  if (!rules.some((rule) => rule.experiment !== undefined)) return specs;
+  const entries = new Map(r.entries(path, value, "rule") ?? []);
+  for (const rule of rules) {
+    if (rule.experiment === undefined) continue;
+    const at = joinPath(joinPath(path, rule.name), "experiment");
+    const obj = (entries.get(rule.name) as Record<string, unknown>).experiment as Record<string, unknown>;
+    if (specs.some((s) => s.experiment === rule.experiment!.experiment)) {
+      r.fail(joinPath(at, "name"), `two rules run the experiment "${rule.experiment.experiment}": give each its own name`);
+      continue;
+    }
+    const errorsBefore = r.errors.length;
+    const goal = obj.goal === undefined ? undefined : condition(r, joinPath(at, "goal"), obj.goal, scope, ["bool"]);
+    const revenue = obj.value === undefined ? undefined : condition(r, joinPath(at, "value"), obj.value, scope, ["double", "int"]);
+    const withinMs = r.duration(joinPath(at, "within"), obj.within, "7d", { positive: true });
+    const reportEveryMs = obj.report === undefined ? DAY_MS : r.duration(joinPath(at, "report"), obj.report, "1d", { atLeast: [MINUTE_MS, "1m"] });
+    const by = obj.by === undefined ? [] : (r.nameList(joinPath(at, "by"), obj.by) ?? []);
+    for (const [i, group] of by.entries()) scope.compile(r, joinPath(joinPath(at, "by"), i), group, ["string"]);
+    if (r.errors.length > errorsBefore || goal === undefined || withinMs === undefined || reportEveryMs === undefined) continue;
+    specs.push({ ...rule.experiment, rule: rule.name, goal, value: revenue, withinMs, by, reportEveryMs });
+  }
+  return specs;
+}
+
+const MINUTE_MS = 60_000;
+const DAY_MS = 86_400_000;
 
 /** An event field's name, checked to exist with the right type (the stage reads it off the event). */
 function readField(r: Reader, path: string, value: unknown, scope: Scope, celType: string): string | undefined {
@@ -129,8 +181,50 @@ function readRule(r: Reader, path: string, name: string, value: unknown, scope: 
   const cooldownMs = obj.cooldown === undefined ? undefined : r.duration(joinPath(path, "cooldown"), obj.cooldown, "24h");
   const cap = obj.cap === undefined ? undefined : readCap(r, joinPath(path, "cap"), obj.cap);
   const followUps = obj.followUps === undefined ? undefined : readFollowUps(r, joinPath(path, "followUps"), obj.followUps);
+  const delayMs = obj.delay === undefined ? undefined : r.duration(joinPath(path, "delay"), obj.delay, "1d");
+  const experiment = obj.experiment === undefined ? undefined : readAssignment(r, joinPath(path, "experiment"), name, obj.experiment);
   if (r.errors.length > errorsBefore || !on || message === undefined || !channels) return undefined;
-  return { name, on, when, trigger, message, channels, cooldownMs, cap, followUps };
+  return { name, on, when, trigger, message, channels, cooldownMs, cap, followUps, delayMs, experiment };
+}
+
+/** Who gets what in a rule's experiment: the holdout's share and the variants (the rest is read by readExperiments). */
+function readAssignment(r: Reader, path: string, rule: string, value: unknown): TriggerExperiment | undefined {
+  const obj = r.object(path, value, EXPERIMENT_FIELDS, ["goal", "within"]);
+  if (!obj) return undefined;
+  const experiment = obj.name === undefined ? rule : r.string(joinPath(path, "name"), obj.name, NAME);
+  const holdout = obj.holdout === undefined ? 0 : readShare(r, joinPath(path, "holdout"), obj.holdout);
+  const variants = obj.variants === undefined ? [{ name: DEFAULT_VARIANT, weight: 1 }] : readVariants(r, joinPath(path, "variants"), obj.variants);
+  if (experiment === undefined || holdout === undefined || variants === undefined) return undefined;
+  return { experiment, holdout, variants };
+}
+
+/** A share like "10%" or 0.1, from 0 up to (not including) 1. */
+function readShare(r: Reader, path: string, value: unknown): number | undefined {
+  const share = typeof value === "string" && /^\d+(\.\d+)?%$/.test(value.trim()) ? Number(value.trim().slice(0, -1)) / 100 : typeof value === "number" ? value : NaN;
+  if (!(share >= 0 && share < 1)) return r.fail(path, `expected a share from 0% up to (not including) 100%, like "10%" or 0.1, got ${JSON.stringify(value)}`);
+  return share;
+}
+
+function readVariants(r: Reader, path: string, value: unknown): TriggerVariant[] | undefined {
+  const list = r.list(path, value, { nonEmpty: true });
+  if (!list) return undefined;
+  const variants: TriggerVariant[] = [];
+  list.forEach((item, i) => {
+    const at = joinPath(path, i);
+    const obj = r.object(at, item, VARIANT_FIELDS, ["name"]);
+    if (!obj) return;
+    const name = r.string(joinPath(at, "name"), obj.name, NAME);
+    const weight = obj.weight === undefined ? 1 : r.number(joinPath(at, "weight"), obj.weight, { min: Number.MIN_VALUE, max: 1e6 });
+    const message = obj.message === undefined ? undefined : r.string(joinPath(at, "message"), obj.message);
+    const channels = obj.channels === undefined ? undefined : r.nameList(joinPath(at, "channels"), obj.channels);
+    const delayMs = obj.delay === undefined ? undefined : r.duration(joinPath(at, "delay"), obj.delay, "3d");
+    if (name === HOLDOUT) r.fail(joinPath(at, "name"), `"${HOLDOUT}" names the held-out arm: give the variant another name`);
+    else if (name !== undefined && variants.some((v) => v.name === name)) r.fail(joinPath(at, "name"), `two variants are named "${name}"`);
+    else if (name !== undefined && weight !== undefined && (obj.message === undefined || message !== undefined) && (obj.channels === undefined || channels !== undefined)) {
+      variants.push({ name, weight, ...(message !== undefined ? { message } : {}), ...(channels !== undefined ? { channels } : {}), ...(delayMs !== undefined ? { delayMs } : {}) });
+    }
+  });
+  return variants.length === list.length ? variants : undefined;
 }
 
 function readOn(r: Reader, path: string, value: unknown): TriggerRule["on"] | undefined {
