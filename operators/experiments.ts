@@ -2,7 +2,7 @@
 // were exposed (the moment the rule fired, held out or not: the triggers stage raises an `exposure`
 // signal), whether they converted within the attribution window after it (event time), and the
 // report: per arm and per segment at exposure, conversion and revenue with their tests.
-import { createHash } from "node:crypto";
+import { HOLDOUT, type Assignment } from "../engine/assignment.ts";
 import { END_OF_TIME } from "../engine/elements.ts";
 import { multiplesIn, unionSorted } from "../engine/rounds.ts";
 import { chiSquared, minimumDetectableEffect, revenueMoments, welchT, wilsonInterval, type ArmSums } from "./experimentStats.ts";
@@ -10,33 +10,6 @@ import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
 import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
 
 type Vars = Record<string, unknown>;
-
-/** The name of the held-out arm in outputs. */
-export const HOLDOUT = "holdout";
-
-/** A variant of a rule's message: its share of the treated users. */
-export type Variant = { name: string; weight: number };
-
-/** Who is in which arm: the share held out, and the variants' weights among the rest. */
-export type Assignment = { experiment: string; holdout: number; variants: readonly Variant[] };
-
-/**
- * The arm of `user` in the experiment: HOLDOUT or a variant's name. A hash of (experiment, user) as
- * a fraction in [0, 1): below `holdout` is held out, the rest is shared among the variants by
- * weight. The same user is in the same arm in any run, on any worker, at any time.
- */
-export function armOf(assignment: Assignment, user: string): string {
-  const digest = createHash("sha256").update(assignment.experiment).update("\u0000").update(user).digest();
-  const u = digest.readUIntBE(0, 6) / 2 ** 48;
-  if (u < assignment.holdout) return HOLDOUT;
-  const total = assignment.variants.reduce((sum, v) => sum + v.weight, 0);
-  let at = ((u - assignment.holdout) / (1 - assignment.holdout)) * total;
-  for (const variant of assignment.variants) {
-    if (at < variant.weight) return variant.name;
-    at -= variant.weight;
-  }
-  return assignment.variants[assignment.variants.length - 1].name;
-}
 
 export type ExperimentSpec = Assignment & {
   /** The trigger rule the experiment is on. */

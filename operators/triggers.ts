@@ -8,7 +8,7 @@ import { triggerBody, type TriggerFacts, type TriggerTemplate } from "./triggerT
 import { isoInZone, isWithinDaily, localTimeOfDayMs, nextLocalTime, timeZone, UTC, type TimeZone } from "./localTime.ts";
 import type { Signal, StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 import type { SlotState } from "../engine/keyedSlots.ts";
-import { armOf, HOLDOUT, type Assignment, type Variant } from "./experiments.ts";
+import { armOf, HOLDOUT, type Assignment, type Variant } from "../engine/assignment.ts";
 import { relayoutAll, type StateShape } from "./stateShape.ts";
 
 type Vars = Record<string, unknown>;

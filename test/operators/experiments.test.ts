@@ -2,7 +2,7 @@
 // attribution in event time (golden scenarios worked out by hand), and reports whose figures an
 // independent recomputation from the exposure and conversion outputs gives again.
 import { describe, expect, it } from "vitest";
-import { armOf, HOLDOUT } from "../../operators/experiments.ts";
+import { armOf, HOLDOUT } from "../../engine/assignment.ts";
 import { chiSquared, welchT, type ArmSums } from "../../operators/experimentStats.ts";
 import type { Signal, StageDefinition } from "../../operators/stage.ts";
 import { configErrors, DAY_MS, ev, expectRestartsChangeNothing, HOUR_MS, runStages, stagesFromYaml, T0, wm, type Emitted } from "../behaviourHarness.ts";
