@@ -220,6 +220,7 @@ class ExperimentsLogic implements StageLogic {
       rule: spec.rule,
       segments: Object.fromEntries(spec.by.map((group, i) => [group, segments[i]])),
       window_ends: isoTime(atMs + spec.withinMs),
+      window_ends_ms: atMs + spec.withinMs,
     });
     return exposure;
   }
@@ -369,18 +370,25 @@ class ExperimentsLogic implements StageLogic {
         };
       }),
       chi_squared: chi === undefined ? null : { statistic: d(chi.statistic), degrees_of_freedom: chi.degrees_of_freedom, p_value: d(chi.p_value), low_expected_counts: chi.low_expected_counts },
-      variants: arms.slice(1).map((variant, i) => {
+      // Against the holdout; in an experiment without one, against its first variant.
+      variants: arms.slice(1).flatMap((variant, i) => {
+        const baseline = spec.holdout > 0 ? 0 : 1;
+        if (i + 1 === baseline) return [];
         const own = sums[i + 1];
+        const against = sums[baseline];
         const rate = rateOf(own);
-        const base = rateOf(holdout);
-        const welch = hasRevenue ? welchT(own, holdout) : undefined;
-        return {
-          variant,
-          uplift: d(rate === undefined || base === undefined ? undefined : rate - base),
-          relative_uplift: d(rate === undefined || base === undefined || base === 0 ? undefined : (rate - base) / base),
-          minimum_detectable_effect: d(minimumDetectableEffect(own, holdout)),
-          ...(hasRevenue ? { welch_t: welch === undefined ? null : { statistic: d(welch.statistic), degrees_of_freedom: d(welch.degrees_of_freedom), p_value: d(welch.p_value) } } : {}),
-        };
+        const base = rateOf(against);
+        const welch = hasRevenue ? welchT(own, against) : undefined;
+        return [
+          {
+            variant,
+            against: arms[baseline],
+            uplift: d(rate === undefined || base === undefined ? undefined : rate - base),
+            relative_uplift: d(rate === undefined || base === undefined || base === 0 ? undefined : (rate - base) / base),
+            minimum_detectable_effect: d(minimumDetectableEffect(own, against)),
+            ...(hasRevenue ? { welch_t: welch === undefined ? null : { statistic: d(welch.statistic), degrees_of_freedom: d(welch.degrees_of_freedom), p_value: d(welch.p_value) } } : {}),
+          },
+        ];
       }),
     };
   }

@@ -8,6 +8,7 @@ import { readErasure } from "./privacy.ts";
 import type { Obj, Reader } from "./reader.ts";
 import { Scope } from "./scope.ts";
 import { STAGE_SECTION_NAMES, STAGE_SECTIONS } from "./stages/registry.ts";
+import type { Assignment } from "../engine/assignment.ts";
 import type { ReadContext } from "./stages/stage.ts";
 
 export type BehaviourSpec = {
@@ -16,6 +17,8 @@ export type BehaviourSpec = {
   scope: Scope;
   /** `privacy.erase.when`, compiled: an event for which it holds erases its user. */
   erasesWhen?: (vars: Record<string, unknown>) => unknown;
+  /** The trigger rules' experiments, as they assign users to arms. */
+  experiments: readonly Assignment[];
 };
 
 /** What the readers are told of the pipeline: see ReadContext. */
@@ -27,6 +30,7 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables, pipel
   const scope = new Scope(eventFields);
   const context: ReadContext = { ...pipeline, segmentGroup: firstSegmentGroup(top.segments) };
   const stages: StageDefinition[] = [];
+  const experiments: Assignment[] = [];
   const outputs = new Set<string>();
   for (const [section, read] of STAGE_SECTIONS) {
     if (top[section] === undefined) continue;
@@ -34,12 +38,13 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables, pipel
     if (!stage) continue;
     stages.push(stage.definition);
     if (stage.then !== undefined) stages.push(stage.then);
+    experiments.push(...(stage.experiments ?? []));
     for (const kind of stage.outputs) outputs.add(kind);
   }
   scope.quantile.check(r);
   const erasesWhen = readErasure(r, top.privacy, eventFields, scope);
   if (erasesWhen) outputs.add(ERASURE_OUTPUT);
-  return { stages, outputs: [...outputs], scope, ...(erasesWhen ? { erasesWhen } : {}) };
+  return { stages, outputs: [...outputs], scope, experiments, ...(erasesWhen ? { erasesWhen } : {}) };
 }
 
 /** The name of the first group of `segments:` as written (its reader checks it), if any. */

@@ -12,7 +12,7 @@ import { CEL_TYPE, type EventSchema } from "./schema.ts";
 import { readField, readSchema } from "./sections/schema.ts";
 import { readOutputs } from "./sections/outputs.ts";
 import { readSinks, type RoutedSinkSpec, type SinkSpec } from "./sections/sinks.ts";
-import { readSource, type SourceSpec } from "./sections/source.ts";
+import { linkEffects, readSource, type SourceSpec } from "./sections/source.ts";
 import { defaultCheckpointIntervalMs, readState, type StateSpec } from "./sections/state.ts";
 import { readHttp, type HttpSpec } from "./sections/http.ts";
 import { readCluster, type ClusterSpec } from "./sections/cluster.ts";
@@ -87,6 +87,7 @@ export function validatePipeline(raw: unknown, file: string, baseDir: string, { 
   const outputs = readOutputs(r, top.outputs);
   const isQueried = top.http !== undefined || httpListen !== undefined;
   const behaviour = fields ? readBehaviour(r, top, fields, { pipeline: name ?? "", keyField: key ?? "", digits: outputs.digits, isQueried }) : undefined;
+  if (source !== undefined && "generator" in source) linkEffects(r, source.generator, behaviour?.experiments ?? []);
   if (top.windows === undefined && !STAGE_SECTION_NAMES.some((section) => top[section] !== undefined)) {
     r.fail("windows", `is required when the pipeline has none of ${STAGE_SECTION_NAMES.join(", ")}: there would be nothing to compute`);
   }

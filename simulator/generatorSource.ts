@@ -1,5 +1,6 @@
 // The simulator as a Source: a seeded, bounded e-commerce and B2B clickstream, one event at a time
 // from the user due next, with bounded disorder, late events and duplicates; resumable by count.
+import { armOf, type Assignment } from "../engine/assignment.ts";
 import { SourcePositionInvalid } from "../engine/errors.ts";
 import { fnv1a32 } from "../engine/partitioning.ts";
 import { Sfc32 } from "../engine/random.ts";
@@ -39,7 +40,20 @@ export type GeneratorOptions = {
   lateByMs?: number;
   /** Share of events sent twice, a moment apart with all fields but the timestamp equal, for dedup to drop. Default 0.005. */
   duplicateFraction?: number;
+  /**
+   * How the simulated users answer experiments' messages (flusso's triggers under `experiment:`):
+   * each user is in the arm flusso assigns (engine/assignment.ts), and one in a variant with an
+   * uplift comes back for a cart left behind that much more often (a probability added to the 0.3
+   * of anyone, at their next session). Default none: nobody answers any message.
+   */
+  treatments?: readonly Treatment[];
 };
+
+/** An experiment's arms as flusso assigns them, and each variant's uplift (held-out users have none). */
+export type Treatment = { assignment: Assignment; uplifts: Readonly<Record<string, number>> };
+
+/** The most a treatment adds to the chance of coming back for a cart (0.3): it stays a chance. */
+export const MAX_UPLIFT = 0.7;
 
 /** What a checkpoint records: events emitted so far, and which stream they came from. */
 type GeneratorPosition = { emitted: number; fingerprint: string };
@@ -58,6 +72,7 @@ export const GENERATOR_DEFAULTS: Readonly<Settings> = {
   lateFraction: 0.001,
   lateByMs: 60_000,
   duplicateFraction: 0.005,
+  treatments: [],
 };
 
 /** Users simulated at most: each is an object in memory (~300 bytes), so ~300 MB. */
@@ -66,7 +81,7 @@ export const MAX_USERS = 1_000_000;
 export type GeneratorRange = { min?: number; max?: number; integer?: boolean };
 
 /** What each option may be (startMs: any finite time); anything else is refused with a RangeError. */
-export const GENERATOR_RANGES: Readonly<Record<Exclude<keyof Settings, "startMs">, GeneratorRange>> = {
+export const GENERATOR_RANGES: Readonly<Record<Exclude<keyof Settings, "startMs" | "treatments">, GeneratorRange>> = {
   seed: { integer: true },
   users: { min: 1, max: MAX_USERS, integer: true },
   events: { min: 1, integer: true },
@@ -83,18 +98,32 @@ function settingsOf(options: GeneratorOptions): Settings {
   const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
   const settings: Settings = { ...GENERATOR_DEFAULTS, ...given };
   for (const [key, { min = -Infinity, max = Infinity, integer = false }] of Object.entries(GENERATOR_RANGES)) {
-    const value = settings[key as keyof Settings];
+    const value = settings[key as keyof typeof GENERATOR_RANGES];
     if (!Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
       throw new RangeError(`generator ${key}: expected a${integer ? " whole" : ""} number from ${min} to ${max}, got ${value}`);
     }
   }
   if (!Number.isFinite(settings.startMs)) throw new RangeError(`generator startMs: expected a time in epoch ms, got ${settings.startMs}`);
+  for (const { assignment, uplifts } of settings.treatments) {
+    for (const [variant, uplift] of Object.entries(uplifts)) {
+      if (!(uplift >= 0 && uplift <= MAX_UPLIFT)) throw new RangeError(`generator treatments: the uplift of ${assignment.experiment}/${variant} must be from 0 to ${MAX_UPLIFT}, got ${uplift}`);
+    }
+  }
   return settings;
+}
+
+/** What the user's arms in every treatment add to their chance of coming back for a cart. */
+function upliftOf(treatments: readonly Treatment[], userId: string): number {
+  let uplift = 0;
+  for (const { assignment, uplifts } of treatments) uplift += uplifts[armOf(assignment, userId)] ?? 0;
+  return Math.min(MAX_UPLIFT, uplift);
 }
 
 /** Hashes what shapes the stream (not the total, so a run can be extended), to refuse foreign checkpoints. */
 function fingerprintOf(s: Settings): string {
-  const shape = [s.seed, s.users, s.partitions, s.startMs, s.eventsPerSecond, s.disorderMs, s.lateFraction, s.lateByMs, s.duplicateFraction];
+  const shape: unknown[] = [s.seed, s.users, s.partitions, s.startMs, s.eventsPerSecond, s.disorderMs, s.lateFraction, s.lateByMs, s.duplicateFraction];
+  // Only when there are some: a world without treatments keeps the fingerprint it always had.
+  if (s.treatments.length > 0) shape.push(s.treatments);
   return fnv1a32(JSON.stringify(shape)).toString(16).padStart(8, "0");
 }
 
@@ -190,6 +219,7 @@ export class GeneratorSource implements Source {
     this.emitted = 0;
     this.hasReportedFinish = false;
     this.users = Array.from({ length: users }, (_, i) => createUser(this.rng, i, partitions));
+    for (const user of this.users) user.cartReturnUplift = upliftOf(this.settings.treatments, user.id);
     const activities = Float64Array.from(this.users, () => drawActivity(this.rng));
     const baseCycleMs = solveBaseCycleMs(activities, eventsPerSecond / 1000);
     const firstAtMs = new Float64Array(users);

@@ -88,7 +88,7 @@ export function openSession(rng: Sfc32, user: User, sessionNo: number): void {
   user.sessionProps = rng.next() < 0.8 ? user.primaryProps : user.secondaryProps;
   let landing: number;
   if (user.isDemoBooked && rng.next() < 0.7) landing = S.demo_call;
-  else if (user.cartItems > 0 && rng.next() < 0.3) landing = S.cart_page; // back for the cart
+  else if (user.cartItems > 0 && rng.next() < 0.3 + user.cartReturnUplift) landing = S.cart_page; // back for the cart
   else {
     if (user.cartItems > 0 && rng.next() < 0.3) forgetCart(user);
     landing = chooseNext(rng, user, S.start);

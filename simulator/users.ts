@@ -47,6 +47,8 @@ export class User {
   sessionProps: EventProps;
   cartItems = 0;
   cartCents = 0;
+  /** What the messages of experiments the user is treated in add to their chance of coming back for a cart. */
+  cartReturnUplift = 0;
   isDemoBooked = false;
   // The pending event: emitted when the user comes due.
   step = S.start;

@@ -1,6 +1,7 @@
 // The JSON Schemas of the output kinds (schemas/<kind>.schema.json, draft 2020-12) compiled with
 // ajv, offline: the draft's meta-schema ships with ajv, and the schemas refer to nothing outside
 // themselves. Used by the tests that check real outputs against them.
+import { CONVERSION_OUTPUT, EXPERIMENT_OUTPUT, EXPOSURE_OUTPUT } from "../operators/experiments.ts";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Ajv2020, type ValidateFunction } from "ajv/dist/2020.js";
@@ -26,6 +27,7 @@ export const DEAD_LETTER = "dead_letter";
 export const OUTPUT_KINDS: readonly string[] = [
   WINDOW_OUTPUT, LATE, DEAD_LETTER, SESSION_OUTPUT, FEATURES_OUTPUT, KBI_OUTPUT, ALERT_OUTPUT, QUANTILES_OUTPUT, SEQUENCE_OUTPUT,
   PHASE_OUTPUT, PHASE_WINDOW_OUTPUT, CLUSTER_OUTPUT, CLUSTERS_OUTPUT, CLUSTER_RETENTION_OUTPUT, SEGMENT_OUTPUT, TRIGGER_OUTPUT, ERASURE_OUTPUT,
+  EXPOSURE_OUTPUT, CONVERSION_OUTPUT, EXPERIMENT_OUTPUT,
 ];
 
 export const SCHEMAS_DIR = join(PROJECT_ROOT, "schemas");

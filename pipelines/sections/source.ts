@@ -5,7 +5,8 @@ import { closeSync, openSync, statSync, type Stats } from "node:fs";
 import type { FileSourceOptions } from "../../engine/sources/fileSource.ts";
 import { NATS_SOURCE_DEFAULTS, type NatsSourceOptions } from "../../engine/sources/natsSource.ts";
 import { MAX_LINE_BYTES } from "../../engine/valueLimits.ts";
-import { GENERATOR_DEFAULTS, GENERATOR_RANGES, type GeneratorOptions } from "../../simulator/generatorSource.ts";
+import { GENERATOR_DEFAULTS, GENERATOR_RANGES, MAX_UPLIFT, type GeneratorOptions } from "../../simulator/generatorSource.ts";
+import type { Assignment } from "../../engine/assignment.ts";
 import { quote } from "../errors.ts";
 import { describe, type Reader } from "../reader.ts";
 import { readServers, STREAM_NAME, SUBJECT_PATTERN } from "./nats.ts";
@@ -14,7 +15,10 @@ import { readServers, STREAM_NAME, SUBJECT_PATTERN } from "./nats.ts";
 export type NatsSourceSpec = Required<Omit<NatsSourceOptions, "pollMs" | "signal" | "log" | "partition" | "replicas">> & { servers: string[] };
 
 /** The generator as read: its options but the share of duplicates (the simulator's own), every default filled in. */
-export type GeneratorSpec = Required<Omit<GeneratorOptions, "duplicateFraction">>;
+export type GeneratorSpec = Required<Omit<GeneratorOptions, "duplicateFraction">> & {
+  /** `effects:` as written, by experiment and variant: linked to the pipeline's experiments into `treatments` (linkEffects). */
+  effects: Record<string, Record<string, number>>;
+};
 
 /**
  * What happens at the end of a bounded source: `stop` (the default) ends event time at the input's
@@ -90,7 +94,7 @@ function readNatsSource(r: Reader, body: unknown): SourceSpec | undefined {
 
 function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
   const path = "source.generator";
-  const g = r.object(path, body, ["seed", "users", "events", "partitions", "eventsPerSecond", "disorder", "lateFraction", "lateBy", "start"]);
+  const g = r.object(path, body, ["seed", "users", "events", "partitions", "eventsPerSecond", "disorder", "lateFraction", "lateBy", "start", "effects"]);
   if (!g) return undefined;
   // The simulator's defaults and ranges; a duration is never negative, and the file names them without "Ms".
   type Numeric = "seed" | "users" | "events" | "partitions" | "eventsPerSecond" | "lateFraction";
@@ -110,9 +114,51 @@ function readGenerator(r: Reader, body: unknown): SourceSpec | undefined {
     lateFraction: num("lateFraction"),
     lateByMs: dur("lateBy", "lateByMs"),
     startMs,
+    treatments: [],
+    effects: g.effects === undefined ? {} : readEffects(r, `${path}.effects`, g.effects),
   };
   if (Object.values(spec).some((v) => v === undefined)) return undefined;
   return { generator: spec as GeneratorSpec };
+}
+
+/**
+ * `effects: { cart_recovery_2024q2: { sconto_10: 0.25 } }`: by experiment and variant, what a message
+ * adds to a simulated user's chance of coming back for a cart (see GeneratorOptions.treatments).
+ */
+function readEffects(r: Reader, path: string, value: unknown): Record<string, Record<string, number>> | undefined {
+  const experiments = r.entries(path, value, "experiment, like cart_recovery: { sconto_10: 0.25 }");
+  if (!experiments) return undefined;
+  const effects: Record<string, Record<string, number>> = {};
+  for (const [experiment, variants] of experiments) {
+    const entries = r.entries(`${path}.${experiment}`, variants, "variant, like sconto_10: 0.25");
+    if (!entries) return undefined;
+    effects[experiment] = {};
+    for (const [variant, uplift] of entries) {
+      const n = r.number(`${path}.${experiment}.${variant}`, uplift, { min: 0, max: MAX_UPLIFT });
+      if (n === undefined) return undefined;
+      effects[experiment][variant] = n;
+    }
+  }
+  return effects;
+}
+
+/**
+ * Links the generator's `effects` to the pipeline's experiments (their arms as the triggers assign
+ * them): an effect on an experiment or a variant the pipeline does not run is refused, naming it.
+ */
+export function linkEffects(r: Reader, generator: GeneratorSpec, experiments: readonly Assignment[]): void {
+  const path = "source.generator.effects";
+  for (const [name, uplifts] of Object.entries(generator.effects)) {
+    const assignment = experiments.find((e) => e.experiment === name);
+    if (assignment === undefined) {
+      r.fail(`${path}.${name}`, `no trigger rule runs an experiment named "${name}" (${experiments.length === 0 ? "the pipeline has none" : `it has ${experiments.map((e) => e.experiment).join(", ")}`})`);
+      continue;
+    }
+    for (const variant of Object.keys(uplifts)) {
+      if (!assignment.variants.some((v) => v.name === variant)) r.fail(`${path}.${name}.${variant}`, `the experiment has no variant "${variant}" (it has ${assignment.variants.map((v) => v.name).join(", ")})`);
+    }
+    generator.treatments = [...generator.treatments, { assignment, uplifts }];
+  }
 }
 
 /**

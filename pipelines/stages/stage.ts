@@ -1,6 +1,7 @@
 // The contract of a behaviour section's reader: from its YAML section to the stage definition the
 // behaviour operator runs, and the output kinds the stage can emit.
 import type { StageDefinition } from "../../operators/stage.ts";
+import type { Assignment } from "../../engine/assignment.ts";
 import type { Reader } from "../reader.ts";
 import type { Scope } from "../scope.ts";
 
@@ -20,9 +21,10 @@ export type ReadContext = {
 
 /**
  * A stage as read from its section: the definition and the output kinds it can emit; `then`, a stage
- * the section also asks for, run right after it (the experiments of the triggers' rules).
+ * the section also asks for, run right after it (the experiments of the triggers' rules), and the
+ * experiments' assignments (the generator's simulated users answer them).
  */
-export type ReadStage = { definition: StageDefinition; outputs: readonly string[]; then?: StageDefinition };
+export type ReadStage = { definition: StageDefinition; outputs: readonly string[]; then?: StageDefinition; experiments?: readonly Assignment[] };
 
 /**
  * Reads one section. `scope` holds what the section's expressions may use; the reader declares

@@ -87,7 +87,7 @@ export const readTriggers: StageReader = (r, path, value, scope, context) => {
   if (obj.template !== undefined) options.template = readTemplate(r, joinPath(path, "template"), obj.template, scope, context);
   const specs = readExperiments(r, joinPath(path, "rules"), obj.rules, options.rules, scope);
   if (specs.length === 0) return { definition: triggers(options), outputs: [TRIGGER_OUTPUT] };
-  return { definition: triggers(options), outputs: [TRIGGER_OUTPUT, EXPOSURE_OUTPUT, CONVERSION_OUTPUT, EXPERIMENT_OUTPUT], then: experiments({ experiments: specs, digits: context.digits }) };
+  return { definition: triggers(options), outputs: [TRIGGER_OUTPUT, EXPOSURE_OUTPUT, CONVERSION_OUTPUT, EXPERIMENT_OUTPUT], then: experiments({ experiments: specs, digits: context.digits }), experiments: specs };
 };
 
 /**

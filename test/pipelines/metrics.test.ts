@@ -68,8 +68,9 @@ async function runAndScrape(pipeline: string, batchSize = 50): Promise<{ result:
 function retentionProject(): string {
   const dir = tempDir("flusso-metrics-");
   mkdirSync(join(dir, "config"));
-  const yaml = readFileSync(join(PROJECT_ROOT, "config/retention.yaml"), "utf8").replace("users: 20000, events: 300000", "users: 300, events: 6000");
-  expect(yaml).toContain("users: 300, events: 6000");
+  const yaml = readFileSync(join(PROJECT_ROOT, "config/retention.yaml"), "utf8").replace("users: 20000\n", "users: 300\n").replace("events: 300000\n", "events: 6000\n");
+  expect(yaml).toContain("users: 300\n");
+  expect(yaml).toContain("events: 6000\n");
   writeFileSync(join(dir, "config/retention.yaml"), yaml);
   return join(dir, "config/retention.yaml");
 }
