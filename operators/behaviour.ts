@@ -133,10 +133,11 @@ export function behaviour(options: BehaviourOptions): OperatorDefinition<EventFi
  * A context whose state names are prefixed with the stage's, so stages cannot collide. `isFresh`:
  * the stage's user values start empty; `restoredShape`: they were written under another layout.
  */
-function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string, isFresh: boolean, restoredShape: StateShape | undefined, isGrouped: boolean): StageContext {
+function stageContext(ctx: OperatorContext, records: KeyedSlots, stage: string, isFresh: boolean, restoredShape: StateShape | undefined, isGrouped: boolean, drainsAtEnd: boolean): StageContext {
   return {
     restoredShape,
     isGrouped,
+    drainsAtEnd,
     userState: (name) => records.slot(`${stage}/${name}`, { isFresh }),
     valueState: (name, options) => ctx.valueState(`${stage}/${name}`, options),
     mapState: (name, options) => ctx.mapState(`${stage}/${name}`, options),
@@ -197,7 +198,7 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       const restoredShape = restored?.[s.name];
       const isFresh = restored !== undefined && restoredShape === undefined;
       const isRelaidOut = restoredShape !== undefined && !isSameLayout(restoredShape, s.stateShape ?? {});
-      return s.build(stageContext(ctx, this.records, s.name, isFresh, isRelaidOut ? restoredShape : undefined, options.isGrouped === true));
+      return s.build(stageContext(ctx, this.records, s.name, isFresh, isRelaidOut ? restoredShape : undefined, options.isGrouped === true, options.drainsAtEnd ?? true));
     });
     this.lastEventMs = this.records.slot<number>(LAST_EVENT_SLOT);
     this.activating = this.stages.filter((stage) => stage.activate !== undefined);
@@ -304,9 +305,9 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     const afterMs = this.watermarkMs;
     this.watermarkMs = watermarkMs;
     if (watermarkMs === END_OF_TIME && !this.drainsAtEnd) {
-      // Event time ended at the input's horizon: the end's round changes nothing here, as the end
-      // does not; what reports at the end still does.
-      this.pendingRound = undefined;
+      // Event time ended at the input's horizon: only what reports at the end acts (the stages
+      // know: StageContext.drainsAtEnd).
+      this.applyRound(watermarkMs);
       this.reachBoundaries(afterMs, END_OF_TIME);
       return;
     }

@@ -143,7 +143,7 @@ export function clusters(options: ClustersOptions): StageDefinition {
       merge: (roundMs, previous, partials) => mergeRound(settings, roundMs, previous as ClustersRound | undefined, partials as ReadonlyArray<ClustersPartial | undefined>),
     },
     build: (ctx) =>
-      new ClustersLogic(settings, ctx.userState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts"), ctx.isGrouped === true),
+      new ClustersLogic(settings, ctx.userState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts"), ctx.isGrouped === true, ctx.drainsAtEnd ?? true),
   };
 }
 
@@ -347,6 +347,8 @@ class ClustersLogic implements StageLogic {
     private readonly cohorts: KeyedValueState<CohortCounts>,
     /** One partition of a group: runs and retention reports come from the group's rounds (offer, accept). */
     private readonly isGrouped: boolean,
+    /** False: the input's end is no run (as alone, where the end does not reach the stage). */
+    private readonly drainsAtEnd: boolean,
   ) {
     this.variable = settings.variable;
     this.features = settings.features;
@@ -544,6 +546,7 @@ class ClustersLogic implements StageLogic {
    * partition's counts of them dropped). At the end, cohorts still open go unmeasured, as alone.
    */
   accept(roundMs: number, model: unknown, reports: boolean, out: StageOutput): void {
+    if (roundMs === END_OF_TIME && !this.drainsAtEnd) return;
     const round = model as ClustersRound;
     if (round.atMs !== null && (roundMs === END_OF_TIME || roundMs % this.everyMs === 0)) {
       const atMs = round.atMs;

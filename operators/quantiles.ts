@@ -108,7 +108,7 @@ export function quantiles(options: QuantilesOptions): StageDefinition {
         const state = digests.get(ALL_USERS);
         if (state !== undefined) digests.set(ALL_USERS, { ...state, digests: pickParts(state.digests, from, () => null) });
       }
-      return new QuantilesLogic(options, values, digests, ctx.isGrouped === true);
+      return new QuantilesLogic(options, values, digests, ctx.isGrouped === true, ctx.drainsAtEnd ?? true);
     },
   };
 }
@@ -139,6 +139,8 @@ class QuantilesLogic implements StageLogic {
     private readonly digests: ValueState<DigestsState>,
     /** One partition of a group: the digests come from the group's rounds (offer, accept). */
     private readonly isGrouped: boolean,
+    /** False: the input's end rebuilds nothing (as alone, where the end does not reach the stage). */
+    private readonly drainsAtEnd: boolean,
   ) {
     this.metrics = options.metrics;
     this.metricIndex = new Map(options.metrics.map((m, i) => [m, i]));
@@ -220,6 +222,7 @@ class QuantilesLogic implements StageLogic {
 
   /** The group's digests as of the round; the reporting partition reports a rebuild. */
   accept(roundMs: number, model: unknown, reports: boolean, out: StageOutput): void {
+    if (roundMs === END_OF_TIME && !this.drainsAtEnd) return;
     const round = model as QuantilesRound;
     const s = this.state;
     s.digests = round.digests;

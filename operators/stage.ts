@@ -155,6 +155,12 @@ export type StageContext = OperatorContext & {
    * (offer and accept) instead of its partition's alone. Default false.
    */
   isGrouped?: boolean;
+  /**
+   * Whether the end of a bounded input wakes every user and runs what is due at the end (see
+   * BehaviourOptions.drainsAtEnd); false: event time ended at the input's horizon, and only what
+   * reports at the end does so. Default true.
+   */
+  drainsAtEnd?: boolean;
 };
 
 /** What config describes; `build` makes the running stage, its state restored from the context. */
