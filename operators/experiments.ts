@@ -7,7 +7,7 @@ import { END_OF_TIME } from "../engine/elements.ts";
 import { multiplesIn, unionSorted } from "../engine/rounds.ts";
 import { chiSquared, minimumDetectableEffect, revenueMoments, welchT, wilsonInterval, type ArmSums } from "./experimentStats.ts";
 import { DEFAULT_OUTPUT_DIGITS, isoTime, toDigits } from "./outputFormat.ts";
-import type { StageDefinition, StageLogic, StageOutput, UserView } from "./stage.ts";
+import type { StageDefinition, StageLogic, StageOutput, StageView, UserView } from "./stage.ts";
 
 type Vars = Record<string, unknown>;
 
@@ -72,7 +72,7 @@ export function experiments(options: ExperimentsOptions): StageDefinition {
       boundariesIn: (afterMs, toMs) => boundariesOf(specs, afterMs, toMs),
       merge: (roundMs, _previous, partials) => mergeCounts(specs, partials as ReadonlyArray<ExperimentsPartial | undefined>, roundMs),
     },
-    build: (ctx) => new ExperimentsLogic(options, ctx.userState<Record<string, Exposure>>("users"), ctx.valueState<Counts>("counts"), ctx.isGrouped === true),
+    build: (ctx) => new ExperimentsLogic(options, ctx.userState<Record<string, Exposure>>("users"), ctx.valueState<Counts>("counts"), ctx.valueState<object>("reports"), ctx.isGrouped === true),
   };
 }
 
@@ -131,11 +131,29 @@ class ExperimentsLogic implements StageLogic {
   private readonly digits: number;
   /** The newest event time seen: the end's report is dated with it. */
   private lastEventMs = -Infinity;
+  /** GET /api/v1/experiments: each experiment's latest report (null before its first). */
+  readonly view: StageView = {
+    user: (user) => {
+      const exposures = this.users.get(user);
+      if (exposures === undefined) return undefined;
+      return Object.fromEntries(
+        this.specs.flatMap((spec) => {
+          const e = exposures[spec.experiment];
+          if (e === undefined) return [];
+          const shown = { arm: e.arm === HOLDOUT ? HOLDOUT : "variant", variant: e.arm === HOLDOUT ? null : e.arm, exposed_at: isoTime(e.atMs), window_ends: isoTime(e.atMs + spec.withinMs), converted: e.converted, value: e.value, counted: e.isClosed };
+          return [[spec.experiment, shown]];
+        }),
+      );
+    },
+    views: { experiments: () => ({ experiments: this.specs.map((spec) => ({ experiment: spec.experiment, rule: spec.rule, report: this.reports.get(spec.experiment) ?? null })) }) },
+  };
 
   constructor(
     options: ExperimentsOptions,
     private readonly users: UserState<UserExposures>,
     private readonly counts: ValueState<Counts>,
+    /** Each experiment's latest report, for queries (in a group, the reporting partition's). */
+    private readonly reports: ValueState<object>,
     private readonly isGrouped: boolean,
   ) {
     this.specs = options.experiments;
@@ -333,7 +351,7 @@ class ExperimentsLogic implements StageLogic {
       const bar = key.indexOf("|");
       cells.push({ group: spec.by[Number(key.slice(0, bar))], segment: key.slice(bar + 1), key });
     }
-    out.emit(EXPERIMENT_OUTPUT, spec.experiment, atMs, {
+    const report = {
       output: EXPERIMENT_OUTPUT,
       experiment: spec.experiment,
       rule: spec.rule,
@@ -343,7 +361,9 @@ class ExperimentsLogic implements StageLogic {
       attribution_window_ms: spec.withinMs,
       counted: "users whose attribution window has closed; those still inside it are `awaiting`",
       cells: cells.map((cell) => this.cellReport(cell.group, cell.segment, arms.map((arm) => counts.cells[`${cell.key}|${arm}`] ?? emptySums()), arms.map((arm) => counts.open[`${cell.key}|${arm}`] ?? 0), arms, spec)),
-    });
+    };
+    this.reports.set(spec.experiment, report);
+    out.emit(EXPERIMENT_OUTPUT, spec.experiment, atMs, report);
   }
 
   private cellReport(group: string | null, segment: string | null, sums: ArmSums[], open: number[], arms: string[], spec: ExperimentSpec): object {

@@ -10,7 +10,7 @@ import { partitionOf } from "../../engine/partitioning.ts";
 import { DEFAULT_PAGE_KEYS } from "../../operators/keyPages.ts";
 import type { PipelineSpec } from "../validate.ts";
 import { ClusterView } from "./clusterView.ts";
-import { keyReply, membersReply, operatorViewsOf, pageLimitError, segmentsReply, stateKeyOf } from "./queries.ts";
+import { experimentsReply, keyReply, membersReply, operatorViewsOf, pageLimitError, segmentsReply, stateKeyOf } from "./queries.ts";
 import type { HttpContext } from "./routes.ts";
 import type { Reply, Route } from "./server.ts";
 
@@ -143,7 +143,7 @@ export class ClusterQueries {
 
 /**
  * One partition's answer to a state query path, from its job's operators: `/api/v1/keys/<raw id>`,
- * `/api/v1/segments`, `/api/v1/segments/<group>/<segment>?limit=&cursor=`.
+ * `/api/v1/segments`, `/api/v1/segments/<group>/<segment>?limit=&cursor=`, `/api/v1/experiments`.
  */
 export function answerFromPartition(view: JobView, spec: PipelineSpec, path: string): Reply {
   const url = new URL(path, "http://flusso");
@@ -158,6 +158,7 @@ export function answerFromPartition(view: JobView, spec: PipelineSpec, path: str
   const views = operatorViewsOf(view);
   if (what === "keys" && rest.length === 1) return keyReply(views, stateKeyOf(spec)(rest[0]));
   if (what === "segments" && rest.length === 0) return segmentsReply(views);
+  if (what === "experiments" && rest.length === 0) return experimentsReply(views);
   if (what === "segments" && rest.length === 2) {
     const limit = url.searchParams.get("limit") ?? undefined;
     return pageLimitError(limit) ?? membersReply(views, { group: rest[0], segment: rest[1], limit, cursor: url.searchParams.get("cursor") ?? undefined });
@@ -186,6 +187,12 @@ export function clusterQueryRoutes({ cluster }: HttpContext & { cluster: Cluster
         for (const reply of gathered.replies) addCounts(counts, reply.json as Counts);
         return { json: counts };
       },
+    },
+    {
+      method: "GET",
+      path: "/api/v1/experiments",
+      // The group's reports are written, and kept, by partition 0's job.
+      handle: async () => (await cluster.ask(0, "/api/v1/experiments")) ?? cluster.takingOver([0]),
     },
     {
       method: "GET",

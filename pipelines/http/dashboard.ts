@@ -2,6 +2,7 @@
 // served from the package (no CDN: it works offline), what a sampler reads from the job once a
 // second. The page gets the samples as server-sent events (/api/v1/stream), the history first, or
 // polls them as JSON (/api/v1/series).
+import { EXPERIMENT_OUTPUT } from "../../operators/experiments.ts";
 import { readFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import { createRequire } from "node:module";
@@ -48,7 +49,8 @@ export type Sample = {
 };
 
 /** What the page needs before the first sample: the pipeline's name and the samples so far. */
-export type Series = { name: string; intervalMs: number; samples: Sample[] };
+/** `experiments`: the pipeline runs some, whose reports the page shows (from /api/v1/experiments). */
+export type Series = { name: string; intervalMs: number; samples: Sample[]; experiments: boolean };
 
 /** The counters a rate is computed from, as they were at the previous reading. */
 type Reading = { timeMs: number; phase: JobPhase; read: number; deadLetters: number; late: number; latencyCount: number };
@@ -200,7 +202,8 @@ export function dashboardRoutes({ view, spec, closed }: HttpContext, { intervalM
     },
     { once: true },
   );
-  const series = (): Series => ({ name: spec.name, intervalMs, samples: sampler.samples });
+  const hasExperiments = spec.behaviour?.outputs.includes(EXPERIMENT_OUTPUT) ?? false;
+  const series = (): Series => ({ name: spec.name, intervalMs, samples: sampler.samples, experiments: hasExperiments });
   return [
     { method: "GET", path: "/", access: "public", handle: () => ({ body: page, contentType: "text/html; charset=utf-8" }) },
     {

@@ -13,6 +13,7 @@ export function queryRoutes({ view, spec }: HttpContext): Route[] {
   return [
     { method: "GET", path: "/api/v1/keys/:key", handle: ({ params }) => keyReply(views(), stateKey(params.key)) },
     { method: "GET", path: "/api/v1/segments", handle: () => segmentsReply(views()) },
+    { method: "GET", path: "/api/v1/experiments", handle: () => experimentsReply(views()) },
     {
       method: "GET",
       path: "/api/v1/segments/:group/:segment",
@@ -40,6 +41,12 @@ export function keyReply(views: OperatorView[], key: string): Reply {
   const state = keyState(views, key);
   // Not the raw id in the answer: with pseudonyms it is what the pipeline must not keep.
   return state === undefined ? { status: 404, json: { error: "no state is held for this key (never seen, expired or erased)" } } : { json: { key, ...state } };
+}
+
+/** GET /api/v1/experiments: each experiment's latest report (see README, Experiments). */
+export function experimentsReply(views: OperatorView[]): Reply {
+  const experiments = namedView(views, "experiments");
+  return experiments === undefined ? { status: 404, json: { error: "this pipeline runs no experiment (a trigger rule's `experiment:`)" } } : { json: experiments({}) };
 }
 
 /** GET /api/v1/segments: members per segment of each group and per tag. */

@@ -62,7 +62,8 @@ function urlLogged(log: string): string | undefined {
 /** A small retention run: the shipped pipeline on half the generated events, in a temp folder. */
 function retentionPipeline(): string {
   const dir = tempDir("flusso-dashboard-");
-  const text = readFileSync(join(PROJECT_ROOT, "config/retention.yaml"), "utf8").replace("events: 300000", "events: 150000");
+  // Half the events (a week), and attribution windows of a day, so that the experiment counts users by the end.
+  const text = readFileSync(join(PROJECT_ROOT, "config/retention.yaml"), "utf8").replace("events: 300000", "events: 150000").replace("within: 7d", "within: 1d");
   mkdirSync(join(dir, "config"));
   outDir = join(dir, "out/retention");
   const pipeline = join(dir, "config/retention.yaml");
@@ -147,6 +148,29 @@ describe("the dashboard of `flusso run --http` in chromium", () => {
     expect(await page.$eval("#pipeline-name", (e) => e.textContent)).toBe("retention");
     expect(await page.$eval("#phase", (e) => e.textContent)).toBe("ended");
     expect(problems).toEqual([]);
+  });
+
+  it("shows each experiment's latest report as /api/v1/experiments answers it: arms, rates with their intervals, p-values", async () => {
+    await waitFor("the job to end", async () => ((await getJson<Series>("/api/v1/series")).samples.at(-1)?.phase === "ended" ? true : undefined), 60_000);
+    type Reports = { experiments: Array<{ experiment: string; report: { final: boolean; cells: Array<{ group: string | null; arms: Array<{ exposed: number }> }> } | null }> };
+    const answered = await getJson<Reports>("/api/v1/experiments");
+    const lines = readFileSync(join(outDir, "experiments.jsonl"), "utf8").trim().split("\n").map((line) => JSON.parse(line) as { output: string });
+    // The latest report the job wrote, the final one.
+    expect(answered.experiments.map((e) => e.report)).toEqual([lines.filter((l) => l.output === "experiment").at(-1)]);
+    expect(answered.experiments[0].report!.final).toBe(true);
+    const shown = await waitFor("the page to show the experiment", async () => {
+      const rows = await page.evaluate(() => [...document.querySelectorAll('[data-experiment="cart_recovery_2024q2"] table.arms tbody tr')].map((row) => [...row.children].map((cell) => cell.textContent)));
+      const bars = await page.evaluate(() => document.querySelectorAll('[data-experiment="cart_recovery_2024q2"] .rate .ci').length);
+      const tests = await page.evaluate(() => document.querySelector('[data-experiment="cart_recovery_2024q2"] .tests')?.textContent ?? "");
+      return rows.length > 0 && tests.includes("final") ? { rows, bars, tests } : undefined;
+    }, 20_000);
+    const overall = answered.experiments[0].report!.cells.find((cell) => cell.group === null)!;
+    expect(shown.rows.map((row) => row[0])).toEqual(["holdout", "sconto_10", "spedizione_gratis"]);
+    expect(shown.rows.map((row) => Number(row[1]))).toEqual(overall.arms.map((arm) => arm.exposed));
+    // An interval for each arm with users counted (the others are still inside their windows).
+    expect(shown.bars).toBe(overall.arms.filter((arm) => arm.exposed > 0).length);
+    expect(shown.bars).toBeGreaterThan(0);
+    expect(shown.tests).toMatch(/chi-squared p = /);
   });
 
   it("keeps updating from the stream", async () => {

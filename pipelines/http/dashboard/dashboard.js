@@ -13,7 +13,9 @@
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569", "#ea580c", "#0d9488", "#9333ea"];
 
   /** What the page holds, for whoever inspects it (the browser test reads the charts' data here). */
-  const dashboard = { name: "", intervalMs: 1000, samples: [], charts: {}, keyState: undefined };
+  const dashboard = { name: "", intervalMs: 1000, samples: [], charts: {}, keyState: undefined, experiments: undefined };
+  /** How often the experiments' reports are fetched again (a report comes once a period of event time). */
+  const EXPERIMENTS_POLL_MS = 5000;
   window.__flussoDashboard = dashboard;
 
   /** Entries of a name -> count map, prefixed; missing maps give none. */
@@ -236,11 +238,14 @@
   }
 
   async function start() {
+    let series;
     try {
-      setSeries(await fetchSeries());
+      series = await fetchSeries();
+      setSeries(series);
     } catch (error) {
       return showProblem(error.message);
     }
+    if (series.experiments) void refreshExperiments();
     if (typeof EventSource === "function") stream();
     else poll();
   }
@@ -286,6 +291,88 @@
     } catch (error) {
       result.replaceChildren(el("p", "problem", error.message));
     }
+  }
+
+  // --- experiments: a panel each, from /api/v1/experiments (404: the pipeline runs none) ----------
+
+  const percent = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(1)}%`);
+  const pValue = (p) => (p === null || p === undefined ? "–" : p < 0.001 ? p.toExponential(1) : p.toFixed(3));
+
+  /** A rate and its 95% interval on a 0-100% bar. */
+  function rateBar(rate, interval) {
+    const bar = el("div", "rate");
+    if (interval) {
+      const ci = el("div", "ci");
+      ci.style.left = `${interval[0] * 100}%`;
+      ci.style.width = `${Math.max(0.5, (interval[1] - interval[0]) * 100)}%`;
+      bar.append(ci);
+    }
+    if (rate !== null && rate !== undefined) {
+      const point = el("div", "point");
+      point.style.left = `${rate * 100}%`;
+      bar.append(point);
+    }
+    return bar;
+  }
+
+  function experimentPanel({ experiment, rule, report }) {
+    const panel = el("section", "panel");
+    panel.dataset.experiment = experiment;
+    panel.append(el("h2", "", `Experiment ${experiment} (rule ${rule})`));
+    if (report === null) {
+      panel.append(el("p", "muted", "no report yet: the first comes at the end of the first report period"));
+      return panel;
+    }
+    const overall = report.cells.find((cell) => cell.group === null);
+    const byVariant = Object.fromEntries(overall.variants.map((v) => [v.variant, v]));
+    const table = el("table", "arms");
+    const head = el("tr");
+    for (const title of ["arm", "counted", "converted", "rate (95% interval)", "", "awaiting", "uplift", "Welch p"]) head.append(el("th", "", title));
+    table.append(el("thead"));
+    table.tHead.append(head);
+    const body = el("tbody");
+    for (const arm of overall.arms) {
+      const row = el("tr");
+      const test = arm.variant === null ? undefined : byVariant[arm.variant];
+      const ci = arm.conversion_rate_ci;
+      row.append(
+        el("td", "", arm.variant ?? "holdout"),
+        el("td", "", formatNumber(arm.exposed)),
+        el("td", "", formatNumber(arm.converted)),
+        el("td", "", `${percent(arm.conversion_rate)}${ci ? ` (${percent(ci[0])}-${percent(ci[1])})` : ""}`),
+      );
+      const barCell = el("td");
+      barCell.append(rateBar(arm.conversion_rate, ci));
+      row.append(barCell, el("td", "", formatNumber(arm.awaiting)), el("td", "", test ? percent(test.uplift) : ""), el("td", "", test?.welch_t ? pValue(test.welch_t.p_value) : ""));
+      body.append(row);
+    }
+    table.append(body);
+    panel.append(table);
+    const chi = overall.chi_squared;
+    const tests = el("p", "tests");
+    if (chi) {
+      const verdict = el("span", chi.p_value < 0.05 ? "significant" : "", `chi-squared p = ${pValue(chi.p_value)}`);
+      tests.append(verdict, ` (${chi.degrees_of_freedom} df${chi.low_expected_counts ? "; an expected count below 5: not to be trusted" : ""})`);
+    } else tests.append("chi-squared: not yet computable");
+    tests.append(` · ${report.final ? "final report" : "report"} of ${new Date(report.time_ms).toISOString().slice(0, 16).replace("T", " ")} (event time); decide at the sample size planned, not at the first p < 0.05`);
+    panel.append(tests);
+    return panel;
+  }
+
+  async function refreshExperiments() {
+    try {
+      const response = await fetch("/api/v1/experiments", { headers });
+      if (response.ok) {
+        const { experiments } = await response.json();
+        dashboard.experiments = experiments;
+        const section = $("experiments");
+        section.replaceChildren(...experiments.map(experimentPanel));
+        section.hidden = experiments.length === 0;
+      }
+    } catch {
+      // Asked again at the next poll: the job may be restarting.
+    }
+    setTimeout(refreshExperiments, EXPERIMENTS_POLL_MS);
   }
 
   $("key-form").addEventListener("submit", (event) => {
