@@ -4,7 +4,7 @@ import type { Signal } from "../../operators/stage.ts";
 import { parseTimeOfDay } from "../../operators/localTime.ts";
 import { MESSAGE_ID_FIELD, referencedNames, RENAMED_FACTS, type TriggerTemplate } from "../../operators/triggerTemplate.ts";
 import { DEFAULT_SEGMENT, TRIGGER_OUTPUT, triggers, type FollowUp, type TriggerExperiment, type TriggerRule, type TriggersOptions, type TriggerVariant } from "../../operators/triggers.ts";
-import { HOLDOUT } from "../../engine/assignment.ts";
+import { HOLDOUT, type Assignment } from "../../engine/assignment.ts";
 import { CONVERSION_OUTPUT, EXPERIMENT_OUTPUT, experiments, EXPOSURE_OUTPUT, type ExperimentSpec } from "../../operators/experiments.ts";
 import type { ReadContext, StageReader } from "./stage.ts";
 import { joinPath } from "../errors.ts";
@@ -87,8 +87,13 @@ export const readTriggers: StageReader = (r, path, value, scope, context) => {
   if (obj.template !== undefined) options.template = readTemplate(r, joinPath(path, "template"), obj.template, scope, context);
   const specs = readExperiments(r, joinPath(path, "rules"), obj.rules, options.rules, scope);
   if (specs.length === 0) return { definition: triggers(options), outputs: [TRIGGER_OUTPUT] };
-  return { definition: triggers(options), outputs: [TRIGGER_OUTPUT, EXPOSURE_OUTPUT, CONVERSION_OUTPUT, EXPERIMENT_OUTPUT], then: experiments({ experiments: specs, digits: context.digits }), experiments: specs };
+  return { definition: triggers(options), outputs: [TRIGGER_OUTPUT, EXPOSURE_OUTPUT, CONVERSION_OUTPUT, EXPERIMENT_OUTPUT], then: experiments({ experiments: specs, digits: context.digits }), experiments: specs.map(assignmentOf) };
 };
+
+/** Who is in which arm, and nothing else (what the generator's users answer). */
+function assignmentOf({ experiment, holdout, variants }: Assignment): Assignment {
+  return { experiment, holdout, variants: variants.map(({ name, weight }) => ({ name, weight })) };
+}
 
 /**
  * The measuring part of the rules' experiments (their assignment is the rule's, read with it): the
