@@ -52,6 +52,13 @@ segments:
       default: browser
   tags:
     - { name: big_spender, when: 'price > 90.0' }
+triggers:
+  rules:
+    cart_nudge:
+      on: { segment: carter }
+      message: "Il carrello ti aspetta"
+      channels: [email]
+      experiment: { holdout: 20%, goal: 'event_type == "purchase"', within: 5m, report: 10m }
 sinks:
   - { nats: { servers: "${server.url}", stream: ${output}, subject: ${output.toLowerCase()}.out } }
 deadLetter: { nats: { servers: "${server.url}", stream: ${output}, subject: ${output.toLowerCase()}.dead } }
@@ -200,6 +207,13 @@ describe("the HTTP API of cluster workers", () => {
     expect(new Set(members).size).toBe(latest.carter);
     expect(members).toEqual(await allMembers(single, "latest", "carter", 7));
     expect((await get(a.url, "/api/v1/segments/latest/nothing")).status).toBe(404);
+
+    // 5. the group's experiment reports, written by partition 0's job: the same from either worker.
+    const hasReport = (r: { status: number; json: { experiments?: Array<{ report: unknown }> } }) => r.status === 200 && r.json.experiments?.[0]?.report !== null;
+    const reportsFromA = await getUntil(a.url, "/api/v1/experiments", hasReport, "experiment reports from worker A");
+    const reportsFromB = await getUntil(b.url, "/api/v1/experiments", hasReport, "experiment reports from worker B");
+    expect(reportsFromA.json.experiments.map((e: { experiment: string }) => e.experiment)).toEqual(["cart_nudge"]);
+    expect(reportsFromA.json.experiments[0].report.time_ms).toBeLessThanOrEqual(reportsFromB.json.experiments[0].report.time_ms);
   }, 120_000);
 
   it("says which partitions are being taken over, with a Retry-After, when nobody holds them", async () => {
