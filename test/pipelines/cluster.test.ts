@@ -181,15 +181,18 @@ describe("a worker paused past its lease", () => {
     await new Promise((r) => setTimeout(r, 500));
     while (heldPartitions(paused.stderr()).size === 0) await new Promise((r) => setTimeout(r, 20));
     paused.child.kill("SIGSTOP");
-    const held = heldPartitions(paused.stderr());
     const otherLogAtPause = other.stderr().length;
+    // What the paused worker wrote before it stopped may still be in the pipe (a partition released
+    // just then): read all of it before telling what it holds.
+    await new Promise((r) => setTimeout(r, 300));
+    const held = heldPartitions(paused.stderr());
     // Past its 2 s lease, the other worker takes one of the partitions it held over (a partition it
     // gave back just before the pause, in a rebalance, is taken at once: hence the wait for the lease).
     await new Promise((r) => setTimeout(r, 2_500));
     const takenOver = new RegExp(`"event":"partition-taken","partition":(${[...held].join("|")}),`);
     await untilLogged(other, takenOver, otherLogAtPause);
     paused.child.kill("SIGCONT");
-    for (const w of [paused, other]) expect((await w.exited).code, w.stderr()).toBe(0);
+    for (const w of [paused, other]) expect((await exitWithin(w, 150_000)).code, w.stderr()).toBe(0);
     expect(paused.stderr()).toMatch(/"event":"partition-lost"/);
     expect(await bodies("OUT3")).toEqual(expected);
     // The fence held: after another worker's claim on a partition, the paused worker wrote nothing there.
@@ -204,7 +207,7 @@ describe("a worker paused past its lease", () => {
       expect(firstOfPaused?.kind ?? "claim").toBe("claim");
     }
     expect(claimsOverPaused).toBeGreaterThan(0);
-  }, 300_000);
+  }, 480_000);
 });
 
 /** The partitions a worker's JSON log says it holds: taken, and neither released nor lost since. */
@@ -215,6 +218,17 @@ function heldPartitions(log: string): Set<number> {
     else held.delete(Number(match[2]));
   }
   return held;
+}
+
+/** The worker's exit, or a failure with its log after `limitMs`. */
+async function exitWithin(worker: WorkerProcess, limitMs: number): Promise<Awaited<WorkerProcess["exited"]>> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the worker did not exit within ${limitMs} ms:\n${worker.stderr()}`)), limitMs)));
+  try {
+    return await Promise.race([worker.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Waits (bounded) until the worker's log has a line matching `pattern`. */

@@ -148,7 +148,7 @@ describe("changes to what the state means are refused", () => {
     const unknown = runCli(["run", file, "--quiet", "--reset-stage", "aggregate"]);
     expect(unknown.status).toBe(2);
     expect(unknown.stderr.split("\n")[0]).toBe(
-      "flusso run: --reset-stage aggregate: names no stage or window of this pipeline; its stages and windows are dedup, aggregates, scores, quantiles, segments, triggers",
+      "flusso run: --reset-stage aggregate: names no stage or window of this pipeline; its stages and windows are dedup, aggregates, scores, quantiles, sequences, segments, triggers, experiments",
     );
     // Rebuilt from empty: only the users of the next 500 events have lookbacks; the scores go on.
     const rebuilt = await run(file, { stopAtRead: 6_500, resetStages: ["aggregates"] });
