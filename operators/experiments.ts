@@ -58,6 +58,9 @@ type Exposure = {
  */
 type Counts = { cells: Record<string, ArmSums>; open: Record<string, number> };
 
+/** The key of the newest event time in its state. */
+const NEWEST_EVENT = "*";
+
 /** The cell of the whole experiment; a segment's is `<group index>|<segment>`. */
 const OVERALL = "*";
 
@@ -72,7 +75,8 @@ export function experiments(options: ExperimentsOptions): StageDefinition {
       boundariesIn: (afterMs, toMs) => boundariesOf(specs, afterMs, toMs),
       merge: (roundMs, _previous, partials) => mergeCounts(specs, partials as ReadonlyArray<ExperimentsPartial | undefined>, roundMs),
     },
-    build: (ctx) => new ExperimentsLogic(options, ctx.userState<Record<string, Exposure>>("users"), ctx.valueState<Counts>("counts"), ctx.valueState<object>("reports"), ctx.isGrouped === true),
+    build: (ctx) =>
+      new ExperimentsLogic(options, ctx.userState<Record<string, Exposure>>("users"), ctx.valueState<Counts>("counts"), ctx.valueState<object>("reports"), ctx.valueState<number>("newest"), ctx.isGrouped === true),
   };
 }
 
@@ -129,8 +133,8 @@ type ValueState<V> = { get(key: string): V | undefined; set(key: string, value: 
 class ExperimentsLogic implements StageLogic {
   private readonly specs: readonly ExperimentSpec[];
   private readonly digits: number;
-  /** The newest event time seen: the end's report is dated with it. */
-  private lastEventMs = -Infinity;
+  /** The newest event time seen (kept in state under NEWEST_EVENT): the end's report is dated with it. */
+  private lastEventMs: number;
   /** GET /api/v1/experiments: each experiment's latest report (null before its first). */
   readonly view: StageView = {
     user: (user) => {
@@ -154,8 +158,10 @@ class ExperimentsLogic implements StageLogic {
     private readonly counts: ValueState<Counts>,
     /** Each experiment's latest report, for queries (in a group, the reporting partition's). */
     private readonly reports: ValueState<object>,
+    private readonly newestEvent: ValueState<number>,
     private readonly isGrouped: boolean,
   ) {
+    this.lastEventMs = newestEvent.get(NEWEST_EVENT) ?? -Infinity;
     this.specs = options.experiments;
     this.digits = options.digits ?? DEFAULT_OUTPUT_DIGITS;
     if (!isGrouped) this.boundaries = { in: (afterMs, toMs) => boundariesOf(this.specs, afterMs, toMs), reach: (boundaryMs, out) => this.reachAlone(boundaryMs, out) };
@@ -168,7 +174,10 @@ class ExperimentsLogic implements StageLogic {
    * 4. One wake-up, at the end of the first window still open.
    */
   step(view: UserView, out: StageOutput): void {
-    if (view.event !== undefined && view.timeMs > this.lastEventMs) this.lastEventMs = view.timeMs;
+    if (view.event !== undefined && view.timeMs > this.lastEventMs) {
+      this.lastEventMs = view.timeMs;
+      this.newestEvent.set(NEWEST_EVENT, view.timeMs);
+    }
     let exposures = this.users.get(view.user);
     const wakeBefore = exposures === undefined ? undefined : this.wakeOf(exposures);
     if (exposures !== undefined) {

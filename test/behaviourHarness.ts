@@ -2,7 +2,7 @@
 // the behaviour operator over hand-built events and watermarks, with or without a restart midway.
 import { record, watermark, type Element } from "../engine/elements.ts";
 import { behaviour, type BehaviourOptions, type BehaviourOutput } from "../operators/behaviour.ts";
-import type { EventFields, StageDefinition, UserView } from "../operators/stage.ts";
+import type { EventFields, Signal, StageDefinition, UserView } from "../operators/stage.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,6 +35,22 @@ export function ev(user: string, timeMs: number, fields: Record<string, unknown>
 }
 
 export const wm = (timeMs: number): Element<EventFields> => watermark(timeMs);
+
+/**
+ * Stands in for the stages that raise signals (segments, sequences, scores, phases): an event
+ * with event_type "signal" and page "kind:name" raises that signal.
+ */
+export const signals: StageDefinition = {
+  name: "signals",
+  build: () => ({
+    step(view) {
+      const event = view.event;
+      if (event?.event_type !== "signal") return;
+      const [kind, name] = String(event.page).split(":");
+      view.signals.push({ kind: kind as Signal["kind"], name, timeMs: view.timeMs });
+    },
+  }),
+};
 
 /** An output's time as outputs show it: ISO-8601 and epoch ms, `{ time, time_ms }`. */
 export const outputTime = (timeMs: number): { time: string; time_ms: number } => ({ time: new Date(timeMs).toISOString(), time_ms: timeMs });

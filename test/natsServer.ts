@@ -249,7 +249,8 @@ export async function readStream(url: string, stream: string): Promise<string[]>
 
 /** Waits (4 s at most) until `stream` holds a message: the job has written its first results. */
 export function firstMessageIn(url: string, stream: string): Promise<boolean> {
-  return messagesIn(url, stream, 1, 4_000);
+  // Generous: a job starting on a loaded machine (CI runs test files side by side) takes seconds.
+  return messagesIn(url, stream, 1, 60_000);
 }
 
 /** Waits (`limitMs` at most) until `stream` holds at least `count` messages; says whether it does. */

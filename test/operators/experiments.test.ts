@@ -4,22 +4,10 @@
 import { describe, expect, it } from "vitest";
 import { armOf, HOLDOUT } from "../../engine/assignment.ts";
 import { chiSquared, welchT, type ArmSums } from "../../operators/experimentStats.ts";
-import type { Signal, StageDefinition } from "../../operators/stage.ts";
-import { configErrors, DAY_MS, ev, expectRestartsChangeNothing, HOUR_MS, runStages, stagesFromYaml, T0, wm, type Emitted } from "../behaviourHarness.ts";
+import type { StageDefinition } from "../../operators/stage.ts";
+import { configErrors, DAY_MS, ev, expectRestartsChangeNothing, HOUR_MS, runStages, signals, stagesFromYaml, T0, wm, type Emitted } from "../behaviourHarness.ts";
 import { mulberry32 } from "../harness.ts";
 
-/** An event with event_type "signal" and page "kind:name" raises that signal (stands in for sequences, segments...). */
-const signals: StageDefinition = {
-  name: "signals",
-  build: () => ({
-    step(view) {
-      const event = view.event;
-      if (event?.event_type !== "signal") return;
-      const [kind, name] = String(event.page).split(":");
-      view.signals.push({ kind: kind as Signal["kind"], name, timeMs: view.timeMs });
-    },
-  }),
-};
 /** Writes the event's `page` into `lifecycle`, as a segment group would. */
 const lifecycle: StageDefinition = {
   name: "lifecycle",

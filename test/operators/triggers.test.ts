@@ -9,24 +9,9 @@ import { storeOperatorContext } from "../../engine/operatorContext.ts";
 import { StateStore } from "../../engine/store.ts";
 import { behaviour } from "../../operators/behaviour.ts";
 import { messageId } from "../../operators/triggers.ts";
-import type { EventFields, Signal, StageDefinition } from "../../operators/stage.ts";
-import { ev, HOUR_MS, DAY_MS, runStages, runStagesWithRestart, stagesFromYaml, T0, wm, type Emitted, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
+import type { EventFields, StageDefinition } from "../../operators/stage.ts";
+import { ev, HOUR_MS, DAY_MS, runStages, runStagesWithRestart, signals, stagesFromYaml, T0, wm, type Emitted, configErrors, wakeUpAsker } from "../behaviourHarness.ts";
 
-/**
- * Stands in for the stages that raise signals (segments, sequences, scores, phases): an event
- * with event_type "signal" and page "kind:name" raises that signal.
- */
-const signals: StageDefinition = {
-  name: "signals",
-  build: () => ({
-    step(view) {
-      const event = view.event;
-      if (event?.event_type !== "signal") return;
-      const [kind, name] = String(event.page).split(":");
-      view.signals.push({ kind: kind as Signal["kind"], name, timeMs: view.timeMs });
-    },
-  }),
-};
 
 const signal = (user: string, timeMs: number, kindAndName: string, fields: Record<string, unknown> = {}) =>
   ev(user, timeMs, { event_type: "signal", page: kindAndName, session_duration_sec: 1, ...fields });

@@ -181,7 +181,7 @@ describe("NATS JetStream in and out", () => {
     const exited = new Promise<number | null>((done) => child.on("exit", done));
     try {
     // Stop the server as soon as the job has written its first results.
-    await firstMessageIn(server.url, "OUT3");
+    expect(await firstMessageIn(server.url, "OUT3"), "the job wrote a first result").toBe(true);
     expect(child.exitCode, "the job ended before the server went away").toBeNull();
     await server.stop();
     await new Promise((r) => setTimeout(r, 1500));
@@ -210,7 +210,7 @@ describe("NATS JetStream in and out", () => {
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((done) => child.on("exit", done));
     try {
-      await firstMessageIn(server.url, "OUT5");
+      expect(await firstMessageIn(server.url, "OUT5"), "the job wrote a first result").toBe(true);
       const nc = await connect({ servers: server.url });
       const jsm = await jetstreamManager(nc);
       expect(child.exitCode, "the job ended before the cut").toBeNull();
