@@ -58,7 +58,11 @@ export function removeStoreFiles(dir: string): void {
 }
 
 async function listenOrHolder(name: string, dir: string): Promise<Server> {
-  const server = createServer((socket) => socket.end(JSON.stringify({ pid: process.pid })));
+  const server = createServer((socket) => {
+    // A process asking who holds the lock may be gone before the answer is written (EPIPE): its loss.
+    socket.on("error", () => undefined);
+    socket.end(JSON.stringify({ pid: process.pid }));
+  });
   const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
     server.once("error", resolve);
     server.listen(name, () => resolve(undefined));

@@ -301,7 +301,10 @@ deadLetter: { file: { path: out/dead.jsonl } }
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((done) => child.on("exit", (code) => done(code)));
-    const limit = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    const limit = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    // Started (its signal handlers set: a loaded machine can take seconds to load the CLI), then behind.
+    const startedBy = Date.now() + 60_000;
+    while (!/^flusso: started: /m.test(stderr) && Date.now() < startedBy) await new Promise((r) => setTimeout(r, 50));
     await new Promise((r) => setTimeout(r, 1500));
     child.kill("SIGTERM");
     expect(await exited, stderr).toBe(0);
