@@ -61,6 +61,9 @@ const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME .
 /** A bad pipeline file or a bad command line, or a state the pipeline cannot resume: nothing ran. */
 export const EXIT_BAD_PIPELINE = 2;
 
+/** How long the job's thread may take to end after its result (closing connections, files). */
+const THREAD_GRACE_MS = 10_000;
+
 /** The version in package.json. */
 export function flussoVersion(): string {
   return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -266,6 +269,7 @@ function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: stri
           log.summary(message.result);
           result = message.result;
           exitCode = 0;
+          endLingering();
           return;
         case "http-open":
           startServer();
@@ -274,22 +278,38 @@ function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: stri
           server?.reply(message);
           return;
         case "serving":
+          // Alive on purpose, serving the final state until a stop.
+          clearTimeout(lingering);
           log.event({ event: "serving" });
           return;
         case "stopped-waiting":
           log.event({ event: "stopped-waiting" });
           exitCode = 0;
+          lingering = undefined;
+          endLingering();
           return;
         case "failed":
           log.event({ event: "failed", error: message.text });
           exitCode = message.isRefused ? EXIT_BAD_PIPELINE : 1;
+          endLingering();
       }
     });
     worker.on("error", (error) => {
       log.event({ event: "failed", error: String(error?.stack ?? error) });
       exitCode = 1;
     });
+    // Once the job has said its last word, its thread ends; one that something it opened keeps alive
+    // (a socket, a timer) is ended after a grace period, so the process never hangs after its result.
+    let lingering: NodeJS.Timeout | undefined;
+    function endLingering(): void {
+      lingering ??= setTimeout(() => {
+        log.event({ event: "thread-lingered", graceMs: THREAD_GRACE_MS });
+        void worker.terminate();
+      }, THREAD_GRACE_MS);
+      lingering.unref();
+    }
     worker.on("exit", async () => {
+      clearTimeout(lingering);
       if (isSupervised) {
         process.off("disconnect", onSupervisorGone);
         await tellSupervisor(result);

@@ -21,6 +21,8 @@ export type CommandEvent =
   | { event: "stopped-now"; why: string; checkpointId?: number }
   | { event: "stopped-waiting" }
   | { event: "failed"; error: string }
+  /** The job's thread had ended its work but something it opened kept it alive: it was ended after `graceMs`. */
+  | { event: "thread-lingered"; graceMs: number }
   | { event: "publish-progress"; published: number; eventsPerSecond: number; done?: number; total?: number }
   | { event: "published"; published: number; elapsedMs: number; eventsPerSecond: number; subjects: string; unreadable: number }
   /** `--workers N` (pipelines/supervisor.ts): a worker process started; `http`: where it serves, if it does. */
@@ -96,6 +98,8 @@ export function describeEvent(e: LogEvent): { level: LogLevel; msg: string } {
       return info(`state, metrics and the dashboard at ${e.url}`);
     case "serving":
       return info("the input has ended; its final state is still served until Ctrl-C");
+    case "thread-lingered":
+      return warn(`the job's thread was done but something it opened kept it alive for ${e.graceMs / 1000} s: it was ended (a bug to report)`);
     case "stop-asked":
       return warn(`${e.signal}: stopping after a last checkpoint (again to stop at once; at most ${e.timeoutMs / 1000} s)`);
     case "stopped-now": {
