@@ -69,13 +69,18 @@ async function publish(url: string, subjectOf: (e: Ev) => string, all: Ev[], ext
   const jsm = await jetstreamManager(nc);
   await jsm.streams.add({ name: "EVENTS", subjects: ["events.>"] });
   const js = jetstream(nc);
-  const acks: Promise<unknown>[] = [];
-  all.forEach((e, i) => {
-    acks.push(js.publish(subjectOf(e), JSON.stringify(e)));
-    const bad = extra[i];
-    if (bad) acks.push(js.publish(bad[0], bad[1]));
-  });
-  await Promise.all(acks);
+  // In slices, each acked before the next, with time to spare: tens of thousands of publishes in
+  // flight at once time out on a machine busy with other test files.
+  const SLICE = 2_000;
+  for (let at = 0; at < all.length; at += SLICE) {
+    const acks: Promise<unknown>[] = [];
+    for (let i = at; i < Math.min(at + SLICE, all.length); i++) {
+      acks.push(js.publish(subjectOf(all[i]), JSON.stringify(all[i]), { timeout: 30_000 }));
+      const bad = extra[i];
+      if (bad) acks.push(js.publish(bad[0], bad[1], { timeout: 30_000 }));
+    }
+    await Promise.all(acks);
+  }
   await nc.close();
 }
 
