@@ -64,10 +64,20 @@ export const EXIT_BAD_PIPELINE = 2;
 /** How long the job's thread may take to end after its result (closing connections, files). */
 const THREAD_GRACE_MS = 10_000;
 
+/**
+ * Where this module runs from: the TypeScript sources (through tsx) or their build in dist/, one
+ * folder deeper (bin/flusso.js picks).
+ */
+const IS_BUILT = import.meta.url.endsWith(".js");
+const PACKAGE_ROOT = new URL(IS_BUILT ? "../../" : "../", import.meta.url);
+
 /** The version in package.json. */
 export function flussoVersion(): string {
-  return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+  return (JSON.parse(readFileSync(new URL("package.json", PACKAGE_ROOT), "utf8")) as { version: string }).version;
 }
+
+/** The job's thread: the built runWorker.js beside this module, or the sources through tsx (bin/flusso-job.js). */
+const JOB_THREAD = IS_BUILT ? new URL("./runWorker.js", import.meta.url) : new URL("bin/flusso-job.js", PACKAGE_ROOT);
 
 /** `--log` when given, else text on a terminal and JSON lines otherwise. */
 function logFormat(format: LogFormat | undefined): LogFormat {
@@ -213,7 +223,7 @@ function loadOrSay(file: string, http?: string): PipelineSpec | undefined {
  */
 function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: string; port: number }): Promise<number> {
   const startedAtMs = Date.now();
-  const worker = new Worker(new URL("../bin/flusso-job.js", import.meta.url), { workerData: request });
+  const worker = new Worker(JOB_THREAD, { workerData: request });
   // The job's HTTP server: its sockets on this thread, its answers from the job's (http/forwarded.ts).
   let server: Awaited<ReturnType<typeof forwardingServer>> | undefined;
   const startServer = () => {
