@@ -1,7 +1,13 @@
 // The words of a `flusso` command line: which command, its file and its options, or one line saying
 // what is wrong with them (an unknown command or option, an option of another command, a missing value).
-
 import { LOG_FORMATS, type LogFormat } from "./jobLog.ts";
+
+/** A bad pipeline file or a bad command line, or a state the pipeline cannot resume: nothing ran. */
+export const EXIT_BAD_PIPELINE = 2;
+
+/** A stop that could not wait for its last checkpoint (a second signal, or the stop timeout). */
+export const EXIT_STOPPED_AT_ONCE = 130;
+
 
 export const COMMANDS = ["run", "publish", "state", "validate"] as const;
 export type CommandName = (typeof COMMANDS)[number];

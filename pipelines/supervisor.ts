@@ -4,7 +4,7 @@
 import { fork } from "node:child_process";
 import { createInterface } from "node:readline";
 import type { JobCounters, JobResult } from "../engine/job.ts";
-import type { CommandLine } from "./cliArgs.ts";
+import { EXIT_STOPPED_AT_ONCE, type CommandLine } from "./cliArgs.ts";
 import type { JobLog, LogEvent, LogFormat } from "./jobLog.ts";
 import type { PipelineSpec } from "./validate.ts";
 
@@ -32,7 +32,6 @@ export const FIRST_RESTART_DELAY_MS = 1_000;
 export const MAX_RESTART_DELAY_MS = 30_000;
 
 const EXIT_REFUSED = 2;
-const EXIT_STOPPED_AT_ONCE = 130;
 
 export type SupervisorOptions = {
   workers: number;
