@@ -520,11 +520,10 @@ class ClustersLogic implements StageLogic {
     return actives.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   }
 
-  /** The partition's partial for the group's rounds after `afterMs` (see ClustersPartial). Changes nothing. */
+  /** The partition's partial for the group's rounds after `afterMs` (see ClustersPartial). Changes no state. */
   offer(afterMs: number, atEnd: boolean): ClustersPartial {
-    const sinceMs = Number.isFinite(afterMs) ? Math.floor(afterMs / this.everyMs) * this.everyMs + this.everyMs - this.activeWithinMs : -Infinity;
-    const recent = (this.recent ??= new Map(this.users.entries()));
-    const actives = [...recent].filter(([, entry]) => entry.activeMs >= sinceMs && entry.vector !== null).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    // The users active at the first run boundary after afterMs: a superset of those of later ones.
+    const actives = this.activesAt(Number.isFinite(afterMs) ? Math.floor(afterMs / this.everyMs) * this.everyMs + this.everyMs : -Infinity);
     const d = this.features.length;
     const users = new Float64Array(actives.length * (d + 1));
     actives.forEach(([, entry], i) => {

@@ -123,7 +123,6 @@ type UserExposures = Record<string, Exposure>;
 
 type UserState<V> = {
   get(key: string): V | undefined;
-  getForUpdate(key: string): V | undefined;
   set(key: string, value: V): void;
   touch(key: string): void;
 };

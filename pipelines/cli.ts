@@ -7,6 +7,7 @@
 // 1 failed, 2 bad pipeline, command line or state refused, 130 stopped at once.
 import { readFileSync } from "node:fs";
 import { EXIT_BAD_PIPELINE, parseCommandLine } from "./cliArgs.ts";
+import { PACKAGE_ROOT } from "./packageRoot.ts";
 
 const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME ...] [--http [HOST:]PORT] [--workers N] [--log text|json] [--quiet]
        flusso validate <pipeline.yaml>
@@ -39,12 +40,6 @@ const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME .
     --stamp FIELD  adds the publish time (epoch ms) to every event
     --log F        text | json, as for run
     --quiet        only warnings and errors: no progress and no summary`;
-
-/**
- * Where this module runs from: the TypeScript sources (through tsx) or their build in dist/, one
- * folder deeper (bin/flusso.js picks).
- */
-const PACKAGE_ROOT = new URL(import.meta.url.endsWith(".js") ? "../../" : "../", import.meta.url);
 
 /** The version in package.json. */
 export function flussoVersion(): string {

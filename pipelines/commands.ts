@@ -1,6 +1,5 @@
 // The commands of the `flusso` command line that do something (pipelines/cli.ts answers --help and
 // --version alone, without loading any of this): run, validate, state, publish.
-import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
@@ -8,6 +7,7 @@ import { roundsStreamNames } from "../engine/cluster/rounds.ts";
 import { checkpointStreamName } from "../engine/cluster/checkpointLog.ts";
 import { doneBucketName, leaseBucketName } from "../engine/cluster/leases.ts";
 import { EXIT_BAD_PIPELINE, EXIT_STOPPED_AT_ONCE, type CommandLine } from "./cliArgs.ts";
+import { IS_BUILT, PACKAGE_ROOT } from "./packageRoot.ts";
 import { describePipeline } from "./describe.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { formatStateReport, inspectState } from "./inspect.ts";
@@ -25,15 +25,6 @@ import type { JobResult } from "../engine/job.ts";
 
 /** How long the job's thread may take to end after its result (closing connections, files). */
 const THREAD_GRACE_MS = 10_000;
-
-/**
- * Where this module runs from: the TypeScript sources (through tsx) or their build in dist/, one
- * folder deeper (bin/flusso.js picks).
- */
-const IS_BUILT = import.meta.url.endsWith(".js");
-const PACKAGE_ROOT = new URL(IS_BUILT ? "../../" : "../", import.meta.url);
-
-
 
 /** The job's thread: the built runWorker.js beside this module, or the sources through tsx (bin/flusso-job.js). */
 const JOB_THREAD = IS_BUILT ? new URL("./runWorker.js", import.meta.url) : new URL("bin/flusso-job.js", PACKAGE_ROOT);
