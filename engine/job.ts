@@ -205,6 +205,11 @@ export type JobResult = {
   /** True when the source was exhausted; false when stopped by the signal. */
   isComplete: boolean;
   restoredFromCheckpoint: number | undefined;
+  /**
+   * When this run's first event had gone through every operator (wall clock, epoch ms): with the
+   * process's start, the time to the first event. Undefined when nothing was read.
+   */
+  firstEventAtMs?: number;
 };
 
 type SinkEntry = { name: string; sink: Sink; latency: SinkLatency };
@@ -226,6 +231,8 @@ class Job<E> {
   private readonly events$ = new Subject<Element<E>>();
   private readonly tracker: WatermarkTracker;
   private counters: JobCounters = { read: 0, outputs: 0, late: 0, deadLettered: 0, checkpoints: 0 };
+  /** See JobResult.firstEventAtMs. */
+  private firstEventAtMs?: number;
   private failure: unknown;
   private checkpointId = 0;
   private runId = "";
@@ -322,6 +329,7 @@ class Job<E> {
         elapsedMs: this.nowMs() - startedAtMs,
         isComplete,
         restoredFromCheckpoint: meta?.checkpointId,
+        firstEventAtMs: this.firstEventAtMs,
       };
     } catch (error) {
       this.phase = "failed";
@@ -468,6 +476,7 @@ class Job<E> {
     const isInRounds = this.options.rounds !== undefined && this.participant !== undefined;
     for (let i = 0; i < items.length; i++) {
       this.push(items[i], nowMs);
+      this.firstEventAtMs ??= Date.now();
       if (isInRounds) await this.reachRoundsDue();
       // The clock is read every few items: reading it per item would cost more than the yields save.
       if ((i & ITEMS_PER_CLOCK_READ_MASK) === ITEMS_PER_CLOCK_READ_MASK && i < items.length - 1 && slice.isOver()) await slice.yieldThread();

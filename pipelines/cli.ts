@@ -59,6 +59,11 @@ export async function main(argv: string[]): Promise<number> {
     case "mistake":
       process.stderr.write(`${line.message}\n${USAGE}\n`);
       return EXIT_BAD_PIPELINE;
+    case "run": {
+      // A run in this process: its job's thread loads while the pipeline is read and checked.
+      const jobThread = line.workers === undefined ? (await import("./jobThread.ts")).startJobThread() : undefined;
+      return (await import("./commands.ts")).runCommandLine(line, jobThread);
+    }
     default:
       return (await import("./commands.ts")).runCommandLine(line);
   }

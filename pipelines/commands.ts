@@ -1,13 +1,13 @@
 // The commands of the `flusso` command line that do something (pipelines/cli.ts answers --help and
 // --version alone, without loading any of this): run, validate, state, publish.
 import { resolve } from "node:path";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
 import { roundsStreamNames } from "../engine/cluster/rounds.ts";
 import { checkpointStreamName } from "../engine/cluster/checkpointLog.ts";
 import { doneBucketName, leaseBucketName } from "../engine/cluster/leases.ts";
 import { EXIT_BAD_PIPELINE, EXIT_STOPPED_AT_ONCE, type CommandLine } from "./cliArgs.ts";
-import { IS_BUILT, PACKAGE_ROOT } from "./packageRoot.ts";
+import { handOver } from "./jobThread.ts";
 import { describePipeline } from "./describe.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { formatStateReport, inspectState } from "./inspect.ts";
@@ -25,9 +25,6 @@ import type { JobResult } from "../engine/job.ts";
 
 /** How long the job's thread may take to end after its result (closing connections, files). */
 const THREAD_GRACE_MS = 10_000;
-
-/** The job's thread: the built runWorker.js beside this module, or the sources through tsx (bin/flusso-job.js). */
-const JOB_THREAD = IS_BUILT ? new URL("./runWorker.js", import.meta.url) : new URL("bin/flusso-job.js", PACKAGE_ROOT);
 
 /** `--log` when given, else text on a terminal and JSON lines otherwise. */
 function logFormat(format: LogFormat | undefined): LogFormat {
@@ -96,8 +93,11 @@ function stopTimeoutMs(): number {
   return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 20_000;
 }
 
-/** The commands that do something (all but help, version and a mistake, which cli.ts answers alone). */
-export async function runCommandLine(line: Exclude<CommandLine, { command: "help" | "version" | "mistake" }>): Promise<number> {
+/**
+ * The commands that do something (all but help, version and a mistake, which cli.ts answers alone).
+ * `jobThread`: for `run`, a job thread started ahead (jobThread.ts), used if the job runs here.
+ */
+export async function runCommandLine(line: Exclude<CommandLine, { command: "help" | "version" | "mistake" }>, jobThread?: Worker): Promise<number> {
   switch (line.command) {
     case "publish":
       return publishCommand(line.input, line.values, commandLog(line.log, line.quiet));
@@ -129,7 +129,7 @@ export async function runCommandLine(line: Exclude<CommandLine, { command: "help
       }
       const log = commandLog(line.log, line.quiet);
       if (line.workers !== undefined) return runWorkers({ ...line, workers: line.workers }, spec, log, logFormat(line.log));
-      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log, spec.http);
+      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log, spec.http, jobThread);
     }
     case "state": {
       const spec = loadOrSay(line.file);
@@ -162,9 +162,9 @@ function loadOrSay(file: string, http?: string): PipelineSpec | undefined {
  * to stop at its next cut after a last checkpoint; a second one, or the timeout, ends the process at
  * once with 130: as safe as a crash, since the next run resumes from the last durable checkpoint.
  */
-function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: string; port: number }): Promise<number> {
+function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: string; port: number }, jobThread?: Worker): Promise<number> {
   const startedAtMs = Date.now();
-  const worker = new Worker(JOB_THREAD, { workerData: request });
+  const worker = handOver(request, jobThread);
   // The job's HTTP server: its sockets on this thread, its answers from the job's (http/forwarded.ts).
   let server: Awaited<ReturnType<typeof forwardingServer>> | undefined;
   const startServer = () => {

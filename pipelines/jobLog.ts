@@ -187,6 +187,9 @@ function summaryFields(result: JobResult, workers?: number): Record<string, unkn
     elapsedMs: Math.round(result.elapsedMs),
     eventsPerSecond: eventsPerSecond(c.read, result.elapsedMs),
     restoredFromCheckpoint: result.restoredFromCheckpoint ?? null,
+    // The process started at performance.timeOrigin (this is its main thread): its start-up, then
+    // the state's restore and the sources' opening, until the first event went through.
+    ...(result.firstEventAtMs === undefined ? {} : { firstEventAfterStartMs: Math.round(result.firstEventAtMs - performance.timeOrigin) }),
     pipeline: Object.fromEntries(pipelineCounters(c)),
     ...(workers === undefined ? {} : { workers }),
   };

@@ -11,6 +11,7 @@ import { runClusterPipeline } from "./cluster.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
+import type { JobThreadData, JobThreadStart } from "./jobThread.ts";
 import { ClusterQueries } from "./http/clusterQueries.ts";
 import { clusterRoutesFor, routesFor } from "./http/routes.ts";
 import { answerForwarded, type ForwardedReply, type ForwardedRequest } from "./http/forwarded.ts";
@@ -148,4 +149,12 @@ function progressOfPartitions(views: readonly JobView[]): ProgressSnapshot {
   };
 }
 
-if (parentPort !== null) await runJobOnThisThread(parentPort, workerData as JobRequest);
+/** The request of a thread started ahead (jobThread.ts): its first message. */
+function firstRequest(port: NonNullable<typeof parentPort>): Promise<JobRequest> {
+  return new Promise((resolve) => port.once("message", (message: JobThreadStart) => resolve(message.request as JobRequest)));
+}
+
+if (parentPort !== null) {
+  const data = workerData as JobThreadData;
+  await runJobOnThisThread(parentPort, data.awaitsRequest === true ? await firstRequest(parentPort) : (data.request as JobRequest));
+}

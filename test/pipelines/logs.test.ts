@@ -138,7 +138,9 @@ describe("with stderr a pipe: JSON lines as things happen", { timeout: 60_000 },
 
 describe("--log", { timeout: 60_000 }, () => {
   it("json: every line parses, with level, time and msg, from the start to the summary", () => {
+    const startedAtMs = Date.now();
     const run = runCli(["run", filePipeline(tempDir("flusso-logs-")), "--log", "json"]);
+    const wallMs = Date.now() - startedAtMs;
     expect(run.status, run.stderr).toBe(0);
     const lines = run.stderr.trimEnd().split("\n").map((l) => JSON.parse(l) as LogLine);
     for (const line of lines) {
@@ -147,6 +149,10 @@ describe("--log", { timeout: 60_000 }, () => {
     }
     expect(lines.map((l) => l.event)).toEqual(["started", "fresh-start", "input-ended", "done"]);
     expect(lines.at(-1)).toMatchObject({ read: 400, late: 0, deadLettered: 0, pipeline: { duplicates: 100 } });
+    // The time to the first event: after the process started, within the run's own length.
+    const { firstEventAfterStartMs } = lines.at(-1) as unknown as { firstEventAfterStartMs: number };
+    expect(firstEventAfterStartMs).toBeGreaterThan(0);
+    expect(firstEventAfterStartMs).toBeLessThan(wallMs);
   });
 
   it("text: lines for a person, the summary's engine counters on one line and the pipeline's on a second", () => {
