@@ -3,19 +3,14 @@
 import { resolve } from "node:path";
 import type { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
-import { roundsStreamNames } from "../engine/cluster/rounds.ts";
-import { checkpointStreamName } from "../engine/cluster/checkpointLog.ts";
-import { doneBucketName, leaseBucketName } from "../engine/cluster/leases.ts";
 import { EXIT_BAD_PIPELINE, EXIT_STOPPED_AT_ONCE, type CommandLine } from "./cliArgs.ts";
 import { handOver } from "./jobThread.ts";
-import { describePipeline } from "./describe.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
-import { formatStateReport, inspectState } from "./inspect.ts";
 import { loadPipeline } from "./load.ts";
-import { forwardingServer } from "./http/forwarded.ts";
 import { resolveResets } from "./stateShape.ts";
 import type { PipelineSpec } from "./validate.ts";
-import { publish, type PublishOptions } from "./publish.ts";
+import type { PublishOptions } from "./publish.ts";
+import type { forwardingServer } from "./http/forwarded.ts";
 import type { FromJob, JobRequest, ToJob } from "./runWorker.ts";
 import { JobLog, progressLine, type LogFormat, type ProgressSnapshot } from "./jobLog.ts";
 import { runWorkers, SUPERVISED_ENV, type WorkerResultMessage } from "./supervisor.ts";
@@ -69,6 +64,7 @@ async function publishCommand(input: string, values: Record<string, string | und
   }
   let result;
   try {
+    const { publish } = await import("./publish.ts");
     result = await publish(options, (event) => log.event(event));
   } catch (error) {
     log.event({ event: "failed", error: `flusso publish: ${(error as Error).message}` });
@@ -105,6 +101,7 @@ export async function runCommandLine(line: Exclude<CommandLine, { command: "help
       // Reads and checks only: no state dir is opened, no output created, no server contacted.
       const spec = loadOrSay(line.file);
       if (spec === undefined) return EXIT_BAD_PIPELINE;
+      const { describePipeline } = await import("./describe.ts");
       process.stdout.write(`${describePipeline(spec).join("\n")}\n`);
       return 0;
     }
@@ -121,6 +118,11 @@ export async function runCommandLine(line: Exclude<CommandLine, { command: "help
       if (spec.cluster && (line.reset || (line.resetStages ?? []).length > 0)) {
         // A worker's state dir is only a cache: the group's state is in NATS, shared by every worker.
         const { group } = spec.cluster;
+        const [{ checkpointStreamName }, { roundsStreamNames }, { doneBucketName, leaseBucketName }] = await Promise.all([
+          import("../engine/cluster/checkpointLog.ts"),
+          import("../engine/cluster/rounds.ts"),
+          import("../engine/cluster/leases.ts"),
+        ]);
         process.stderr.write(
           `flusso run: --reset and --reset-stage do not apply to a cluster (${line.file}): its state lives in NATS, shared by all its workers. ` +
             `To start over, stop every worker and give cluster.group a new name, or delete the streams ${checkpointStreamName(group)}, ${roundsStreamNames(group).inbound} and ${roundsStreamNames(group).models} and the KV buckets ${leaseBucketName(group)} and ${doneBucketName(group)}\n`,
@@ -135,6 +137,7 @@ export async function runCommandLine(line: Exclude<CommandLine, { command: "help
       const spec = loadOrSay(line.file);
       if (spec === undefined) return EXIT_BAD_PIPELINE;
       try {
+        const { formatStateReport, inspectState } = await import("./inspect.ts");
         process.stdout.write(`${formatStateReport(await inspectState(spec, { key: line.key }))}\n`);
         return 0;
       } catch (error) {
@@ -167,18 +170,16 @@ function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: stri
   const worker = handOver(request, jobThread);
   // The job's HTTP server: its sockets on this thread, its answers from the job's (http/forwarded.ts).
   let server: Awaited<ReturnType<typeof forwardingServer>> | undefined;
-  const startServer = () => {
-    forwardingServer(httpAddress!, (forwarded) => worker.postMessage(forwarded satisfies ToJob)).then(
-      (started) => {
-        server = started;
-        log.event({ event: "http", url: started.url });
-      },
-      (error: Error) => {
-        log.event({ event: "failed", error: `cannot serve HTTP at ${httpAddress!.host}:${httpAddress!.port}: ${error.message}` });
-        exitCode = 1;
-        worker.postMessage({ type: "stop" } satisfies ToJob);
-      },
-    );
+  const startServer = async () => {
+    try {
+      const { forwardingServer } = await import("./http/forwarded.ts");
+      server = await forwardingServer(httpAddress!, (forwarded) => worker.postMessage(forwarded satisfies ToJob));
+      log.event({ event: "http", url: server.url });
+    } catch (error) {
+      log.event({ event: "failed", error: `cannot serve HTTP at ${httpAddress!.host}:${httpAddress!.port}: ${(error as Error).message}` });
+      exitCode = 1;
+      worker.postMessage({ type: "stop" } satisfies ToJob);
+    }
   };
   let exitCode = 1;
   let finalCheckpoint: number | undefined;
@@ -223,7 +224,7 @@ function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: stri
           endLingering();
           return;
         case "http-open":
-          startServer();
+          void startServer();
           return;
         case "http-reply":
           server?.reply(message);

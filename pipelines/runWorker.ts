@@ -7,15 +7,12 @@ import type { JobEvent } from "../engine/jobEvents.ts";
 import type { JobResult } from "../engine/job.ts";
 import type { JobView } from "../engine/jobView.ts";
 import { runPipeline } from "./compile.ts";
-import { runClusterPipeline } from "./cluster.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
 import type { JobThreadData, JobThreadStart } from "./jobThread.ts";
-import { ClusterQueries } from "./http/clusterQueries.ts";
-import { clusterRoutesFor, routesFor } from "./http/routes.ts";
-import { answerForwarded, type ForwardedReply, type ForwardedRequest } from "./http/forwarded.ts";
-import { requestHandler } from "./http/server.ts";
+import type { ClusterQueries } from "./http/clusterQueries.ts";
+import type { ForwardedReply, ForwardedRequest } from "./http/forwarded.ts";
 
 /** What the main thread asks the job: to stop, or to answer an HTTP request (http/forwarded.ts). */
 export type ToJob = { type: "stop" } | ForwardedRequest;
@@ -57,16 +54,21 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
     const spec = loadPipeline(request.file, process.env, { httpListen: request.http });
     const http = spec.http;
     const onEvent = (event: JobEvent) => tell({ type: "event", event });
+    // Loaded only by the jobs that use them: the first event comes sooner without (jobThread.ts).
+    const { runClusterPipeline } = spec.cluster ? await import("./cluster.ts") : { runClusterPipeline: undefined };
+    const served = http ? await httpModules() : undefined;
+    const { ClusterQueries } = spec.cluster && http ? await import("./http/clusterQueries.ts") : { ClusterQueries: undefined };
     // A cluster worker answers for the partitions it runs as they come and go, and asks the others for theirs.
-    cluster = spec.cluster && http ? new ClusterQueries(spec, { signal: stop.signal, onEvent }) : undefined;
+    cluster = ClusterQueries === undefined ? undefined : new ClusterQueries(spec, { signal: stop.signal, onEvent });
     if (cluster !== undefined) {
+      const { answerForwarded, requestHandler, clusterRoutesFor } = served!;
       answer = answerForwarded(requestHandler(clusterRoutesFor(cluster, { spec, closed: serverClosed.signal }), http!.token), (reply) => port.postMessage(reply));
       tell({ type: "http-open" });
     }
     // A cluster worker's progress line adds up the partitions it holds now.
     const partitionViews = new Map<number, JobView>();
     if (spec.cluster && request.wantsProgress) groupProgress = setInterval(() => tell({ type: "progress", progress: progressOfPartitions([...partitionViews.values()]) }), PROGRESS_INTERVAL_MS);
-    const result = await (spec.cluster ? runClusterPipeline : runPipeline)(spec, {
+    const result = await (runClusterPipeline ?? runPipeline)(spec, {
       onPartitionView: (partition, view) => {
         if (view === undefined) partitionViews.delete(partition);
         else partitionViews.set(partition, view);
@@ -76,6 +78,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
         jobView = view;
         if (!http) return;
         // The main thread holds the sockets; this thread answers, between two steps of the job.
+        const { answerForwarded, requestHandler, routesFor } = served!;
         answer = answerForwarded(requestHandler(routesFor({ view, spec, closed: serverClosed.signal }), http.token), (reply) => port.postMessage(reply));
         tell({ type: "http-open" });
       },
@@ -147,6 +150,12 @@ function progressOfPartitions(views: readonly JobView[]): ProgressSnapshot {
     source: sources.length === 0 ? undefined : { done: sources.reduce((sum, s) => sum + s.done, 0), total: sources.reduce((sum, s) => sum + s.total, 0) },
     atMs: Date.now(),
   };
+}
+
+/** What answering HTTP takes, for a job with a server. */
+async function httpModules() {
+  const [{ answerForwarded }, { requestHandler }, { clusterRoutesFor, routesFor }] = await Promise.all([import("./http/forwarded.ts"), import("./http/server.ts"), import("./http/routes.ts")]);
+  return { answerForwarded, requestHandler, clusterRoutesFor, routesFor };
 }
 
 /** The request of a thread started ahead (jobThread.ts): its first message. */
