@@ -4,6 +4,7 @@
 import { connect, createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager, type JsMsg, type StoredMsg, type StreamInfo } from "@nats-io/jetstream";
 import type { ConnectionEvent } from "./jobEvents.ts";
+import { ACK_TIMEOUT_MS, isSubjectWithin } from "./natsSubjects.ts";
 
 export type NatsConnectionOptions = {
   /** One URL or several, e.g. "nats://127.0.0.1:4222". */
@@ -127,35 +128,6 @@ export function connectionHealth(nc: NatsConnection, servers: string | string[],
 function pingIntervalMs(): number {
   const fromEnv = Number(process.env.FLUSSO_NATS_PING_INTERVAL_MS);
   return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : 5_000;
-}
-
-/** JetStream's own API: no stream may take a subject within these. */
-export const JETSTREAM_API_SUBJECTS = "$JS.API.>";
-
-/**
- * Whether some subject matches both `a` and `b`, by NATS's rules: tokens split on ".", `*` matches
- * one token, a final `>` one or more. JetStream refuses a stream whose subjects overlap one another
- * or another stream's ("subjects overlap with an existing stream").
- */
-export function subjectsOverlap(a: string, b: string): boolean {
-  const x = a.split(".");
-  const y = b.split(".");
-  for (let i = 0; ; i++) {
-    if (i === x.length || i === y.length) return x.length === y.length;
-    if (x[i] === ">" || y[i] === ">") return true;
-    if (x[i] !== "*" && y[i] !== "*" && x[i] !== y[i]) return false;
-  }
-}
-
-/** Whether every subject `subject` matches, `pattern` matches too (NATS's rules, as in subjectsOverlap). */
-export function isSubjectWithin(subject: string, pattern: string): boolean {
-  const x = subject.split(".");
-  const y = pattern.split(".");
-  for (let i = 0; ; i++) {
-    if (i === y.length || i === x.length) return x.length === y.length;
-    if (y[i] === ">") return true;
-    if (x[i] === ">" || (y[i] !== "*" && x[i] !== y[i])) return false;
-  }
 }
 
 export type StreamSpec = { name: string; subjects: string[]; duplicateWindowMs?: number; /** Copies a NATS cluster keeps (when it creates the stream). Default 1. */ replicas?: number };
@@ -286,8 +258,6 @@ type Outstanding = {
   onAcked?: (seq: number) => void;
 };
 
-/** An ack later than this means the message or its ack was lost (e.g. the server went away): send again. */
-export const ACK_TIMEOUT_MS = 2_000;
 const RETRY_TICK_MS = 250;
 
 /**

@@ -5,7 +5,7 @@ import { runClusterWorker } from "../engine/cluster/worker.ts";
 import type { JobResult } from "../engine/job.ts";
 import type { JobView } from "../engine/jobView.ts";
 import { NatsSource } from "../engine/sources/natsSource.ts";
-import { jobOptions, type RunOptions } from "./compile.ts";
+import { jobOptions, natsConnectors, type RunOptions } from "./compile.ts";
 import { behaviourMerger } from "../operators/behaviour.ts";
 import type { PipelineSpec } from "./validate.ts";
 
@@ -19,6 +19,7 @@ export async function runClusterPipeline(spec: PipelineSpec, run: ClusterRunOpti
   const cluster = spec.cluster!;
   if (!("nats" in spec.source)) throw new Error("a cluster needs a NATS source");
   const nats = spec.source.nats;
+  const connectors = await natsConnectors(spec);
   const result = await runClusterWorker({
     servers: nats.servers,
     group: cluster.group,
@@ -38,7 +39,7 @@ export async function runClusterPipeline(spec: PipelineSpec, run: ClusterRunOpti
     jobFor: (partition, stateDir, signal) => {
       // Progress, views and the final-checkpoint notice belong to the worker, not to each partition's job.
       const { onProgress, onView, onFinalCheckpoint, onPartitionView, ...partitionRun } = run;
-      const options = jobOptions(spec, { ...partitionRun, signal });
+      const options = jobOptions(spec, { ...partitionRun, signal }, connectors);
       return { ...options, stateDir, source: new NatsSource({ ...nats, partition, signal, log: run.onEvent, replicas: cluster.replicas }) };
     },
   });

@@ -9,8 +9,8 @@ import type { Sink } from "../engine/sinks/sink.ts";
 import { StdoutSink } from "../engine/sinks/stdoutSink.ts";
 import { FileSource } from "../engine/sources/fileSource.ts";
 import { GeneratorSource } from "../simulator/generatorSource.ts";
-import { NatsSource } from "../engine/sources/natsSource.ts";
-import { NatsSink } from "../engine/sinks/natsSink.ts";
+import type { NatsSource } from "../engine/sources/natsSource.ts";
+import type { NatsSink } from "../engine/sinks/natsSink.ts";
 import type { Source } from "../engine/sources/source.ts";
 import { boundedOutOfOrderness } from "../engine/watermarks.ts";
 import type { AggregateSpec } from "../operators/aggregations.ts";
@@ -36,15 +36,34 @@ export type RunOptions = Pick<JobOptions<Event>, "reset" | "onProgress" | "onChe
 /** What sources and sinks that talk to servers are given: a stop ends their waits, and they tell of their connections. */
 type Connection = { signal?: AbortSignal; log?(event: ConnectionEvent): void; /** Copies of the streams it creates (a cluster's `replicas`). */ replicas?: number };
 
-export function buildSource(spec: SourceSpec, connection: Connection = {}): Source {
+/**
+ * The NATS source and sink, loaded (natsConnectors) only by a pipeline that reads or writes NATS:
+ * their client library would slow the start of every other one.
+ */
+export type NatsConnectors = { NatsSource: typeof NatsSource; NatsSink: typeof NatsSink };
+
+/** The NATS connectors when `spec` reads or writes NATS, loaded; undefined otherwise. */
+export async function natsConnectors(spec: PipelineSpec): Promise<NatsConnectors | undefined> {
+  const sinks = [spec.deadLetter, ...spec.sinks.map((s) => s.sink), ...(spec.late ? [spec.late] : [])];
+  if (!("nats" in spec.source) && !sinks.some((s) => "nats" in s)) return undefined;
+  const [{ NatsSource }, { NatsSink }] = await Promise.all([import("../engine/sources/natsSource.ts"), import("../engine/sinks/natsSink.ts")]);
+  return { NatsSource, NatsSink };
+}
+
+function loaded(nats: NatsConnectors | undefined): NatsConnectors {
+  if (nats === undefined) throw new Error("a NATS source or sink needs the NATS connectors: pass jobOptions what natsConnectors(spec) gives");
+  return nats;
+}
+
+export function buildSource(spec: SourceSpec, connection: Connection = {}, nats?: NatsConnectors): Source {
   if ("generator" in spec) return new GeneratorSource(spec.generator);
-  if ("nats" in spec) return new NatsSource({ ...spec.nats, ...connection });
+  if ("nats" in spec) return new (loaded(nats).NatsSource)({ ...spec.nats, ...connection });
   return new FileSource(spec.file);
 }
 
-export function buildSink(spec: SinkSpec, pipeline: string, connection: Connection = {}): Sink {
+export function buildSink(spec: SinkSpec, pipeline: string, connection: Connection = {}, nats?: NatsConnectors): Sink {
   if ("stdout" in spec) return new StdoutSink();
-  if ("nats" in spec) return new NatsSink({ ...spec.nats, pipeline, ...connection });
+  if ("nats" in spec) return new (loaded(nats).NatsSink)({ ...spec.nats, pipeline, ...connection });
   return new FileSink(spec.file.path);
 }
 
@@ -59,7 +78,8 @@ function aggregateSpec(def: AggregateDef): AggregateSpec<Event> {
   };
 }
 
-export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions<Event> {
+/** The job `spec` compiles to; `nats`: what natsConnectors(spec) gives, for a pipeline that reads or writes NATS. */
+export function jobOptions(spec: PipelineSpec, run: RunOptions = {}, nats?: NatsConnectors): JobOptions<Event> {
   const privacy = jobPrivacy(spec.schema, spec.privacy);
   const connection: Connection = { signal: run.signal, log: run.onEvent, replicas: spec.cluster?.replicas };
   const { resetStages, ...jobRun } = run;
@@ -70,13 +90,13 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
   const named = sinkNames([spec.deadLetter, ...spec.sinks.map((s) => s.sink), ...(spec.late ? [spec.late] : [])].map((s) => sinkIdentity(s, spec.baseDir)));
   const [deadLetterName, ...routeNames] = named.slice(0, spec.sinks.length + 1);
   const lateName = spec.late ? named.at(-1)! : deadLetterName;
-  const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection);
+  const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection, nats);
   const atEnd = spec.source.atEnd ?? DEFAULT_AT_END;
   return {
     ...jobRun,
     shape,
     acceptState: (meta) => resumeState(spec, shape, meta, resets),
-    source: buildSource(spec.source, connection),
+    source: buildSource(spec.source, connection, nats),
     decode: eventDecoder(spec.schema, spec.key, spec.time, privacy.decoder),
     stampOf: spec.http?.latencyStampField === undefined ? undefined : stampReader(spec.http.latencyStampField),
     newWatermarkGenerator: () => boundedOutOfOrderness(spec.watermark.maxOutOfOrdernessMs),
@@ -109,9 +129,9 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}): JobOptions
       );
       const restoredShapes = restored && Object.fromEntries(restored.stages);
       const behaviourResults = spec.behaviour ? [events.pipe(graph.operator(behaviour({ name: spec.name, ...spec.behaviour, wantedOutputs: wantedOutputs(spec), restoredShapes, drainsAtEnd: atEnd === "drain", isGrouped: spec.cluster !== undefined })))] : [];
-      const routes = spec.sinks.map((s, i) => ({ name: routeNames[i], sink: buildSink(s.sink, spec.name, connection), kinds: s.outputs }));
+      const routes = spec.sinks.map((s, i) => ({ name: routeNames[i], sink: buildSink(s.sink, spec.name, connection, nats), kinds: s.outputs }));
       graph.routeTo(merge(...windowResults, ...behaviourResults), routes);
-      if (spec.late) graph.sideTo(LATE, lateName, buildSink(spec.late, spec.name, connection), "late");
+      if (spec.late) graph.sideTo(LATE, lateName, buildSink(spec.late, spec.name, connection, nats), "late");
       else graph.sideTo(LATE, deadLetterName, deadLetterSink, "late", (late) => ({ reason: "late", ...(late as object) }));
     },
   };
@@ -140,5 +160,5 @@ function wantedOutputs(spec: PipelineSpec): string[] | undefined {
 }
 
 export async function runPipeline(spec: PipelineSpec, run: RunOptions = {}): Promise<JobResult> {
-  return runJob(jobOptions(spec, run));
+  return runJob(jobOptions(spec, run, await natsConnectors(spec)));
 }

@@ -12,6 +12,7 @@ import type { HeldOutputs } from "../store.ts";
 import type { Sink, SinkRecovery } from "./sink.ts";
 import { jsonText } from "./jsonText.ts";
 import { TimeSlice } from "../timeSlice.ts";
+import { DEFAULT_DUPLICATE_WINDOW_MS } from "../natsSubjects.ts";
 
 export type NatsSinkOptions = {
   servers: string | string[];
@@ -31,8 +32,6 @@ export type NatsSinkOptions = {
   log?(event: ConnectionEvent): void;
 };
 
-/** The stream's duplicate window when none is given. */
-export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 
 /** What a checkpoint records of the sink. */
 type NatsSinkPosition = {

@@ -11,6 +11,7 @@ import { decodeJsonBytes, textPreview } from "./decoding.ts";
 import { decodeMsgpackMessage } from "./msgpack.ts";
 import type { ConnectionEvent } from "../jobEvents.ts";
 import type { Source, SourceBatch, SourceItem, SourceProgress } from "./source.ts";
+import { NATS_SOURCE_DEFAULTS } from "../natsSubjects.ts";
 
 export type NatsSourceOptions = {
   servers: string | string[];
@@ -40,8 +41,6 @@ export type NatsSourceOptions = {
   log?(event: ConnectionEvent): void;
 };
 
-/** The defaults of the options that have one. */
-export const NATS_SOURCE_DEFAULTS = { partitions: 1, bounded: false, bufferMessages: 10_000, pollMs: 100 } as const satisfies Partial<NatsSourceOptions>;
 
 /**
  * The last stream sequence handed to the job, and the stream's creation time: a stream deleted and

@@ -1,8 +1,8 @@
 // Reads where results go: `sinks:` (each a file, stdout or a NATS stream, optionally picking the
 // output kinds it takes), `late:` and `deadLetter:`; NATS sinks whose streams JetStream would refuse
 // (subjects overlapping the source's or each other's) are refused here, before anything runs.
-import { ACK_TIMEOUT_MS, isSubjectWithin, JETSTREAM_API_SUBJECTS, subjectsOverlap } from "../../engine/nats.ts";
-import { DEFAULT_DUPLICATE_WINDOW_MS, type NatsSinkOptions } from "../../engine/sinks/natsSink.ts";
+import { ACK_TIMEOUT_MS, DEFAULT_DUPLICATE_WINDOW_MS, isSubjectWithin, JETSTREAM_API_SUBJECTS, subjectsOverlap } from "../../engine/natsSubjects.ts";
+import type { NatsSinkOptions } from "../../engine/sinks/natsSink.ts";
 import type { Obj, Reader } from "../reader.ts";
 import { isSameNats, readServers, STREAM_NAME, SUBJECT } from "./nats.ts";
 import type { SourceSpec } from "./source.ts";

@@ -3,7 +3,8 @@
 // here, before the run creates anything.
 import { closeSync, openSync, statSync, type Stats } from "node:fs";
 import type { FileSourceOptions } from "../../engine/sources/fileSource.ts";
-import { NATS_SOURCE_DEFAULTS, type NatsSourceOptions } from "../../engine/sources/natsSource.ts";
+import type { NatsSourceOptions } from "../../engine/sources/natsSource.ts";
+import { NATS_SOURCE_DEFAULTS } from "../../engine/natsSubjects.ts";
 import { MAX_LINE_BYTES } from "../../engine/valueLimits.ts";
 import { GENERATOR_DEFAULTS, GENERATOR_RANGES, MAX_UPLIFT, type GeneratorOptions } from "../../simulator/generatorSource.ts";
 import type { Assignment } from "../../engine/assignment.ts";

@@ -5,7 +5,8 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { AckedPublisher, connectNats, ensureStream, readStreamSince, streamInfo, isSubjectWithin, subjectsOverlap } from "../../engine/nats.ts";
+import { AckedPublisher, connectNats, ensureStream, readStreamSince, streamInfo } from "../../engine/nats.ts";
+import { isSubjectWithin, subjectsOverlap } from "../../engine/natsSubjects.ts";
 import { freePort, startNatsServer, type NatsServer } from "../natsServer.ts";
 
 const MINUTE_NS = 60_000_000_000;
