@@ -171,8 +171,6 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   private readonly emitErasure: (user: string, timeMs: number, body: ErasureRecord) => void;
   private readonly blankVars: Record<string, unknown>;
   private readonly eventFields: readonly string[] | undefined;
-  /** When stages may be skipped (see StageSkipping): each stage's part; undefined: every stage runs every step. */
-  private readonly skipping: Skipping | undefined;
   private readonly drainsAtEnd: boolean;
   /** Each user's latest event time, for queries. */
   private readonly lastEventMs: SlotState<number>;
@@ -212,7 +210,6 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     this.rebuildWakeUps();
     this.blankVars = Object.fromEntries(["user", "now", ...(options.varNames ?? [])].map((name) => [name, undefined]));
     this.eventFields = options.eventFields;
-    this.skipping = skippingOf(options);
     this.drainsAtEnd = options.drainsAtEnd ?? true;
     const wanted = options.wantedOutputs && new Set(options.wantedOutputs);
     const wants = (kind: string) => wanted === undefined || wanted.has(kind);
@@ -388,8 +385,6 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     // 2. and 3. Slots are named `<stage>/<value>`.
     for (let i = 0; i < this.stages.length; i++) if (this.stages[i].forgetUser?.(user) === true) held.add(this.stageNames[i]);
     for (const slot of this.records.erase(user)) held.add(slot.slice(0, slot.indexOf("/")));
-    // What skipping kept of the user's values goes too: the next step of this key starts afresh.
-    this.skipping?.users.delete(user);
     // 4.
     const stages = this.stageNames.filter((name) => held.has(name));
     const body: ErasureRecord = { output: ERASURE_OUTPUT, user_id: user, time: isoTime(timeMs), time_ms: timeMs, stages, wake_ups_withdrawn: withdrawn };
@@ -397,7 +392,6 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   }
 
   private step(user: string, timeMs: number, event: EventFields | undefined): void {
-    if (this.skipping !== undefined) return this.stepSkipping(this.skipping, user, timeMs, event);
     // A copy of one blank shape: every step's vars share V8's hidden class. (Reading the event's
     // fields through a prototype instead costs ~10 us a step: V8 makes each event a prototype.)
     const vars: Record<string, unknown> = { ...this.blankVars };
@@ -410,143 +404,6 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
     for (let i = 0; i < this.stages.length; i++) if (this.stages[i].step(view, this.stageOutputs[i]) === false) break;
     this.records.blur();
   }
-
-  /**
-   * One step that runs only the stages it may change (StageSkipping). Vars start blank, as in every
-   * step; a skipped stage's values are copied from the user's kept values, and a running stage's
-   * values are kept, and compared with the kept ones where a skippable stage reads them.
-   */
-  private stepSkipping(skipping: Skipping, user: string, timeMs: number, event: EventFields | undefined): void {
-    const vars: Record<string, unknown> = { ...this.blankVars };
-    if (event !== undefined) copyFields(event, vars, this.eventFields);
-    vars.user = user;
-    vars.now = timeMs;
-    let kept = skipping.users.get(user);
-    const isFresh = kept === undefined || kept.isStale;
-    if (kept === undefined) {
-      kept = { values: new Array<unknown>(skipping.slotCount).fill(undefined), hadEvent: false, isStale: false };
-      skipping.users.set(user, kept);
-    }
-    const values = kept.values;
-    const stepNo = ++skipping.stepNo;
-    const changedAt = skipping.changedAt;
-    keep(skipping.inputs, vars, values, changedAt, stepNo);
-    // An event, or the first step without one after an event: what reads the event sees a change.
-    const isEventTurn = event !== undefined || kept.hadEvent;
-    kept.hadEvent = event !== undefined;
-    kept.isStale = false;
-    const view: UserView = { user, timeMs, event, vars, signals: [] };
-    this.records.focus(user);
-    if (event !== undefined && !(this.lastEventMs.get(user)! >= timeMs)) this.lastEventMs.set(user, timeMs);
-    const stages = this.stages;
-    for (let i = 0; i < stages.length; i++) {
-      const plan = skipping.stages[i];
-      const written = plan.kept;
-      if (!isFresh && plan.isSkippable && !(plan.readsEvent && isEventTurn) && !(plan.readsSignals && view.signals.length > 0) && !hasChanged(plan.reads, changedAt, stepNo) && !(stages[i].isDue?.(user, timeMs, vars) ?? false)) {
-        // Its values as its last step wrote them (all of a skippable stage's are kept).
-        for (let j = 0; j < written.names.length; j++) vars[written.names[j]] = values[written.slots[j]];
-        continue;
-      }
-      const isKept = stages[i].step(view, this.stageOutputs[i]);
-      keep(written, vars, values, changedAt, stepNo);
-      if (isKept === false) {
-        // The later stages did not see this step's values: at the next step, every stage runs.
-        kept.isStale = true;
-        break;
-      }
-    }
-    this.records.blur();
-  }
-}
-
-/** Keeps `vars`' values of `kept` in the user's kept values, marking those that differ as changed in this step. */
-function keep(kept: KeptVars, vars: Record<string, unknown>, values: unknown[], changedAt: Float64Array, stepNo: number): void {
-  const { names, slots, numbers } = kept;
-  for (let j = 0; j < names.length; j++) {
-    const value = vars[names[j]];
-    if (value === values[slots[j]]) continue;
-    values[slots[j]] = value;
-    changedAt[numbers[j]] = stepNo;
-  }
-}
-
-/** What skipping knows of every stage, and each user's kept values. */
-type Skipping = {
-  users: Map<string, KeptUser>;
-  stages: StagePlan[];
-  /** The event's fields and `now`, where a skippable stage reads them. */
-  inputs: KeptVars;
-  /** Values kept per user: every skippable stage's, and what a skippable stage reads. */
-  slotCount: number;
-  /** Per var (by number), the step that last changed it; steps are numbered across users. */
-  changedAt: Float64Array;
-  stepNo: number;
-};
-
-type KeptUser = {
-  values: unknown[];
-  /** The user's last step had an event. */
-  hadEvent: boolean;
-  /** The user's last step ended early (a dropped event): some stages did not see its values. */
-  isStale: boolean;
-};
-
-/** Vars kept per user: their names, their slots in a user's kept values, their numbers (for changedAt). */
-type KeptVars = { names: readonly string[]; slots: Int32Array; numbers: Int32Array };
-
-type StagePlan = {
-  isSkippable: boolean;
-  readsEvent: boolean;
-  readsSignals: boolean;
-  /** Numbers of the vars it reads. */
-  reads: Int32Array;
-  /** Its vars that are kept: all of a skippable stage's, the others' that a skippable stage reads. */
-  kept: KeptVars;
-};
-
-/**
- * What skipping needs to know (StageSkipping), or undefined when it cannot be known: a stage
- * without `inputs`, event fields not listed, two stages writing one var, or no stage skippable.
- */
-function skippingOf(options: BehaviourOptions): Skipping | undefined {
-  const definitions = options.stages;
-  if (options.eventFields === undefined || options.varNames === undefined) return undefined;
-  if (definitions.some((d) => d.inputs === undefined)) return undefined;
-  const names = [...new Set(["user", "now", ...options.varNames])];
-  const numberOf = new Map(names.map((name, i) => [name, i]));
-  const writers = new Set<string>();
-  for (const d of definitions) {
-    for (const name of d.inputs!.writes) {
-      if (writers.has(name) || !numberOf.has(name)) return undefined;
-      writers.add(name);
-    }
-  }
-  // A read of a name that is no var (none should be): the stage always runs.
-  const isSkippable = definitions.map((d) => d.skippable !== undefined && !d.inputs!.readsShared && d.inputs!.reads.every((name) => numberOf.has(name)));
-  if (!isSkippable.includes(true)) return undefined;
-  const watched = new Set(definitions.flatMap((d, i) => (isSkippable[i] ? d.inputs!.reads : [])));
-  const slotOf = new Map<string, number>();
-  const keptVars = (list: readonly string[]): KeptVars => {
-    for (const name of list) if (!slotOf.has(name)) slotOf.set(name, slotOf.size);
-    return { names: list, slots: Int32Array.from(list.map((name) => slotOf.get(name)!)), numbers: Int32Array.from(list.map((name) => numberOf.get(name)!)) };
-  };
-  const inputs = keptVars([...options.eventFields, "now"].filter((name) => watched.has(name)));
-  const plans = definitions.map(
-    (d, i): StagePlan => ({
-      isSkippable: isSkippable[i],
-      readsEvent: d.skippable?.readsEvent ?? true,
-      readsSignals: d.skippable?.readsSignals ?? true,
-      reads: Int32Array.from(d.inputs!.reads.map((name) => numberOf.get(name) ?? 0)),
-      kept: keptVars(isSkippable[i] ? d.inputs!.writes : d.inputs!.writes.filter((name) => watched.has(name))),
-    }),
-  );
-  return { users: new Map(), stages: plans, inputs, slotCount: slotOf.size, changedAt: new Float64Array(names.length).fill(-1), stepNo: 0 };
-}
-
-/** Whether one of `vars` changed in step `stepNo`. */
-function hasChanged(vars: Int32Array, changedAt: Float64Array, stepNo: number): boolean {
-  for (let i = 0; i < vars.length; i++) if (changedAt[vars[i]] === stepNo) return true;
-  return false;
 }
 
 function copyFields(event: EventFields, vars: Record<string, unknown>, fields: readonly string[] | undefined): void {

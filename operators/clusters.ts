@@ -142,8 +142,6 @@ export function clusters(options: ClustersOptions): StageDefinition {
       boundariesIn: (afterMs, toMs) => boundariesIn(settings, afterMs, toMs),
       merge: (roundMs, previous, partials) => mergeRound(settings, roundMs, previous as ClustersRound | undefined, partials as ReadonlyArray<ClustersPartial | undefined>),
     },
-    // Between events a user moves only when the model does (isDue); runs move users outside steps.
-    skippable: { readsEvent: true, readsSignals: false },
     build: (ctx) =>
       new ClustersLogic(settings, ctx.userState<UserCluster>("users"), ctx.valueState<Model>("model"), ctx.valueState<CohortCounts>("cohorts"), ctx.isGrouped === true, ctx.drainsAtEnd ?? true),
   };
@@ -386,18 +384,6 @@ class ClustersLogic implements StageLogic {
       this.recent?.set(view.user, entry);
     } else if (isChanged) this.users.touch(view.user);
     if (label !== null) view.vars[this.variable] = label;
-  }
-
-  /**
-   * A model the user has not followed yet, or a cluster (a run assigned the user one) that the
-   * user's change output or var has not shown yet.
-   */
-  isDue(user: string, _timeMs: number, vars: Readonly<Record<string, unknown>>): boolean {
-    const entry = this.users.get(user);
-    if (entry === undefined) return false;
-    if (this.model.run !== 0 && entry.run !== this.model.run) return true;
-    const label = entry.slot < 0 ? null : this.model.names[entry.slot];
-    return label !== entry.label || (label !== null && vars[this.variable] !== label);
   }
 
   forgetUser(user: string): boolean {

@@ -30,8 +30,7 @@ export function dedup(options: DedupOptions = {}): StageDefinition {
   const name = options.name ?? "dedup";
   const fields = options.fields ?? DEFAULT_DEDUP_FIELDS;
   // Signatures are laid out by the fields compared; how long they are kept may change.
-  // It reads only the event; between events it only forgets (isDue while it keeps something).
-  return { name, stateShape: { layout: { fields } }, skippable: { readsEvent: true, readsSignals: false }, build: (ctx) => new DedupLogic(fields, options.withinMs ?? DEFAULT_WITHIN_MS, ctx.userState<unknown[]>("kept")) };
+  return { name, stateShape: { layout: { fields } }, build: (ctx) => new DedupLogic(fields, options.withinMs ?? DEFAULT_WITHIN_MS, ctx.userState<unknown[]>("kept")) };
 }
 
 type KeptState = {
@@ -76,11 +75,6 @@ class DedupLogic implements StageLogic {
   ) {
     this.stride = fields.length + 1;
     this.values = new Array(fields.length).fill(null);
-  }
-
-  /** A step without an event frees what is kept of the user (as it falls out of `withinMs`). */
-  isDue(user: string): boolean {
-    return this.kept.get(user) !== undefined;
   }
 
   step(view: UserView, out: StageOutput): boolean {

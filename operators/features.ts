@@ -37,8 +37,6 @@ export function features(options: FeaturesOptions): StageDefinition {
   return {
     name,
     stateShape: shape,
-    // Values are a function of the vars the formulas read; the state only tells a change.
-    skippable: { readsEvent: false, readsSignals: false },
     build: (ctx) => {
       const last = ctx.userState<Array<number | null>>("last");
       const from = partsFrom(ctx.restoredShape, shape);

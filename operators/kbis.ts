@@ -41,8 +41,6 @@ export function kbis(options: KbisOptions): StageDefinition {
   return {
     name,
     stateShape: shape,
-    // Labels are a function of the vars the rules read; the state only tells a change.
-    skippable: { readsEvent: false, readsSignals: false },
     build: (ctx) => {
       const labels = ctx.userState<Labels>("labels");
       const from = partsFrom(ctx.restoredShape, shape);

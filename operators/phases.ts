@@ -107,8 +107,6 @@ export function phases(options: PhasesOptions): StageDefinition {
   return {
     name,
     stateShape: shape,
-    // Between events the phase moves only by its deadlines (isDue), and its vars come from the state.
-    skippable: { readsEvent: true, readsSignals: false },
     build: (ctx) => {
       const users = ctx.userState<UserPhase>("users");
       const from = partsFrom(ctx.restoredShape, shape);
@@ -203,12 +201,6 @@ class PhasesLogic implements StageLogic {
 
   pendingWake(user: string): number | undefined {
     return this.users.get(user)?.wakeMs ?? undefined;
-  }
-
-  /** Its wake-up has come, or a deadline has (the step then fires it). */
-  isDue(user: string, timeMs: number): boolean {
-    const state = this.users.get(user);
-    return state !== undefined && ((state.wakeMs !== null && state.wakeMs <= timeMs) || (state.dueMs !== null && state.dueMs <= timeMs));
   }
 
   /** Applies the first transition that holds; true if one did (the phase may be the same: re-entry). */

@@ -88,8 +88,6 @@ export function segments(options: SegmentsOptions): StageDefinition {
   return {
     name,
     stateShape: shape,
-    // Membership is a function of the vars the rules read; the state only tells a change.
-    skippable: { readsEvent: false, readsSignals: false },
     build: (ctx) => {
       const membership = ctx.userState<Membership>("membership");
       if (ctx.restoredShape) relayoutAll(membership, relayout(ctx.restoredShape, shape));

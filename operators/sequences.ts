@@ -83,8 +83,6 @@ export function sequences(options: SequencesOptions): StageDefinition {
   return {
     name,
     stateShape: shape,
-    // Between events a match moves only by its deadlines (isDue), and its vars come from the state.
-    skippable: { readsEvent: true, readsSignals: false },
     build: (ctx) => {
       const users = ctx.userState<UserSequences>("users");
       if (ctx.restoredShape) relayoutAll(users, relayout(ctx.restoredShape, shape));
@@ -226,15 +224,6 @@ class SequencesLogic implements StageLogic {
 
   pendingWake(user: string): number | undefined {
     return this.users.get(user)?.wakeMs ?? undefined;
-  }
-
-  /** Its wake-up has come, or a match's deadline has. */
-  isDue(user: string, timeMs: number): boolean {
-    const state = this.users.get(user);
-    if (state === undefined) return false;
-    if (state.wakeMs !== null && state.wakeMs <= timeMs) return true;
-    const deadlineMs = this.earliestDeadline(state);
-    return deadlineMs !== null && deadlineMs <= timeMs;
   }
 
   /** Fires absences and drops expired matches with a deadline at or before the step; true if any. */

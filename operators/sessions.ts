@@ -59,8 +59,7 @@ export function sessions(options: SessionsOptions = {}): StageDefinition {
   const name = options.name ?? "sessions";
   const gapMs = options.gapMs ?? DEFAULT_GAP_MS;
   // Open sessions are at least a gap apart, and each waits for its close at its last event + gap.
-  // Between events sessions only close (isDue); its vars come from the state and whether there is an event.
-  return { name, stateShape: { layout: { gapMs } }, skippable: { readsEvent: true, readsSignals: false }, build: (ctx) => new SessionsLogic(gapMs, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
+  return { name, stateShape: { layout: { gapMs } }, build: (ctx) => new SessionsLogic(gapMs, options.emitSessions ?? true, ctx.userState<number[]>("open")) };
 }
 
 type OpenState = {
@@ -122,13 +121,6 @@ class SessionsLogic implements StageLogic {
   step(view: UserView, out: StageOutput): void {
     if (view.event === undefined) this.wakeUp(view, out);
     else this.addEvent(view, out);
-  }
-
-  /** Its wake-up has come, or the first session's close has (sessions close in order). */
-  isDue(user: string, timeMs: number): boolean {
-    const state = this.open.get(user);
-    if (state === undefined) return false;
-    return (state[ARMED] !== NONE && state[ARMED] <= timeMs) || (state.length > HEAD && state[HEAD + LAST] + this.gapMs <= timeMs);
   }
 
   pendingWake(user: string): number | undefined {

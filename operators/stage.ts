@@ -91,13 +91,6 @@ export type StageLogic = {
   /** What the stage shows of its users to queries. Optional. */
   readonly view?: StageView;
   /**
-   * Of a skippable stage (StageDefinition.skippable): whether its step at `timeMs` would do something
-   * its state holds as due (a deadline, a wake-up of its own, a new model to follow), or write vars
-   * other than `vars` holds (what it wrote at its last step: its state moved since, outside a step).
-   * Reads only. Absent: nothing ever falls due in the stage.
-   */
-  isDue?(user: string, timeMs: number, vars: Readonly<Record<string, unknown>>): boolean;
-  /**
    * Called before the operator works or answers a query: what the stage shares with other stages'
    * expressions (quantile()) is made this instance's. Several jobs of one pipeline (a cluster
    * worker's partitions) share the compiled expressions in one process, and take turns on its thread.
@@ -170,44 +163,6 @@ export type StageContext = OperatorContext & {
   drainsAtEnd?: boolean;
 };
 
-/**
- * What a stage's step reads and writes among the step's vars, as the pipeline's reader knows it
- * (pipelines/scope.ts records it while the stage's section is read).
- */
-export type StageInputs = {
-  /** Vars the step may read: its expressions' names and those it reads directly (a superset is fine). */
-  readonly reads: readonly string[];
-  /** Vars the step writes; no other stage writes them. */
-  readonly writes: readonly string[];
-  /** An expression reads what other users' steps change (quantile()): the stage cannot be skipped. */
-  readonly readsShared: boolean;
-};
-
-/**
- * Skipping stages (BehaviourLogic.step). When every stage of the operator has `inputs`, each user's
- * vars are kept from one step to the next (in memory: after a restart, the first step of a user runs
- * every stage) and a stage with `skippable` runs in a step only if
- * - the step has an event and the stage `readsEvent`, or the step is the first without an event
- *   after one (the stage's vars may differ between an event and a wake-up: `session_is_new`);
- * - or it `readsSignals` and an earlier stage raised one in this step;
- * - or a var it reads (`inputs.reads`: event fields, `now`, earlier stages' values) differs from the
- *   user's previous step (the operator compares each running stage's writes before and after);
- * - or `isDue(user, timeMs)`: its state holds something due by the step's time;
- * - or the user's previous step ended early (a dropped event) or was not kept (new user, restart).
- * Otherwise its step could change nothing: its state holds nothing due, and what it reads is what it
- * read last time, so its vars (kept from its last run) and outputs would be the same. That holds for
- * a stage whose vars, outputs and state changes are a function of its state, its reads, the presence
- * of an event and what `isDue` reports: declare `skippable` only then. A stage without it always runs;
- * so does one that `inputs.readsShared`. A running stage starts with its writes unset, as every step
- * did before vars were kept.
- */
-export type StageSkipping = {
-  /** The step reads `view.event` or behaves differently with or without an event. */
-  readonly readsEvent: boolean;
-  /** The step reads `view.signals`. */
-  readonly readsSignals: boolean;
-};
-
 /** What config describes; `build` makes the running stage, its state restored from the context. */
 export type StageDefinition = {
   /** Unique in the pipeline; names the stage's state. */
@@ -221,9 +176,5 @@ export type StageDefinition = {
   readonly stateShape?: StateShape;
   /** How it works across a group's partitions, if it works across users. */
   readonly rounds?: StageRounds;
-  /** What its step reads and writes (set by the pipeline's reader); see StageSkipping. */
-  readonly inputs?: StageInputs;
-  /** It may be skipped in a step that could change nothing: see StageSkipping. Default: it always runs. */
-  readonly skippable?: StageSkipping;
   build(ctx: StageContext): StageLogic;
 };

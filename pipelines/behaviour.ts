@@ -34,11 +34,10 @@ export function readBehaviour(r: Reader, top: Obj, eventFields: Variables, pipel
   const outputs = new Set<string>();
   for (const [section, read] of STAGE_SECTIONS) {
     if (top[section] === undefined) continue;
-    const { result: stage, inputs } = scope.record(() => read(r, section, top[section], scope, context));
+    const stage = read(r, section, top[section], scope, context);
     if (!stage) continue;
-    stages.push({ ...stage.definition, inputs });
-    // Run right after it, on what it reads; it declares nothing of its own.
-    if (stage.then !== undefined) stages.push({ ...stage.then, inputs: { ...inputs, writes: [] } });
+    stages.push(stage.definition);
+    if (stage.then !== undefined) stages.push(stage.then);
     experiments.push(...(stage.experiments ?? []));
     for (const kind of stage.outputs) outputs.add(kind);
   }

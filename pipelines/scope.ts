@@ -5,7 +5,6 @@ import type { Environment } from "@marcbachmann/cel-js";
 import { QuantileFunction } from "./celQuantile.ts";
 import { celEnvironment, compileExpression, type Compiled, type Variables } from "./expressions.ts";
 import type { Reader } from "./reader.ts";
-import type { StageInputs } from "../operators/stage.ts";
 
 export class Scope {
   private env: Environment;
@@ -14,8 +13,6 @@ export class Scope {
   private readonly usedFields = new Set<string>();
   /** `quantile("metric", q)` in every expression of the scope, and the metrics it may name. */
   readonly quantile = new QuantileFunction();
-  /** What the section being read reads and declares (see record). */
-  private recording: { reads: string[]; writes: string[]; readsShared: boolean } | undefined;
 
   constructor(eventFields: Variables) {
     this.env = celEnvironment({ ...eventFields, user: "string", now: "double" });
@@ -38,7 +35,6 @@ export class Scope {
       return false;
     }
     this.declaredAt.set(name, path);
-    this.recording?.writes.push(name);
     this.env = this.env.clone();
     this.env.registerVariable(name, celType);
     return true;
@@ -54,31 +50,8 @@ export class Scope {
     return [...this.eventFields];
   }
 
-  /** Whether `name` is declared; a stage asks about the names it reads directly (not through an expression). */
   has(name: string): boolean {
-    this.noteRead(name);
     return this.declaredAt.has(name);
-  }
-
-  /**
-   * Runs `read` (one section's reader) and returns what its stage reads and writes: every declared
-   * name its expressions mention (a word in a string literal counts too: more, never less), the
-   * names it asked about (`has`, `useField`), the names it declared; `readsShared` if an expression
-   * calls quantile(), whose value moves with other users' steps.
-   */
-  record<T>(read: () => T): { result: T; inputs: StageInputs } {
-    const inputs = { reads: [] as string[], writes: [] as string[], readsShared: false };
-    this.recording = inputs;
-    try {
-      return { result: read(), inputs };
-    } finally {
-      this.recording = undefined;
-    }
-  }
-
-  private noteRead(name: string): void {
-    const reads = this.recording?.reads;
-    if (reads !== undefined && !reads.includes(name)) reads.push(name);
   }
 
   /** Compiles a CEL expression against what is declared now; undefined (error recorded) if bad. */
@@ -87,10 +60,6 @@ export class Scope {
     if (compiled) {
       this.quantile.noteUses(path, compiled.source);
       for (const field of fieldsNamedIn(compiled.source, this.eventFields)) this.usedFields.add(field);
-      if (this.recording !== undefined) {
-        for (const name of fieldsNamedIn(compiled.source, this.declaredAt)) this.noteRead(name);
-        if (/\bquantile\s*\(/.test(compiled.source)) this.recording.readsShared = true;
-      }
     }
     return compiled;
   }
@@ -98,7 +67,6 @@ export class Scope {
   /** Records that a stage reads an event field directly (not through an expression), e.g. the time zone. */
   useField(field: string): void {
     this.usedFields.add(field);
-    this.noteRead(field);
   }
 
   /** Event fields some expression or stage reads: what `privacy.keep: used` keeps. */
@@ -111,6 +79,6 @@ export class Scope {
  * Event fields an expression names. Read off the text: a field named only inside a string literal
  * is counted too, which keeps a field needlessly but never drops one that is used.
  */
-export function fieldsNamedIn(source: string, fields: { has(name: string): boolean }): string[] {
+export function fieldsNamedIn(source: string, fields: ReadonlySet<string>): string[] {
   return [...new Set(source.match(/[A-Za-z_][A-Za-z0-9_]*/g) ?? [])].filter((word) => fields.has(word));
 }
