@@ -34,9 +34,20 @@ function logFormat(format: LogFormat | undefined): LogFormat {
   return format ?? (process.stderr.isTTY === true ? "text" : "json");
 }
 
+/** The log levels FLUSSO_LOG_LEVEL takes: `debug` adds a line per checkpoint (for benchmarks and diagnosis). */
+const LOG_LEVELS = ["info", "debug"] as const;
+
+/** FLUSSO_LOG_LEVEL, `info` when unset; anything else is refused before the command runs. */
+function logLevel(): (typeof LOG_LEVELS)[number] {
+  const level = process.env.FLUSSO_LOG_LEVEL;
+  if (level === undefined || level === "") return "info";
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new Error(`FLUSSO_LOG_LEVEL: expected ${LOG_LEVELS.join(" or ")}, got ${JSON.stringify(level)}`);
+  return level as (typeof LOG_LEVELS)[number];
+}
+
 /** The log of a command, in `logFormat`. */
 function commandLog(format: LogFormat | undefined, quiet: boolean): JobLog {
-  return new JobLog(logFormat(format), { isTerminal: process.stderr.isTTY === true, quiet, columns: process.stderr.columns });
+  return new JobLog(logFormat(format), { isTerminal: process.stderr.isTTY === true, quiet, isDebug: logLevel() === "debug", columns: process.stderr.columns });
 }
 
 function wholeNumber(name: string, text: string | undefined, fallback: number): number {
@@ -98,6 +109,12 @@ function stopTimeoutMs(): number {
 
 /** The commands that do something (all but help, version and a mistake, which cli.ts answers alone). */
 export async function runCommandLine(line: Exclude<CommandLine, { command: "help" | "version" | "mistake" }>): Promise<number> {
+  try {
+    logLevel();
+  } catch (error) {
+    process.stderr.write(`flusso ${line.command}: ${(error as Error).message}\n`);
+    return EXIT_BAD_PIPELINE;
+  }
   switch (line.command) {
     case "publish":
       return publishCommand(line.input, line.values, commandLog(line.log, line.quiet));
@@ -129,7 +146,11 @@ export async function runCommandLine(line: Exclude<CommandLine, { command: "help
       }
       const log = commandLog(line.log, line.quiet);
       if (line.workers !== undefined) return runWorkers({ ...line, workers: line.workers }, spec, log, logFormat(line.log));
-      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log, spec.http);
+      return runCommand(
+        { file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http, logsCheckpoints: log.isDebug },
+        log,
+        spec.http,
+      );
     }
     case "state": {
       const spec = loadOrSay(line.file);
