@@ -57,17 +57,17 @@ const MARKER_USER = "~end-marker";
 // Children
 
 /** `node bin/flusso.js <args>`: `run` from BENCH_ENGINE_CLI when given, anything else from this checkout. */
-export function spawnFlusso(args: string[], options: Parameters<typeof spawnNode>[1] = {}): ChildRun {
-  return spawnNode([args[0] === "run" ? ENGINE_CLI : CLI, ...args], options);
+export function spawnFlusso(args: string[], options: Parameters<typeof spawnNode>[1] & { nodeArgs?: string[] } = {}): ChildRun {
+  return spawnNode([...(options.nodeArgs ?? []), args[0] === "run" ? ENGINE_CLI : CLI, ...args], options);
 }
 
 export type Published = { published: number; elapsedMs: number; ratePerSecond: number; requestedRate: number };
 
 /** `flusso publish generator` of `events` events at `rate`, stamped, to `<subject>.0..3` of `stream`; its summary line. */
-export async function runPublisher(nats: BenchNats, subject: string, stream: string, events: number, rate: number): Promise<Published> {
+export async function runPublisher(nats: BenchNats, subject: string, stream: string, events: number, rate: number, moreArgs: string[] = []): Promise<Published> {
   const publisher = spawnFlusso([
     "publish", "generator", "--events", String(events), "--rate", String(rate), "--stamp", STAMP,
-    "--subject", subject, "--stream", stream, "--partitions", String(PARTITIONS), "--servers", nats.url,
+    "--subject", subject, "--stream", stream, "--partitions", String(PARTITIONS), "--servers", nats.url, ...moreArgs,
   ]);
   const exit = await publisher.exited;
   const match = /published: (\d+) events in ([\d.]+) s \((\d+) events\/s\)/.exec(publisher.stderr());
@@ -526,8 +526,8 @@ export function latencyBySecond(stampMs: number[], latencies: number[], firstSta
   });
 }
 
-/** The latencies of events stamped at least WARMUP_SECONDS after `firstStampMs`. */
-export function afterWarmUp(latencies: number[], stampsMs: number[], firstStampMs: number): number[] {
-  const fromMs = firstStampMs + WARMUP_SECONDS * 1000;
+/** The latencies of events stamped at least `warmupSeconds` after `firstStampMs`. */
+export function afterWarmUp(latencies: number[], stampsMs: number[], firstStampMs: number, warmupSeconds = WARMUP_SECONDS): number[] {
+  const fromMs = firstStampMs + warmupSeconds * 1000;
   return latencies.filter((_, i) => stampsMs[i] >= fromMs);
 }

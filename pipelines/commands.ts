@@ -57,6 +57,12 @@ function wholeNumber(name: string, text: string | undefined, fallback: number): 
   return n;
 }
 
+function positiveNumber(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a number above 0, got ${JSON.stringify(text)}`);
+  return n;
+}
+
 async function publishCommand(input: string, values: Record<string, string | undefined>, log: JobLog): Promise<number> {
   const text = (name: string) => values[name];
   let options: PublishOptions;
@@ -76,6 +82,7 @@ async function publishCommand(input: string, values: Record<string, string | und
       events: text("events") === undefined ? undefined : wholeNumber("events", text("events"), 0),
       seed: text("seed") === undefined ? undefined : wholeNumber("seed", text("seed"), 42),
       stamp: text("stamp"),
+      pace: text("pace") === undefined ? undefined : positiveNumber("pace", text("pace")!),
     };
   } catch (error) {
     process.stderr.write(`flusso publish: ${(error as Error).message}\n`);
