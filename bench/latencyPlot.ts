@@ -1,6 +1,8 @@
-// The latency-over-time plot of one `bench:latency` run: every features output's latency at its
-// event's publish time, the checkpoints (each one's span, from its start to durable) and the cluster
-// runs (the arrival of each `clusters` output) marked; drawn with uPlot in headless chromium, saved as PNG.
+// The latency-over-time plot of one `bench:latency` run: every features output's latency at the time
+// it arrived, the checkpoints (each one's span, from its start to durable) and the cluster runs (the
+// arrival of each `clusters` output) marked on the same clock; drawn with uPlot in headless chromium,
+// saved as PNG. Again from a run's series:
+//   node --import tsx bench/latencyPlot.ts bench/results/latency-retention-series.json bench/results/latency-retention.png
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { launchChromium } from "../test/chromium.ts";
@@ -28,9 +30,11 @@ body { margin: 0; background: #fff; font: 14px sans-serif; } #plot { padding: 8p
 .legend-extra { padding: 0 16px 8px; color: #333; }</style><script>${uplot}</script></head>
 <body><div id="plot"></div><div class="legend-extra" id="extra"></div><script>
 const data = ${JSON.stringify(data)};
-// Points sorted by publish time, in seconds; the checkpoints and cluster runs drawn over them.
-const order = data.stampMs.map((_, i) => i).sort((a, b) => data.stampMs[a] - data.stampMs[b]);
-const xs = order.map((i) => data.stampMs[i] / 1000);
+// Points at their arrival (publish stamp + latency), in seconds, sorted: on the clock of the
+// checkpoints, so the outputs a checkpoint released stand at its end. The marks are drawn over them.
+const arrivals = data.stampMs.map((s, i) => s + data.latencyMs[i]);
+const order = arrivals.map((_, i) => i).sort((a, b) => arrivals[a] - arrivals[b]);
+const xs = order.map((i) => arrivals[i] / 1000);
 const ys = order.map((i) => data.latencyMs[i]);
 const marks = (u) => {
   const ctx = u.ctx;
@@ -58,7 +62,7 @@ new uPlot({
   title: data.title,
   width: ${WIDTH}, height: ${HEIGHT},
   scales: { x: { time: false }, y: { range: (u, min, max) => [0, Math.max(10, max * 1.05)] } },
-  axes: [{ label: "publish time (s from the run's first event)" }, { label: "publish -> features output received (ms)", size: 70 }],
+  axes: [{ label: "output received (s from the run's first publish)" }, { label: "publish -> features output received (ms)", size: 70 }],
   series: [{ label: "s" }, { label: "latency (ms)", stroke: "rgba(40, 40, 40, 0.6)", paths: () => null, points: { show: true, size: 2, fill: "rgba(40,40,40,0.45)", stroke: "rgba(40,40,40,0.45)" } }],
   legend: { show: true },
   hooks: { draw: [marks] },
@@ -95,4 +99,12 @@ export async function writeLatencyPlot(data: PlotData, pngPath: string): Promise
     await chromium.close();
     rmSync(`${pngPath}.html`, { force: true });
   }
+}
+
+/** `node --import tsx bench/latencyPlot.ts <series.json> <out.png>`: the plot again from a run's series. */
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const [seriesPath, pngPath] = process.argv.slice(2);
+  if (!seriesPath || !pngPath) throw new Error("usage: node --import tsx bench/latencyPlot.ts <series.json> <out.png>");
+  const drawn = await writeLatencyPlot(JSON.parse(readFileSync(seriesPath, "utf8")) as PlotData, resolve(pngPath));
+  process.stdout.write(drawn.isWritten ? `${pngPath}\n` : `skipped: ${drawn.reason}\n`);
 }
