@@ -255,6 +255,25 @@ function printReport(
     ),
   );
   out.push("outputs: every kind (features, kbi, segment, cluster, clusters, trigger, ...); the latency is of features outputs joined to their event; ckpt: start to durable, ms");
+  out.push("");
+  out.push("Where it goes, by the checkpoint that released each output (p50 / p99, ms): to the cut = publish to that checkpoint's start; checkpoint = its start to durable; delivery = durable to received");
+  out.push(
+    table(
+      ["run", "to the cut", "checkpoint", "delivery", "checkpoints", "interval p50/p99", "held p50/p99", "cluster runs (users)"],
+      runs.map((r) => [
+        r.label,
+        `${ms(r.breakdown.toCut.p50Ms)} / ${ms(r.breakdown.toCut.p99Ms)}`,
+        `${ms(r.breakdown.checkpoint.p50Ms)} / ${ms(r.breakdown.checkpoint.p99Ms)}`,
+        `${ms(r.breakdown.delivery.p50Ms)} / ${ms(r.breakdown.delivery.p99Ms)}`,
+        String(r.checkpoints.count),
+        `${ms(r.checkpoints.intervalMs.p50Ms)} / ${ms(r.checkpoints.intervalMs.p99Ms)}`,
+        `${ms(r.checkpoints.heldMs.p50Ms)} / ${ms(r.checkpoints.heldMs.p99Ms)}`,
+        r.clusterRuns.map((c) => fmt(c.users)).join(", "),
+      ]),
+      [1, 2, 3, 4, 5, 6],
+    ),
+  );
+  out.push("interval: from one checkpoint's start to the next; held: the part of a checkpoint the job waits for (previous write, flush, packing the state)");
   out.push(
     `Kept up: end markers' outputs within ${KEEP_UP_END_LAG_MS} ms, latency slope under ${KEEP_UP_SLOPE_MS_PER_S} ms/s. Highest sustained: ${fmt(highest.ratePerSecond)} events/s (${highest.from})` +
       (highest.probes.length > 0 ? `; probes: ${highest.probes.join("; ")}` : ""),

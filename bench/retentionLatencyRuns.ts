@@ -103,6 +103,13 @@ export type RetentionRun = {
   endLagMs: number;
   keptUp: boolean;
   checkpoints: { count: number; totalMs: LatencySummary; heldMs: LatencySummary; intervalMs: LatencySummary };
+  /**
+   * Where each output's latency went, by the checkpoint durable last before it arrived (the one that
+   * released it): `toCut` = from its event's publish to that checkpoint's start (the engine reading and
+   * processing it, and waiting for the cut), `checkpoint` = that checkpoint's start to durable,
+   * `delivery` = durable to received (publishing what it held, the server, the consumer).
+   */
+  breakdown: { toCut: LatencySummary; checkpoint: LatencySummary; delivery: LatencySummary };
   clusterRuns: ClusterMark[];
   engine?: EngineSummary;
   engineExit: string;
@@ -234,6 +241,7 @@ export async function runRetention(nats: BenchNats, dir: string, label: string, 
     latencies,
   );
   const starts = checkpoints.map((c) => c.startedAtMs);
+  const breakdown = latencyBreakdown(atMs, stampMs, checkpoints);
   return {
     label,
     requestedRate: rate,
@@ -256,6 +264,7 @@ export async function runRetention(nats: BenchNats, dir: string, label: string, 
       heldMs: summarizeLatencies(checkpoints.map((c) => c.waitMs + c.flushMs + c.snapshotMs)),
       intervalMs: summarizeLatencies(starts.slice(1).map((s, i) => s - starts[i])),
     },
+    breakdown,
     clusterRuns: clusterRuns.map((c) => ({ ...c, receivedAtMs: c.receivedAtMs - firstStampMs })),
     engine: parseSummary(engine.stderr()),
     engineExit: exit.isKilled ? "SIGKILL after 10 s" : exit.code === 0 ? "0" : `${exit.code ?? exit.signal}: ${engine.stderr().slice(-500)}`,
@@ -267,6 +276,33 @@ export async function runRetention(nats: BenchNats, dir: string, label: string, 
         }
       : {}),
   };
+}
+
+/** RetentionRun.breakdown: each output charged to the checkpoint durable last before it arrived. */
+function latencyBreakdown(atMs: number[], stampMs: number[], checkpoints: CheckpointMark[]): RetentionRun["breakdown"] {
+  const durable = checkpoints.map((c) => ({ startedAtMs: c.startedAtMs, totalMs: c.totalMs, durableAtMs: c.startedAtMs + c.totalMs })).sort((a, b) => a.durableAtMs - b.durableAtMs);
+  const toCut: number[] = [];
+  const checkpoint: number[] = [];
+  const delivery: number[] = [];
+  for (let i = 0; i < atMs.length; i++) {
+    // The last checkpoint durable at or before the arrival (binary search).
+    let lo = 0;
+    let hi = durable.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (durable[mid].durableAtMs <= atMs[i]) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    if (found < 0) continue;
+    const c = durable[found];
+    toCut.push(c.startedAtMs - stampMs[i]);
+    checkpoint.push(c.totalMs);
+    delivery.push(atMs[i] - c.durableAtMs);
+  }
+  return { toCut: summarizeLatencies(toCut), checkpoint: summarizeLatencies(checkpoint), delivery: summarizeLatencies(delivery) };
 }
 
 export type RetentionBacklog = { events: number; wallMs: number; engine?: EngineSummary; outputs: number };
