@@ -12,14 +12,24 @@ const STDERR_KEPT = 64 * 1024;
 export type Exit = { code: number | null; signal: NodeJS.Signals | null };
 export type ChildRun = { child: ChildProcess; exited: Promise<Exit>; stdout(): string; stderr(): string };
 
-/** `node <args>` in the project's folder, its stdout kept whole and the tail of its stderr. */
-export function spawnNode(args: string[]): ChildRun {
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * `node <args>` in the project's folder, its stdout kept whole and the tail of its stderr; `env`: added
+ * to this process's; `onStderrLine`: every whole line of stderr as it comes (the tail keeps only the end).
+ */
+export function spawnNode(args: string[], options: { env?: Record<string, string>; onStderrLine?(line: string): void } = {}): ChildRun {
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
   live.add(child);
   let stdout = "";
   let stderr = "";
+  let partialLine = "";
   child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-STDERR_KEPT)));
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr = (stderr + chunk).slice(-STDERR_KEPT);
+    if (options.onStderrLine === undefined) return;
+    const lines = (partialLine + chunk).split("\n");
+    partialLine = lines.pop()!;
+    for (const line of lines) options.onStderrLine(line);
+  });
   const exited = new Promise<Exit>((done) => {
     child.once("exit", (code, signal) => {
       live.delete(child);

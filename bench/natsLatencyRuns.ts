@@ -15,11 +15,11 @@ const ROOT = resolve(import.meta.dirname, "..");
 const CLI = join(ROOT, "bin/flusso.js");
 /** `flusso run` of another checkout (e.g. one with an engine change to compare); the publisher stays this one's. */
 const ENGINE_CLI = process.env.BENCH_ENGINE_CLI ?? CLI;
-const PARTITIONS = 4;
+export const PARTITIONS = 4;
 /** The field `flusso publish --stamp` writes the publish time (epoch ms) to. */
 export const STAMP = "published_at_ms";
 /** How long after the marker the results may take to cover every published event. */
-const CATCH_UP_TIMEOUT_MS = 30_000;
+export const CATCH_UP_TIMEOUT_MS = 30_000;
 /** An engine run keeps up when it is this close to the publisher at the end, and its latency does not climb. */
 export const KEEP_UP_END_LAG_MS = 1000;
 export const KEEP_UP_SLOPE_MS_PER_S = 50;
@@ -57,17 +57,17 @@ const MARKER_USER = "~end-marker";
 // Children
 
 /** `node bin/flusso.js <args>`: `run` from BENCH_ENGINE_CLI when given, anything else from this checkout. */
-function spawnFlusso(args: string[]): ChildRun {
-  return spawnNode([args[0] === "run" ? ENGINE_CLI : CLI, ...args]);
+export function spawnFlusso(args: string[], options: Parameters<typeof spawnNode>[1] & { nodeArgs?: string[] } = {}): ChildRun {
+  return spawnNode([...(options.nodeArgs ?? []), args[0] === "run" ? ENGINE_CLI : CLI, ...args], options);
 }
 
 export type Published = { published: number; elapsedMs: number; ratePerSecond: number; requestedRate: number };
 
 /** `flusso publish generator` of `events` events at `rate`, stamped, to `<subject>.0..3` of `stream`; its summary line. */
-async function runPublisher(nats: BenchNats, subject: string, stream: string, events: number, rate: number): Promise<Published> {
+export async function runPublisher(nats: BenchNats, subject: string, stream: string, events: number, rate: number, moreArgs: string[] = []): Promise<Published> {
   const publisher = spawnFlusso([
     "publish", "generator", "--events", String(events), "--rate", String(rate), "--stamp", STAMP,
-    "--subject", subject, "--stream", stream, "--partitions", String(PARTITIONS), "--servers", nats.url,
+    "--subject", subject, "--stream", stream, "--partitions", String(PARTITIONS), "--servers", nats.url, ...moreArgs,
   ]);
   const exit = await publisher.exited;
   const match = /published: (\d+) events in ([\d.]+) s \((\d+) events\/s\)/.exec(publisher.stderr());
@@ -76,7 +76,7 @@ async function runPublisher(nats: BenchNats, subject: string, stream: string, ev
 }
 
 /** The publish stamp of a stream's message `seq`. */
-async function stampAt(jsm: JetStreamManager, stream: string, seq: number): Promise<number> {
+export async function stampAt(jsm: JetStreamManager, stream: string, seq: number): Promise<number> {
   const msg = await jsm.streams.getMessage(stream, { seq });
   return Number((msg?.json<Record<string, unknown>>() ?? {})[STAMP]);
 }
@@ -207,7 +207,7 @@ sinks:
 export type EngineSummary = { read: number; outputs: number; late: number; deadLettered: number; elapsedMs: number; ratePerSecond: number };
 
 /** The `flusso run` summary line: "stopped|done: N events in X s (R events/s), O outputs, L late, D dead-lettered". */
-function parseSummary(stderr: string): EngineSummary | undefined {
+export function parseSummary(stderr: string): EngineSummary | undefined {
   const m = /(?:stopped|done): (\d+) events in ([\d.]+) s \((\d+) events\/s\).*?, (\d+) outputs, (\d+) late, (\d+) dead-lettered/.exec(stderr);
   if (!m) return undefined;
   return { read: +m[1], elapsedMs: +m[2] * 1000, ratePerSecond: +m[3], outputs: +m[4], late: +m[5], deadLettered: +m[6] };
@@ -516,7 +516,7 @@ export async function runEnginePerEvent(nats: BenchNats, dir: string, label: str
   };
 }
 
-function latencyBySecond(stampMs: number[], latencies: number[], firstStampMs: number): PerEventRun["bySecond"] {
+export function latencyBySecond(stampMs: number[], latencies: number[], firstStampMs: number): PerEventRun["bySecond"] {
   const seconds: number[][] = [];
   for (let i = 0; i < latencies.length; i++) (seconds[Math.max(0, Math.floor((stampMs[i] - firstStampMs) / 1000))] ??= []).push(latencies[i]);
   return Array.from(seconds, (values = [], second) => {
@@ -526,8 +526,8 @@ function latencyBySecond(stampMs: number[], latencies: number[], firstStampMs: n
   });
 }
 
-/** The latencies of events stamped at least WARMUP_SECONDS after `firstStampMs`. */
-function afterWarmUp(latencies: number[], stampsMs: number[], firstStampMs: number): number[] {
-  const fromMs = firstStampMs + WARMUP_SECONDS * 1000;
+/** The latencies of events stamped at least `warmupSeconds` after `firstStampMs`. */
+export function afterWarmUp(latencies: number[], stampsMs: number[], firstStampMs: number, warmupSeconds = WARMUP_SECONDS): number[] {
+  const fromMs = firstStampMs + warmupSeconds * 1000;
   return latencies.filter((_, i) => stampsMs[i] >= fromMs);
 }

@@ -148,10 +148,22 @@ export type JobOptions<E> = {
 };
 
 /**
- * One checkpoint: `flushMs` making the outputs durable and `snapshotMs` taking and encoding the
- * state held the job; the LMDB write then runs beside it and was durable after `durableMs`.
+ * One checkpoint, begun at `startedAtMs` (the job's clock, epoch ms): `waitMs` waiting for the
+ * previous one's write, `flushMs` making the outputs durable and `snapshotMs` taking and encoding the
+ * state held the job; the LMDB write then runs beside it and was durable after `durableMs`, and
+ * `totalMs` after the checkpoint began.
  */
-export type CheckpointInfo = { checkpointId: number; entries: number; bytes: number; flushMs: number; snapshotMs: number; durableMs: number };
+export type CheckpointInfo = {
+  checkpointId: number;
+  entries: number;
+  bytes: number;
+  startedAtMs: number;
+  waitMs: number;
+  flushMs: number;
+  snapshotMs: number;
+  durableMs: number;
+  totalMs: number;
+};
 
 export type JobCounters = {
   /** Items read from the source, good or bad. */
@@ -537,8 +549,10 @@ class Job<E> {
    */
   private async checkpoint(isFinal = false): Promise<void> {
     const startedAtMs = performance.now();
+    const startedAtClockMs = this.nowMs();
     // 1.
     await this.pendingCommit;
+    const waitMs = performance.now() - startedAtMs;
     // 2.
     const sinkPositions: Record<string, unknown> = {};
     try {
@@ -574,10 +588,11 @@ class Job<E> {
     // The job changes no state until the state is packed; the HTTP server may answer between slices.
     const { durable } = await this.store.commitInSlices(meta, holds, this.options.sliceMs ?? DEFAULT_SLICE_MS);
     this.pendingCommit = durable.then((info) => {
-      this.health.onCheckpoint(checkpointId, performance.now() - startedAtMs, this.nowMs());
+      const totalMs = performance.now() - startedAtMs;
+      this.health.onCheckpoint(checkpointId, totalMs, this.nowMs());
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
       for (const { sink } of holding) sink.release!(checkpointId);
-      const checkpoint = { checkpointId, entries: info.entries, bytes: info.bytes, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs };
+      const checkpoint = { checkpointId, entries: info.entries, bytes: info.bytes, startedAtMs: startedAtClockMs, waitMs, flushMs, snapshotMs: info.snapshotMs, durableMs: info.durableMs, totalMs };
       this.lastCheckpoint = { ...checkpoint, committedAtMs: this.nowMs() };
       for (const listener of this.checkpointListeners) listener(this.lastCheckpoint);
       this.options.onCheckpoint?.(checkpoint);

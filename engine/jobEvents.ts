@@ -1,6 +1,7 @@
 // What a job tells its operator as it happens, as typed events: its start and restore, its
 // connections to servers, checkpoints that are slow or fail, falling behind, its end. The engine
 // only emits them; whoever runs the job (the CLI) words and formats them.
+import type { CheckpointInfo } from "./job.ts";
 
 /** A connection to a server (NATS) as a source, sink or publisher sees it; `address`: the URLs tried. */
 export type ConnectionEvent =
@@ -20,6 +21,11 @@ export type JobEvent =
   | { event: "restored"; checkpointId: number; watermarkMs: number }
   /** No checkpoint to resume: the job starts from the beginning of its source. */
   | { event: "fresh-start"; wasReset: boolean }
+  /**
+   * A checkpoint is durable, and what it took: told only to whoever asks for every checkpoint (the CLI
+   * with FLUSSO_LOG_LEVEL=debug, through JobOptions.onCheckpoint), never by the job on its own.
+   */
+  | ({ event: "checkpoint" } & CheckpointInfo)
   /** A checkpoint took longer than CHECKPOINT_SLOW (see engine/jobHealth.ts). */
   | { event: "checkpoint-slow"; checkpointId: number; durationMs: number; intervalMs: number }
   /** A checkpoint could not be written: the job fails with `error`. */

@@ -37,6 +37,8 @@ const USAGE = `usage: flusso run <pipeline.yaml> [--reset | --reset-stage NAME .
     --key FIELD    default user_id
     --columns a,b  CSV without a header: its column names
     --events N --seed S   generator only
+    --pace P       generator only: events per second of simulated event time (default 200): lower,
+                   and its clock runs faster beside the publish rate
     --stamp FIELD  adds the publish time (epoch ms) to every event
     --log F        text | json, as for run
     --quiet        only warnings and errors: no progress and no summary`;

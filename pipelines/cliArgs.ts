@@ -39,6 +39,7 @@ export const OPTIONS: Record<string, OptionSpec> = {
   columns: { takesValue: true, commands: ["publish"] },
   events: { takesValue: true, commands: ["publish"] },
   seed: { takesValue: true, commands: ["publish"] },
+  pace: { takesValue: true, commands: ["publish"] },
   stamp: { takesValue: true, commands: ["publish"] },
 };
 

@@ -26,15 +26,32 @@ function logFormat(format: LogFormat | undefined): LogFormat {
   return format ?? (process.stderr.isTTY === true ? "text" : "json");
 }
 
+/** The log levels FLUSSO_LOG_LEVEL takes: `debug` adds a line per checkpoint (for benchmarks and diagnosis). */
+const LOG_LEVELS = ["info", "debug"] as const;
+
+/** FLUSSO_LOG_LEVEL, `info` when unset; anything else is refused before the command runs. */
+function logLevel(): (typeof LOG_LEVELS)[number] {
+  const level = process.env.FLUSSO_LOG_LEVEL;
+  if (level === undefined || level === "") return "info";
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new Error(`FLUSSO_LOG_LEVEL: expected ${LOG_LEVELS.join(" or ")}, got ${JSON.stringify(level)}`);
+  return level as (typeof LOG_LEVELS)[number];
+}
+
 /** The log of a command, in `logFormat`. */
 function commandLog(format: LogFormat | undefined, quiet: boolean): JobLog {
-  return new JobLog(logFormat(format), { isTerminal: process.stderr.isTTY === true, quiet, columns: process.stderr.columns });
+  return new JobLog(logFormat(format), { isTerminal: process.stderr.isTTY === true, quiet, isDebug: logLevel() === "debug", columns: process.stderr.columns });
 }
 
 function wholeNumber(name: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
   const n = Number(text);
   if (!Number.isFinite(n) || n < 0 || !Number.isInteger(n)) throw new Error(`--${name}: expected a whole number, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+function positiveNumber(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a number above 0, got ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -57,6 +74,7 @@ async function publishCommand(input: string, values: Record<string, string | und
       events: text("events") === undefined ? undefined : wholeNumber("events", text("events"), 0),
       seed: text("seed") === undefined ? undefined : wholeNumber("seed", text("seed"), 42),
       stamp: text("stamp"),
+      pace: text("pace") === undefined ? undefined : positiveNumber("pace", text("pace")!),
     };
   } catch (error) {
     process.stderr.write(`flusso publish: ${(error as Error).message}\n`);
@@ -94,6 +112,12 @@ function stopTimeoutMs(): number {
  * `jobThread`: for `run`, a job thread started ahead (jobThread.ts), used if the job runs here.
  */
 export async function runCommandLine(line: Exclude<CommandLine, { command: "help" | "version" | "mistake" }>, jobThread?: Worker): Promise<number> {
+  try {
+    logLevel();
+  } catch (error) {
+    process.stderr.write(`flusso ${line.command}: ${(error as Error).message}\n`);
+    return EXIT_BAD_PIPELINE;
+  }
   switch (line.command) {
     case "publish":
       return publishCommand(line.input, line.values, commandLog(line.log, line.quiet));
@@ -131,7 +155,12 @@ export async function runCommandLine(line: Exclude<CommandLine, { command: "help
       }
       const log = commandLog(line.log, line.quiet);
       if (line.workers !== undefined) return runWorkers({ ...line, workers: line.workers }, spec, log, logFormat(line.log));
-      return runCommand({ file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http }, log, spec.http, jobThread);
+      return runCommand(
+        { file: resolve(line.file), reset: line.reset, resetStages: line.resetStages ?? [], wantsProgress: log.showsProgress, http: line.http, logsCheckpoints: log.isDebug },
+        log,
+        spec.http,
+        jobThread,
+      );
     }
     case "state": {
       const spec = loadOrSay(line.file);

@@ -11,7 +11,8 @@ import type { SourceProgress } from "../engine/sources/source.ts";
 export type LogFormat = "text" | "json";
 export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
 
-export type LogLevel = "info" | "warn" | "error";
+/** `debug` lines are written only when asked (JobLog's `isDebug`: FLUSSO_LOG_LEVEL=debug). */
+export type LogLevel = "debug" | "info" | "warn" | "error";
 
 /** What the commands themselves tell, beside the job's events. */
 export type CommandEvent =
@@ -50,6 +51,7 @@ export type ProgressSnapshot = {
 
 /** The level and the sentence of an event; JSON lines carry the same sentence as `msg`. */
 export function describeEvent(e: LogEvent): { level: LogLevel; msg: string } {
+  const debug = (msg: string) => ({ level: "debug" as const, msg });
   const info = (msg: string) => ({ level: "info" as const, msg });
   const warn = (msg: string) => ({ level: "warn" as const, msg });
   const error = (msg: string) => ({ level: "error" as const, msg });
@@ -68,6 +70,11 @@ export function describeEvent(e: LogEvent): { level: LogLevel; msg: string } {
       return warn(`${e.client}: disconnected from NATS at ${e.address}; reconnecting`);
     case "reconnected":
       return info(`${e.client}: reconnected to NATS at ${e.address}`);
+    case "checkpoint":
+      return debug(
+        `checkpoint ${e.checkpointId} durable after ${duration(e.totalMs)} (the job held ${duration(e.waitMs + e.flushMs + e.snapshotMs)}: ` +
+          `${duration(e.waitMs)} waiting for the previous one, ${duration(e.flushMs)} flushing sinks, ${duration(e.snapshotMs)} packing ${e.entries} entries), ${e.bytes} bytes`,
+      );
     case "checkpoint-slow":
       return warn(`checkpoint ${e.checkpointId} was slow: ${duration(e.durationMs)}, with checkpoints every ${duration(e.intervalMs)}`);
     case "checkpoint-failed":
@@ -215,17 +222,23 @@ export class JobLog {
 
   /**
    * `isTerminal`: stderr is a TTY (the progress line is drawn only there); `quiet`: only warnings
-   * and errors, no progress and no summary.
+   * and errors, no progress and no summary; `isDebug`: debug lines too (every checkpoint).
    */
   constructor(
     private readonly format: LogFormat,
-    private readonly options: { isTerminal: boolean; quiet: boolean; columns?: number; write?: (text: string) => void },
+    private readonly options: { isTerminal: boolean; quiet: boolean; isDebug?: boolean; columns?: number; write?: (text: string) => void },
   ) {
     if (format === "json") {
       // Synchronous to fd 2: a line is out before the process can exit, and in order with any text.
       const destination = options.write ? { write: options.write } : pino.destination({ fd: 2, sync: true });
-      this.json = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, destination);
+      const level = options.isDebug ? "debug" : "info";
+      this.json = pino({ level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, destination);
     }
+  }
+
+  /** Whether debug lines are written (and so worth telling). */
+  get isDebug(): boolean {
+    return this.options.isDebug === true;
   }
 
   /** Whether a progress line is drawn at all: text on a terminal, not quiet. */
@@ -235,7 +248,8 @@ export class JobLog {
 
   event(e: LogEvent): void {
     const { level, msg } = describeEvent(e);
-    if (this.options.quiet && level === "info") return;
+    if (level === "debug" && !this.isDebug) return;
+    if (this.options.quiet && (level === "info" || level === "debug")) return;
     // A field that only repeats the message (a failure's text) is left to `msg`.
     if (this.json) this.json[level](Object.fromEntries(Object.entries(e).filter(([, value]) => value !== msg)), msg);
     else this.line(`flusso: ${"partition" in e && !e.event.startsWith("partition-") ? `[p${e.partition}] ` : ""}${msg}`);

@@ -29,6 +29,8 @@ export type PublishOptions = {
   /** Generator: how many events and which seed. */
   events?: number;
   seed?: number;
+  /** Generator: events per second of event time (GeneratorOptions.eventsPerSecond). */
+  pace?: number;
   /** Adds the publish time (epoch ms) to every event under this field, for latency measurements. */
   stamp?: string;
   /** Publishes not yet acked at most: the backpressure on the publisher. */
@@ -38,7 +40,7 @@ export type PublishOptions = {
 export type PublishResult = { published: number; elapsedMs: number; ratePerSecond: number; unreadable: number };
 
 function inputSource(options: PublishOptions): Source {
-  if (options.input === "generator") return new GeneratorSource({ events: options.events, seed: options.seed, partitions: options.partitions });
+  if (options.input === "generator") return new GeneratorSource({ events: options.events, seed: options.seed, partitions: options.partitions, eventsPerSecond: options.pace });
   const path = resolve(options.input);
   const ext = extname(path).toLowerCase();
   const format = ext === ".csv" ? "csv" : ext === ".msgpack" || ext === ".mp" ? "msgpack" : "jsonl";

@@ -34,8 +34,8 @@ export type FromJob =
   /** The input ended; the HTTP server goes on serving the final state until a stop. */
   | { type: "serving" };
 
-/** `http`: `--http [host:]port`, when given. */
-export type JobRequest = { file: string; reset: boolean; resetStages: string[]; wantsProgress: boolean; http?: string };
+/** `http`: `--http [host:]port`, when given; `logsCheckpoints`: every checkpoint is told as an event (a debug line). */
+export type JobRequest = { file: string; reset: boolean; resetStages: string[]; wantsProgress: boolean; http?: string; logsCheckpoints?: boolean };
 
 
 async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request: JobRequest): Promise<void> {
@@ -87,6 +87,7 @@ async function runJobOnThisThread(port: NonNullable<typeof parentPort>, request:
       signal: stop.signal,
       onProgress: request.wantsProgress ? () => jobView && tell({ type: "progress", progress: progressOf(jobView) }) : undefined,
       onFinalCheckpoint: (checkpointId) => tell({ type: "final-checkpoint", checkpointId }),
+      onCheckpoint: request.logsCheckpoints ? (info) => onEvent({ event: "checkpoint", ...info }) : undefined,
       onEvent: (event) => {
         cluster?.onEvent(event);
         onEvent(event);

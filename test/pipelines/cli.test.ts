@@ -1,6 +1,8 @@
 // The `flusso` command line as a user meets it: a mistyped command or option is named in one line of
 // flusso's own, followed by the usage, with exit code 2, before anything runs.
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseCommandLine } from "../../pipelines/cliArgs.ts";
@@ -21,6 +23,52 @@ describe("flusso's command line", () => {
     const [first, second] = run.stderr.split("\n");
     expect(first).toBe('flusso: unknown command "runn" (did you mean run?); the commands are run, publish, state and validate');
     expect(second).toMatch(/^usage: flusso run /);
+  });
+
+  it("refuses a --pace that is no positive number, and a FLUSSO_LOG_LEVEL it does not know, before anything runs", () => {
+    const pace = runCli(["publish", "generator", "--pace", "0", "--servers", "nats://127.0.0.1:1"]);
+    expect(pace.status).toBe(2);
+    expect(pace.stderr.split("\n")[0]).toBe('flusso publish: --pace: expected a number above 0, got "0"');
+    const level = spawnSync(process.execPath, ["bin/flusso.js", "validate", "config/default.yaml"], { cwd: PROJECT_ROOT, encoding: "utf8", timeout: 20_000, env: { ...process.env, FLUSSO_LOG_LEVEL: "verbose" } });
+    expect(level.status).toBe(2);
+    expect(level.stderr).toBe('flusso validate: FLUSSO_LOG_LEVEL: expected info or debug, got "verbose"\n');
+  });
+
+  it("tells every durable checkpoint as a debug line with FLUSSO_LOG_LEVEL=debug, and none without", () => {
+    const dir = mkdtempSync(join(tmpdir(), "flusso-cli-debug-"));
+    try {
+      const pipeline = join(dir, "p.yaml");
+      writeFileSync(
+        pipeline,
+        `name: debug-lines
+source: { generator: { events: 3000, seed: 7 } }
+schema: { user_id: { type: string, required: true }, timestamp: { type: timestamp, required: true } }
+key: user_id
+time: timestamp
+windows: [{ name: hourly, type: tumbling, size: 1h, aggregate: { events: count } }]
+sinks: [{ file: { path: ./out.jsonl } }]
+state: { dir: ./state }
+`,
+      );
+      const run = (env: Record<string, string>) =>
+        spawnSync(process.execPath, ["bin/flusso.js", "run", pipeline, "--reset", "--log", "json"], { cwd: PROJECT_ROOT, encoding: "utf8", timeout: 60_000, env: { ...process.env, ...env } });
+      const lines = (stderr: string) => stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const plain = run({ FLUSSO_LOG_LEVEL: "" });
+      expect(plain.status).toBe(0);
+      expect(lines(plain.stderr).filter((l) => l.event === "checkpoint")).toEqual([]);
+      const debug = run({ FLUSSO_LOG_LEVEL: "debug" });
+      expect(debug.status).toBe(0);
+      const checkpoints = lines(debug.stderr).filter((l) => l.event === "checkpoint");
+      // At least the last one, at the end of the input; each with when it began and how long it took.
+      expect(checkpoints.length).toBeGreaterThan(0);
+      for (const c of checkpoints) {
+        expect(c).toMatchObject({ level: "debug", checkpointId: expect.any(Number), startedAtMs: expect.any(Number), totalMs: expect.any(Number) });
+        expect(c.totalMs as number).toBeGreaterThanOrEqual((c.flushMs as number) + (c.snapshotMs as number));
+      }
+      expect(checkpoints.map((c) => c.checkpointId)).toEqual([...checkpoints.keys()].map((i) => i + 1));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses an option of another command, in its own words, before reading the pipeline", () => {

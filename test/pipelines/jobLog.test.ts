@@ -4,9 +4,9 @@ import { describe, expect, it } from "vitest";
 import type { JobResult } from "../../engine/job.ts";
 import { JobLog, progressLine, summaryLines, type LogEvent } from "../../pipelines/jobLog.ts";
 
-function captured(format: "text" | "json", options: { isTerminal?: boolean; quiet?: boolean; columns?: number } = {}) {
+function captured(format: "text" | "json", options: { isTerminal?: boolean; quiet?: boolean; isDebug?: boolean; columns?: number } = {}) {
   let text = "";
-  const log = new JobLog(format, { isTerminal: options.isTerminal ?? false, quiet: options.quiet ?? false, columns: options.columns, write: (t) => (text += t) });
+  const log = new JobLog(format, { isTerminal: options.isTerminal ?? false, quiet: options.quiet ?? false, isDebug: options.isDebug, columns: options.columns, write: (t) => (text += t) });
   return { log, text: () => text, lines: () => text.split("\n").filter((l) => l !== "") };
 }
 
@@ -34,6 +34,28 @@ describe("JobLog", () => {
       msg: "source EVENTS: NATS at nats://127.0.0.1:4999 cannot be reached (connection refused); retrying every 0.5 s until it can",
     });
     expect(restored).toMatchObject({ level: "info", event: "restored", checkpointId: 12, msg: "restored from checkpoint 12; event time resumes at 2024-05-20 10:00:00" });
+  });
+
+  it("writes a checkpoint's line only at the debug level (FLUSSO_LOG_LEVEL=debug), with its timings", () => {
+    const checkpoint: LogEvent = { event: "checkpoint", checkpointId: 4, entries: 120, bytes: 9000, startedAtMs: 1_700_000_000_000, waitMs: 0, flushMs: 2, snapshotMs: 3, durableMs: 7, totalMs: 12 };
+    for (const format of ["json", "text"] as const) {
+      const quiet = captured(format);
+      quiet.log.event(checkpoint);
+      expect(quiet.text()).toBe("");
+    }
+    const { log, lines } = captured("json", { isDebug: true });
+    log.event(checkpoint);
+    expect(JSON.parse(lines()[0])).toMatchObject({
+      level: "debug",
+      event: "checkpoint",
+      checkpointId: 4,
+      startedAtMs: 1_700_000_000_000,
+      totalMs: 12,
+      msg: "checkpoint 4 durable after 12 ms (the job held 5 ms: 0 ms waiting for the previous one, 2 ms flushing sinks, 3 ms packing 120 entries), 9000 bytes",
+    });
+    const text = captured("text", { isDebug: true });
+    text.log.event(checkpoint);
+    expect(text.text()).toMatch(/^flusso: checkpoint 4 durable after 12 ms/);
   });
 
   it("keeps a failure's text in msg only, multi-line as it is", () => {

@@ -67,7 +67,7 @@ describe("DashboardSampler", () => {
   it("gives a checkpoint's duration, flush to durable, once: in the sample after it committed, the slowest of several", () => {
     const { job, view } = fakeJob();
     const { sampler } = samplerAt(view);
-    job.checkpoint = { checkpointId: 7, entries: 10, bytes: 100, flushMs: 3, snapshotMs: 4, durableMs: 20, committedAtMs: 0 };
+    job.checkpoint = { checkpointId: 7, entries: 10, bytes: 100, startedAtMs: 0, waitMs: 0, flushMs: 3, snapshotMs: 4, durableMs: 20, totalMs: 23, committedAtMs: 0 };
     expect(sampler.sample().checkpointMs).toBe(23);
     expect(sampler.sample().checkpointMs).toBeNull();
     job.checkpoint = { ...job.checkpoint, checkpointId: 8, flushMs: 1, durableMs: 9 };
