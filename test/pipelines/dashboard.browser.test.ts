@@ -159,9 +159,15 @@ describe("the dashboard of `flusso run --http` in chromium", () => {
     expect(answered.experiments.map((e) => e.report)).toEqual([lines.filter((l) => l.output === "experiment").at(-1)]);
     expect(answered.experiments[0].report!.final).toBe(true);
     const shown = await waitFor("the page to show the experiment", async () => {
-      const rows = await page.evaluate(() => [...document.querySelectorAll('[data-experiment="cart_recovery_2024q2"] table.arms tbody tr')].map((row) => [...row.children].map((cell) => cell.textContent)));
-      const bars = await page.evaluate(() => document.querySelectorAll('[data-experiment="cart_recovery_2024q2"] .rate .ci').length);
-      const tests = await page.evaluate(() => document.querySelector('[data-experiment="cart_recovery_2024q2"] .tests')?.textContent ?? "");
+      // One evaluation reads the panel whole: between two, the page may draw a newer report.
+      const { rows, bars, tests } = await page.evaluate(() => {
+        const panel = '[data-experiment="cart_recovery_2024q2"]';
+        return {
+          rows: [...document.querySelectorAll(`${panel} table.arms tbody tr`)].map((row) => [...row.children].map((cell) => cell.textContent)),
+          bars: document.querySelectorAll(`${panel} .rate .ci`).length,
+          tests: document.querySelector(`${panel} .tests`)?.textContent ?? "",
+        };
+      });
       return rows.length > 0 && tests.includes("final") ? { rows, bars, tests } : undefined;
     }, 20_000);
     const overall = answered.experiments[0].report!.cells.find((cell) => cell.group === null)!;
