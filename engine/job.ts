@@ -12,6 +12,7 @@ import { LatencyRecorder } from "./latency.ts";
 import { NO_STAMP, OutputCause, SinkLatency, type LatencyRecorders } from "./outputLatency.ts";
 import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
 import { RoundsStopped, type RoundExchange, type RoundParticipant } from "./rounds.ts";
+import { MemoryBudget } from "./memoryBudget.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
 import type { Source, SourceItem } from "./sources/source.ts";
@@ -87,6 +88,11 @@ export type JobOptions<E> = {
   stateDir: string;
   /** 32 bytes: the state dir is encrypted at rest with it. Default: not encrypted. */
   stateEncryptionKey?: string;
+  /**
+   * The heap (bytes) past which keyed states that may leave memory (users' records) keep only their
+   * recently used entries there, the rest on disk (engine/memoryBudget.ts). Default: none, all in memory.
+   */
+  memoryBudgetBytes?: number;
   /**
    * Keyed check values of secrets the state depends on, by what they check (e.g. a pseudonymisation
    * key): stored with every checkpoint, and a restore under another value is refused. Never the secret.
@@ -281,7 +287,12 @@ class Job<E> {
       this.phase = "restoring";
       this.lock = await lockStateDir(this.options.stateDir, { reset: this.options.reset });
       await this.options.replica?.prepare(this.options.stateDir);
-      this.store = new StateStore(this.options.stateDir, undefined, { encryptionKey: this.options.stateEncryptionKey, mirror: this.options.replica?.mirror });
+      const { memoryBudgetBytes } = this.options;
+      this.store = new StateStore(this.options.stateDir, undefined, {
+        encryptionKey: this.options.stateEncryptionKey,
+        mirror: this.options.replica?.mirror,
+        memoryBudget: memoryBudgetBytes === undefined ? undefined : new MemoryBudget(memoryBudgetBytes),
+      });
       const meta = this.store.readMeta();
       const resumption = meta && this.accept(meta);
       for (const [what, check] of Object.entries(this.options.keyChecks ?? {})) {
