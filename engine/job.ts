@@ -159,6 +159,10 @@ export type JobOptions<E> = {
  */
 export type CheckpointInfo = { checkpointId: number; entries: number; bytes: number; flushMs: number; snapshotMs: number; durableMs: number };
 
+/** Counters of a job with a memory budget: entries moved out of memory to disk only, and entries read back from there. */
+export const STATE_EVICTIONS_COUNTER = "state_evictions";
+export const STATE_READ_BACKS_COUNTER = "state_read_backs";
+
 export type JobCounters = {
   /** Items read from the source, good or bad. */
   read: number;
@@ -575,6 +579,7 @@ class Job<E> {
     };
     // The job changes no state until the state is packed; the HTTP server may answer between slices.
     const { durable } = await this.store.commitInSlices(meta, holds, this.options.sliceMs ?? DEFAULT_SLICE_MS);
+    if (this.store.memoryBudget !== undefined) this.countMemory(this.store.memoryBudget);
     this.pendingCommit = durable.then((info) => {
       this.health.onCheckpoint(checkpointId, performance.now() - startedAtMs, this.nowMs());
       // Only now may a holding sink send what this checkpoint covers: a crash can no longer take it back.
@@ -596,6 +601,13 @@ class Job<E> {
       this.options.onFinalCheckpoint?.(checkpointId);
       for (const { sink } of holding) await sink.delivered!();
     }
+  }
+
+  /** What the memory budget did since the last checkpoint: users' records moved to disk only, and read back. */
+  private countMemory(budget: MemoryBudget): void {
+    const { evicted, readBacks } = budget.takeCounts();
+    this.counters[STATE_EVICTIONS_COUNTER] = (this.counters[STATE_EVICTIONS_COUNTER] ?? 0) + evicted;
+    this.counters[STATE_READ_BACKS_COUNTER] = (this.counters[STATE_READ_BACKS_COUNTER] ?? 0) + readBacks;
   }
 
   private graphBuilder(restoredShape: unknown): GraphBuilder {

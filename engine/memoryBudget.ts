@@ -5,6 +5,8 @@
 export type Spillable = {
   /** Entries held in memory now. */
   readonly residentEntries: number;
+  /** Entries read back from disk, over the state's life. */
+  readonly readBacks: number;
   /** Starts a new period of use: entries used from now on count as more recent than any before. */
   nextUseTick(tick: number): void;
   /** Moves up to `count` of the least recently used entries that may leave memory to disk only; returns how many left. */
@@ -37,7 +39,8 @@ export class MemoryBudget {
   private readonly states: Spillable[] = [];
   private tick = 0;
   /** Entries moved out of memory, over the job's life. */
-  evicted = 0;
+  private evicted = 0;
+  private counted = { evicted: 0, readBacks: 0 };
 
   constructor(
     /** The heap the job may use, in bytes. */
@@ -48,6 +51,15 @@ export class MemoryBudget {
   add(state: Spillable): void {
     this.states.push(state);
     state.nextUseTick(this.tick);
+  }
+
+  /** Entries moved out of memory and read back since the last call: for the job's counters. */
+  takeCounts(): { evicted: number; readBacks: number } {
+    let readBacks = 0;
+    for (const state of this.states) readBacks += state.readBacks;
+    const counts = { evicted: this.evicted - this.counted.evicted, readBacks: readBacks - this.counted.readBacks };
+    this.counted = { evicted: this.evicted, readBacks };
+    return counts;
   }
 
   /** At a cut: evicts what the budget asks for (see the class comment), and starts a new period of use. */

@@ -1,0 +1,54 @@
+// config/retention.yaml under a memory budget so small that users' records leave memory at every
+// checkpoint: the output files are byte for byte those of the run with everything in memory,
+// uninterrupted or stopped midway and restarted on its state dir.
+import { afterAll, describe, expect, it } from "vitest";
+import { STATE_EVICTIONS_COUNTER, STATE_READ_BACKS_COUNTER } from "../../engine/job.ts";
+import { runPipeline } from "../../pipelines/compile.ts";
+import { loadPipeline } from "../../pipelines/load.ts";
+import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+import { shippedVariant, variantOutputs } from "./shipped.ts";
+
+const SIZE = { users: 1500, eventCount: 25_000, checkpointInterval: "100ms" };
+/** Batches of this many events, in every run: a batch's end is where its watermark is, so outputs depend on it. */
+const BATCH = 200;
+/** A checkpoint after about every batch (outputs do not depend on where cuts fall): many cuts at which records leave memory. */
+const withBudget = { ...SIZE, checkpointInterval: "10ms", edit: (p: Record<string, any>) => (p.state.memoryBudget = "1MB") };
+
+afterAll(removeTempDirs);
+
+describe("config/retention.yaml with state.memoryBudget", () => {
+  it("writes the same output files as with everything in memory, reading users back from disk", async () => {
+    const referenceDir = tempDir("flusso-budget-ref-");
+    const reference = await runPipeline(loadPipeline(shippedVariant("retention", referenceDir, SIZE)), { batchSize: BATCH });
+    expect(reference.isComplete).toBe(true);
+    expect(reference.counters[STATE_EVICTIONS_COUNTER]).toBeUndefined();
+    const expected = variantOutputs(referenceDir, "retention");
+    expect(Object.values(expected).join("").length).toBeGreaterThan(1000);
+
+    const budgetDir = tempDir("flusso-budget-");
+    const budgeted = await runPipeline(loadPipeline(shippedVariant("retention", budgetDir, withBudget)), { batchSize: BATCH });
+    expect(budgeted.isComplete).toBe(true);
+    expect(budgeted.counters[STATE_EVICTIONS_COUNTER]).toBeGreaterThan(2000);
+    expect(budgeted.counters[STATE_READ_BACKS_COUNTER]).toBeGreaterThan(2000);
+    expect(variantOutputs(budgetDir, "retention")).toEqual(expected);
+  }, 120_000);
+
+  it("writes the same output files when stopped midway and restarted on its state dir", async () => {
+    const referenceDir = tempDir("flusso-budget-ref-");
+    await runPipeline(loadPipeline(shippedVariant("retention", referenceDir, SIZE)), { batchSize: BATCH });
+    const expected = variantOutputs(referenceDir, "retention");
+
+    const dir = tempDir("flusso-budget-restart-");
+    const file = shippedVariant("retention", dir, withBudget);
+    // Stopped by checkpoints, not by time: after the fourth, when users have left memory at three cuts.
+    const stop = new AbortController();
+    let checkpoints = 0;
+    const first = await runPipeline(loadPipeline(file), { batchSize: BATCH, signal: stop.signal, onCheckpoint: () => ++checkpoints === 4 && stop.abort() });
+    expect(first.isComplete).toBe(false);
+    expect(first.counters[STATE_EVICTIONS_COUNTER]).toBeGreaterThan(0);
+    const second = await runPipeline(loadPipeline(file), { batchSize: BATCH });
+    expect(second.isComplete).toBe(true);
+    expect(second.counters[STATE_READ_BACKS_COUNTER]).toBeGreaterThan(0);
+    expect(variantOutputs(dir, "retention")).toEqual(expected);
+  }, 120_000);
+});
