@@ -4,6 +4,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { STATE_EVICTIONS_COUNTER, STATE_READ_BACKS_COUNTER } from "../../engine/job.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
+import { inspectState } from "../../pipelines/inspect.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 import { shippedVariant, variantOutputs } from "./shipped.ts";
@@ -35,7 +36,8 @@ describe("config/retention.yaml with state.memoryBudget", () => {
 
   it("writes the same output files when stopped midway and restarted on its state dir", async () => {
     const referenceDir = tempDir("flusso-budget-ref-");
-    await runPipeline(loadPipeline(shippedVariant("retention", referenceDir, SIZE)), { batchSize: BATCH });
+    const referenceFile = shippedVariant("retention", referenceDir, SIZE);
+    await runPipeline(loadPipeline(referenceFile), { batchSize: BATCH });
     const expected = variantOutputs(referenceDir, "retention");
 
     const dir = tempDir("flusso-budget-restart-");
@@ -50,5 +52,12 @@ describe("config/retention.yaml with state.memoryBudget", () => {
     expect(second.isComplete).toBe(true);
     expect(second.counters[STATE_READ_BACKS_COUNTER]).toBeGreaterThan(0);
     expect(variantOutputs(dir, "retention")).toEqual(expected);
+    // `flusso state` reads the records laid out key by key as it reads the log: the same users, the same values.
+    const inspected = await inspectState(loadPipeline(file), { key: "u000042" });
+    const reference = await inspectState(loadPipeline(referenceFile), { key: "u000042" });
+    expect(inspected.users).toBe(reference.users);
+    expect(inspected.stages).toEqual(reference.stages);
+    expect(inspected.key).toEqual(reference.key);
+    expect(Object.keys(inspected.key?.stages ?? {}).length).toBeGreaterThan(0);
   }, 120_000);
 });
