@@ -58,8 +58,12 @@ export type VariantResult = {
   eventsPerSecond: number;
   /** process.resourceUsage().maxRSS: the child's peak resident set. */
   peakRssBytes: number;
-  /** Largest heapUsed seen by a 100 ms sampler. */
+  /** Largest heapUsed seen by a 100 ms sampler (garbage included). */
   peakHeapUsedBytes: number;
+  /** Largest anonymous resident memory (Linux RssAnon) seen by the sampler: RSS less mapped files (LMDB's pages, which the kernel can drop). */
+  peakRssAnonBytes: number | null;
+  /** heapUsed after a full GC when 50%, 75% and 95% of the events were read: what the job really holds. */
+  liveHeapBytes: Array<{ atRead: number; bytes: number }>;
   /** Users' records in memory at the end (the rest on disk only). */
   residentRecordsAtEnd: number;
   evictions: number;
@@ -106,12 +110,34 @@ async function child(users: number, events: number, budget: string | null, dir: 
     (readBacksOf(this) > readBacksBefore ? cold : warm).add(us);
   };
   let peakHeapUsedBytes = 0;
-  const sampler = setInterval(() => (peakHeapUsedBytes = Math.max(peakHeapUsedBytes, process.memoryUsage().heapUsed)), 100);
+  let peakRssAnonBytes: number | null = null;
+  const sampler = setInterval(() => {
+    peakHeapUsedBytes = Math.max(peakHeapUsedBytes, process.memoryUsage().heapUsed);
+    const anon = rssAnonBytes();
+    if (anon !== null) peakRssAnonBytes = Math.max(peakRssAnonBytes ?? 0, anon);
+  }, 100);
   let checkpoints = 0;
+  const liveHeapBytes: VariantResult["liveHeapBytes"] = [];
+  const marks = [0.5, 0.75, 0.95].map((share) => Math.floor(share * events));
+  let gcMs = 0;
+  const gc = (globalThis as { gc?: () => void }).gc;
   const spec = loadPipeline(variantFile(dir, users, events, budget));
   const startedAtMs = performance.now();
-  const result = await runPipeline(spec, { reset: true, onCheckpoint: () => checkpoints++ });
-  const elapsedMs = performance.now() - startedAtMs;
+  const result = await runPipeline(spec, {
+    reset: true,
+    onCheckpoint: () => checkpoints++,
+    progressIntervalMs: 200,
+    // A full GC at a few points of the input: the heap the job holds then, garbage left out (its time is not the job's).
+    onProgress: (counters) => {
+      if (gc === undefined || marks.length === 0 || counters.read < marks[0]) return;
+      marks.shift();
+      const gcStartedAtMs = performance.now();
+      gc();
+      gcMs += performance.now() - gcStartedAtMs;
+      liveHeapBytes.push({ atRead: counters.read, bytes: process.memoryUsage().heapUsed });
+    },
+  });
+  const elapsedMs = performance.now() - startedAtMs - gcMs;
   clearInterval(sampler);
   const records = (slots as unknown as { records: { size: number; residentEntries?: number } } | undefined)?.records;
   return {
@@ -123,6 +149,8 @@ async function child(users: number, events: number, budget: string | null, dir: 
     eventsPerSecond: Math.round((result.counters.read / elapsedMs) * 1000),
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     peakHeapUsedBytes,
+    peakRssAnonBytes,
+    liveHeapBytes,
     residentRecordsAtEnd: records?.residentEntries ?? records?.size ?? 0,
     evictions: result.counters[STATE_EVICTIONS_COUNTER] ?? 0,
     readBacks: result.counters[STATE_READ_BACKS_COUNTER] ?? 0,
@@ -132,11 +160,21 @@ async function child(users: number, events: number, budget: string | null, dir: 
   };
 }
 
+/** RssAnon from /proc/self/status (Linux), in bytes; null elsewhere. */
+function rssAnonBytes(): number | null {
+  try {
+    const match = /RssAnon:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
+    return match === null ? null : Number(match[1]) * 1024;
+  } catch {
+    return null;
+  }
+}
+
 function runChild(users: number, events: number, budget: string | null, workDir: string): VariantResult {
   const dir = join(workDir, budget ?? "unbounded");
   mkdirSync(dir, { recursive: true });
   log(`  ${budget === null ? "everything in memory" : `memoryBudget ${budget}`}: ${fmt(users)} users, ${fmt(events)} events`);
-  const run = spawnSync(process.execPath, [`--max-old-space-size=${UNBOUNDED_HEAP_MB}`, "--import", "tsx", "bench/memoryBudget.bench.ts", "child", String(users), String(events), budget ?? "none", dir], {
+  const run = spawnSync(process.execPath, [`--max-old-space-size=${UNBOUNDED_HEAP_MB}`, "--expose-gc", "--import", "tsx", "bench/memoryBudget.bench.ts", "child", String(users), String(events), budget ?? "none", dir], {
     cwd: projectDir,
     encoding: "utf8",
     maxBuffer: 16 * 2 ** 20,
@@ -144,7 +182,8 @@ function runChild(users: number, events: number, budget: string | null, workDir:
   if (run.status !== 0) throw new Error(`the ${budget ?? "unbounded"} run failed (${run.status ?? run.signal}): ${run.stderr.slice(-2000)}`);
   const result = JSON.parse(run.stdout) as VariantResult;
   log(
-    `    ${fmt(result.eventsPerSecond)} ev/s, peak RSS ${fmt(result.peakRssBytes / 2 ** 20)} MB, peak heap ${fmt(result.peakHeapUsedBytes / 2 ** 20)} MB, ` +
+    `    ${fmt(result.eventsPerSecond)} ev/s, peak RSS ${fmt(result.peakRssBytes / 2 ** 20)} MB (anonymous ${fmt((result.peakRssAnonBytes ?? NaN) / 2 ** 20)} MB), ` +
+      `peak heap ${fmt(result.peakHeapUsedBytes / 2 ** 20)} MB, live heap ${result.liveHeapBytes.map((l) => fmt(l.bytes / 2 ** 20)).join(" / ")} MB, ` +
       `${fmt(result.usersWithARecord)} users (${fmt(result.residentRecordsAtEnd)} in memory at the end), cold steps p99 ${result.coldSteps.p99Us ?? "-"} µs`,
   );
   return result;
@@ -163,8 +202,10 @@ async function main(): Promise<void> {
     const results = existsSync(resultsPath) ? (JSON.parse(readFileSync(resultsPath, "utf8")) as Record<string, unknown>) : {};
     results.method =
       "config/retention.yaml with its generator's users and events set (partitions, pace and seed as shipped), state dir and file sinks in a temp dir, " +
-      "--reset; each variant in its own child (node --max-old-space-size=16384). events/s: events read / wall clock around runPipeline. " +
-      "Peak RSS: process.resourceUsage().maxRSS; peak heap: heapUsed sampled every 100 ms. Steps: KeyedSlots.focus to blur (the behaviour operator's " +
+      "--reset; each variant in its own child (node --max-old-space-size=16384 --expose-gc). events/s: events read / wall clock around runPipeline, " +
+      "less the forced GCs. Peak RSS: process.resourceUsage().maxRSS (it counts LMDB's mapped pages, which the kernel can drop); peak anonymous RSS " +
+      "and peak heap (garbage included): /proc/self/status RssAnon and heapUsed sampled every 100 ms; live heap: heapUsed after a forced full GC " +
+      "when 50%, 75% and 95% of the events were read. Steps: KeyedSlots.focus to blur (the behaviour operator's " +
       "every stage for one user), timed with performance.now(); cold: the user's record was read back from disk in that step.";
     results[`${users}users-${events}events-${budget}`] = { machineBefore, machineAfter, budgeted, unbounded };
     mkdirSync(join(projectDir, "bench", "results"), { recursive: true });
@@ -173,13 +214,15 @@ async function main(): Promise<void> {
       r.budget ?? "none",
       fmt(r.eventsPerSecond),
       fmt(r.peakRssBytes / 2 ** 20),
+      fmt((r.peakRssAnonBytes ?? NaN) / 2 ** 20),
       fmt(r.peakHeapUsedBytes / 2 ** 20),
+      r.liveHeapBytes.map((l) => fmt(l.bytes / 2 ** 20)).join(" / "),
       fmt(r.usersWithARecord),
       fmt(r.residentRecordsAtEnd),
       `${r.warmSteps.p50Us} / ${r.warmSteps.p99Us}`,
       `${r.coldSteps.p50Us ?? "-"} / ${r.coldSteps.p99Us ?? "-"} (${fmt(r.coldSteps.steps)})`,
     ];
-    log(table(["budget", "events/s", "peak RSS MB", "peak heap MB", "users", "in memory at end", "warm step p50/p99 µs", "cold step p50/p99 µs (steps)"], [row(budgeted), row(unbounded)]));
+    log(table(["budget", "events/s", "peak RSS MB", "peak anon RSS MB", "peak heap MB", "live heap MB at 50/75/95%", "users", "in memory at end", "warm step p50/p99 µs", "cold step p50/p99 µs (steps)"], [row(budgeted), row(unbounded)]));
     log(`load average before ${machineBefore.loadAverage.join(" ")}, after ${machineAfter.loadAverage.join(" ")}; written to ${resultsPath}`);
   } finally {
     rmSync(workDir, { recursive: true, force: true });
