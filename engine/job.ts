@@ -89,7 +89,7 @@ export type JobOptions<E> = {
   /** 32 bytes: the state dir is encrypted at rest with it. Default: not encrypted. */
   stateEncryptionKey?: string;
   /**
-   * The heap (bytes) past which keyed states that may leave memory (users' records) keep only their
+   * The heap (bytes) past which keyed states that may leave memory (users' records, keys' windows) keep only their
    * recently used entries there, the rest on disk (engine/memoryBudget.ts). Default: none, all in memory.
    */
   memoryBudgetBytes?: number;
@@ -603,7 +603,7 @@ class Job<E> {
     }
   }
 
-  /** What the memory budget did since the last checkpoint: users' records moved to disk only, and read back. */
+  /** What the memory budget did since the last checkpoint: records moved to disk only, and read back. */
   private countMemory(budget: MemoryBudget): void {
     const { evicted, readBacks } = budget.takeCounts();
     this.counters[STATE_EVICTIONS_COUNTER] = (this.counters[STATE_EVICTIONS_COUNTER] ?? 0) + evicted;

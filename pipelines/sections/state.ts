@@ -1,5 +1,5 @@
 // Reads `state:` (where the state dir is, how often it checkpoints, the key it is encrypted with, and
-// the heap its users' records may take); the checkpoint interval's default depends on the sinks.
+// the heap its users' records and windows may take); the checkpoint interval's default depends on the sinks.
 import type { Reader } from "../reader.ts";
 import type { SinkSpec } from "./sinks.ts";
 
@@ -8,7 +8,7 @@ export type StateSpec = {
   checkpointIntervalMs: number;
   /** Read from the environment variable `state.encryptionKeyEnv` names. */
   encryptionKey?: string;
-  /** `state.memoryBudget`: the heap past which users' records leave memory (engine/memoryBudget.ts). Default: none. */
+  /** `state.memoryBudget`: the heap past which users' records and keys' windows leave memory (engine/memoryBudget.ts). Default: none. */
   memoryBudgetBytes?: number;
 };
 

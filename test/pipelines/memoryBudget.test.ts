@@ -1,12 +1,15 @@
-// config/retention.yaml under a memory budget so small that users' records leave memory at every
-// checkpoint: the output files are byte for byte those of the run with everything in memory,
-// uninterrupted or stopped midway and restarted on its state dir.
+// config/retention.yaml (users' records) and config/default.yaml (keys' windows) under a memory
+// budget so small that entries leave memory at every checkpoint: the output files are byte for byte
+// those of the run with everything in memory, uninterrupted or stopped midway and restarted.
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { parse, stringify } from "yaml";
 import { STATE_EVICTIONS_COUNTER, STATE_READ_BACKS_COUNTER } from "../../engine/job.ts";
 import { runPipeline } from "../../pipelines/compile.ts";
 import { inspectState } from "../../pipelines/inspect.ts";
 import { loadPipeline } from "../../pipelines/load.ts";
-import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
+import { PROJECT_ROOT, removeTempDirs, tempDir } from "./pipelineFiles.ts";
 import { shippedVariant, variantOutputs } from "./shipped.ts";
 
 const SIZE = { users: 1500, eventCount: 25_000, checkpointInterval: "100ms" };
@@ -59,5 +62,43 @@ describe("config/retention.yaml with state.memoryBudget", () => {
     expect(inspected.stages).toEqual(reference.stages);
     expect(inspected.key).toEqual(reference.key);
     expect(Object.keys(inspected.key?.stages ?? {}).length).toBeGreaterThan(0);
+  }, 120_000);
+});
+
+/** config/default.yaml (two windows per key) with a smaller generator, its state and outputs under `dir`; with `budget`, under that memory budget. */
+function windowsVariant(dir: string, budget?: string): string {
+  const pipeline = parse(readFileSync(join(PROJECT_ROOT, "config", "default.yaml"), "utf8")) as Record<string, any>;
+  Object.assign(pipeline.source.generator, { users: 1500, events: 25_000 });
+  pipeline.state = { dir: join(dir, "state"), checkpointInterval: budget === undefined ? "100ms" : "10ms", ...(budget === undefined ? {} : { memoryBudget: budget }) };
+  pipeline.sinks = [{ file: { path: join(dir, "out", "results.jsonl") } }];
+  pipeline.late = { file: { path: join(dir, "out", "late.jsonl") } };
+  pipeline.deadLetter = { file: { path: join(dir, "out", "dead-letter.jsonl") } };
+  const file = join(dir, "default.yaml");
+  writeFileSync(file, stringify(pipeline));
+  return file;
+}
+
+function windowsOutputs(dir: string): string[] {
+  return ["results.jsonl", "late.jsonl"].map((f) => readFileSync(join(dir, "out", f), "utf8"));
+}
+
+describe("config/default.yaml with state.memoryBudget", () => {
+  it("writes the same output files as with everything in memory, stopped midway and restarted, reading windows back from disk", async () => {
+    const referenceDir = tempDir("flusso-budget-windows-ref-");
+    await runPipeline(loadPipeline(windowsVariant(referenceDir)), { batchSize: BATCH });
+    const expected = windowsOutputs(referenceDir);
+    expect(expected[0].length).toBeGreaterThan(1000);
+
+    const dir = tempDir("flusso-budget-windows-");
+    const file = windowsVariant(dir, "1MB");
+    const stop = new AbortController();
+    let checkpoints = 0;
+    const first = await runPipeline(loadPipeline(file), { batchSize: BATCH, signal: stop.signal, onCheckpoint: () => ++checkpoints === 20 && stop.abort() });
+    expect(first.isComplete).toBe(false);
+    const second = await runPipeline(loadPipeline(file), { batchSize: BATCH });
+    expect(second.isComplete).toBe(true);
+    expect((first.counters[STATE_EVICTIONS_COUNTER] ?? 0) + (second.counters[STATE_EVICTIONS_COUNTER] ?? 0)).toBeGreaterThan(1000);
+    expect((first.counters[STATE_READ_BACKS_COUNTER] ?? 0) + (second.counters[STATE_READ_BACKS_COUNTER] ?? 0)).toBeGreaterThan(1000);
+    expect(windowsOutputs(dir)).toEqual(expected);
   }, 120_000);
 });
