@@ -12,6 +12,7 @@ import { LatencyRecorder } from "./latency.ts";
 import { NO_STAMP, OutputCause, SinkLatency, type LatencyRecorders } from "./outputLatency.ts";
 import { operate, type OperatorDefinition, type OperatorView } from "./operator.ts";
 import { RoundsStopped, type RoundExchange, type RoundParticipant } from "./rounds.ts";
+import { MemoryBudget } from "./memoryBudget.ts";
 import { storeOperatorContext } from "./operatorContext.ts";
 import type { Sink } from "./sinks/sink.ts";
 import type { Source, SourceItem } from "./sources/source.ts";
@@ -87,6 +88,11 @@ export type JobOptions<E> = {
   stateDir: string;
   /** 32 bytes: the state dir is encrypted at rest with it. Default: not encrypted. */
   stateEncryptionKey?: string;
+  /**
+   * The heap (bytes) past which keyed states that may leave memory (users' records, keys' windows) keep only their
+   * recently used entries there, the rest on disk (engine/memoryBudget.ts). Default: none, all in memory.
+   */
+  memoryBudgetBytes?: number;
   /**
    * Keyed check values of secrets the state depends on, by what they check (e.g. a pseudonymisation
    * key): stored with every checkpoint, and a restore under another value is refused. Never the secret.
@@ -164,6 +170,10 @@ export type CheckpointInfo = {
   durableMs: number;
   totalMs: number;
 };
+
+/** Counters of a job with a memory budget: entries moved out of memory to disk only, and entries read back from there. */
+export const STATE_EVICTIONS_COUNTER = "state_evictions";
+export const STATE_READ_BACKS_COUNTER = "state_read_backs";
 
 export type JobCounters = {
   /** Items read from the source, good or bad. */
@@ -300,7 +310,12 @@ class Job<E> {
       this.phase = "restoring";
       this.lock = await lockStateDir(this.options.stateDir, { reset: this.options.reset });
       await this.options.replica?.prepare(this.options.stateDir);
-      this.store = new StateStore(this.options.stateDir, undefined, { encryptionKey: this.options.stateEncryptionKey, mirror: this.options.replica?.mirror });
+      const { memoryBudgetBytes } = this.options;
+      this.store = new StateStore(this.options.stateDir, undefined, {
+        encryptionKey: this.options.stateEncryptionKey,
+        mirror: this.options.replica?.mirror,
+        memoryBudget: memoryBudgetBytes === undefined ? undefined : new MemoryBudget(memoryBudgetBytes),
+      });
       const meta = this.store.readMeta();
       const resumption = meta && this.accept(meta);
       for (const [what, check] of Object.entries(this.options.keyChecks ?? {})) {
@@ -587,6 +602,7 @@ class Job<E> {
     };
     // The job changes no state until the state is packed; the HTTP server may answer between slices.
     const { durable } = await this.store.commitInSlices(meta, holds, this.options.sliceMs ?? DEFAULT_SLICE_MS);
+    if (this.store.memoryBudget !== undefined) this.countMemory(this.store.memoryBudget);
     this.pendingCommit = durable.then((info) => {
       const totalMs = performance.now() - startedAtMs;
       this.health.onCheckpoint(checkpointId, totalMs, this.nowMs());
@@ -609,6 +625,13 @@ class Job<E> {
       this.options.onFinalCheckpoint?.(checkpointId);
       for (const { sink } of holding) await sink.delivered!();
     }
+  }
+
+  /** What the memory budget did since the last checkpoint: records moved to disk only, and read back. */
+  private countMemory(budget: MemoryBudget): void {
+    const { evicted, readBacks } = budget.takeCounts();
+    this.counters[STATE_EVICTIONS_COUNTER] = (this.counters[STATE_EVICTIONS_COUNTER] ?? 0) + evicted;
+    this.counters[STATE_READ_BACKS_COUNTER] = (this.counters[STATE_READ_BACKS_COUNTER] ?? 0) + readBacks;
   }
 
   private graphBuilder(restoredShape: unknown): GraphBuilder {

@@ -127,6 +127,19 @@ export class KeyedSlots {
     return this.records.keys();
   }
 
+  /**
+   * Calls `visit` with every key that has a record, that record in focus for reading (a scan: a
+   * record on disk only under a memory budget stays there). `visit` must not change the record.
+   */
+  forEachRecord(visit: (key: string) => void): void {
+    this.records.forEach((record, key) => {
+      this.focusKey = key;
+      this.focusRecord = record;
+      visit(key);
+    });
+    this.blur();
+  }
+
   /** Looks `key` up for the steps that follow, marking its record changed if it has one. */
   focus(key: string): void {
     this.focusKey = key;

@@ -8,9 +8,15 @@ export type KeyedStateOptions<V, S> = {
   /** Turns a value into what is stored (e.g. Sets into arrays). Default: stored as is. */
   encode?: (value: V) => S;
   decode?: (stored: S) => V;
+  /**
+   * The state may keep only its recently used entries in memory, the rest on disk, when the job has
+   * a memory budget (engine/spillableState.ts). For states without a TTL whose values no one holds
+   * on to between steps (they are read through get/getForUpdate each time). Default: false.
+   */
+  mayLeaveMemory?: boolean;
 };
 
-type Entry<V> = { value: V; expiresAtMs: number; isDirty: boolean };
+export type Entry<V> = { value: V; expiresAtMs: number; isDirty: boolean };
 
 /**
  * One value per key. Values may be mutated in place: `getForUpdate` reads a value and marks it
@@ -18,12 +24,13 @@ type Entry<V> = { value: V; expiresAtMs: number; isDirty: boolean };
  * measured against the watermark the operator passes to `expire`.
  */
 export class KeyedValueState<V, S = V> implements Checkpointable {
-  private readonly entryByKey = new Map<string, Entry<V>>();
+  protected readonly entryByKey = new Map<string, Entry<V>>();
   /** Keys changed since the last checkpoint; a flag on the entry keeps most repeats out. */
-  private changed: string[] = [];
-  private readonly ttlMs: number;
+  protected changed: string[] = [];
+  protected readonly ttlMs: number;
   private readonly hasTtl: boolean;
-  private readonly encode: (value: V) => S;
+  protected readonly encode: (value: V) => S;
+  protected readonly decode: (stored: S) => V;
   private nowMs = -Infinity;
   private isSnapshotAsked = false;
 
@@ -36,7 +43,7 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     this.ttlMs = options.ttlMs ?? Infinity;
     this.hasTtl = this.ttlMs !== Infinity;
     this.encode = options.encode ?? ((v: V) => v as unknown as S);
-    const decode = options.decode ?? ((s: S) => s as unknown as V);
+    const decode = (this.decode = options.decode ?? ((s: S) => s as unknown as V));
     // A replayed log: later pairs replace earlier ones, null deletes. Without a TTL a value is
     // stored bare; with one, as [value, expiresAtMs].
     const hasTtl = this.ttlMs !== Infinity;
@@ -161,12 +168,12 @@ export class KeyedValueState<V, S = V> implements Checkpointable {
     return delta;
   }
 
-  private stored(entry: Entry<V>): unknown {
+  protected stored(entry: Entry<V>): unknown {
     const v = this.encode(entry.value);
     return this.ttlMs === Infinity ? v : [v, entry.expiresAtMs];
   }
 
-  private markDirty(key: string, entry: Entry<V>): void {
+  protected markDirty(key: string, entry: Entry<V>): void {
     if (entry.isDirty) return;
     entry.isDirty = true;
     this.changed.push(key);

@@ -1,6 +1,7 @@
 // The operator context the job gives every operator: keyed state and timers registered with the
 // store under `<operator>/<state>`, restored from its last checkpoint.
 import { KeyedMapState, KeyedValueState } from "./keyedState.ts";
+import { SpillableValueState } from "./spillableState.ts";
 import type { OperatorContext } from "./operator.ts";
 import type { Checkpointable, StateStore } from "./store.ts";
 import { TimerService } from "./timers.ts";
@@ -22,7 +23,18 @@ export function storeOperatorContext(
     return member;
   };
   return {
-    valueState: (name, options) => restoredAndRegistered((n, restored) => new KeyedValueState(n, options, restored), name),
+    valueState: (name, options) => {
+      // Under a memory budget, a state that may leave memory is laid out key by key on disk and read back from there.
+      const budget = store.memoryBudget;
+      if (budget === undefined || options?.mayLeaveMemory !== true || options.ttlMs !== undefined) {
+        return restoredAndRegistered((n, restored) => new KeyedValueState(n, options, restored), name);
+      }
+      const { restored, disk } = store.keyedDisk(stateName(operatorName, name));
+      const state = new SpillableValueState(stateName(operatorName, name), options, restored, disk);
+      store.register(state);
+      budget.add(state);
+      return state;
+    },
     mapState: (name, options) => restoredAndRegistered((n, restored) => new KeyedMapState(n, options, restored), name),
     eventTimers: (name, options) =>
       options?.isCheckpointed === false

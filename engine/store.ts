@@ -10,6 +10,7 @@ import { pack, Packr, unpack } from "msgpackr";
 import { StateCorrupt, StateDirUnusable, StateUnreadable } from "./errors.ts";
 import { MAX_STATE_DATABASES } from "./storeLimits.ts";
 import { TimeSlice } from "./timeSlice.ts";
+import { MemoryBudget } from "./memoryBudget.ts";
 
 /** What a registered state hands to a checkpoint: the entries changed since the last one. */
 export type StateDelta = { puts: Array<[unknown, unknown]>; deletes: unknown[] };
@@ -68,7 +69,31 @@ const CHUNK_ENTRIES = 256;
 const COMPACT_RATIO = 3;
 const COMPACT_MIN_ENTRIES = 50_000;
 
-type LogInfo = { baseCheckpointId: number; loggedEntries: number };
+/**
+ * Where a state's log starts. `isKeyed`: the state is laid out key → value instead (a state that may
+ * leave memory, see keyedDisk), so it has no log to replay or compact.
+ */
+type LogInfo = { baseCheckpointId: number; loggedEntries: number; isKeyed?: boolean };
+
+/**
+ * A state's entries as the keyed layout holds them on disk (key → value), for a state that keeps only
+ * part of them in memory (engine/spillableState.ts). Reads see the last commit that landed; values
+ * come as a delta carries them (the state's stored form).
+ */
+export type KeyedDisk = {
+  /** Entries on disk when the state was opened: 0 when it starts empty or is laid out keyed only from the next commit. */
+  readonly openedCount: number;
+  /** The checkpoint whose state is being taken now (during takeDelta and snapshotAll). */
+  readonly packingCheckpointId: number;
+  /** The newest checkpoint whose commit has landed: what it wrote is on disk. */
+  readonly durableCheckpointId: number;
+  get(key: string): unknown;
+  has(key: string): boolean;
+  /** Every key on disk, in key order. */
+  keys(): Iterable<string>;
+  /** Every key on disk with its value, in key order. */
+  entries(): Iterable<[string, unknown]>;
+};
 
 /** The metadata as stored: the job's, plus where each state's log starts. */
 type StoredMeta = CheckpointMeta & { logs: Record<string, LogInfo> };
@@ -92,8 +117,13 @@ export type SinkHold = { sink: string; held?: unknown; deliveredThrough: number 
  */
 export type Transaction = {
   checkpointId: number;
-  /** Each state's chunks; a compaction replaces the state's log with them. */
-  writes: Array<{ name: string; chunks: Buffer[]; isCompaction: boolean }>;
+  /**
+   * Each state's chunks; a compaction replaces the state's log with them. `isKeyed`: the state is laid
+   * out key → value, each chunk a list of [key, checksummed value or null] written as puts and deletes
+   * (a compaction replaces every entry); `clearsAll`: a compaction that changes the layout, so every
+   * entry of the old one goes.
+   */
+  writes: Array<{ name: string; chunks: Buffer[]; isCompaction: boolean; isKeyed?: boolean; clearsAll?: boolean }>;
   /** States no one registered since forgetUnused: their entries go with this commit. */
   unused: string[];
   /** The sinks whose held outputs are kept (every other sink's go); undefined: all are kept. */
@@ -147,6 +177,13 @@ export class StateStore {
   private readonly mirror?: CommitMirror;
   /** Set by requestBase: the next commit is a base. */
   private isBaseRequested = false;
+  /** States laid out key → value from the next commit on (keyedDisk). */
+  private readonly keyedStates = new Set<string>();
+  /** The checkpoint being packed, and the newest durable one: what keyed states judge eviction by. */
+  private packingCheckpointId = 0;
+  private durableCheckpointId = 0;
+  /** With a memory budget: the states that may leave memory, and when they do (at each commit's cut). */
+  readonly memoryBudget?: MemoryBudget;
 
   /**
    * `encryptionKey` (32 bytes): the state is encrypted at rest (LMDB's ChaCha8), and a dir written
@@ -157,9 +194,22 @@ export class StateStore {
   constructor(
     readonly dir: string,
     private readonly compactMinEntries = COMPACT_MIN_ENTRIES,
-    { encryptionKey, readOnly = false, mirror }: { encryptionKey?: string; readOnly?: boolean; /** Where each commit is kept durably besides: LMDB is then a cache and is not synced to disk. */ mirror?: CommitMirror } = {},
+    {
+      encryptionKey,
+      readOnly = false,
+      mirror,
+      memoryBudget,
+    }: {
+      encryptionKey?: string;
+      readOnly?: boolean;
+      /** Where each commit is kept durably besides: LMDB is then a cache and is not synced to disk. */
+      mirror?: CommitMirror;
+      /** Keyed states that opt in keep only their recently used entries in memory (MemoryBudget). Default: everything in memory. */
+      memoryBudget?: MemoryBudget;
+    } = {},
   ) {
     this.mirror = mirror;
+    this.memoryBudget = memoryBudget;
     try {
       if (!readOnly) mkdirSync(dir, { recursive: true });
       accessSync(dir, constants.R_OK | (readOnly ? 0 : constants.W_OK) | constants.X_OK);
@@ -182,6 +232,7 @@ export class StateStore {
       throw new StateUnreadable(dir, encryptionKey !== undefined, error);
     }
     for (const [name, info] of Object.entries(this.meta?.logs ?? {})) this.logs.set(name, info);
+    this.durableCheckpointId = this.meta?.checkpointId ?? 0;
   }
 
   readMeta(): CheckpointMeta | undefined {
@@ -217,15 +268,58 @@ export class StateStore {
    * an earlier one and a null value deletes the key. Streamed, so a large state is never held twice.
    */
   restored(name: string): Iterable<[unknown, unknown]> {
-    if (this.fresh.some((f) => f === name || (f.endsWith("/") && name.startsWith(f)))) {
+    if (this.isFresh(name)) {
       if (this.logs.has(name)) this.toReplace.add(name);
       return [];
     }
     return this.logs.has(name) ? this.replayed(name) : [];
   }
 
+  private isFresh(name: string): boolean {
+    return this.fresh.some((f) => f === name || (f.endsWith("/") && name.startsWith(f)));
+  }
+
+  /**
+   * Lays state `name` out key → value from the next commit on, for a state that keeps only part of
+   * its entries in memory and reads the rest from disk as needed. Returns what to load into memory
+   * now (nothing when it is laid out keyed already; its whole log when it was a log, which the next
+   * commit rewrites keyed) and its entries on disk. Call before `register`.
+   */
+  keyedDisk(name: string): { restored: Iterable<[unknown, unknown]>; disk: KeyedDisk } {
+    this.keyedStates.add(name);
+    const isKeyedOnDisk = this.logs.get(name)?.isKeyed === true && !this.isFresh(name);
+    const restored = isKeyedOnDisk ? [] : this.restored(name);
+    const db = this.stateDatabase(name);
+    const what = (key: unknown) => `state "${name}" at ${JSON.stringify(key)}`;
+    const value = (key: unknown, bytes: Buffer) => this.checked(bytes, what(key));
+    const store = this;
+    const disk: KeyedDisk = {
+      openedCount: isKeyedOnDisk ? (db.getStats() as { entryCount: number }).entryCount : 0,
+      get packingCheckpointId() {
+        return store.packingCheckpointId;
+      },
+      get durableCheckpointId() {
+        return store.durableCheckpointId;
+      },
+      get: (key) => {
+        const bytes = db.get(key) as Buffer | undefined;
+        return bytes === undefined ? undefined : value(key, bytes);
+      },
+      has: (key) => db.doesExist(key),
+      keys: () => db.getKeys() as Iterable<string>,
+      *entries() {
+        for (const { key, value: bytes } of db.getRange()) yield [key as string, value(key, bytes as Buffer)];
+      },
+    };
+    return { restored, disk };
+  }
+
   private *replayed(name: string): Iterable<[unknown, unknown]> {
     const info = this.logInfo(name);
+    if (info.isKeyed === true) {
+      for (const { key, value } of this.stateDatabase(name).getRange()) yield [key, this.checked(value as Buffer, `state "${name}" at ${JSON.stringify(key)}`)];
+      return;
+    }
     for (const { key, value } of this.stateDatabase(name).getRange({ start: [info.baseCheckpointId] })) {
       yield* this.checked(value as Buffer, `state "${name}" at ${JSON.stringify(key)}`) as Array<[unknown, unknown]>;
     }
@@ -292,34 +386,46 @@ export class StateStore {
   /** Step 1 of a commit: takes and encodes what changed (or everything, to compact), a chunk per step. */
   private *pack(meta: CheckpointMeta, holds: SinkHold[]): Generator<void, PackedCommit> {
     const startedAtMs = performance.now();
-    // 1.
+    // 1. The previous commit has landed: entries it wrote may leave memory first, so the heap is measured before this one takes its copy.
+    this.memoryBudget?.rebalance();
+    this.packingCheckpointId = meta.checkpointId;
     let entries = 0;
     const isBase = this.isBaseRequested;
     this.isBaseRequested = false;
     const writes: Transaction["writes"] = [];
     for (const member of this.members) {
       const info = { ...this.logInfo(member.name) };
+      const isKeyed = this.keyedStates.has(member.name);
+      // A state laid out one way on disk and the other now (a memory budget set or removed) is rewritten whole.
+      const isRelaidOut = this.logs.has(member.name) && (info.isKeyed === true) !== isKeyed;
       const delta = member.takeDelta();
       const changed = delta.puts.length + delta.deletes.length;
       const isStartedFresh = this.toReplace.delete(member.name);
-      const isSnapshotAsked = member.takeSnapshotRequest?.() === true || isStartedFresh || isBase;
-      const isCompaction = isSnapshotAsked || info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries);
+      const isSnapshotAsked = member.takeSnapshotRequest?.() === true || isStartedFresh || isBase || isRelaidOut;
+      // The keyed layout has no log to outgrow: only a reset, a base or a change of layout rewrites it.
+      const isCompaction = isSnapshotAsked || (!isKeyed && info.loggedEntries + changed > Math.max(this.compactMinEntries, COMPACT_RATIO * member.liveEntries));
       const pairs: Array<[unknown, unknown]> = isCompaction
         ? member.snapshotAll()
         : [...delta.puts, ...delta.deletes.map((key): [unknown, unknown] => [key, null])];
       const chunks: Buffer[] = [];
       for (let at = 0; at < pairs.length; at += CHUNK_ENTRIES) {
-        chunks.push(withChecksum(chunkPackr.pack(pairs.slice(at, at + CHUNK_ENTRIES))));
+        const slice = pairs.slice(at, at + CHUNK_ENTRIES);
+        // Keyed: each value checksummed on its own, as it will be read back on its own.
+        chunks.push(withChecksum(chunkPackr.pack(isKeyed ? slice.map(([key, v]) => [key, v === null ? null : withChecksum(pack(v))]) : slice)));
         yield;
       }
       if (isCompaction) {
         info.baseCheckpointId = meta.checkpointId;
         info.loggedEntries = 0;
       }
-      info.loggedEntries += pairs.length;
+      if (isKeyed) info.isKeyed = true;
+      else {
+        delete info.isKeyed;
+        info.loggedEntries += pairs.length;
+      }
       entries += pairs.length;
       this.logs.set(member.name, info);
-      writes.push({ name: member.name, chunks, isCompaction });
+      writes.push({ name: member.name, chunks, isCompaction, ...(isKeyed ? { isKeyed } : {}), ...(isRelaidOut ? { clearsAll: true } : {}) });
     }
     // States no one registered since forgetUnused: their entries go with this commit.
     const unused = this.keptSinks === undefined ? [] : [...this.logs.keys()].filter((name) => !this.members.some((m) => m.name === name));
@@ -369,6 +475,8 @@ export class StateStore {
   private async write({ meta, transaction, entries, bytes, startedAtMs, snapshotMs }: PackedCommit): Promise<CommitInfo> {
     await this.root.transaction(() => this.writeTransaction(transaction));
     const mirrored = await this.mirror?.(transaction, meta);
+    // Only now may what this checkpoint wrote leave memory: a crash can no longer take it back.
+    this.durableCheckpointId = Math.max(this.durableCheckpointId, transaction.checkpointId);
     if (mirrored?.wantsBase) this.isBaseRequested = true;
     return { entries, bytes, snapshotMs, durableMs: performance.now() - startedAtMs };
   }
@@ -376,10 +484,18 @@ export class StateStore {
   /** A transaction's writes, inside an LMDB transaction. */
   private writeTransaction({ checkpointId, writes, unused, keptSinks, storedMeta, held, outbox: base }: Transaction): void {
     const outbox = this.outboxDatabase();
-    for (const { name, chunks, isCompaction } of writes) {
+    for (const { name, chunks, isCompaction, isKeyed = false, clearsAll = false } of writes) {
       const db = this.stateDatabase(name);
-      if (isCompaction) for (const key of db.getKeys({ end: [checkpointId] })) db.remove(key);
-      chunks.forEach((chunk, n) => db.put([checkpointId, n], chunk));
+      if (isCompaction) for (const key of db.getKeys(isKeyed || clearsAll ? undefined : { end: [checkpointId] })) db.remove(key);
+      if (!isKeyed) chunks.forEach((chunk, n) => db.put([checkpointId, n], chunk));
+      else {
+        for (const chunk of chunks) {
+          for (const [key, bytes] of this.checked(chunk, `a change of state "${name}" in checkpoint ${checkpointId}`) as Array<[string, Uint8Array | null]>) {
+            if (bytes === null) db.remove(key);
+            else db.put(key, bytes);
+          }
+        }
+      }
     }
     for (const name of unused) {
       const db = this.stateDatabase(name);

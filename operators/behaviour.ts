@@ -192,7 +192,8 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
       if (names.has(s.name)) throw new Error(`two behaviour stages are named "${s.name}"`);
       names.add(s.name);
     }
-    this.records = new KeyedSlots(ctx.valueState<unknown[]>(USER_RECORDS_STATE), ctx.valueState<string[]>(SLOT_NAMES_STATE));
+    // Users' records may leave memory under a memory budget: stages read them through the slots, step by step.
+    this.records = new KeyedSlots(ctx.valueState<unknown[]>(USER_RECORDS_STATE, { mayLeaveMemory: true }), ctx.valueState<string[]>(SLOT_NAMES_STATE));
     const restored = options.restoredShapes;
     this.stages = options.stages.map((s) => {
       const restoredShape = restored?.[s.name];
@@ -276,12 +277,13 @@ class BehaviourLogic implements OperatorLogic<EventFields, BehaviourOutput> {
   private rebuildWakeUps(): void {
     const keeping = this.stages.flatMap((stage, i) => (stage.pendingWake === undefined ? [] : [i]));
     if (keeping.length === 0) return;
-    for (const user of this.records.keys()) {
+    // Each record in focus as it is scanned: records on disk only are not read back into memory.
+    this.records.forEachRecord((user) => {
       for (const i of keeping) {
         const timeMs = this.stages[i].pendingWake!(user);
         if (timeMs !== undefined) this.wakeUps[i].register(user, timeMs);
       }
-    }
+    });
   }
 
   /** The stages that share something with expressions, whose sharing this operator's job must own while it runs. */

@@ -382,7 +382,11 @@ class ClustersLogic implements StageLogic {
     if (event) {
       this.trackActivity(entry, view.timeMs, label);
       this.recent?.set(view.user, entry);
-    } else if (isChanged) this.users.touch(view.user);
+    } else {
+      if (isChanged) this.users.touch(view.user);
+      // Under a memory budget the entry may have left memory and been read back: `recent` must hold the one that changes.
+      if (this.recent?.has(view.user)) this.recent.set(view.user, entry);
+    }
     if (label !== null) view.vars[this.variable] = label;
   }
 

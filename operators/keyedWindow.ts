@@ -126,11 +126,16 @@ class KeyedWindowLogic<E> implements OperatorLogic<E, WindowResult> {
     const restored = options.restoredShape !== undefined && !isSameLayout(options.restoredShape, shape) ? options.restoredShape : undefined;
     // Stored slots are read with the accumulators they were written with, then laid out anew.
     const restoredAccumulators = restored?.parts?.map(([name, part]) => accumulator<E>({ name, kind: (part.layout as { kind: AggregateKind }).kind }));
-    this.slots = ctx.valueState<Slot[]>(WINDOW_STATE, slotCodec(this.accumulators, restoredAccumulators));
+    // Under a memory budget, keys' windows may leave memory and be read back, decoded by the same codec:
+    // not in a run that lays restored windows out anew (their stored form is the old layout's until rewritten).
+    this.slots = ctx.valueState<Slot[]>(WINDOW_STATE, { ...slotCodec(this.accumulators, restoredAccumulators), mayLeaveMemory: restored === undefined });
     if (restored !== undefined) this.relayout(partsFrom(restored, shape));
     // Every pending timer follows from a window's state, so checkpoints need not store them.
     this.timers = ctx.eventTimers(WINDOW_STATE, { isCheckpointed: false });
-    for (const key of this.slots.keys()) for (const slot of this.slots.get(key)!) this.rearm(key, slot);
+    // A scan: windows on disk only are not read back into memory.
+    this.slots.forEach((slots, key) => {
+      for (const slot of slots) this.rearm(key, slot);
+    });
   }
 
   /** Lays every open window's accumulators out as `from` says (see partsFrom): an added one starts empty. */

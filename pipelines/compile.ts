@@ -106,6 +106,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}, nats?: Nats
     atEnd: spec.behaviour ? atEnd : "drain",
     stateDir: spec.state.dir,
     stateEncryptionKey: spec.state.encryptionKey,
+    memoryBudgetBytes: spec.state.memoryBudgetBytes,
     keyChecks: privacy.keyChecks,
     checkpointIntervalMs: spec.state.checkpointIntervalMs,
     deadLetter: deadLetterSink,

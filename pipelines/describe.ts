@@ -22,7 +22,7 @@ export function describePipeline(spec: PipelineSpec): string[] {
   spec.sinks.forEach((s, i) => row(`sink ${i + 1}`, `${sinkText(s.sink, path)} <- ${s.outputs ? s.outputs.join(", ") : "every output"}`));
   if (spec.late) row("late", sinkText(spec.late, path));
   row("deadLetter", sinkText(spec.deadLetter, path));
-  row("state", `${path(spec.state.dir)}, a checkpoint every ${duration(spec.state.checkpointIntervalMs)}${spec.state.encryptionKey ? ", encrypted" : ""}`);
+  row("state", `${path(spec.state.dir)}, a checkpoint every ${duration(spec.state.checkpointIntervalMs)}${spec.state.encryptionKey ? ", encrypted" : ""}${spec.state.memoryBudgetBytes === undefined ? "" : `, users' records and windows past ${Math.round(spec.state.memoryBudgetBytes / 1024 ** 2)} MB of heap on disk`}`);
   if (spec.privacy) row("privacy", "on");
   if (spec.cluster) {
     const { group, leaseTtlMs, replicas } = spec.cluster;

@@ -23,6 +23,25 @@ describe("KeyedSlots", () => {
     expect([...a.keys()]).toEqual(["u1"]);
   });
 
+  it("scans every record in focus, reading each through the scan alone and marking none changed", () => {
+    const { records, a, b, slots } = setup();
+    a.set("u1", [1]);
+    b.set("u2", "y");
+    records.takeDelta();
+    // Lookups during the scan would go through the state: count them.
+    let lookups = 0;
+    const get = records.get.bind(records);
+    records.get = (key) => (lookups++, get(key));
+    const seen: Array<[string, number[] | undefined, string | undefined]> = [];
+    slots.forEachRecord((key) => seen.push([key, a.get(key), b.get(key)]));
+    expect(seen).toEqual([["u1", [1], undefined], ["u2", undefined, "y"]]);
+    expect(lookups).toBe(0);
+    expect(records.takeDelta().puts).toEqual([]);
+    // The focus ends with the scan.
+    expect(a.get("u2")).toBeUndefined();
+    expect(lookups).toBe(1);
+  });
+
   it("marks a focused record changed, so a value mutated in place reaches the checkpoint unmarked", () => {
     const { records, a, slots } = setup();
     a.set("u1", [1]);

@@ -13,6 +13,7 @@ import { loadPipeline } from "../../pipelines/load.ts";
 import { runClusterPipeline } from "../../pipelines/cluster.ts";
 import { clusterEvents, publishPartitioned } from "../fixtures/clusterEvents.ts";
 import { checkpointStreamName, KIND_HEADER, WORKER_HEADER } from "../../engine/cluster/checkpointLog.ts";
+import { STATE_EVICTIONS_COUNTER, STATE_READ_BACKS_COUNTER } from "../../engine/job.ts";
 import { removeTempDirs, tempDir } from "./pipelineFiles.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
@@ -71,6 +72,27 @@ describe("a cluster of workers", () => {
     const { runPipeline } = await import("../../pipelines/compile.ts");
     await runPipeline(loadPipeline(file));
     const single = await bodies("OUT1S");
+    expect(clustered.length).toBeGreaterThan(1000);
+    expect(clustered).toEqual(single);
+  }, 60_000);
+
+  it("with a memory budget, one worker's windows leave memory and it writes what a single process does without one", async () => {
+    const all = events(20_000, 2);
+    await publish("IN1B", all);
+    const dir = tempDir("flusso-cluster-budget-");
+    const file = join(dir, "p.yaml");
+    // 1MB: the windows laid out key by key, their puts and deletes mirrored to the checkpoint log.
+    writeFileSync(file, pipelineYaml("budget", "IN1B", "OUT1B", join(dir, "state")).replace("checkpointInterval: 50ms }", "checkpointInterval: 50ms, memoryBudget: 1MB }"));
+    // Small batches: many cuts, at each of which windows of the last durable checkpoint may leave memory.
+    const result = await runClusterPipeline(loadPipeline(file), { batchSize: 100 });
+    expect(result.isComplete).toBe(true);
+    expect(result.thisRun[STATE_EVICTIONS_COUNTER]).toBeGreaterThan(0);
+    expect(result.thisRun[STATE_READ_BACKS_COUNTER]).toBeGreaterThan(0);
+    const clustered = await bodies("OUT1B");
+    writeFileSync(file, pipelineYaml("single", "IN1B", "OUT1BS", join(dir, "state-single")).replace(/cluster:.*\n/, ""));
+    const { runPipeline } = await import("../../pipelines/compile.ts");
+    await runPipeline(loadPipeline(file));
+    const single = await bodies("OUT1BS");
     expect(clustered.length).toBeGreaterThan(1000);
     expect(clustered).toEqual(single);
   }, 60_000);

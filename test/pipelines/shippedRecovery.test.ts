@@ -6,14 +6,20 @@ import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../harness.ts";
 import { removeTempDirs, tempDir, runCliUntilKilled } from "./pipelineFiles.ts";
-import { SHIPPED, shippedVariant, variantOutputs } from "./shipped.ts";
+import { SHIPPED, shippedVariant, variantOutputs, type Shipped, type VariantOptions } from "./shipped.ts";
 
 const CLI = resolve(import.meta.dirname, "../../bin/flusso.js");
 const SIZE = { users: 1500, eventCount: 25_000, checkpointInterval: "100ms" };
 
 afterAll(removeTempDirs);
 
-describe.each(SHIPPED)("config/%s.yaml killed and restarted", (name) => {
+/** The variants killed: each shipped pipeline as it is, and retention under a memory budget small enough that users' records leave memory at every checkpoint. */
+const KILLED: Array<[string, Shipped, VariantOptions]> = [
+  ...SHIPPED.map((name): [string, Shipped, VariantOptions] => [`${name}.yaml`, name, {}]),
+  ["retention.yaml with memoryBudget 1MB", "retention", { edit: (p) => (p.state.memoryBudget = "1MB") }],
+];
+
+describe.each(KILLED)("config/%s killed and restarted", (_, name, variant) => {
   it("ends with output files identical to an uninterrupted run", async () => {
     const referenceDir = tempDir(`flusso-recovery-${name}-ref-`);
     const reference = spawnSync(process.execPath, [CLI, "run", shippedVariant(name, referenceDir, SIZE), "--quiet"], { encoding: "utf8" });
@@ -23,7 +29,7 @@ describe.each(SHIPPED)("config/%s.yaml killed and restarted", (name) => {
     const referenceBytes = Object.values(expected).reduce((sum, text) => sum + Buffer.byteLength(text), 0);
 
     const crashedDir = tempDir(`flusso-recovery-${name}-`);
-    const crashed = shippedVariant(name, crashedDir, SIZE);
+    const crashed = shippedVariant(name, crashedDir, { ...SIZE, ...variant });
     const rnd = mulberry32(name.length * 31);
     let kills = 0;
     const outFiles = Object.keys(expected).map((f) => join(crashedDir, "out", f));

@@ -859,3 +859,22 @@ deadLetter: { file: { path: out/dead.jsonl } }
     expect(errors).toContainEqual({ path: "late.file.path", message: expect.stringMatching(/\/events\.jsonl" is also written or read at source\.file\.path/) });
   });
 });
+
+describe("state.memoryBudget", () => {
+  it("reads a size in KB, MB or GB as bytes (binary multiples), and none by default", () => {
+    expect(validate(pipelineText((p) => (p.state = { memoryBudget: "1GB" }))).state.memoryBudgetBytes).toBe(1024 ** 3);
+    expect(validate(pipelineText((p) => (p.state = { memoryBudget: "1.5 MB" }))).state.memoryBudgetBytes).toBe(1.5 * 1024 ** 2);
+    expect(validate(pipelineText((p) => (p.state = { memoryBudget: "2048KB" }))).state.memoryBudgetBytes).toBe(2 * 1024 ** 2);
+    expect(validate(pipelineText()).state.memoryBudgetBytes).toBeUndefined();
+  });
+
+  it.each([
+    ["lots", 'expected a size like 512MB or 1GB, got "lots"'],
+    [1073741824, "expected a size like 512MB or 1GB, got 1073741824"],
+    ["1TB", 'expected a size like 512MB or 1GB, got "1TB"'],
+    ["-1GB", 'expected a size like 512MB or 1GB, got "-1GB"'],
+    ["512KB", 'expected at least 1MB, got "512KB"'],
+  ])("refuses %j, naming the path", (budget, detail) => {
+    expect(mistakesOf((p) => (p.state = { memoryBudget: budget }))).toEqual([{ path: "state.memoryBudget", message: `state.memoryBudget: ${detail}` }]);
+  });
+});
