@@ -108,6 +108,14 @@ export type MachineInfo = {
   loadAverage: number[];
 };
 
+/** The machine as a table's footer: CPU, cores, memory, Node, load average and the commit measured. */
+export function machineLine(machine: MachineInfo): string {
+  return (
+    `${machine.cpuModel}, ${machine.cores} cores, ${fmt(machine.totalMemoryBytes / 2 ** 30, 0)} GiB, Node ${machine.node}, ` +
+    `load ${machine.loadAverage.join(" ")}, commit ${machine.gitCommit?.slice(0, 10) ?? "?"}${machine.gitDirty ? " (dirty)" : ""}`
+  );
+}
+
 export function machineInfo(cwd: string): MachineInfo {
   const git = (args: string[]) => execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
   let gitCommit: string | undefined;

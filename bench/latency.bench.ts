@@ -11,7 +11,7 @@ import { join, resolve } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServer } from "../test/natsServer.ts";
-import { fmt, machineInfo, table, verdict } from "./benchUtil.ts";
+import { fmt, machineInfo, machineLine, table, verdict } from "./benchUtil.ts";
 import { writeLatencyPlot } from "./latencyPlot.ts";
 import type { LatencySummary } from "./natsConsumer.ts";
 import { CHECKPOINT_INTERVAL, KEEP_UP_END_LAG_MS, KEEP_UP_SLOPE_MS_PER_S, killChildren, runRaw, type BenchNats, type RawRun } from "./natsLatencyRuns.ts";
@@ -284,10 +284,7 @@ function printReport(
   out.push("");
   out.push(table(["target", "measured", "verdict"], Object.values(targets).map((t) => [t.target, t.measured, t.verdict])));
   out.push("");
-  out.push(
-    `${machine.cpuModel}, ${machine.cores} cores, ${fmt(machine.totalMemoryBytes / 2 ** 30, 0)} GiB, Node ${machine.node}, ` +
-      `load ${machine.loadAverage.join(" ")}, commit ${machine.gitCommit?.slice(0, 10) ?? "?"}${machine.gitDirty ? " (dirty)" : ""}`,
-  );
+  out.push(machineLine(machine));
   process.stdout.write(out.join("\n") + "\n");
 }
 

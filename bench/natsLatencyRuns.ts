@@ -367,15 +367,21 @@ export async function runEngineBacklog(nats: BenchNats, dir: string, stream: str
   await freshStream(nats.jsm, "OUT", ["out.latency"], 120_000);
   const events = (await nats.jsm.streams.info(stream)).state.messages;
   const yaml = writeEnginePipeline(dir, nats.url, { label: "backlog", stream, subject, bounded: true, checkpointInterval: CHECKPOINT_INTERVAL });
+  const { wallMs, engine } = await runBoundedEngine(yaml, 60_000);
+  const results = (await nats.jsm.streams.info("OUT")).state.messages;
+  return { events, wallMs, engine, results };
+}
+
+/** `flusso run <yaml> --reset` of a bounded source to its end, killed after `timeoutMs`: its wall time and summary. */
+export async function runBoundedEngine(yaml: string, timeoutMs: number): Promise<{ wallMs: number; engine: EngineSummary | undefined }> {
   const startedAtMs = performance.now();
   const engine = spawnFlusso(["run", yaml, "--reset"]);
-  const timer = setTimeout(() => engine.child.kill("SIGKILL"), 60_000);
+  const timer = setTimeout(() => engine.child.kill("SIGKILL"), timeoutMs);
   const exit = await engine.exited;
   clearTimeout(timer);
   const wallMs = performance.now() - startedAtMs;
   if (exit.code !== 0) throw new Error(`the backlog run exited with ${exit.code ?? exit.signal}: ${engine.stderr().slice(-2000)}`);
-  const results = (await nats.jsm.streams.info("OUT")).state.messages;
-  return { events, wallMs, engine: parseSummary(engine.stderr()), results };
+  return { wallMs, engine: parseSummary(engine.stderr()) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import {
   latencyBySecond,
   parseSummary,
   PARTITIONS,
+  runBoundedEngine,
   runPublisher,
   spawnFlusso,
   STAMP,
@@ -317,13 +318,7 @@ export async function runRetentionBacklog(nats: BenchNats, dir: string, events: 
   // Event time as in a 10k/s run: the same share of cluster runs per event.
   await runPublisher(nats, "events", "EVENTS", events, 0, paceArgs(10_000));
   const yaml = writeRetentionPipeline(dir, nats.url, { label: "backlog", stream: "EVENTS", subject: "events", bounded: true, checkpointInterval: CHECKPOINT_INTERVAL });
-  const startedAtMs = performance.now();
-  const engine = spawnFlusso(["run", yaml, "--reset"]);
-  const timer = setTimeout(() => engine.child.kill("SIGKILL"), 120_000);
-  const exit = await engine.exited;
-  clearTimeout(timer);
-  const wallMs = performance.now() - startedAtMs;
-  if (exit.code !== 0) throw new Error(`the backlog run exited with ${exit.code ?? exit.signal}: ${engine.stderr().slice(-2000)}`);
+  const { wallMs, engine } = await runBoundedEngine(yaml, 120_000);
   const outputs = (await nats.jsm.streams.info("OUT")).state.messages;
-  return { events, wallMs, engine: parseSummary(engine.stderr()), outputs };
+  return { events, wallMs, engine, outputs };
 }
