@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
+import { startNatsServer, type NatsServer } from "../test/natsServer.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const live = new Set<ChildProcess>();
@@ -60,6 +61,27 @@ export function killChildren(): void {
 }
 
 /** Polls `check` every `pollMs` until it holds or `timeoutMs` has passed; whether it held at the end. */
+/**
+ * Starts the bench's own nats-server and stops it with every child (SIGKILL) however the bench ends:
+ * its end, an error, SIGINT or SIGTERM (then exit 130).
+ */
+export async function privateNatsServer(): Promise<NatsServer> {
+  let server: NatsServer | undefined;
+  const stopAll = () => {
+    killChildren();
+    try {
+      if (server?.pid) process.kill(server.pid, "SIGKILL");
+    } catch {
+      // already stopped
+    }
+  };
+  process.once("SIGINT", () => (stopAll(), process.exit(130)));
+  process.once("SIGTERM", () => (stopAll(), process.exit(130)));
+  process.once("exit", stopAll);
+  server = await startNatsServer();
+  return server;
+}
+
 export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, pollMs = 20): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {

@@ -10,10 +10,10 @@ import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServer } from "../test/natsServer.ts";
 import { fmt, machineInfo, machineLine, table, verdict } from "./benchUtil.ts";
 import { writeLatencyPlot } from "./latencyPlot.ts";
 import type { LatencySummary } from "./natsConsumer.ts";
+import { privateNatsServer } from "./children.ts";
 import { CHECKPOINT_INTERVAL, KEEP_UP_END_LAG_MS, KEEP_UP_SLOPE_MS_PER_S, killChildren, runRaw, type BenchNats, type RawRun } from "./natsLatencyRuns.ts";
 import { EVENT_TIME_SPEEDUP, RETENTION_WARMUP_SECONDS as WARMUP_SECONDS, RETENTION_YAML, runRetention, runRetentionBacklog, type RetentionBacklog, type RetentionRun } from "./retentionLatencyRuns.ts";
 
@@ -50,23 +50,7 @@ type Highest = { ratePerSecond: number; from: string; probes: string[] };
 async function main(): Promise<void> {
   const startedAtMs = performance.now();
   const dir = mkdtempSync(join(tmpdir(), "flusso-latency-bench-"));
-  let server: NatsServer | undefined;
-  const onSignal = () => {
-    killChildren();
-    if (server) process.kill(server.pid, "SIGKILL");
-    process.exit(130);
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  process.once("exit", () => {
-    killChildren();
-    try {
-      if (server) process.kill(server.pid, "SIGKILL");
-    } catch {
-      // already stopped
-    }
-  });
-  server = await startNatsServer();
+  const server = await privateNatsServer();
   const nc = await connect({ servers: server.url, name: "latency bench" });
   const nats: BenchNats = { url: server.url, nc, jsm: await jetstreamManager(nc) };
   log(`nats-server at ${server.url}, work dir ${dir}; ${RETENTION_YAML}, checkpoint every ${CHECKPOINT_INTERVAL}, ${SECONDS} s per rate, event time ${EVENT_TIME_SPEEDUP || "(generator's pace)"}x the clock`);

@@ -9,9 +9,9 @@ import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServer } from "../test/natsServer.ts";
 import { fmt, machineInfo, machineLine, table, verdict } from "./benchUtil.ts";
 import { drainDurable, drainOrdered, type DrainResult, type LatencySummary } from "./natsConsumer.ts";
+import { privateNatsServer } from "./children.ts";
 import {
   KEEP_UP_END_LAG_MS,
   KEEP_UP_SLOPE_MS_PER_S,
@@ -59,25 +59,7 @@ const rateLabel = (rate: number) => (rate === 0 ? "max" : fmt(rate));
 async function main(): Promise<void> {
   const startedAtMs = performance.now();
   const dir = mkdtempSync(join(tmpdir(), "flusso-nats-bench-"));
-  let server: NatsServer | undefined;
-  const onSignal = () => {
-    killChildren();
-    if (server) process.kill(server.pid, "SIGKILL");
-    process.exit(130);
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  process.once("exit", () => {
-    killChildren();
-    if (server && server.pid) {
-      try {
-        process.kill(server.pid, "SIGKILL");
-      } catch {
-        // already stopped
-      }
-    }
-  });
-  server = await startNatsServer();
+  const server = await privateNatsServer();
   const nc = await connect({ servers: server.url, name: "nats latency bench" });
   const nats: BenchNats = { url: server.url, nc, jsm: await jetstreamManager(nc) };
   log(`nats-server at ${server.url}, work dir ${dir}, pipeline ${PIPELINE}`);

@@ -427,14 +427,19 @@ export type PerEventRun = {
 };
 
 /** One event per partition stamped now (after every stamp the publisher wrote): a distinct user each, so dedup keeps them. */
-async function publishPerEventMarkers(nc: NatsConnection, subject: string): Promise<number> {
+function publishPerEventMarkers(nc: NatsConnection, subject: string): Promise<number> {
+  return publishMarkerEvents(nc, subject, (user, stampMs) => ({ user_id: user, timestamp: stampMs, event_type: "marker", page: "", session_duration_sec: 0 }));
+}
+
+/**
+ * Publishes `event(user, stampMs)` to each partition, a marker user of its own per partition, stamped
+ * now (after every stamp the publisher wrote); resolves with the stamp once every one is acked.
+ */
+export async function publishMarkerEvents(nc: NatsConnection, subject: string, event: (user: string, stampMs: number) => object): Promise<number> {
   const js = jetstream(nc);
   const stampMs = Date.now();
   const acks: Promise<unknown>[] = [];
-  for (let p = 0; p < PARTITIONS; p++) {
-    const marker = { user_id: `${MARKER_USER}-${p}`, timestamp: stampMs, event_type: "marker", page: "", session_duration_sec: 0, [STAMP]: stampMs };
-    acks.push(js.publish(`${subject}.${p}`, JSON.stringify(marker)));
-  }
+  for (let p = 0; p < PARTITIONS; p++) acks.push(js.publish(`${subject}.${p}`, JSON.stringify({ ...event(`${MARKER_USER}-${p}`, stampMs), [STAMP]: stampMs })));
   await Promise.all(acks);
   return stampMs;
 }

@@ -17,6 +17,7 @@ import {
   latencyBySecond,
   parseSummary,
   PARTITIONS,
+  publishMarkerEvents,
   runBoundedEngine,
   runPublisher,
   spawnFlusso,
@@ -135,16 +136,8 @@ async function lastEventTimeMs(jsm: JetStreamManager, stream: string, subject: s
 }
 
 /** One page view per partition, each by a new user, at the newest event time: their outputs end a run. */
-async function publishMarkers(nats: BenchNats, subject: string, timestampMs: number): Promise<number> {
-  const js = jetstream(nats.nc);
-  const stampMs = Date.now();
-  const acks: Promise<unknown>[] = [];
-  for (let p = 0; p < PARTITIONS; p++) {
-    const marker = { user_id: `${MARKER_USER}-${p}`, timestamp: timestampMs, event_type: "page_view", page: "/", session_duration_sec: 1, [STAMP]: stampMs };
-    acks.push(js.publish(`${subject}.${p}`, JSON.stringify(marker)));
-  }
-  await Promise.all(acks);
-  return stampMs;
+function publishEndMarkers(nats: BenchNats, subject: string, timestampMs: number): Promise<number> {
+  return publishMarkerEvents(nats.nc, subject, (user) => ({ user_id: user, timestamp: timestampMs, event_type: "page_view", page: "/", session_duration_sec: 1 }));
 }
 
 /** Every event of `stream`, read back after a run: user and event time to publish stamp. */
@@ -214,7 +207,7 @@ export async function runRetention(nats: BenchNats, dir: string, label: string, 
     if (!isReady || engine.child.exitCode !== null) throw new Error(`the engine did not start reading EVENTS: ${engine.stderr().slice(-2000)}`);
     // 2.
     published = await runPublisher(nats, "events", "EVENTS", events, rate, paceArgs(rate));
-    markerAtMs = await publishMarkers(nats, "events", await lastEventTimeMs(nats.jsm, "EVENTS", "events"));
+    markerAtMs = await publishEndMarkers(nats, "events", await lastEventTimeMs(nats.jsm, "EVENTS", "events"));
     // 3.
     await waitUntil(() => engine.child.exitCode !== null || markersSeen >= PARTITIONS, CATCH_UP_TIMEOUT_MS, 20);
   } finally {
