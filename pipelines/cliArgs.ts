@@ -8,7 +8,6 @@ export const EXIT_BAD_PIPELINE = 2;
 /** A stop that could not wait for its last checkpoint (a second signal, or the stop timeout). */
 export const EXIT_STOPPED_AT_ONCE = 130;
 
-
 export const COMMANDS = ["run", "publish", "state", "validate"] as const;
 export type CommandName = (typeof COMMANDS)[number];
 

@@ -4,7 +4,7 @@ import { resolve } from "node:path";
 import type { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
 import { EXIT_BAD_PIPELINE, EXIT_STOPPED_AT_ONCE, type CommandLine } from "./cliArgs.ts";
-import { handOver } from "./jobThread.ts";
+import { handOver, startJobThread } from "./jobThread.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { loadPipeline } from "./load.ts";
 import { resolveResets } from "./stateShape.ts";
@@ -196,7 +196,7 @@ function loadOrSay(file: string, http?: string): PipelineSpec | undefined {
  */
 function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: string; port: number }, jobThread?: Worker): Promise<number> {
   const startedAtMs = Date.now();
-  const worker = handOver(request, jobThread);
+  const worker = handOver(request, jobThread ?? startJobThread());
   // The job's HTTP server: its sockets on this thread, its answers from the job's (http/forwarded.ts).
   let server: Awaited<ReturnType<typeof forwardingServer>> | undefined;
   const startServer = async () => {

@@ -42,10 +42,14 @@ type Connection = { signal?: AbortSignal; log?(event: ConnectionEvent): void; /*
  */
 export type NatsConnectors = { NatsSource: typeof NatsSource; NatsSink: typeof NatsSink };
 
+/** Every sink the pipeline writes: the dead letters first, then its outputs in order, then the late events' own, if any. */
+function everySink(spec: PipelineSpec): SinkSpec[] {
+  return [spec.deadLetter, ...spec.sinks.map((s) => s.sink), ...(spec.late ? [spec.late] : [])];
+}
+
 /** The NATS connectors when `spec` reads or writes NATS, loaded; undefined otherwise. */
 export async function natsConnectors(spec: PipelineSpec): Promise<NatsConnectors | undefined> {
-  const sinks = [spec.deadLetter, ...spec.sinks.map((s) => s.sink), ...(spec.late ? [spec.late] : [])];
-  if (!("nats" in spec.source) && !sinks.some((s) => "nats" in s)) return undefined;
+  if (!("nats" in spec.source) && !everySink(spec).some((s) => "nats" in s)) return undefined;
   const [{ NatsSource }, { NatsSink }] = await Promise.all([import("../engine/sources/natsSource.ts"), import("../engine/sinks/natsSink.ts")]);
   return { NatsSource, NatsSink };
 }
@@ -87,7 +91,7 @@ export function jobOptions(spec: PipelineSpec, run: RunOptions = {}, nats?: Nats
   // As a checkpoint stores it and gives it back: plain JSON.
   const shape = JSON.parse(JSON.stringify(pipelineShape(spec))) as PipelineShape;
   // Sinks are named by what they write: a position follows its file wherever the sink moves in the list.
-  const named = sinkNames([spec.deadLetter, ...spec.sinks.map((s) => s.sink), ...(spec.late ? [spec.late] : [])].map((s) => sinkIdentity(s, spec.baseDir)));
+  const named = sinkNames(everySink(spec).map((s) => sinkIdentity(s, spec.baseDir)));
   const [deadLetterName, ...routeNames] = named.slice(0, spec.sinks.length + 1);
   const lateName = spec.late ? named.at(-1)! : deadLetterName;
   const deadLetterSink = buildSink(spec.deadLetter, spec.name, connection, nats);

@@ -11,19 +11,15 @@ const JOB_THREAD = IS_BUILT ? new URL("./runWorker.js", import.meta.url) : new U
 /** What a thread started ahead is told first: the job it runs (runWorker.ts's JobRequest). */
 export type JobThreadStart = { type: "request"; request: unknown };
 
-/** What the thread finds in its workerData: whether its request comes as its first message. */
-export type JobThreadData = { awaitsRequest: true } | { awaitsRequest?: false; request: unknown };
-
 /** A job thread loading its modules, idle and unreferenced until `handOver` gives it its request. */
 export function startJobThread(): Worker {
-  const worker = new Worker(JOB_THREAD, { workerData: { awaitsRequest: true } satisfies JobThreadData });
+  const worker = new Worker(JOB_THREAD);
   worker.unref();
   return worker;
 }
 
-/** Gives a thread from startJobThread its request, or starts one with it; the process then waits for it. */
-export function handOver(request: unknown, started?: Worker): Worker {
-  if (started === undefined) return new Worker(JOB_THREAD, { workerData: { request } satisfies JobThreadData });
+/** Gives a thread from startJobThread its request; the process then waits for it. */
+export function handOver(request: unknown, started: Worker): Worker {
   started.ref();
   started.postMessage({ type: "request", request } satisfies JobThreadStart);
   return started;

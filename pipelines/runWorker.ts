@@ -1,7 +1,7 @@
 // The job side of `flusso run`: the pipeline runs on a worker thread, so the command's main thread
 // stays free to honour signals and the stop timeout whatever the job is doing (a long step, a
 // blocking read). Messages to and from the main thread are the types below.
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import { EngineError, StateMismatch } from "../engine/errors.ts";
 import type { JobEvent } from "../engine/jobEvents.ts";
 import type { JobResult } from "../engine/job.ts";
@@ -10,7 +10,7 @@ import { runPipeline } from "./compile.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
-import type { JobThreadData, JobThreadStart } from "./jobThread.ts";
+import type { JobThreadStart } from "./jobThread.ts";
 import type { ClusterQueries } from "./http/clusterQueries.ts";
 import type { ForwardedReply, ForwardedRequest } from "./http/forwarded.ts";
 
@@ -159,12 +159,9 @@ async function httpModules() {
   return { answerForwarded, requestHandler, clusterRoutesFor, routesFor };
 }
 
-/** The request of a thread started ahead (jobThread.ts): its first message. */
+/** The thread's request (jobThread.ts: it is started ahead of it): its first message. */
 function firstRequest(port: NonNullable<typeof parentPort>): Promise<JobRequest> {
   return new Promise((resolve) => port.once("message", (message: JobThreadStart) => resolve(message.request as JobRequest)));
 }
 
-if (parentPort !== null) {
-  const data = workerData as JobThreadData;
-  await runJobOnThisThread(parentPort, data.awaitsRequest === true ? await firstRequest(parentPort) : (data.request as JobRequest));
-}
+if (parentPort !== null) await runJobOnThisThread(parentPort, await firstRequest(parentPort));
