@@ -493,15 +493,8 @@ export async function runEnginePerEvent(nats: BenchNats, dir: string, label: str
     await tap.stop();
   }
   // 4.
-  const latencies = atMs.map((at, i) => at - stampMs[i]);
+  const { latencies, isCaughtUp, endLagMs, spanMs, latencySlopeMsPerS } = markedRunEnd({ atMs, stampMs, markersSeen, lastMarkerAtMs, markerAtMs, firstStampMs });
   const tenth = Math.max(1, Math.floor(latencies.length / 10));
-  const isCaughtUp = markersSeen >= PARTITIONS;
-  const endLagMs = isCaughtUp ? lastMarkerAtMs - markerAtMs : Infinity;
-  const spanMs = (isCaughtUp ? lastMarkerAtMs : atMs.at(-1) ?? firstStampMs) - firstStampMs;
-  const latencySlopeMsPerS = slope(
-    stampMs.map((s) => s / 1000),
-    latencies,
-  );
   return {
     label,
     requestedRate: rate,
@@ -525,6 +518,26 @@ export async function runEnginePerEvent(nats: BenchNats, dir: string, label: str
     engine: parseSummary(engine.stderr()),
     engineExit: exit.isKilled ? "SIGKILL after 10 s" : exit.code === 0 ? "0" : `${exit.code ?? exit.signal}: ${engine.stderr().slice(-500)}`,
   };
+}
+
+/**
+ * A run ended by one marker per partition (published at `markerAtMs`, the last one out at
+ * `lastMarkerAtMs`), its outputs received at `atMs` for events stamped `stampMs`: their latencies,
+ * whether every marker came out, the last one's lag, the outputs' span from the first stamp (to the
+ * last marker, or the last output when they did not all come) and the latency's slope over the
+ * run (ms per second of publishing).
+ */
+export function markedRunEnd(run: { atMs: number[]; stampMs: number[]; markersSeen: number; lastMarkerAtMs: number; markerAtMs: number; firstStampMs: number }) {
+  const { atMs, stampMs, firstStampMs } = run;
+  const latencies = atMs.map((at, i) => at - stampMs[i]);
+  const isCaughtUp = run.markersSeen >= PARTITIONS;
+  const endLagMs = isCaughtUp ? run.lastMarkerAtMs - run.markerAtMs : Infinity;
+  const spanMs = (isCaughtUp ? run.lastMarkerAtMs : atMs.at(-1) ?? firstStampMs) - firstStampMs;
+  const latencySlopeMsPerS = slope(
+    stampMs.map((s) => s / 1000),
+    latencies,
+  );
+  return { latencies, isCaughtUp, endLagMs, spanMs, latencySlopeMsPerS };
 }
 
 export function latencyBySecond(stampMs: number[], latencies: number[], firstStampMs: number): PerEventRun["bySecond"] {

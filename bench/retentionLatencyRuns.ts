@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 import { DeliverPolicy, jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import { parse, stringify } from "yaml";
 import { freshStream, stopChild, waitUntil, type Exit } from "./children.ts";
-import { slope, summarizeLatencies, tapStream, type LatencySummary } from "./natsConsumer.ts";
+import { summarizeLatencies, tapStream, type LatencySummary } from "./natsConsumer.ts";
 import {
   afterWarmUp,
   CATCH_UP_TIMEOUT_MS,
@@ -15,6 +15,7 @@ import {
   KEEP_UP_END_LAG_MS,
   KEEP_UP_SLOPE_MS_PER_S,
   latencyBySecond,
+  markedRunEnd,
   parseSummary,
   PARTITIONS,
   publishMarkerEvents,
@@ -226,14 +227,7 @@ export async function runRetention(nats: BenchNats, dir: string, label: string, 
   }
   let firstStampMs = Infinity;
   for (const stamp of stamps.values()) if (stamp < firstStampMs) firstStampMs = stamp;
-  const latencies = atMs.map((at, i) => at - stampMs[i]);
-  const isCaughtUp = markersSeen >= PARTITIONS;
-  const endLagMs = isCaughtUp ? lastMarkerAtMs - markerAtMs : Infinity;
-  const spanMs = (isCaughtUp ? lastMarkerAtMs : atMs.at(-1) ?? firstStampMs) - firstStampMs;
-  const latencySlopeMsPerS = slope(
-    stampMs.map((s) => s / 1000),
-    latencies,
-  );
+  const { latencies, isCaughtUp, endLagMs, spanMs, latencySlopeMsPerS } = markedRunEnd({ atMs, stampMs, markersSeen, lastMarkerAtMs, markerAtMs, firstStampMs });
   const starts = checkpoints.map((c) => c.startedAtMs);
   const breakdown = latencyBreakdown(atMs, stampMs, checkpoints);
   return {
