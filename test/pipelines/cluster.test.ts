@@ -77,12 +77,16 @@ describe("a cluster of workers", () => {
   }, 60_000);
 
   it("with a memory budget, one worker's windows leave memory and it writes what a single process does without one", async () => {
-    const all = events(20_000, 2);
+    // Users seen ~4 times each over 5.5 hours of event time: most keys' windows lie untouched between
+    // two cuts (so they may leave memory) and are read back when they fire or their user comes back.
+    const all = events(20_000, 2, 5_000);
     await publish("IN1B", all);
     const dir = tempDir("flusso-cluster-budget-");
     const file = join(dir, "p.yaml");
     // 1MB: the windows laid out key by key, their puts and deletes mirrored to the checkpoint log.
-    writeFileSync(file, pipelineYaml("budget", "IN1B", "OUT1B", join(dir, "state")).replace("checkpointInterval: 50ms }", "checkpointInterval: 50ms, memoryBudget: 1MB }"));
+    // A checkpoint after (nearly) every batch whatever the machine's speed: with 50ms, a fast run
+    // took too few cuts for any window to be idle across one, and nothing left memory.
+    writeFileSync(file, pipelineYaml("budget", "IN1B", "OUT1B", join(dir, "state")).replace("checkpointInterval: 50ms }", "checkpointInterval: 1ms, memoryBudget: 1MB }"));
     // Small batches: many cuts, at each of which windows of the last durable checkpoint may leave memory.
     const result = await runClusterPipeline(loadPipeline(file), { batchSize: 100 });
     expect(result.isComplete).toBe(true);
