@@ -63,8 +63,14 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT_BAD_PIPELINE;
     case "run": {
       // A run in this process: its job's thread loads while the pipeline is read and checked.
-      const jobThread = line.workers === undefined ? (await import("./jobThread.ts")).startJobThread() : undefined;
-      return (await import("./commands.ts")).runCommandLine(line, jobThread);
+      const threads = await import("./jobThread.ts");
+      const jobThread = line.workers === undefined ? threads.startJobThread() : undefined;
+      try {
+        return await (await import("./commands.ts")).runCommandLine(line, jobThread);
+      } finally {
+        // A pipeline refused before it ran leaves the thread unused.
+        if (jobThread !== undefined) await threads.dismiss(jobThread);
+      }
     }
     default:
       return (await import("./commands.ts")).runCommandLine(line);

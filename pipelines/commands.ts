@@ -1,10 +1,9 @@
 // The commands of the `flusso` command line that do something (pipelines/cli.ts answers --help and
 // --version alone, without loading any of this): run, validate, state, publish.
 import { resolve } from "node:path";
-import type { Worker } from "node:worker_threads";
 import { EngineError } from "../engine/errors.ts";
 import { EXIT_BAD_PIPELINE, EXIT_STOPPED_AT_ONCE, type CommandLine } from "./cliArgs.ts";
-import { handOver, startJobThread } from "./jobThread.ts";
+import { handOver, startJobThread, type JobThread } from "./jobThread.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import { loadPipeline } from "./load.ts";
 import { resolveResets } from "./stateShape.ts";
@@ -111,7 +110,7 @@ function stopTimeoutMs(): number {
  * The commands that do something (all but help, version and a mistake, which cli.ts answers alone).
  * `jobThread`: for `run`, a job thread started ahead (jobThread.ts), used if the job runs here.
  */
-export async function runCommandLine(line: Exclude<CommandLine, { command: "help" | "version" | "mistake" }>, jobThread?: Worker): Promise<number> {
+export async function runCommandLine(line: Exclude<CommandLine, { command: "help" | "version" | "mistake" }>, jobThread?: JobThread): Promise<number> {
   try {
     logLevel();
   } catch (error) {
@@ -194,7 +193,7 @@ function loadOrSay(file: string, http?: string): PipelineSpec | undefined {
  * to stop at its next cut after a last checkpoint; a second one, or the timeout, ends the process at
  * once with 130: as safe as a crash, since the next run resumes from the last durable checkpoint.
  */
-function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: string; port: number }, jobThread?: Worker): Promise<number> {
+function runCommand(request: JobRequest, log: JobLog, httpAddress?: { host: string; port: number }, jobThread?: JobThread): Promise<number> {
   const startedAtMs = Date.now();
   const worker = handOver(request, jobThread ?? startJobThread());
   // The job's HTTP server: its sockets on this thread, its answers from the job's (http/forwarded.ts).

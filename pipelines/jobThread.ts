@@ -11,16 +11,41 @@ const JOB_THREAD = IS_BUILT ? new URL("./runWorker.js", import.meta.url) : new U
 /** What a thread started ahead is told first: the job it runs (runWorker.ts's JobRequest). */
 export type JobThreadStart = { type: "request"; request: unknown };
 
+/** What the thread tells once its modules are loaded, before it waits for its request. */
+export type JobThreadLoaded = { type: "loaded" };
+
+/** A job thread started ahead: its worker, and whether it has its request (or has been dismissed). */
+export type JobThread = { readonly worker: Worker; isHandedOver: boolean; readonly loaded: Promise<void> };
+
 /** A job thread loading its modules, idle and unreferenced until `handOver` gives it its request. */
-export function startJobThread(): Worker {
+export function startJobThread(): JobThread {
   const worker = new Worker(JOB_THREAD);
   worker.unref();
-  return worker;
+  const loaded = new Promise<void>((resolve) => {
+    worker.on("message", (message: { type?: string }) => message.type === "loaded" && resolve());
+    worker.once("exit", () => resolve());
+    worker.once("error", () => resolve());
+  });
+  return { worker, isHandedOver: false, loaded };
 }
 
 /** Gives a thread from startJobThread its request; the process then waits for it. */
-export function handOver(request: unknown, started: Worker): Worker {
-  started.ref();
-  started.postMessage({ type: "request", request } satisfies JobThreadStart);
-  return started;
+export function handOver(request: unknown, thread: JobThread): Worker {
+  thread.isHandedOver = true;
+  thread.worker.ref();
+  thread.worker.postMessage({ type: "request", request } satisfies JobThreadStart);
+  return thread.worker;
+}
+
+/**
+ * Ends a thread that was never handed its request (the pipeline was refused, or ran elsewhere).
+ * Not before its modules are loaded: a process that exits while the thread is loading a native addon
+ * (lmdb) aborts, FATAL ERROR and exit 134, instead of exiting with its own code.
+ */
+export async function dismiss(thread: JobThread): Promise<void> {
+  if (thread.isHandedOver) return;
+  thread.isHandedOver = true;
+  thread.worker.ref();
+  await thread.loaded;
+  await thread.worker.terminate();
 }

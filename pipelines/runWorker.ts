@@ -10,7 +10,7 @@ import { runPipeline } from "./compile.ts";
 import { PipelineInvalid, ResetStageUnknown } from "./errors.ts";
 import type { ProgressSnapshot } from "./jobLog.ts";
 import { loadPipeline } from "./load.ts";
-import type { JobThreadStart } from "./jobThread.ts";
+import type { JobThreadLoaded, JobThreadStart } from "./jobThread.ts";
 import type { ClusterQueries } from "./http/clusterQueries.ts";
 import type { ForwardedReply, ForwardedRequest } from "./http/forwarded.ts";
 
@@ -32,7 +32,9 @@ export type FromJob =
   | { type: "http-open" }
   | ForwardedReply
   /** The input ended; the HTTP server goes on serving the final state until a stop. */
-  | { type: "serving" };
+  | { type: "serving" }
+  /** The thread's modules are loaded (for jobThread.ts; a run has nothing to do with it). */
+  | JobThreadLoaded;
 
 /** `http`: `--http [host:]port`, when given; `logsCheckpoints`: every checkpoint is told as an event (a debug line). */
 export type JobRequest = { file: string; reset: boolean; resetStages: string[]; wantsProgress: boolean; http?: string; logsCheckpoints?: boolean };
@@ -164,4 +166,8 @@ function firstRequest(port: NonNullable<typeof parentPort>): Promise<JobRequest>
   return new Promise((resolve) => port.once("message", (message: JobThreadStart) => resolve(message.request as JobRequest)));
 }
 
-if (parentPort !== null) await runJobOnThisThread(parentPort, await firstRequest(parentPort));
+if (parentPort !== null) {
+  // Every module this file imports is loaded: the thread may now be ended safely (jobThread.ts's dismiss).
+  parentPort.postMessage({ type: "loaded" } satisfies JobThreadLoaded);
+  await runJobOnThisThread(parentPort, await firstRequest(parentPort));
+}
